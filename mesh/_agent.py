@@ -1,0 +1,78 @@
+"""``AgentBase``: the agent that AgentScope-style applications subclass."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from mesh._future import resolve
+from mesh._meta import RpcMeta, async_func
+from mesh._msg import Msg
+
+__all__ = ["AgentBase"]
+
+
+class AgentBase(metaclass=RpcMeta):
+    """An agent: ``reply(x) -> Msg``, with a memory.
+
+    Args:
+        name: the agent's name.
+        **kwargs: kept as attributes (``sys_prompt``, ``model_config_name``...).
+
+    ``__call__(x)`` calls ``reply(x)``. Both are async functions: on a remote
+    agent they return a :class:`~mesh.Placeholder` at once; on a local agent
+    they return the ``Msg`` itself.
+    """
+
+    _mesh_agent = True
+
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        self.name = name
+        self.agent_id = uuid.uuid4().hex
+        self.memory: list[Msg] = []
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+
+    @async_func
+    def reply(self, x: Msg | None = None) -> Msg:
+        """Produce the answer to ``x``. Subclasses override it.
+
+        Raises:
+            NotImplementedError: the subclass did not override it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must override reply(self, x)")
+
+    @async_func
+    def __call__(self, x: Msg | None = None, *args: Any, **kwargs: Any) -> Msg:
+        return self.reply(x, *args, **kwargs)
+
+    def observe(self, x: Msg | list[Msg] | None) -> None:
+        """Add ``x`` (a message or a list of them) to the memory; futures are resolved first."""
+        if x is None:
+            return
+        x = resolve(x)
+        if isinstance(x, list):
+            self.memory.extend(resolve(m) for m in x)
+        else:
+            self.memory.append(x)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The agent's state: name, id, memory (as dicts) and other public data attributes."""
+        state: dict[str, Any] = {}
+        for key, value in vars(self).items():
+            if key.startswith("_") or callable(value):
+                continue
+            state[key] = value
+        state["memory"] = [m.to_dict() if isinstance(m, Msg) else m for m in self.memory]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        for key, value in state.items():
+            if key == "memory":
+                self.memory = [Msg.from_dict(m) if isinstance(m, dict) else m for m in value]
+            elif not key.startswith("_"):
+                setattr(self, key, value)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"

@@ -1,0 +1,201 @@
+"""The process's client side: one I/O node, request helpers, error translation."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from typing import Any
+
+import transport
+from mesh import _settings
+from mesh._context import blocking
+from mesh._errors import (
+    AgentNotFound,
+    AuthenticationError,
+    CallTimeout,
+    MeshError,
+    MessageTooLarge,
+    RemoteError,
+    ResultExpired,
+    ServerUnavailable,
+)
+
+__all__ = ["Client", "get_client", "normalize_address", "raise_error", "shutdown_client", "translate"]
+
+
+class Client:
+    """The process-wide node plus what the client knows of its peers."""
+
+    def __init__(self, settings: _settings.Settings) -> None:
+        self.settings = settings
+        self.keys = transport.derive_keys(settings.secret) if settings.secret else None
+        self.node = transport.Node(
+            keys=self.keys,
+            heartbeat_ivl=max(0.1, settings.heartbeat_timeout / 3),
+            heartbeat_timeout=settings.heartbeat_timeout,
+            connect_timeout=settings.connect_timeout,
+        )
+        self.session = uuid.uuid4().hex
+        self.pid = os.getpid()
+        self.limits: dict[str, int] = {}  # address -> server's max message size
+
+    def request(self, address: str, header: dict, value: Any, *, timeout: float | None = None) -> Future:
+        """Encode and send a request; returns the transport future.
+
+        Raises:
+            MessageTooLarge: the encoded request exceeds the server's limit.
+            MeshError: the value cannot be encoded.
+        """
+        try:
+            body, buffers = transport.encode(value)
+        except transport.CodecError as exc:
+            raise MeshError(f"cannot send the arguments: {exc}") from exc
+        limit = self.limits.get(address, self.settings.max_message_size)
+        if buffers or len(body) > 65536:
+            size = len(body) + sum(memoryview(b).nbytes for b in buffers)
+            biggest = max([len(body), *(memoryview(b).nbytes for b in buffers)])
+            if limit > 0 and biggest > limit:
+                raise MessageTooLarge(
+                    f"message of {size} bytes exceeds the limit of {limit} bytes of {address} "
+                    "(server flag --max-message-size)"
+                )
+        header["id"] = self.node.next_id()
+        header.setdefault("sess", self.session)
+        return self.node.request(address, header, body, buffers, timeout=timeout)
+
+    def close(self) -> None:
+        self.node.close()
+
+
+_lock = threading.Lock()
+_client: Client | None = None
+
+
+def get_client() -> Client:
+    """The process's client, created on first use (and anew after a fork)."""
+    global _client
+    c = _client
+    if c is not None and c.pid == os.getpid() and not c.node._closed:
+        return c
+    with _lock:
+        if _client is None or _client.pid != os.getpid() or _client.node._closed:
+            _client = Client(_settings.current())
+        return _client
+
+
+def shutdown_client() -> None:
+    global _client
+    with _lock:
+        c, _client = _client, None
+    if c is not None and c.pid == os.getpid():
+        c.close()
+
+
+def normalize_address(host: str | None, port: int | str | None = None) -> str:
+    """``tcp://host:port`` from ``host`` + ``port``, ``"host:port"`` or ``"tcp://host:port"``.
+
+    Raises:
+        ValueError: the address is incomplete or malformed.
+    """
+    if host is None:
+        raise ValueError("no host given")
+    text = str(host).strip()
+    if text.startswith("tcp://"):
+        text = text[6:]
+    if port is None:
+        if text.startswith("["):
+            h, _, p = text[1:].partition("]:")
+        else:
+            h, _, p = text.rpartition(":")
+        if not h or not p:
+            raise ValueError(f"address {host!r} has no port: use 'host:port' or pass port=")
+        text, port = h, p
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise ValueError(f"port {port!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range")
+    if text in ("localhost", ""):
+        text = "127.0.0.1"
+    if ":" in text and not text.startswith("["):
+        text = f"[{text}]"
+    return f"tcp://{text}:{port}"
+
+
+def translate(exc: BaseException) -> BaseException:
+    """Map a transport failure onto the mesh's errors."""
+    if isinstance(exc, MeshError):
+        return exc
+    if isinstance(exc, transport.PeerAuthFailed):
+        return AuthenticationError(str(exc))
+    if isinstance(exc, transport.RequestTimeout):
+        return CallTimeout(str(exc))
+    if isinstance(exc, transport.PeerUnavailable):
+        return ServerUnavailable(str(exc))
+    if isinstance(exc, transport.NodeClosed):
+        return ServerUnavailable("the mesh client was shut down (mesh.shutdown())")
+    if isinstance(exc, transport.CodecError):
+        return MeshError(f"cannot decode the reply: {exc}")
+    return exc
+
+
+_KINDS: dict[str, type[MeshError]] = {
+    "notfound": AgentNotFound,
+    "expired": ResultExpired,
+    "toolarge": MessageTooLarge,
+    "unavailable": ServerUnavailable,
+    "auth": AuthenticationError,
+}
+
+
+def raise_error(header: dict, address: str) -> None:
+    """Raise the error that an ``err`` reply describes."""
+    kind = header.get("kind", "remote")
+    msg = str(header.get("msg", ""))
+    if kind == "remote":
+        raise RemoteError(str(header.get("type", "Exception")), msg, str(header.get("tb", "")))
+    cls = _KINDS.get(kind)
+    if cls is not None:
+        raise cls(f"{address}: {msg}")
+    raise MeshError(f"{address}: {kind}: {msg}")
+
+
+def decode_reply(reply: tuple, address: str) -> Any:
+    """Value of an ``ok`` reply, or raise the error of an ``err`` reply."""
+    header, body, buffers = reply
+    if header.get("op") == "err":
+        raise_error(header, address)
+    try:
+        return transport.decode(body, buffers)
+    except transport.CodecError as exc:
+        raise MeshError(f"cannot decode the reply from {address}: {exc}") from exc
+
+
+def wait(fut: Future, deadline: float | None, address: str) -> tuple:
+    """Wait for a transport future (telling the server we block), translating errors.
+
+    Raises:
+        CallTimeout: ``deadline`` (monotonic) passed first.
+        MeshError: the transport failure, translated.
+    """
+    if not fut.done():
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        with blocking():
+            try:
+                return fut.result(remaining)
+            except concurrent.futures.TimeoutError:
+                raise CallTimeout(
+                    f"no result from {address} within the timeout "
+                    "(the task may still be running; ask again to keep waiting)"
+                ) from None
+            except BaseException as exc:
+                raise translate(exc) from None
+    try:
+        return fut.result()
+    except BaseException as exc:
+        raise translate(exc) from None

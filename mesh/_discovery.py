@@ -1,0 +1,145 @@
+"""Discovery for the mesh: advertise servers, find them, check they live, pick one.
+
+The ``discovery`` package finds candidates (zeroconf, the local registry,
+static peers, Redis); records are hints only. Liveness and load come from a
+ZeroMQ ``ping`` to each candidate, and a batch of new objects is spread over
+the least loaded servers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mesh import _settings
+from mesh._client import decode_reply, get_client
+
+__all__ = ["ServerInfo", "advertise", "choose", "close_browser", "servers"]
+
+_PING_TIMEOUT = 1.0
+_DEAD_FOR = 5.0  # seconds a server that failed a ping is skipped
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """A live server, as :func:`mesh.servers` reports it."""
+
+    name: str
+    address: str
+    capacity: int
+    load: int
+    agents: int = 0
+    auth: bool = False
+    sources: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_lock = threading.Lock()
+_browser: Any = None
+_waited = False
+_dead: dict[str, float] = {}
+_placed: dict[str, int] = {}  # objects this process placed since the last ping of that server
+_cache: tuple[float, list[ServerInfo]] = (0.0, [])
+
+
+def advertise(name: str, host: str, port: int, *, capacity: int, auth: bool) -> Any:
+    """Announce a server; returns an object whose ``close()`` withdraws it."""
+    import discovery
+
+    adv = discovery.Advertiser(name, host, port, capacity=capacity, auth=auth)
+    adv.start()
+    return adv
+
+
+def _get_browser() -> Any:
+    global _browser
+    with _lock:
+        if _browser is None:
+            import discovery
+
+            _browser = discovery.Browser()
+            _browser.start()
+        return _browser
+
+
+def close_browser() -> None:
+    global _browser, _waited, _cache
+    with _lock:
+        browser, _browser = _browser, None
+        _waited = False
+        _cache = (0.0, [])
+        _dead.clear()
+        _placed.clear()
+    if browser is not None:
+        browser.close()
+
+
+def _ping_all(records: list[Any], timeout: float) -> list[ServerInfo]:
+    client = get_client()
+    now = time.monotonic()
+    futs = []
+    for rec in records:
+        if _dead.get(rec.address, 0) > now:
+            continue
+        futs.append((rec, client.request(rec.address, {"op": "ping"}, None, timeout=timeout)))
+    live = []
+    for rec, fut in futs:
+        try:
+            info = decode_reply(fut.result(timeout + 1), rec.address)
+        except Exception:
+            _dead[rec.address] = time.monotonic() + _DEAD_FOR
+            continue
+        live.append(ServerInfo(
+            name=str(info.get("name") or rec.name),
+            address=rec.address,
+            capacity=int(info.get("capacity", rec.capacity) or 0),
+            load=int(info.get("load", 0)),
+            agents=int(info.get("agents", 0)),
+            auth=bool(rec.auth),
+            sources=tuple(sorted(rec.sources)),
+        ))
+        _placed[rec.address] = 0
+    return live
+
+
+def servers(timeout: float = 1.0) -> list[ServerInfo]:
+    """The servers discovered now that answer a ping, least loaded first.
+
+    Args:
+        timeout: seconds to listen for announcements.
+    """
+    browser = _get_browser()
+    records = browser.wait(timeout, lambda found: False) if timeout > 0 else browser.servers()
+    live = _ping_all(records, _PING_TIMEOUT)
+    return sorted(live, key=lambda s: (s.agents / max(s.capacity, 1), s.load, s.name))
+
+
+def choose() -> str | None:
+    """The address of the server a new object should go to, or ``None`` if none is found.
+
+    The first call waits up to ``discovery_wait`` seconds for announcements;
+    later calls use what is known. Pings are cached for a second.
+    """
+    global _waited, _cache
+    browser = _get_browser()
+    if not _waited:
+        browser.wait(_settings.current().discovery_wait)
+        _waited = True
+    stamp, live = _cache
+    if time.monotonic() - stamp > 1.0:
+        live = _ping_all(browser.servers(), _PING_TIMEOUT)
+        _cache = (time.monotonic(), live)
+    live = [s for s in live if _dead.get(s.address, 0) <= time.monotonic()]
+    if not live:
+        return None
+
+    def score(s: ServerInfo) -> float:
+        return (s.agents + _placed.get(s.address, 0)) / max(s.capacity, 1)
+
+    best = min(live, key=score)
+    _placed[best.address] = _placed.get(best.address, 0) + 1
+    return best.address

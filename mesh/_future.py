@@ -1,0 +1,194 @@
+"""Futures: ``AsyncResult`` and ``Placeholder``, values that a remote task will produce.
+
+A future is ``(producer address, task id)`` plus, on the caller's side, the
+pending call. Pickled (passed as an argument, returned, nested in a ``Msg``)
+it travels as that reference only: whoever reads it fetches the value straight
+from the producer, and passing it never waits.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from typing import Any
+
+from mesh._client import decode_reply, get_client, wait
+from mesh._errors import CallTimeout, MeshError
+from mesh._msg import Msg
+
+__all__ = ["AsyncResult", "Placeholder", "is_future", "local_producers", "resolve"]
+
+_PENDING = object()
+
+# address -> callable(task_id) -> concurrent Future of a reply; servers living
+# in this process register here so local fetches skip the network.
+local_producers: dict[str, Any] = {}
+
+
+class _FutureMixin:
+    """The machinery shared by AsyncResult and Placeholder."""
+
+    def _mesh_init(self, address: str, task: str, call: concurrent.futures.Future | None) -> None:
+        d = self.__dict__
+        d["_mesh_address"] = address
+        d["_mesh_task"] = task
+        d["_mesh_call"] = call
+        d["_mesh_fetch"] = None
+        d["_mesh_value"] = _PENDING
+        d["_mesh_exc"] = None
+        d["_mesh_lock"] = threading.Lock()
+
+    # -- public API ---------------------------------------------------------
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the value and return it.
+
+        Args:
+            timeout: seconds to wait; ``None`` waits as long as the producer is alive.
+
+        Raises:
+            CallTimeout: no value within ``timeout``.
+            RemoteError: the producer raised.
+            ResultExpired: the producer no longer holds the value.
+            ServerUnavailable: the producer died or cannot be reached.
+        """
+        d = self.__dict__
+        if d["_mesh_value"] is not _PENDING:
+            return d["_mesh_value"]
+        if d["_mesh_exc"] is not None:
+            raise d["_mesh_exc"]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            reply = self._mesh_wait(self._mesh_source(), deadline)
+            if reply[0].get("op") == "ok" and reply[0].get("big"):
+                reply = self._mesh_wait(self._mesh_start_fetch(), deadline)
+            value = decode_reply(reply, d["_mesh_address"])
+            while isinstance(value, _FutureMixin):  # a forwarded future: follow it
+                value = value.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except CallTimeout:
+            raise
+        except MeshError as exc:
+            d["_mesh_exc"] = exc
+            raise
+        with d["_mesh_lock"]:
+            if d["_mesh_value"] is _PENDING:
+                d["_mesh_value"] = value
+        return d["_mesh_value"]
+
+    def done(self) -> bool:
+        """True once the value (or the producer's error) is available."""
+        d = self.__dict__
+        if d["_mesh_value"] is not _PENDING or d["_mesh_exc"] is not None:
+            return True
+        return self._mesh_source().done()
+
+    # -- internals ----------------------------------------------------------
+    def _mesh_source(self) -> concurrent.futures.Future:
+        call = self.__dict__["_mesh_call"]
+        return call if call is not None else self._mesh_start_fetch()
+
+    def _mesh_start_fetch(self) -> concurrent.futures.Future:
+        d = self.__dict__
+        with d["_mesh_lock"]:
+            fut = d["_mesh_fetch"]
+            if fut is None:
+                local = local_producers.get(d["_mesh_address"])
+                if local is not None:
+                    fut = local(d["_mesh_task"])
+                else:
+                    fut = get_client().request(d["_mesh_address"], {"op": "result", "task": d["_mesh_task"]}, None)
+                d["_mesh_fetch"] = fut
+            return fut
+
+    def _mesh_wait(self, fut: concurrent.futures.Future, deadline: float | None) -> tuple:
+        return wait(fut, deadline, self.__dict__["_mesh_address"])
+
+    def __reduce__(self) -> tuple:
+        d = self.__dict__
+        return (_rebuild, (type(self) is Placeholder, d["_mesh_address"], d["_mesh_task"]))
+
+    def _mesh_state(self) -> str:
+        d = self.__dict__
+        if d["_mesh_value"] is not _PENDING:
+            return "done"
+        if d["_mesh_exc"] is not None:
+            return "failed"
+        return "pending"
+
+
+class AsyncResult(_FutureMixin):
+    """The result of an ``@async_func`` call on a remote object.
+
+    ``result(timeout=None)`` waits for it. When the value is a composite
+    (dict, list, object), indexing, iteration, ``len``, ``in`` and public
+    attribute access wait for it and act on the value.
+    """
+
+    def __init__(self, address: str, task: str, call: concurrent.futures.Future | None = None) -> None:
+        self._mesh_init(address, task, call)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(f"{name!r}: private names are not resolved through an AsyncResult")
+        return getattr(self.result(), name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.result()[key]
+
+    def __iter__(self) -> Any:
+        return iter(self.result())
+
+    def __len__(self) -> int:
+        return len(self.result())
+
+    def __contains__(self, item: Any) -> bool:
+        return item in self.result()
+
+    def __repr__(self) -> str:
+        d = self.__dict__
+        return f"<AsyncResult {self._mesh_state()} task={d['_mesh_task']} producer={d['_mesh_address']}>"
+
+
+class Placeholder(_FutureMixin, Msg):
+    """The message a remote agent will produce.
+
+    It is a :class:`Msg`: reading any field (``content``, ``name``, ``id``...)
+    waits until the message exists. ``result(timeout=None)`` returns the ``Msg``.
+    """
+
+    def __init__(self, address: str, task: str, call: concurrent.futures.Future | None = None) -> None:
+        # Msg.__init__ is deliberately not called: the fields come from the producer.
+        self._mesh_init(address, task, call)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(f"{name!r}: private names are not resolved through a Placeholder")
+        return getattr(self.result(), name)
+
+    def to_dict(self) -> dict[str, Any]:
+        value = self.result()
+        return value.to_dict() if isinstance(value, Msg) else {"content": value}
+
+    def __repr__(self) -> str:
+        d = self.__dict__
+        if d["_mesh_value"] is not _PENDING:
+            return f"Placeholder({d['_mesh_value']!r})"
+        return f"<Placeholder {self._mesh_state()} task={d['_mesh_task']} producer={d['_mesh_address']}>"
+
+
+def _rebuild(placeholder: bool, address: str, task: str) -> _FutureMixin:
+    cls = Placeholder if placeholder else AsyncResult
+    return cls(address, task)
+
+
+def is_future(value: Any) -> bool:
+    return isinstance(value, _FutureMixin)
+
+
+def resolve(value: Any, timeout: float | None = None) -> Any:
+    """The value of a future (or of futures in a list), else ``value`` itself."""
+    if isinstance(value, _FutureMixin):
+        return value.result(timeout)
+    if type(value) is list:
+        return [resolve(v, timeout) for v in value]
+    return value

@@ -1,0 +1,115 @@
+"""``RpcMeta``: the metaclass that makes a class distributable, and its decorators."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+__all__ = ["DistConf", "RpcMeta", "async_func", "sync_func"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SYNC = "sync"
+ASYNC = "async"
+ASYNC_MSG = "msg"  # async, and the result is a message: the proxy returns a Placeholder
+
+
+def async_func(fn: F) -> F:
+    """Mark a method asynchronous: on a remote object it returns an ``AsyncResult`` at once."""
+    fn._mesh_mode = ASYNC  # type: ignore[attr-defined]
+    return fn
+
+
+def sync_func(fn: F) -> F:
+    """Mark a method synchronous (the default): a remote call blocks until it returns."""
+    fn._mesh_mode = SYNC  # type: ignore[attr-defined]
+    return fn
+
+
+class DistConf(dict):
+    """The arguments of ``to_dist``, for the constructor keyword ``to_dist=``.
+
+    ``DistConf(host="10.0.0.5", port=12001)``; any further keyword is a
+    ``to_dist`` option.
+    """
+
+    def __init__(self, host: str | None = None, port: int | str | None = None, **options: Any) -> None:
+        super().__init__(host=host, port=port, **options)
+
+
+def _method_table(cls: type) -> dict[str, str]:
+    table: dict[str, str] = {}
+    is_agent = bool(getattr(cls, "_mesh_agent", False))
+    for klass in reversed(cls.__mro__):
+        for attr, value in vars(klass).items():
+            if (attr.startswith("_") and attr != "__call__") or attr == "to_dist":
+                continue
+            fn = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+            if not callable(fn) or isinstance(fn, type):
+                continue
+            # An override without a decorator keeps the mode of what it overrides.
+            mode = getattr(fn, "_mesh_mode", None) or table.get(attr) or SYNC
+            if mode == ASYNC and is_agent and attr in ("reply", "__call__"):
+                mode = ASYNC_MSG
+            table[attr] = mode
+    return table
+
+
+class RpcMeta(type):
+    """Metaclass of distributable classes.
+
+    A class made with it gets ``to_dist(host=None, port=None, **options)`` and
+    accepts the constructor keyword ``to_dist=`` (``True``, a
+    :class:`DistConf` or a dict of its fields): then the object is built on an
+    agent server only, and the caller gets an :class:`~mesh.RpcObject`.
+    """
+
+    def __new__(mcs, name: str, bases: tuple, namespace: dict, **kwargs: Any) -> RpcMeta:
+        cls = super().__new__(mcs, name, bases, namespace, **kwargs)
+        cls._mesh_methods = _method_table(cls)  # type: ignore[attr-defined]
+        if "to_dist" not in namespace:
+            cls.to_dist = _to_dist  # type: ignore[attr-defined]
+        return cls
+
+    def __call__(cls, *args: Any, to_dist: Any = None, **kwargs: Any) -> Any:
+        if to_dist is None or to_dist is False:
+            obj = super().__call__(*args, **kwargs)
+            try:
+                obj.__dict__["_mesh_init_args"] = (args, kwargs)
+            except AttributeError:  # __slots__ without __dict__: to_dist() will say so
+                pass
+            return obj
+        from mesh._placement import place
+
+        return place(cls, args, kwargs, _conf(to_dist))
+
+
+def _conf(to_dist: Any) -> DistConf:
+    if to_dist is True:
+        return DistConf()
+    if isinstance(to_dist, dict):
+        return DistConf(**to_dist)
+    raise TypeError(f"to_dist must be True, a DistConf or a dict, not {type(to_dist).__name__}")
+
+
+def _to_dist(self: Any, host: str | None = None, port: int | str | None = None, **options: Any) -> Any:
+    """Re-create this object on an agent server and return its proxy.
+
+    The object is rebuilt from the arguments it was constructed with: state
+    changed after construction does not travel.
+
+    Args:
+        host: the server's host (or ``"host:port"``); ``None`` finds one
+            (discovery, else a child server of this process).
+        port: the server's port.
+        **options: further placement options.
+
+    Raises:
+        ServerUnavailable: the server cannot be reached.
+        RemoteError: the constructor raised on the server.
+    """
+    init = getattr(self, "__dict__", {}).get("_mesh_init_args")
+    if init is None:
+        raise TypeError(f"{type(self).__name__} object has no recorded constructor arguments; use to_dist= in the constructor")
+    from mesh._placement import place
+
+    return place(type(self), init[0], init[1], DistConf(host=host, port=port, **options))

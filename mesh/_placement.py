@@ -1,0 +1,123 @@
+"""Where ``to_dist`` puts an object: a given server, a discovered one, or the child server."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import cloudpickle
+
+from mesh import _settings
+from mesh._client import decode_reply, get_client, normalize_address, wait
+from mesh._meta import DistConf
+from mesh._proxy import RpcObject
+
+__all__ = ["child_server", "place", "stop_child"]
+
+_child: Any = None
+_child_lock = threading.Lock()
+_by_value: set[tuple[str, type]] = set()  # (server, class) pairs that need the class by value
+_pickle_lock = threading.RLock()
+
+
+def place(cls: type, args: tuple, kwargs: dict, conf: DistConf) -> RpcObject:
+    """Create ``cls(*args, **kwargs)`` on a server chosen by ``conf`` and return its proxy."""
+    host, port = conf.get("host"), conf.get("port")
+    if host is not None:
+        address = normalize_address(host, port)
+    else:
+        address = _discovered() or child_server().address
+    return create(address, cls, args, kwargs)
+
+
+def _discovered() -> str | None:
+    if not _settings.current().discovery:
+        return None
+    from mesh._discovery import choose
+
+    return choose()
+
+
+def create(address: str, cls: type, args: tuple, kwargs: dict) -> RpcObject:
+    """Create the object on ``address``, sending its class by value if the server lacks it.
+
+    Raises:
+        ServerUnavailable, AuthenticationError: the server cannot be used.
+        RemoteError: the constructor raised there.
+    """
+    client = get_client()
+    ref = f"{cls.__module__}:{cls.__qualname__}"
+    object_id = uuid.uuid4().hex
+    by_value = (address, cls) in _by_value
+    timeout = client.settings.call_timeout
+    while True:
+        with _class_by_value(cls) if by_value else contextlib.nullcontext():
+            payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
+            if by_value:
+                payload["blob"] = cloudpickle.dumps(cls)
+            fut = client.request(address, {"op": "create", "obj": object_id, "cls": ref}, payload, timeout=timeout)
+        reply = wait(fut, None, address)
+        if reply[0].get("op") == "err" and reply[0].get("kind") == "needclass" and not by_value:
+            by_value = True
+            _by_value.add((address, cls))
+            continue
+        info = decode_reply(reply, address)
+        break
+    limit = info.get("max_message_size") if isinstance(info, dict) else None
+    if isinstance(limit, int):
+        client.limits[address] = limit
+    return RpcObject(address, object_id, cls.__name__, dict(cls._mesh_methods))  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _class_by_value(cls: type) -> Iterator[None]:
+    """Pickle the class's module by value (the server cannot import it)."""
+    module = sys.modules.get(cls.__module__)
+    if module is None or cls.__module__ == "__main__":
+        yield
+        return
+    with _pickle_lock:
+        registered = False
+        try:
+            cloudpickle.register_pickle_by_value(module)
+            registered = True
+        except ValueError:  # already registered
+            pass
+        try:
+            yield
+        finally:
+            if registered:
+                cloudpickle.unregister_pickle_by_value(module)
+
+
+def child_server() -> Any:
+    """The child server of this process, started on first use and reused."""
+    global _child
+    with _child_lock:
+        if _child is not None and _child._state == "running" and (_child._proc is None or _child._proc.poll() is None):
+            return _child
+        from mesh._server import AgentServer
+
+        settings = _settings.current()
+        server = AgentServer(
+            port=0, capacity=settings.child_capacity, advertise=False, secret=settings.secret
+        )
+        server.launch(in_subprocess=True)
+        _child = server
+        return server
+
+
+def stop_child() -> None:
+    global _child
+    with _child_lock:
+        server, _child = _child, None
+    if server is not None:
+        server.shutdown()
+
+
+atexit.register(stop_child)

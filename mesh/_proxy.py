@@ -1,0 +1,113 @@
+"""``RpcObject``: the caller's handle to an object living on an agent server."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mesh import _context
+from mesh._client import decode_reply, get_client, wait
+from mesh._future import AsyncResult, Placeholder
+from mesh._meta import ASYNC, ASYNC_MSG
+
+__all__ = ["RpcObject"]
+
+
+class RpcObject:
+    """Proxy of a remote object.
+
+    Calling a sync method blocks and returns its value; an async method
+    returns an :class:`~mesh.AsyncResult` (or, for an agent's ``reply`` and
+    ``__call__``, a :class:`~mesh.Placeholder`) at once. Reading a public
+    attribute returns the remote value. Names starting with ``_`` are never
+    forwarded. A proxy can be passed to other remote objects: they then call
+    the same actor.
+    """
+
+    __slots__ = ("_mesh_address", "_mesh_id", "_mesh_cls", "_mesh_methods")
+
+    def __init__(self, address: str, object_id: str, cls_name: str, methods: dict[str, str]) -> None:
+        object.__setattr__(self, "_mesh_address", address)
+        object.__setattr__(self, "_mesh_id", object_id)
+        object.__setattr__(self, "_mesh_cls", cls_name)
+        object.__setattr__(self, "_mesh_methods", methods)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(
+                f"{name!r} is private: names starting with '_' are not forwarded to the remote "
+                f"{self._mesh_cls} object"
+            )
+        mode = self._mesh_methods.get(name)
+        if mode is None:
+            return self._mesh_request({"op": "getattr", "obj": self._mesh_id, "m": name}, None)
+        return _Method(self, name, mode)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"cannot set {name!r} on a remote {self._mesh_cls}: attributes of a remote object "
+            "are read-only through its proxy; call one of its methods instead"
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        mode = self._mesh_methods.get("__call__")
+        if mode is None:
+            raise TypeError(f"remote {self._mesh_cls} object is not callable")
+        return _invoke(self, "__call__", mode, args, kwargs)
+
+    def to_dist(self, host: str | None = None, port: int | str | None = None, **options: Any) -> RpcObject:
+        """Already distributed: returns itself."""
+        return self
+
+    def _mesh_request(self, header: dict, value: Any) -> Any:
+        client = get_client()
+        timeout = client.settings.call_timeout
+        fut = client.request(self._mesh_address, header, value, timeout=timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return decode_reply(wait(fut, deadline, self._mesh_address), self._mesh_address)
+
+    def __reduce__(self) -> tuple:
+        return (RpcObject, (self._mesh_address, self._mesh_id, self._mesh_cls, self._mesh_methods))
+
+    def __repr__(self) -> str:
+        return f"<RpcObject {self._mesh_cls} id={self._mesh_id} at {self._mesh_address}>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RpcObject):
+            return NotImplemented
+        return (self._mesh_address, self._mesh_id) == (other._mesh_address, other._mesh_id)
+
+    def __hash__(self) -> int:
+        return hash((self._mesh_address, self._mesh_id))
+
+
+class _Method:
+    __slots__ = ("_proxy", "_name", "_mode")
+
+    def __init__(self, proxy: RpcObject, name: str, mode: str) -> None:
+        self._proxy = proxy
+        self._name = name
+        self._mode = mode
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _invoke(self._proxy, self._name, self._mode, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<remote {self._mode} method {self._name} of {self._proxy!r}>"
+
+
+def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -> Any:
+    header = {
+        "op": "call",
+        "obj": proxy._mesh_id,
+        "m": name,
+        "chain": _context.current_chain() or _context.new_chain(),
+    }
+    if mode == ASYNC or mode == ASYNC_MSG:
+        task = _context.new_chain()
+        header["task"] = task
+        header["keep"] = 1
+        fut = get_client().request(proxy._mesh_address, header, (args, kwargs))
+        cls = Placeholder if mode == ASYNC_MSG else AsyncResult
+        return cls(proxy._mesh_address, task, fut)
+    return proxy._mesh_request(header, (args, kwargs))

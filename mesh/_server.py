@@ -1,0 +1,357 @@
+"""``AgentServer``: an agent server, in this process or in a subprocess."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+import select
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import transport
+from mesh import _future
+from mesh._classes import ClassResolver, load_agent_dir
+from mesh._client import get_client, normalize_address
+from mesh._pool import make_pool
+from mesh._servicer import Servicer
+
+__all__ = ["AgentServer", "RpcAgentServerLauncher", "is_loopback"]
+
+log = logging.getLogger("mesh.server")
+
+_ADDRESS = re.compile(r"tcp://\S+:\d+")
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class AgentServer:
+    """An agent server: a ROUTER socket and a pool of worker threads.
+
+    Args:
+        host: address to bind; loopback by default. Any other address
+            requires a shared secret (``secret``, ``MESH_SECRET``) unless
+            ``insecure=True``.
+        port: port to bind; 0 picks a free one (read it back from ``.port``).
+        capacity: worker threads running objects' calls at once.
+        custom_agent_classes: classes the server knows (needed with ``no_code``).
+        agent_dir: folder whose ``*.py`` files define more classes.
+        pool_type: ``"local"`` or ``"redis"``: where async results wait.
+        redis_url: the Redis server of a ``redis`` pool.
+        max_expire_time: seconds a result is kept.
+        max_len: most results kept (local pool).
+        max_message_size: largest request accepted, bytes.
+        advertise: announce the server for discovery (zeroconf and the local registry).
+        name: server name (default: host name and port).
+        secret: shared secret; default ``MESH_SECRET``.
+        insecure: allow a non-loopback address without a secret.
+        no_code: accept only known classes, never a class sent by value.
+        grace: seconds running calls get to finish at shutdown.
+
+    Raises:
+        ValueError: bad arguments, or a non-loopback host without a secret.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        capacity: int = 32,
+        custom_agent_classes: Iterable[type] = (),
+        agent_dir: str | None = None,
+        pool_type: str = "local",
+        redis_url: str | None = None,
+        max_expire_time: float = 7200,
+        max_len: int = 10000,
+        max_message_size: int = 32 * 2**20,
+        advertise: bool = True,
+        name: str | None = None,
+        secret: bytes | str | None = None,
+        insecure: bool = False,
+        no_code: bool = False,
+        grace: float = 5.0,
+        local_mode: bool | None = None,
+    ) -> None:
+        if local_mode is True and not is_loopback(host):
+            raise ValueError("local_mode=True needs a loopback host")
+        self.host = "127.0.0.1" if host == "localhost" else host
+        try:
+            self.port = int(port)
+        except (TypeError, ValueError):
+            raise ValueError(f"port {port!r} is not a number") from None
+        if not 0 <= self.port < 65536:
+            raise ValueError(f"port {port} is out of range")
+        if int(capacity) < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        if pool_type not in ("local", "redis"):
+            raise ValueError(f"unknown pool_type {pool_type!r}: use 'local' or 'redis'")
+        if pool_type == "redis" and not redis_url:
+            raise ValueError("pool_type='redis' needs redis_url")
+        self.capacity = int(capacity)
+        self.custom_agent_classes = list(custom_agent_classes)
+        self.agent_dir = agent_dir
+        self.pool_type = pool_type
+        self.redis_url = redis_url
+        self.max_expire_time = float(max_expire_time)
+        self.max_len = int(max_len)
+        self.max_message_size = int(max_message_size)
+        self.advertise = advertise
+        self.name = name
+        if isinstance(secret, str):
+            secret = secret.encode()
+        self.secret = secret if secret else transport.secret_from_env()
+        self.insecure = insecure
+        self.no_code = no_code
+        self.grace = grace
+        if not is_loopback(self.host) and not self.secret and not insecure:
+            raise ValueError(
+                f"refusing to listen on {self.host} without a shared secret: anyone who reaches "
+                "the port could run code here. Set MESH_SECRET (or --secret-file), or pass "
+                "insecure=True (--insecure) on a network you trust."
+            )
+        self._servicer: Servicer | None = None
+        self._router: transport.Router | None = None
+        self._proc: subprocess.Popen | None = None
+        self._advertiser: Any = None
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._state = "new"
+
+    # ------------------------------------------------------------ properties
+    @property
+    def address(self) -> str:
+        """``tcp://host:port`` of the running server."""
+        return normalize_address(self.host, self.port) if self.port else f"tcp://{self.host}:0"
+
+    # ---------------------------------------------------------------- launch
+    def launch(self, in_subprocess: bool = True) -> AgentServer:
+        """Start the server; returns once it accepts calls.
+
+        Args:
+            in_subprocess: run it in a new Python process (default) or in this one.
+
+        Raises:
+            RuntimeError: already launched, or the subprocess failed to start.
+        """
+        with self._lock:
+            if self._state != "new":
+                raise RuntimeError(f"server already {self._state}")
+            self._state = "starting"
+        try:
+            if in_subprocess:
+                self._launch_subprocess()
+            else:
+                self._launch_here()
+        except BaseException:
+            self._state = "stopped"
+            raise
+        self._state = "running"
+        return self
+
+    def _launch_here(self) -> None:
+        resolver = ClassResolver(self.custom_agent_classes, no_code=self.no_code)
+        if self.agent_dir:
+            for cls in load_agent_dir(self.agent_dir):
+                resolver.add(cls)
+        name = self.name or f"{socket.gethostname()[:24]}-{os.getpid()}-{os.urandom(2).hex()}"
+        pool = make_pool(self.pool_type, redis_url=self.redis_url, max_len=self.max_len, max_expire_time=self.max_expire_time, name=name)
+        self._servicer = Servicer(
+            name=name,
+            capacity=self.capacity,
+            pool=pool,
+            resolver=resolver,
+            max_message_size=self.max_message_size,
+            on_stop=self.shutdown,
+        )
+        keys = transport.derive_keys(self.secret) if self.secret else None
+        node = get_client().node
+        self._router = node.add_router(
+            self.host, self.port, self._servicer.handle, keys=keys, max_message_size=self.max_message_size
+        )
+        self.port = self._router.port
+        self.name = name
+        _future.local_producers[self.address] = self._servicer.local_result
+        if self.advertise:
+            self._start_advertising()
+
+    def _start_advertising(self) -> None:
+        try:
+            from mesh._discovery import advertise
+        except ImportError:  # pragma: no cover
+            return
+        try:
+            self._advertiser = advertise(self.name or "", self.host, self.port, capacity=self.capacity, auth=bool(self.secret))
+        except Exception as exc:  # discovery is optional: the server still serves
+            log.warning("could not advertise the server: %s", exc)
+
+    def _launch_subprocess(self) -> None:
+        args = [
+            sys.executable, "-m", "mesh.server", "start",
+            "--host", self.host, "--port", str(self.port),
+            "--capacity", str(self.capacity),
+            "--pool-type", self.pool_type,
+            "--max-expire-time", str(self.max_expire_time),
+            "--max-len", str(self.max_len),
+            "--max-message-size", str(self.max_message_size),
+            "--grace", str(self.grace),
+            "--parent-stdin",
+        ]
+        if self.name:
+            args += ["--name", self.name]
+        if self.agent_dir:
+            args += ["--agent-dir", self.agent_dir]
+        if self.redis_url:
+            args += ["--redis-url", self.redis_url]
+        if not self.advertise:
+            args.append("--no-advertise")
+        if self.insecure:
+            args.append("--insecure")
+        if self.no_code:
+            args.append("--no-code")
+        env = dict(os.environ)
+        env["MESH_SYS_PATH"] = os.pathsep.join(p for p in sys.path if p)
+        if self.secret:
+            env["MESH_SECRET"] = self.secret.decode()
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+        self._proc = proc
+        import cloudpickle
+
+        blob = cloudpickle.dumps(self.custom_agent_classes)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(struct.pack("!Q", len(blob)) + blob)
+        proc.stdin.flush()
+        line = _read_ready_line(proc, timeout=60.0)
+        match = _ADDRESS.search(line)
+        if match is None:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"agent server subprocess did not start: {line.strip() or 'it exited'}")
+        address = match.group(0)
+        self.port = int(address.rsplit(":", 1)[1])
+        name = re.search(r"name=([^,\s)]+)", line)
+        self.name = name.group(1) if name else self.name
+        threading.Thread(target=_forward, args=(proc.stdout,), name="mesh-child-stdout", daemon=True).start()
+
+    # -------------------------------------------------------------- lifetime
+    def wait_until_terminate(self) -> None:
+        """Block until the server stops (``shutdown()``, a ``stop`` request or a signal)."""
+        if self._proc is not None:
+            self._proc.wait()
+            self._stopped.set()
+        else:
+            self._stopped.wait()
+
+    def shutdown(self) -> None:
+        """Stop the server: finish running calls (within ``grace``), fail queued ones. Idempotent."""
+        with self._lock:
+            if self._state in ("stopping", "stopped", "new"):
+                self._state = "stopped" if self._state == "new" else self._state
+                return
+            self._state = "stopping"
+        try:
+            if self._proc is not None:
+                _stop_process(self._proc, self.grace + 5)
+            else:
+                self._shutdown_here()
+        finally:
+            self._state = "stopped"
+            self._stopped.set()
+
+    def _shutdown_here(self) -> None:
+        if self._advertiser is not None:
+            try:
+                self._advertiser.close()
+            except Exception as exc:  # pragma: no cover
+                log.warning("could not unregister from discovery: %s", exc)
+        _future.local_producers.pop(self.address, None)
+        if self._servicer is not None:
+            self._servicer.close(self.grace)
+        if self._router is not None:
+            self._router.close()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid if self._proc is not None else os.getpid()
+
+    def __enter__(self) -> AgentServer:
+        if self._state == "new":
+            self.launch(in_subprocess=False)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<AgentServer {self.name or ''} {self.address} {self._state}>"
+
+
+RpcAgentServerLauncher = AgentServer
+
+
+def _read_ready_line(proc: subprocess.Popen, timeout: float) -> str:
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"\n" not in buf:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"agent server subprocess gave no address within {timeout:g} s")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                proc.wait()
+                return buf.decode(errors="replace")
+            buf += chunk
+    line, _, rest = buf.partition(b"\n")
+    if rest:
+        sys.stdout.write(rest.decode(errors="replace"))
+    return line.decode(errors="replace")
+
+
+def _forward(stream: Any) -> None:
+    try:
+        for line in iter(stream.readline, b""):
+            sys.stdout.write(line.decode(errors="replace"))
+            sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    if proc.poll() is None:
+        try:
+            proc.stdin.close()  # type: ignore[union-attr]  # the child sees EOF and stops
+        except (OSError, AttributeError):
+            pass
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass

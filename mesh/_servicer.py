@@ -1,0 +1,412 @@
+"""The agent server's request handling: objects, mailboxes, tasks, results.
+
+Requests arrive on the I/O thread (:meth:`Servicer.handle`, which must not
+block); object code runs on the :class:`~mesh._workers.WorkerPool`.
+
+Actor semantics: each object has a mailbox; its calls run one at a time, in
+arrival order. One exception prevents the A->B->A deadlock: while a call of
+call chain *C* waits on another mesh task, a new call of the same chain *C*
+may enter the object (re-entrancy along one call tree, as in Orleans).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+import traceback
+from collections import deque
+from typing import Any, Callable
+
+import transport
+from mesh import _context
+from mesh._classes import ClassResolver
+from mesh._pool import Entry, ResultPool
+from mesh._workers import WorkerPool
+
+__all__ = ["Servicer"]
+
+log = logging.getLogger("mesh.server")
+
+PUSH_LIMIT = 64 * 1024  # async results up to this size are pushed to the caller with the reply
+_NIL = b"\xc0"  # msgpack nil
+
+
+class _Call:
+    __slots__ = ("reply", "method", "body", "buffers", "chain", "task", "keep")
+
+    def __init__(self, reply: Callable, method: str, body: Any, buffers: list, chain: Any, task: Any, keep: bool) -> None:
+        self.reply = reply
+        self.method = method
+        self.body = body
+        self.buffers = buffers
+        self.chain = chain
+        self.task = task
+        self.keep = keep
+
+
+class _Actor:
+    __slots__ = ("id", "obj", "cls_name", "lock", "queue", "running", "blocked", "served", "session", "created", "failed")
+
+    def __init__(self, object_id: str, cls_name: str, session: Any) -> None:
+        self.id = object_id
+        self.obj: Any = None
+        self.cls_name = cls_name
+        self.lock = threading.Lock()
+        self.queue: deque[_Call] = deque()
+        self.running = 1  # the constructor runs first
+        self.blocked: dict[Any, int] = {}  # chain -> running calls of it that wait
+        self.served = 0
+        self.session = session
+        self.created = time.time()
+        self.failed: str | None = None
+
+
+def _error(kind: str, msg: str, exc_type: str = "", tb: str = "") -> Entry:
+    header: dict[str, Any] = {"op": "err", "kind": kind, "msg": msg}
+    if exc_type:
+        header["type"] = exc_type
+    if tb:
+        header["tb"] = tb
+    return header, _NIL, []
+
+
+def _remote_error(exc: BaseException) -> Entry:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return _error("remote", str(exc), type(exc).__name__, tb)
+
+
+def _ok(value: Any) -> Entry:
+    try:
+        body, buffers = transport.encode(value)
+    except transport.CodecError as exc:
+        return _error("remote", f"the result cannot be sent back: {exc}", "SerializationError")
+    return {"op": "ok"}, body, [b if type(b) is bytes else bytes(b) for b in buffers]
+
+
+class Servicer:
+    """Handles the requests of one agent server."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        capacity: int,
+        pool: ResultPool,
+        resolver: ClassResolver,
+        max_message_size: int,
+        on_stop: Callable[[], None],
+    ) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.pool = pool
+        self.resolver = resolver
+        self.max_message_size = max_message_size
+        self.on_stop = on_stop
+        self.workers = WorkerPool(capacity, name=f"mesh-{name}")
+        self.actors: dict[str, _Actor] = {}
+        self._pending: dict[str, list[Callable[[Entry], None]]] = {}
+        self._lock = threading.Lock()
+        self.started = time.time()
+        self.accepting = True
+        self._ops: dict[str, Callable] = {
+            "call": self._op_call,
+            "result": self._op_result,
+            "create": self._op_create,
+            "getattr": self._op_getattr,
+            "delete": self._op_delete,
+            "ping": self._op_ping,
+            "status": self._op_status,
+            "release": self._op_release,
+            "stop": self._op_stop,
+        }
+
+    # ---------------------------------------------------------------- entry
+    def handle(self, router: transport.Router, identity: bytes, header: dict, body: Any, buffers: list) -> None:
+        """Serve one request (I/O thread; never blocks, never raises)."""
+        rid = header.get("id")
+
+        def reply(entry: Entry) -> None:
+            if rid is not None:
+                router.reply(identity, {**entry[0], "re": rid}, entry[1], entry[2])
+
+        op = self._ops.get(header["op"])
+        if op is None:
+            reply(_error("badrequest", f"unknown op {header['op']!r}"))
+            return
+        if not self.accepting and header["op"] not in ("ping", "status", "result"):
+            reply(_error("unavailable", "server is shutting down"))
+            return
+        try:
+            op(header, body, buffers, reply)
+        except (KeyError, TypeError, ValueError) as exc:
+            reply(_error("badrequest", f"malformed {header['op']} request: {type(exc).__name__}: {exc}"))
+        except Exception as exc:  # never let a peer kill the server
+            log.exception("failed to serve %s", header.get("op"))
+            reply(_remote_error(exc))
+
+    # ------------------------------------------------------------- objects
+    def _op_create(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
+        object_id, cls_ref = header["obj"], header["cls"]
+        if not isinstance(object_id, str) or not isinstance(cls_ref, str) or not object_id:
+            raise TypeError("'obj' and 'cls' must be non-empty strings")
+        actor = _Actor(object_id, cls_ref.rpartition(":")[2], header.get("sess"))
+        with self._lock:
+            if object_id in self.actors:
+                reply(_error("badrequest", f"object id {object_id!r} already exists"))
+                return
+            self.actors[object_id] = actor
+        self.workers.submit(lambda: self._construct(actor, cls_ref, body, buffers, reply))
+
+    def _construct(self, actor: _Actor, cls_ref: str, body: Any, buffers: list, reply: Callable) -> None:
+        try:
+            payload = transport.decode(body, buffers)
+            cls = self.resolver.resolve(cls_ref, payload.get("blob"))
+            if cls is None:
+                self._drop_actor(actor, "its class could not be loaded")
+                reply(_error("needclass", f"class {cls_ref} is not importable here; send it by value"))
+                return
+            _context.set_context(_context.new_chain(), None, None)
+            try:
+                actor.obj = cls(*payload.get("args", ()), **payload.get("kwargs", {}))
+            finally:
+                _context.set_context(None, None, None)
+        except BaseException as exc:  # noqa: BLE001 - report anything the constructor raises
+            self._drop_actor(actor, f"its constructor raised {type(exc).__name__}")
+            reply(_remote_error(exc) if not isinstance(exc, transport.CodecError) else _error("badrequest", str(exc)))
+            return
+        actor.cls_name = type(actor.obj).__name__
+        reply(_ok({"methods": getattr(type(actor.obj), "_mesh_methods", {}), "cls": actor.cls_name, "max_message_size": self.max_message_size}))
+        self._next(actor)
+
+    def _drop_actor(self, actor: _Actor, why: str) -> None:
+        with self._lock:
+            self.actors.pop(actor.id, None)
+        with actor.lock:
+            actor.failed = why
+            queued, actor.queue = list(actor.queue), deque()
+        for call in queued:
+            self._complete(call, _error("notfound", f"object {actor.id} is gone: {why}"))
+
+    def _op_delete(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
+        with self._lock:
+            actor = self.actors.pop(header["obj"], None)
+        if actor is None:
+            reply(_error("notfound", f"no object {header['obj']!r} on this server"))
+            return
+        self._drop_actor(actor, "deleted")
+        reply(_ok(None))
+
+    # --------------------------------------------------------------- calls
+    def _op_call(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
+        method = header["m"]
+        if not isinstance(method, str):
+            raise TypeError("'m' must be a string")
+        keep = bool(header.get("keep"))
+        task = header.get("task")
+        if keep and not isinstance(task, str):
+            raise TypeError("an async call needs a string 'task'")
+        call = _Call(reply, method, body, buffers, header.get("chain"), task, keep)
+        actor = self.actors.get(header["obj"])
+        if keep:
+            with self._lock:
+                self._pending.setdefault(task, [])
+        if actor is None:
+            self._complete(call, _error("notfound", f"no object {header['obj']!r} on this server (deleted, never created, or the server restarted)"))
+            return
+        with actor.lock:
+            if actor.failed:
+                run = False
+                failed = actor.failed
+            elif actor.running == 0 or (call.chain is not None and actor.blocked.get(call.chain)):
+                actor.running += 1
+                run = True
+            else:
+                actor.queue.append(call)
+                return
+        if run:
+            self.workers.submit(lambda: self._run(actor, call))
+        else:
+            self._complete(call, _error("notfound", f"object {actor.id} is gone: {failed}"))
+
+    def _run(self, actor: _Actor, call: _Call) -> None:
+        chain = call.chain
+
+        def on_block() -> None:
+            ready = []
+            with actor.lock:
+                actor.blocked[chain] = actor.blocked.get(chain, 0) + 1
+                if chain is not None:
+                    keep = deque()
+                    for c in actor.queue:
+                        (ready if c.chain == chain else keep).append(c)
+                    actor.queue = keep
+                    actor.running += len(ready)
+            for c in ready:
+                self.workers.submit(lambda c=c: self._run(actor, c))
+            self.workers.block()
+
+        def on_unblock() -> None:
+            self.workers.unblock()
+            with actor.lock:
+                n = actor.blocked.get(chain, 1) - 1
+                if n:
+                    actor.blocked[chain] = n
+                else:
+                    actor.blocked.pop(chain, None)
+
+        if not self.accepting:
+            self._complete(call, _error("unavailable", "server shut down before running this call"))
+            self._next(actor)
+            return
+        _context.set_context(chain, on_block, on_unblock)
+        try:
+            if call.method.startswith("_") and call.method != "__call__":
+                raise AttributeError(f"{call.method!r} is private: private methods are never called remotely")
+            args, kwargs = transport.decode(call.body, call.buffers)
+            value = getattr(actor.obj, call.method)(*args, **kwargs)
+            entry = _ok(value)
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            entry = _remote_error(exc)
+        finally:
+            _context.set_context(None, None, None)
+        actor.served += 1
+        self._complete(call, entry)
+        self._next(actor)
+
+    def _next(self, actor: _Actor) -> None:
+        with actor.lock:
+            actor.running -= 1
+            if actor.running or not actor.queue:
+                return
+            call = actor.queue.popleft()
+            actor.running = 1
+        self.workers.submit(lambda: self._run(actor, call))
+
+    def _complete(self, call: _Call, entry: Entry) -> None:
+        if not call.keep:
+            call.reply(entry)
+            return
+        self.pool.put(call.task, entry)
+        with self._lock:
+            waiters = self._pending.pop(call.task, ())
+        for waiter in waiters:
+            waiter(entry)
+        size = len(entry[1]) + sum(len(b) for b in entry[2])
+        if entry[0]["op"] == "ok" and size > PUSH_LIMIT:
+            call.reply(({"op": "ok", "big": 1}, _NIL, []))  # the caller fetches it if it reads it
+        else:
+            call.reply(entry)
+
+    def _op_getattr(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
+        name = header["m"]
+        if not isinstance(name, str) or name.startswith("_"):
+            reply(_error("remote", f"{name!r} is private: private attributes are never read remotely", "AttributeError"))
+            return
+        actor = self.actors.get(header["obj"])
+        if actor is None or actor.obj is None:
+            reply(_error("notfound", f"no object {header['obj']!r} on this server"))
+            return
+
+        def read() -> None:
+            try:
+                reply(_ok(getattr(actor.obj, name)))
+            except BaseException as exc:  # noqa: BLE001
+                reply(_remote_error(exc))
+
+        self.workers.submit(read)
+
+    # ------------------------------------------------------------- results
+    def _op_result(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
+        task = header["task"]
+        if not isinstance(task, str):
+            raise TypeError("'task' must be a string")
+        self._when_done(task, reply)
+
+    def _when_done(self, task: str, fn: Callable[[Entry], None]) -> None:
+        entry = self.pool.get(task)
+        if entry is None:
+            with self._lock:
+                waiters = self._pending.get(task)
+                if waiters is not None:
+                    waiters.append(fn)
+                    return
+            entry = self.pool.get(task) or _error(
+                "expired",
+                f"no result for task {task} on this server: it expired (max_expire_time / max_len) "
+                "before it was fetched, or it never existed",
+            )
+        fn(entry)
+
+    def local_result(self, task: str) -> concurrent.futures.Future:
+        """Fetch a result of this server from inside its own process (no network)."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._when_done(task, lambda e: fut.set_result((dict(e[0]), e[1], e[2])))
+        return fut
+
+    def _op_release(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
+        for task in header.get("tasks", ()):
+            if isinstance(task, str):
+                self.pool.release(task)
+
+    # -------------------------------------------------------------- admin
+    def _op_ping(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
+        reply(_ok(self.info()))
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "capacity": self.capacity,
+            "load": self.workers.load,
+            "agents": len(self.actors),
+            "py": f"{os.sys.version_info[0]}.{os.sys.version_info[1]}",
+            "proto": transport.PROTOCOL_MAJOR,
+            "uptime": time.time() - self.started,
+            "max_message_size": self.max_message_size,
+            "pid": os.getpid(),
+        }
+
+    def _op_status(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
+        agents = []
+        for a in list(self.actors.values()):
+            agents.append({
+                "id": a.id,
+                "class": a.cls_name,
+                "name": getattr(a.obj, "name", None) if a.obj is not None else None,
+                "queue": len(a.queue),
+                "served": a.served,
+            })
+        reply(_ok({**self.info(), "agents": agents, "results": len(self.pool), "rss": _rss()}))
+
+    def _op_stop(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
+        reply(_ok(None))
+        threading.Thread(target=self.on_stop, name="mesh-stop", daemon=True).start()
+
+    # ------------------------------------------------------------ shutdown
+    def close(self, grace: float = 5.0) -> None:
+        """Stop accepting; fail queued calls; let running ones finish within ``grace``."""
+        self.accepting = False
+        queued: list[_Call] = []
+        for actor in list(self.actors.values()):
+            with actor.lock:
+                queued.extend(actor.queue)
+                actor.queue.clear()
+                actor.failed = actor.failed or "server shut down"
+        for call in queued:
+            self._complete(call, _error("unavailable", "server shut down before running this call"))
+        self.workers.wait_idle(grace)
+        self.workers.close(0.5)
+        self.pool.close()
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -1,0 +1,75 @@
+"""Process-wide settings of the mesh client, set by :func:`mesh.init`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+__all__ = ["Settings", "current", "update"]
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not a number") from None
+
+
+def _env_secret() -> bytes | None:
+    value = os.environ.get("MESH_SECRET", "")
+    return value.encode() if value else None
+
+
+@dataclass
+class Settings:
+    """Client settings. Each has an environment variable default.
+
+    Attributes:
+        secret: shared secret (``MESH_SECRET``); ``None`` means plaintext.
+        call_timeout: default timeout of sync calls, seconds (``None``: wait
+            as long as the server is alive).
+        connect_timeout: how long a call waits for a connection, seconds.
+        heartbeat_timeout: a silent peer is declared dead after this long.
+        discovery: look for servers on the LAN in ``to_dist()`` (``MESH_DISCOVERY=0`` turns it off).
+        discovery_wait: how long the first ``to_dist()`` waits for discovery (``MESH_DISCOVERY_WAIT``).
+        child_capacity: worker threads of the child server.
+        max_message_size: largest request sent to a server whose limit is unknown.
+    """
+
+    secret: bytes | None = field(default_factory=_env_secret)
+    call_timeout: float | None = None
+    connect_timeout: float = field(default_factory=lambda: _env_float("MESH_CONNECT_TIMEOUT", 5.0))
+    heartbeat_timeout: float = field(default_factory=lambda: _env_float("MESH_HEARTBEAT_TIMEOUT", 3.0))
+    discovery: bool = field(default_factory=lambda: os.environ.get("MESH_DISCOVERY", "1") not in ("0", "false", "no", "off"))
+    discovery_wait: float = field(default_factory=lambda: _env_float("MESH_DISCOVERY_WAIT", 0.5))
+    child_capacity: int = 32
+    max_message_size: int = 32 * 2**20
+
+
+_current = Settings()
+
+
+def current() -> Settings:
+    return _current
+
+
+def update(**settings: object) -> Settings:
+    """Replace some settings; unknown names raise ``TypeError``."""
+    global _current
+    known = {f.name for f in fields(Settings)}
+    unknown = set(settings) - known
+    if unknown:
+        raise TypeError(f"unknown mesh setting(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    if isinstance(settings.get("secret"), str):
+        settings["secret"] = settings["secret"].encode()  # type: ignore[union-attr]
+    values = {f.name: getattr(_current, f.name) for f in fields(Settings)}
+    values.update(settings)
+    _current = Settings(**values)  # type: ignore[arg-type]
+    return _current
+
+
+def reset() -> None:
+    """Back to the defaults read from the environment (tests use this)."""
+    global _current
+    _current = Settings()

@@ -1,0 +1,224 @@
+"""``zmq-agent-server``: run, list, inspect and stop agent servers.
+
+Also ``python -m mesh.server``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import struct
+import sys
+import threading
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zmq-agent-server", description="Agent servers of the ZeroMQ agent mesh.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("start", help="run an agent server in the foreground")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need a secret)")
+    s.add_argument("--port", type=int, default=0, help="port to bind (default: a free one)")
+    s.add_argument("--capacity", type=int, default=32, help="calls running at once (default 32)")
+    s.add_argument("--agent-dir", help="folder of *.py files defining agent classes")
+    s.add_argument("--name", help="server name (default: host name, pid and a random suffix)")
+    s.add_argument("--pool-type", choices=("local", "redis"), default="local", help="where async results wait")
+    s.add_argument("--redis-url", help="Redis server of a redis pool, e.g. redis://127.0.0.1:6379")
+    s.add_argument("--max-expire-time", type=float, default=7200, help="seconds a result is kept (default 7200)")
+    s.add_argument("--max-len", type=int, default=10000, help="most results kept, local pool (default 10000)")
+    s.add_argument("--max-message-size", type=int, default=32 * 2**20, help="largest request in bytes (default 32 MiB)")
+    s.add_argument("--no-advertise", action="store_true", help="do not announce the server for discovery")
+    s.add_argument("--secret-file", help="file holding the shared secret (else env MESH_SECRET)")
+    s.add_argument("--insecure", action="store_true", help="allow a non-loopback host without a secret")
+    s.add_argument("--no-code", action="store_true", help="accept only known classes, never code sent by value")
+    s.add_argument("--grace", type=float, default=5.0, help="seconds running calls get at shutdown (default 5)")
+    s.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    s.add_argument("--parent-stdin", action="store_true", help=argparse.SUPPRESS)
+
+    ls = sub.add_parser("list", help="the servers discovered now")
+    ls.add_argument("--timeout", type=float, default=1.0, help="seconds to listen (default 1)")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+
+    st = sub.add_parser("status", help="one server's agents, load and uptime")
+    st.add_argument("address", help="tcp://host:port or host:port")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.add_argument("--timeout", type=float, default=5.0)
+
+    sp = sub.add_parser("stop", help="ask a server to shut down cleanly")
+    sp.add_argument("address", help="tcp://host:port or host:port")
+    sp.add_argument("--timeout", type=float, default=5.0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "start":
+        return _start(args)
+    if args.command == "list":
+        return _list(args)
+    if args.command == "status":
+        return _status(args)
+    return _stop(args)
+
+
+def _start(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for entry in os.environ.get("MESH_SYS_PATH", "").split(os.pathsep):
+        if entry and entry not in sys.path:
+            sys.path.append(entry)
+    import mesh
+    from mesh._classes import AgentDirError
+
+    classes: list[type] = []
+    if args.parent_stdin:
+        classes = _read_parent_config()
+    secret = None
+    if args.secret_file:
+        import transport
+
+        try:
+            secret = transport.read_secret_file(args.secret_file)
+        except (OSError, ValueError) as exc:
+            print(f"zmq-agent-server: cannot read --secret-file: {exc}", file=sys.stderr)
+            return 2
+    if secret:
+        mesh.init(secret=secret)  # outgoing fetches to other servers use it too
+    try:
+        server = mesh.AgentServer(
+            host=args.host, port=args.port, capacity=args.capacity, custom_agent_classes=classes,
+            agent_dir=args.agent_dir, pool_type=args.pool_type, redis_url=args.redis_url,
+            max_expire_time=args.max_expire_time, max_len=args.max_len,
+            max_message_size=args.max_message_size, advertise=not args.no_advertise, name=args.name,
+            secret=secret, insecure=args.insecure, no_code=args.no_code, grace=args.grace,
+        )
+        server.launch(in_subprocess=False)
+    except (ValueError, AgentDirError, OSError) as exc:
+        print(f"zmq-agent-server: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # e.g. zmq.ZMQError: address in use
+        print(f"zmq-agent-server: cannot start: {exc}", file=sys.stderr)
+        return 2
+
+    signals = {"n": 0}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        signals["n"] += 1
+        if signals["n"] > 1:
+            os._exit(130 if signum == signal.SIGINT else 0)
+        threading.Thread(target=server.shutdown, name="mesh-signal-stop", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if args.parent_stdin:
+        threading.Thread(target=_watch_parent, args=(server,), name="mesh-parent-watch", daemon=True).start()
+    print(
+        f"zmq-agent-server ready on {server.address} (name={server.name}, capacity={server.capacity}, "
+        f"pool={server.pool_type}, advertised={'yes' if server.advertise else 'no'}, "
+        f"auth={'on' if server.secret else 'off'}, pid={os.getpid()})",
+        flush=True,
+    )
+    while not server._stopped.wait(0.5):  # wake up for signals
+        pass
+    mesh.shutdown()
+    return 0
+
+
+def _read_parent_config() -> list[type]:
+    import pickle
+
+    raw = _read_exact(sys.stdin.buffer, 8)
+    (n,) = struct.unpack("!Q", raw)
+    return list(pickle.loads(_read_exact(sys.stdin.buffer, n)))
+
+
+def _read_exact(stream: Any, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            raise SystemExit("zmq-agent-server: parent closed the config pipe")
+        data += chunk
+    return data
+
+
+def _watch_parent(server: Any) -> None:
+    """Stop when the parent process dies: its end of our stdin closes."""
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    server.shutdown()
+
+
+def _admin(address: str, op: str, timeout: float) -> Any:
+    import mesh
+    from mesh._client import decode_reply, get_client, normalize_address, wait
+    import time
+
+    addr = normalize_address(address)
+    fut = get_client().request(addr, {"op": op}, None, timeout=timeout)
+    try:
+        return decode_reply(wait(fut, time.monotonic() + timeout, addr), addr)
+    finally:
+        mesh.shutdown()
+
+
+def _status(args: argparse.Namespace) -> int:
+    import mesh
+
+    try:
+        info = _admin(args.address, "status", args.timeout)
+    except (mesh.MeshError, ValueError) as exc:
+        print(f"zmq-agent-server: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"server {info['name']}  pid {info['pid']}  uptime {info['uptime']:.0f} s  "
+          f"load {info['load']}/{info['capacity']}  results {info['results']}  rss {info['rss'] / 2**20:.1f} MiB")
+    print(f"{'CLASS':<20} {'NAME':<16} {'ID':<34} {'QUEUE':>5} {'SERVED':>7}")
+    for a in info["agents"]:
+        print(f"{a['class']:<20} {str(a['name']):<16} {a['id']:<34} {a['queue']:>5} {a['served']:>7}")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    import mesh
+
+    try:
+        _admin(args.address, "stop", args.timeout)
+    except (mesh.MeshError, ValueError) as exc:
+        print(f"zmq-agent-server: {exc}", file=sys.stderr)
+        return 1
+    print(f"asked {args.address} to stop")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    import mesh
+
+    try:
+        found = mesh.servers(timeout=args.timeout)
+    finally:
+        mesh.shutdown()
+    if args.json:
+        print(json.dumps([s.to_dict() for s in found], indent=2))
+        return 0
+    if not found:
+        print("no servers found")
+        return 0
+    print(f"{'NAME':<40} {'ADDRESS':<28} {'CAPACITY':>8} {'LOAD':>5} {'AGENTS':>6} {'AUTH':>5}")
+    for s in found:
+        print(f"{s.name:<40} {s.address:<28} {s.capacity:>8} {s.load:>5} {s.agents:>6} {'yes' if s.auth else 'no':>5}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Shared fixtures: isolation checks, a clean mesh per test, servers, and leak checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+TESTS = os.path.dirname(os.path.abspath(__file__))
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+
+try:
+    from vlan import in_isolated_netns  # noqa: E402
+except ImportError:  # pragma: no cover - vlan.py is the shared home of this check
+
+    def in_isolated_netns() -> bool:
+        import socket
+
+        return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not in_isolated_netns() and os.environ.get("MESH_TESTS_ALLOW_NETWORK") != "1":
+        pytest.exit(
+            "the tests open sockets and multicast: run them with bin/test "
+            "(inside an isolated network namespace)",
+            returncode=2,
+        )
+
+
+@pytest.fixture(autouse=True)
+def clean_mesh(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with default settings, no discovery, its own registry, and ends with mesh.shutdown()."""
+    import mesh
+    from mesh import _settings
+
+    monkeypatch.setenv("MESH_DISCOVERY", "0")
+    monkeypatch.setenv("MESH_REGISTRY_DIR", str(tmp_path_factory.mktemp("registry")))
+    monkeypatch.setenv("MESH_SERVICE_TYPE", f"_mt{uuid.uuid4().hex[:8]}._tcp.local.")
+    monkeypatch.delenv("MESH_SECRET", raising=False)
+    monkeypatch.delenv("MESH_PEERS", raising=False)
+    _settings.reset()
+    children_before = _children()
+    yield
+    mesh.shutdown()
+    _settings.reset()
+    leaked = wait_until(lambda: not (_children() - children_before), timeout=10.0, raise_=False)
+    assert leaked, f"test left child processes running: {sorted(_children() - children_before)}"
+
+
+def _children() -> set[int]:
+    me = os.getpid()
+    out = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me and fields[0] != "Z":
+            out.add(int(pid))
+    return out
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 5.0, interval: float = 0.01, raise_: bool = True) -> object:
+    """Poll ``cond`` until it is truthy or ``timeout`` passes (then fail, or return False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            if raise_:
+                raise AssertionError(f"condition not met within {timeout} s")
+            return False
+        time.sleep(interval)
+
+
+@pytest.fixture
+def server() -> Iterator["mesh.AgentServer"]:
+    """An agent server in this process on a free loopback port."""
+    import mesh
+
+    srv = mesh.AgentServer(port=0, capacity=8, advertise=False).launch(in_subprocess=False)
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+
+
+@pytest.fixture
+def spawn_server() -> Iterator[Callable[..., "mesh.AgentServer"]]:
+    """Factory of agent servers in subprocesses; all are stopped after the test."""
+    import mesh
+
+    started: list[mesh.AgentServer] = []
+
+    def spawn(**kwargs: object) -> mesh.AgentServer:
+        kwargs.setdefault("advertise", False)
+        srv = mesh.AgentServer(**kwargs).launch(in_subprocess=True)  # type: ignore[arg-type]
+        started.append(srv)
+        return srv
+
+    yield spawn
+    for srv in started:
+        srv.shutdown()
+
+
+def run_cli(*args: str, timeout: float = 30, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m mesh.server ARGS``."""
+    return subprocess.run(
+        [sys.executable, "-m", "mesh.server", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def no_thread_leak() -> Iterator[None]:
+    before = set(threading.enumerate())
+    yield
+    import mesh
+
+    mesh.shutdown()
+    ok = wait_until(lambda: not [t for t in threading.enumerate() if t not in before and t.is_alive()], timeout=5, raise_=False)
+    assert ok, f"threads left: {[t.name for t in threading.enumerate() if t not in before]}"

@@ -1,0 +1,694 @@
+"""The I/O thread: one per process, owner of every ZeroMQ socket.
+
+ZeroMQ sockets are not thread-safe, so a single thread owns them all: the
+ROUTERs that servers bind, one DEALER per remote peer (never one DEALER
+connected to many peers: it would round-robin), their monitor sockets and the
+ZAP handler. Other threads hand it work through a queue and wake it with a
+byte on a pipe; results come back as ``concurrent.futures.Future`` objects.
+
+Reliability rules (see ENGINEERING.md A4-A9):
+
+* ZMTP heartbeats on every socket: a dead or partitioned peer is dropped
+  within ``heartbeat_timeout`` and every request pending on it fails with
+  :class:`PeerUnavailable`; a request never waits forever on a dead peer.
+* A request to a peer that is not connected waits in an outbox until the
+  handshake succeeds, at most ``connect_timeout``. A refused connection or a
+  failed handshake fails it at once.
+* Replies are matched by request id; late or unknown replies are dropped.
+* ROUTERs use ``ROUTER_MANDATORY`` and non-blocking sends: a reply to a
+  vanished client is logged and dropped, never blocks the thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable
+
+import msgpack
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from transport._framing import SIGNATURE, FrameError, VersionMismatch, pack_header, split_frames
+from transport._security import ZAP_ENDPOINT, Keys
+
+__all__ = [
+    "Node",
+    "NodeClosed",
+    "PeerAuthFailed",
+    "PeerUnavailable",
+    "RequestTimeout",
+    "Router",
+    "TransportError",
+]
+
+log = logging.getLogger("transport")
+
+_MONITOR_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+)
+
+
+class TransportError(Exception):
+    """Base of transport failures."""
+
+
+class PeerUnavailable(TransportError):
+    """The peer cannot be reached, or went away before replying."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        super().__init__(f"{endpoint}: {reason}")
+        self.endpoint = endpoint
+        self.reason = reason
+
+
+class PeerAuthFailed(TransportError):
+    """The security handshake with the peer failed (wrong or missing secret)."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        super().__init__(f"{endpoint}: {reason}")
+        self.endpoint = endpoint
+
+
+class RequestTimeout(TransportError, TimeoutError):
+    """No reply within the request's deadline."""
+
+
+class NodeClosed(TransportError):
+    """The node was closed while the request was pending."""
+
+
+class _Peer:
+    __slots__ = ("endpoint", "sock", "mon", "up", "outbox", "pending", "connect_deadline")
+
+    def __init__(self, endpoint: str, sock: zmq.Socket, mon: zmq.Socket, deadline: float) -> None:
+        self.endpoint = endpoint
+        self.sock = sock
+        self.mon = mon
+        self.up = False
+        self.outbox: list[tuple[int, list[Any]]] = []
+        self.pending: set[int] = set()
+        self.connect_deadline = deadline
+
+
+class _Request:
+    __slots__ = ("future", "endpoint", "deadline")
+
+    def __init__(self, future: Future, endpoint: str, deadline: float | None) -> None:
+        self.future = future
+        self.endpoint = endpoint
+        self.deadline = deadline
+
+
+Handler = Callable[["Router", bytes, dict, Any, list], None]
+
+
+class Router:
+    """A bound ROUTER socket and the handler of its requests.
+
+    The handler runs on the I/O thread: it must not block. It answers with
+    :meth:`reply`, from any thread.
+    """
+
+    def __init__(self, node: Node, handler: Handler, keys: Keys | None, max_message_size: int) -> None:
+        self.node = node
+        self.handler = handler
+        self.keys = keys
+        self.max_message_size = max_message_size
+        self.port = 0
+        self.endpoint = ""
+        self.sock: zmq.Socket | None = None
+        self.on_disconnect: Callable[[], None] | None = None
+
+    def reply(self, identity: bytes, header: dict, body: bytes = b"\xc0", buffers: list | tuple = ()) -> None:
+        """Send a reply to ``identity``; thread-safe, never blocks."""
+        frames = [identity, SIGNATURE, pack_header(header), body, *buffers]
+        if threading.get_ident() == self.node._ident:
+            self.node._router_send(self, frames)
+        else:
+            self.node._submit(("rsend", self, frames))
+
+    def close(self) -> None:
+        """Unbind and close the socket (idempotent)."""
+        self.node._submit(("rclose", self))
+
+
+class Node:
+    """The process's I/O thread and its sockets.
+
+    Args:
+        keys: CURVE keys for outgoing connections (``None``: plaintext).
+        heartbeat_ivl: ZMTP heartbeat interval, seconds.
+        heartbeat_timeout: a silent peer is dropped after this long, seconds.
+        connect_timeout: a request waits this long for a connection, seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        keys: Keys | None = None,
+        heartbeat_ivl: float = 1.0,
+        heartbeat_timeout: float = 3.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.keys = keys
+        self.heartbeat_ivl = heartbeat_ivl
+        self.heartbeat_timeout = heartbeat_timeout
+        self.connect_timeout = connect_timeout
+        self.ctx = zmq.Context()
+        self.ctx.linger = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._woken = False
+        self._dead = False
+        self._wake_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._peers: dict[str, _Peer] = {}
+        self._by_sock: dict[zmq.Socket, Any] = {}
+        self._requests: dict[int, _Request] = {}
+        self._deadlines: list[tuple[float, int]] = []
+        self._routers: list[Router] = []
+        self._zap: zmq.Socket | None = None
+        self._zap_keys: dict[bytes, bytes] = {}  # domain -> allowed client public key (raw)
+        self._poller = zmq.Poller()
+        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._closed = False
+        self._ident = 0
+        self.sent_bytes = 0
+        self.received_bytes = 0
+        self._thread = threading.Thread(target=self._run, name="mesh-io", daemon=True)
+        self._started = threading.Event()
+        self._thread.start()
+        self._started.wait()
+
+    # ------------------------------------------------------------------ API
+    def next_id(self) -> int:
+        """A fresh request id (thread-safe)."""
+        return next(self._ids)
+
+    def request(
+        self,
+        endpoint: str,
+        header: dict,
+        body: bytes,
+        buffers: list | tuple = (),
+        *,
+        timeout: float | None = None,
+    ) -> Future:
+        """Send a request; the future gets ``(header, body, buffers)`` of the reply.
+
+        ``header`` must already hold ``id`` (from :meth:`next_id`).
+        The future fails with :class:`PeerUnavailable`, :class:`PeerAuthFailed`,
+        :class:`RequestTimeout` or :class:`NodeClosed`.
+        """
+        fut: Future = Future()
+        if self._closed:
+            fut.set_exception(NodeClosed("the mesh node is closed"))
+            return fut
+        deadline = None if timeout is None else time.monotonic() + timeout
+        frames = [SIGNATURE, pack_header(header), body, *buffers]
+        self._submit(("req", endpoint, header["id"], frames, fut, deadline))
+        return fut
+
+    def send(self, endpoint: str, header: dict, body: bytes = b"\xc0", buffers: list | tuple = ()) -> None:
+        """Send a one-way message (best effort, no reply expected)."""
+        if not self._closed:
+            self._submit(("send", endpoint, [SIGNATURE, pack_header(header), body, *buffers]))
+
+    def cancel(self, request_id: int) -> None:
+        """Forget a pending request; a late reply is dropped."""
+        self._submit(("cancel", request_id))
+
+    def add_router(
+        self,
+        host: str,
+        port: int,
+        handler: Handler,
+        *,
+        keys: Keys | None = None,
+        max_message_size: int = -1,
+    ) -> Router:
+        """Bind a ROUTER on ``tcp://host:port`` (port 0: a free port).
+
+        Raises:
+            zmq.ZMQError: the address cannot be bound.
+        """
+        router = Router(self, handler, keys, max_message_size)
+        done: Future = Future()
+        self._submit(("router", router, host, port, done))
+        done.result()
+        return router
+
+    def on_io_thread(self) -> bool:
+        return threading.get_ident() == self._ident
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Fail pending requests, close every socket, stop the thread (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._submit(("stop",))
+        if not self.on_io_thread():
+            self._thread.join(timeout)
+
+    # ------------------------------------------------------------ internals
+    def _submit(self, item: tuple) -> None:
+        self._queue.put(item)
+        if not self._woken:
+            self._woken = True
+            with self._wake_lock:
+                if self._dead:
+                    return
+                try:
+                    os.write(self._wake_w, b"x")
+                except OSError:  # pipe full: the thread is awake anyway
+                    pass
+
+    def _run(self) -> None:
+        self._ident = threading.get_ident()
+        self._started.set()
+        try:
+            self._loop()
+        except Exception:  # pragma: no cover - a bug; keep the process alive
+            log.exception("mesh I/O thread crashed")
+        finally:
+            self._teardown()
+
+    def _loop(self) -> None:
+        poller = self._poller
+        while True:
+            timeout = self._next_timeout()
+            try:
+                events = poller.poll(timeout)
+            except zmq.ZMQError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                raise
+            for target, _ in events:
+                if target == self._wake_r:
+                    try:
+                        os.read(self._wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                    continue
+                kind = self._by_sock.get(target)
+                if kind is None:
+                    continue
+                try:
+                    self._on_readable(target, kind)
+                except Exception:
+                    log.exception("error handling socket event")
+            self._woken = False
+            if self._drain():
+                return
+            self._expire()
+
+    def _drain(self) -> bool:
+        q = self._queue
+        while True:
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                return False
+            op = item[0]
+            try:
+                if op == "req":
+                    self._do_request(*item[1:])
+                elif op == "rsend":
+                    self._router_send(item[1], item[2])
+                elif op == "send":
+                    peer = self._peer(item[1])
+                    if peer.up:
+                        self._peer_send(peer, item[2])
+                    else:
+                        peer.outbox.append((0, item[2]))
+                elif op == "cancel":
+                    self._finish(item[1])
+                elif op == "router":
+                    self._do_router(*item[1:])
+                elif op == "rclose":
+                    self._do_rclose(item[1])
+                elif op == "call":
+                    item[1]()
+                elif op == "stop":
+                    return True
+            except Exception as exc:
+                log.exception("error in I/O command %s", op)
+                if op == "req" and not item[4].done():
+                    item[4].set_exception(TransportError(f"cannot send: {exc}"))
+
+    # client side ---------------------------------------------------------
+    def _peer(self, endpoint: str) -> _Peer:
+        peer = self._peers.get(endpoint)
+        if peer is not None:
+            return peer
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.immediate = 1
+        self._heartbeat(sock)
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, int(min(self.connect_timeout, 2.0) * 1000))
+        sock.setsockopt(zmq.HANDSHAKE_IVL, int(self.connect_timeout * 1000))
+        if self.keys is not None:
+            sock.curve_serverkey = self.keys.server_public
+            sock.curve_publickey = self.keys.client_public
+            sock.curve_secretkey = self.keys.client_secret
+        mon = sock.get_monitor_socket(_MONITOR_EVENTS)
+        peer = _Peer(endpoint, sock, mon, time.monotonic() + self.connect_timeout)
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            sock.disable_monitor()
+            mon.close(0)
+            sock.close(0)
+            raise PeerUnavailable(endpoint, f"bad address: {exc}") from None
+        self._peers[endpoint] = peer
+        self._by_sock[sock] = peer
+        self._by_sock[mon] = ("mon", peer)
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(mon, zmq.POLLIN)
+        heapq.heappush(self._deadlines, (peer.connect_deadline, -1))
+        return peer
+
+    def _heartbeat(self, sock: zmq.Socket) -> None:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, int(self.heartbeat_ivl * 1000))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(self.heartbeat_timeout * 1000))
+        sock.setsockopt(zmq.HEARTBEAT_TTL, int(self.heartbeat_timeout * 1000))
+
+    def _do_request(self, endpoint: str, rid: int, frames: list, fut: Future, deadline: float | None) -> None:
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            peer = self._peer(endpoint)
+        except PeerUnavailable as exc:
+            fut.set_exception(exc)
+            return
+        self._requests[rid] = _Request(fut, endpoint, deadline)
+        peer.pending.add(rid)
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, rid))
+        if peer.up:
+            self._peer_send(peer, frames, rid)
+        else:
+            peer.outbox.append((rid, frames))
+
+    def _peer_send(self, peer: _Peer, frames: list, rid: int = 0) -> None:
+        try:
+            peer.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            self.sent_bytes += sum(len(f) if isinstance(f, bytes) else memoryview(f).nbytes for f in frames)
+        except zmq.Again:
+            self._fail(rid, PeerUnavailable(peer.endpoint, "send queue full (peer not reading)"))
+        except zmq.ZMQError as exc:
+            self._fail(rid, PeerUnavailable(peer.endpoint, f"send failed: {exc}"))
+
+    def _fail(self, rid: int, exc: Exception) -> None:
+        req = self._finish(rid)
+        if req is not None and not req.future.done():
+            req.future.set_exception(exc)
+
+    def _finish(self, rid: int) -> _Request | None:
+        req = self._requests.pop(rid, None)
+        if req is not None:
+            peer = self._peers.get(req.endpoint)
+            if peer is not None:
+                peer.pending.discard(rid)
+        return req
+
+    def _on_readable(self, sock: zmq.Socket, kind: Any) -> None:
+        if isinstance(kind, _Peer):
+            self._on_reply(kind)
+        elif isinstance(kind, Router):
+            self._on_request(kind)
+        elif kind == "zap":
+            self._on_zap()
+        else:
+            self._on_monitor(kind[1])
+
+    def _on_reply(self, peer: _Peer) -> None:
+        for _ in range(256):
+            try:
+                frames = peer.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self.received_bytes += sum(len(f) for f in frames)
+            try:
+                header, body, buffers = split_frames(frames)
+            except FrameError as exc:
+                log.warning("dropping malformed reply from %s: %s", peer.endpoint, exc)
+                continue
+            rid = header.get("re")
+            req = self._finish(rid) if isinstance(rid, int) else None
+            if req is None:
+                log.debug("dropping late or unknown reply %r from %s", rid, peer.endpoint)
+                continue
+            if not req.future.done():
+                req.future.set_result((header, body, buffers))
+
+    def _on_monitor(self, peer: _Peer) -> None:
+        while True:
+            try:
+                msg = parse_monitor_message(peer.mon.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            except Exception:
+                return
+            event = msg["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                peer.up = True
+                outbox, peer.outbox = peer.outbox, []
+                for rid, frames in outbox:
+                    if rid == 0 or rid in self._requests:
+                        self._peer_send(peer, frames, rid)
+            elif event in (
+                zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+                zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+            ):
+                reason = (
+                    "authentication failed: the server requires a secret and ours is wrong or missing"
+                    if self.keys is None or event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                    else "security handshake failed: wrong secret, or the server uses none"
+                )
+                self._drop_peer(peer, PeerAuthFailed(peer.endpoint, reason))
+                return
+            elif event == zmq.EVENT_DISCONNECTED:
+                if peer.up:
+                    self._drop_peer(peer, PeerUnavailable(peer.endpoint, "connection lost (peer died or network down)"))
+                elif self.keys is not None:
+                    self._drop_peer(peer, PeerAuthFailed(peer.endpoint, "server closed the connection during the security handshake (wrong secret, or the server uses none)"))
+                else:
+                    self._drop_peer(peer, PeerUnavailable(peer.endpoint, "connection closed during handshake"))
+                return
+            elif event == zmq.EVENT_CONNECT_RETRIED and not peer.up:
+                self._drop_peer(peer, PeerUnavailable(peer.endpoint, "connection refused or unreachable"))
+                return
+
+    def _drop_peer(self, peer: _Peer, exc: Exception) -> None:
+        if self._peers.get(peer.endpoint) is peer:
+            del self._peers[peer.endpoint]
+        for rid in list(peer.pending):
+            self._fail(rid, exc)
+        for rid, _ in peer.outbox:
+            self._fail(rid, exc)
+        peer.outbox.clear()
+        self._close_peer_sockets(peer)
+
+    def _close_peer_sockets(self, peer: _Peer) -> None:
+        for s in (peer.sock, peer.mon):
+            self._by_sock.pop(s, None)
+            try:
+                self._poller.unregister(s)
+            except KeyError:
+                pass
+        try:
+            peer.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        peer.mon.close(0)
+        peer.sock.close(0)
+
+    def _next_timeout(self) -> int:
+        if not self._deadlines:
+            return 1000
+        delay = self._deadlines[0][0] - time.monotonic()
+        return max(0, min(1000, int(delay * 1000) + 1))
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        dl = self._deadlines
+        while dl and dl[0][0] <= now:
+            _, rid = heapq.heappop(dl)
+            if rid == -1:
+                for peer in list(self._peers.values()):
+                    if not peer.up and peer.connect_deadline <= now:
+                        self._drop_peer(peer, PeerUnavailable(peer.endpoint, f"no connection within {self.connect_timeout:g} s"))
+                continue
+            req = self._requests.get(rid)
+            if req is not None and req.deadline is not None and req.deadline <= now:
+                self._fail(rid, RequestTimeout(f"{req.endpoint}: no reply within the deadline"))
+
+    # server side ---------------------------------------------------------
+    def _do_router(self, router: Router, host: str, port: int, done: Future) -> None:
+        try:
+            sock = self.ctx.socket(zmq.ROUTER)
+            sock.linger = 0
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self._heartbeat(sock)
+            if router.max_message_size and router.max_message_size > 0:
+                sock.setsockopt(zmq.MAXMSGSIZE, router.max_message_size)
+            if router.keys is not None:
+                self._ensure_zap()
+                self._zap_keys[router.keys.domain] = _z85_raw(router.keys.client_public)
+                sock.curve_server = True
+                sock.curve_secretkey = router.keys.server_secret
+                sock.curve_publickey = router.keys.server_public
+                sock.zap_domain = router.keys.domain
+            bind_host = f"[{host}]" if ":" in host else host
+            if port == 0:
+                router.port = sock.bind_to_random_port(f"tcp://{bind_host}", min_port=20000, max_port=60000, max_tries=200)
+            else:
+                sock.bind(f"tcp://{bind_host}:{port}")
+                router.port = port
+            router.endpoint = f"tcp://{bind_host}:{router.port}"
+            router.sock = sock
+            self._routers.append(router)
+            self._by_sock[sock] = router
+            self._poller.register(sock, zmq.POLLIN)
+            done.set_result(router)
+        except Exception as exc:
+            try:
+                sock.close(0)
+            except Exception:
+                pass
+            done.set_exception(exc)
+
+    def _do_rclose(self, router: Router) -> None:
+        sock = router.sock
+        if sock is None:
+            return
+        router.sock = None
+        self._by_sock.pop(sock, None)
+        self._poller.unregister(sock)
+        sock.close(0)
+        if router in self._routers:
+            self._routers.remove(router)
+
+    def _ensure_zap(self) -> None:
+        if self._zap is None:
+            zap = self.ctx.socket(zmq.REP)
+            zap.linger = 0
+            zap.bind(ZAP_ENDPOINT)
+            self._zap = zap
+            self._by_sock[zap] = "zap"
+            self._poller.register(zap, zmq.POLLIN)
+
+    def _on_zap(self) -> None:
+        assert self._zap is not None
+        while True:
+            try:
+                msg = self._zap.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ok = False
+            if len(msg) >= 7:
+                version, request_id, domain, _addr, _ident, mechanism = msg[:6]
+                allowed = self._zap_keys.get(domain)
+                ok = mechanism == b"CURVE" and allowed is not None and msg[6] == allowed
+                reply = [version, request_id, b"200" if ok else b"400", b"OK" if ok else b"unknown key", b"", b""]
+            else:
+                reply = [b"1.0", msg[1] if len(msg) > 1 else b"", b"500", b"bad ZAP request", b"", b""]
+            if not ok:
+                log.warning("rejected a peer whose secret does not match")
+            self._zap.send_multipart(reply)
+
+    def _on_request(self, router: Router) -> None:
+        sock = router.sock
+        if sock is None:
+            return
+        for _ in range(256):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            identity = frames[0].bytes
+            try:
+                header, body, buffers = split_frames(frames[1:])
+            except VersionMismatch as exc:
+                self._router_send(router, [identity, SIGNATURE, pack_header({"op": "err", "re": None, "kind": "protocol", "msg": str(exc)}), b"\xc0"])
+                continue
+            except FrameError as exc:
+                log.warning("malformed request on %s: %s", router.endpoint, exc)
+                self._router_send(router, [identity, SIGNATURE, pack_header({"op": "err", "re": None, "kind": "protocol", "msg": str(exc)}), b"\xc0"])
+                continue
+            try:
+                router.handler(router, identity, header, body, buffers)
+            except Exception:
+                log.exception("request handler failed")
+
+    def _router_send(self, router: Router, frames: list) -> None:
+        sock = router.sock
+        if sock is None:
+            return
+        try:
+            sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            log.warning("dropping a reply: client at its high-water mark")
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                log.debug("dropping a reply: client gone")
+            else:
+                log.warning("dropping a reply: %s", exc)
+
+    def _teardown(self) -> None:
+        exc = NodeClosed("the mesh node was closed")
+        for rid in list(self._requests):
+            self._fail(rid, exc)
+        for peer in list(self._peers.values()):
+            self._close_peer_sockets(peer)
+        self._peers.clear()
+        for router in list(self._routers):
+            self._do_rclose(router)
+        if self._zap is not None:
+            self._zap.close(0)
+        # fail anything still queued
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item[0] == "req" and not item[4].done():
+                item[4].set_exception(exc)
+            elif item[0] == "router":
+                item[4].set_exception(exc)
+        try:
+            self.ctx.term()
+        except Exception:
+            pass
+        with self._wake_lock:
+            self._dead = True
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+
+def _z85_raw(key: bytes) -> bytes:
+    from zmq.utils import z85
+
+    return z85.decode(key)
+
+
+def unpack_small(data: Any) -> Any:
+    """Decode a small msgpack value (helper for control replies)."""
+    return msgpack.unpackb(data, raw=False)
