@@ -1,0 +1,209 @@
+"""Agents and placeholders: parallelism from sequential code, futures by reference, no deadlocks."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import mesh
+from agents_lib import Appender, Caller, Consumer, Echo, Joiner, Producer, Sleeper, Store
+from mesh import Msg
+
+
+def on(srv):
+    return {"host": srv.host, "port": srv.port}
+
+
+def test_msg_fields_equality_and_dict_round_trip():
+    m = Msg("alice", {"k": 1}, role="user", url="http://x", metadata={"m": 2}, extra_field=3)
+    assert (m.name, m.content, m.role, m.url, m.metadata, m.extra_field) == ("alice", {"k": 1}, "user", "http://x", {"m": 2}, 3)
+    assert isinstance(m.id, str) and m.id and m.timestamp
+    assert Msg.from_dict(m.to_dict()) == m
+    assert m != Msg("alice", {"k": 1}, role="user")  # another id
+    assert m["content"] == {"k": 1}
+    assert Msg("a", 1).id != Msg("a", 1).id
+
+
+def test_agent_local_and_remote_behave_the_same(server):
+    local = Echo("e")
+    remote = Echo("e", to_dist=on(server))
+    x = Msg("user", "hi", role="user")
+    a = local(x)
+    b = remote(x)
+    assert isinstance(a, Msg) and not isinstance(a, mesh.Placeholder)
+    assert isinstance(b, mesh.Placeholder) and isinstance(b, Msg)
+    assert (a.name, a.content) == (b.name, b.content) == ("e", "hi")
+    assert isinstance(b.result(), Msg)
+    assert remote.name == "e"
+    assert [m.content for m in remote.memory] == ["hi"]
+    assert remote.agent_id and remote.state_dict()["memory"][0]["content"] == "hi"
+
+
+def test_agent_state_dict_round_trip():
+    a = Echo("s")
+    a.observe(Msg("u", "one"))
+    a.observe([Msg("u", "two"), Msg("u", "three")])
+    state = a.state_dict()
+    b = Echo("other")
+    b.load_state_dict(state)
+    assert b.name == "s" and [m.content for m in b.memory] == ["one", "two", "three"]
+
+
+def test_five_sleepers_run_in_parallel(server):
+    agents = [Sleeper(f"s{i}", 0.4, to_dist=on(server)) for i in range(5)]
+    t = time.perf_counter()
+    outs = [a(Msg("u", "go")) for a in agents]
+    assert [o.content for o in outs] == ["go"] * 5
+    parallel = time.perf_counter() - t
+    t = time.perf_counter()
+    for a in agents[:2]:
+        a(Msg("u", "go")).content
+    two_sequential = time.perf_counter() - t
+    assert parallel < two_sequential  # 5 in parallel beat 2 one after another
+
+
+def test_chain_and_dag_run_with_maximal_parallelism(spawn_server):
+    s1, s2 = spawn_server(port=0, capacity=8), spawn_server(port=0, capacity=8)
+    # chain: x = a(x); x = b(x); ...
+    chain = [Appender(f"n{i}", to_dist=on(s1 if i % 2 else s2)) for i in range(4)]
+    x = None
+    for agent in chain:
+        x = agent(x)
+    assert x.content == ["n0", "n1", "n2", "n3"]
+    # DAG: A->B, A->C, (B, C)->D, E; F(D, E). Every node sleeps 0.3 s: critical path A,B,D,F = 1.2 s
+    d = 0.3
+    A = Sleeper("A", d, to_dist=on(s1))
+    B = Sleeper("B", d, to_dist=on(s2))
+    C = Sleeper("C", d, to_dist=on(s1))
+    D = Joiner("D", d, to_dist=on(s2))
+    E = Sleeper("E", d, to_dist=on(s1))
+    F = Joiner("F", d, to_dist=on(s2))
+    t = time.perf_counter()
+    a = A(Msg("u", []))
+    b, c = B(a), C(a)
+    dd = D([b, c])
+    e = E(Msg("u", ["e"]))
+    f = F([dd, e])
+    issued = time.perf_counter() - t
+    assert f.content == [[["A", "B"], ["A", "C"]], ["e", "E"]]
+    elapsed = time.perf_counter() - t
+    assert issued < d  # nothing waited while the graph was built
+    assert elapsed < 6 * d  # 4 levels on the critical path (1.2 s), far from 6 nodes one by one (1.8 s)
+
+
+def test_future_travels_by_reference_not_through_the_caller(spawn_server):
+    s1, s2 = spawn_server(port=0), spawn_server(port=0)
+    prod = Producer(to_dist=on(s1))
+    cons = Consumer(to_dist=on(s2))
+    node = mesh._client.get_client().node
+    before_rx, before_tx = node.received_bytes, node.sent_bytes
+    fut = prod.make(5_000_000)
+    assert cons.size(fut) == 5_000_000
+    assert node.received_bytes - before_rx < 2048  # the 5 MB went S1 -> S2 directly
+    assert node.sent_bytes - before_tx < 2048
+
+
+def test_passing_a_future_never_waits(spawn_server):
+    s1, s2 = spawn_server(port=0), spawn_server(port=0)
+    prod = Producer(to_dist=on(s1))
+    cons = Consumer(to_dist=on(s2))
+    t = time.perf_counter()
+    slow = prod.make(10, delay=1.0)
+    out = Echo("e", to_dist=on(s2))(Msg("u", slow))  # the Msg carries the future; nothing waits here
+    assert time.perf_counter() - t < 0.5
+    assert out.content.result(timeout=10) == b"p" * 10  # the nested future is still a reference
+    assert cons.size(prod.make(3)) == 3
+
+
+def test_forwarded_future_is_forwarded_by_reference(spawn_server):
+    s1, s2 = spawn_server(port=0), spawn_server(port=0)
+    prod = Producer(to_dist=on(s1))
+    cons = Consumer(to_dist=on(s2))
+    value = cons.forward(prod.make(1000))  # s2 returns the reference it got
+    assert value == b"p" * 1000 or value.result() == b"p" * 1000
+
+
+def test_wait_on_agent_of_same_server_with_capacity_1(spawn_server):
+    srv = spawn_server(port=0, capacity=1)
+    echo = Echo("echo", to_dist=on(srv))
+    caller = Caller("caller", echo, to_dist=on(srv))
+    assert caller(Msg("u", "ping")).result(timeout=20).content == "caller got: ping"
+
+
+def test_call_chain_coming_back_does_not_deadlock(spawn_server):
+    srv = spawn_server(port=0, capacity=1)
+    a = Caller("A", to_dist=on(srv))
+    b = Caller("B", to_dist=on(srv))
+    a.set_peer(b)
+    b.set_peer(a)
+    assert a.ask_back(4) == "A>B>A>B>A"
+
+
+def test_producer_error_gives_remote_error_to_consumer(spawn_server):
+    s1, s2 = spawn_server(port=0), spawn_server(port=0)
+    prod = Producer(to_dist=on(s1))
+    cons = Consumer(to_dist=on(s2))
+    with pytest.raises(mesh.RemoteError) as info:
+        cons.size(prod.fail())
+    assert "producer failed" in str(info.value)
+
+
+def test_expired_result_gives_result_expired(spawn_server):
+    srv = spawn_server(port=0, max_len=1)
+    prod = Producer(to_dist=on(srv))
+    first = prod.make(10)
+    assert first.result(timeout=10) == b"p" * 10
+    prod.make(20).result(timeout=10)  # evicts the first (max_len=1)
+    again = mesh.AsyncResult(srv.address, first._mesh_task)  # another holder of the first future
+    with pytest.raises(mesh.ResultExpired):
+        again.result(timeout=10)
+
+
+def test_producer_death_fails_consumers_promptly(spawn_server):
+    import threading
+
+    s1, s2 = spawn_server(port=0), spawn_server(port=0)
+    prod = Producer(to_dist=on(s1))
+    cons = Consumer(to_dist=on(s2))
+    fut = prod.make(10, delay=60)
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            cons.size(fut)  # s2 waits on s1 for the value
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    other_holder = mesh.AsyncResult(s1.address, fut._mesh_task)
+    assert not other_holder.done()
+    s1._proc.kill()
+    start = time.perf_counter()
+    t.join(20)
+    assert not t.is_alive()
+    assert errors and isinstance(errors[0], mesh.MeshError), errors
+    with pytest.raises(mesh.ServerUnavailable):
+        fut.result(timeout=20)
+    with pytest.raises(mesh.ServerUnavailable):
+        other_holder.result(timeout=20)
+    assert time.perf_counter() - start < 10
+
+
+def test_proxy_passed_to_another_object_calls_the_same_actor(spawn_server):
+    s1, s2 = spawn_server(port=0), spawn_server(port=0)
+    store = Store(to_dist=on(s1))
+    cons = Consumer(to_dist=on(s2))
+    assert cons.call_on(store, 5) == 5
+    assert store.add(1) == 6
+
+
+def test_async_result_done_and_timeout(server):
+    prod = Producer(to_dist=on(server))
+    r = prod.make(5, delay=0.3)
+    assert not r.done()
+    with pytest.raises(mesh.CallTimeout):
+        r.result(timeout=0.01)
+    assert r.result(timeout=10) == b"ppppp"
+    assert r.done()
