@@ -109,6 +109,7 @@ def spawn_server() -> Iterator[Callable[..., "mesh.AgentServer"]]:
 
     def spawn(**kwargs: object) -> mesh.AgentServer:
         kwargs.setdefault("advertise", False)
+        kwargs.setdefault("grace", 0.5)
         srv = mesh.AgentServer(**kwargs).launch(in_subprocess=True)  # type: ignore[arg-type]
         started.append(srv)
         return srv
