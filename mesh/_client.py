@@ -42,6 +42,42 @@ class Client:
         self.session = uuid.uuid4().hex
         self.pid = os.getpid()
         self.limits: dict[str, int] = {}  # address -> server's max message size
+        self.owned: dict[str, list[float]] = {}  # server -> [renew every, last renewal] (leases)
+        self._releases: dict[str, list[str]] = {}
+        self._release_lock = threading.Lock()
+        self.node.add_timer(0.25, self._renew_leases)
+        self.node.add_timer(0.5, self._flush_releases)
+
+    def own(self, address: str, lease_ttl: float | None = None) -> None:
+        """Keep a lease on ``address``: objects created there live while this process does."""
+        every = LEASE_INTERVAL if not lease_ttl else min(LEASE_INTERVAL, lease_ttl / 4)
+        lease = self.owned.get(address)
+        if lease is None:
+            self.owned[address] = [every, time.monotonic()]
+        else:
+            lease[0] = min(lease[0], every)
+
+    def _renew_leases(self) -> None:
+        now = time.monotonic()
+        for address, lease in list(self.owned.items()):
+            if now - lease[1] >= lease[0]:
+                lease[1] = now
+                self.node.send(address, {"op": "lease", "sess": self.session})
+
+    def release(self, address: str, task: str) -> None:
+        """The caller's only handle on ``task`` is gone: the server may drop its result."""
+        with self._release_lock:
+            batch = self._releases.setdefault(address, [])
+            batch.append(task)
+            full = len(batch) >= 256
+        if full:
+            self._flush_releases()
+
+    def _flush_releases(self) -> None:
+        with self._release_lock:
+            releases, self._releases = self._releases, {}
+        for address, tasks in releases.items():
+            self.node.send(address, {"op": "release", "tasks": tasks, "sess": self.session})
 
     def request(self, address: str, header: dict, value: Any, *, timeout: float | None = None) -> Future:
         """Encode and send a request; returns the transport future.
@@ -68,8 +104,13 @@ class Client:
         return self.node.request(address, header, body, buffers, timeout=timeout)
 
     def close(self) -> None:
+        self._flush_releases()
+        for address in list(self.owned):  # our objects can go now
+            self.node.send(address, {"op": "bye", "sess": self.session})
         self.node.close()
 
+
+LEASE_INTERVAL = 5.0  # seconds between lease renewals; servers expire a lease after lease_ttl (30 s)
 
 _lock = threading.Lock()
 _client: Client | None = None

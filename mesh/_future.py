@@ -38,6 +38,7 @@ class _FutureMixin:
         d["_mesh_value"] = _PENDING
         d["_mesh_exc"] = None
         d["_mesh_lock"] = threading.Lock()
+        d["_mesh_shared"] = False
 
     # -- public API ---------------------------------------------------------
     def result(self, timeout: float | None = None) -> Any:
@@ -103,8 +104,23 @@ class _FutureMixin:
     def _mesh_wait(self, fut: concurrent.futures.Future, deadline: float | None) -> tuple:
         return wait(fut, deadline, self.__dict__["_mesh_address"])
 
+    def __del__(self) -> None:
+        # The caller held the only handle and never passed it on: nobody else can
+        # ask for this result, so the producer need not keep it.
+        try:
+            d = self.__dict__
+            if d.get("_mesh_call") is not None and not d.get("_mesh_shared", True):
+                from mesh import _client
+
+                c = _client._client
+                if c is not None and not c.node._closed:
+                    c.release(d["_mesh_address"], d["_mesh_task"])
+        except Exception:  # never raise from a finalizer (e.g. at interpreter exit)
+            pass
+
     def __reduce__(self) -> tuple:
         d = self.__dict__
+        d["_mesh_shared"] = True
         return (_rebuild, (type(self) is Placeholder, d["_mesh_address"], d["_mesh_task"]))
 
     def _mesh_state(self) -> str:

@@ -32,7 +32,10 @@ def place(cls: type, args: tuple, kwargs: dict, conf: DistConf) -> RpcObject:
         address = normalize_address(host, port)
     else:
         address = _discovered() or child_server().address
-    return create(address, cls, args, kwargs)
+    unknown = set(conf) - {"host", "port", "name", "detached"}
+    if unknown:
+        raise TypeError(f"unknown to_dist option(s): {', '.join(sorted(unknown))}")
+    return create(address, cls, args, kwargs, name=conf.get("name"), detached=bool(conf.get("detached")))
 
 
 def _discovered() -> str | None:
@@ -43,8 +46,11 @@ def _discovered() -> str | None:
     return choose()
 
 
-def create(address: str, cls: type, args: tuple, kwargs: dict) -> RpcObject:
+def create(address: str, cls: type, args: tuple, kwargs: dict, *, name: str | None = None, detached: bool = False) -> RpcObject:
     """Create the object on ``address``, sending its class by value if the server lacks it.
+
+    A detached object outlives this process; others are deleted when it exits
+    (or stops renewing its lease). ``name`` registers it for :func:`mesh.get`.
 
     Raises:
         ServerUnavailable, AuthenticationError: the server cannot be used.
@@ -60,7 +66,14 @@ def create(address: str, cls: type, args: tuple, kwargs: dict) -> RpcObject:
             payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
             if by_value:
                 payload["blob"] = cloudpickle.dumps(cls)
-            fut = client.request(address, {"op": "create", "obj": object_id, "cls": ref}, payload, timeout=timeout)
+            header: dict[str, Any] = {"op": "create", "obj": object_id, "cls": ref}
+            if name is not None:
+                header["name"] = str(name)
+            if detached:
+                header["detached"] = 1
+            else:
+                client.own(address)
+            fut = client.request(address, header, payload, timeout=timeout)
         reply = wait(fut, None, address)
         if reply[0].get("op") == "err" and reply[0].get("kind") == "needclass" and not by_value:
             by_value = True
@@ -71,6 +84,8 @@ def create(address: str, cls: type, args: tuple, kwargs: dict) -> RpcObject:
     limit = info.get("max_message_size") if isinstance(info, dict) else None
     if isinstance(limit, int):
         client.limits[address] = limit
+    if not detached and isinstance(info, dict) and isinstance(info.get("lease_ttl"), (int, float)):
+        client.own(address, float(info["lease_ttl"]))
     return RpcObject(address, object_id, cls.__name__, dict(cls._mesh_methods))  # type: ignore[attr-defined]
 
 
@@ -121,3 +136,39 @@ def stop_child() -> None:
 
 
 atexit.register(stop_child)
+
+
+def get(name: str, host: str | None = None, port: int | str | None = None, *, timeout: float = 1.0) -> RpcObject:
+    """The proxy of the object registered as ``name`` (``to_dist(name=..., detached=True)``).
+
+    Args:
+        name: the registered name.
+        host, port: the server to ask; ``None`` asks every discovered server.
+        timeout: seconds to wait for discovery when no host is given.
+
+    Raises:
+        AgentNotFound: no server knows that name.
+    """
+    from mesh._errors import AgentNotFound, MeshError
+
+    if host is not None:
+        addresses = [normalize_address(host, port)]
+    else:
+        from mesh._discovery import servers
+
+        addresses = [s.address for s in servers(timeout=timeout)]
+        if _child is not None:
+            addresses.append(_child.address)
+    client = get_client()
+    for address in addresses:
+        try:
+            fut = client.request(address, {"op": "lookup", "name": name}, None, timeout=max(timeout, 2.0))
+            info = decode_reply(wait(fut, None, address), address)
+        except AgentNotFound:
+            continue
+        except MeshError:
+            if host is not None:
+                raise
+            continue
+        return RpcObject(address, info["obj"], info["cls"], dict(info["methods"]))
+    raise AgentNotFound(f"no object named {name!r} on {', '.join(addresses) or 'any discovered server'}")

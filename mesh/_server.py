@@ -86,6 +86,7 @@ class AgentServer:
         insecure: bool = False,
         no_code: bool = False,
         grace: float = 5.0,
+        lease_ttl: float = 30.0,
         local_mode: bool | None = None,
     ) -> None:
         if local_mode is True and not is_loopback(host):
@@ -119,6 +120,7 @@ class AgentServer:
         self.insecure = insecure
         self.no_code = no_code
         self.grace = grace
+        self.lease_ttl = float(lease_ttl)
         if not is_loopback(self.host) and not self.secret and not insecure:
             raise ValueError(
                 f"refusing to listen on {self.host} without a shared secret: anyone who reaches "
@@ -178,6 +180,7 @@ class AgentServer:
             resolver=resolver,
             max_message_size=self.max_message_size,
             on_stop=self.shutdown,
+            lease_ttl=self.lease_ttl,
         )
         keys = transport.derive_keys(self.secret) if self.secret else None
         node = get_client().node
@@ -187,6 +190,8 @@ class AgentServer:
         self.port = self._router.port
         self.name = name
         _future.local_producers[self.address] = self._servicer.local_result
+        self._sweep = self._servicer.sweep  # one bound method, so remove_timer finds it
+        node.add_timer(min(5.0, self.lease_ttl / 3), self._sweep)
         if self.advertise:
             self._start_advertising()
 
@@ -210,6 +215,7 @@ class AgentServer:
             "--max-len", str(self.max_len),
             "--max-message-size", str(self.max_message_size),
             "--grace", str(self.grace),
+            "--lease-ttl", str(self.lease_ttl),
             "--parent-stdin",
         ]
         if self.name:
@@ -281,6 +287,7 @@ class AgentServer:
                 log.warning("could not unregister from discovery: %s", exc)
         _future.local_producers.pop(self.address, None)
         if self._servicer is not None:
+            get_client().node.remove_timer(self._sweep)
             self._servicer.close(self.grace)
         if self._router is not None:
             self._router.close()

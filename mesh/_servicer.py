@@ -48,9 +48,9 @@ class _Call:
 
 
 class _Actor:
-    __slots__ = ("id", "obj", "cls_name", "lock", "queue", "running", "blocked", "served", "session", "created", "failed")
+    __slots__ = ("id", "obj", "cls_name", "lock", "queue", "running", "blocked", "served", "session", "created", "failed", "name")
 
-    def __init__(self, object_id: str, cls_name: str, session: Any) -> None:
+    def __init__(self, object_id: str, cls_name: str, session: Any, name: str | None = None) -> None:
         self.id = object_id
         self.obj: Any = None
         self.cls_name = cls_name
@@ -62,6 +62,7 @@ class _Actor:
         self.session = session
         self.created = time.time()
         self.failed: str | None = None
+        self.name = name  # registered name of a detached object
 
 
 def _error(kind: str, msg: str, exc_type: str = "", tb: str = "") -> Entry:
@@ -98,6 +99,7 @@ class Servicer:
         resolver: ClassResolver,
         max_message_size: int,
         on_stop: Callable[[], None],
+        lease_ttl: float = 30.0,
     ) -> None:
         self.name = name
         self.capacity = capacity
@@ -108,6 +110,10 @@ class Servicer:
         self.workers = WorkerPool(capacity, name=f"mesh-{name}")
         self.actors: dict[str, _Actor] = {}
         self._pending: dict[str, list[Callable[[Entry], None]]] = {}
+        self._discard: set[str] = set()  # released before they finished
+        self.names: dict[str, str] = {}  # registered name -> object id (detached objects)
+        self.sessions: dict[str, float] = {}  # client session -> last heard (monotonic)
+        self.lease_ttl = lease_ttl
         self._lock = threading.Lock()
         self.started = time.time()
         self.accepting = True
@@ -120,6 +126,9 @@ class Servicer:
             "ping": self._op_ping,
             "status": self._op_status,
             "release": self._op_release,
+            "lease": self._op_lease,
+            "bye": self._op_bye,
+            "lookup": self._op_lookup,
             "stop": self._op_stop,
         }
 
@@ -132,6 +141,9 @@ class Servicer:
             if rid is not None:
                 router.reply(identity, {**entry[0], "re": rid}, entry[1], entry[2])
 
+        sess = header.get("sess")
+        if type(sess) is str:
+            self.sessions[sess] = time.monotonic()
         op = self._ops.get(header["op"])
         if op is None:
             reply(_error("badrequest", f"unknown op {header['op']!r}"))
@@ -152,11 +164,20 @@ class Servicer:
         object_id, cls_ref = header["obj"], header["cls"]
         if not isinstance(object_id, str) or not isinstance(cls_ref, str) or not object_id:
             raise TypeError("'obj' and 'cls' must be non-empty strings")
-        actor = _Actor(object_id, cls_ref.rpartition(":")[2], header.get("sess"))
+        name = header.get("name")
+        if name is not None and not isinstance(name, str):
+            raise TypeError("'name' must be a string")
+        session = None if header.get("detached") else header.get("sess")
+        actor = _Actor(object_id, cls_ref.rpartition(":")[2], session, name)
         with self._lock:
             if object_id in self.actors:
                 reply(_error("badrequest", f"object id {object_id!r} already exists"))
                 return
+            if name is not None:
+                if name in self.names:
+                    reply(_error("exists", f"an object named {name!r} already exists on this server"))
+                    return
+                self.names[name] = object_id
             self.actors[object_id] = actor
         self.workers.submit(lambda: self._construct(actor, cls_ref, body, buffers, reply))
 
@@ -178,12 +199,19 @@ class Servicer:
             reply(_remote_error(exc) if not isinstance(exc, transport.CodecError) else _error("badrequest", str(exc)))
             return
         actor.cls_name = type(actor.obj).__name__
-        reply(_ok({"methods": getattr(type(actor.obj), "_mesh_methods", {}), "cls": actor.cls_name, "max_message_size": self.max_message_size}))
+        reply(_ok({
+            "methods": getattr(type(actor.obj), "_mesh_methods", {}),
+            "cls": actor.cls_name,
+            "max_message_size": self.max_message_size,
+            "lease_ttl": self.lease_ttl,
+        }))
         self._next(actor)
 
     def _drop_actor(self, actor: _Actor, why: str) -> None:
         with self._lock:
             self.actors.pop(actor.id, None)
+            if actor.name is not None and self.names.get(actor.name) == actor.id:
+                del self.names[actor.name]
         with actor.lock:
             actor.failed = why
             queued, actor.queue = list(actor.queue), deque()
@@ -289,7 +317,14 @@ class Servicer:
         if not call.keep:
             call.reply(entry)
             return
-        self.pool.put(call.task, entry)
+        with self._lock:
+            discard = call.task in self._discard
+            self._discard.discard(call.task)
+        if not discard:
+            try:
+                self.pool.put(call.task, entry)
+            except Exception as exc:  # e.g. Redis down: the caller still gets the value
+                log.warning("could not store result %s: %s", call.task, exc)
         with self._lock:
             waiters = self._pending.pop(call.task, ())
         for waiter in waiters:
@@ -347,9 +382,47 @@ class Servicer:
         return fut
 
     def _op_release(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
-        for task in header.get("tasks", ()):
+        tasks = header.get("tasks")
+        if not isinstance(tasks, list):
+            raise TypeError("'tasks' must be a list")
+        for task in tasks:
             if isinstance(task, str):
+                with self._lock:
+                    if task in self._pending:
+                        self._discard.add(task)
+                        continue
                 self.pool.release(task)
+
+    # ------------------------------------------------------------ sessions
+    def _op_lease(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
+        pass  # handle() already noted the session as alive
+
+    def _op_bye(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
+        sess = header.get("sess")
+        if isinstance(sess, str):
+            self.sessions.pop(sess, None)
+            self._end_session(sess, "its creator exited")
+
+    def sweep(self) -> None:
+        """Drop the objects of clients not heard from for ``lease_ttl`` seconds (I/O thread timer)."""
+        cutoff = time.monotonic() - self.lease_ttl
+        for sess, seen in list(self.sessions.items()):
+            if seen < cutoff:
+                del self.sessions[sess]
+                self._end_session(sess, f"its creator was not heard from for {self.lease_ttl:g} s")
+
+    def _end_session(self, sess: str, why: str) -> None:
+        for actor in [a for a in list(self.actors.values()) if a.session == sess]:
+            self._drop_actor(actor, why)
+
+    def _op_lookup(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
+        name = header["name"]
+        object_id = self.names.get(name) if isinstance(name, str) else None
+        actor = self.actors.get(object_id) if object_id else None
+        if actor is None or actor.obj is None:
+            reply(_error("notfound", f"no object named {name!r} on this server"))
+            return
+        reply(_ok({"obj": actor.id, "cls": actor.cls_name, "methods": getattr(type(actor.obj), "_mesh_methods", {})}))
 
     # -------------------------------------------------------------- admin
     def _op_ping(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
@@ -373,6 +446,8 @@ class Servicer:
         for a in list(self.actors.values()):
             agents.append({
                 "id": a.id,
+                "registered_name": a.name,
+                "detached": a.session is None,
                 "class": a.cls_name,
                 "name": getattr(a.obj, "name", None) if a.obj is not None else None,
                 "queue": len(a.queue),

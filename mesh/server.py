@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--insecure", action="store_true", help="allow a non-loopback host without a secret")
     s.add_argument("--no-code", action="store_true", help="accept only known classes, never code sent by value")
     s.add_argument("--grace", type=float, default=5.0, help="seconds running calls get at shutdown (default 5)")
+    s.add_argument("--lease-ttl", type=float, default=30.0, help="seconds before objects of a vanished client are deleted (default 30)")
     s.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     s.add_argument("--parent-stdin", action="store_true", help=argparse.SUPPRESS)
 
@@ -96,6 +97,7 @@ def _start(args: argparse.Namespace) -> int:
             max_expire_time=args.max_expire_time, max_len=args.max_len,
             max_message_size=args.max_message_size, advertise=not args.no_advertise, name=args.name,
             secret=secret, insecure=args.insecure, no_code=args.no_code, grace=args.grace,
+            lease_ttl=args.lease_ttl,
         )
         server.launch(in_subprocess=False)
     except (ValueError, AgentDirError, OSError) as exc:

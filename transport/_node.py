@@ -184,6 +184,7 @@ class Node:
         self._routers: list[Router] = []
         self._zap: zmq.Socket | None = None
         self._zap_keys: dict[bytes, bytes] = {}  # domain -> allowed client public key (raw)
+        self._timers: list[list] = []  # [next_due, interval, fn]
         self._poller = zmq.Poller()
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._closed = False
@@ -253,6 +254,13 @@ class Node:
         done.result()
         return router
 
+    def add_timer(self, interval: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the I/O thread every ``interval`` seconds (it must not block)."""
+        self._submit(("call", lambda: self._timers.append([time.monotonic() + interval, interval, fn])))
+
+    def remove_timer(self, fn: Callable[[], None]) -> None:
+        self._submit(("call", lambda: self._timers.__setitem__(slice(None), [t for t in self._timers if t[2] is not fn])))
+
     def on_io_thread(self) -> bool:
         return threading.get_ident() == self._ident
 
@@ -316,6 +324,8 @@ class Node:
             if self._drain():
                 return
             self._expire()
+            if self._timers:
+                self._run_timers()
 
     def _drain(self) -> bool:
         q = self._queue
@@ -506,7 +516,7 @@ class Node:
         peer.outbox.clear()
         self._close_peer_sockets(peer)
 
-    def _close_peer_sockets(self, peer: _Peer) -> None:
+    def _close_peer_sockets(self, peer: _Peer, linger: int = 0) -> None:
         for s in (peer.sock, peer.mon):
             self._by_sock.pop(s, None)
             try:
@@ -518,13 +528,25 @@ class Node:
         except zmq.ZMQError:
             pass
         peer.mon.close(0)
-        peer.sock.close(0)
+        peer.sock.close(linger)
 
     def _next_timeout(self) -> int:
-        if not self._deadlines:
+        due = [self._deadlines[0][0]] if self._deadlines else []
+        due.extend(t[0] for t in self._timers)
+        if not due:
             return 1000
-        delay = self._deadlines[0][0] - time.monotonic()
+        delay = min(due) - time.monotonic()
         return max(0, min(1000, int(delay * 1000) + 1))
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        for timer in list(self._timers):
+            if timer[0] <= now:
+                timer[0] = now + timer[1]
+                try:
+                    timer[2]()
+                except Exception:
+                    log.exception("timer callback failed")
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -657,7 +679,7 @@ class Node:
         for rid in list(self._requests):
             self._fail(rid, exc)
         for peer in list(self._peers.values()):
-            self._close_peer_sockets(peer)
+            self._close_peer_sockets(peer, linger=200)  # let last one-way messages (bye) out
         self._peers.clear()
         for router in list(self._routers):
             self._do_rclose(router)

@@ -1,0 +1,99 @@
+"""Object lifetime: leases, detached named objects, result release, many applications per server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import mesh
+from agents_lib import Producer, Store
+from conftest import wait_until
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def status(srv) -> dict:
+    from mesh.server import _admin  # noqa: F401 - same request the CLI makes
+
+    client = mesh._client.get_client()
+    fut = client.request(srv.address, {"op": "status"}, None, timeout=5)
+    return mesh._client.decode_reply(fut.result(10), srv.address)
+
+
+def app(srv, code: str, kill: bool = False) -> None:
+    """Run a short application process against ``srv``."""
+    script = (
+        f"import sys; sys.path.insert(0, {TESTS!r})\n"
+        "import mesh\nfrom agents_lib import Store, Producer\n"
+        f"HOST, PORT = {srv.host!r}, {srv.port}\n" + code
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        if kill:
+            assert proc.stdout.readline().strip() == "ready"
+            proc.kill()
+        proc.wait(30)
+        if not kill:
+            assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+def test_objects_die_with_the_process_that_created_them(spawn_server):
+    srv = spawn_server(port=0, lease_ttl=1.0)
+    app(srv, "s = Store(to_dist={'host': HOST, 'port': PORT}); s.add(1)")  # clean exit: bye
+    wait_until(lambda: status(srv)["agents"] == [], timeout=5)
+    app(srv, "s = Store(to_dist={'host': HOST, 'port': PORT}); s.add(1); print('ready', flush=True)\nimport time; time.sleep(60)", kill=True)
+    assert len(status(srv)["agents"]) == 1
+    wait_until(lambda: status(srv)["agents"] == [], timeout=10)  # lease expired
+
+
+def test_detached_named_object_outlives_its_creator(spawn_server):
+    srv = spawn_server(port=0, lease_ttl=1.0)
+    app(srv, "s = Store(to_dist={'host': HOST, 'port': PORT, 'name': 'ledger', 'detached': True}); s.add(5)")
+    ledger = mesh.get("ledger", host=srv.host, port=srv.port)
+    assert ledger.add(1) == 6
+    with pytest.raises(mesh.AgentNotFound):
+        mesh.get("nope", host=srv.host, port=srv.port)
+    with pytest.raises(mesh.MeshError, match="already exists"):
+        Store(to_dist={"host": srv.host, "port": srv.port, "name": "ledger", "detached": True})
+
+
+def test_live_client_keeps_its_objects(spawn_server):
+    srv = spawn_server(port=0, lease_ttl=1.0)
+    s = Store(to_dist={"host": srv.host, "port": srv.port})
+    s.add(1)
+    time.sleep(3.0)  # idle for 3 lease periods: only lease renewals keep it (this sleep is the subject, not a sync)
+    assert s.add(0) == 1
+
+
+def test_unshared_results_are_released_when_dropped(server):
+    prod = Producer(to_dist={"host": server.host, "port": server.port})
+    for _ in range(50):
+        prod.make(100).result(timeout=10)
+    kept = prod.make(100)
+    kept.result(timeout=10)
+    import pickle
+
+    pickle.dumps(kept)  # shared: must stay
+    pool = server._servicer.pool
+    wait_until(lambda: len(pool) == 1, timeout=5)
+    assert pool.get(kept._mesh_task) is not None
+
+
+def test_many_short_applications_leave_the_server_flat(spawn_server):
+    srv = spawn_server(port=0)
+    code = (
+        "ps = [Producer(to_dist={'host': HOST, 'port': PORT}) for _ in range(5)]\n"
+        "assert [p.make(10).result() for p in ps] == [b'p' * 10] * 5\n"
+    )
+    for _ in range(10):
+        app(srv, code)
+    wait_until(lambda: status(srv)["agents"] == [] and status(srv)["results"] == 0, timeout=10)
