@@ -134,15 +134,15 @@ def _start(args: argparse.Namespace) -> int:
 def _read_parent_config() -> list[type]:
     import pickle
 
-    raw = _read_exact(sys.stdin.buffer, 8)
-    (n,) = struct.unpack("!Q", raw)
-    return list(pickle.loads(_read_exact(sys.stdin.buffer, n)))
+    (n,) = struct.unpack("!Q", _read_exact(8))
+    return list(pickle.loads(_read_exact(n)))
 
 
-def _read_exact(stream: Any, n: int) -> bytes:
+def _read_exact(n: int) -> bytes:
+    # raw reads on fd 0: no buffered reader whose lock a daemon thread holds at exit
     data = b""
     while len(data) < n:
-        chunk = stream.read(n - len(data))
+        chunk = os.read(0, n - len(data))
         if not chunk:
             raise SystemExit("zmq-agent-server: parent closed the config pipe")
         data += chunk
@@ -152,9 +152,9 @@ def _read_exact(stream: Any, n: int) -> bytes:
 def _watch_parent(server: Any) -> None:
     """Stop when the parent process dies: its end of our stdin closes."""
     try:
-        while sys.stdin.buffer.read(4096):
+        while os.read(0, 4096):
             pass
-    except (OSError, ValueError):
+    except OSError:
         pass
     server.shutdown()
 

@@ -97,3 +97,26 @@ def test_many_short_applications_leave_the_server_flat(spawn_server):
     for _ in range(10):
         app(srv, code)
     wait_until(lambda: status(srv)["agents"] == [] and status(srv)["results"] == 0, timeout=10)
+
+
+def test_graceful_shutdown_finishes_running_calls_and_fails_queued_ones(spawn_server):
+    import signal
+
+    srv = spawn_server(port=0, grace=5.0)
+    prod = Producer(to_dist={"host": srv.host, "port": srv.port})
+    running = prod.make(10, delay=1.0)
+    queued = prod.make(20)  # same actor: waits behind the running call
+    wait_until(lambda: status(srv)["load"] >= 1, timeout=5)
+    os.kill(srv.pid, signal.SIGTERM)
+    assert running.result(timeout=10) == b"p" * 10
+    with pytest.raises(mesh.ServerUnavailable):
+        queued.result(timeout=10)
+    assert srv._proc.wait(10) == 0
+
+
+def test_message_too_large_is_refused_before_sending(spawn_server):
+    srv = spawn_server(port=0, max_message_size=1_000_000)
+    store = Store(to_dist={"host": srv.host, "port": srv.port})
+    with pytest.raises(mesh.MessageTooLarge, match="1000000"):
+        store.add(b"x" * 2_000_000)
+    assert store.add(2) == 2  # nothing was lost, the connection is fine
