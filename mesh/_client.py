@@ -44,6 +44,7 @@ class Client:
         self.limits: dict[str, int] = {}  # address -> server's max message size
         self.owned: dict[str, list[float]] = {}  # server -> [renew every, last renewal] (leases)
         self._releases: dict[str, list[str]] = {}
+        self.inflight: dict[str, int] = {}  # object id -> async calls not yet answered
         self._release_lock = threading.Lock()
         self.node.add_timer(0.25, self._renew_leases)
         self.node.add_timer(0.5, self._flush_releases)
@@ -86,6 +87,24 @@ class Client:
             MessageTooLarge: the encoded request exceeds the server's limit.
             MeshError: the value cannot be encoded.
         """
+        body, buffers = self._prepare(address, header, value)
+        return self.node.request(address, header, body, buffers, timeout=timeout)
+
+    def call(self, address: str, header: dict, value: Any, *, timeout: float | None = None) -> Any:
+        """Send a request and wait for the reply on this thread's own socket; the decoded value.
+
+        Raises:
+            MeshError: as :meth:`request`, plus the reply's error.
+        """
+        body, buffers = self._prepare(address, header, value)
+        try:
+            with blocking():
+                reply = self.node.call(address, header, body, buffers, timeout=timeout)
+        except BaseException as exc:
+            raise translate(exc) from None
+        return decode_reply(reply, address)
+
+    def _prepare(self, address: str, header: dict, value: Any) -> tuple[bytes, list]:
         try:
             body, buffers = transport.encode(value)
         except transport.CodecError as exc:
@@ -101,7 +120,7 @@ class Client:
                 )
         header["id"] = self.node.next_id()
         header.setdefault("sess", self.session)
-        return self.node.request(address, header, body, buffers, timeout=timeout)
+        return body, buffers
 
     def close(self) -> None:
         self._flush_releases()

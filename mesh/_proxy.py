@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -62,6 +63,10 @@ class RpcObject:
     def _mesh_request(self, header: dict, value: Any) -> Any:
         client = get_client()
         timeout = client.settings.call_timeout
+        if not client.inflight.get(self._mesh_id):
+            # Nothing of ours is queued before it: the calling thread's own socket is the fast path.
+            return client.call(self._mesh_address, header, value, timeout=timeout)
+        # Async calls to this object are in flight: go behind them, on the same socket, in order.
         fut = client.request(self._mesh_address, header, value, timeout=timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         return decode_reply(wait(fut, deadline, self._mesh_address), self._mesh_address)
@@ -107,7 +112,28 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         task = _context.new_chain()
         header["task"] = task
         header["keep"] = 1
-        fut = get_client().request(proxy._mesh_address, header, (args, kwargs))
+        client = get_client()
+        object_id = proxy._mesh_id
+        with _inflight_lock:
+            client.inflight[object_id] = client.inflight.get(object_id, 0) + 1
+        try:
+            fut = client.request(proxy._mesh_address, header, (args, kwargs))
+        except BaseException:
+            _done(client.inflight, object_id)
+            raise
+        fut.add_done_callback(lambda _f: _done(client.inflight, object_id))
         cls = Placeholder if mode == ASYNC_MSG else AsyncResult
         return cls(proxy._mesh_address, task, fut)
     return proxy._mesh_request(header, (args, kwargs))
+
+
+_inflight_lock = threading.Lock()
+
+
+def _done(inflight: dict[str, int], object_id: str) -> None:
+    with _inflight_lock:
+        n = inflight.get(object_id, 1) - 1
+        if n > 0:
+            inflight[object_id] = n
+        else:
+            inflight.pop(object_id, None)

@@ -305,6 +305,7 @@ class Servicer:
         self._next(actor)
 
     def _next(self, actor: _Actor) -> None:
+        """The call that just ended frees the actor: start the next one in its mailbox."""
         with actor.lock:
             actor.running -= 1
             if actor.running or not actor.queue:

@@ -276,3 +276,25 @@ def test_context_manager():
 def test_bad_constructor_keyword():
     with pytest.raises(TypeError, match="to_dist"):
         Counter(to_dist="yes please")
+
+
+def test_sync_call_after_async_calls_keeps_caller_order(server):
+    c = Counter(to_dist={"host": server.host, "port": server.port})
+    c.slow_add(1, 0.2)  # in flight
+    c.slow_add(2, 0.0)
+    assert c.add(10) == 13  # ran after both, not before (sync calls take a faster socket otherwise)
+    assert c.add(1) == 14
+
+
+def test_sync_calls_from_threads_that_end_release_their_sockets(server):
+    c = Counter(to_dist={"host": server.host, "port": server.port})
+    node = mesh._client.get_client().node
+    for _ in range(5):
+        t = threading.Thread(target=c.add, args=(1,))
+        t.start()
+        t.join(10)
+    import gc
+
+    gc.collect()
+    assert c.value == 5
+    assert len([d for d in node._directs if not d.closed]) <= 1  # only this thread's socket stays

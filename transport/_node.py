@@ -29,6 +29,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from typing import Any, Callable
 
@@ -59,6 +60,9 @@ _MONITOR_EVENTS = (
     | zmq.EVENT_DISCONNECTED
     | zmq.EVENT_CONNECT_RETRIED
 )
+
+
+_HWM = 10000  # messages queued per peer in libzmq before our own backlog takes over
 
 
 class TransportError(Exception):
@@ -130,7 +134,7 @@ class Router:
         self.port = 0
         self.endpoint = ""
         self.sock: zmq.Socket | None = None
-        self.on_disconnect: Callable[[], None] | None = None
+        self.backlog: dict[bytes, list[list]] = {}  # replies waiting for a client whose queue is full
 
     def reply(self, identity: bytes, header: dict, body: bytes = b"\xc0", buffers: list | tuple = ()) -> None:
         """Send a reply to ``identity``; thread-safe, never blocks."""
@@ -185,12 +189,16 @@ class Node:
         self._zap: zmq.Socket | None = None
         self._zap_keys: dict[bytes, bytes] = {}  # domain -> allowed client public key (raw)
         self._timers: list[list] = []  # [next_due, interval, fn]
+        self._backlogged: set[Router] = set()  # routers holding replies for full clients
         self._poller = zmq.Poller()
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._closed = False
         self._ident = 0
         self.sent_bytes = 0
         self.received_bytes = 0
+        self._local = threading.local()  # per-thread sockets of call()
+        self._directs: weakref.WeakSet[_Direct] = weakref.WeakSet()
+        self._directs_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="mesh-io", daemon=True)
         self._started = threading.Event()
         self._thread.start()
@@ -261,6 +269,39 @@ class Node:
     def remove_timer(self, fn: Callable[[], None]) -> None:
         self._submit(("call", lambda: self._timers.__setitem__(slice(None), [t for t in self._timers if t[2] is not fn])))
 
+    def call(
+        self,
+        endpoint: str,
+        header: dict,
+        body: bytes,
+        buffers: list | tuple = (),
+        *,
+        timeout: float | None = None,
+    ) -> tuple:
+        """Send a request and wait for its reply on a socket owned by the calling thread.
+
+        The low-latency path for blocking calls: no hop through the I/O
+        thread. Same failures as :meth:`request`, raised directly. Falls back
+        to :meth:`request` on the I/O thread itself.
+        """
+        if self.on_io_thread() or self._closed:
+            return self.request(endpoint, header, body, buffers, timeout=timeout).result()
+        direct = self._direct(endpoint)
+        with direct.lock:
+            return direct.call(header, [SIGNATURE, pack_header(header), body, *buffers], timeout)
+
+    def _direct(self, endpoint: str) -> _Direct:
+        mine = getattr(self._local, "sockets", None)
+        if mine is None:
+            mine = self._local.sockets = {}
+        direct = mine.get(endpoint)
+        if direct is None or direct.closed:
+            direct = _Direct(self, endpoint)
+            mine[endpoint] = direct
+            with self._directs_lock:
+                self._directs.add(direct)
+        return direct
+
     def on_io_thread(self) -> bool:
         return threading.get_ident() == self._ident
 
@@ -269,6 +310,15 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        with self._directs_lock:
+            directs = list(self._directs)
+            self._directs = weakref.WeakSet()
+        for direct in directs:  # idle ones close now; busy ones close themselves within 0.1 s
+            if direct.lock.acquire(blocking=False):
+                try:
+                    direct.close()
+                finally:
+                    direct.lock.release()
         self._submit(("stop",))
         if not self.on_io_thread():
             self._thread.join(timeout)
@@ -306,7 +356,7 @@ class Node:
                 if exc.errno == errno.EINTR:
                     continue
                 raise
-            for target, _ in events:
+            for target, mask in events:
                 if target == self._wake_r:
                     try:
                         os.read(self._wake_r, 4096)
@@ -317,7 +367,10 @@ class Node:
                 if kind is None:
                     continue
                 try:
-                    self._on_readable(target, kind)
+                    if mask & zmq.POLLOUT and isinstance(kind, _Peer):
+                        self._flush_outbox(kind)
+                    if mask & zmq.POLLIN:
+                        self._on_readable(target, kind)
                 except Exception:
                     log.exception("error handling socket event")
             self._woken = False
@@ -326,6 +379,8 @@ class Node:
             self._expire()
             if self._timers:
                 self._run_timers()
+            if self._backlogged:
+                self._flush_router_backlogs()
 
     def _drain(self) -> bool:
         q = self._queue
@@ -394,6 +449,8 @@ class Node:
         return peer
 
     def _heartbeat(self, sock: zmq.Socket) -> None:
+        sock.setsockopt(zmq.SNDHWM, _HWM)
+        sock.setsockopt(zmq.RCVHWM, _HWM)
         sock.setsockopt(zmq.HEARTBEAT_IVL, int(self.heartbeat_ivl * 1000))
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(self.heartbeat_timeout * 1000))
         sock.setsockopt(zmq.HEARTBEAT_TTL, int(self.heartbeat_timeout * 1000))
@@ -416,13 +473,36 @@ class Node:
             peer.outbox.append((rid, frames))
 
     def _peer_send(self, peer: _Peer, frames: list, rid: int = 0) -> None:
+        if peer.outbox:  # keep order behind the backlog
+            peer.outbox.append((rid, frames))
+            return
+        if not self._try_send(peer, frames, rid):
+            peer.outbox.append((rid, frames))
+            self._poller.register(peer.sock, zmq.POLLIN | zmq.POLLOUT)
+
+    def _try_send(self, peer: _Peer, frames: list, rid: int) -> bool:
+        """Send now; False if the peer's queue is full (the caller keeps the frames)."""
         try:
-            peer.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            _send(peer.sock, frames, 3)
             self.sent_bytes += sum(len(f) if isinstance(f, bytes) else memoryview(f).nbytes for f in frames)
         except zmq.Again:
-            self._fail(rid, PeerUnavailable(peer.endpoint, "send queue full (peer not reading)"))
+            return False
         except zmq.ZMQError as exc:
             self._fail(rid, PeerUnavailable(peer.endpoint, f"send failed: {exc}"))
+        return True
+
+    def _flush_outbox(self, peer: _Peer) -> None:
+        outbox = peer.outbox
+        while outbox:
+            rid, frames = outbox[0]
+            if rid and rid not in self._requests:  # timed out or cancelled meanwhile
+                outbox.pop(0)
+                continue
+            if not self._try_send(peer, frames, rid):
+                self._poller.register(peer.sock, zmq.POLLIN | zmq.POLLOUT)
+                return
+            outbox.pop(0)
+        self._poller.register(peer.sock, zmq.POLLIN)
 
     def _fail(self, rid: int, exc: Exception) -> None:
         req = self._finish(rid)
@@ -450,7 +530,7 @@ class Node:
     def _on_reply(self, peer: _Peer) -> None:
         for _ in range(256):
             try:
-                frames = peer.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = _recv(peer.sock, 3)
             except zmq.Again:
                 return
             self.received_bytes += sum(len(f) for f in frames)
@@ -478,10 +558,7 @@ class Node:
             event = msg["event"]
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 peer.up = True
-                outbox, peer.outbox = peer.outbox, []
-                for rid, frames in outbox:
-                    if rid == 0 or rid in self._requests:
-                        self._peer_send(peer, frames, rid)
+                self._flush_outbox(peer)
             elif event in (
                 zmq.EVENT_HANDSHAKE_FAILED_AUTH,
                 zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
@@ -531,6 +608,8 @@ class Node:
         peer.sock.close(linger)
 
     def _next_timeout(self) -> int:
+        if self._backlogged:
+            return 5  # retry held replies soon
         due = [self._deadlines[0][0]] if self._deadlines else []
         due.extend(t[0] for t in self._timers)
         if not due:
@@ -602,6 +681,8 @@ class Node:
         if sock is None:
             return
         router.sock = None
+        router.backlog.clear()
+        self._backlogged.discard(router)
         self._by_sock.pop(sock, None)
         self._poller.unregister(sock)
         sock.close(0)
@@ -642,10 +723,10 @@ class Node:
             return
         for _ in range(256):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = _recv(sock, 4)
             except zmq.Again:
                 return
-            identity = frames[0].bytes
+            identity = frames[0]
             try:
                 header, body, buffers = split_frames(frames[1:])
             except VersionMismatch as exc:
@@ -661,18 +742,39 @@ class Node:
                 log.exception("request handler failed")
 
     def _router_send(self, router: Router, frames: list) -> None:
+        backlog = router.backlog.get(frames[0])
+        if backlog is not None:  # keep order behind what waits for this client
+            backlog.append(frames)
+            return
+        if not self._router_try(router, frames):
+            router.backlog[frames[0]] = [frames]
+            self._backlogged.add(router)
+
+    def _router_try(self, router: Router, frames: list) -> bool:
+        """Send a reply; False if the client's queue is full. Vanished clients' replies are dropped."""
         sock = router.sock
         if sock is None:
-            return
+            return True
         try:
-            sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            _send(sock, frames, 4)
         except zmq.Again:
-            log.warning("dropping a reply: client at its high-water mark")
+            return False
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
                 log.debug("dropping a reply: client gone")
             else:
                 log.warning("dropping a reply: %s", exc)
+        return True
+
+    def _flush_router_backlogs(self) -> None:
+        for router in list(self._backlogged):
+            for identity, frames_list in list(router.backlog.items()):
+                while frames_list and self._router_try(router, frames_list[0]):
+                    frames_list.pop(0)
+                if not frames_list:
+                    del router.backlog[identity]
+            if not router.backlog:
+                self._backlogged.discard(router)
 
     def _teardown(self) -> None:
         exc = NodeClosed("the mesh node was closed")
@@ -703,6 +805,159 @@ class Node:
             self._dead = True
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+
+class _Direct:
+    """A DEALER owned by one user thread, for blocking calls to one peer."""
+
+    _SLICE = 100  # ms: how often a waiting call checks that the node is still open
+
+    def __init__(self, node: Node, endpoint: str) -> None:
+        self.node = node
+        self.endpoint = endpoint
+        self.lock = threading.Lock()
+        self.closed = False
+        self.up = False
+        sock = node.ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        node._heartbeat(sock)
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, int(min(node.connect_timeout, 2.0) * 1000))
+        sock.setsockopt(zmq.HANDSHAKE_IVL, int(node.connect_timeout * 1000))
+        if node.keys is not None:
+            sock.curve_serverkey = node.keys.server_public
+            sock.curve_publickey = node.keys.client_public
+            sock.curve_secretkey = node.keys.client_secret
+        self.mon = sock.get_monitor_socket(_MONITOR_EVENTS)
+        self.sock = sock
+        self.poller = zmq.Poller()
+        self.poller.register(sock, zmq.POLLIN)
+        self.poller.register(self.mon, zmq.POLLIN)
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise PeerUnavailable(endpoint, f"bad address: {exc}") from None
+
+    def call(self, header: dict, frames: list, timeout: float | None) -> tuple:
+        if self.closed:
+            raise NodeClosed("the mesh node was closed")
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
+        if not self.up:
+            self._wait_up(now + self.node.connect_timeout)
+        _send_blocking(self.sock, frames)
+        self.node.sent_bytes += sum(len(f) if isinstance(f, bytes) else memoryview(f).nbytes for f in frames)
+        rid = header["id"]
+        while True:
+            wait = self._SLICE if deadline is None else max(0, min(self._SLICE, int((deadline - time.monotonic()) * 1000) + 1))
+            events = dict(self.poller.poll(wait))
+            if self.mon in events:
+                self._on_monitor()
+            if self.sock in events:
+                while True:
+                    try:
+                        reply = _recv(self.sock, 3)
+                    except zmq.Again:
+                        break
+                    self.node.received_bytes += sum(len(f) for f in reply)
+                    try:
+                        rh, body, bufs = split_frames(reply)
+                    except FrameError:
+                        continue
+                    if rh.get("re") == rid:
+                        return rh, body, bufs
+                    # a late reply to an earlier call of this thread that timed out: drop it
+            if self.node._closed:
+                self.close()
+                raise NodeClosed("the mesh node was closed")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RequestTimeout(f"{self.endpoint}: no reply within the deadline")
+
+    def _wait_up(self, deadline: float) -> None:
+        while not self.up:
+            wait = int((deadline - time.monotonic()) * 1000)
+            if wait <= 0:
+                self.close()
+                raise PeerUnavailable(self.endpoint, f"no connection within {self.node.connect_timeout:g} s")
+            if self.mon.poll(min(wait, self._SLICE)):
+                self._on_monitor()
+            if self.node._closed:
+                self.close()
+                raise NodeClosed("the mesh node was closed")
+
+    def _on_monitor(self) -> None:
+        while True:
+            try:
+                msg = parse_monitor_message(self.mon.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            event = msg["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.up = True
+            elif event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                self.close()
+                raise PeerAuthFailed(self.endpoint, "security handshake failed: wrong or missing secret")
+            elif event == zmq.EVENT_DISCONNECTED:
+                was_up = self.up
+                self.close()
+                if not was_up and self.node.keys is not None:
+                    raise PeerAuthFailed(self.endpoint, "server closed the connection during the security handshake (wrong secret, or the server uses none)")
+                raise PeerUnavailable(self.endpoint, "connection lost (peer died or network down)")
+            elif event == zmq.EVENT_CONNECT_RETRIED and not self.up:
+                self.close()
+                raise PeerUnavailable(self.endpoint, "connection refused or unreachable")
+
+    def __del__(self) -> None:  # the owning thread ended: its thread-local sockets go too
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.mon.close(0)
+        self.sock.close(0)
+
+
+def _send_blocking(sock: zmq.Socket, frames: list) -> None:
+    if len(frames) <= 3:
+        sock.send_multipart(frames)
+        return
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        sock.send(frame, zmq.SNDMORE if i < last else 0, copy=i < 3)
+
+
+def _send(sock: zmq.Socket, frames: list, small: int) -> None:
+    """Send without blocking; the first ``small`` frames are copied, buffers go zero-copy.
+
+    A zero-copy send of a small frame costs more than copying it (a Frame
+    object per part), so only the trailing buffer frames use ``copy=False``.
+    """
+    if len(frames) <= small:
+        sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        return
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        flags = zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0)
+        sock.send(frame, flags, copy=i < small)
+
+
+def _recv(sock: zmq.Socket, small: int) -> list:
+    """Receive one multipart message: small leading frames as bytes, buffers as zmq.Frame."""
+    frames = [sock.recv(zmq.NOBLOCK)]
+    while sock.rcvmore:
+        if len(frames) < small:
+            frames.append(sock.recv())
+        else:
+            frames.append(sock.recv(copy=False))
+    return frames
 
 
 def _z85_raw(key: bytes) -> bytes:
