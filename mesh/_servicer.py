@@ -30,6 +30,7 @@ __all__ = ["Servicer"]
 
 log = logging.getLogger("mesh.server")
 
+_BATCH = 64  # calls of one actor run back to back on one worker before yielding it
 PUSH_LIMIT = 64 * 1024  # async results up to this size are pushed to the caller with the reply
 _NIL = b"\xc0"  # msgpack nil
 
@@ -260,6 +261,20 @@ class Servicer:
             self._complete(call, _error("notfound", f"object {actor.id} is gone: {failed}"))
 
     def _run(self, actor: _Actor, call: _Call) -> None:
+        # Run the call, then keep draining this actor's mailbox on the same thread
+        # (a thread switch per call would halve one actor's throughput); after a
+        # batch, go to the back of the pool's queue so other actors get their turn.
+        for _ in range(_BATCH):
+            self._run_one(actor, call)
+            with actor.lock:
+                actor.running -= 1
+                if actor.running or not actor.queue:
+                    return
+                call = actor.queue.popleft()
+                actor.running = 1
+        self.workers.submit(lambda: self._run(actor, call))
+
+    def _run_one(self, actor: _Actor, call: _Call) -> None:
         chain = call.chain
 
         def on_block() -> None:
@@ -287,7 +302,6 @@ class Servicer:
 
         if not self.accepting:
             self._complete(call, _error("unavailable", "server shut down before running this call"))
-            self._next(actor)
             return
         _context.set_context(chain, on_block, on_unblock)
         try:
@@ -302,7 +316,6 @@ class Servicer:
             _context.set_context(None, None, None)
         actor.served += 1
         self._complete(call, entry)
-        self._next(actor)
 
     def _next(self, actor: _Actor) -> None:
         """The call that just ended frees the actor: start the next one in its mailbox."""

@@ -62,6 +62,7 @@ _MONITOR_EVENTS = (
 )
 
 
+_RCVMORE = zmq.RCVMORE
 _HWM = 10000  # messages queued per peer in libzmq before our own backlog takes over
 
 
@@ -484,7 +485,7 @@ class Node:
         """Send now; False if the peer's queue is full (the caller keeps the frames)."""
         try:
             _send(peer.sock, frames, 3)
-            self.sent_bytes += sum(len(f) if isinstance(f, bytes) else memoryview(f).nbytes for f in frames)
+            self.sent_bytes += sum(map(len, frames))
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:
@@ -533,7 +534,7 @@ class Node:
                 frames = _recv(peer.sock, 3)
             except zmq.Again:
                 return
-            self.received_bytes += sum(len(f) for f in frames)
+            self.received_bytes += sum(map(len, frames))
             try:
                 header, body, buffers = split_frames(frames)
             except FrameError as exc:
@@ -846,7 +847,7 @@ class _Direct:
         if not self.up:
             self._wait_up(now + self.node.connect_timeout)
         _send_blocking(self.sock, frames)
-        self.node.sent_bytes += sum(len(f) if isinstance(f, bytes) else memoryview(f).nbytes for f in frames)
+        self.node.sent_bytes += sum(map(len, frames))
         rid = header["id"]
         while True:
             wait = self._SLICE if deadline is None else max(0, min(self._SLICE, int((deadline - time.monotonic()) * 1000) + 1))
@@ -859,7 +860,7 @@ class _Direct:
                         reply = _recv(self.sock, 3)
                     except zmq.Again:
                         break
-                    self.node.received_bytes += sum(len(f) for f in reply)
+                    self.node.received_bytes += sum(map(len, reply))
                     try:
                         rh, body, bufs = split_frames(reply)
                     except FrameError:
@@ -952,11 +953,9 @@ def _send(sock: zmq.Socket, frames: list, small: int) -> None:
 def _recv(sock: zmq.Socket, small: int) -> list:
     """Receive one multipart message: small leading frames as bytes, buffers as zmq.Frame."""
     frames = [sock.recv(zmq.NOBLOCK)]
-    while sock.rcvmore:
-        if len(frames) < small:
-            frames.append(sock.recv())
-        else:
-            frames.append(sock.recv(copy=False))
+    getsockopt = sock.getsockopt
+    while getsockopt(_RCVMORE):
+        frames.append(sock.recv(0, len(frames) < small))
     return frames
 
 
