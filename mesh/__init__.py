@@ -21,7 +21,7 @@ from mesh._errors import (
 from mesh._future import AsyncResult, Placeholder
 from mesh._meta import DistConf, RpcMeta, async_func, sync_func
 from mesh._msg import Msg
-from mesh._placement import get
+from mesh._placement import delete, get
 from mesh._proxy import RpcObject
 from mesh._server import AgentServer, RpcAgentServerLauncher
 
@@ -47,6 +47,7 @@ __all__ = [
     "ServerInfo",
     "ServerUnavailable",
     "async_func",
+    "delete",
     "get",
     "init",
     "servers",

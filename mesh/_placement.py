@@ -172,3 +172,16 @@ def get(name: str, host: str | None = None, port: int | str | None = None, *, ti
             continue
         return RpcObject(address, info["obj"], info["cls"], dict(info["methods"]))
     raise AgentNotFound(f"no object named {name!r} on {', '.join(addresses) or 'any discovered server'}")
+
+
+def delete(obj: RpcObject) -> None:
+    """Delete a remote object now (detached ones included); its queued calls fail with AgentNotFound.
+
+    Raises:
+        AgentNotFound: it was already gone.
+        TypeError: ``obj`` is not a proxy.
+    """
+    if not isinstance(obj, RpcObject):
+        raise TypeError(f"mesh.delete takes a remote object (RpcObject), not {type(obj).__name__}")
+    address = obj._mesh_address
+    get_client().call(address, {"op": "delete", "obj": obj._mesh_id}, None, timeout=10.0)

@@ -64,6 +64,11 @@ def test_detached_named_object_outlives_its_creator(spawn_server):
         mesh.get("nope", host=srv.host, port=srv.port)
     with pytest.raises(mesh.MeshError, match="already exists"):
         Store(to_dist={"host": srv.host, "port": srv.port, "name": "ledger", "detached": True})
+    mesh.delete(ledger)
+    with pytest.raises(mesh.AgentNotFound):
+        ledger.add(1)
+    with pytest.raises(mesh.AgentNotFound):
+        mesh.get("ledger", host=srv.host, port=srv.port)
 
 
 def test_live_client_keeps_its_objects(spawn_server):
