@@ -248,7 +248,7 @@ def wait(fut: Future, deadline: float | None, address: str) -> tuple:
         with blocking():
             try:
                 return fut.result(remaining)
-            except concurrent.futures.TimeoutError:
+            except (concurrent.futures.TimeoutError, transport.FutureTimeout):
                 raise CallTimeout(
                     f"no result from {address} within the timeout "
                     "(the task may still be running; ask again to keep waiting)"

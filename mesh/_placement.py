@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import sys
 import threading
 import uuid
@@ -18,6 +19,8 @@ from mesh._meta import DistConf
 from mesh._proxy import RpcObject
 
 __all__ = ["child_server", "place", "stop_child"]
+
+log = logging.getLogger("mesh")
 
 _child: Any = None
 _child_lock = threading.Lock()
@@ -41,9 +44,13 @@ def place(cls: type, args: tuple, kwargs: dict, conf: DistConf) -> RpcObject:
 def _discovered() -> str | None:
     if not _settings.current().discovery:
         return None
-    from mesh._discovery import choose
+    try:
+        from mesh._discovery import choose
 
-    return choose()
+        return choose()
+    except Exception as exc:  # discovery is a convenience: never fail placement over it
+        log.warning("server discovery failed (%s); using the child server", exc)
+        return None
 
 
 def create(address: str, cls: type, args: tuple, kwargs: dict, *, name: str | None = None, detached: bool = False) -> RpcObject:

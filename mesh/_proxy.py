@@ -117,14 +117,14 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         with _inflight_lock:
             client.inflight[object_id] = client.inflight.get(object_id, 0) + 1
         try:
-            fut = client.request(proxy._mesh_address, header, (args, kwargs))
+            fut = client.request(proxy._mesh_address, header, [list(args), kwargs])
         except BaseException:
             _done(client.inflight, object_id)
             raise
         fut.add_done_callback(lambda _f: _done(client.inflight, object_id))
         cls = Placeholder if mode == ASYNC_MSG else AsyncResult
         return cls(proxy._mesh_address, task, fut)
-    return proxy._mesh_request(header, (args, kwargs))
+    return proxy._mesh_request(header, [list(args), kwargs])
 
 
 _inflight_lock = threading.Lock()

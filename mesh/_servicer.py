@@ -389,9 +389,9 @@ class Servicer:
             )
         fn(entry)
 
-    def local_result(self, task: str) -> concurrent.futures.Future:
+    def local_result(self, task: str) -> transport.ReplyFuture:
         """Fetch a result of this server from inside its own process (no network)."""
-        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut = transport.ReplyFuture()
         self._when_done(task, lambda e: fut.set_result((dict(e[0]), e[1], e[2])))
         return fut
 

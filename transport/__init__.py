@@ -4,6 +4,7 @@ Knows nothing of agents: ``mesh`` builds on it, never the reverse.
 """
 
 from transport._codec import BUFFER_THRESHOLD, CodecError, decode, encode
+from transport._future import FutureTimeout, ReplyFuture
 from transport._framing import PROTOCOL_MAJOR, PROTOCOL_MINOR, SIGNATURE, FrameError, VersionMismatch
 from transport._node import (
     Node,
@@ -23,11 +24,13 @@ __all__ = [
     "SIGNATURE",
     "CodecError",
     "FrameError",
+    "FutureTimeout",
     "Keys",
     "Node",
     "NodeClosed",
     "PeerAuthFailed",
     "PeerUnavailable",
+    "ReplyFuture",
     "RequestTimeout",
     "Router",
     "TransportError",

@@ -30,13 +30,13 @@ import queue
 import threading
 import time
 import weakref
-from concurrent.futures import Future
 from typing import Any, Callable
 
 import msgpack
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from transport._future import ReplyFuture as Future
 from transport._framing import SIGNATURE, FrameError, VersionMismatch, pack_header, split_frames
 from transport._security import ZAP_ENDPOINT, Keys
 

@@ -1,0 +1,98 @@
+"""A light future for replies: what ``concurrent.futures.Future`` does, at a fraction of the cost.
+
+One is made per request, so its cost counts: no Condition per instance, a
+lock only for those who wait, callbacks run by whoever completes it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["ReplyFuture", "FutureTimeout"]
+
+_PENDING = object()
+
+
+class FutureTimeout(TimeoutError):
+    """``result(timeout)`` passed its timeout."""
+
+
+class ReplyFuture:
+    """The eventual reply to a request (thread-safe)."""
+
+    __slots__ = ("_value", "_exc", "_event", "_callbacks", "__weakref__")
+
+    _lock = threading.Lock()  # shared: held only for a few instructions
+
+    def __init__(self) -> None:
+        self._value: Any = _PENDING
+        self._exc: BaseException | None = None
+        self._event: threading.Event | None = None
+        self._callbacks: list[Callable[[ReplyFuture], None]] | None = None
+
+    def done(self) -> bool:
+        return self._value is not _PENDING or self._exc is not None
+
+    def set_running_or_notify_cancel(self) -> bool:  # concurrent.futures compatibility
+        return True
+
+    def set_result(self, value: Any) -> None:
+        self._complete(value, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._complete(_PENDING, exc)
+
+    def _complete(self, value: Any, exc: BaseException | None) -> None:
+        with self._lock:
+            if self.done():
+                return
+            if exc is not None:
+                self._exc = exc
+            else:
+                self._value = value
+            event, callbacks = self._event, self._callbacks
+            self._callbacks = None
+        if event is not None:
+            event.set()
+        if callbacks:
+            for cb in callbacks:
+                try:
+                    cb(self)
+                except Exception:  # a callback must not break the I/O thread
+                    pass
+
+    def add_done_callback(self, fn: Callable[[ReplyFuture], None]) -> None:
+        with self._lock:
+            if not self.done():
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The reply; raises the failure, or :class:`FutureTimeout`."""
+        if not self.done():
+            with self._lock:
+                if not self.done():
+                    if self._event is None:
+                        self._event = threading.Event()
+                    event = self._event
+                else:
+                    event = None
+            if event is not None and not event.wait(timeout):
+                raise FutureTimeout("no reply within the timeout")
+        if self._exc is not None:
+            raise self._exc
+        return self._value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            self.result(timeout)
+        except FutureTimeout:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            return exc
+        return None
