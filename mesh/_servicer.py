@@ -240,8 +240,7 @@ class Servicer:
         call = _Call(reply, method, body, buffers, header.get("chain"), task, keep)
         actor = self.actors.get(header["obj"])
         if keep:
-            with self._lock:
-                self._pending.setdefault(task, [])
+            self._pending.setdefault(task, [])  # atomic under the GIL
         if actor is None:
             self._complete(call, _error("notfound", f"no object {header['obj']!r} on this server (deleted, never created, or the server restarted)"))
             return
@@ -331,16 +330,18 @@ class Servicer:
         if not call.keep:
             call.reply(entry)
             return
-        with self._lock:
-            discard = call.task in self._discard
-            self._discard.discard(call.task)
+        discard = call.task in self._discard
         if not discard:
             try:
                 self.pool.put(call.task, entry)
             except Exception as exc:  # e.g. Redis down: the caller still gets the value
                 log.warning("could not store result %s: %s", call.task, exc)
-        with self._lock:
+        with self._lock:  # after the put: a `result` request never finds neither
             waiters = self._pending.pop(call.task, ())
+            released_meanwhile = call.task in self._discard
+            self._discard.discard(call.task)
+        if released_meanwhile and not discard:
+            self.pool.release(call.task)
         for waiter in waiters:
             waiter(entry)
         size = len(entry[1]) + sum(len(b) for b in entry[2])

@@ -63,6 +63,8 @@ _MONITOR_EVENTS = (
 
 
 _RCVMORE = zmq.RCVMORE
+_EVENTS = zmq.EVENTS
+_POLLIN = zmq.POLLIN
 _HWM = 10000  # messages queued per peer in libzmq before our own backlog takes over
 
 
@@ -529,11 +531,11 @@ class Node:
             self._on_monitor(kind[1])
 
     def _on_reply(self, peer: _Peer) -> None:
+        sock = peer.sock
         for _ in range(256):
-            try:
-                frames = _recv(peer.sock, 3)
-            except zmq.Again:
+            if not sock.getsockopt(_EVENTS) & _POLLIN:  # cheaper than an Again exception
                 return
+            frames = _recv(sock, 3)
             self.received_bytes += sum(map(len, frames))
             try:
                 header, body, buffers = split_frames(frames)
@@ -723,10 +725,9 @@ class Node:
         if sock is None:
             return
         for _ in range(256):
-            try:
-                frames = _recv(sock, 4)
-            except zmq.Again:
+            if not sock.getsockopt(_EVENTS) & _POLLIN:
                 return
+            frames = _recv(sock, 4)
             identity = frames[0]
             try:
                 header, body, buffers = split_frames(frames[1:])
