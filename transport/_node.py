@@ -65,7 +65,8 @@ _MONITOR_EVENTS = (
 _RCVMORE = zmq.RCVMORE
 _EVENTS = zmq.EVENTS
 _POLLIN = zmq.POLLIN
-_HWM = 10000  # messages queued per peer in libzmq before our own backlog takes over
+_HWM = 10000
+_ROUTER_LINGER = 2000  # ms  # messages queued per peer in libzmq before our own backlog takes over
 
 
 class TransportError(Exception):
@@ -688,7 +689,7 @@ class Node:
         self._backlogged.discard(router)
         self._by_sock.pop(sock, None)
         self._poller.unregister(sock)
-        sock.close(0)
+        sock.close(_ROUTER_LINGER)  # replies sent just before a shutdown still go out
         if router in self._routers:
             self._routers.remove(router)
 
