@@ -22,6 +22,8 @@ __all__ = ["child_server", "place", "stop_child"]
 
 log = logging.getLogger("mesh")
 
+_PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
+
 _child: Any = None
 _child_lock = threading.Lock()
 _by_value: set[tuple[str, type]] = set()  # (server, class) pairs that need the class by value
@@ -73,6 +75,7 @@ def create(address: str, cls: type, args: tuple, kwargs: dict, *, name: str | No
             payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
             if by_value:
                 payload["blob"] = cloudpickle.dumps(cls)
+                payload["py"] = _PY
             header: dict[str, Any] = {"op": "create", "obj": object_id, "cls": ref}
             if name is not None:
                 header["name"] = str(name)

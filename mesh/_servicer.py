@@ -33,6 +33,7 @@ log = logging.getLogger("mesh.server")
 _BATCH = 64  # calls of one actor run back to back on one worker before yielding it
 PUSH_LIMIT = 64 * 1024  # async results up to this size are pushed to the caller with the reply
 _NIL = b"\xc0"  # msgpack nil
+_PY = f"{os.sys.version_info[0]}.{os.sys.version_info[1]}"
 
 
 class _Call:
@@ -185,7 +186,14 @@ class Servicer:
     def _construct(self, actor: _Actor, cls_ref: str, body: Any, buffers: list, reply: Callable) -> None:
         try:
             payload = transport.decode(body, buffers)
-            cls = self.resolver.resolve(cls_ref, payload.get("blob"))
+            blob = payload.get("blob")
+            if blob is not None and payload.get("py") not in (None, _PY):
+                raise RuntimeError(
+                    f"class {cls_ref} was sent by value from Python {payload.get('py')}, but this server "
+                    f"runs Python {_PY}: cloudpickle needs the same version. Install the class on the "
+                    "server (--agent-dir) or use the same Python."
+                )
+            cls = self.resolver.resolve(cls_ref, blob)
             if cls is None:
                 self._drop_actor(actor, "its class could not be loaded")
                 reply(_error("needclass", f"class {cls_ref} is not importable here; send it by value"))

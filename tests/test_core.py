@@ -298,3 +298,25 @@ def test_sync_calls_from_threads_that_end_release_their_sockets(server):
     gc.collect()
     assert c.value == 5
     assert len([d for d in node._directs if not d.closed]) <= 1  # only this thread's socket stays
+
+
+def test_class_the_server_cannot_import_travels_by_value(spawn_server, tmp_path, monkeypatch):
+    srv = spawn_server(port=0)  # started before the module exists on any path it knows
+    (tmp_path / "private_agents.py").write_text(
+        "import mesh\n"
+        "class Helper:\n"
+        "    def twice(self, x):\n"
+        "        return 2 * x\n"
+        "class Private(mesh.AgentBase):\n"
+        "    def reply(self, x=None):\n"
+        "        return mesh.Msg(self.name, Helper().twice(x.content))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import private_agents
+
+    agent = private_agents.Private("p", to_dist={"host": srv.host, "port": srv.port})
+    assert agent(mesh.Msg("u", 21)).content == 42
+    # a --no-code server refuses it
+    strict = spawn_server(port=0, no_code=True)
+    with pytest.raises(mesh.RemoteError, match="no-code"):
+        private_agents.Private("p", to_dist={"host": strict.host, "port": strict.port})
