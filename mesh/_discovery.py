@@ -16,7 +16,7 @@ from typing import Any
 from mesh import _settings
 from mesh._client import decode_reply, get_client
 
-__all__ = ["ServerInfo", "advertise", "choose", "close_browser", "servers"]
+__all__ = ["ServerInfo", "advertise", "choose", "close_browser", "mark_dead", "servers"]
 
 _PING_TIMEOUT = 1.0
 _DEAD_FOR = 5.0  # seconds a server that failed a ping is skipped
@@ -104,6 +104,14 @@ def _ping_all(records: list[Any], timeout: float) -> list[ServerInfo]:
         ))
         _placed[rec.address] = 0
     return live
+
+
+def mark_dead(address: str) -> None:
+    """Skip ``address`` for a while (a call to it just failed)."""
+    global _cache
+    _dead[address] = time.monotonic() + _DEAD_FOR
+    stamp, live = _cache
+    _cache = (stamp, [s for s in live if s.address != address])
 
 
 def servers(timeout: float = 1.0) -> list[ServerInfo]:

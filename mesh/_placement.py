@@ -15,6 +15,7 @@ import cloudpickle
 
 from mesh import _settings
 from mesh._client import decode_reply, get_client, normalize_address, wait
+from mesh._errors import ServerUnavailable
 from mesh._meta import DistConf
 from mesh._proxy import RpcObject
 
@@ -32,15 +33,24 @@ _pickle_lock = threading.RLock()
 
 def place(cls: type, args: tuple, kwargs: dict, conf: DistConf) -> RpcObject:
     """Create ``cls(*args, **kwargs)`` on a server chosen by ``conf`` and return its proxy."""
-    host, port = conf.get("host"), conf.get("port")
-    if host is not None:
-        address = normalize_address(host, port)
-    else:
-        address = _discovered() or child_server().address
     unknown = set(conf) - {"host", "port", "name", "detached"}
     if unknown:
         raise TypeError(f"unknown to_dist option(s): {', '.join(sorted(unknown))}")
-    return create(address, cls, args, kwargs, name=conf.get("name"), detached=bool(conf.get("detached")))
+    options = {"name": conf.get("name"), "detached": bool(conf.get("detached"))}
+    host, port = conf.get("host"), conf.get("port")
+    if host is not None:
+        return create(normalize_address(host, port), cls, args, kwargs, **options)
+    for _ in range(3):  # a discovered server may have died since it last answered a ping
+        address = _discovered()
+        if address is None:
+            break
+        try:
+            return create(address, cls, args, kwargs, **options)
+        except ServerUnavailable:
+            from mesh._discovery import mark_dead
+
+            mark_dead(address)
+    return create(child_server().address, cls, args, kwargs, **options)
 
 
 def _discovered() -> str | None:
