@@ -78,12 +78,12 @@ def close_browser() -> None:
         browser.close()
 
 
-def _ping_all(records: list[Any], timeout: float) -> list[ServerInfo]:
+def _ping_all(records: list[Any], timeout: float, *, skip_dead: bool = True) -> list[ServerInfo]:
     client = get_client()
     now = time.monotonic()
     futs = []
     for rec in records:
-        if _dead.get(rec.address, 0) > now:
+        if skip_dead and _dead.get(rec.address, 0) > now:
             continue
         futs.append((rec, client.request(rec.address, {"op": "ping"}, None, timeout=timeout)))
     live = []
@@ -103,6 +103,7 @@ def _ping_all(records: list[Any], timeout: float) -> list[ServerInfo]:
             sources=tuple(sorted(rec.sources)),
         ))
         _placed[rec.address] = 0
+        _dead.pop(rec.address, None)
     return live
 
 
@@ -122,7 +123,7 @@ def servers(timeout: float = 1.0) -> list[ServerInfo]:
     """
     browser = _get_browser()
     records = browser.wait(timeout, lambda found: False) if timeout > 0 else browser.servers()
-    live = _ping_all(records, _PING_TIMEOUT)
+    live = _ping_all(records, _PING_TIMEOUT, skip_dead=False)  # a listing asks everyone again
     return sorted(live, key=lambda s: (s.agents / max(s.capacity, 1), s.load, s.name))
 
 

@@ -66,7 +66,10 @@ _RCVMORE = zmq.RCVMORE
 _EVENTS = zmq.EVENTS
 _POLLIN = zmq.POLLIN
 _HWM = 10000
-_ROUTER_LINGER = 2000  # ms  # messages queued per peer in libzmq before our own backlog takes over
+_ROUTER_LINGER = 2000  # ms
+# A refused or unreachable connection is retried (every 100 ms) this many times before the
+# requests waiting on it fail: fast for a server that is down, tolerant of a link that just came back.
+_CONNECT_TRIES = 3  # messages queued per peer in libzmq before our own backlog takes over
 
 
 class TransportError(Exception):
@@ -99,7 +102,7 @@ class NodeClosed(TransportError):
 
 
 class _Peer:
-    __slots__ = ("endpoint", "sock", "mon", "up", "outbox", "pending", "connect_deadline")
+    __slots__ = ("endpoint", "sock", "mon", "up", "outbox", "pending", "connect_deadline", "retries")
 
     def __init__(self, endpoint: str, sock: zmq.Socket, mon: zmq.Socket, deadline: float) -> None:
         self.endpoint = endpoint
@@ -109,6 +112,7 @@ class _Peer:
         self.outbox: list[tuple[int, list[Any]]] = []
         self.pending: set[int] = set()
         self.connect_deadline = deadline
+        self.retries = 0
 
 
 class _Request:
@@ -560,6 +564,7 @@ class Node:
             except Exception:
                 return
             event = msg["event"]
+            log.debug("%s: %s", peer.endpoint, zmq.Event(event).name)
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 peer.up = True
                 self._flush_outbox(peer)
@@ -584,8 +589,10 @@ class Node:
                     self._drop_peer(peer, PeerUnavailable(peer.endpoint, "connection closed during handshake"))
                 return
             elif event == zmq.EVENT_CONNECT_RETRIED and not peer.up:
-                self._drop_peer(peer, PeerUnavailable(peer.endpoint, "connection refused or unreachable"))
-                return
+                peer.retries += 1
+                if peer.retries >= _CONNECT_TRIES:  # refused or unreachable, again and again
+                    self._drop_peer(peer, PeerUnavailable(peer.endpoint, "connection refused or unreachable"))
+                    return
 
     def _drop_peer(self, peer: _Peer, exc: Exception) -> None:
         if self._peers.get(peer.endpoint) is peer:
@@ -821,6 +828,7 @@ class _Direct:
         self.lock = threading.Lock()
         self.closed = False
         self.up = False
+        self.retries = 0
         sock = node.ctx.socket(zmq.DEALER)
         sock.linger = 0
         node._heartbeat(sock)
@@ -907,8 +915,10 @@ class _Direct:
                     raise PeerAuthFailed(self.endpoint, "server closed the connection during the security handshake (wrong secret, or the server uses none)")
                 raise PeerUnavailable(self.endpoint, "connection lost (peer died or network down)")
             elif event == zmq.EVENT_CONNECT_RETRIED and not self.up:
-                self.close()
-                raise PeerUnavailable(self.endpoint, "connection refused or unreachable")
+                self.retries += 1
+                if self.retries >= _CONNECT_TRIES:
+                    self.close()
+                    raise PeerUnavailable(self.endpoint, "connection refused or unreachable")
 
     def __del__(self) -> None:  # the owning thread ended: its thread-local sockets go too
         try:
