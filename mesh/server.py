@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--insecure", action="store_true", help="allow a non-loopback host without a secret")
     s.add_argument("--no-code", action="store_true", help="accept only known classes, never code sent by value")
     s.add_argument("--grace", type=float, default=5.0, help="seconds running calls get at shutdown (default 5)")
+    s.add_argument("--processes", type=int, default=1, help="server processes to run (ports PORT, PORT+1, ...; default 1)")
     s.add_argument("--lease-ttl", type=float, default=30.0, help="seconds before objects of a vanished client are deleted (default 30)")
     s.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     s.add_argument("--parent-stdin", action="store_true", help=argparse.SUPPRESS)
@@ -107,13 +108,28 @@ def _start(args: argparse.Namespace) -> int:
         print(f"zmq-agent-server: cannot start: {exc}", file=sys.stderr)
         return 2
 
+    try:
+        siblings = _start_siblings(args, server, classes, secret)
+    except (RuntimeError, ValueError, OSError) as exc:
+        server.shutdown()
+        print(f"zmq-agent-server: cannot start --processes {args.processes}: {exc}", file=sys.stderr)
+        return 2
+
+    def stop_all() -> None:
+        stoppers = [threading.Thread(target=s.shutdown, daemon=True) for s in siblings]
+        for t in stoppers:
+            t.start()
+        server.shutdown()
+        for t in stoppers:
+            t.join(args.grace + 10)
+
     signals = {"n": 0}
 
     def on_signal(signum: int, frame: Any) -> None:
         signals["n"] += 1
         if signals["n"] > 1:
             os._exit(130 if signum == signal.SIGINT else 0)
-        threading.Thread(target=server.shutdown, name="mesh-signal-stop", daemon=True).start()
+        threading.Thread(target=stop_all, name="mesh-signal-stop", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -125,10 +141,41 @@ def _start(args: argparse.Namespace) -> int:
         f"auth={'on' if server.secret else 'off'}, pid={os.getpid()})",
         flush=True,
     )
+    for sib in siblings:
+        print(
+            f"zmq-agent-server ready on {sib.address} (name={sib.name}, capacity={sib.capacity}, "
+            f"pool={sib.pool_type}, advertised={'yes' if sib.advertise else 'no'}, "
+            f"auth={'on' if sib.secret else 'off'}, pid={sib.pid})",
+            flush=True,
+        )
     while not server._stopped.wait(0.5):  # wake up for signals
         pass
+    stop_all()
     mesh.shutdown()
     return 0
+
+
+def _start_siblings(args: argparse.Namespace, first: Any, classes: list[type], secret: bytes | None) -> list[Any]:
+    """``--processes N``: N-1 more servers like the first, in subprocesses that die with this one."""
+    import mesh
+
+    siblings: list[Any] = []
+    try:
+        for i in range(1, max(1, args.processes)):
+            sib = mesh.AgentServer(
+                host=args.host, port=first.port + i if args.port else 0, capacity=args.capacity,
+                custom_agent_classes=classes, agent_dir=args.agent_dir, pool_type=args.pool_type,
+                redis_url=args.redis_url, max_expire_time=args.max_expire_time, max_len=args.max_len,
+                max_message_size=args.max_message_size, advertise=not args.no_advertise,
+                name=f"{first.name}-{i}", secret=secret, insecure=args.insecure, no_code=args.no_code,
+                grace=args.grace, lease_ttl=args.lease_ttl,
+            )
+            siblings.append(sib.launch(in_subprocess=True))
+    except BaseException:
+        for sib in siblings:
+            sib.shutdown()
+        raise
+    return siblings
 
 
 def _read_parent_config() -> list[type]:
