@@ -271,15 +271,13 @@ class Servicer:
         # Run the call, then keep draining this actor's mailbox on the same thread
         # (a thread switch per call would halve one actor's throughput); after a
         # batch, go to the back of the pool's queue so other actors get their turn.
+        next_call: _Call | None = call
         for _ in range(_BATCH):
-            self._run_one(actor, call)
-            with actor.lock:
-                actor.running -= 1
-                if actor.running or not actor.queue:
-                    return
-                call = actor.queue.popleft()
-                actor.running = 1
-        self.workers.submit(lambda: self._run(actor, call))
+            self._run_one(actor, next_call)  # type: ignore[arg-type]
+            next_call = self._take_next(actor)
+            if next_call is None:
+                return
+        self.workers.submit(lambda: self._run(actor, next_call))
 
     def _run_one(self, actor: _Actor, call: _Call) -> None:
         chain = call.chain
@@ -324,15 +322,20 @@ class Servicer:
         actor.served += 1
         self._complete(call, entry)
 
-    def _next(self, actor: _Actor) -> None:
-        """The call that just ended frees the actor: start the next one in its mailbox."""
+    def _take_next(self, actor: _Actor) -> _Call | None:
+        """The call that just ended frees the actor: the next call of its mailbox, now running."""
         with actor.lock:
             actor.running -= 1
             if actor.running or not actor.queue:
-                return
-            call = actor.queue.popleft()
+                return None
             actor.running = 1
-        self.workers.submit(lambda: self._run(actor, call))
+            return actor.queue.popleft()
+
+    def _next(self, actor: _Actor) -> None:
+        """Start the next call of the actor's mailbox on a worker, if any."""
+        call = self._take_next(actor)
+        if call is not None:
+            self.workers.submit(lambda: self._run(actor, call))
 
     def _complete(self, call: _Call, entry: Entry) -> None:
         if not call.keep:
