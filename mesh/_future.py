@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from mesh._client import decode_reply, get_client, wait
-from mesh._errors import CallTimeout, MeshError
+from mesh._errors import CallTimeout, MeshError, ServerUnavailable
 from mesh._msg import Msg
 
 __all__ = ["AsyncResult", "Placeholder", "is_future", "local_producers", "resolve"]
@@ -29,8 +29,9 @@ local_producers: dict[str, Any] = {}
 class _FutureMixin:
     """The machinery shared by AsyncResult and Placeholder."""
 
-    def _mesh_init(self, address: str, task: str, call: concurrent.futures.Future | None) -> None:
+    def _mesh_init(self, address: str, task: str, call: concurrent.futures.Future | None, pool: str | None = None) -> None:
         d = self.__dict__
+        d["_mesh_pool"] = pool  # the producer's Redis pool, readable while the producer is down
         d["_mesh_address"] = address
         d["_mesh_task"] = task
         d["_mesh_call"] = call
@@ -68,6 +69,8 @@ class _FutureMixin:
                 value = value.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
         except CallTimeout:
             raise
+        except ServerUnavailable as exc:
+            value = self._mesh_from_pool(exc)
         except MeshError as exc:
             d["_mesh_exc"] = exc
             raise
@@ -75,6 +78,21 @@ class _FutureMixin:
             if d["_mesh_value"] is _PENDING:
                 d["_mesh_value"] = value
         return d["_mesh_value"]
+
+    def _mesh_from_pool(self, exc: ServerUnavailable) -> Any:
+        """The producer is unreachable: read the value from its Redis pool, if it has one."""
+        d = self.__dict__
+        if d.get("_mesh_pool"):
+            from mesh._pool_redis import fetch
+
+            try:
+                entry = fetch(d["_mesh_pool"], d["_mesh_task"])
+            except Exception:  # Redis down too: report the producer's failure
+                entry = None
+            if entry is not None:
+                return decode_reply(entry, d["_mesh_address"])
+        d["_mesh_exc"] = exc
+        raise exc
 
     def done(self) -> bool:
         """True once the value (or the producer's error) is available."""
@@ -121,7 +139,7 @@ class _FutureMixin:
     def __reduce__(self) -> tuple:
         d = self.__dict__
         d["_mesh_shared"] = True
-        return (_rebuild, (type(self) is Placeholder, d["_mesh_address"], d["_mesh_task"]))
+        return (_rebuild, (type(self) is Placeholder, d["_mesh_address"], d["_mesh_task"], d.get("_mesh_pool")))
 
     def _mesh_state(self) -> str:
         d = self.__dict__
@@ -192,9 +210,11 @@ class Placeholder(_FutureMixin, Msg):
         return f"<Placeholder {self._mesh_state()} task={d['_mesh_task']} producer={d['_mesh_address']}>"
 
 
-def _rebuild(placeholder: bool, address: str, task: str) -> _FutureMixin:
+def _rebuild(placeholder: bool, address: str, task: str, pool: str | None = None) -> _FutureMixin:
     cls = Placeholder if placeholder else AsyncResult
-    return cls(address, task)
+    fut = cls(address, task)
+    fut.__dict__["_mesh_pool"] = pool
+    return fut
 
 
 def is_future(value: Any) -> bool:

@@ -106,7 +106,8 @@ def create(address: str, cls: type, args: tuple, kwargs: dict, *, name: str | No
         client.limits[address] = limit
     if not detached and isinstance(info, dict) and isinstance(info.get("lease_ttl"), (int, float)):
         client.own(address, float(info["lease_ttl"]))
-    return RpcObject(address, object_id, cls.__name__, dict(cls._mesh_methods))  # type: ignore[attr-defined]
+    pool = info.get("pool") if isinstance(info, dict) else None
+    return RpcObject(address, object_id, cls.__name__, dict(cls._mesh_methods), pool)  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

@@ -181,6 +181,7 @@ class AgentServer:
             max_message_size=self.max_message_size,
             on_stop=self.shutdown,
             lease_ttl=self.lease_ttl,
+            pool_url=self.redis_url if self.pool_type == "redis" else None,
         )
         keys = transport.derive_keys(self.secret) if self.secret else None
         node = get_client().node

@@ -102,6 +102,7 @@ class Servicer:
         max_message_size: int,
         on_stop: Callable[[], None],
         lease_ttl: float = 30.0,
+        pool_url: str | None = None,
     ) -> None:
         self.name = name
         self.capacity = capacity
@@ -116,6 +117,7 @@ class Servicer:
         self.names: dict[str, str] = {}  # registered name -> object id (detached objects)
         self.sessions: dict[str, float] = {}  # client session -> last heard (monotonic)
         self.lease_ttl = lease_ttl
+        self.pool_url = pool_url  # a Redis pool that consumers may read while this server is down
         self._lock = threading.Lock()
         self.started = time.time()
         self.accepting = True
@@ -213,6 +215,7 @@ class Servicer:
             "cls": actor.cls_name,
             "max_message_size": self.max_message_size,
             "lease_ttl": self.lease_ttl,
+            "pool": self.pool_url,
         }))
         self._next(actor)
 
