@@ -69,7 +69,12 @@ _HWM = 10000
 _ROUTER_LINGER = 2000  # ms
 # A refused or unreachable connection is retried (every 100 ms) this many times before the
 # requests waiting on it fail: fast for a server that is down, tolerant of a link that just came back.
-_CONNECT_TRIES = 3  # messages queued per peer in libzmq before our own backlog takes over
+_CONNECT_TRIES = 3
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+)  # messages queued per peer in libzmq before our own backlog takes over
 
 
 class TransportError(Exception):
@@ -102,7 +107,7 @@ class NodeClosed(TransportError):
 
 
 class _Peer:
-    __slots__ = ("endpoint", "sock", "mon", "up", "outbox", "pending", "connect_deadline", "retries")
+    __slots__ = ("endpoint", "sock", "mon", "up", "outbox", "pending", "connect_deadline", "retries", "hs_failures")
 
     def __init__(self, endpoint: str, sock: zmq.Socket, mon: zmq.Socket, deadline: float) -> None:
         self.endpoint = endpoint
@@ -113,6 +118,7 @@ class _Peer:
         self.pending: set[int] = set()
         self.connect_deadline = deadline
         self.retries = 0
+        self.hs_failures = 0
 
 
 class _Request:
@@ -563,36 +569,14 @@ class Node:
                 return
             except Exception:
                 return
-            event = msg["event"]
-            log.debug("%s: %s", peer.endpoint, zmq.Event(event).name)
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            if msg["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 peer.up = True
                 self._flush_outbox(peer)
-            elif event in (
-                zmq.EVENT_HANDSHAKE_FAILED_AUTH,
-                zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
-                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
-            ):
-                reason = (
-                    "authentication failed: the server requires a secret and ours is wrong or missing"
-                    if self.keys is None or event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                    else "security handshake failed: wrong secret, or the server uses none"
-                )
-                self._drop_peer(peer, PeerAuthFailed(peer.endpoint, reason))
+                continue
+            exc = _connection_event(peer, msg, self.keys is not None)
+            if exc is not None:
+                self._drop_peer(peer, exc)
                 return
-            elif event == zmq.EVENT_DISCONNECTED:
-                if peer.up:
-                    self._drop_peer(peer, PeerUnavailable(peer.endpoint, "connection lost (peer died or network down)"))
-                elif self.keys is not None:
-                    self._drop_peer(peer, PeerAuthFailed(peer.endpoint, "server closed the connection during the security handshake (wrong secret, or the server uses none)"))
-                else:
-                    self._drop_peer(peer, PeerUnavailable(peer.endpoint, "connection closed during handshake"))
-                return
-            elif event == zmq.EVENT_CONNECT_RETRIED and not peer.up:
-                peer.retries += 1
-                if peer.retries >= _CONNECT_TRIES:  # refused or unreachable, again and again
-                    self._drop_peer(peer, PeerUnavailable(peer.endpoint, "connection refused or unreachable"))
-                    return
 
     def _drop_peer(self, peer: _Peer, exc: Exception) -> None:
         if self._peers.get(peer.endpoint) is peer:
@@ -829,6 +813,7 @@ class _Direct:
         self.closed = False
         self.up = False
         self.retries = 0
+        self.hs_failures = 0
         sock = node.ctx.socket(zmq.DEALER)
         sock.linger = 0
         node._heartbeat(sock)
@@ -902,23 +887,13 @@ class _Direct:
                 msg = parse_monitor_message(self.mon.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 return
-            event = msg["event"]
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            if msg["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.up = True
-            elif event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                continue
+            exc = _connection_event(self, msg, self.node.keys is not None)
+            if exc is not None:
                 self.close()
-                raise PeerAuthFailed(self.endpoint, "security handshake failed: wrong or missing secret")
-            elif event == zmq.EVENT_DISCONNECTED:
-                was_up = self.up
-                self.close()
-                if not was_up and self.node.keys is not None:
-                    raise PeerAuthFailed(self.endpoint, "server closed the connection during the security handshake (wrong secret, or the server uses none)")
-                raise PeerUnavailable(self.endpoint, "connection lost (peer died or network down)")
-            elif event == zmq.EVENT_CONNECT_RETRIED and not self.up:
-                self.retries += 1
-                if self.retries >= _CONNECT_TRIES:
-                    self.close()
-                    raise PeerUnavailable(self.endpoint, "connection refused or unreachable")
+                raise exc
 
     def __del__(self) -> None:  # the owning thread ended: its thread-local sockets go too
         try:
@@ -936,6 +911,40 @@ class _Direct:
             pass
         self.mon.close(0)
         self.sock.close(0)
+
+
+_MECHANISM_MISMATCH = 0x11000002  # ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+
+
+def _connection_event(conn: Any, msg: dict, secure: bool) -> Exception | None:
+    """What a monitor event means for a connection (``conn`` has endpoint, up, retries, hs_failures).
+
+    Returns the error that fails its requests, or None to keep trying. A
+    security mismatch fails every handshake; a dying server fails one and then
+    refuses connections; a link that just came back needs a retry or two.
+    """
+    event, endpoint = msg["event"], conn.endpoint
+    log.debug("%s: %s %s", endpoint, zmq.Event(event).name, msg.get("value"))
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and msg.get("value") == _MECHANISM_MISMATCH:
+        if secure:
+            return PeerAuthFailed(endpoint, "security handshake failed: we use a secret and the server uses none")
+        return PeerAuthFailed(endpoint, "authentication failed: the server requires a secret (MESH_SECRET) and we have none")
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return PeerAuthFailed(endpoint, "authentication failed: the server rejected our secret")
+    if event in _HANDSHAKE_FAILED:
+        conn.hs_failures += 1
+        if conn.hs_failures >= 2:
+            return PeerAuthFailed(endpoint, "security handshake failed twice: wrong or missing secret, a server without one, or not a mesh server")
+        return None  # libzmq reconnects; the next attempt tells a dead server from a wrong secret
+    if event == zmq.EVENT_DISCONNECTED:
+        if conn.up:
+            return PeerUnavailable(endpoint, "connection lost (peer died or network down)")
+        return None  # closed during the handshake: libzmq reconnects, as above
+    if event == zmq.EVENT_CONNECT_RETRIED and not conn.up:
+        conn.retries += 1
+        if conn.retries >= _CONNECT_TRIES:
+            return PeerUnavailable(endpoint, "connection refused or unreachable")
+    return None
 
 
 def _send_blocking(sock: zmq.Socket, frames: list) -> None:
