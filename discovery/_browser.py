@@ -1,0 +1,192 @@
+"""Browser: the merged table of servers from mDNS, the local registry, static peers and Redis."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from types import TracebackType
+
+from zeroconf import IPVersion
+
+from discovery._local import LocalRegistry
+from discovery._mdns_browser import MdnsBrowser
+from discovery._merge import merge
+from discovery._net import browser_interfaces, pick_host, to_ip_version
+from discovery._record import ServerRecord, resolve_service_type
+from discovery._redis import DEFAULT_PREFIX, RedisScanner
+from discovery._static import peers_from_env, static_records
+
+__all__ = ["Browser"]
+
+log = logging.getLogger(__name__)
+
+_PULL_INTERVAL = 0.05  # s: how often wait() re-reads the sources that cannot notify (local files, Redis)
+
+
+def _default_predicate(found: list[ServerRecord]) -> bool:
+    return bool(found)
+
+
+class Browser:
+    """Find servers: one record per server, merged from every enabled source.
+
+    mDNS is followed in the background once :meth:`start` is called; the local
+    registry, static peers and Redis are read on each :meth:`servers` call (Redis
+    at most once per second). Records are hints: check liveness before relying
+    on one.
+
+    Args:
+        mdns: browse mDNS.
+        local: read the local registry (servers on this host, no multicast needed).
+        static_peers: fixed ``host:port`` addresses; ``None`` reads ``MESH_PEERS``
+            (comma separated).
+        redis_url: also read this Redis registry; ``None`` reads
+            ``MESH_REDIS_DISCOVERY_URL`` when set.
+        interfaces: mDNS interfaces (addresses or names); default ``MESH_INTERFACES``,
+            else all.
+        ip_version: ``"v4"`` (default), ``"v6"`` or ``"all"``: the mDNS transport.
+        service_type: DNS-SD type; default ``MESH_SERVICE_TYPE`` or ``SERVICE_TYPE``.
+        registry_dir: local registry directory (default as for the advertiser).
+        redis_prefix: Redis key prefix.
+
+    Raises:
+        ValueError: a bad static peer (the message names it), ``ip_version`` or service type.
+        ImportError: ``redis_url`` is given and the ``redis`` package is missing (when the
+            URL comes from ``MESH_REDIS_DISCOVERY_URL`` instead, this is logged and Redis skipped).
+    """
+
+    def __init__(
+        self,
+        *,
+        mdns: bool = True,
+        local: bool = True,
+        static_peers: Sequence[str] | None = None,
+        redis_url: str | None = None,
+        interfaces: list[str] | None = None,
+        ip_version: str = "v4",
+        service_type: str | None = None,
+        registry_dir: str | os.PathLike[str] | None = None,
+        redis_prefix: str = DEFAULT_PREFIX,
+    ) -> None:
+        self._version = to_ip_version(ip_version)
+        self.service_type = resolve_service_type(service_type)
+        if static_peers is None:
+            self._static = static_records(peers_from_env(), origin="MESH_PEERS")
+        else:
+            self._static = static_records(static_peers)
+        self._local = LocalRegistry(registry_dir) if local else None
+        self._redis: RedisScanner | None = None
+        if redis_url is not None:
+            self._redis = RedisScanner(redis_url, redis_prefix)
+        elif os.environ.get("MESH_REDIS_DISCOVERY_URL"):
+            try:
+                self._redis = RedisScanner(os.environ["MESH_REDIS_DISCOVERY_URL"], redis_prefix)
+            except ImportError as exc:
+                log.error("MESH_REDIS_DISCOVERY_URL is set but ignored: %s", exc)
+        self._mdns = (
+            MdnsBrowser(self.service_type, browser_interfaces(interfaces, self._version), self._version, self._changed)
+            if mdns
+            else None
+        )
+        self._cond = threading.Condition()
+        self._generation = 0  # bumped on every pushed change (mDNS); wait() sleeps until it moves
+        self._state = "new"  # -> "started" -> "closed"
+
+    def _changed(self) -> None:  # from zeroconf threads: must not block
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def start(self) -> None:
+        """Start following mDNS in the background. A second call does nothing.
+
+        Raises:
+            RuntimeError: the browser was closed.
+        """
+        with self._cond:
+            if self._state == "closed":
+                raise RuntimeError("Browser is closed")
+            if self._state == "started":
+                return
+            self._state = "started"
+        if self._mdns is not None:
+            self._mdns.start()
+
+    def servers(self) -> list[ServerRecord]:
+        """The servers known now, one record per server, sorted by name.
+
+        After :meth:`close`, only the local registry and static peers are listed.
+        Never raises for an unavailable source (mDNS down, Redis down): that source
+        is simply empty, and a warning is logged.
+        """
+        found: list[ServerRecord] = []
+        if self._mdns is not None:
+            found += self._mdns.records()
+        if self._local is not None:
+            found += self._local.records()
+        found += self._static
+        if self._redis is not None and self._state != "closed":
+            prefer_v6 = self._version is IPVersion.V6Only
+            for rec in self._redis.records():
+                # The advertiser guessed a host for everyone; pick the one reachable from here.
+                found.append(replace(rec, host=pick_host(rec.addresses, prefer_v6)) if rec.addresses else rec)
+        return merge(found)
+
+    def wait(
+        self, timeout: float, predicate: Callable[[list[ServerRecord]], bool] | None = None
+    ) -> list[ServerRecord]:
+        """Wait until ``predicate(servers())`` is true, or ``timeout`` seconds pass.
+
+        mDNS changes wake the wait at once; the local registry and Redis are
+        re-read every 50 ms while waiting. Starts the browser if needed.
+
+        Args:
+            timeout: seconds to wait at most.
+            predicate: the condition on the server list; default: at least one server.
+
+        Returns:
+            :meth:`servers` at the moment the predicate held or time ran out.
+        """
+        if self._state == "new":
+            self.start()
+        predicate = predicate or _default_predicate
+        deadline = time.monotonic() + max(0.0, timeout)
+        pull = self._local is not None or self._redis is not None
+        while True:
+            with self._cond:
+                generation = self._generation
+            found = self.servers()
+            remaining = deadline - time.monotonic()
+            if predicate(found) or remaining <= 0 or self._state == "closed":
+                return found
+            with self._cond:
+                if self._generation == generation and self._state != "closed":
+                    self._cond.wait(min(remaining, _PULL_INTERVAL) if pull else remaining)
+
+    def close(self) -> None:
+        """Stop browsing: zeroconf closed, its threads joined, Redis disconnected. Idempotent."""
+        with self._cond:
+            if self._state == "closed":
+                return
+            self._state = "closed"
+            self._cond.notify_all()
+        if self._mdns is not None:
+            self._mdns.close()
+        if self._redis is not None:
+            self._redis.close()
+
+    def __enter__(self) -> Browser:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Browser {self.service_type} {self._state}>"
