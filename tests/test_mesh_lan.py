@@ -27,6 +27,7 @@ PORT = 7100
 
 def env() -> dict:
     e = dict(os.environ)
+    e.pop("MESH_REGISTRY_DIR", None)  # per-namespace local registries: hosts must find each other over mDNS
     e.update({"MESH_SECRET": "lan-test-secret", "MESH_DISCOVERY": "1", "PYTHONPATH": os.pathsep.join([ROOT, TESTS]),
               "MESH_HEARTBEAT_TIMEOUT": "1.5", "MESH_CONNECT_TIMEOUT": "2"})
     return e
