@@ -11,7 +11,6 @@ may enter the object (re-entrancy along one call tree, as in Orleans).
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
 import threading

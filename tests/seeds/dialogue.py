@@ -1,7 +1,6 @@
 # AgentScope's two-agent dialogue (centralised vs distributed), run on mesh.
 # Changed lines: imports. AgentA/AgentB stand for the tutorial's "..." agents; the server of
 # "Machine 2" (ip_b:12002) runs in this process via RpcAgentServerLauncher (launch line changed).
-import sys
 from mesh import AgentBase, Msg, DistConf, RpcAgentServerLauncher   # was: agentscope.agents / message / server
 
 
