@@ -1,4 +1,4 @@
-"""Operator features of zmq-agent-server: several processes, status of each."""
+"""zmq-agent-server as an operator runs it: start, status, stop, --agent-dir, --processes, bad input."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import re
 import signal
 import subprocess
 import sys
+
+import pytest
 
 from conftest import run_cli
 
@@ -31,3 +33,73 @@ def test_processes_flag_runs_n_reachable_servers():
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def _start(*extra: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "mesh.server", "start", "--port", "0", "--no-advertise", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    match = re.search(r"tcp://\S+:\d+", line)
+    assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+    return proc, match.group(0)
+
+
+def _end(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def test_start_status_stop(tmp_path, monkeypatch):
+    import json
+
+    import mesh
+
+    (tmp_path / "ops_agents.py").write_text(
+        "import mesh\nclass Clerk(mesh.AgentBase):\n    def reply(self, x=None):\n        return mesh.Msg(self.name, 'ok')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    proc, address = _start("--agent-dir", str(tmp_path), "--no-code", "--capacity", "4")
+    try:
+        from ops_agents import Clerk
+
+        clerk = Clerk("clerk-1", to_dist={"host": address})  # known to a --no-code server via --agent-dir
+        assert clerk(mesh.Msg("u", "hi")).content == "ok"
+        info = json.loads(run_cli("status", address, "--json").stdout)
+        assert info["capacity"] == 4 and info["uptime"] >= 0 and "load" in info and info["rss"] > 0
+        agents = info["agents"]
+        assert [(a["class"], a["name"], a["queue"], a["served"]) for a in agents] == [("Clerk", "clerk-1", 0, 1)]
+        text = run_cli("status", address.replace("tcp://", ""))  # host:port works too
+        assert text.returncode == 0 and "Clerk" in text.stdout and "clerk-1" in text.stdout
+        assert run_cli("stop", address).returncode == 0
+        assert proc.wait(15) == 0
+    finally:
+        _end(proc)
+
+
+def test_agent_dir_that_fails_to_import_refuses_to_start(tmp_path):
+    (tmp_path / "broken.py").write_text("raise RuntimeError('missing API key')\n")
+    out = run_cli("start", "--port", "0", "--no-advertise", "--agent-dir", str(tmp_path))
+    assert out.returncode != 0
+    assert "broken.py" in out.stderr and "missing API key" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args", [["start", "--port", "notanumber"], ["start", "--bogus"], ["frobnicate"]])
+def test_bad_flags_get_usage_not_traceback(args):
+    out = run_cli(*args)
+    assert out.returncode == 2 and "usage:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_status_of_nothing_fails_clearly():
+    out = run_cli("status", "127.0.0.1:1", "--timeout", "3")
+    assert out.returncode != 0 and "127.0.0.1:1" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_sigint_stops_cleanly():
+    proc, _ = _start()
+    try:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) in (0, 130)
+    finally:
+        _end(proc)
