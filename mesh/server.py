@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--insecure", action="store_true", help="allow a non-loopback host without a secret")
     s.add_argument("--no-code", action="store_true", help="accept only known classes, never code sent by value")
     s.add_argument("--grace", type=float, default=5.0, help="seconds running calls get at shutdown (default 5)")
+    s.add_argument("--interfaces", help="comma-separated IPs to advertise on (else env MESH_INTERFACES, else what --host binds)")
     s.add_argument("--processes", type=int, default=1, help="server processes to run (ports PORT, PORT+1, ...; default 1)")
     s.add_argument("--lease-ttl", type=float, default=30.0, help="seconds before objects of a vanished client are deleted (default 30)")
     s.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="the servers discovered now")
     ls.add_argument("--timeout", type=float, default=1.0, help="seconds to listen (default 1)")
     ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.add_argument("--peers", help="also ask these servers: host:port,host:port (like env MESH_PEERS)")
+    ls.add_argument("--redis-url", help="also read the Redis registry at this URL (like env MESH_REDIS_DISCOVERY_URL)")
 
     st = sub.add_parser("status", help="one server's agents, load and uptime")
     st.add_argument("address", help="tcp://host:port or host:port")
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _start(args: argparse.Namespace) -> int:
+    if args.interfaces:
+        os.environ["MESH_INTERFACES"] = args.interfaces  # read by the advertiser
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for entry in os.environ.get("MESH_SYS_PATH", "").split(os.pathsep):
         if entry and entry not in sys.path:
@@ -251,6 +256,10 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    if args.peers:
+        os.environ["MESH_PEERS"] = ",".join(p for p in (os.environ.get("MESH_PEERS", ""), args.peers) if p)
+    if args.redis_url:
+        os.environ["MESH_REDIS_DISCOVERY_URL"] = args.redis_url
     import mesh
 
     try:

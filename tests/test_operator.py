@@ -103,3 +103,16 @@ def test_sigint_stops_cleanly():
         assert proc.wait(15) in (0, 130)
     finally:
         _end(proc)
+
+
+def test_list_with_static_peers_finds_unadvertised_servers():
+    import json
+
+    proc, address = _start("--name", "static-one")
+    try:
+        out = run_cli("list", "--json", "--timeout", "0.2", "--peers", address.replace("tcp://", ""))
+        assert out.returncode == 0, out.stderr
+        found = json.loads(out.stdout)
+        assert [(s["name"], s["address"]) for s in found] == [("static-one", address)]
+    finally:
+        _end(proc)
