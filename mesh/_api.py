@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 from typing import Any
 
 from mesh import _settings
@@ -62,6 +63,9 @@ def shutdown() -> None:
     stop_child()
     close_browser()
     shutdown_client()
+    pool_redis = sys.modules.get("mesh._pool_redis")
+    if pool_redis is not None:
+        pool_redis.close_fetch_clients()
 
 
 atexit.register(shutdown)

@@ -84,9 +84,10 @@ class _FutureMixin:
         d = self.__dict__
         if d.get("_mesh_pool"):
             from mesh._pool_redis import fetch
+            from mesh._settings import current
 
             try:
-                entry = fetch(d["_mesh_pool"], d["_mesh_task"])
+                entry = fetch(d["_mesh_pool"], d["_mesh_task"], secret=current().secret)
             except Exception:  # Redis down too: report the producer's failure
                 entry = None
             if entry is not None:

@@ -94,7 +94,9 @@ class LocalPool:
             self._items.clear()
 
 
-def make_pool(pool_type: str, *, redis_url: str | None, max_len: int, max_expire_time: float, name: str) -> ResultPool:
+def make_pool(
+    pool_type: str, *, redis_url: str | None, max_len: int, max_expire_time: float, name: str, secret: bytes | None = None
+) -> ResultPool:
     """Build the pool a server was asked for.
 
     Raises:
@@ -107,5 +109,6 @@ def make_pool(pool_type: str, *, redis_url: str | None, max_len: int, max_expire
             raise ValueError("pool_type='redis' needs redis_url (e.g. redis://127.0.0.1:6379)")
         from mesh._pool_redis import RedisPool
 
-        return RedisPool(redis_url, max_expire_time=max_expire_time, namespace=name)
+        # with a secret, entries are signed: nobody without it can plant data consumers would unpickle
+        return RedisPool(redis_url, max_expire_time=max_expire_time, namespace=name, secret=secret)
     raise ValueError(f"unknown pool_type {pool_type!r}: use 'local' or 'redis'")

@@ -1,129 +1,327 @@
 """Result pool in Redis: results outlive the server that produced them.
 
-Keys: ``mesh:result:<task>`` holds one msgpack blob ``[header, body, [buffers]]``
-with the pool's expiry; task ids are globally unique, so any peer that knows a
-task id and the Redis URL can read it, the producer being down included
-(:func:`fetch`). A per-server sorted set ``mesh:pool:<name>`` counts the
-server's live results.
+Keys:
 
-redis-py is an optional dependency (``pip install 'zmq-agent-mesh[redis]'``).
+* ``mesh:result:<task>`` holds one result, a msgpack blob
+  ``[header, body, [buffers...]]``, with the pool's expiry. Task ids are
+  globally unique, so any peer that knows a task id and the Redis URL can read
+  it, the producer being down included (:func:`fetch`).
+* ``mesh:pool:<namespace>`` is a sorted set of one server's task ids scored by
+  their expiry time: ``len(pool)`` counts that server's live results (several
+  servers may share one Redis). It is trimmed on every put and expires itself
+  once all its results have.
+
+With a shared ``secret``, each blob is signed (HMAC-SHA256 over the task id
+and the blob, with a key derived from the secret): a reader that holds the
+secret refuses a result it did not sign, so whoever can write to Redis cannot
+slip a forged (pickled) value to a peer that unpickles it.
+
+A Redis that is down, hung or gone gives a :class:`RedisPoolError` naming the
+URL within about :data:`TIMEOUT` seconds, never a hang; the pool reconnects by
+itself when Redis returns. redis-py is an optional dependency
+(``pip install 'zmq-agent-mesh[redis]'``), imported when a pool is first made.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import math
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import msgpack
 
-__all__ = ["RedisPool", "RedisPoolError", "fetch"]
+__all__ = ["RedisPool", "RedisPoolError", "fetch", "close_fetch_clients"]
 
-_TIMEOUT = 2.0  # seconds: a Redis that is down gives an error quickly, never a hang
+Entry = tuple[dict[str, Any], bytes, list[bytes]]
+
+TIMEOUT = 2.0  # seconds: connecting to Redis and waiting for a reply
+BULK_SIZE = 4 * 2**20  # blobs above this are sent by a client with a longer timeout...
+BULK_TIMEOUT = 60.0  # ...because a socket's timeout bounds a whole sendall() of the blob
+_SIGNED = b"MSH1"  # signed blob: _SIGNED + 32-byte HMAC + msgpack (a msgpack array never starts with "M")
+_MAC_LEN = 32
+_MISSING = "pool_type='redis' needs the redis package: pip install 'zmq-agent-mesh[redis]'"
 
 
 class RedisPoolError(RuntimeError):
-    """The Redis server of a result pool cannot be used."""
+    """The Redis server of a result pool cannot be used (down, hung, refusing) or gave a forged result."""
 
 
-def _client(url: str) -> Any:
+def _redis() -> Any:
     try:
         import redis
-    except ImportError:
-        raise RedisPoolError("pool_type='redis' needs the redis package: pip install 'zmq-agent-mesh[redis]'") from None
-    return redis.Redis.from_url(url, socket_connect_timeout=_TIMEOUT, socket_timeout=_TIMEOUT, health_check_interval=10)
+    except ImportError as exc:
+        raise ImportError(_MISSING) from exc
+    return redis
 
 
-def _pack(entry: tuple) -> bytes:
+def safe_url(url: str) -> str:
+    """``url`` with its password masked, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        if parts.port is not None:
+            host += f":{parts.port}"
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    except ValueError:
+        return "<unparseable redis url>"
+
+
+def _client(url: str, socket_timeout: float | None = None) -> Any:
+    """A redis-py client whose failures are quick and whose stale connections heal.
+
+    redis-py's default retries (10, with backoff) would turn a hung Redis into a
+    hang of tens of seconds; here a broken connection is retried once at once
+    (the common case: Redis restarted since the connection was made), and a
+    timeout is not retried.
+    """
+    redis = _redis()
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=TIMEOUT,
+        socket_timeout=TIMEOUT if socket_timeout is None else socket_timeout,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        retry_on_timeout=False,
+    )
+
+
+def mac_key(secret: bytes | str) -> bytes:
+    """The key that signs results in Redis, derived from the mesh's shared secret."""
+    if isinstance(secret, str):
+        secret = secret.encode()
+    return hashlib.blake2b(secret, digest_size=32, person=b"zmq-agent-mesh", salt=b"redis-pool").digest()
+
+
+def _mac(key: bytes, task: str, packed: bytes) -> bytes:
+    m = hmac.new(key, task.encode() + b"\0", hashlib.sha256)
+    m.update(packed)
+    return m.digest()
+
+
+def _pack(task: str, entry: Entry, key: bytes | None) -> bytes:
     header, body, buffers = entry
-    return msgpack.packb([header, bytes(body), [bytes(b) for b in buffers]], use_bin_type=True)
+    packed = msgpack.packb([header, bytes(body), [bytes(b) for b in buffers]], use_bin_type=True)
+    if key is None:
+        return packed
+    return b"".join((_SIGNED, _mac(key, task, packed), packed))
 
 
-def _unpack(blob: bytes) -> tuple:
-    header, body, buffers = msgpack.unpackb(blob, raw=False)
-    return header, body, list(buffers)
+def _unpack(task: str, blob: bytes, key: bytes | None, where: str) -> Entry:
+    if blob[:4] == _SIGNED:
+        packed = memoryview(blob)[4 + _MAC_LEN:]
+        if key is not None and not hmac.compare_digest(blob[4:4 + _MAC_LEN], _mac(key, task, packed)):
+            raise RedisPoolError(
+                f"result {task} in the pool at {where} is not signed with this mesh's secret: "
+                "refused (written by a peer without the secret, or tampered with)"
+            )
+    elif key is not None:
+        raise RedisPoolError(
+            f"result {task} in the pool at {where} is unsigned, but this mesh has a secret: refused "
+            "(written by a server without the secret, or by someone else)"
+        )
+    else:
+        packed = blob
+    try:
+        header, body, buffers = msgpack.unpackb(packed, raw=False)
+        if not isinstance(header, dict) or not isinstance(body, bytes) or not isinstance(buffers, list):
+            raise TypeError("not [header, body, buffers]")
+    except Exception as exc:
+        raise RedisPoolError(f"result {task} in the pool at {where} is malformed: {exc}") from exc
+    return header, body, buffers
 
 
 class RedisPool:
-    """A result pool kept in Redis.
+    """A result pool kept in Redis (see the module's docstring for the keys).
+
+    Thread-safe: redis-py's clients share a pool of connections.
 
     Args:
-        url: ``redis://host:port/db``.
+        url: ``redis://[[user]:password@]host:port/db`` (also ``rediss://``, ``unix://``).
         max_expire_time: seconds a result lives.
-        namespace: the server's name (its count of results).
+        namespace: the server's name: its results are counted under ``mesh:pool:<namespace>``.
+        max_len: most results of this server kept (the oldest go first); ``None``: no bound but
+            the expiry (and Redis' own ``maxmemory``).
+        secret: the mesh's shared secret: results are signed with it and a result not signed
+            with it is refused.
+
+    Raises:
+        ImportError: redis-py is not installed.
+        ValueError: a bad URL or bound.
     """
 
-    def __init__(self, url: str, *, max_expire_time: float = 7200, namespace: str = "mesh") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_expire_time: float = 7200,
+        namespace: str = "mesh",
+        max_len: int | None = None,
+        secret: bytes | str | None = None,
+    ) -> None:
+        if max_expire_time <= 0:
+            raise ValueError("max_expire_time must be positive")
+        if max_len is not None and max_len < 1:
+            raise ValueError("max_len must be at least 1")
         self.url = url
+        self.where = safe_url(url)
         self.max_expire_time = max_expire_time
-        self._index = f"mesh:pool:{namespace}"
+        self.max_len = max_len
+        self.index = f"mesh:pool:{namespace}"
+        self._key = mac_key(secret) if secret else None
         self._redis = _client(url)
+        self._bulk: Any = None
+        self._lock = threading.Lock()
+        self._errors = (_redis().RedisError, OSError)
 
-    def _call(self, what: str, fn: Any) -> Any:
-        try:
-            return fn()
-        except RedisPoolError:
-            raise
-        except Exception as exc:  # redis.ConnectionError, TimeoutError, ...
-            raise RedisPoolError(f"result pool at {self.url}: cannot {what}: {exc}") from exc
+    @staticmethod
+    def key(task: str) -> str:
+        """The Redis key of a task's result."""
+        return f"mesh:result:{task}"
 
-    def put(self, task: str, entry: tuple) -> None:
-        blob = _pack(entry)
-        ms = max(1, int(self.max_expire_time * 1000))
+    def _fail(self, what: str, exc: BaseException) -> RedisPoolError:
+        return RedisPoolError(f"result pool at {self.where}: cannot {what}: {type(exc).__name__}: {exc}")
+
+    def _bulk_client(self) -> Any:
+        with self._lock:
+            if self._bulk is None:
+                self._bulk = _client(self.url, BULK_TIMEOUT)
+            return self._bulk
+
+    def put(self, task: str, entry: Entry) -> None:
+        """Store a result (replacing any of the same task).
+
+        Raises:
+            RedisPoolError: Redis is down, hung or refuses the write.
+        """
+        blob = _pack(task, entry, self._key)
+        ttl = self.max_expire_time
         now = time.time()
+        client = self._redis if len(blob) <= BULK_SIZE else self._bulk_client()
+        try:
+            pipe = client.pipeline()
+            pipe.set(self.key(task), blob, px=max(1, int(ttl * 1000)))
+            pipe.zadd(self.index, {task: now + ttl})
+            pipe.zremrangebyscore(self.index, "-inf", now)
+            pipe.expire(self.index, math.ceil(ttl) + 1)
+            pipe.zcard(self.index)
+            count = pipe.execute()[-1]
+            if self.max_len is not None and count > self.max_len:
+                old = [t.decode() for t, _ in self._redis.zpopmin(self.index, count - self.max_len)]
+                if old:
+                    self._redis.delete(*(self.key(t) for t in old))
+        except self._errors as exc:
+            raise self._fail("store a result", exc) from exc
 
-        def run() -> None:
-            pipe = self._redis.pipeline()
-            pipe.set(f"mesh:result:{task}", blob, px=ms)
-            pipe.zadd(self._index, {task: now + self.max_expire_time})
-            pipe.zremrangebyscore(self._index, "-inf", now)
-            pipe.execute()
+    def get(self, task: str) -> Entry | None:
+        """The result of ``task``, or None when there is none (never stored, expired, released).
 
-        self._call("store a result", run)
-
-    def get(self, task: str) -> tuple | None:
-        blob = self._call("read a result", lambda: self._redis.get(f"mesh:result:{task}"))
-        return None if blob is None else _unpack(blob)
+        Raises:
+            RedisPoolError: Redis is down or hung, or the stored result is forged or malformed.
+        """
+        try:
+            blob = self._redis.get(self.key(task))
+        except self._errors as exc:
+            raise self._fail("read a result", exc) from exc
+        return None if blob is None else _unpack(task, blob, self._key, self.where)
 
     def release(self, task: str) -> None:
-        def run() -> None:
-            pipe = self._redis.pipeline()
-            pipe.delete(f"mesh:result:{task}")
-            pipe.zrem(self._index, task)
-            pipe.execute()
+        """Forget a result (nothing happens if there is none).
 
-        self._call("release a result", run)
+        Raises:
+            RedisPoolError: Redis is down or hung.
+        """
+        try:
+            pipe = self._redis.pipeline()
+            pipe.delete(self.key(task))
+            pipe.zrem(self.index, task)
+            pipe.execute()
+        except self._errors as exc:
+            raise self._fail("release a result", exc) from exc
 
     def __len__(self) -> int:
+        """This server's live results; 0 when Redis cannot be reached (a count is not worth an error)."""
         try:
-            return int(self._redis.zcount(self._index, time.time(), "+inf"))
-        except Exception:
+            return int(self._redis.zcount(self.index, f"({time.time()}", "+inf"))
+        except self._errors:
             return 0
 
-    def close(self) -> None:
-        """Close the connections; the results stay in Redis (they outlive the server)."""
+    def ping(self) -> None:
+        """Check that Redis answers.
+
+        Raises:
+            RedisPoolError: it does not.
+        """
         try:
-            self._redis.close()
-        except Exception:
-            pass
+            self._redis.ping()
+        except self._errors as exc:
+            raise self._fail("reach Redis", exc) from exc
+
+    def close(self) -> None:
+        """Close the connections. The results stay in Redis: they outlive the server."""
+        with self._lock:
+            bulk, self._bulk = self._bulk, None
+        for client in (self._redis, bulk):
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:  # noqa: BLE001 - closing must not fail a shutdown
+                    pass
+
+    def __repr__(self) -> str:
+        return f"<RedisPool {self.where} {self.index}>"
 
 
 _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
 
 
-def fetch(url: str, task: str) -> tuple | None:
-    """Read a result straight from a pool's Redis (the producer may be down).
+def fetch(url: str, task: str, *, secret: bytes | str | None = None) -> Entry | None:
+    """Read a result straight from a pool's Redis (for a consumer whose producer is down).
+
+    One client per URL is kept for the life of the process (thread-safe).
+
+    Args:
+        url: the producer's pool (``pool`` in its ``create`` reply).
+        task: the task id.
+        secret: the mesh's shared secret, if it has one: a result not signed with it is refused.
+
+    Returns:
+        The entry ``(header, body, buffers)``, or None when Redis holds no such result.
 
     Raises:
-        RedisPoolError: Redis cannot be reached.
+        RedisPoolError: Redis is down or hung, or the result is forged or malformed.
+        ImportError: redis-py is not installed.
     """
+    redis = _redis()
     with _clients_lock:
         client = _clients.get(url)
         if client is None:
             client = _clients[url] = _client(url)
     try:
-        blob = client.get(f"mesh:result:{task}")
-    except Exception as exc:
-        raise RedisPoolError(f"result pool at {url}: cannot read a result: {exc}") from exc
-    return None if blob is None else _unpack(blob)
+        blob = client.get(RedisPool.key(task))
+    except (redis.RedisError, OSError) as exc:
+        raise RedisPoolError(f"result pool at {safe_url(url)}: cannot read a result: {type(exc).__name__}: {exc}") from exc
+    return None if blob is None else _unpack(task, blob, mac_key(secret) if secret else None, safe_url(url))
+
+
+def close_fetch_clients() -> None:
+    """Close the clients that :func:`fetch` keeps (e.g. at ``mesh.shutdown()``)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001
+            pass

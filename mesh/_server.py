@@ -172,7 +172,10 @@ class AgentServer:
             for cls in load_agent_dir(self.agent_dir):
                 resolver.add(cls)
         name = self.name or f"{socket.gethostname()[:24]}-{os.getpid()}-{os.urandom(2).hex()}"
-        pool = make_pool(self.pool_type, redis_url=self.redis_url, max_len=self.max_len, max_expire_time=self.max_expire_time, name=name)
+        pool = make_pool(
+            self.pool_type, redis_url=self.redis_url, max_len=self.max_len, max_expire_time=self.max_expire_time,
+            name=name, secret=self.secret,
+        )
         self._servicer = Servicer(
             name=name,
             capacity=self.capacity,

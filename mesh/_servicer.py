@@ -17,12 +17,13 @@ import threading
 import time
 import traceback
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import transport
 from mesh import _context
 from mesh._classes import ClassResolver
-from mesh._pool import Entry, ResultPool
+from mesh._pool import Entry, LocalPool, ResultPool
 from mesh._workers import WorkerPool
 
 __all__ = ["Servicer"]
@@ -117,6 +118,8 @@ class Servicer:
         self.sessions: dict[str, float] = {}  # client session -> last heard (monotonic)
         self.lease_ttl = lease_ttl
         self.pool_url = pool_url  # a Redis pool that consumers may read while this server is down
+        # A remote pool's round trips must not stall the I/O thread.
+        self._pool_executor = None if isinstance(pool, LocalPool) else ThreadPoolExecutor(4, thread_name_prefix=f"mesh-pool-{name}")
         self._lock = threading.Lock()
         self.started = time.time()
         self.accepting = True
@@ -344,10 +347,12 @@ class Servicer:
             call.reply(entry)
             return
         discard = call.task in self._discard
+        stored = False
         if not discard:
             try:
                 self.pool.put(call.task, entry)
-            except Exception as exc:  # e.g. Redis down: the caller still gets the value
+                stored = True
+            except Exception as exc:  # e.g. Redis down: the caller still gets the value, whole
                 log.warning("could not store result %s: %s", call.task, exc)
         with self._lock:  # after the put: a `result` request never finds neither
             waiters = self._pending.pop(call.task, ())
@@ -358,7 +363,7 @@ class Servicer:
         for waiter in waiters:
             waiter(entry)
         size = len(entry[1]) + sum(len(b) for b in entry[2])
-        if entry[0]["op"] == "ok" and size > PUSH_LIMIT:
+        if entry[0]["op"] == "ok" and size > PUSH_LIMIT and stored:
             call.reply(({"op": "ok", "big": 1}, _NIL, []))  # the caller fetches it if it reads it
         else:
             call.reply(entry)
@@ -386,7 +391,22 @@ class Servicer:
         task = header["task"]
         if not isinstance(task, str):
             raise TypeError("'task' must be a string")
-        self._when_done(task, reply)
+        self._pool_io(lambda: self._when_done(task, reply), reply)
+
+    def _pool_io(self, fn: Callable[[], None], reply: Callable | None = None) -> None:
+        """Run pool work: inline for the in-memory pool, off the I/O thread for a remote one."""
+        if self._pool_executor is None:
+            fn()
+            return
+
+        def run() -> None:
+            try:
+                fn()
+            except Exception as exc:  # e.g. RedisPoolError
+                if reply is not None:
+                    reply(_error("unavailable", f"result pool: {exc}"))
+
+        self._pool_executor.submit(run)
 
     def _when_done(self, task: str, fn: Callable[[Entry], None]) -> None:
         entry = self.pool.get(task)
@@ -419,7 +439,7 @@ class Servicer:
                     if task in self._pending:
                         self._discard.add(task)
                         continue
-                self.pool.release(task)
+                self._pool_io(lambda task=task: self.pool.release(task))
 
     # ------------------------------------------------------------ sessions
     def _op_lease(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
@@ -470,6 +490,9 @@ class Servicer:
         }
 
     def _op_status(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
+        self._pool_io(lambda: self._status(reply), reply)
+
+    def _status(self, reply: Callable) -> None:
         agents = []
         for a in list(self.actors.values()):
             agents.append({
@@ -501,6 +524,8 @@ class Servicer:
             self._complete(call, _error("unavailable", "server shut down before running this call"))
         self.workers.wait_idle(grace)
         self.workers.close(0.5)
+        if self._pool_executor is not None:
+            self._pool_executor.shutdown(wait=False, cancel_futures=True)
         self.pool.close()
 
 
