@@ -99,7 +99,12 @@ def decode(body: Any, buffers: list[Any] = (), *, allow_pickle: bool = True) -> 
                 raise CodecError(f"cannot unpickle value: {type(exc).__name__}: {exc}") from exc
         raise CodecError(f"unknown ext type {code}")
 
-    return _unpack(_view(body), ext_hook)
+    try:
+        return _unpack(_view(body), ext_hook)
+    finally:
+        # ext_hook refers to itself (nested values): break the cycle now, or the
+        # received buffers live until the garbage collector runs.
+        ext_hook = None  # noqa: F841
 
 
 def _unpack(data: Any, ext_hook: Any) -> Any:
