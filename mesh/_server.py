@@ -195,7 +195,9 @@ class AgentServer:
         self.name = name
         _future.local_producers[self.address] = self._servicer.local_result
         self._sweep = self._servicer.sweep  # one bound method, so remove_timer finds it
+        self._expire_early = self._servicer.expire_early
         node.add_timer(min(5.0, self.lease_ttl / 3), self._sweep)
+        node.add_timer(0.25, self._expire_early)
         if self.advertise:
             self._start_advertising()
 
@@ -292,6 +294,7 @@ class AgentServer:
         _future.local_producers.pop(self.address, None)
         if self._servicer is not None:
             get_client().node.remove_timer(self._sweep)
+            get_client().node.remove_timer(self._expire_early)
             self._servicer.close(self.grace)
         if self._router is not None:
             self._router.close()

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import traceback
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -30,6 +30,8 @@ __all__ = ["Servicer"]
 
 log = logging.getLogger("mesh.server")
 
+_EARLY_GRACE = 5.0  # seconds a fetch waits for a task this server has not seen yet
+_SEEN_MAX = 100_000  # task ids remembered, to tell "gone" from "not arrived yet"
 _BATCH = 64  # calls of one actor run back to back on one worker before yielding it
 PUSH_LIMIT = 64 * 1024  # async results up to this size are pushed to the caller with the reply
 _NIL = b"\xc0"  # msgpack nil
@@ -76,6 +78,14 @@ def _error(kind: str, msg: str, exc_type: str = "", tb: str = "") -> Entry:
     return header, _NIL, []
 
 
+def _expired(task: str) -> Entry:
+    return _error(
+        "expired",
+        f"no result for task {task} on this server: it expired (max_expire_time / max_len), "
+        "was released, or never existed",
+    )
+
+
 def _remote_error(exc: BaseException) -> Entry:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return _error("remote", str(exc), type(exc).__name__, tb)
@@ -114,6 +124,8 @@ class Servicer:
         self.actors: dict[str, _Actor] = {}
         self._pending: dict[str, list[Callable[[Entry], None]]] = {}
         self._discard: set[str] = set()  # released before they finished
+        self._seen: OrderedDict[str, None] = OrderedDict()  # recent task ids: gone, not "not yet here"
+        self._early: dict[str, float] = {}  # fetches waiting for their task to arrive -> deadline
         self.names: dict[str, str] = {}  # registered name -> object id (detached objects)
         self.sessions: dict[str, float] = {}  # client session -> last heard (monotonic)
         self.lease_ttl = lease_ttl
@@ -253,7 +265,12 @@ class Servicer:
         call = _Call(reply, method, body, buffers, header.get("chain"), task, keep)
         actor = self.actors.get(header["obj"])
         if keep:
-            self._pending.setdefault(task, [])  # atomic under the GIL
+            with self._lock:
+                self._pending.setdefault(task, [])  # keeps fetches that arrived first
+                self._early.pop(task, None)
+                self._seen[task] = None
+                if len(self._seen) > _SEEN_MAX:
+                    self._seen.popitem(last=False)
         if actor is None:
             self._complete(call, _error("notfound", f"no object {header['obj']!r} on this server (deleted, never created, or the server restarted)"))
             return
@@ -416,12 +433,30 @@ class Servicer:
                 if waiters is not None:
                     waiters.append(fn)
                     return
-            entry = self.pool.get(task) or _error(
-                "expired",
-                f"no result for task {task} on this server: it expired (max_expire_time / max_len) "
-                "before it was fetched, or it never existed",
-            )
+                if task not in self._seen:
+                    # Not arrived yet: a consumer's fetch can overtake the call that makes the
+                    # task (another socket, another route). Wait for it, a bounded time.
+                    self._pending[task] = [fn]
+                    self._early[task] = time.monotonic() + _EARLY_GRACE
+                    return
+            entry = self.pool.get(task) or _expired(task)
         fn(entry)
+
+    def expire_early(self) -> None:
+        """Answer fetches whose task never arrived within the grace period (a timer, I/O thread)."""
+        if not self._early:
+            return
+        now = time.monotonic()
+        late = []
+        with self._lock:
+            for task, deadline in list(self._early.items()):
+                if deadline <= now:
+                    del self._early[task]
+                    late.append((task, self._pending.pop(task, ())))
+        for task, waiters in late:
+            entry = self.pool.get(task) or _expired(task)
+            for waiter in waiters:
+                waiter(entry)
 
     def local_result(self, task: str) -> transport.ReplyFuture:
         """Fetch a result of this server from inside its own process (no network)."""

@@ -207,3 +207,27 @@ def test_async_result_done_and_timeout(server):
         r.result(timeout=0.01)
     assert r.result(timeout=10) == b"ppppp"
     assert r.done()
+
+
+def test_fetch_that_overtakes_its_task_waits_for_it(server):
+    # A consumer's fetch can reach the producer before the call that makes the task
+    # (different sockets): it must wait for the task, not answer "expired".
+    servicer = server._servicer
+    early = servicer.local_result("task-not-yet-here")
+    assert not early.done()
+    prod = Producer(to_dist=on(server))
+    header = {"op": "call", "obj": prod._mesh_id, "m": "make", "chain": "c1", "task": "task-not-yet-here", "keep": 1}
+    fut = mesh._client.get_client().request(server.address, header, [[7], {}])
+    fut.result(10)
+    reply = early.result(10)
+    assert mesh._client.decode_reply(reply, server.address) == b"p" * 7
+
+
+def test_fetch_of_a_task_that_never_comes_expires_after_a_grace(server, monkeypatch):
+    from mesh import _servicer
+
+    monkeypatch.setattr(_servicer, "_EARLY_GRACE", 0.3)
+    t = time.perf_counter()
+    with pytest.raises(mesh.ResultExpired):
+        mesh.AsyncResult(server.address, "never-made").result(timeout=10)
+    assert time.perf_counter() - t < 5
