@@ -32,6 +32,7 @@ log = logging.getLogger("mesh.server")
 
 _EARLY_GRACE = 5.0  # seconds a fetch waits for a task this server has not seen yet
 _SEEN_MAX = 100_000  # task ids remembered, to tell "gone" from "not arrived yet"
+_EARLY_MAX = 10_000  # fetches waiting for unseen tasks; past this they are answered at once
 _BATCH = 64  # calls of one actor run back to back on one worker before yielding it
 PUSH_LIMIT = 64 * 1024  # async results up to this size are pushed to the caller with the reply
 _NIL = b"\xc0"  # msgpack nil
@@ -433,7 +434,7 @@ class Servicer:
                 if waiters is not None:
                     waiters.append(fn)
                     return
-                if task not in self._seen:
+                if task not in self._seen and len(self._early) < _EARLY_MAX:
                     # Not arrived yet: a consumer's fetch can overtake the call that makes the
                     # task (another socket, another route). Wait for it, a bounded time.
                     self._pending[task] = [fn]
