@@ -29,7 +29,9 @@ class WorkerPool:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
         self._name = name
-        self._cv = threading.Condition()
+        lock = threading.Lock()
+        self._cv = threading.Condition(lock)  # workers wait here for tasks
+        self._idle_cv = threading.Condition(lock)  # wait_idle() waits here, so going idle wakes no worker
         self._tasks: deque[Callable[[], None]] = deque()
         self._threads: set[threading.Thread] = set()
         self._active = 0
@@ -106,8 +108,10 @@ class WorkerPool:
             with cv:
                 self._active -= 1
                 self._idle += 1
-                cv.notify_all() if not (self._tasks or self._active) else (
-                    cv.notify() if self._tasks and self._active < self.capacity else None)
+                if self._tasks and self._active < self.capacity:
+                    cv.notify()
+                elif not (self._tasks or self._active or self._blocked):
+                    self._idle_cv.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until nothing runs or is queued (blocked tasks count as running)."""
@@ -117,7 +121,7 @@ class WorkerPool:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._cv.wait(min(remaining, 0.05))
+                self._idle_cv.wait(remaining)
         return True
 
     def drain(self) -> list[Callable[[], None]]:
@@ -125,6 +129,8 @@ class WorkerPool:
         with self._cv:
             tasks = list(self._tasks)
             self._tasks.clear()
+            if not (self._active or self._blocked):
+                self._idle_cv.notify_all()
             return tasks
 
     def close(self, timeout: float | None = None) -> bool:
@@ -133,6 +139,7 @@ class WorkerPool:
             self._closed = True
             self._tasks.clear()
             self._cv.notify_all()
+            self._idle_cv.notify_all()
             threads = list(self._threads)
         ok = True
         for t in threads:
