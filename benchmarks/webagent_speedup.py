@@ -39,7 +39,7 @@ class WebAgent(AgentBase):
 
 def run(agents: list, urls: list[str], verbose: bool) -> float:
     start = time.perf_counter()
-    results = [a.reply(Msg(name="system", role="system", content={"url": u, "query": "example query"})) for a, u in zip(agents, urls)]
+    results = [a.reply(Msg(name="system", role="system", content={"url": u, "query": "example query"})) for a, u in zip(agents, urls, strict=True)]
     for r in results:
         text = r.content
         if verbose:
