@@ -1,0 +1,113 @@
+"""Child start: 5 objects with ``to_dist()`` and no server running, until each answered one call.
+
+Each run is a fresh Python process (nothing warm): it imports mesh, then times
+``[Echo().to_dist() for _ in range(5)]`` (the first one starts the child server)
+plus one ``echo`` call on each, and prints the figures as JSON. Reported: the
+median over runs. The import of mesh is timed separately (not in the target).
+
+Bytecode: this environment sets PYTHONDONTWRITEBYTECODE=1 and the source tree has
+no __pycache__, so every process (the child server too) compiles mesh and
+transport from source. An installed package has its .pyc files, so the runs are
+made in two modes: "pyc" (PYTHONPYCACHEPREFIX=benchmarks/out/pycache, primed by
+one untimed run; the source tree is not touched) and "source" (the environment
+as it is). The target is judged on "pyc", the state of a normal install.
+
+    bin/isolated .venv/bin/python benchmarks/child_start.py [--objects 5] [--runs 5] [--json PATH]
+
+Target: median <= 0.2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import median, table, write_json  # noqa: E402
+
+TARGET = 0.2
+
+CHILD = r"""
+import json, os, sys, time
+t0 = time.perf_counter()
+sys.path.insert(0, {bench!r})
+import mesh
+from _objects import Echo
+t1 = time.perf_counter()
+mesh.init(discovery=False)
+objs = [Echo().to_dist() for _ in range({n})]
+t2 = time.perf_counter()
+answers = [o.echo(i) for i, o in enumerate(objs)]
+t3 = time.perf_counter()
+assert answers == list(range({n})), answers
+from mesh import _placement
+child_pid = _placement._child.pid
+mesh.shutdown()
+t4 = time.perf_counter()
+print(json.dumps({{"import_s": t1 - t0, "to_dist_s": t2 - t1, "first_calls_s": t3 - t2,
+                  "total_s": t3 - t1, "shutdown_s": t4 - t3, "child_pid": child_pid}}), flush=True)
+"""
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PYCACHE = os.path.join(HERE, "out", "pycache")
+
+
+def one_run(n: int, pyc: bool) -> dict:
+    code = CHILD.format(bench=HERE, n=n)
+    env = dict(os.environ, MESH_DISCOVERY="0")
+    if pyc:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = PYCACHE
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.pop("PYTHONPYCACHEPREFIX", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"measurement process failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1]
+    return json.loads(line)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--objects", type=int, default=5, help="objects created (default 5)")
+    ap.add_argument("--runs", type=int, default=5, help="fresh processes (default 5)")
+    ap.add_argument("--json", help="write results here")
+    ap.add_argument("--mode", choices=("both", "pyc", "source"), default="both",
+                    help="bytecode mode (default both; see the module docstring)")
+    args = ap.parse_args()
+    modes = ["pyc", "source"] if args.mode == "both" else [args.mode]
+    if "pyc" in modes:
+        one_run(args.objects, pyc=True)  # prime the bytecode cache (untimed)
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    for i in range(args.runs):
+        for mode in modes:  # alternate, so that load from other processes hits both alike
+            runs[mode].append(one_run(args.objects, pyc=mode == "pyc"))
+            r = runs[mode][-1]
+            print(f"run {i + 1} [{mode}]: total {r['total_s']:.3f} s (to_dist {r['to_dist_s']:.3f} s, "
+                  f"first calls {r['first_calls_s']:.3f} s; import mesh {r['import_s']:.3f} s)", flush=True)
+    keys = ["total_s", "to_dist_s", "first_calls_s", "import_s", "shutdown_s"]
+    med = {mode: {k: median([r[k] for r in rs]) for k in keys} for mode, rs in runs.items()}
+    rows = [{"mode": mode, "figure": k, "median (s)": med[mode][k], "min (s)": min(r[k] for r in rs),
+             "max (s)": max(r[k] for r in rs)} for mode, rs in runs.items() for k in keys]
+    print()
+    print(table(rows, ["mode", "figure", "median (s)", "min (s)", "max (s)"]))
+    judged = "pyc" if "pyc" in med else modes[0]
+    ok = med[judged]["total_s"] <= TARGET
+    for mode in modes:
+        print(f"[{mode}] median total {med[mode]['total_s']:.3f} s for {args.objects} objects (target <= {TARGET} s): "
+              f"{'PASS' if med[mode]['total_s'] <= TARGET else 'MISS'}{' (judged)' if mode == judged else ''}")
+    write_json(args.json, {
+        "benchmark": "child_start", "objects": args.objects, "runs": runs, "median": med[judged],
+        "median_by_mode": med, "judged_mode": judged,
+        "target": f"median total <= {TARGET} s ({judged} mode)", "pass": ok,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

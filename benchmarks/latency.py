@@ -1,0 +1,135 @@
+"""Latency: sync round trip of a no-op method taking a small string, mesh vs raw pyzmq.
+
+Mesh: ``obj.echo("hello")`` on an object of an agent server in a subprocess.
+Raw: a DEALER/ROUTER + msgpack echo server in a subprocess (benchmarks/_raw.py).
+Each repetition times N calls after a warm-up; mesh and raw repetitions alternate.
+Reported: the median over repetitions of each repetition's median and p99.
+
+A third row, "raw->mesh server", is a plain pyzmq DEALER speaking the mesh wire
+protocol (transport/PROTOCOL.md) to the same mesh server: it splits the mesh's
+overhead into the server's share (raw->mesh server minus raw) and the client's
+share (mesh minus raw->mesh server).
+
+    bin/isolated .venv/bin/python benchmarks/latency.py [--calls 5000] [--reps 3] [--json PATH]
+
+Target: mesh median <= 1.2x raw median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("MESH_DISCOVERY", "0")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import median, percentile, table, write_json  # noqa: E402
+from _objects import Echo  # noqa: E402
+from _raw import RawClient, RawServer  # noqa: E402
+
+import msgpack  # noqa: E402
+import zmq  # noqa: E402
+
+import mesh  # noqa: E402
+import transport  # noqa: E402
+from transport._framing import SIGNATURE  # noqa: E402
+
+TARGET = 1.2
+
+
+class MeshWireClient:
+    """A bare DEALER that sends mesh ``call`` requests: the mesh server's cost without the mesh client's."""
+
+    def __init__(self, address: str, object_id: str) -> None:
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.connect(address)
+        self.object_id = object_id
+        self.rid = 0
+
+    def echo(self, s: str) -> str:
+        self.rid += 1
+        header = {"op": "call", "obj": self.object_id, "m": "echo", "chain": "bench", "id": self.rid}
+        body, _ = transport.encode([[s], {}])
+        self.sock.send_multipart([SIGNATURE, msgpack.packb(header), body])
+        frames = self.sock.recv_multipart()
+        reply = msgpack.unpackb(frames[1])
+        assert reply["re"] == self.rid and reply["op"] == "ok", reply
+        return transport.decode(frames[2])
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+def time_calls(fn, arg: str, n: int) -> list[float]:
+    clock = time.perf_counter
+    out = []
+    append = out.append
+    for _ in range(n):
+        t = clock()
+        fn(arg)
+        append(clock() - t)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=5000, help="timed calls per repetition (default 5000)")
+    ap.add_argument("--warmup", type=int, default=500, help="untimed calls before each repetition (default 500)")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
+    ap.add_argument("--json", help="write results here")
+    args = ap.parse_args()
+    mesh.init(discovery=False)
+
+    server = mesh.AgentServer(port=0, advertise=False).launch(in_subprocess=True)
+    raw_server = RawServer()
+    raw = RawClient(raw_server.address)
+    try:
+        obj = Echo(to_dist={"host": server.host, "port": server.port})
+        assert obj.echo("hello") == "hello"
+        assert raw.echo("hello") == "hello"
+        wire = MeshWireClient(server.address, obj._mesh_id)
+        assert wire.echo("hello") == "hello"
+        results: dict[str, list[dict]] = {"mesh": [], "raw": [], "raw->mesh server": []}
+        for rep in range(args.reps):
+            for name, fn in (("mesh", obj.echo), ("raw", raw.echo), ("raw->mesh server", wire.echo)):
+                time_calls(fn, "hello", args.warmup)
+                xs = time_calls(fn, "hello", args.calls)
+                results[name].append({"median_us": median(xs) * 1e6, "p99_us": percentile(xs, 99) * 1e6,
+                                      "mean_us": sum(xs) / len(xs) * 1e6})
+                print(f"rep {rep + 1} {name}: median {results[name][-1]['median_us']:.1f} us, "
+                      f"p99 {results[name][-1]['p99_us']:.1f} us", flush=True)
+        wire.close()
+    finally:
+        raw.close()
+        raw_server.stop()
+        server.shutdown()
+        mesh.shutdown()
+
+    summary = {}
+    for name, reps in results.items():
+        summary[name] = {k: median([r[k] for r in reps]) for k in ("median_us", "p99_us", "mean_us")}
+    ratio = summary["mesh"]["median_us"] / summary["raw"]["median_us"]
+    ratio_p99 = summary["mesh"]["p99_us"] / summary["raw"]["p99_us"]
+    rows = [{"impl": name, **s} for name, s in summary.items()]
+    server_share = summary["raw->mesh server"]["median_us"] - summary["raw"]["median_us"]
+    client_share = summary["mesh"]["median_us"] - summary["raw->mesh server"]["median_us"]
+    rows.append({"impl": "ratio mesh/raw", "median_us": ratio, "p99_us": ratio_p99,
+                 "mean_us": summary["mesh"]["mean_us"] / summary["raw"]["mean_us"]})
+    print()
+    print(table(rows, ["impl", "median_us", "p99_us", "mean_us"]))
+    ok = ratio <= TARGET
+    print(f"\nmesh overhead over raw (medians): server side {server_share:.1f} us, client side {client_share:.1f} us")
+    print(f"median ratio mesh/raw {ratio:.2f}x (target <= {TARGET}x): {'PASS' if ok else 'MISS'}")
+    write_json(args.json, {
+        "benchmark": "latency", "calls": args.calls, "warmup": args.warmup, "reps": args.reps,
+        "per_rep": results, "summary": summary, "ratio_median": ratio, "ratio_p99": ratio_p99,
+        "server_overhead_us": server_share, "client_overhead_us": client_share,
+        "target": f"median ratio <= {TARGET}", "pass": ok,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

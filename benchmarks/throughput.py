@@ -1,0 +1,102 @@
+"""Throughput: N ``@mesh.async_func`` calls issued, then gathered; mesh vs raw pyzmq pipelined.
+
+Mesh: ``obj.work(i)`` (returns i) N times on one object, or round-robin on four
+objects of the same server, then ``.result()`` on each (every result checked).
+Raw: N msgpack echo requests sent on a DEALER, then N replies received, to the
+raw server of benchmarks/_raw.py. Servers run in subprocesses.
+
+    bin/isolated .venv/bin/python benchmarks/throughput.py [--calls 10000] [--reps 3] [--json PATH]
+
+Target: mesh calls/s >= 0.35x raw pipelined (both the one-actor and four-actor cases).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("MESH_DISCOVERY", "0")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import median, table, write_json  # noqa: E402
+from _objects import Echo  # noqa: E402
+from _raw import RawClient, RawServer  # noqa: E402
+
+import mesh  # noqa: E402
+
+TARGET = 0.35
+
+
+def mesh_run(objs: list, n: int) -> float:
+    k = len(objs)
+    t = time.perf_counter()
+    futures = [objs[i % k].work(i) for i in range(n)]
+    values = [f.result() for f in futures]
+    elapsed = time.perf_counter() - t
+    if values != list(range(n)):
+        bad = next(i for i, v in enumerate(values) if v != i)
+        raise AssertionError(f"wrong result at {bad}: {values[bad]!r}")
+    return elapsed
+
+
+def raw_run(client: RawClient, n: int) -> float:
+    t = time.perf_counter()
+    values = client.pipelined(n)
+    elapsed = time.perf_counter() - t
+    assert values == list(range(n))
+    return elapsed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=10000, help="calls per run (default 10000)")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
+    ap.add_argument("--json", help="write results here")
+    args = ap.parse_args()
+    mesh.init(discovery=False)
+    n = args.calls
+
+    server = mesh.AgentServer(port=0, advertise=False).launch(in_subprocess=True)
+    raw_server = RawServer()
+    raw = RawClient(raw_server.address)
+    times: dict[str, list[float]] = {"mesh, 1 actor": [], "mesh, 4 actors": [], "raw pipelined": []}
+    try:
+        where = {"host": server.host, "port": server.port}
+        one = [Echo(to_dist=where)]
+        four = [Echo(to_dist=where) for _ in range(4)]
+        # warm-up: connections, code paths
+        mesh_run(one, 500)
+        mesh_run(four, 500)
+        raw_run(raw, 500)
+        for rep in range(args.reps):
+            for name, fn in (("mesh, 1 actor", lambda: mesh_run(one, n)),
+                             ("mesh, 4 actors", lambda: mesh_run(four, n)),
+                             ("raw pipelined", lambda: raw_run(raw, n))):
+                times[name].append(fn())
+                print(f"rep {rep + 1} {name}: {n / times[name][-1]:,.0f} calls/s", flush=True)
+    finally:
+        raw.close()
+        raw_server.stop()
+        server.shutdown()
+        mesh.shutdown()
+
+    rate = {name: n / median(ts) for name, ts in times.items()}
+    raw_rate = rate["raw pipelined"]
+    rows = [{"impl": name, "calls/s": r, "ratio vs raw": r / raw_rate, "seconds": median(times[name])}
+            for name, r in rate.items()]
+    print()
+    print(table(rows, ["impl", "calls/s", "ratio vs raw", "seconds"]))
+    ratios = {name: rate[name] / raw_rate for name in ("mesh, 1 actor", "mesh, 4 actors")}
+    ok = all(r >= TARGET for r in ratios.values())
+    print(f"\nratios {', '.join(f'{k}: {v:.2f}x' for k, v in ratios.items())} (target >= {TARGET}x): {'PASS' if ok else 'MISS'}")
+    write_json(args.json, {
+        "benchmark": "throughput", "calls": n, "reps": args.reps, "seconds": times,
+        "calls_per_s": rate, "ratio_1_actor": ratios["mesh, 1 actor"], "ratio_4_actors": ratios["mesh, 4 actors"],
+        "target": f"ratio >= {TARGET}", "pass": ok,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
