@@ -67,9 +67,9 @@ _MONITOR_EVENT = struct.Struct("=HI")
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK_MORE = _NOBLOCK | _SNDMORE
-_RCVMORE = zmq.RCVMORE
-_EVENTS = zmq.EVENTS
-_POLLIN = zmq.POLLIN
+_RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 _HWM = 10000
 _ROUTER_LINGER = 2000  # ms
 # A refused or unreachable connection is retried (every 100 ms) this many times before the
@@ -549,7 +549,7 @@ class Node:
     def _on_reply(self, peer: _Peer) -> None:
         sock = peer.sock
         for _ in range(256):
-            if not sock.getsockopt(_EVENTS) & _POLLIN:  # cheaper than an Again exception
+            if not sock.get(_EVENTS) & _POLLIN:  # cheaper than an Again exception
                 return
             frames = _recv(sock, 3)
             self.received_bytes += sum(map(len, frames))
@@ -722,7 +722,7 @@ class Node:
         if sock is None:
             return
         for _ in range(256):
-            if not sock.getsockopt(_EVENTS) & _POLLIN:
+            if not sock.get(_EVENTS) & _POLLIN:
                 return
             frames = _recv(sock, 4)
             identity = frames[0]
@@ -978,8 +978,8 @@ def _send(sock: zmq.Socket, frames: list, small: int) -> None:
 def _recv(sock: zmq.Socket, small: int) -> list:
     """Receive one multipart message: small leading frames as bytes, buffers as zmq.Frame."""
     frames = [sock.recv(_NOBLOCK)]
-    getsockopt = sock.getsockopt
-    while getsockopt(_RCVMORE):
+    get = sock.get  # ints, not getsockopt's enums: this runs for every frame
+    while get(_RCVMORE):
         frames.append(sock.recv(0, len(frames) < small))
     return frames
 
