@@ -12,7 +12,7 @@ from typing import Any
 
 import transport
 from mesh import _settings
-from mesh._context import blocking
+from mesh._context import blocking, counted_pickles
 from mesh._errors import (
     AgentNotFound,
     AuthenticationError,
@@ -43,7 +43,7 @@ class Client:
         self.pid = os.getpid()
         self.limits: dict[str, int] = {}  # address -> server's max message size
         self.owned: dict[str, list[float]] = {}  # server -> [renew every, last renewal] (leases)
-        self._releases: dict[str, list[str]] = {}
+        self._releases: dict[str, list] = {}
         self.inflight: dict[str, int] = {}  # object id -> async calls not yet answered
         self._release_lock = threading.Lock()
         self.node.add_timer(0.25, self._renew_leases)
@@ -65,13 +65,16 @@ class Client:
                 lease[1] = now
                 self.node.send(address, {"op": "lease", "sess": self.session})
 
-    def release(self, address: str, task: str) -> None:
-        """The caller's only handle on ``task`` is gone: the server may drop its result."""
+    def release(self, address: str, task: str | list, *, now: bool = False) -> None:
+        """A handle on a result is gone: ``task`` (the caller's, never shared) or ``[task, ref, children]``.
+
+        Releases go out in batches; ``now`` sends at once (a large value: free its memory soon).
+        """
         with self._release_lock:
             batch = self._releases.setdefault(address, [])
             batch.append(task)
             full = len(batch) >= 256
-        if full:
+        if full or now:
             self._flush_releases()
 
     def _flush_releases(self) -> None:
@@ -106,7 +109,11 @@ class Client:
 
     def _prepare(self, address: str, header: dict, value: Any) -> tuple[bytes, list]:
         try:
-            body, buffers = transport.encode(value)
+            if header.get("op") in _COUNTED_OPS:
+                with counted_pickles():  # the server decodes these arguments exactly once
+                    body, buffers = transport.encode(value)
+            else:
+                body, buffers = transport.encode(value)
         except transport.CodecError as exc:
             raise MeshError(f"cannot send the arguments: {exc}") from exc
         limit = self.limits.get(address, self.settings.max_message_size)
@@ -129,6 +136,7 @@ class Client:
         self.node.close()
 
 
+_COUNTED_OPS = ("call", "create")
 LEASE_INTERVAL = 5.0  # seconds between lease renewals; servers expire a lease after lease_ttl (30 s)
 
 _lock = threading.Lock()

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 
-__all__ = ["blocking", "current_chain", "new_chain", "set_context"]
+__all__ = ["blocking", "counted_pickles", "counting", "current_chain", "new_chain", "set_context"]
 
 _local = threading.local()
 _prefix = os.urandom(6).hex()
@@ -35,6 +35,21 @@ def set_context(chain: str | None, on_block: Callable[[], None] | None, on_unblo
     _local.chain = chain
     _local.on_block = on_block
     _local.on_unblock = on_unblock
+
+
+def counting() -> bool:
+    """True while this thread encodes the arguments of a call (decoded exactly once)."""
+    return getattr(_local, "counting", False)
+
+
+@contextlib.contextmanager
+def counted_pickles() -> Iterator[None]:
+    """Futures pickled inside become counted holders (see ``mesh._future``)."""
+    _local.counting = True
+    try:
+        yield
+    finally:
+        _local.counting = False
 
 
 @contextlib.contextmanager

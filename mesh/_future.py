@@ -4,6 +4,16 @@ A future is ``(producer address, task id)`` plus, on the caller's side, the
 pending call. Pickled (passed as an argument, returned, nested in a ``Msg``)
 it travels as that reference only: whoever reads it fetches the value straight
 from the producer, and passing it never waits.
+
+Releasing results. Every handle on a task is a *holder*: the caller that made
+the call (the owner) and each copy unpickled from call arguments (a borrower).
+A holder pickled into call arguments (decoded exactly once, by the server that
+runs the call) names a new borrower with a fresh ref id; when a holder is
+garbage-collected it tells the producer its ref and the refs of the borrowers
+it made. The producer drops the result once the owner and every borrower it
+has heard of are gone, in whatever order the messages come. A holder pickled
+anywhere else (into a result, to disk, by ``copy``) is *pinned*: a pickle can
+be read any number of times there, so that task is kept until it expires.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import threading
 import time
 from typing import Any
 
+from mesh import _context
 from mesh._client import decode_reply, get_client, wait
 from mesh._errors import CallTimeout, MeshError, ServerUnavailable
 from mesh._msg import Msg
@@ -29,7 +40,9 @@ local_producers: dict[str, Any] = {}
 class _FutureMixin:
     """The machinery shared by AsyncResult and Placeholder."""
 
-    def _mesh_init(self, address: str, task: str, call: concurrent.futures.Future | None, pool: str | None = None) -> None:
+    def _mesh_init(
+        self, address: str, task: str, call: concurrent.futures.Future | None, pool: str | None = None, ref: str | None = None
+    ) -> None:
         d = self.__dict__
         d["_mesh_pool"] = pool  # the producer's Redis pool, readable while the producer is down
         d["_mesh_address"] = address
@@ -39,7 +52,9 @@ class _FutureMixin:
         d["_mesh_value"] = _PENDING
         d["_mesh_exc"] = None
         d["_mesh_lock"] = threading.Lock()
-        d["_mesh_shared"] = False
+        d["_mesh_ref"] = "" if call is not None else ref  # "" the owner; None an uncounted copy
+        d["_mesh_children"] = []  # refs of the borrowers this holder made
+        d["_mesh_pinned"] = False  # pickled where it may be read many times: never released
 
     # -- public API ---------------------------------------------------------
     def result(self, timeout: float | None = None) -> Any:
@@ -64,6 +79,8 @@ class _FutureMixin:
             reply = self._mesh_wait(self._mesh_source(), deadline)
             if reply[0].get("op") == "ok" and reply[0].get("big"):
                 reply = self._mesh_wait(self._mesh_start_fetch(), deadline)
+            if reply[2]:  # buffers: a large value, worth releasing at once when this handle goes
+                d["_mesh_big"] = True
             value = decode_reply(reply, d["_mesh_address"])
             while isinstance(value, _FutureMixin):  # a forwarded future: follow it
                 value = value.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -124,23 +141,35 @@ class _FutureMixin:
         return wait(fut, deadline, self.__dict__["_mesh_address"])
 
     def __del__(self) -> None:
-        # The caller held the only handle and never passed it on: nobody else can
-        # ask for this result, so the producer need not keep it.
+        # This holder is gone: tell the producer (see the module's docstring).
         try:
             d = self.__dict__
-            if d.get("_mesh_call") is not None and not d.get("_mesh_shared", True):
-                from mesh import _client
+            ref = d.get("_mesh_ref")
+            if ref is None or d.get("_mesh_pinned", True):
+                return
+            from mesh import _client
 
-                c = _client._client
-                if c is not None and not c.node._closed:
-                    c.release(d["_mesh_address"], d["_mesh_task"])
+            c = _client._client
+            if c is not None and not c.node._closed:
+                children = d["_mesh_children"]
+                big = d.get("_mesh_big", False)
+                if ref == "" and not children:  # the owner, never shared
+                    c.release(d["_mesh_address"], d["_mesh_task"], now=big)
+                else:
+                    c.release(d["_mesh_address"], [d["_mesh_task"], ref, children], now=big)
         except Exception:  # never raise from a finalizer (e.g. at interpreter exit)
             pass
 
     def __reduce__(self) -> tuple:
         d = self.__dict__
-        d["_mesh_shared"] = True
-        return (_rebuild, (type(self) is Placeholder, d["_mesh_address"], d["_mesh_task"], d.get("_mesh_pool")))
+        ref = None
+        if d["_mesh_ref"] is not None and not d["_mesh_pinned"]:
+            if _context.counting():
+                ref = _context.new_chain()
+                d["_mesh_children"].append(ref)
+            else:
+                d["_mesh_pinned"] = True
+        return (_rebuild, (type(self) is Placeholder, d["_mesh_address"], d["_mesh_task"], d.get("_mesh_pool"), ref))
 
     def _mesh_state(self) -> str:
         d = self.__dict__
@@ -211,10 +240,10 @@ class Placeholder(_FutureMixin, Msg):
         return f"<Placeholder {self._mesh_state()} task={d['_mesh_task']} producer={d['_mesh_address']}>"
 
 
-def _rebuild(placeholder: bool, address: str, task: str, pool: str | None = None) -> _FutureMixin:
+def _rebuild(placeholder: bool, address: str, task: str, pool: str | None = None, ref: str | None = None) -> _FutureMixin:
     cls = Placeholder if placeholder else AsyncResult
-    fut = cls(address, task)
-    fut.__dict__["_mesh_pool"] = pool
+    fut = cls.__new__(cls)
+    fut._mesh_init(address, task, None, pool, ref)
     return fut
 
 

@@ -32,6 +32,7 @@ log = logging.getLogger("mesh.server")
 
 _EARLY_GRACE = 5.0  # seconds a fetch waits for a task this server has not seen yet
 _SEEN_MAX = 100_000  # task ids remembered, to tell "gone" from "not arrived yet"
+_REFS_MAX = 100_000  # shared tasks whose holders are tracked; past this the oldest wait for expiry
 _EARLY_MAX = 10_000  # fetches waiting for unseen tasks; past this they are answered at once
 _BATCH = 64  # calls of one actor run back to back on one worker before yielding it
 PUSH_LIMIT = 64 * 1024  # async results up to this size are pushed to the caller with the reply
@@ -127,6 +128,8 @@ class Servicer:
         self._discard: set[str] = set()  # released before they finished
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent task ids: gone, not "not yet here"
         self._early: dict[str, float] = {}  # fetches waiting for their task to arrive -> deadline
+        # shared task -> (holder refs not yet gone, refs gone before anyone named them); see mesh._future
+        self._refs: OrderedDict[str, tuple[set[str], set[str]]] = OrderedDict()
         self.names: dict[str, str] = {}  # registered name -> object id (detached objects)
         self.sessions: dict[str, float] = {}  # client session -> last heard (monotonic)
         self.lease_ttl = lease_ttl
@@ -469,13 +472,47 @@ class Servicer:
         tasks = header.get("tasks")
         if not isinstance(tasks, list):
             raise TypeError("'tasks' must be a list")
-        for task in tasks:
-            if isinstance(task, str):
-                with self._lock:
-                    if task in self._pending:
-                        self._discard.add(task)
-                        continue
-                self._pool_io(lambda task=task: self.pool.release(task))
+        for item in tasks:
+            if isinstance(item, str):  # the owner's handle, never shared
+                self._release(item)
+            elif (
+                isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+                and isinstance(item[1], str) and isinstance(item[2], list)
+            ):  # [task, ref, children]: one holder gone
+                if self._holder_gone(*item):
+                    self._release(item[0])
+
+    def _release(self, task: str) -> None:
+        with self._lock:
+            if task in self._pending:  # still running: drop the result when it ends
+                self._discard.add(task)
+                return
+        self._pool_io(lambda: self.pool.release(task))
+
+    def _holder_gone(self, task: str, ref: str, children: list) -> bool:
+        """Note that holder ``ref`` of ``task`` is gone, naming the borrowers it made; True when none is left."""
+        with self._lock:
+            refs = self._refs.get(task)
+            if refs is None:
+                refs = self._refs[task] = ({""}, set())  # the owner ("") always holds it at first
+                if len(self._refs) > _REFS_MAX:
+                    self._refs.popitem(last=False)  # forgotten: that result stays until it expires
+            live, gone_early = refs
+            if ref in live:
+                live.discard(ref)
+            else:
+                gone_early.add(ref)  # a borrower whose maker has not reported it yet
+            for child in children:
+                if not isinstance(child, str):
+                    continue
+                if child in gone_early:
+                    gone_early.discard(child)
+                else:
+                    live.add(child)
+            if live:
+                return False
+            del self._refs[task]
+            return True
 
     # ------------------------------------------------------------ sessions
     def _op_lease(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:

@@ -99,3 +99,22 @@ class Store(metaclass=RpcMeta):
     def add(self, n: int) -> int:
         self.total += n
         return self.total
+
+
+class Holder(metaclass=RpcMeta):
+    """Keeps futures it is given; reads, passes on or drops them on request."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, object] = {}
+
+    def hold(self, key: str, future) -> None:
+        self.held[key] = future
+
+    def size(self, key: str) -> int:
+        return len(self.held[key])
+
+    def give(self, key: str, other) -> None:
+        other.hold(key, self.held[key])  # passes the future on, unread
+
+    def drop(self, key: str) -> None:
+        del self.held[key]

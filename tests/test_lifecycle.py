@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import time
 import pytest
 
 import mesh
-from agents_lib import Producer, Store
+from agents_lib import Consumer, Holder, Producer, Store
 from conftest import wait_until
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -91,6 +92,52 @@ def test_unshared_results_are_released_when_dropped(server):
     pool = server._servicer.pool
     wait_until(lambda: len(pool) == 1, timeout=5)
     assert pool.get(kept._mesh_task) is not None
+
+
+def settle(srv) -> None:
+    """Send pending releases, then wait until the server has handled them (same socket, in order)."""
+    client = mesh._client.get_client()
+    gc.collect()
+    client._flush_releases()
+    client.request(srv.address, {"op": "ping"}, None, timeout=5).result(10)
+
+
+@pytest.mark.parametrize("owner_last", [False, True])
+def test_shared_result_is_released_once_every_holder_is_gone(server, owner_last):
+    where = {"host": server.host, "port": server.port}
+    prod, a, b = Producer(to_dist=where), Holder(to_dist=where), Holder(to_dist=where)
+    pool = server._servicer.pool
+    f = prod.make(1000)
+    a.hold("x", f)  # a borrower on a
+    a.give("x", b)  # a passes it on, unread: a borrower on b that a made
+    if not owner_last:
+        del f
+    a.drop("x")
+    settle(server)
+    assert len(pool) == 1 and b.size("x") == 1000  # b still holds it: kept
+    b.drop("x")
+    settle(server)
+    if owner_last:
+        assert len(pool) == 1  # the caller still holds it
+        assert f.result(timeout=5) == b"p" * 1000
+        del f
+        settle(server)
+    wait_until(lambda: len(pool) == 0, timeout=5)
+
+
+def test_future_inside_a_result_is_kept_until_it_expires(server):
+    where = {"host": server.host, "port": server.port}
+    prod, cons = Producer(to_dist=where), Consumer(to_dist=where)
+    pool = server._servicer.pool
+    f = prod.make(10)
+    task = f._mesh_task
+    back = cons.forward(f)  # the future travels back inside a result: readable any number of times
+    del f
+    settle(server)
+    assert back.result(timeout=5) == b"p" * 10
+    del back
+    settle(server)
+    assert pool.get(task) is not None
 
 
 def test_many_short_applications_leave_the_server_flat(spawn_server):
