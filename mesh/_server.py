@@ -189,8 +189,10 @@ class AgentServer:
         keys = transport.derive_keys(self.secret) if self.secret else None
         node = get_client().node
         self._router = node.add_router(
-            self.host, self.port, self._servicer.handle, keys=keys, max_message_size=self.max_message_size
+            self.host, self.port, self._servicer.handle, keys=keys, max_message_size=self.max_message_size,
+            on_burst_end=self._servicer.start_ready,
         )
+        self._servicer.io_ident = node._ident
         self.port = self._router.port
         self.name = name
         _future.local_producers[self.address] = self._servicer.local_result

@@ -34,6 +34,7 @@ _EARLY_GRACE = 5.0  # seconds a fetch waits for a task this server has not seen 
 _SEEN_MAX = 100_000  # task ids remembered, to tell "gone" from "not arrived yet"
 _REFS_MAX = 100_000  # shared tasks whose holders are tracked; past this the oldest wait for expiry
 _EARLY_MAX = 10_000  # fetches waiting for unseen tasks; past this they are answered at once
+_READY_MAX = 8  # actors made runnable by one burst of requests before their workers are woken
 _BATCH = 64  # calls of one actor run back to back on one worker before yielding it
 PUSH_LIMIT = 64 * 1024  # async results up to this size are pushed to the caller with the reply
 _NIL = b"\xc0"  # msgpack nil
@@ -126,6 +127,10 @@ class Servicer:
         self.actors: dict[str, _Actor] = {}
         self._pending: dict[str, list[Callable[[Entry], None]]] = {}
         self._discard: set[str] = set()  # released before they finished
+        # actors made runnable while the I/O thread reads a burst of requests: their workers start
+        # after the burst (or every _READY_MAX), so a worker wakes to several calls, not one each
+        self._ready: list[tuple[_Actor, _Call]] = []
+        self.io_ident: int | None = None  # the I/O thread, set by the server
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent task ids: gone, not "not yet here"
         self._early: dict[str, float] = {}  # fetches waiting for their task to arrive -> deadline
         # shared task -> (holder refs not yet gone, refs gone before anyone named them); see mesh._future
@@ -288,10 +293,20 @@ class Servicer:
             else:
                 actor.queue.append(call)
                 return
-        if run:
-            self.workers.submit(lambda: self._run(actor, call))
-        else:
+        if not run:
             self._complete(call, _error("notfound", f"object {actor.id} is gone: {failed}"))
+        elif threading.get_ident() == self.io_ident:
+            self._ready.append((actor, call))
+            if len(self._ready) >= _READY_MAX:
+                self.start_ready()
+        else:
+            self.workers.submit(lambda: self._run(actor, call))
+
+    def start_ready(self) -> None:
+        """Hand the actors made runnable by the last burst to workers (I/O thread)."""
+        ready, self._ready = self._ready, []
+        for actor, call in ready:
+            self.workers.submit(lambda actor=actor, call=call: self._run(actor, call))
 
     def _run(self, actor: _Actor, call: _Call) -> None:
         # Run the call, then keep draining this actor's mailbox on the same thread

@@ -154,3 +154,32 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_router_burst_end_runs_on_the_io_thread_after_the_requests_it_read():
+    import threading
+
+    server, client = transport.Node(), transport.Node()
+    seen: list[tuple[str, int]] = []
+    handled = [0]
+
+    def handler(router, identity, header, body, buffers):
+        handled[0] += 1
+        router.reply(identity, {"op": "ok", "re": header["id"]})
+
+    def burst_end():
+        seen.append((threading.current_thread().name, handled[0]))
+
+    try:
+        router = server.add_router("127.0.0.1", 0, handler, on_burst_end=burst_end)
+        address = f"tcp://127.0.0.1:{router.port}"
+        futures = [client.request(address, {"op": "ping", "id": client.next_id()}, b"\xc0", timeout=10) for _ in range(200)]
+        for f in futures:
+            f.result(10)
+        assert handled[0] == 200
+        assert seen and seen[-1][1] == 200  # every request was followed by a burst end
+        assert len(seen) <= 200  # bursts, not one per request necessarily
+        assert {name for name, _ in seen} == {server._thread.name}
+    finally:
+        client.close()
+        server.close()

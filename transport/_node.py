@@ -142,12 +142,18 @@ class Router:
     """A bound ROUTER socket and the handler of its requests.
 
     The handler runs on the I/O thread: it must not block. It answers with
-    :meth:`reply`, from any thread.
+    :meth:`reply`, from any thread. ``on_burst_end``, if given, runs on the I/O
+    thread after each burst of requests read in one go (for work the handler
+    chose to batch).
     """
 
-    def __init__(self, node: Node, handler: Handler, keys: Keys | None, max_message_size: int) -> None:
+    def __init__(
+        self, node: Node, handler: Handler, keys: Keys | None, max_message_size: int,
+        on_burst_end: Callable[[], None] | None = None,
+    ) -> None:
         self.node = node
         self.handler = handler
+        self.on_burst_end = on_burst_end
         self.keys = keys
         self.max_message_size = max_message_size
         self.port = 0
@@ -269,13 +275,14 @@ class Node:
         *,
         keys: Keys | None = None,
         max_message_size: int = -1,
+        on_burst_end: Callable[[], None] | None = None,
     ) -> Router:
         """Bind a ROUTER on ``tcp://host:port`` (port 0: a free port).
 
         Raises:
             zmq.ZMQError: the address cannot be bound.
         """
-        router = Router(self, handler, keys, max_message_size)
+        router = Router(self, handler, keys, max_message_size, on_burst_end)
         done: Future = Future()
         self._submit(("router", router, host, port, done))
         done.result()
@@ -721,6 +728,16 @@ class Node:
         sock = router.sock
         if sock is None:
             return
+        try:
+            self._read_requests(router, sock)
+        finally:
+            if router.on_burst_end is not None:
+                try:
+                    router.on_burst_end()
+                except Exception:
+                    log.exception("burst-end handler failed")
+
+    def _read_requests(self, router: Router, sock: zmq.Socket) -> None:
         for _ in range(256):
             if not sock.get(_EVENTS) & _POLLIN:
                 return
