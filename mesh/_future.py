@@ -41,10 +41,12 @@ class _FutureMixin:
     """The machinery shared by AsyncResult and Placeholder."""
 
     def _mesh_init(
-        self, address: str, task: str, call: concurrent.futures.Future | None, pool: str | None = None, ref: str | None = None
+        self, address: str, task: str, call: concurrent.futures.Future | None, pool: str | None = None,
+        ref: str | None = None, inst: str | None = None,
     ) -> None:
         d = self.__dict__
         d["_mesh_pool"] = pool  # the producer's Redis pool, readable while the producer is down
+        d["_mesh_inst"] = inst  # the producer server's run: a restarted server answers "expired" at once
         d["_mesh_address"] = address
         d["_mesh_task"] = task
         d["_mesh_call"] = call
@@ -131,9 +133,12 @@ class _FutureMixin:
             if fut is None:
                 local = local_producers.get(d["_mesh_address"])
                 if local is not None:
-                    fut = local(d["_mesh_task"])
+                    fut = local(d["_mesh_task"], d.get("_mesh_inst"))
                 else:
-                    fut = get_client().request(d["_mesh_address"], {"op": "result", "task": d["_mesh_task"]}, None)
+                    header = {"op": "result", "task": d["_mesh_task"]}
+                    if d.get("_mesh_inst"):
+                        header["inst"] = d["_mesh_inst"]
+                    fut = get_client().request(d["_mesh_address"], header, None)
                 d["_mesh_fetch"] = fut
             return fut
 
@@ -169,7 +174,10 @@ class _FutureMixin:
                 d["_mesh_children"].append(ref)
             else:
                 d["_mesh_pinned"] = True
-        return (_rebuild, (type(self) is Placeholder, d["_mesh_address"], d["_mesh_task"], d.get("_mesh_pool"), ref))
+        return (
+            _rebuild,
+            (type(self) is Placeholder, d["_mesh_address"], d["_mesh_task"], d.get("_mesh_pool"), ref, d.get("_mesh_inst")),
+        )
 
     def _mesh_state(self) -> str:
         d = self.__dict__
@@ -240,10 +248,12 @@ class Placeholder(_FutureMixin, Msg):
         return f"<Placeholder {self._mesh_state()} task={d['_mesh_task']} producer={d['_mesh_address']}>"
 
 
-def _rebuild(placeholder: bool, address: str, task: str, pool: str | None = None, ref: str | None = None) -> _FutureMixin:
+def _rebuild(
+    placeholder: bool, address: str, task: str, pool: str | None = None, ref: str | None = None, inst: str | None = None
+) -> _FutureMixin:
     cls = Placeholder if placeholder else AsyncResult
     fut = cls.__new__(cls)
-    fut._mesh_init(address, task, None, pool, ref)
+    fut._mesh_init(address, task, None, pool, ref, inst)
     return fut
 
 

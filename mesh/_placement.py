@@ -107,7 +107,8 @@ def create(address: str, cls: type, args: tuple, kwargs: dict, *, name: str | No
     if not detached and isinstance(info, dict) and isinstance(info.get("lease_ttl"), (int, float)):
         client.own(address, float(info["lease_ttl"]))
     pool = info.get("pool") if isinstance(info, dict) else None
-    return RpcObject(address, object_id, cls.__name__, dict(cls._mesh_methods), pool)  # type: ignore[attr-defined]
+    inst = info.get("inst") if isinstance(info, dict) else None
+    return RpcObject(address, object_id, cls.__name__, dict(cls._mesh_methods), pool, inst)  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
@@ -191,7 +192,7 @@ def get(name: str, host: str | None = None, port: int | str | None = None, *, ti
             if host is not None:
                 raise
             continue
-        return RpcObject(address, info["obj"], info["cls"], dict(info["methods"]))
+        return RpcObject(address, info["obj"], info["cls"], dict(info["methods"]), info.get("pool"), info.get("inst"))
     raise AgentNotFound(f"no object named {name!r} on {', '.join(addresses) or 'any discovered server'}")
 
 

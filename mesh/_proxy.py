@@ -25,10 +25,14 @@ class RpcObject:
     the same actor.
     """
 
-    __slots__ = ("_mesh_address", "_mesh_id", "_mesh_cls", "_mesh_methods", "_mesh_pool")
+    __slots__ = ("_mesh_address", "_mesh_id", "_mesh_cls", "_mesh_methods", "_mesh_pool", "_mesh_inst")
 
-    def __init__(self, address: str, object_id: str, cls_name: str, methods: dict[str, str], pool: str | None = None) -> None:
+    def __init__(
+        self, address: str, object_id: str, cls_name: str, methods: dict[str, str], pool: str | None = None,
+        inst: str | None = None,
+    ) -> None:
         object.__setattr__(self, "_mesh_pool", pool)
+        object.__setattr__(self, "_mesh_inst", inst)  # the server's run that holds the object
         object.__setattr__(self, "_mesh_address", address)
         object.__setattr__(self, "_mesh_id", object_id)
         object.__setattr__(self, "_mesh_cls", cls_name)
@@ -73,7 +77,10 @@ class RpcObject:
         return decode_reply(wait(fut, deadline, self._mesh_address), self._mesh_address)
 
     def __reduce__(self) -> tuple:
-        return (RpcObject, (self._mesh_address, self._mesh_id, self._mesh_cls, self._mesh_methods, self._mesh_pool))
+        return (
+            RpcObject,
+            (self._mesh_address, self._mesh_id, self._mesh_cls, self._mesh_methods, self._mesh_pool, self._mesh_inst),
+        )
 
     def __repr__(self) -> str:
         return f"<RpcObject {self._mesh_cls} id={self._mesh_id} at {self._mesh_address}>"
@@ -127,6 +134,7 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         result = cls(proxy._mesh_address, task, fut)
         if proxy._mesh_pool:
             result.__dict__["_mesh_pool"] = proxy._mesh_pool
+        result.__dict__["_mesh_inst"] = proxy._mesh_inst
         return result
     return proxy._mesh_request(header, [list(args), kwargs])
 

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import traceback
+import uuid
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
@@ -143,6 +144,7 @@ class Servicer:
         self._pool_executor = None if isinstance(pool, LocalPool) else ThreadPoolExecutor(4, thread_name_prefix=f"mesh-pool-{name}")
         self._lock = threading.Lock()
         self.started = time.time()
+        self.instance = uuid.uuid4().hex  # tells fetches for an earlier run of this server apart
         self.accepting = True
         self._ops: dict[str, Callable] = {
             "call": self._op_call,
@@ -239,6 +241,7 @@ class Servicer:
             "max_message_size": self.max_message_size,
             "lease_ttl": self.lease_ttl,
             "pool": self.pool_url,
+            "inst": self.instance,
         }))
         self._next(actor)
 
@@ -427,7 +430,9 @@ class Servicer:
         task = header["task"]
         if not isinstance(task, str):
             raise TypeError("'task' must be a string")
-        self._pool_io(lambda: self._when_done(task, reply), reply)
+        # a task of an earlier run of this server will never arrive: no grace for it
+        this_run = header.get("inst") in (None, self.instance)
+        self._pool_io(lambda: self._when_done(task, reply, this_run), reply)
 
     def _pool_io(self, fn: Callable[[], None], reply: Callable | None = None) -> None:
         """Run pool work: inline for the in-memory pool, off the I/O thread for a remote one."""
@@ -444,7 +449,7 @@ class Servicer:
 
         self._pool_executor.submit(run)
 
-    def _when_done(self, task: str, fn: Callable[[Entry], None]) -> None:
+    def _when_done(self, task: str, fn: Callable[[Entry], None], wait_unseen: bool = True) -> None:
         entry = self.pool.get(task)
         if entry is None:
             with self._lock:
@@ -452,7 +457,7 @@ class Servicer:
                 if waiters is not None:
                     waiters.append(fn)
                     return
-                if task not in self._seen and len(self._early) < _EARLY_MAX:
+                if wait_unseen and task not in self._seen and len(self._early) < _EARLY_MAX:
                     # Not arrived yet: a consumer's fetch can overtake the call that makes the
                     # task (another socket, another route). Wait for it, a bounded time.
                     self._pending[task] = [fn]
@@ -477,10 +482,10 @@ class Servicer:
             for waiter in waiters:
                 waiter(entry)
 
-    def local_result(self, task: str) -> transport.ReplyFuture:
+    def local_result(self, task: str, inst: str | None = None) -> transport.ReplyFuture:
         """Fetch a result of this server from inside its own process (no network)."""
         fut = transport.ReplyFuture()
-        self._when_done(task, lambda e: fut.set_result((dict(e[0]), e[1], e[2])))
+        self._when_done(task, lambda e: fut.set_result((dict(e[0]), e[1], e[2])), inst in (None, self.instance))
         return fut
 
     def _op_release(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
@@ -558,7 +563,10 @@ class Servicer:
         if actor is None or actor.obj is None:
             reply(_error("notfound", f"no object named {name!r} on this server"))
             return
-        reply(_ok({"obj": actor.id, "cls": actor.cls_name, "methods": getattr(type(actor.obj), "_mesh_methods", {})}))
+        reply(_ok({
+            "obj": actor.id, "cls": actor.cls_name, "methods": getattr(type(actor.obj), "_mesh_methods", {}),
+            "pool": self.pool_url, "inst": self.instance,
+        }))
 
     # -------------------------------------------------------------- admin
     def _op_ping(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:

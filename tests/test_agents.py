@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import time
 
 import pytest
@@ -231,3 +232,23 @@ def test_fetch_of_a_task_that_never_comes_expires_after_a_grace(server, monkeypa
     with pytest.raises(mesh.ResultExpired):
         mesh.AsyncResult(server.address, "never-made").result(timeout=10)
     assert time.perf_counter() - t < 5
+
+
+def test_fetch_for_an_earlier_run_of_the_server_expires_at_once(server, spawn_server, monkeypatch):
+    from mesh import _servicer
+    from mesh._future import _rebuild
+
+    monkeypatch.setattr(_servicer, "_EARLY_GRACE", 600.0)  # waiting for the task would time out below
+    ghost = _rebuild(False, server.address, "made-before-a-restart", None, None, "an-earlier-run")
+    with pytest.raises(mesh.ResultExpired):
+        ghost.result(timeout=20)
+    # futures carry the run of the server that made them, also through a pickle and over the network
+    other = spawn_server()
+    prod = Producer(to_dist={"host": other.host, "port": other.port})
+    f = prod.make(3)
+    copy = pickle.loads(pickle.dumps(f))
+    assert copy._mesh_inst == f._mesh_inst and f._mesh_inst
+    assert copy.result(timeout=10) == b"ppp"
+    remote_ghost = _rebuild(False, other.address, "made-before-a-restart", None, None, "an-earlier-run")
+    with pytest.raises(mesh.ResultExpired):
+        remote_ghost.result(timeout=3)  # under the subprocess server's 5 s grace: it must not wait
