@@ -8,13 +8,15 @@ the least loaded servers.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from mesh import _settings
-from mesh._client import decode_reply, get_client
+from mesh._client import decode_reply, get_client, translate
+from mesh._errors import AuthenticationError, ServerUnavailable
 
 __all__ = ["ServerInfo", "advertise", "choose", "close_browser", "mark_dead", "servers"]
 
@@ -51,8 +53,13 @@ def advertise(name: str, host: str, port: int, *, capacity: int, auth: bool) -> 
     import discovery
 
     # Names are made unique (host, pid, random suffix), so mDNS probing, which costs
-    # 1.2 s before other hosts can see the server, is skipped.
-    adv = discovery.Advertiser(name, host, port, capacity=capacity, auth=auth, probe=False)
+    # 1.2 s before other hosts can see the server, is skipped. MESH_REDIS_DISCOVERY_URL also
+    # registers it in Redis, for networks without multicast (clients read the same variable).
+    redis_url = os.environ.get("MESH_REDIS_DISCOVERY_URL") or None
+    ip_version = "all" if ":" in host else "v4"  # an IPv6 server is announced over IPv6 mDNS too
+    adv = discovery.Advertiser(
+        name, host, port, capacity=capacity, auth=auth, probe=False, redis_url=redis_url, ip_version=ip_version
+    )
     adv.start()
     return adv
 
@@ -80,7 +87,9 @@ def close_browser() -> None:
         browser.close()
 
 
-def _ping_all(records: list[Any], timeout: float, *, skip_dead: bool = True) -> list[ServerInfo]:
+def _ping_all(
+    records: list[Any], timeout: float, *, skip_dead: bool = True, failed: list[tuple[Any, str]] | None = None
+) -> list[ServerInfo]:
     client = get_client()
     now = time.monotonic()
     futs = []
@@ -92,8 +101,10 @@ def _ping_all(records: list[Any], timeout: float, *, skip_dead: bool = True) -> 
     for rec, fut in futs:
         try:
             info = decode_reply(fut.result(timeout + 1), rec.address)
-        except Exception:
+        except Exception as exc:
             _dead[rec.address] = time.monotonic() + _DEAD_FOR
+            if failed is not None:
+                failed.append((rec, _why(translate(exc))))
             continue
         live.append(ServerInfo(
             name=str(info.get("name") or rec.name),
@@ -120,13 +131,30 @@ def mark_dead(address: str) -> None:
 def servers(timeout: float = 1.0) -> list[ServerInfo]:
     """The servers discovered now that answer a ping, least loaded first.
 
+    Servers that were announced but do not answer this process (down, or
+    their secret differs from ours) are left out; :func:`survey` tells them.
+
     Args:
         timeout: seconds to listen for announcements.
     """
+    return survey(timeout)[0]
+
+
+def survey(timeout: float = 1.0) -> tuple[list[ServerInfo], list[tuple[Any, str]]]:
+    """The servers that answer, least loaded first, and the announced ones that don't, with why."""
     browser = _get_browser()
     records = browser.wait(timeout, lambda found: False) if timeout > 0 else browser.servers()
-    live = _ping_all(records, _PING_TIMEOUT, skip_dead=False)  # a listing asks everyone again
-    return sorted(live, key=lambda s: (s.agents / max(s.capacity, 1), s.load, s.name))
+    failed: list[tuple[Any, str]] = []
+    live = _ping_all(records, _PING_TIMEOUT, skip_dead=False, failed=failed)  # a listing asks everyone again
+    return sorted(live, key=lambda s: (s.agents / max(s.capacity, 1), s.load, s.name)), failed
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, AuthenticationError):
+        return "its secret differs from this process's (or one side has none)"
+    if isinstance(exc, ServerUnavailable):
+        return "not answering"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def choose() -> str | None:

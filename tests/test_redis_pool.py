@@ -441,3 +441,20 @@ def test_signed_results_with_a_secret_are_read_while_the_producer_is_down(redis_
     srv._proc.kill()
     srv._proc.wait(10)
     assert holder.result(timeout=10) == b"p" * 321  # verified with the secret, then decoded
+
+
+def test_server_registers_in_the_redis_registry_when_asked(redis_server, monkeypatch):
+    import discovery
+
+    monkeypatch.setenv("MESH_REDIS_DISCOVERY_URL", redis_server.url)
+    srv = mesh.AgentServer(port=0, advertise=True, name="in-redis").launch(in_subprocess=False)
+    browser = discovery.Browser(mdns=False, local=False, redis_url=redis_server.url)
+    try:
+        found = browser.wait(10, lambda recs: any(r.name == "in-redis" for r in recs))
+        (rec,) = [r for r in found if r.name == "in-redis"]
+        assert (rec.host, rec.port) == (srv.host, srv.port) and "redis" in rec.sources
+        srv.shutdown()
+        assert not [r for r in browser.wait(10, lambda recs: not recs) if r.name == "in-redis"]
+    finally:
+        browser.close()
+        srv.shutdown()
