@@ -320,3 +320,26 @@ def test_class_the_server_cannot_import_travels_by_value(spawn_server, tmp_path,
     strict = spawn_server(port=0, no_code=True)
     with pytest.raises(mesh.RemoteError, match="no-code"):
         private_agents.Private("p", to_dist={"host": strict.host, "port": strict.port})
+
+
+def _has_ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+def test_server_on_ipv6_loopback():
+    srv = mesh.AgentServer(host="::1", port=0, advertise=False).launch(in_subprocess=False)
+    try:
+        assert srv.address.startswith("tcp://[::1]:")
+        c = Counter(2, to_dist={"host": "::1", "port": srv.port})
+        assert c.add(3) == 5
+        assert Counter(1).to_dist(host=srv.address).add(1) == 2
+    finally:
+        srv.shutdown()

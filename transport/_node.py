@@ -450,6 +450,7 @@ class Node:
         sock = self.ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.immediate = 1
+        sock.ipv6 = "[" in endpoint  # IPv6 peers only: ZMQ_IPV6 also changes how names resolve
         self._heartbeat(sock)
         sock.setsockopt(zmq.CONNECT_TIMEOUT, int(min(self.connect_timeout, 2.0) * 1000))
         sock.setsockopt(zmq.HANDSHAKE_IVL, int(self.connect_timeout * 1000))
@@ -665,6 +666,8 @@ class Node:
                 sock.curve_publickey = router.keys.server_public
                 sock.zap_domain = router.keys.domain
             bind_host = f"[{host}]" if ":" in host else host
+            if ":" in host:
+                sock.ipv6 = True  # an IPv6 address (also "::", which then takes IPv4 too)
             if port == 0:
                 router.port = sock.bind_to_random_port(f"tcp://{bind_host}", min_port=20000, max_port=60000, max_tries=200)
             else:
@@ -838,6 +841,7 @@ class _Direct:
         self.hs_failures = 0
         sock = node.ctx.socket(zmq.DEALER)
         sock.linger = 0
+        sock.ipv6 = "[" in endpoint
         node._heartbeat(sock)
         sock.setsockopt(zmq.CONNECT_TIMEOUT, int(min(node.connect_timeout, 2.0) * 1000))
         sock.setsockopt(zmq.HANDSHAKE_IVL, int(node.connect_timeout * 1000))
