@@ -114,6 +114,14 @@ def load_agent_dir(path: str) -> list[type]:
         if not fname.endswith(".py") or fname.startswith("_"):
             continue
         modname = fname[:-3]
+        file = os.path.join(path, fname)
+        loaded = sys.modules.get(modname)
+        if loaded is not None and os.path.abspath(getattr(loaded, "__file__", None) or "") != file:
+            # import_module would hand back that module and never read this file
+            raise AgentDirError(
+                f"{file}: its module name {modname!r} is taken by {getattr(loaded, '__file__', None) or 'a built-in module'}; "
+                "rename the file"
+            )
         try:
             module = importlib.import_module(modname)
         except BaseException as exc:  # noqa: BLE001 - any failure names the file

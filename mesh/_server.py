@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import re
 import select
@@ -104,6 +105,13 @@ class AgentServer:
             raise ValueError(f"unknown pool_type {pool_type!r}: use 'local' or 'redis'")
         if pool_type == "redis" and not redis_url:
             raise ValueError("pool_type='redis' needs redis_url")
+        for what, value, low in (("max_expire_time", max_expire_time, 0.0), ("lease_ttl", lease_ttl, 0.0)):
+            if not math.isfinite(float(value)) or float(value) <= low:
+                raise ValueError(f"{what} must be a positive number of seconds, got {value}")
+        if not math.isfinite(float(grace)) or float(grace) < 0:
+            raise ValueError(f"grace must be 0 or more seconds, got {grace}")
+        if int(max_len) < 1:
+            raise ValueError(f"max_len must be at least 1, got {max_len}")
         self.capacity = int(capacity)
         self.custom_agent_classes = list(custom_agent_classes)
         self.agent_dir = agent_dir
@@ -119,7 +127,7 @@ class AgentServer:
         self.secret = secret if secret else transport.secret_from_env()
         self.insecure = insecure
         self.no_code = no_code
-        self.grace = grace
+        self.grace = float(grace)
         self.lease_ttl = float(lease_ttl)
         if not is_loopback(self.host) and not self.secret and not insecure:
             raise ValueError(
@@ -176,6 +184,11 @@ class AgentServer:
             self.pool_type, redis_url=self.redis_url, max_len=self.max_len, max_expire_time=self.max_expire_time,
             name=name, secret=self.secret,
         )
+        if hasattr(pool, "ping"):
+            try:
+                pool.ping()
+            except Exception as exc:  # serve anyway: results still reach callers, and Redis may come back
+                log.warning("result pool not reachable now (%s): results are not stored until it is", exc)
         self._servicer = Servicer(
             name=name,
             capacity=self.capacity,
@@ -258,7 +271,7 @@ class AgentServer:
             raise RuntimeError(f"agent server subprocess did not start: {line.strip() or 'it exited'}")
         address = match.group(0)
         self.port = int(address.rsplit(":", 1)[1])
-        name = re.search(r"name=([^,\s)]+)", line)
+        name = re.search(r"\(name=(.*?), capacity=", line)
         self.name = name.group(1) if name else self.name
         threading.Thread(target=_forward, args=(proc.stdout,), name="mesh-child-stdout", daemon=True).start()
 

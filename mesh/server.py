@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--redis-url", help="Redis server of a redis pool, e.g. redis://127.0.0.1:6379")
     s.add_argument("--max-expire-time", type=float, default=7200, help="seconds a result is kept (default 7200)")
     s.add_argument("--max-len", type=int, default=10000, help="most results kept, local pool (default 10000)")
-    s.add_argument("--max-message-size", type=int, default=32 * 2**20, help="largest request in bytes (default 32 MiB)")
+    s.add_argument("--max-message-size", type=int, default=32 * 2**20, help="largest request in bytes (default 32 MiB; 0 or less: no limit)")
     s.add_argument("--no-advertise", action="store_true", help="do not announce the server for discovery")
     s.add_argument("--secret-file", help="file holding the shared secret (else env MESH_SECRET)")
     s.add_argument("--insecure", action="store_true", help="allow a non-loopback host without a secret")
@@ -41,7 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--interfaces", help="comma-separated IPs to advertise on (else env MESH_INTERFACES, else what --host binds)")
     s.add_argument("--processes", type=int, default=1, help="server processes to run (ports PORT, PORT+1, ...; default 1)")
     s.add_argument("--lease-ttl", type=float, default=30.0, help="seconds before objects of a vanished client are deleted (default 30)")
-    s.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    s.add_argument(
+        "--log-level", default="WARNING", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        help="logging level (default WARNING)",
+    )
     s.add_argument("--parent-stdin", action="store_true", help=argparse.SUPPRESS)
 
     ls = sub.add_parser("list", help="the servers discovered now")
@@ -75,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
 def _start(args: argparse.Namespace) -> int:
     if args.interfaces:
         os.environ["MESH_INTERFACES"] = args.interfaces  # read by the advertiser
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.processes < 1:
+        print(f"zmq-agent-server: --processes must be at least 1, got {args.processes}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for entry in os.environ.get("MESH_SYS_PATH", "").split(os.pathsep):
         if entry and entry not in sys.path:
             sys.path.append(entry)
@@ -261,11 +267,14 @@ def _list(args: argparse.Namespace) -> int:
     if args.redis_url:
         os.environ["MESH_REDIS_DISCOVERY_URL"] = args.redis_url
     import mesh
+    from mesh._discovery import survey
 
     try:
-        found = mesh.servers(timeout=args.timeout)
+        found, failed = survey(timeout=args.timeout)
     finally:
         mesh.shutdown()
+    for rec, why in failed:
+        print(f"zmq-agent-server: also announced, not usable from here: {rec.name} {rec.address}: {why}", file=sys.stderr)
     if args.json:
         print(json.dumps([s.to_dict() for s in found], indent=2))
         return 0

@@ -85,7 +85,25 @@ def test_agent_dir_that_fails_to_import_refuses_to_start(tmp_path):
     assert "broken.py" in out.stderr and "missing API key" in out.stderr and "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("args", [["start", "--port", "notanumber"], ["start", "--bogus"], ["frobnicate"]])
+def test_agent_dir_file_named_like_a_loaded_module_refuses_to_start(tmp_path):
+    (tmp_path / "logging.py").write_text("raise RuntimeError('never read')\n")
+    out = run_cli("start", "--port", "0", "--no-advertise", "--agent-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert "logging.py" in out.stderr and "rename" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    "flag", [["--lease-ttl", "0"], ["--lease-ttl", "-1"], ["--max-expire-time", "nan"], ["--grace", "-1"],
+             ["--max-len", "0"], ["--processes", "0"]],
+)
+def test_values_that_cannot_work_are_refused(flag):
+    out = run_cli("start", "--port", "0", "--no-advertise", *flag)
+    assert out.returncode == 2 and flag[0].lstrip("-").split("-")[0] in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["start", "--port", "notanumber"], ["start", "--bogus"], ["frobnicate"], ["start", "--log-level", "BOGUS"]],
+)
 def test_bad_flags_get_usage_not_traceback(args):
     out = run_cli(*args)
     assert out.returncode == 2 and "usage:" in out.stderr and "Traceback" not in out.stderr
@@ -101,6 +119,19 @@ def test_sigint_stops_cleanly():
     try:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(15) in (0, 130)
+    finally:
+        _end(proc)
+
+
+def test_list_names_announced_servers_it_cannot_use(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("operator-secret\n")
+    proc, address = _start("--name", "locked-one", "--secret-file", str(secret))
+    try:
+        out = run_cli("list", "--timeout", "0.2", "--peers", address.replace("tcp://", ""))
+        assert out.returncode == 0, out.stderr
+        assert "no servers found" in out.stdout
+        assert address in out.stderr and "secret" in out.stderr and "Traceback" not in out.stderr
     finally:
         _end(proc)
 
