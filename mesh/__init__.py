@@ -2,7 +2,7 @@
 
 Add ``.to_dist()`` to an agent and it runs as an actor on an agent server;
 calls return at once with placeholders and the application runs in parallel
-by itself. See ``README.md`` and the contract in ``docs/API.md``.
+by itself. See ``README.md`` and ``docs/guide.md``.
 """
 
 from mesh._agent import AgentBase
