@@ -43,16 +43,19 @@ def init(**settings: Any) -> None:
     wanted = {k: v for k, v in settings.items() if k not in ignored}
     before = _settings.current()
     after = _settings.update(**wanted)
+    from mesh import _client
+
     if (before.secret, before.connect_timeout, before.heartbeat_timeout) != (
         after.secret, after.connect_timeout, after.heartbeat_timeout
     ):
-        from mesh import _client
-
         if _client._client is not None and _client._client.node._routers:
             log.warning("mesh.init changed connection settings while servers run in this process; "
                         "they apply to new connections after mesh.shutdown()")
         else:
             shutdown_client()
+    live = _client._client
+    if live is not None:
+        live.settings = after  # call_timeout and the like apply to the next call
 
 
 def shutdown() -> None:

@@ -42,6 +42,8 @@ class Client:
         self.session = uuid.uuid4().hex
         self.pid = os.getpid()
         self.limits: dict[str, int] = {}  # address -> server's max message size
+        self.pool_limits: dict[str, tuple[Any, Any]] = {}  # address -> (max_len, max_expire_time) of its pool
+        self.puts_seen: dict[str, int] = {}  # address -> newest result "seq" seen from it
         self.owned: dict[str, list[float]] = {}  # server -> [renew every, last renewal] (leases)
         self._releases: dict[str, list] = {}
         self.inflight: dict[str, int] = {}  # object id -> async calls not yet answered

@@ -4,6 +4,7 @@ The hierarchy::
 
     MeshError
     ├── RemoteError            the remote code raised; carries its type and traceback
+    │   └── RemoteAttributeError   no such attribute on a remote object (also an AttributeError)
     ├── ServerUnavailable      the server cannot be reached or went away
     ├── CallTimeout            no result within the timeout (also a TimeoutError)
     ├── ResultExpired          the producer no longer holds the value
@@ -20,6 +21,7 @@ __all__ = [
     "CallTimeout",
     "MeshError",
     "MessageTooLarge",
+    "RemoteAttributeError",
     "RemoteError",
     "ResultExpired",
     "ServerUnavailable",
@@ -49,6 +51,11 @@ class RemoteError(MeshError):
 
     def __reduce__(self):  # keep the fields when pickled (e.g. forwarded as a result)
         return (type(self), (self.remote_type, self.remote_message, self.remote_traceback))
+
+
+class RemoteAttributeError(RemoteError, AttributeError):
+    """A remote object has no such attribute: a ``RemoteError`` that is also an
+    ``AttributeError``, so ``hasattr`` and ``getattr(proxy, name, default)`` work."""
 
 
 class ServerUnavailable(MeshError):

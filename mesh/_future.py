@@ -79,7 +79,7 @@ class _FutureMixin:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             reply = self._mesh_wait(self._mesh_source(), deadline)
-            if reply[0].get("op") == "ok" and reply[0].get("big"):
+            if reply[0].get("op") == "ok" and (reply[0].get("big") or self._mesh_maybe_dropped(reply[0])):
                 reply = self._mesh_wait(self._mesh_start_fetch(), deadline)
             if reply[2]:  # buffers: a large value, worth releasing at once when this handle goes
                 d["_mesh_big"] = True
@@ -97,6 +97,22 @@ class _FutureMixin:
             if d["_mesh_value"] is _PENDING:
                 d["_mesh_value"] = value
         return d["_mesh_value"]
+
+    def _mesh_maybe_dropped(self, header: dict) -> bool:
+        """A value that came with the reply, read for the first time: might the pool have dropped it since?
+
+        Then the producer is asked (one round trip), so that reading a result late
+        gives ResultExpired whether or not it happened to come with the reply.
+        """
+        seq, arrived = header.get("seq"), header.get("_arrived")
+        if not isinstance(seq, int) or arrived is None:
+            return False
+        client = get_client()
+        address = self.__dict__["_mesh_address"]
+        max_len, max_expire = client.pool_limits.get(address, (None, None))
+        if isinstance(max_expire, (int, float)) and time.monotonic() - arrived >= max_expire:
+            return True
+        return isinstance(max_len, int) and client.puts_seen.get(address, 0) - seq >= max_len
 
     def _mesh_from_pool(self, exc: ServerUnavailable) -> Any:
         """The producer is unreachable: read the value from its Redis pool, if it has one."""
@@ -167,6 +183,8 @@ class _FutureMixin:
 
     def __reduce__(self) -> tuple:
         d = self.__dict__
+        if d.get("_mesh_edited"):  # changed here: the producer's copy is stale, so it goes by value
+            return (_same, (d["_mesh_value"],))
         ref = None
         if d["_mesh_ref"] is not None and not d["_mesh_pinned"]:
             if _context.counting():
@@ -216,6 +234,9 @@ class AsyncResult(_FutureMixin):
     def __contains__(self, item: Any) -> bool:
         return item in self.result()
 
+    def __bool__(self) -> bool:
+        return bool(self.result())
+
     def __repr__(self) -> str:
         d = self.__dict__
         return f"<AsyncResult {self._mesh_state()} task={d['_mesh_task']} producer={d['_mesh_address']}>"
@@ -237,6 +258,16 @@ class Placeholder(_FutureMixin, Msg):
             raise AttributeError(f"{name!r}: private names are not resolved through a Placeholder")
         return getattr(self.result(), name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+            return
+        # Setting a field sets it on the message itself (waiting for it first), so reading it,
+        # to_dict() and passing the placeholder on all see the change.
+        msg = self.result()
+        setattr(msg, name, value)
+        self.__dict__["_mesh_edited"] = True
+
     def to_dict(self) -> dict[str, Any]:
         value = self.result()
         return value.to_dict() if isinstance(value, Msg) else {"content": value}
@@ -255,6 +286,10 @@ def _rebuild(
     fut = cls.__new__(cls)
     fut._mesh_init(address, task, None, pool, ref, inst)
     return fut
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def is_future(value: Any) -> bool:

@@ -112,4 +112,8 @@ def _to_dist(self: Any, host: str | None = None, port: int | str | None = None, 
         raise TypeError(f"{type(self).__name__} object has no recorded constructor arguments; use to_dist= in the constructor")
     from mesh._placement import place
 
-    return place(type(self), init[0], init[1], DistConf(host=host, port=port, **options))
+    conf = DistConf(host=host, port=port, **options)
+    agent_id = getattr(self, "__dict__", {}).get("agent_id")
+    if isinstance(agent_id, str):
+        conf["_attrs"] = {"agent_id": agent_id}  # the agent keeps its identity on the server
+    return place(type(self), init[0], init[1], conf)

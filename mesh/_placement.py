@@ -28,16 +28,23 @@ _PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 _child: Any = None
 _child_lock = threading.Lock()
 _by_value: set[tuple[str, type]] = set()  # (server, class) pairs that need the class by value
+# AgentScope's to_dist options that have no meaning here: accepted, so migrated code runs
+_AGENTSCOPE_OPTIONS = {"max_pool_size", "max_timeout_seconds", "local_mode", "lazy_launch", "max_expire_time"}
 _pickle_lock = threading.RLock()
 
 
 def place(cls: type, args: tuple, kwargs: dict, conf: DistConf) -> RpcObject:
     """Create ``cls(*args, **kwargs)`` on a server chosen by ``conf`` and return its proxy."""
-    unknown = set(conf) - {"host", "port", "name", "detached"}
+    unknown = set(conf) - {"host", "port", "name", "detached", "_attrs"} - _AGENTSCOPE_OPTIONS
     if unknown:
         raise TypeError(f"unknown to_dist option(s): {', '.join(sorted(unknown))}")
-    options = {"name": conf.get("name"), "detached": bool(conf.get("detached"))}
+    ignored = set(conf) & _AGENTSCOPE_OPTIONS
+    if ignored:
+        log.debug("to_dist ignores AgentScope option(s): %s", ", ".join(sorted(ignored)))
+    options = {"name": conf.get("name"), "detached": bool(conf.get("detached")), "attrs": conf.get("_attrs")}
     host, port = conf.get("host"), conf.get("port")
+    if host is None and port is not None:
+        host = "127.0.0.1"  # a port alone means this machine, as in AgentScope
     if host is not None:
         return create(normalize_address(host, port), cls, args, kwargs, **options)
     for _ in range(3):  # a discovered server may have died since it last answered a ping
@@ -65,7 +72,10 @@ def _discovered() -> str | None:
         return None
 
 
-def create(address: str, cls: type, args: tuple, kwargs: dict, *, name: str | None = None, detached: bool = False) -> RpcObject:
+def create(
+    address: str, cls: type, args: tuple, kwargs: dict, *, name: str | None = None, detached: bool = False,
+    attrs: dict | None = None,
+) -> RpcObject:
     """Create the object on ``address``, sending its class by value if the server lacks it.
 
     A detached object outlives this process; others are deleted when it exits
@@ -83,6 +93,8 @@ def create(address: str, cls: type, args: tuple, kwargs: dict, *, name: str | No
     while True:
         with _class_by_value(cls) if by_value else contextlib.nullcontext():
             payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
+            if attrs:
+                payload["attrs"] = attrs  # kept across to_dist(), e.g. an agent's agent_id
             if by_value:
                 payload["blob"] = cloudpickle.dumps(cls)
                 payload["py"] = _PY
@@ -104,6 +116,8 @@ def create(address: str, cls: type, args: tuple, kwargs: dict, *, name: str | No
     limit = info.get("max_message_size") if isinstance(info, dict) else None
     if isinstance(limit, int):
         client.limits[address] = limit
+    if isinstance(info, dict) and ("max_len" in info or "max_expire_time" in info):
+        client.pool_limits[address] = (info.get("max_len"), info.get("max_expire_time"))
     if not detached and isinstance(info, dict) and isinstance(info.get("lease_ttl"), (int, float)):
         client.own(address, float(info["lease_ttl"]))
     pool = info.get("pool") if isinstance(info, dict) else None

@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 from mesh import _context
-from mesh._client import decode_reply, get_client, wait
+from mesh._client import decode_reply, get_client, normalize_address, wait
+from mesh._errors import RemoteAttributeError, RemoteError
 from mesh._future import AsyncResult, Placeholder
 from mesh._meta import ASYNC, ASYNC_MSG
 
@@ -46,7 +47,12 @@ class RpcObject:
             )
         mode = self._mesh_methods.get(name)
         if mode is None:
-            return self._mesh_request({"op": "getattr", "obj": self._mesh_id, "m": name}, None)
+            try:
+                return self._mesh_request({"op": "getattr", "obj": self._mesh_id, "m": name}, None)
+            except RemoteError as exc:
+                if exc.remote_type != "AttributeError":
+                    raise
+                raise RemoteAttributeError(exc.remote_type, exc.remote_message, exc.remote_traceback) from None
         return _Method(self, name, mode)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -62,7 +68,18 @@ class RpcObject:
         return _invoke(self, "__call__", mode, args, kwargs)
 
     def to_dist(self, host: str | None = None, port: int | str | None = None, **options: Any) -> RpcObject:
-        """Already distributed: returns itself."""
+        """Already distributed: returns itself.
+
+        Raises:
+            ValueError: another server is asked for (a remote object does not move).
+        """
+        if host is not None or port is not None:
+            wanted = normalize_address(host if host is not None else "127.0.0.1", port)
+            if wanted != self._mesh_address:
+                raise ValueError(
+                    f"this {self._mesh_cls} already lives on {self._mesh_address}; a remote object does not "
+                    f"move to {wanted}: create a new one there (Cls(..., to_dist={{'host': ..., 'port': ...}}))"
+                )
         return self
 
     def _mesh_request(self, header: dict, value: Any) -> Any:
@@ -129,7 +146,8 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         except BaseException:
             _done(client.inflight, object_id)
             raise
-        fut.add_done_callback(lambda _f: _done(client.inflight, object_id))
+        address = proxy._mesh_address
+        fut.add_done_callback(lambda f: _arrived(client, address, object_id, f))
         cls = Placeholder if mode == ASYNC_MSG else AsyncResult
         result = cls(proxy._mesh_address, task, fut)
         if proxy._mesh_pool:
@@ -140,6 +158,19 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
 
 
 _inflight_lock = threading.Lock()
+
+
+def _arrived(client: Any, address: str, object_id: str, fut: Any) -> None:
+    """An async call's reply came (I/O thread): bookkeeping for ordering and for expiry checks."""
+    _done(client.inflight, object_id)
+    if fut.exception() is not None:
+        return
+    header = fut.result()[0]
+    seq = header.get("seq")
+    if isinstance(seq, int):
+        header["_arrived"] = time.monotonic()
+        if seq > client.puts_seen.get(address, 0):
+            client.puts_seen[address] = seq
 
 
 def _done(inflight: dict[str, int], object_id: str) -> None:

@@ -201,10 +201,14 @@ class AgentServer:
         )
         keys = transport.derive_keys(self.secret) if self.secret else None
         node = get_client().node
-        self._router = node.add_router(
-            self.host, self.port, self._servicer.handle, keys=keys, max_message_size=self.max_message_size,
-            on_burst_end=self._servicer.start_ready,
-        )
+        try:
+            self._router = node.add_router(
+                self.host, self.port, self._servicer.handle, keys=keys, max_message_size=self.max_message_size,
+                on_burst_end=self._servicer.start_ready,
+            )
+        except OSError:  # e.g. the address is in use
+            self._servicer.close(0)
+            raise
         self._servicer.io_ident = node._ident
         self.port = self._router.port
         self.name = name
@@ -264,7 +268,7 @@ class AgentServer:
         proc.stdin.write(struct.pack("!Q", len(blob)) + blob)
         proc.stdin.flush()
         line = _read_ready_line(proc, timeout=60.0)
-        match = _ADDRESS.search(line)
+        match = _ADDRESS.search(line) if line.startswith("zmq-agent-server ready on ") else None
         if match is None:
             proc.kill()
             proc.wait()

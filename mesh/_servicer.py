@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import itertools
 import traceback
 import uuid
 from collections import OrderedDict, deque
@@ -24,6 +25,7 @@ from typing import Any, Callable
 import transport
 from mesh import _context
 from mesh._classes import ClassResolver
+from mesh._errors import RemoteError, ResultExpired, ServerUnavailable
 from mesh._pool import Entry, LocalPool, ResultPool
 from mesh._workers import WorkerPool
 
@@ -95,6 +97,24 @@ def _remote_error(exc: BaseException) -> Entry:
     return _error("remote", str(exc), type(exc).__name__, tb)
 
 
+def _call_error(exc: BaseException) -> Entry:
+    """The reply for a method that raised: mesh errors from further down a call chain keep their kind.
+
+    A ``RemoteError`` keeps the type, message and traceback of where it started;
+    ``ResultExpired`` and ``ServerUnavailable`` (a future the method read, or a
+    server it called) reach the caller as themselves, not wrapped.
+    """
+    if isinstance(exc, RemoteError):
+        here = "".join(traceback.format_tb(exc.__traceback__))
+        tb = exc.remote_traceback.rstrip() + "\n\nre-raised on the way back:\n" + here
+        return _error("remote", exc.remote_message, exc.remote_type, tb)
+    if isinstance(exc, ResultExpired):
+        return _error("expired", str(exc), "ResultExpired", "".join(traceback.format_exception(exc)))
+    if isinstance(exc, ServerUnavailable):
+        return _error("unavailable", str(exc), "ServerUnavailable", "".join(traceback.format_exception(exc)))
+    return _remote_error(exc)
+
+
 def _ok(value: Any) -> Entry:
     try:
         body, buffers = transport.encode(value)
@@ -145,6 +165,7 @@ class Servicer:
         self._lock = threading.Lock()
         self.started = time.time()
         self.instance = uuid.uuid4().hex  # tells fetches for an earlier run of this server apart
+        self._puts = itertools.count(1)  # order of results put in the pool
         self.accepting = True
         self._ops: dict[str, Callable] = {
             "call": self._op_call,
@@ -230,6 +251,9 @@ class Servicer:
                 actor.obj = cls(*payload.get("args", ()), **payload.get("kwargs", {}))
             finally:
                 _context.set_context(None, None, None)
+            attrs = payload.get("attrs")
+            if isinstance(attrs, dict) and isinstance(attrs.get("agent_id"), str):
+                actor.obj.agent_id = attrs["agent_id"]
         except BaseException as exc:  # noqa: BLE001 - report anything the constructor raises
             self._drop_actor(actor, f"its constructor raised {type(exc).__name__}")
             reply(_remote_error(exc) if not isinstance(exc, transport.CodecError) else _error("badrequest", str(exc)))
@@ -242,6 +266,8 @@ class Servicer:
             "lease_ttl": self.lease_ttl,
             "pool": self.pool_url,
             "inst": self.instance,
+            "max_len": getattr(self.pool, "max_len", None),
+            "max_expire_time": getattr(self.pool, "max_expire_time", None),
         }))
         self._next(actor)
 
@@ -360,7 +386,7 @@ class Servicer:
             value = getattr(actor.obj, call.method)(*args, **kwargs)
             entry = _ok(value)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
-            entry = _remote_error(exc)
+            entry = _call_error(exc)
         finally:
             _context.set_context(None, None, None)
         actor.served += 1
@@ -387,6 +413,7 @@ class Servicer:
             return
         discard = call.task in self._discard
         stored = False
+        seq = next(self._puts)
         if not discard:
             try:
                 self.pool.put(call.task, entry)
@@ -403,7 +430,11 @@ class Servicer:
             waiter(entry)
         size = len(entry[1]) + sum(len(b) for b in entry[2])
         if entry[0]["op"] == "ok" and size > PUSH_LIMIT and stored:
-            call.reply(({"op": "ok", "big": 1}, _NIL, []))  # the caller fetches it if it reads it
+            call.reply(({"op": "ok", "big": 1, "seq": seq}, _NIL, []))  # the caller fetches it if it reads it
+        elif entry[0]["op"] == "ok" and stored:
+            # pushed with the reply; "seq" (the order of puts) lets the caller tell when the pool
+            # has since dropped it (max_len), so reading it late says ResultExpired as a fetch would
+            call.reply(({**entry[0], "seq": seq}, entry[1], entry[2]))
         else:
             call.reply(entry)
 

@@ -75,11 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     return _stop(args)
 
 
+def _refuse(args: argparse.Namespace, why: str) -> None:
+    """Say why the server does not start: on stderr, and to a parent process waiting for its line."""
+    print(f"zmq-agent-server: {why}", file=sys.stderr)
+    if getattr(args, "parent_stdin", False):
+        print(f"zmq-agent-server: {why}", flush=True)
+
+
 def _start(args: argparse.Namespace) -> int:
     if args.interfaces:
         os.environ["MESH_INTERFACES"] = args.interfaces  # read by the advertiser
     if args.processes < 1:
-        print(f"zmq-agent-server: --processes must be at least 1, got {args.processes}", file=sys.stderr)
+        _refuse(args, f"--processes must be at least 1, got {args.processes}")
         return 2
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for entry in os.environ.get("MESH_SYS_PATH", "").split(os.pathsep):
@@ -98,7 +105,7 @@ def _start(args: argparse.Namespace) -> int:
         try:
             secret = transport.read_secret_file(args.secret_file)
         except (OSError, ValueError) as exc:
-            print(f"zmq-agent-server: cannot read --secret-file: {exc}", file=sys.stderr)
+            _refuse(args, f"cannot read --secret-file: {exc}")
             return 2
     if secret:
         mesh.init(secret=secret)  # outgoing fetches to other servers use it too
@@ -113,17 +120,17 @@ def _start(args: argparse.Namespace) -> int:
         )
         server.launch(in_subprocess=False)
     except (ValueError, AgentDirError, OSError) as exc:
-        print(f"zmq-agent-server: {exc}", file=sys.stderr)
+        _refuse(args, str(exc))
         return 2
     except Exception as exc:  # e.g. zmq.ZMQError: address in use
-        print(f"zmq-agent-server: cannot start: {exc}", file=sys.stderr)
+        _refuse(args, f"cannot start: {exc}")
         return 2
 
     try:
         siblings = _start_siblings(args, server, classes, secret)
     except (RuntimeError, ValueError, OSError) as exc:
         server.shutdown()
-        print(f"zmq-agent-server: cannot start --processes {args.processes}: {exc}", file=sys.stderr)
+        _refuse(args, f"cannot start --processes {args.processes}: {exc}")
         return 2
 
     def stop_all() -> None:

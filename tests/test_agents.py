@@ -252,3 +252,84 @@ def test_fetch_for_an_earlier_run_of_the_server_expires_at_once(server, spawn_se
     remote_ghost = _rebuild(False, other.address, "made-before-a-restart", None, None, "an-earlier-run")
     with pytest.raises(mesh.ResultExpired):
         remote_ghost.result(timeout=3)  # under the subprocess server's 5 s grace: it must not wait
+
+
+def _own_server(**kw):
+    return mesh.AgentServer(port=0, advertise=False, **kw).launch(in_subprocess=False)
+
+
+def test_result_read_late_expires_even_if_it_came_with_the_reply():
+    srv = _own_server(max_len=2, max_expire_time=600)
+    try:
+        prod = Producer(to_dist={"host": srv.host, "port": srv.port})
+        first = prod.make(5)
+        later = [prod.make(i) for i in range(3)]
+        assert [f.result(timeout=10) for f in later] == [b"", b"p", b"pp"]
+        with pytest.raises(mesh.ResultExpired):
+            first.result(timeout=10)  # three newer results pushed it out of a pool of 2
+        assert later[-1].result(timeout=10) == b"pp"
+    finally:
+        srv.shutdown()
+
+
+def test_result_read_after_max_expire_time_expires():
+    from conftest import wait_until
+
+    srv = _own_server(max_expire_time=0.3)
+    try:
+        prod = Producer(to_dist={"host": srv.host, "port": srv.port})
+        f = prod.make(4)
+        assert f.done() or wait_until(f.done, timeout=10)
+        wait_until(lambda: srv._servicer.pool.get(f._mesh_task) is None, timeout=10)
+        with pytest.raises(mesh.ResultExpired):
+            f.result(timeout=10)
+    finally:
+        srv.shutdown()
+
+
+def test_errors_keep_their_kind_through_a_consumer(server):
+    where = {"host": server.host, "port": server.port}
+    prod, cons = Producer(to_dist=where), Consumer(to_dist=where)
+    with pytest.raises(mesh.RemoteError) as info:
+        cons.size(prod.fail())  # the producer's RuntimeError, read by the consumer
+    assert info.value.remote_type == "RuntimeError" and "producer failed" in str(info.value)
+    srv = _own_server(max_len=1)
+    try:
+        p2 = Producer(to_dist={"host": srv.host, "port": srv.port})
+        old = p2.make(3)
+        p2.make(1).result(timeout=10)  # evicts `old` from a pool of 1
+        with pytest.raises(mesh.ResultExpired):
+            cons.size(old)
+    finally:
+        srv.shutdown()
+
+
+def test_bool_of_an_async_result_is_the_bool_of_its_value(server):
+    c = Store(to_dist={"host": server.host, "port": server.port})
+    prod = Producer(to_dist={"host": server.host, "port": server.port})
+    assert not prod.make(0) and prod.make(2)
+    assert c.add(0) == 0
+
+
+def test_editing_a_placeholder_edits_the_message_everywhere(server):
+    where = {"host": server.host, "port": server.port}
+    a, b = Echo("a", to_dist=where), Echo("b", to_dist=where)
+    x = a(Msg("user", "orig", role="user"))
+    x.content = "edited"
+    assert x.content == "edited" and x.to_dict()["content"] == "edited"
+    assert b(x).content == "edited"
+
+
+def test_agent_keeps_its_id_when_moved_to_a_server(server):
+    local = Echo("z")
+    remote = local.to_dist(host=server.host, port=server.port)
+    assert remote.agent_id == local.agent_id
+
+
+def test_missing_remote_attribute_is_an_attribute_error(server):
+    c = Store(to_dist={"host": server.host, "port": server.port})
+    assert c.total == 0
+    assert not hasattr(c, "missing") and getattr(c, "missing", 7) == 7
+    with pytest.raises(mesh.RemoteError) as info:
+        c.missing
+    assert isinstance(info.value, AttributeError) and info.value.remote_type == "AttributeError"

@@ -343,3 +343,40 @@ def test_server_on_ipv6_loopback():
         assert Counter(1).to_dist(host=srv.address).add(1) == 2
     finally:
         srv.shutdown()
+
+
+def test_port_without_host_means_this_machine(server):
+    c = Counter(4).to_dist(port=server.port)
+    assert c._mesh_address == server.address and c.add(1) == 5
+    d = Counter(1, to_dist={"port": server.port})
+    assert d._mesh_address == server.address
+
+
+def test_agentscope_to_dist_options_are_accepted(server):
+    c = Counter(to_dist={"host": server.host, "port": server.port, "lazy_launch": False, "max_timeout_seconds": 5})
+    assert c.add(2) == 2
+    with pytest.raises(TypeError, match="unknown to_dist option"):
+        Counter(to_dist={"host": server.host, "port": server.port, "colour": "blue"})
+
+
+def test_a_proxy_does_not_move(server, spawn_server):
+    c = Counter(to_dist={"host": server.host, "port": server.port})
+    assert c.to_dist() is c and c.to_dist(host=server.address) is c
+    other = spawn_server()
+    with pytest.raises(ValueError, match="does not move"):
+        c.to_dist(host=other.host, port=other.port)
+
+
+def test_init_call_timeout_applies_after_calls_were_made(server):
+    c = Counter(to_dist={"host": server.host, "port": server.port})
+    assert c.add(1) == 1
+    mesh.init(call_timeout=0.3)
+    with pytest.raises(mesh.CallTimeout):
+        c.sleep(1.5)
+
+
+def test_port_in_use_says_so(server):
+    with pytest.raises(OSError, match="in use"):
+        mesh.AgentServer(port=server.port, advertise=False).launch(in_subprocess=False)
+    with pytest.raises(RuntimeError, match="in use"):
+        mesh.AgentServer(port=server.port, advertise=False).launch(in_subprocess=True)

@@ -280,12 +280,16 @@ class Node:
         """Bind a ROUTER on ``tcp://host:port`` (port 0: a free port).
 
         Raises:
-            zmq.ZMQError: the address cannot be bound.
+            OSError: the address cannot be bound (in use, not on this host...).
         """
         router = Router(self, handler, keys, max_message_size, on_burst_end)
         done: Future = Future()
         self._submit(("router", router, host, port, done))
-        done.result()
+        try:
+            done.result()
+        except zmq.ZMQError as exc:
+            where = f"[{host}]" if ":" in host else host
+            raise OSError(exc.errno, f"cannot listen on tcp://{where}:{port}: {zmq.strerror(exc.errno)}") from None
         return router
 
     def add_timer(self, interval: float, fn: Callable[[], None]) -> None:
