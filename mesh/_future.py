@@ -19,6 +19,7 @@ be read any number of times there, so that task is kept until it expires.
 from __future__ import annotations
 
 import concurrent.futures
+import operator
 import threading
 import time
 from typing import Any
@@ -237,6 +238,16 @@ class AsyncResult(_FutureMixin):
     def __bool__(self) -> bool:
         return bool(self.result())
 
+    def __str__(self) -> str:
+        return str(self.result())
+
+    def __format__(self, spec: str) -> str:
+        return format(self.result(), spec)
+
+    # Scalars too: comparisons and arithmetic wait for the value (repr never waits; the
+    # hash stays the object's own, so futures can still be kept in sets and dicts).
+    __hash__ = object.__hash__
+
     def __repr__(self) -> str:
         d = self.__dict__
         return f"<AsyncResult {self._mesh_state()} task={d['_mesh_task']} producer={d['_mesh_address']}>"
@@ -286,6 +297,26 @@ def _rebuild(
     fut = cls.__new__(cls)
     fut._mesh_init(address, task, None, pool, ref, inst)
     return fut
+
+
+def _resolving(op: Any, swap: bool = False) -> Any:
+    def method(self: AsyncResult, *other: Any) -> Any:
+        other = tuple(o.result() if isinstance(o, _FutureMixin) else o for o in other)
+        return op(*other, self.result()) if swap else op(self.result(), *other)
+
+    return method
+
+
+for _name, _op in {
+    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le, "gt": operator.gt,
+    "ge": operator.ge, "add": operator.add, "sub": operator.sub, "mul": operator.mul,
+    "truediv": operator.truediv, "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow,
+}.items():
+    setattr(AsyncResult, f"__{_name}__", _resolving(_op))
+    if _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow"):
+        setattr(AsyncResult, f"__r{_name}__", _resolving(_op, swap=True))
+for _name, _fn in {"neg": operator.neg, "abs": abs, "int": int, "float": float, "index": operator.index}.items():
+    setattr(AsyncResult, f"__{_name}__", _resolving(_fn))
 
 
 def _same(value: Any) -> Any:

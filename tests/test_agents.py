@@ -333,3 +333,12 @@ def test_missing_remote_attribute_is_an_attribute_error(server):
     with pytest.raises(mesh.RemoteError) as info:
         c.missing
     assert isinstance(info.value, AttributeError) and info.value.remote_type == "AttributeError"
+
+
+def test_scalar_async_results_act_as_their_values(server):
+    c = Store(to_dist={"host": server.host, "port": server.port})
+    prod = Producer(to_dist={"host": server.host, "port": server.port})
+    n = prod.make(3)
+    assert n == b"ppp" and n != b"" and n + b"!" == b"ppp!" and b">" + n == b">ppp"
+    assert f"{n!s}" == "b'ppp'" and {n: 1}[n] == 1  # still hashable by identity
+    assert c.add(1) == 1

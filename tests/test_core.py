@@ -380,3 +380,10 @@ def test_port_in_use_says_so(server):
         mesh.AgentServer(port=server.port, advertise=False).launch(in_subprocess=False)
     with pytest.raises(RuntimeError, match="in use"):
         mesh.AgentServer(port=server.port, advertise=False).launch(in_subprocess=True)
+
+
+def test_async_int_passed_to_another_call_adds_up(server):
+    where = {"host": server.host, "port": server.port}
+    a, b = Counter(to_dist=where), Counter(10, to_dist=where)
+    n = a.slow_add(5, 0.0)  # an AsyncResult of 5
+    assert b.add(n) == 15  # the consumer's `self.value += n` waits for it
