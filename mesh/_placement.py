@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ipaddress
 import logging
+import socket
 import sys
 import threading
 import uuid
@@ -72,6 +74,20 @@ def _discovered() -> str | None:
         return None
 
 
+def _check_resolves(address: str) -> None:
+    """A host name that does not resolve fails at once, saying so (libzmq would only retry)."""
+    host = address[len("tcp://"):].rpartition(":")[0].strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError as exc:
+        raise ServerUnavailable(f"{address}: cannot resolve host {host!r}: {exc}") from None
+
+
 def create(
     address: str, cls: type, args: tuple, kwargs: dict, *, name: str | None = None, detached: bool = False,
     attrs: dict | None = None,
@@ -85,6 +101,7 @@ def create(
         ServerUnavailable, AuthenticationError: the server cannot be used.
         RemoteError: the constructor raised there.
     """
+    _check_resolves(address)
     client = get_client()
     ref = f"{cls.__module__}:{cls.__qualname__}"
     object_id = uuid.uuid4().hex

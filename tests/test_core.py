@@ -387,3 +387,8 @@ def test_async_int_passed_to_another_call_adds_up(server):
     a, b = Counter(to_dist=where), Counter(10, to_dist=where)
     n = a.slow_add(5, 0.0)  # an AsyncResult of 5
     assert b.add(n) == 15  # the consumer's `self.value += n` waits for it
+
+
+def test_host_that_does_not_resolve_says_so():
+    with pytest.raises(mesh.ServerUnavailable, match="cannot resolve"):
+        Counter(to_dist={"host": "no-such-host.invalid", "port": 12001})
