@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import os
 import threading
@@ -44,10 +45,12 @@ class Client:
         self.limits: dict[str, int] = {}  # address -> server's max message size
         self.pool_limits: dict[str, tuple[Any, Any]] = {}  # address -> (max_len, max_expire_time) of its pool
         self.puts_seen: dict[str, int] = {}  # address -> newest result "seq" seen from it
+        self.server_runs: dict[str, str] = {}  # address -> the server run ("inst") last seen there
         self.owned: dict[str, list[float]] = {}  # server -> [renew every, last renewal] (leases)
-        self._releases: dict[str, list] = {}
+        # (address, item) released handles; a deque, not a lock: __del__ may run in any thread at
+        # any moment (the garbage collector), even in a thread that is flushing
+        self._releases: collections.deque[tuple[str, Any]] = collections.deque()
         self.inflight: dict[str, int] = {}  # object id -> async calls not yet answered
-        self._release_lock = threading.Lock()
         self.node.add_timer(0.25, self._renew_leases)
         self.node.add_timer(0.5, self._flush_releases)
 
@@ -72,16 +75,19 @@ class Client:
 
         Releases go out in batches; ``now`` sends at once (a large value: free its memory soon).
         """
-        with self._release_lock:
-            batch = self._releases.setdefault(address, [])
-            batch.append(task)
-            full = len(batch) >= 256
-        if full or now:
+        self._releases.append((address, task))
+        if now or len(self._releases) >= 256:
             self._flush_releases()
 
     def _flush_releases(self) -> None:
-        with self._release_lock:
-            releases, self._releases = self._releases, {}
+        releases: dict[str, list] = {}
+        queue = self._releases
+        while True:
+            try:
+                address, item = queue.popleft()
+            except IndexError:
+                break
+            releases.setdefault(address, []).append(item)
         for address, tasks in releases.items():
             self.node.send(address, {"op": "release", "tasks": tasks, "sess": self.session})
 
@@ -112,9 +118,14 @@ class Client:
     def _prepare(self, address: str, header: dict, value: Any) -> tuple[bytes, list]:
         try:
             if header.get("op") in _COUNTED_OPS:
-                with counted_pickles():  # the server decodes these arguments exactly once
-                    body, buffers = transport.encode(value)
+                with counted_pickles() as made:  # the server decodes these arguments exactly once
+                    try:
+                        body, buffers = transport.encode(value)
+                    except BaseException:
+                        _take_back(made)
+                        raise
             else:
+                made = []
                 body, buffers = transport.encode(value)
         except transport.CodecError as exc:
             raise MeshError(f"cannot send the arguments: {exc}") from exc
@@ -123,6 +134,7 @@ class Client:
             size = len(body) + sum(memoryview(b).nbytes for b in buffers)
             biggest = max([len(body), *(memoryview(b).nbytes for b in buffers)])
             if limit > 0 and biggest > limit:
+                _take_back(made)
                 raise MessageTooLarge(
                     f"message of {size} bytes exceeds the limit of {limit} bytes of {address} "
                     "(server flag --max-message-size)"
@@ -139,6 +151,14 @@ class Client:
 
 
 _COUNTED_OPS = ("call", "create")
+
+
+def _take_back(made: list) -> None:
+    """Arguments that will not be sent: the borrowers pickled into them will never exist."""
+    for holder, ref in made:
+        children = holder.__dict__.get("_mesh_children")
+        if children is not None and ref in children:
+            children.remove(ref)
 LEASE_INTERVAL = 5.0  # seconds between lease renewals; servers expire a lease after lease_ttl (30 s)
 
 _lock = threading.Lock()

@@ -20,6 +20,16 @@ _prefix = os.urandom(6).hex()
 _counter = iter(range(1, 2**63))
 
 
+def _after_fork() -> None:
+    # a forked child must not repeat its parent's task and ref ids
+    global _prefix, _counter
+    _prefix = os.urandom(6).hex()
+    _counter = iter(range(1, 2**63))
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def new_chain() -> str:
     """A fresh call-chain id (unique across processes)."""
     return f"{_prefix}.{next(_counter)}"
@@ -39,17 +49,28 @@ def set_context(chain: str | None, on_block: Callable[[], None] | None, on_unblo
 
 def counting() -> bool:
     """True while this thread encodes the arguments of a call (decoded exactly once)."""
-    return getattr(_local, "counting", False)
+    return getattr(_local, "counting", None) is not None
 
 
 @contextlib.contextmanager
-def counted_pickles() -> Iterator[None]:
-    """Futures pickled inside become counted holders (see ``mesh._future``)."""
-    _local.counting = True
+def counted_pickles() -> Iterator[list]:
+    """Futures pickled inside become counted holders (see ``mesh._future``).
+
+    Yields the list of ``(holder, ref)`` made, so that a send that fails can take them back.
+    """
+    made: list = []
+    _local.counting = made
     try:
-        yield
+        yield made
     finally:
-        _local.counting = False
+        _local.counting = None
+
+
+def note_counted(holder: object, ref: str) -> None:
+    """Record a counted ref made under :func:`counted_pickles` (for taking it back)."""
+    made = getattr(_local, "counting", None)
+    if made is not None:
+        made.append((holder, ref))
 
 
 @contextlib.contextmanager

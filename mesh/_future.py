@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import operator
+import os
 import threading
 import time
 from typing import Any
@@ -58,6 +59,7 @@ class _FutureMixin:
         d["_mesh_ref"] = "" if call is not None else ref  # "" the owner; None an uncounted copy
         d["_mesh_children"] = []  # refs of the borrowers this holder made
         d["_mesh_pinned"] = False  # pickled where it may be read many times: never released
+        d["_mesh_pid"] = os.getpid()  # a copy inherited by a forked child is not a holder
 
     # -- public API ---------------------------------------------------------
     def result(self, timeout: float | None = None) -> Any:
@@ -108,7 +110,11 @@ class _FutureMixin:
         seq, arrived = header.get("seq"), header.get("_arrived")
         if not isinstance(seq, int) or arrived is None:
             return False
-        client = get_client()
+        from mesh import _client
+
+        client = _client._client
+        if client is None or client.pid != os.getpid():  # shut down: keep what we have
+            return False
         address = self.__dict__["_mesh_address"]
         max_len, max_expire = client.pool_limits.get(address, (None, None))
         if isinstance(max_expire, (int, float)) and time.monotonic() - arrived >= max_expire:
@@ -167,12 +173,12 @@ class _FutureMixin:
         try:
             d = self.__dict__
             ref = d.get("_mesh_ref")
-            if ref is None or d.get("_mesh_pinned", True):
+            if ref is None or d.get("_mesh_pinned", True) or d.get("_mesh_pid") != os.getpid():
                 return
             from mesh import _client
 
             c = _client._client
-            if c is not None and not c.node._closed:
+            if c is not None and c.pid == os.getpid() and not c.node._closed:
                 children = d["_mesh_children"]
                 big = d.get("_mesh_big", False)
                 if ref == "" and not children:  # the owner, never shared
@@ -188,9 +194,10 @@ class _FutureMixin:
             return (_same, (d["_mesh_value"],))
         ref = None
         if d["_mesh_ref"] is not None and not d["_mesh_pinned"]:
-            if _context.counting():
+            if _context.counting() and d.get("_mesh_pid") == os.getpid():
                 ref = _context.new_chain()
                 d["_mesh_children"].append(ref)
+                _context.note_counted(self, ref)
             else:
                 d["_mesh_pinned"] = True
         return (

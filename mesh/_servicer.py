@@ -222,10 +222,12 @@ class Servicer:
         with self._lock:
             if object_id in self.actors:
                 reply(_error("badrequest", f"object id {object_id!r} already exists"))
+                self._drop_body(body, buffers)
                 return
             if name is not None:
                 if name in self.names:
                     reply(_error("exists", f"an object named {name!r} already exists on this server"))
+                    self._drop_body(body, buffers)
                     return
                 self.names[name] = object_id
             self.actors[object_id] = actor
@@ -280,7 +282,7 @@ class Servicer:
             actor.failed = why
             queued, actor.queue = list(actor.queue), deque()
         for call in queued:
-            self._complete(call, _error("notfound", f"object {actor.id} is gone: {why}"))
+            self._unrun(call, _error("notfound", f"object {actor.id} is gone: {why}"))
 
     def _op_delete(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
         with self._lock:
@@ -310,7 +312,7 @@ class Servicer:
                 if len(self._seen) > _SEEN_MAX:
                     self._seen.popitem(last=False)
         if actor is None:
-            self._complete(call, _error("notfound", f"no object {header['obj']!r} on this server (deleted, never created, or the server restarted)"))
+            self._unrun(call, _error("notfound", f"no object {header['obj']!r} on this server (deleted, never created, or the server restarted)"))
             return
         with actor.lock:
             if actor.failed:
@@ -323,7 +325,7 @@ class Servicer:
                 actor.queue.append(call)
                 return
         if not run:
-            self._complete(call, _error("notfound", f"object {actor.id} is gone: {failed}"))
+            self._unrun(call, _error("notfound", f"object {actor.id} is gone: {failed}"))
         elif threading.get_ident() == self.io_ident:
             self._ready.append((actor, call))
             if len(self._ready) >= _READY_MAX:
@@ -331,11 +333,32 @@ class Servicer:
         else:
             self.workers.submit(lambda: self._run(actor, call))
 
+    def _unrun(self, call: _Call, entry: Entry) -> None:
+        """Answer a call that will never run. Its arguments are still decoded (on a worker) and
+        dropped, so that futures inside them tell their producers they are gone."""
+        self._complete(call, entry)
+        self._drop_body(call.body, call.buffers)
+
+    def _drop_body(self, body: Any, buffers: list) -> None:
+        def drop() -> None:
+            try:
+                transport.decode(body, buffers)
+            except Exception:
+                pass
+
+        try:
+            self.workers.submit(drop)
+        except RuntimeError:  # shutting down: those results expire at their producers instead
+            pass
+
     def start_ready(self) -> None:
         """Hand the actors made runnable by the last burst to workers (I/O thread)."""
         ready, self._ready = self._ready, []
         for actor, call in ready:
-            self.workers.submit(lambda actor=actor, call=call: self._run(actor, call))
+            try:
+                self.workers.submit(lambda actor=actor, call=call: self._run(actor, call))
+            except RuntimeError:  # the pool closed: the server is shutting down
+                self._unrun(call, _error("unavailable", "server shut down before running this call"))
 
     def _run(self, actor: _Actor, call: _Call) -> None:
         # Run the call, then keep draining this actor's mailbox on the same thread
@@ -376,13 +399,13 @@ class Servicer:
                     actor.blocked.pop(chain, None)
 
         if not self.accepting:
-            self._complete(call, _error("unavailable", "server shut down before running this call"))
+            self._unrun(call, _error("unavailable", "server shut down before running this call"))
             return
         _context.set_context(chain, on_block, on_unblock)
         try:
+            args, kwargs = transport.decode(call.body, call.buffers)
             if call.method.startswith("_") and call.method != "__call__":
                 raise AttributeError(f"{call.method!r} is private: private methods are never called remotely")
-            args, kwargs = transport.decode(call.body, call.buffers)
             value = getattr(actor.obj, call.method)(*args, **kwargs)
             entry = _ok(value)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
@@ -425,7 +448,10 @@ class Servicer:
             released_meanwhile = call.task in self._discard
             self._discard.discard(call.task)
         if released_meanwhile and not discard:
-            self.pool.release(call.task)
+            try:
+                self.pool.release(call.task)
+            except Exception as exc:  # e.g. Redis down: it expires there instead
+                log.warning("could not release result %s: %s", call.task, exc)
         for waiter in waiters:
             waiter(entry)
         size = len(entry[1]) + sum(len(b) for b in entry[2])
@@ -507,16 +533,26 @@ class Servicer:
             for task, deadline in list(self._early.items()):
                 if deadline <= now:
                     del self._early[task]
+                    self._discard.discard(task)  # released while we waited: nothing left to drop
                     late.append((task, self._pending.pop(task, ())))
         for task, waiters in late:
+            self._pool_io(lambda task=task, waiters=waiters: self._answer_late(task, waiters))
+
+    def _answer_late(self, task: str, waiters: Any) -> None:
+        try:
             entry = self.pool.get(task) or _expired(task)
-            for waiter in waiters:
-                waiter(entry)
+        except Exception as exc:  # e.g. Redis down: answer anyway, never leave a fetch waiting
+            entry = _error("unavailable", f"result pool: {exc}")
+        for waiter in waiters:
+            waiter(entry)
 
     def local_result(self, task: str, inst: str | None = None) -> transport.ReplyFuture:
         """Fetch a result of this server from inside its own process (no network)."""
         fut = transport.ReplyFuture()
-        self._when_done(task, lambda e: fut.set_result((dict(e[0]), e[1], e[2])), inst in (None, self.instance))
+        try:
+            self._when_done(task, lambda e: fut.set_result((dict(e[0]), e[1], e[2])), inst in (None, self.instance))
+        except Exception as exc:  # e.g. the Redis pool is down
+            fut.set_result(_error("unavailable", f"result pool: {exc}"))
         return fut
 
     def _op_release(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
@@ -582,6 +618,18 @@ class Servicer:
             if seen < cutoff:
                 del self.sessions[sess]
                 self._end_session(sess, f"its creator was not heard from for {self.lease_ttl:g} s")
+        self._prune_refs()
+
+    def _prune_refs(self, most: int = 10_000) -> None:
+        """Forget holder counts of results the pool no longer has (expired, evicted); oldest first."""
+        if not isinstance(self.pool, LocalPool) or not self._refs:
+            return
+        with self._lock:
+            tasks = list(itertools.islice(self._refs, most))
+        gone = [t for t in tasks if t not in self._pending and self.pool.get(t) is None]
+        with self._lock:
+            for task in gone:
+                self._refs.pop(task, None)
 
     def _end_session(self, sess: str, why: str) -> None:
         for actor in [a for a in list(self.actors.values()) if a.session == sess]:
@@ -648,7 +696,7 @@ class Servicer:
                 actor.queue.clear()
                 actor.failed = actor.failed or "server shut down"
         for call in queued:
-            self._complete(call, _error("unavailable", "server shut down before running this call"))
+            self._unrun(call, _error("unavailable", "server shut down before running this call"))
         self.workers.wait_idle(grace)
         self.workers.close(0.5)
         if self._pool_executor is not None:

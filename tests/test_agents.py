@@ -342,3 +342,22 @@ def test_scalar_async_results_act_as_their_values(server):
     assert n == b"ppp" and n != b"" and n + b"!" == b"ppp!" and b">" + n == b">ppp"
     assert f"{n!s}" == "b'ppp'" and {n: 1}[n] == 1  # still hashable by identity
     assert c.add(1) == 1
+
+
+def test_late_fetch_is_answered_even_if_the_pool_fails(server, monkeypatch):
+    from mesh import _servicer
+
+    monkeypatch.setattr(_servicer, "_EARLY_GRACE", 0.2)
+    pool = server._servicer.pool
+    calls = {"n": 0}
+    real_get = pool.get
+
+    def flaky_get(task):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise RuntimeError("pool down")
+        return real_get(task)
+
+    monkeypatch.setattr(pool, "get", flaky_get)
+    with pytest.raises(mesh.ServerUnavailable, match="pool down"):
+        mesh.AsyncResult(server.address, "never-arrives").result(timeout=10)

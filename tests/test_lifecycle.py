@@ -140,6 +140,46 @@ def test_future_inside_a_result_is_kept_until_it_expires(server):
     assert pool.get(task) is not None
 
 
+def test_result_passed_to_a_call_that_never_ran_is_released(server):
+    where = {"host": server.host, "port": server.port}
+    prod, cons = Producer(to_dist=where), Consumer(to_dist=where)
+    pool = server._servicer.pool
+    mesh.delete(cons)
+    f = prod.make(10)
+    with pytest.raises(mesh.AgentNotFound):
+        cons.size(f)  # the server drops the call's arguments unread, and says so to the producer
+    del f
+    settle(server)
+    wait_until(lambda: len(pool) == 0, timeout=5)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_neither_releases_nor_reuses_the_parents_futures(server):
+    where = {"host": server.host, "port": server.port}
+    prod = Producer(to_dist=where)
+    f = prod.make(300_000)  # a large value: its release would go out at once
+    f.done() or wait_until(f.done, timeout=10)
+    parent_next = mesh._context.new_chain()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop its copy of f while using the mesh, then report its next id
+        try:
+            assert prod.make(1).result(timeout=10) == b"p"  # the child uses the mesh: its own client
+            del f
+            gc.collect()
+            os.write(w, mesh._context.new_chain().encode())
+            mesh._client.shutdown_client()  # flushes any release it would have sent
+        finally:
+            os._exit(0)
+    os.close(w)
+    child_next = os.read(r, 200).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    settle(server)
+    assert child_next.split(".")[0] != parent_next.split(".")[0]  # fresh ids in the child
+    assert f.result(timeout=10) == b"p" * 300_000  # the parent's result is still there
+
+
 def test_many_short_applications_leave_the_server_flat(spawn_server):
     srv = spawn_server(port=0)
     code = (

@@ -54,14 +54,14 @@ class ReplyFuture:
                 self._value = value
             event, callbacks = self._event, self._callbacks
             self._callbacks = None
-        if event is not None:
-            event.set()
-        if callbacks:
+        if callbacks:  # before waking waiters: they may rely on what the callbacks record
             for cb in callbacks:
                 try:
                     cb(self)
                 except Exception:  # a callback must not break the I/O thread
                     pass
+        if event is not None:
+            event.set()
 
     def add_done_callback(self, fn: Callable[[ReplyFuture], None]) -> None:
         with self._lock:
