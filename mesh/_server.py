@@ -28,6 +28,7 @@ __all__ = ["AgentServer", "RpcAgentServerLauncher", "is_loopback"]
 
 log = logging.getLogger("mesh.server")
 
+_REPLY_DRAIN = 0.2  # seconds a server that just answered its last calls stays open before closing
 _ADDRESS = re.compile(r"tcp://\S+:\d+")
 
 
@@ -314,7 +315,11 @@ class AgentServer:
         if self._servicer is not None:
             get_client().node.remove_timer(self._sweep)
             get_client().node.remove_timer(self._expire_early)
-            self._servicer.close(self.grace)
+            if self._servicer.close(self.grace):
+                # Replies to the last calls were just queued. Keep the socket open a moment, reading
+                # (and refusing) what still comes: a socket closed with unread input resets the
+                # connection, and a reset can destroy replies the client has not read yet.
+                time.sleep(_REPLY_DRAIN)
         if self._router is not None:
             self._router.close()
 

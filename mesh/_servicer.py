@@ -686,9 +686,14 @@ class Servicer:
         threading.Thread(target=self.on_stop, name="mesh-stop", daemon=True).start()
 
     # ------------------------------------------------------------ shutdown
-    def close(self, grace: float = 5.0) -> None:
-        """Stop accepting; fail queued calls; let running ones finish within ``grace``."""
+    def close(self, grace: float = 5.0) -> bool:
+        """Stop accepting; fail queued calls; let running ones finish within ``grace``.
+
+        Returns:
+            True if calls were running or queued: their replies have just been sent.
+        """
         self.accepting = False
+        busy = self.workers.running > 0 or self.workers.queued > 0
         queued: list[_Call] = []
         for actor in list(self.actors.values()):
             with actor.lock:
@@ -702,6 +707,7 @@ class Servicer:
         if self._pool_executor is not None:
             self._pool_executor.shutdown(wait=False, cancel_futures=True)
         self.pool.close()
+        return busy or bool(queued)
 
 
 def _rss() -> int:

@@ -592,6 +592,12 @@ class Node:
                 continue
             exc = _connection_event(peer, msg, self.keys is not None)
             if exc is not None:
+                # replies that arrived before the connection went are already queued: deliver
+                # them first (the monitor socket may be polled before the peer's)
+                try:
+                    self._on_reply(peer)
+                except Exception:
+                    log.debug("draining %s before dropping it failed", peer.endpoint, exc_info=True)
                 self._drop_peer(peer, exc)
                 return
 
@@ -877,8 +883,8 @@ class _Direct:
         while True:
             wait = self._SLICE if deadline is None else max(0, min(self._SLICE, int((deadline - time.monotonic()) * 1000) + 1))
             events = dict(self.poller.poll(wait))
-            if self.mon in events:
-                self._on_monitor()
+            # the socket before the monitor: a reply that came just before the connection
+            # went must not be lost to the disconnect event
             if self.sock in events:
                 while True:
                     try:
@@ -893,6 +899,8 @@ class _Direct:
                     if rh.get("re") == rid:
                         return rh, body, bufs
                     # a late reply to an earlier call of this thread that timed out: drop it
+            if self.mon in events:
+                self._on_monitor()
             if self.node._closed:
                 self.close()
                 raise NodeClosed("the mesh node was closed")
