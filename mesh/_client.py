@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import os
 import threading
 import time
@@ -116,17 +117,15 @@ class Client:
         return decode_reply(reply, address)
 
     def _prepare(self, address: str, header: dict, value: Any) -> tuple[bytes, list]:
+        # call arguments are decoded exactly once by the server: futures in them become counted holders
+        counted = counted_pickles() if header.get("op") in _COUNTED_OPS else contextlib.nullcontext([])
         try:
-            if header.get("op") in _COUNTED_OPS:
-                with counted_pickles() as made:  # the server decodes these arguments exactly once
-                    try:
-                        body, buffers = transport.encode(value)
-                    except BaseException:
-                        _take_back(made)
-                        raise
-            else:
-                made = []
-                body, buffers = transport.encode(value)
+            with counted as made:
+                try:
+                    body, buffers = transport.encode(value)
+                except BaseException:
+                    _take_back(made)
+                    raise
         except transport.CodecError as exc:
             raise MeshError(f"cannot send the arguments: {exc}") from exc
         limit = self.limits.get(address, self.settings.max_message_size)
@@ -159,6 +158,8 @@ def _take_back(made: list) -> None:
         children = holder.__dict__.get("_mesh_children")
         if children is not None and ref in children:
             children.remove(ref)
+
+
 LEASE_INTERVAL = 5.0  # seconds between lease renewals; servers expire a lease after lease_ttl (30 s)
 
 _lock = threading.Lock()

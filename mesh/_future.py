@@ -222,8 +222,11 @@ class AsyncResult(_FutureMixin):
     attribute access wait for it and act on the value.
     """
 
-    def __init__(self, address: str, task: str, call: concurrent.futures.Future | None = None) -> None:
-        self._mesh_init(address, task, call)
+    def __init__(
+        self, address: str, task: str, call: concurrent.futures.Future | None = None, *,
+        pool: str | None = None, inst: str | None = None,
+    ) -> None:
+        self._mesh_init(address, task, call, pool, inst=inst)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -267,9 +270,12 @@ class Placeholder(_FutureMixin, Msg):
     waits until the message exists. ``result(timeout=None)`` returns the ``Msg``.
     """
 
-    def __init__(self, address: str, task: str, call: concurrent.futures.Future | None = None) -> None:
+    def __init__(
+        self, address: str, task: str, call: concurrent.futures.Future | None = None, *,
+        pool: str | None = None, inst: str | None = None,
+    ) -> None:
         # Msg.__init__ is deliberately not called: the fields come from the producer.
-        self._mesh_init(address, task, call)
+        self._mesh_init(address, task, call, pool, inst=inst)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):

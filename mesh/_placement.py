@@ -142,7 +142,6 @@ def create(
     if not detached and isinstance(info, dict) and isinstance(info.get("lease_ttl"), (int, float)):
         client.own(address, float(info["lease_ttl"]))
     pool = info.get("pool") if isinstance(info, dict) else None
-    inst = info.get("inst") if isinstance(info, dict) else None
     return RpcObject(address, object_id, cls.__name__, dict(cls._mesh_methods), pool, inst)  # type: ignore[attr-defined]
 
 

@@ -149,11 +149,7 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         address = proxy._mesh_address
         fut.add_done_callback(lambda f: _arrived(client, address, object_id, f))
         cls = Placeholder if mode == ASYNC_MSG else AsyncResult
-        result = cls(proxy._mesh_address, task, fut)
-        if proxy._mesh_pool:
-            result.__dict__["_mesh_pool"] = proxy._mesh_pool
-        result.__dict__["_mesh_inst"] = proxy._mesh_inst
-        return result
+        return cls(proxy._mesh_address, task, fut, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
     return proxy._mesh_request(header, [list(args), kwargs])
 
 

@@ -106,8 +106,8 @@ class AgentServer:
             raise ValueError(f"unknown pool_type {pool_type!r}: use 'local' or 'redis'")
         if pool_type == "redis" and not redis_url:
             raise ValueError("pool_type='redis' needs redis_url")
-        for what, value, low in (("max_expire_time", max_expire_time, 0.0), ("lease_ttl", lease_ttl, 0.0)):
-            if not math.isfinite(float(value)) or float(value) <= low:
+        for what, value in (("max_expire_time", max_expire_time), ("lease_ttl", lease_ttl)):
+            if not math.isfinite(float(value)) or float(value) <= 0:
                 raise ValueError(f"{what} must be a positive number of seconds, got {value}")
         if not math.isfinite(float(grace)) or float(grace) < 0:
             raise ValueError(f"grace must be 0 or more seconds, got {grace}")

@@ -11,11 +11,11 @@ may enter the object (re-entrancy along one call tree, as in Orleans).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
 import time
-import itertools
 import traceback
 import uuid
 from collections import OrderedDict, deque
@@ -90,6 +90,10 @@ def _expired(task: str) -> Entry:
         f"no result for task {task} on this server: it expired (max_expire_time / max_len), "
         "was released, or never existed",
     )
+
+
+def _shut_down() -> Entry:
+    return _error("unavailable", "server shut down before running this call")
 
 
 def _remote_error(exc: BaseException) -> Entry:
@@ -358,7 +362,7 @@ class Servicer:
             try:
                 self.workers.submit(lambda actor=actor, call=call: self._run(actor, call))
             except RuntimeError:  # the pool closed: the server is shutting down
-                self._unrun(call, _error("unavailable", "server shut down before running this call"))
+                self._unrun(call, _shut_down())
 
     def _run(self, actor: _Actor, call: _Call) -> None:
         # Run the call, then keep draining this actor's mailbox on the same thread
@@ -399,7 +403,7 @@ class Servicer:
                     actor.blocked.pop(chain, None)
 
         if not self.accepting:
-            self._unrun(call, _error("unavailable", "server shut down before running this call"))
+            self._unrun(call, _shut_down())
             return
         _context.set_context(chain, on_block, on_unblock)
         try:
@@ -701,7 +705,7 @@ class Servicer:
                 actor.queue.clear()
                 actor.failed = actor.failed or "server shut down"
         for call in queued:
-            self._unrun(call, _error("unavailable", "server shut down before running this call"))
+            self._unrun(call, _shut_down())
         self.workers.wait_idle(grace)
         self.workers.close(0.5)
         if self._pool_executor is not None:
