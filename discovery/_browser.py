@@ -95,11 +95,26 @@ class Browser:
         self._cond = threading.Condition()
         self._generation = 0  # bumped on every pushed change (mDNS); wait() sleeps until it moves
         self._state = "new"  # -> "started" -> "closed"
+        self._listeners: list[Callable[[], None]] = []
 
     def _changed(self) -> None:  # from zeroconf threads: must not block
         with self._cond:
             self._generation += 1
             self._cond.notify_all()
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn()
+            except Exception:  # a listener's bug must not end a zeroconf thread
+                log.exception("discovery listener failed")
+
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` (from a zeroconf thread: it must not block) whenever mDNS reports a change.
+
+        The local registry, static peers and Redis do not notify: re-read :meth:`servers`.
+        """
+        with self._cond:
+            self._listeners.append(fn)
 
     def start(self) -> None:
         """Start following mDNS in the background. A second call does nothing.
