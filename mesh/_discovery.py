@@ -55,7 +55,7 @@ def _env_int(name: str, default: int) -> int:
 _PING_TIMEOUT = 1.0
 _DEAD_FOR = 5.0  # seconds a server that failed a ping is skipped (doubled per failure in a row)
 _DEAD_MAX = 60.0
-_FIRST = 0.05  # s: nothing announced this long after the browser started: no server (use the child)
+_FIRST = 0.06  # s: nothing announced this long after the mDNS query went out: no server (use the child)
 _QUIET = 0.04  # s: the first placement waits until no record or answer came for this long
 _REFRESH = 1.0  # s: a server's ping is renewed this often in the background
 _IDLE = 60.0  # s: the background refresh stops after this long without a placement or listing
@@ -359,7 +359,6 @@ def _settle(browser: Any, st: _State, window: float) -> None:
     """Wait until answers stop arriving (see the module docstring); call with ``_cond`` held."""
     start = time.monotonic()
     deadline = start + max(0.0, window)
-    first = min(deadline, start + _FIRST)
     st.last_event = start
     known: set[str] = set()
     while not st.closed:
@@ -373,9 +372,11 @@ def _settle(browser: Any, st: _State, window: float) -> None:
         if now >= deadline:
             return
         if not known:
+            asked = browser.asked_at()  # the clock starts when the mDNS query is out
+            first = deadline if asked is None else min(deadline, max(asked, start) + _FIRST)
             if now >= first:
                 return  # nothing announced anywhere: the caller's child server
-            wake = first
+            wake = first if asked is not None else now + 0.005
         else:
             quiet = now - st.last_event >= _QUIET
             unanswered = [a for a in known if st.result.get(a, (-1.0, None))[0] < start]
