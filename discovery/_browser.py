@@ -95,11 +95,27 @@ class Browser:
         self._cond = threading.Condition()
         self._generation = 0  # bumped on every pushed change (mDNS); wait() sleeps until it moves
         self._state = "new"  # -> "started" -> "closed"
+        self._listeners: list[Callable[[], None]] = []
+        self._started_at: float | None = None
 
     def _changed(self) -> None:  # from zeroconf threads: must not block
         with self._cond:
             self._generation += 1
             self._cond.notify_all()
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn()
+            except Exception:  # a listener's bug must not end a zeroconf thread
+                log.exception("discovery listener failed")
+
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` (from a zeroconf thread: it must not block) whenever mDNS reports a change.
+
+        The local registry, static peers and Redis do not notify: re-read :meth:`servers`.
+        """
+        with self._cond:
+            self._listeners.append(fn)
 
     def start(self) -> None:
         """Start following mDNS in the background. A second call does nothing.
@@ -113,8 +129,16 @@ class Browser:
             if self._state == "started":
                 return
             self._state = "started"
+            self._started_at = time.monotonic()
         if self._mdns is not None:
             self._mdns.start()
+
+    def asked_at(self) -> float | None:
+        """When (``time.monotonic()``) mDNS sent its first query; answers on a LAN come within
+        milliseconds of it. ``None`` while not sent yet; the start time when mDNS is off."""
+        if self._mdns is None:
+            return self._started_at
+        return self._mdns.query_sent
 
     def servers(self) -> list[ServerRecord]:
         """The servers known now, one record per server, sorted by name.

@@ -10,6 +10,10 @@ Files are written atomically (temporary file, then rename) with mode 0600 in a
 0700 directory. Readers drop entries whose process is gone (dead, zombie, or a
 pid reused by another process, told apart by the start time) and delete their
 files; malformed files are skipped.
+
+Readers trust only what this user wrote: a registry directory (and, in the
+default layout, its per-user root) or an entry file that another user owns, or
+that its group or others may write, is ignored, with one warning per path.
 """
 
 from __future__ import annotations
@@ -30,6 +34,22 @@ log = logging.getLogger("discovery")
 
 _MAX_FILE = 64 * 1024  # bytes; a registry entry is ~300
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_WARNED: set[tuple[str, str]] = set()  # (path, why) already warned about: one warning each
+
+
+def _untrusted(st: os.stat_result) -> str | None:
+    """Why a registry path with this stat must not be trusted, or None."""
+    if st.st_uid != os.getuid():
+        return f"owned by uid {st.st_uid}, not by this user (uid {os.getuid()})"
+    if stat.S_IMODE(st.st_mode) & 0o022:
+        return f"writable by {'others' if st.st_mode & 0o002 else 'its group'} (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def _warn_once(path: str, why: str) -> None:
+    if (path, why) not in _WARNED:
+        _WARNED.add((path, why))
+        log.warning("ignoring local registry %s: %s", path, why)
 
 
 def default_registry_dir() -> Path:
@@ -177,6 +197,8 @@ class LocalRegistry:
     def records(self) -> list[ServerRecord]:
         """The entries of live servers; stale entries are deleted, malformed ones skipped."""
         try:
+            if not self._trusted_dir():
+                return []
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
             return []
@@ -190,6 +212,10 @@ class LocalRegistry:
             try:
                 if not entry.is_file(follow_symlinks=False) or entry.stat().st_size > _MAX_FILE:
                     raise ValueError("not a regular file of sane size")
+                why = _untrusted(entry.stat(follow_symlinks=False))
+                if why is not None:
+                    _warn_once(entry.path, why)
+                    continue
                 with open(entry.path, "rb") as fh:
                     data = json.loads(fh.read(_MAX_FILE + 1))
                 rec = record_from_dict(data, "local")
@@ -207,3 +233,22 @@ class LocalRegistry:
                 continue
             out.append(rec)
         return out
+
+    def _trusted_dir(self) -> bool:
+        """The directory (and the per-user root of the default layout) is this user's alone.
+
+        Raises:
+            FileNotFoundError: the directory does not exist (an empty registry).
+        """
+        paths = [self.directory]
+        if self._default_layout:
+            paths += [self.directory.parent, self.directory.parent.parent]  # .../servers, the per-user root
+        for path in paths:
+            st = os.stat(path)
+            why = _untrusted(st) or (None if stat.S_ISDIR(st.st_mode) else "not a directory")
+            if why is None and path != self.directory and os.path.islink(path):
+                why = "a symbolic link"
+            if why is not None:
+                _warn_once(str(path), why)
+                return False
+        return True

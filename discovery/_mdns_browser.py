@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -97,11 +98,17 @@ class MdnsBrowser:
         self._browser: ServiceBrowser | None = None
         self._requery_task: asyncio.Task[None] | None = None  # touched on the zeroconf loop only
         self._watch = NetWatch(self._network_changed, name=service_type.split(".")[0])
+        self.query_sent: float | None = None  # monotonic time the first one-shot query went out
+
+    def _sent(self) -> None:
+        if self.query_sent is None:
+            self.query_sent = time.monotonic()
 
     def start(self) -> None:
         """Open zeroconf and start browsing (an ``OSError`` is logged, not raised)."""
         zc = open_zeroconf(self._interfaces, self._version, f"browsing {self.service_type}")
         if zc is None:
+            self._sent()  # nothing will be asked: nothing to wait for
             return
         try:
             self._browser = ServiceBrowser(
@@ -110,6 +117,7 @@ class MdnsBrowser:
         except (OSError, RuntimeError) as exc:
             log.warning("mDNS browsing %s failed to start: %s", self.service_type, exc)
             zc.close()
+            self._sent()
             return
         self._zc = zc
         assert zc.loop is not None
@@ -149,7 +157,7 @@ class MdnsBrowser:
                     await update()
             log.debug("mDNS: network changed, querying %s again", self.service_type)
         if not zc.done:
-            await one_shot_query(zc, self.service_type, self._query_addresses())
+            await one_shot_query(zc, self.service_type, self._query_addresses(), on_sent=self._sent)
 
     def _on_event(
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange

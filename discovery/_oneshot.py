@@ -25,6 +25,7 @@ import contextlib
 import logging
 import random
 import socket
+from collections.abc import Callable
 
 from zeroconf import DNSIncoming, DNSOutgoing, DNSQuestion, Zeroconf  # type: ignore[attr-defined]  # public, not in __all__
 
@@ -67,11 +68,15 @@ def _socket(addr: str) -> socket.socket:
     return sock
 
 
-async def one_shot_query(zc: Zeroconf, service_type: str, addresses: list[str], window: float = 1.0) -> None:
+async def one_shot_query(
+    zc: Zeroconf, service_type: str, addresses: list[str], window: float = 1.0,
+    on_sent: Callable[[], None] | None = None,
+) -> None:
     """Ask for ``service_type`` from an ephemeral port on each IPv4 address; cache the answers.
 
     Runs on the zeroconf loop and returns after ``window`` seconds (or when cancelled).
-    An interface that refuses (no multicast route, address gone) is skipped.
+    An interface that refuses (no multicast route, address gone) is skipped. ``on_sent`` is
+    called once the queries are out (or none could be sent).
     """
     loop = asyncio.get_running_loop()
     query_id = random.randint(1, 0xFFFF)  # noqa: S311 - matches answers, not a secret
@@ -93,6 +98,8 @@ async def one_shot_query(zc: Zeroconf, service_type: str, addresses: list[str], 
             transports.append(transport)
             for packet in packets:
                 transport.sendto(packet, _MDNS_GROUP)
+        if on_sent is not None:
+            on_sent()
         if transports:
             await asyncio.sleep(window)
     finally:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import errno
 import os
 import threading
 import time
 import uuid
 from concurrent.futures import Future
 from typing import Any
+
+import zmq
 
 import transport
 from mesh import _settings
@@ -232,7 +235,24 @@ def translate(exc: BaseException) -> BaseException:
         return ServerUnavailable("the mesh client was shut down (mesh.shutdown())")
     if isinstance(exc, transport.CodecError):
         return MeshError(f"cannot decode the reply: {exc}")
+    if isinstance(exc, (zmq.ZMQError, transport.TransportError)):
+        return _resource_error(exc)
     return exc
+
+
+def _resource_error(exc: BaseException) -> MeshError:
+    """A socket error reaching the user (e.g. EMFILE): a MeshError that says which limit was hit."""
+    code = getattr(exc, "errno", None)
+    if code == errno.EMFILE or "Too many open files" in str(exc):
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return MeshError(
+            f"this process hit its limit of open files ({soft}, ulimit -n; each server connection uses a few): {exc}"
+        )
+    if isinstance(exc, transport.TransportError):
+        return ServerUnavailable(str(exc))
+    return MeshError(f"{type(exc).__name__}: {exc}")
 
 
 _KINDS: dict[str, type[MeshError]] = {

@@ -4,24 +4,64 @@ The ``discovery`` package finds candidates (zeroconf, the local registry,
 static peers, Redis); records are hints only. Liveness and load come from a
 ZeroMQ ``ping`` to each candidate, and a batch of new objects is spread over
 the least loaded servers.
+
+The first placement of a process waits until answers stop arriving: the local
+registry and static peers are read at once; mDNS answers come within
+milliseconds of the browser's one-shot query, pings within milliseconds more.
+It ends once nothing new came for ``_QUIET`` seconds, or when nothing at all
+was announced within ``_FIRST`` seconds (then the caller uses its child
+server), and at the latest after ``discovery_wait``. A background thread then
+keeps the table fresh (a ping to each server every ``_REFRESH`` seconds), so
+later placements never wait and see servers that appear late.
+
+Bounds (a host may advertise any number of fake servers): at most
+``MESH_DISCOVERY_MAX_SERVERS`` (default 64) candidates are considered per
+round, at most ``MESH_DISCOVERY_MAX_PINGS`` (default 32) pings are in flight at
+once, a candidate that fails is skipped for 5 s, doubling up to 60 s, and the
+connection to a candidate that did not answer (or answered garbage) is closed.
+
+Ping and status replies are decoded as plain msgpack, never unpickled: a
+server that is not one of ours cannot run code here by answering a ping.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mesh import _settings
-from mesh._client import decode_reply, get_client, translate
-from mesh._errors import AuthenticationError, ServerUnavailable
+import msgpack
 
-__all__ = ["ServerInfo", "advertise", "choose", "close_browser", "mark_dead", "servers"]
+from mesh import _settings
+from mesh._client import get_client, raise_error, translate
+from mesh._errors import AuthenticationError, CallTimeout, MeshError, ServerUnavailable
+
+__all__ = [
+    "MAX_PINGS", "MAX_SERVERS", "ServerInfo", "advertise", "choose", "close_browser", "decode_plain", "mark_dead",
+    "servers", "settled", "survey",
+]
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
 
 _PING_TIMEOUT = 1.0
-_DEAD_FOR = 5.0  # seconds a server that failed a ping is skipped
+_DEAD_FOR = 5.0  # seconds a server that failed a ping is skipped (doubled per failure in a row)
+_DEAD_MAX = 60.0
+_FIRST = 0.06  # s: nothing announced this long after the mDNS query went out: no server (use the child)
+_QUIET = 0.04  # s: the first placement waits until no record or answer came for this long
+_REFRESH = 1.0  # s: a server's ping is renewed this often in the background
+_IDLE = 60.0  # s: the background refresh stops after this long without a placement or listing
+MAX_SERVERS = _env_int("MESH_DISCOVERY_MAX_SERVERS", 64)  # candidates considered per round
+MAX_PINGS = _env_int("MESH_DISCOVERY_MAX_PINGS", 32)  # pings in flight at once
+_MAX_REPLY = 1 << 20  # bytes: a ping or status reply larger than this is malformed
 
 
 @dataclass(frozen=True)
@@ -40,12 +80,82 @@ class ServerInfo:
         return asdict(self)
 
 
+def decode_plain(reply: tuple, address: str) -> Any:
+    """The value of an admin reply (ping, status, stop) as plain msgpack: no pickle, no extension type.
+
+    Raises:
+        MeshError: the reply is an error, or is not plain data (a rogue or broken server).
+    """
+    header, body, buffers = reply
+    if header.get("op") == "err":
+        raise_error(header, address)
+    if buffers:
+        raise MeshError(f"{address}: malformed reply: unexpected extra frames")
+    data = getattr(body, "buffer", body)  # zmq.Frame
+
+    def refuse(code: int, _data: bytes) -> Any:
+        raise MeshError(f"{address}: malformed reply: extension type {code} where plain data was expected "
+                        "(pickles are never accepted in admin replies)")
+
+    try:
+        if len(data) > _MAX_REPLY:
+            raise ValueError(f"{len(data)} bytes")
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=refuse)
+    except MeshError:
+        raise
+    except Exception as exc:
+        raise MeshError(f"{address}: malformed reply: {type(exc).__name__}: {exc}") from None
+
+
+def _server_info(reply: tuple, rec: Any) -> ServerInfo:
+    info = decode_plain(reply, rec.address)
+    if not isinstance(info, dict):
+        raise MeshError(f"{rec.address}: malformed ping reply: {type(info).__name__}, not a map")
+
+    def number(key: str, default: int) -> int:
+        value = info.get(key, default)
+        if type(value) is not int or not 0 <= value < 2**31:
+            raise MeshError(f"{rec.address}: malformed ping reply: {key}={value!r}")
+        return value
+
+    name = info.get("name") or rec.name
+    if not isinstance(name, str) or len(name) > 256:
+        raise MeshError(f"{rec.address}: malformed ping reply: name={name!r:.80}")
+    return ServerInfo(
+        name=name,
+        address=rec.address,
+        capacity=number("capacity", rec.capacity or 0),
+        load=number("load", 0),
+        agents=number("agents", 0),
+        auth=bool(rec.auth),
+        sources=tuple(sorted(rec.sources)),
+    )
+
+
+class _State:
+    """What this process knows of the discovered servers (guarded by ``_cond``)."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, ServerInfo] = {}
+        self.result: dict[str, tuple[float, str | None]] = {}  # address -> (when, None or why it failed)
+        self.records: dict[str, Any] = {}  # address -> record, of the pings in flight
+        self.pending: dict[str, int] = {}  # address -> placements made when its ping was sent
+        self.placed: dict[str, int] = {}  # address -> objects this process placed there, ever
+        self.base: dict[str, int] = {}  # address -> placements the server's last answer already counts
+        self.dead: dict[str, float] = {}
+        self.fails: dict[str, int] = {}
+        self.last_event = 0.0
+        self.settled = False
+        self.used = 0.0
+        self.refresher: threading.Thread | None = None
+        self.closed = False
+        self.salt = os.urandom(8)
+
+
 _lock = threading.Lock()
+_cond = threading.Condition(threading.RLock())
 _browser: Any = None
-_waited = False
-_dead: dict[str, float] = {}
-_placed: dict[str, int] = {}  # objects this process placed since the last ping of that server
-_cache: tuple[float, list[ServerInfo]] = (0.0, [])
+_state = _State()
 
 
 def advertise(name: str, host: str, port: int, *, capacity: int, auth: bool) -> Any:
@@ -64,6 +174,11 @@ def advertise(name: str, host: str, port: int, *, capacity: int, auth: bool) -> 
     return adv
 
 
+def _notify() -> None:
+    with _cond:
+        _cond.notify_all()
+
+
 def _get_browser() -> Any:
     global _browser
     with _lock:
@@ -71,63 +186,118 @@ def _get_browser() -> Any:
             import discovery
 
             _browser = discovery.Browser()
+            _browser.add_listener(_notify)
             _browser.start()
         return _browser
 
 
 def close_browser() -> None:
-    global _browser, _waited, _cache
+    global _browser, _state
     with _lock:
         browser, _browser = _browser, None
-        _waited = False
-        _cache = (0.0, [])
-        _dead.clear()
-        _placed.clear()
+        with _cond:
+            _state.closed = True
+            _state = _State()
+            _cond.notify_all()
     if browser is not None:
         browser.close()
 
 
-def _ping_all(
-    records: list[Any], timeout: float, *, skip_dead: bool = True, failed: list[tuple[Any, str]] | None = None
-) -> list[ServerInfo]:
-    client = get_client()
-    now = time.monotonic()
-    futs = []
-    for rec in records:
-        if skip_dead and _dead.get(rec.address, 0) > now:
+def settled() -> bool:
+    """The first placement's discovery is done (later ones do not wait)."""
+    return _state.settled
+
+
+# ------------------------------------------------------------------ pings
+def _candidates(records: list[Any], st: _State, now: float) -> tuple[list[Any], list[Any]]:
+    """(at most MAX_SERVERS records to ping, the ones left out): known-good first, then the
+    local registry and static peers, then the rest in an order of this process's own (salted),
+    so that fake names cannot push a real server out everywhere; skipped ones come last."""
+
+    def key(rec: Any) -> tuple:
+        a = rec.address
+        rank = min(({"local": 0, "static": 0, "mdns": 1, "redis": 1}.get(s, 2) for s in rec.sources), default=2)
+        return (st.dead.get(a, 0) > now, a not in st.live, rank, hashlib.blake2b(a.encode(), key=st.salt).digest())
+
+    ordered = sorted(records, key=key)
+    return ordered[:MAX_SERVERS], ordered[MAX_SERVERS:]
+
+
+def _send_pings(records: list[Any], st: _State, now: float, *, since: float | None = None) -> None:
+    """Ping the candidates that need it, at most MAX_PINGS in flight (call with ``_cond`` held).
+
+    ``since``: ping every candidate whose last result is older (a listing); else those not
+    pinged for ``_REFRESH`` seconds and not skipped as dead.
+    """
+    chosen, _ = _candidates(records, st, now)
+    client = None
+    for rec in chosen:
+        if len(st.pending) >= MAX_PINGS:
+            return
+        a = rec.address
+        if a in st.pending:
             continue
-        futs.append((rec, client.request(rec.address, {"op": "ping"}, None, timeout=timeout)))
-    live = []
-    for rec, fut in futs:
+        last = st.result.get(a, (-1e18, None))[0]
+        if since is not None:
+            if last >= since:
+                continue
+        elif st.dead.get(a, 0) > now or now - last < _REFRESH:
+            continue
+        client = client or get_client()
+        st.pending[a] = st.placed.get(a, 0)
+        st.records[a] = rec
         try:
-            info = decode_reply(fut.result(timeout + 1), rec.address)
+            fut = client.request(a, {"op": "ping"}, None, timeout=_PING_TIMEOUT)
         except Exception as exc:
-            _dead[rec.address] = time.monotonic() + _DEAD_FOR
-            if failed is not None:
-                failed.append((rec, _why(translate(exc))))
+            _record(st, rec, None, exc)
             continue
-        live.append(ServerInfo(
-            name=str(info.get("name") or rec.name),
-            address=rec.address,
-            capacity=int(info.get("capacity", rec.capacity) or 0),
-            load=int(info.get("load", 0)),
-            agents=int(info.get("agents", 0)),
-            auth=bool(rec.auth),
-            sources=tuple(sorted(rec.sources)),
-        ))
-        _placed[rec.address] = 0
-        _dead.pop(rec.address, None)
-    return live
+        fut.add_done_callback(lambda f, rec=rec, st=st: _on_ping(st, rec, f))
+
+
+def _on_ping(st: _State, rec: Any, fut: Any) -> None:  # on the I/O thread, or at once: must not block
+    info, error = None, None
+    try:
+        info = _server_info(fut.result(), rec)
+    except BaseException as exc:  # noqa: BLE001 - every failure makes the server unusable, nothing more
+        error = exc
+    with _cond:
+        _record(st, rec, info, error)
+
+
+def _record(st: _State, rec: Any, info: ServerInfo | None, error: BaseException | None) -> None:
+    now = time.monotonic()
+    a = rec.address
+    sent_placed = st.pending.pop(a, st.placed.get(a, 0))
+    st.records.pop(a, None)
+    st.last_event = now
+    if info is not None:
+        st.live[a] = info
+        st.base[a] = sent_placed
+        st.result[a] = (now, None)
+        st.dead.pop(a, None)
+        st.fails.pop(a, None)
+    else:
+        exc = translate(error) if error is not None else MeshError("no reply")
+        st.live.pop(a, None)
+        st.result[a] = (now, _why(exc))
+        fails = st.fails[a] = min(st.fails.get(a, 0) + 1, 16)
+        st.dead[a] = now + min(_DEAD_FOR * 2 ** (fails - 1), _DEAD_MAX)
+        if not isinstance(exc, (ServerUnavailable, AuthenticationError)) or isinstance(exc, CallTimeout):
+            # it took the connection and did not answer, or answered garbage: do not keep its sockets
+            # (refused connections and failed handshakes are closed by the transport already)
+            if not st.closed:
+                get_client().node.forget(a)
+    _cond.notify_all()
 
 
 def mark_dead(address: str) -> None:
     """Skip ``address`` for a while (a call to it just failed)."""
-    global _cache
-    _dead[address] = time.monotonic() + _DEAD_FOR
-    stamp, live = _cache
-    _cache = (stamp, [s for s in live if s.address != address])
+    with _cond:
+        _state.dead[address] = time.monotonic() + _DEAD_FOR
+        _state.live.pop(address, None)
 
 
+# ------------------------------------------------------------------ listing
 def servers(timeout: float = 1.0) -> list[ServerInfo]:
     """The servers discovered now that answer a ping, least loaded first.
 
@@ -141,11 +311,36 @@ def servers(timeout: float = 1.0) -> list[ServerInfo]:
 
 
 def survey(timeout: float = 1.0) -> tuple[list[ServerInfo], list[tuple[Any, str]]]:
-    """The servers that answer, least loaded first, and the announced ones that don't, with why."""
+    """The servers that answer, least loaded first, and the announced ones that don't, with why.
+
+    Every candidate is asked again (at most ``MAX_SERVERS``; the others are reported as not tried).
+    """
     browser = _get_browser()
     records = browser.wait(timeout, lambda found: False) if timeout > 0 else browser.servers()
-    failed: list[tuple[Any, str]] = []
-    live = _ping_all(records, _PING_TIMEOUT, skip_dead=False, failed=failed)  # a listing asks everyone again
+    start = time.monotonic()
+    with _cond:
+        st = _state
+        st.used = start
+        chosen, left = _candidates(records, st, start)
+        deadline = start + _PING_TIMEOUT * (len(chosen) // MAX_PINGS + 1) + 1.0
+        while not st.closed:
+            _send_pings(chosen, st, time.monotonic(), since=start)
+            if all(st.result.get(r.address, (0.0, None))[0] >= start for r in chosen):
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            _cond.wait(min(remaining, 0.1))
+        live, failed = [], []
+        for rec in chosen:
+            when, why = st.result.get(rec.address, (0.0, "not answering"))
+            info = st.live.get(rec.address)
+            if when >= start and why is None and info is not None:
+                live.append(info)
+            else:
+                failed.append((rec, why if when >= start and why else "not answering"))
+    failed += [(rec, f"not tried: more than {MAX_SERVERS} servers announced (MESH_DISCOVERY_MAX_SERVERS)")
+               for rec in left]
     return sorted(live, key=lambda s: (s.agents / max(s.capacity, 1), s.load, s.name)), failed
 
 
@@ -154,31 +349,90 @@ def _why(exc: BaseException) -> str:
         return "its secret differs from this process's (or one side has none)"
     if isinstance(exc, ServerUnavailable):
         return "not answering"
+    if isinstance(exc, CallTimeout):
+        return "not answering (no reply to a ping)"
     return f"{type(exc).__name__}: {exc}"
+
+
+# ---------------------------------------------------------------- placement
+def _settle(browser: Any, st: _State, window: float) -> None:
+    """Wait until answers stop arriving (see the module docstring); call with ``_cond`` held."""
+    start = time.monotonic()
+    deadline = start + max(0.0, window)
+    st.last_event = start
+    known: set[str] = set()
+    while not st.closed:
+        records = browser.servers()
+        now = time.monotonic()
+        new = {r.address for r in records} - known
+        if new:
+            known |= new
+            st.last_event = now
+        _send_pings(records, st, now)
+        if now >= deadline:
+            return
+        if not known:
+            asked = browser.asked_at()  # the clock starts when the mDNS query is out
+            first = deadline if asked is None else min(deadline, max(asked, start) + _FIRST)
+            if now >= first:
+                return  # nothing announced anywhere: the caller's child server
+            wake = first if asked is not None else now + 0.005
+        else:
+            quiet = now - st.last_event >= _QUIET
+            unanswered = [a for a in known if st.result.get(a, (-1.0, None))[0] < start]
+            if quiet and (not unanswered or (st.live and now - st.last_event >= 3 * _QUIET)):
+                return  # every candidate answered (or a slow one is left to the background refresh)
+            wake = st.last_event + (_QUIET if not unanswered or not st.live else 3 * _QUIET)
+        _cond.wait(max(0.001, min(wake, deadline, now + 0.05) - now))
+
+
+def _refresh(browser: Any, st: _State) -> None:
+    """Background: keep pinging the servers (and new candidates) while this process places objects."""
+    while True:
+        with _cond:
+            if st.closed or time.monotonic() - st.used > _IDLE:
+                st.refresher = None
+                return
+        try:
+            records = browser.servers()
+        except Exception:  # the browser was closed under us
+            records = []
+        with _cond:
+            if st.closed:
+                st.refresher = None
+                return
+            _send_pings(records, st, time.monotonic())
+            _cond.wait(_REFRESH / 4)
 
 
 def choose() -> str | None:
     """The address of the server a new object should go to, or ``None`` if none is found.
 
-    The first call waits up to ``discovery_wait`` seconds for announcements;
-    later calls use what is known. Pings are cached for a second.
+    The first call waits for discovery to settle (at most ``discovery_wait`` seconds; about
+    ``_FIRST`` seconds when nothing is announced); later calls use the table that a background
+    thread keeps fresh.
     """
-    global _waited, _cache
     browser = _get_browser()
-    if not _waited:
-        browser.wait(_settings.current().discovery_wait)
-        _waited = True
-    stamp, live = _cache
-    if time.monotonic() - stamp > 1.0:
-        live = _ping_all(browser.servers(), _PING_TIMEOUT)
-        _cache = (time.monotonic(), live)
-    live = [s for s in live if _dead.get(s.address, 0) <= time.monotonic()]
-    if not live:
-        return None
+    with _cond:
+        st = _state
+        now = time.monotonic()
+        idle = now - st.used > _IDLE
+        st.used = now
+        if not st.settled or (idle and st.refresher is None):
+            _settle(browser, st, _settings.current().discovery_wait)
+            st.settled = True
+        if st.refresher is None and not st.closed:
+            st.refresher = threading.Thread(target=_refresh, args=(browser, st), name="mesh-discovery", daemon=True)
+            st.refresher.start()
+        now = time.monotonic()
+        live = [s for s in st.live.values() if st.dead.get(s.address, 0) <= now]
+        if not live:
+            return None
 
-    def score(s: ServerInfo) -> float:
-        return (s.agents + _placed.get(s.address, 0)) / max(s.capacity, 1)
+        def score(s: ServerInfo) -> tuple[float, str]:
+            fresh = st.placed.get(s.address, 0) - st.base.get(s.address, 0)
+            return ((s.agents + fresh) / max(s.capacity, 1), s.address)
 
-    best = min(live, key=score)
-    _placed[best.address] = _placed.get(best.address, 0) + 1
-    return best.address
+        best = min(live, key=score)
+        st.placed[best.address] = st.placed.get(best.address, 0) + 1
+        return best.address

@@ -28,6 +28,7 @@ log = logging.getLogger("mesh")
 _PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 _child: Any = None
+_child_used = False  # something placed on the child server (else it may be a spare, see _start_spare)
 _child_lock = threading.Lock()
 _by_value: set[tuple[str, type]] = set()  # (server, class) pairs that need the class by value
 # AgentScope's to_dist options that have no meaning here: accepted, so migrated code runs
@@ -49,17 +50,65 @@ def place(cls: type, args: tuple, kwargs: dict, conf: DistConf) -> RpcObject:
         host = "127.0.0.1"  # a port alone means this machine, as in AgentScope
     if host is not None:
         return create(normalize_address(host, port), cls, args, kwargs, **options)
+    spare = _start_spare() if _first_discovery() else None
     for _ in range(3):  # a discovered server may have died since it last answered a ping
         address = _discovered()
         if address is None:
             break
         try:
-            return create(address, cls, args, kwargs, **options)
+            obj = create(address, cls, args, kwargs, **options)
         except ServerUnavailable:
             from mesh._discovery import mark_dead
 
             mark_dead(address)
+            continue
+        if spare is not None:
+            _drop_spare(spare)
+        return obj
     return create(child_server().address, cls, args, kwargs, **options)
+
+
+def _first_discovery() -> bool:
+    if not _settings.current().discovery:
+        return False
+    from mesh._discovery import settled  # does not import zeroconf
+
+    return not settled()
+
+
+def _start_spare() -> threading.Thread | None:
+    """Start the child server in the background while the first discovery runs.
+
+    Discovery that finds nothing then costs nothing more than the child's start; when it finds
+    a server, the spare child is stopped again (:func:`_drop_spare`).
+    """
+    if _child is not None:
+        return None
+    thread = threading.Thread(target=_spare_main, name="mesh-spare-child", daemon=True)
+    thread.start()
+    return thread
+
+
+def _spare_main() -> None:
+    try:
+        child_server(spare=True)
+    except Exception as exc:  # the real fallback will try again and report it
+        log.debug("starting the spare child server failed: %s", exc)
+
+
+def _drop_spare(thread: threading.Thread) -> None:
+    """A discovered server took the object: stop the spare child unless something uses it."""
+
+    def run() -> None:
+        global _child
+        thread.join()
+        with _child_lock:
+            if _child_used or _child is None:
+                return
+            server, _child = _child, None
+        server.shutdown()
+
+    threading.Thread(target=run, name="mesh-spare-stop", daemon=True).start()
 
 
 def _discovered() -> str | None:
@@ -166,10 +215,15 @@ def _class_by_value(cls: type) -> Iterator[None]:
                 cloudpickle.unregister_pickle_by_value(module)
 
 
-def child_server() -> Any:
-    """The child server of this process, started on first use and reused."""
-    global _child
+def child_server(*, spare: bool = False) -> Any:
+    """The child server of this process, started on first use and reused.
+
+    ``spare``: started ahead of need (see :func:`_start_spare`), not used yet.
+    """
+    global _child, _child_used
     with _child_lock:
+        if not spare:
+            _child_used = True
         if _child is not None and _child._state == "running" and (_child._proc is None or _child._proc.poll() is None):
             return _child
         from mesh._server import AgentServer
@@ -184,9 +238,10 @@ def child_server() -> Any:
 
 
 def stop_child() -> None:
-    global _child
+    global _child, _child_used
     with _child_lock:
         server, _child = _child, None
+        _child_used = False
     if server is not None:
         server.shutdown()
 

@@ -679,7 +679,7 @@ class Servicer:
                 "registered_name": a.name,
                 "detached": a.session is None,
                 "class": a.cls_name,
-                "name": getattr(a.obj, "name", None) if a.obj is not None else None,
+                "name": _plain_name(getattr(a.obj, "name", None) if a.obj is not None else None),
                 "queue": len(a.queue),
                 "served": a.served,
             })
@@ -712,6 +712,11 @@ class Servicer:
             self._pool_executor.shutdown(wait=False, cancel_futures=True)
         self.pool.close()
         return busy or bool(queued)
+
+
+def _plain_name(name: Any) -> Any:
+    """An agent's ``name`` as plain data: admin replies are decoded without pickles."""
+    return name if name is None or type(name) in (str, int, float, bool) else repr(name)[:200]
 
 
 def _rss() -> int:

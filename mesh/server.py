@@ -226,13 +226,14 @@ def _watch_parent(server: Any) -> None:
 
 def _admin(address: str, op: str, timeout: float) -> Any:
     import mesh
-    from mesh._client import decode_reply, get_client, normalize_address, wait
+    from mesh._client import get_client, normalize_address, wait
+    from mesh._discovery import decode_plain
     import time
 
     addr = normalize_address(address)
     fut = get_client().request(addr, {"op": op}, None, timeout=timeout)
     try:
-        return decode_reply(wait(fut, time.monotonic() + timeout, addr), addr)
+        return decode_plain(wait(fut, time.monotonic() + timeout, addr), addr)  # plain data: never unpickled
     finally:
         mesh.shutdown()
 
@@ -248,11 +249,16 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
-    print(f"server {info['name']}  pid {info['pid']}  uptime {info['uptime']:.0f} s  "
-          f"load {info['load']}/{info['capacity']}  results {info['results']}  rss {info['rss'] / 2**20:.1f} MiB")
-    print(f"{'CLASS':<20} {'NAME':<16} {'ID':<34} {'QUEUE':>5} {'SERVED':>7}")
-    for a in info["agents"]:
-        print(f"{a['class']:<20} {str(a['name']):<16} {a['id']:<34} {a['queue']:>5} {a['served']:>7}")
+    try:
+        lines = [f"server {info['name']}  pid {info['pid']}  uptime {info['uptime']:.0f} s  "
+                 f"load {info['load']}/{info['capacity']}  results {info['results']}  rss {info['rss'] / 2**20:.1f} MiB",
+                 f"{'CLASS':<20} {'NAME':<16} {'ID':<34} {'QUEUE':>5} {'SERVED':>7}"]
+        for a in info["agents"]:
+            lines.append(f"{a['class']:<20} {str(a['name']):<16} {a['id']:<34} {a['queue']:>5} {a['served']:>7}")
+    except (KeyError, TypeError, ValueError) as exc:  # plain data, but not a status reply: not our server
+        print(f"zmq-agent-server: {args.address}: malformed status reply ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
     return 0
 
 

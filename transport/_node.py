@@ -292,6 +292,19 @@ class Node:
             raise OSError(exc.errno, f"cannot listen on tcp://{where}:{port}: {zmq.strerror(exc.errno)}") from None
         return router
 
+    def forget(self, endpoint: str) -> None:
+        """Close the connection to ``endpoint`` unless a request waits on it (e.g. a peer that never
+        answered); a later request connects again. Thread-safe; does nothing for an unknown peer."""
+
+        def drop() -> None:
+            peer = self._peers.get(endpoint)
+            if peer is not None and not peer.pending and not peer.outbox:
+                del self._peers[endpoint]
+                self._close_peer_sockets(peer)
+
+        if not self._closed:
+            self._submit(("call", drop))
+
     def add_timer(self, interval: float, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the I/O thread every ``interval`` seconds (it must not block)."""
         self._submit(("call", lambda: self._timers.append([time.monotonic() + interval, interval, fn])))
