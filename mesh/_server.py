@@ -24,7 +24,7 @@ from mesh._client import get_client, normalize_address
 from mesh._pool import make_pool
 from mesh._servicer import Servicer
 
-__all__ = ["AgentServer", "RpcAgentServerLauncher", "is_loopback"]
+__all__ = ["AgentServer", "RpcAgentServerLauncher", "check_host", "is_loopback", "ready_line"]
 
 log = logging.getLogger("mesh.server")
 
@@ -39,6 +39,73 @@ def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
+        return False
+
+
+_WILDCARD = ("0.0.0.0", "::", "*")
+_HOST_PORT = re.compile(r"^(?P<host>\[[^\]]*\]|[^:\[\]]+):(?P<port>\d*)$")
+
+
+def check_host(host: Any) -> str:
+    """The address to bind for ``host``, or ``ValueError`` naming what is wrong with it.
+
+    Accepted: an IPv4 or IPv6 address (``[::1]`` too), a wildcard (``0.0.0.0``, ``::``, ``*``),
+    ``localhost``, a network interface name (``eth0``) or a host name that resolves (bound as its
+    first address: libzmq cannot bind a name).
+    """
+    if not isinstance(host, str):
+        raise ValueError(f"host must be a string such as '127.0.0.1', not {type(host).__name__} {host!r}")
+    text = host.strip()
+    if not text:
+        raise ValueError("host is empty: use an address such as 127.0.0.1 (loopback) or 0.0.0.0 (every interface)")
+    if "://" in text or "/" in text:
+        raise ValueError(
+            f"host {host!r} is not an address: give the bare address (e.g. --host 127.0.0.1) and the port "
+            "separately (--port)"
+        )
+    if text in ("[::]",):
+        return "::"
+    if text in _WILDCARD:
+        return text
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        ipaddress.ip_address(bare.split("%", 1)[0])
+        return bare
+    except ValueError:
+        pass
+    match = _HOST_PORT.match(text)
+    if match:
+        where = match.group("host").strip("[]")
+        port = match.group("port") or "PORT"
+        raise ValueError(
+            f"host {host!r} includes a port: pass the port separately (--host {where} --port {port}, "
+            f"or host={where!r}, port={port})"
+        )
+    if re.fullmatch(r"[0-9.]+", text) or ":" in text:
+        raise ValueError(f"host {host!r} is not a valid IP address")
+    if text == "localhost":
+        return "127.0.0.1"
+    if _is_interface(text):
+        return text
+    try:
+        infos = socket.getaddrinfo(text, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ValueError(
+            f"host {host!r} is not an IP address or an interface of this machine, and does not resolve ({exc})"
+        ) from None
+    addrs = [info[4][0] for info in infos]
+    addrs.sort(key=lambda a: ":" in a)  # IPv4 first
+    return addrs[0]
+
+
+def _is_interface(name: str) -> bool:
+    try:
+        import ifaddr
+    except ImportError:  # pragma: no cover  (zeroconf depends on it)
+        return False
+    try:
+        return any(adapter.name == name for adapter in ifaddr.get_adapters())
+    except Exception:  # pragma: no cover
         return False
 
 
@@ -91,9 +158,10 @@ class AgentServer:
         lease_ttl: float = 30.0,
         local_mode: bool | None = None,
     ) -> None:
+        host = check_host(host)  # first: a bad address is reported as such, before any secret check
         if local_mode is True and not is_loopback(host):
             raise ValueError("local_mode=True needs a loopback host")
-        self.host = "127.0.0.1" if host == "localhost" else host
+        self.host = host
         try:
             self.port = int(port)
         except (TypeError, ValueError):
@@ -340,6 +408,69 @@ class AgentServer:
 
 
 RpcAgentServerLauncher = AgentServer
+
+
+def client_addresses(host: str, port: int) -> list[str]:
+    """The ``tcp://host:port`` addresses a client can use for a server bound to ``host``.
+
+    A specific address is itself. A wildcard (``0.0.0.0``, ``::``, ``*``) or an interface name is
+    every matching address of this machine, non-loopback first and loopback last (IPv6 link-local
+    addresses, which need a scope, are left out).
+    """
+    wildcard = host in _WILDCARD
+    if not wildcard and not _is_interface(host):
+        return [normalize_address(host, port)]
+    try:
+        from zeroconf import IPVersion
+
+        from discovery._net import local_addresses
+
+        version = IPVersion.All if host == "::" else IPVersion.V4Only
+        found = local_addresses(version, None if wildcard else [host])
+    except Exception:  # pragma: no cover  (no interface table: fall back to loopback)
+        found = []
+    found = [a for a in found if "%" not in a]
+    if not found:
+        found = ["::1" if host == "::" else "127.0.0.1"] if wildcard else []
+    return [normalize_address(a, port) for a in found] or [normalize_address(host, port)]
+
+
+def ready_info(server: AgentServer) -> dict:
+    """What the ready line says about a running server, as a dict (``start --json`` prints it)."""
+    addresses = client_addresses(server.host, server.port)
+    return {
+        "event": "ready",
+        "address": addresses[0],
+        "addresses": addresses,
+        "bound": server.address,
+        "name": server.name,
+        "capacity": server.capacity,
+        "pool": server.pool_type,
+        "advertised": bool(server.advertise),
+        "auth": bool(server.secret),
+        "pid": server.pid,
+    }
+
+
+def ready_line(info: dict) -> str:
+    """The one line a server prints once it accepts calls.
+
+    ``zmq-agent-server ready on tcp://HOST:PORT (name=..., capacity=..., pool=..., advertised=...,
+    auth=..., pid=...)``: the first ``tcp://host:port`` is an address a client can use. A server
+    bound to a wildcard or an interface name adds ``; bound to 0.0.0.0, also reachable at tcp://...``
+    inside the parentheses.
+    """
+    line = (
+        f"zmq-agent-server ready on {info['address']} (name={info['name']}, capacity={info['capacity']}, "
+        f"pool={info['pool']}, advertised={'yes' if info['advertised'] else 'no'}, "
+        f"auth={'on' if info['auth'] else 'off'}, pid={info['pid']}"
+    )
+    if info["bound"] != info["address"]:
+        bound = info["bound"][len("tcp://"):].rpartition(":")[0]
+        line += f"; bound to {bound}"
+        if len(info["addresses"]) > 1:
+            line += ", also reachable at " + " ".join(info["addresses"][1:])
+    return line + ")"
 
 
 def _read_ready_line(proc: subprocess.Popen, timeout: float) -> str:
