@@ -8,6 +8,7 @@ import math
 import os
 import re
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -211,6 +212,7 @@ class AgentServer:
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._state = "new"
+        self._announced = False
 
     # ------------------------------------------------------------ properties
     @property
@@ -328,7 +330,13 @@ class AgentServer:
         env["MESH_SYS_PATH"] = os.pathsep.join(p for p in sys.path if p)
         if self.secret:
             env["MESH_SECRET"] = self.secret.decode()
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+        # A session of its own: a Ctrl-C in the terminal reaches this process only, which then stops
+        # the server once (a server that got the terminal's SIGINT and then ours would take the
+        # second signal as "exit at once" and cut its grace short). It still dies with us: it
+        # watches its stdin, our pipe.
+        proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True, start_new_session=True
+        )
         self._proc = proc
         import cloudpickle
 
@@ -350,12 +358,61 @@ class AgentServer:
 
     # -------------------------------------------------------------- lifetime
     def wait_until_terminate(self) -> None:
-        """Block until the server stops (``shutdown()``, a ``stop`` request or a signal)."""
-        if self._proc is not None:
-            self._proc.wait()
-            self._stopped.set()
-        else:
-            self._stopped.wait()
+        """Block until the server stops (``shutdown()``, a ``stop`` request or a signal).
+
+        Called from the main thread, it makes the script a foreground server like
+        ``zmq-agent-server start``: it prints the ready line on stderr, and SIGTERM or SIGINT
+        stop the server cleanly (running calls get ``grace``) and make it return, so the script
+        exits 0. A second signal exits at once. Handlers the program installed itself are kept.
+        """
+        if self._state == "running" and not self._announced:
+            self._announced = True
+            try:
+                print(ready_line(ready_info(self)), file=sys.stderr, flush=True)
+            except (OSError, ValueError):  # no stderr
+                pass
+        stopper: list[threading.Thread] = []
+        restore = self._catch_signals(stopper)
+        try:
+            if self._proc is not None:
+                self._proc.wait()
+                self._stopped.set()
+            else:
+                self._stopped.wait()
+            for t in stopper:  # a signal came: let the shutdown it started finish
+                t.join(self.grace + 10)
+        finally:
+            restore()
+
+    def _catch_signals(self, stopper: list[threading.Thread]) -> Any:
+        """SIGTERM / SIGINT handlers that stop this server; returns what restores the old ones."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+        old: dict[int, Any] = {}
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if stopper:
+                os._exit(130 if signum == signal.SIGINT else 0)
+            t = threading.Thread(target=self.shutdown, name="mesh-signal-stop", daemon=True)
+            stopper.append(t)
+            t.start()
+
+        for signum, default in defaults.items():
+            try:
+                if signal.getsignal(signum) is default:
+                    old[signum] = signal.signal(signum, on_signal)
+            except (ValueError, OSError):  # pragma: no cover
+                pass
+
+        def restore() -> None:
+            for signum, handler in old.items():
+                try:
+                    signal.signal(signum, handler)
+                except (ValueError, OSError):  # pragma: no cover
+                    pass
+
+        return restore
 
     def shutdown(self) -> None:
         """Stop the server: finish running calls (within ``grace``), fail queued ones. Idempotent."""
