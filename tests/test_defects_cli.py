@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -23,8 +25,18 @@ def _popen(*args: str, env: dict | None = None) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
 
 
+def _line(stream, timeout: float = 30.0) -> str:
+    """The next line of ``stream``, or ``""`` when none comes within ``timeout`` (never hangs the test)."""
+    box: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: box.put(stream.readline()), daemon=True).start()
+    try:
+        return box.get(timeout=timeout)
+    except queue.Empty:
+        return ""
+
+
 def _ready(proc: subprocess.Popen) -> str:
-    line = proc.stdout.readline()
+    line = _line(proc.stdout)
     if not ADDRESS.search(line):
         proc.kill()
         _, err = proc.communicate(timeout=10)
@@ -235,7 +247,7 @@ def test_python_launcher_behaves_like_the_cli(tmp_path, mode, signum, codes):
     proc = subprocess.Popen([sys.executable, str(script), mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     try:
-        line = proc.stderr.readline()  # the ready line goes to stderr: stdout stays the program's
+        line = _line(proc.stderr)  # the ready line goes to stderr: stdout stays the program's
         match = ADDRESS.search(line)
         assert line.startswith("zmq-agent-server ready on ") and match, (line, _end(proc))
         assert Store(to_dist={"host": match.group(0)}).add(5) == 5
