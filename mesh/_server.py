@@ -8,6 +8,7 @@ import math
 import os
 import re
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -24,7 +25,7 @@ from mesh._client import get_client, normalize_address
 from mesh._pool import make_pool
 from mesh._servicer import Servicer
 
-__all__ = ["AgentServer", "RpcAgentServerLauncher", "is_loopback"]
+__all__ = ["AgentServer", "RpcAgentServerLauncher", "check_host", "is_loopback", "ready_line"]
 
 log = logging.getLogger("mesh.server")
 
@@ -39,6 +40,73 @@ def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
+        return False
+
+
+_WILDCARD = ("0.0.0.0", "::", "*")
+_HOST_PORT = re.compile(r"^(?P<host>\[[^\]]*\]|[^:\[\]]+):(?P<port>\d*)$")
+
+
+def check_host(host: Any) -> str:
+    """The address to bind for ``host``, or ``ValueError`` naming what is wrong with it.
+
+    Accepted: an IPv4 or IPv6 address (``[::1]`` too), a wildcard (``0.0.0.0``, ``::``, ``*``),
+    ``localhost``, a network interface name (``eth0``) or a host name that resolves (bound as its
+    first address: libzmq cannot bind a name).
+    """
+    if not isinstance(host, str):
+        raise ValueError(f"host must be a string such as '127.0.0.1', not {type(host).__name__} {host!r}")
+    text = host.strip()
+    if not text:
+        raise ValueError("host is empty: use an address such as 127.0.0.1 (loopback) or 0.0.0.0 (every interface)")
+    if "://" in text or "/" in text:
+        raise ValueError(
+            f"host {host!r} is not an address: give the bare address (e.g. --host 127.0.0.1) and the port "
+            "separately (--port)"
+        )
+    if text in ("[::]",):
+        return "::"
+    if text in _WILDCARD:
+        return text
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        ipaddress.ip_address(bare.split("%", 1)[0])
+        return bare
+    except ValueError:
+        pass
+    match = _HOST_PORT.match(text)
+    if match:
+        where = match.group("host").strip("[]")
+        port = match.group("port") or "PORT"
+        raise ValueError(
+            f"host {host!r} includes a port: pass the port separately (--host {where} --port {port}, "
+            f"or host={where!r}, port={port})"
+        )
+    if re.fullmatch(r"[0-9.]+", text) or ":" in text:
+        raise ValueError(f"host {host!r} is not a valid IP address")
+    if text == "localhost":
+        return "127.0.0.1"
+    if _is_interface(text):
+        return text
+    try:
+        infos = socket.getaddrinfo(text, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ValueError(
+            f"host {host!r} is not an IP address or an interface of this machine, and does not resolve ({exc})"
+        ) from None
+    addrs = [info[4][0] for info in infos]
+    addrs.sort(key=lambda a: ":" in a)  # IPv4 first
+    return addrs[0]
+
+
+def _is_interface(name: str) -> bool:
+    try:
+        import ifaddr
+    except ImportError:  # pragma: no cover  (zeroconf depends on it)
+        return False
+    try:
+        return any(adapter.name == name for adapter in ifaddr.get_adapters())
+    except Exception:  # pragma: no cover
         return False
 
 
@@ -91,9 +159,10 @@ class AgentServer:
         lease_ttl: float = 30.0,
         local_mode: bool | None = None,
     ) -> None:
+        host = check_host(host)  # first: a bad address is reported as such, before any secret check
         if local_mode is True and not is_loopback(host):
             raise ValueError("local_mode=True needs a loopback host")
-        self.host = "127.0.0.1" if host == "localhost" else host
+        self.host = host
         try:
             self.port = int(port)
         except (TypeError, ValueError):
@@ -143,6 +212,7 @@ class AgentServer:
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._state = "new"
+        self._announced = False
 
     # ------------------------------------------------------------ properties
     @property
@@ -260,7 +330,13 @@ class AgentServer:
         env["MESH_SYS_PATH"] = os.pathsep.join(p for p in sys.path if p)
         if self.secret:
             env["MESH_SECRET"] = self.secret.decode()
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+        # A session of its own: a Ctrl-C in the terminal reaches this process only, which then stops
+        # the server once (a server that got the terminal's SIGINT and then ours would take the
+        # second signal as "exit at once" and cut its grace short). It still dies with us: it
+        # watches its stdin, our pipe.
+        proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True, start_new_session=True
+        )
         self._proc = proc
         import cloudpickle
 
@@ -282,12 +358,61 @@ class AgentServer:
 
     # -------------------------------------------------------------- lifetime
     def wait_until_terminate(self) -> None:
-        """Block until the server stops (``shutdown()``, a ``stop`` request or a signal)."""
-        if self._proc is not None:
-            self._proc.wait()
-            self._stopped.set()
-        else:
-            self._stopped.wait()
+        """Block until the server stops (``shutdown()``, a ``stop`` request or a signal).
+
+        Called from the main thread, it makes the script a foreground server like
+        ``zmq-agent-server start``: it prints the ready line on stderr, and SIGTERM or SIGINT
+        stop the server cleanly (running calls get ``grace``) and make it return, so the script
+        exits 0. A second signal exits at once. Handlers the program installed itself are kept.
+        """
+        if self._state == "running" and not self._announced:
+            self._announced = True
+            try:
+                print(ready_line(ready_info(self)), file=sys.stderr, flush=True)
+            except (OSError, ValueError):  # no stderr
+                pass
+        stopper: list[threading.Thread] = []
+        restore = self._catch_signals(stopper)
+        try:
+            if self._proc is not None:
+                self._proc.wait()
+                self._stopped.set()
+            else:
+                self._stopped.wait()
+            for t in stopper:  # a signal came: let the shutdown it started finish
+                t.join(self.grace + 10)
+        finally:
+            restore()
+
+    def _catch_signals(self, stopper: list[threading.Thread]) -> Any:
+        """SIGTERM / SIGINT handlers that stop this server; returns what restores the old ones."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+        old: dict[int, Any] = {}
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if stopper:
+                os._exit(130 if signum == signal.SIGINT else 0)
+            t = threading.Thread(target=self.shutdown, name="mesh-signal-stop", daemon=True)
+            stopper.append(t)
+            t.start()
+
+        for signum, default in defaults.items():
+            try:
+                if signal.getsignal(signum) is default:
+                    old[signum] = signal.signal(signum, on_signal)
+            except (ValueError, OSError):  # pragma: no cover
+                pass
+
+        def restore() -> None:
+            for signum, handler in old.items():
+                try:
+                    signal.signal(signum, handler)
+                except (ValueError, OSError):  # pragma: no cover
+                    pass
+
+        return restore
 
     def shutdown(self) -> None:
         """Stop the server: finish running calls (within ``grace``), fail queued ones. Idempotent."""
@@ -340,6 +465,69 @@ class AgentServer:
 
 
 RpcAgentServerLauncher = AgentServer
+
+
+def client_addresses(host: str, port: int) -> list[str]:
+    """The ``tcp://host:port`` addresses a client can use for a server bound to ``host``.
+
+    A specific address is itself. A wildcard (``0.0.0.0``, ``::``, ``*``) or an interface name is
+    every matching address of this machine, non-loopback first and loopback last (IPv6 link-local
+    addresses, which need a scope, are left out).
+    """
+    wildcard = host in _WILDCARD
+    if not wildcard and not _is_interface(host):
+        return [normalize_address(host, port)]
+    try:
+        from zeroconf import IPVersion
+
+        from discovery._net import local_addresses
+
+        version = IPVersion.All if host == "::" else IPVersion.V4Only
+        found = local_addresses(version, None if wildcard else [host])
+    except Exception:  # pragma: no cover  (no interface table: fall back to loopback)
+        found = []
+    found = [a for a in found if "%" not in a]
+    if not found:
+        found = ["::1" if host == "::" else "127.0.0.1"] if wildcard else []
+    return [normalize_address(a, port) for a in found] or [normalize_address(host, port)]
+
+
+def ready_info(server: AgentServer) -> dict:
+    """What the ready line says about a running server, as a dict (``start --json`` prints it)."""
+    addresses = client_addresses(server.host, server.port)
+    return {
+        "event": "ready",
+        "address": addresses[0],
+        "addresses": addresses,
+        "bound": server.address,
+        "name": server.name,
+        "capacity": server.capacity,
+        "pool": server.pool_type,
+        "advertised": bool(server.advertise),
+        "auth": bool(server.secret),
+        "pid": server.pid,
+    }
+
+
+def ready_line(info: dict) -> str:
+    """The one line a server prints once it accepts calls.
+
+    ``zmq-agent-server ready on tcp://HOST:PORT (name=..., capacity=..., pool=..., advertised=...,
+    auth=..., pid=...)``: the first ``tcp://host:port`` is an address a client can use. A server
+    bound to a wildcard or an interface name adds ``; bound to 0.0.0.0, also reachable at tcp://...``
+    inside the parentheses.
+    """
+    line = (
+        f"zmq-agent-server ready on {info['address']} (name={info['name']}, capacity={info['capacity']}, "
+        f"pool={info['pool']}, advertised={'yes' if info['advertised'] else 'no'}, "
+        f"auth={'on' if info['auth'] else 'off'}, pid={info['pid']}"
+    )
+    if info["bound"] != info["address"]:
+        bound = info["bound"][len("tcp://"):].rpartition(":")[0]
+        line += f"; bound to {bound}"
+        if len(info["addresses"]) > 1:
+            line += ", also reachable at " + " ".join(info["addresses"][1:])
+    return line + ")"
 
 
 def _read_ready_line(proc: subprocess.Popen, timeout: float) -> str:

@@ -18,12 +18,38 @@ from typing import Any
 __all__ = ["main"]
 
 
+_COMMANDS = ("start", "list", "status", "stop")
+MIN_SECRET_BYTES = 16
+"""A secret shorter than this gets a warning (``secrets.token_urlsafe(32)`` makes 43 bytes)."""
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        PackageNotFoundError, version = Exception, None  # noqa: N806
+    try:
+        if version is not None:
+            return version("zmq-agent-mesh")
+    except PackageNotFoundError:
+        pass
+    from mesh import __version__
+
+    return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="zmq-agent-server", description="Agent servers of the ZeroMQ agent mesh.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="zmq-agent-server", description="Agent servers of the ZeroMQ agent mesh.",
+        epilog="AgentScope's `as_server start ...` command lines run as `zmq-agent-server start ...`.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{start,list,status,stop}")
 
     s = sub.add_parser("start", help="run an agent server in the foreground")
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need a secret)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind: an IP address, 0.0.0.0 (every interface), localhost, an interface "
+                        "name or a host name (default 127.0.0.1; any non-loopback address needs a secret)")
     s.add_argument("--port", type=int, default=0, help="port to bind (default: a free one)")
     s.add_argument("--capacity", type=int, default=32, help="calls running at once (default 32)")
     s.add_argument("--agent-dir", help="folder of *.py files defining agent classes")
@@ -34,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-len", type=int, default=10000, help="most results kept, local pool (default 10000)")
     s.add_argument("--max-message-size", type=int, default=32 * 2**20, help="largest request in bytes (default 32 MiB; 0 or less: no limit)")
     s.add_argument("--no-advertise", action="store_true", help="do not announce the server for discovery")
-    s.add_argument("--secret-file", help="file holding the shared secret (else env MESH_SECRET)")
+    s.add_argument("--secret-file", help=f"file holding the shared secret (else env MESH_SECRET); a warning if it is "
+                                         f"readable by group or others or shorter than {MIN_SECRET_BYTES} bytes")
     s.add_argument("--insecure", action="store_true", help="allow a non-loopback host without a secret")
     s.add_argument("--no-code", action="store_true", help="accept only known classes, never code sent by value")
     s.add_argument("--grace", type=float, default=5.0, help="seconds running calls get at shutdown (default 5)")
@@ -45,27 +72,67 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", default="WARNING", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
         help="logging level (default WARNING)",
     )
+    s.add_argument("--json", action="store_true", help="print the ready line (one per process) as a JSON object")
     s.add_argument("--parent-stdin", action="store_true", help=argparse.SUPPRESS)
+    compat = s.add_argument_group(
+        "AgentScope's as_server flags",
+        "accepted so that `as_server start ...` command lines run with only the command name changed",
+    )
+    compat.add_argument("--model-config-path", metavar="FILE",
+                        help="accepted and ignored: the server loads no model configs (agents set up their own models)")
+    compat.add_argument("--server-id", dest="name", default=argparse.SUPPRESS, metavar="ID", help="same as --name")
+    compat.add_argument("--max-pool-size", dest="max_len", type=int, default=argparse.SUPPRESS, metavar="N",
+                        help="same as --max-len")
+    compat.add_argument("--local-mode", nargs="?", const="true", metavar="BOOL",
+                        help="true: refuse any host but loopback (the default host is loopback anyway)")
+    for flag, what in (("--studio-url", "URL"), ("--max-timeout-seconds", "S")):
+        compat.add_argument(flag, metavar=what, dest="ignored_" + flag[2:].replace("-", "_"), help="accepted and ignored")
+    for flag in ("--no-log", "--save-api-invoke", "--use-monitor"):
+        compat.add_argument(flag, action="store_true", dest="ignored_" + flag[2:].replace("-", "_"), help="accepted and ignored")
 
     ls = sub.add_parser("list", help="the servers discovered now")
     ls.add_argument("--timeout", type=float, default=1.0, help="seconds to listen (default 1)")
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.add_argument("--peers", help="also ask these servers: host:port,host:port (like env MESH_PEERS)")
     ls.add_argument("--redis-url", help="also read the Redis registry at this URL (like env MESH_REDIS_DISCOVERY_URL)")
+    ls.add_argument("--secret-file", help="file holding the shared secret (else env MESH_SECRET)")
 
     st = sub.add_parser("status", help="one server's agents, load and uptime")
     st.add_argument("address", help="tcp://host:port or host:port")
     st.add_argument("--json", action="store_true", help="print JSON")
-    st.add_argument("--timeout", type=float, default=5.0)
+    st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+    st.add_argument("--secret-file", help="file holding the shared secret (else env MESH_SECRET)")
 
     sp = sub.add_parser("stop", help="ask a server to shut down cleanly")
     sp.add_argument("address", help="tcp://host:port or host:port")
-    sp.add_argument("--timeout", type=float, default=5.0)
+    sp.add_argument("--json", action="store_true", help="print the result as JSON")
+    sp.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+    sp.add_argument("--secret-file", help="file holding the shared secret (else env MESH_SECRET)")
     return p
 
 
+def _check_command(p: argparse.ArgumentParser, argv: list[str]) -> None:
+    """A missing or misspelt command gets a usage error that says which one was meant (exit 2)."""
+    if not argv:
+        p.error("a command is needed: start, list, status or stop (e.g. zmq-agent-server start --port 12001)")
+    first = argv[0]
+    if first in _COMMANDS or first in ("-h", "--help", "--version"):
+        return
+    if first.startswith("-"):
+        p.error(f"the command is missing: did you mean start? (zmq-agent-server start {' '.join(argv)})")
+    import difflib
+
+    close = difflib.get_close_matches(first, _COMMANDS, n=1, cutoff=0.6)
+    if close:
+        p.error(f"unknown command {first!r}: did you mean {close[0]}?")
+    p.error(f"unknown command {first!r}: use start, list, status or stop")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = _parser()
+    _check_command(p, argv)
+    args = p.parse_args(argv)
     if args.command == "start":
         return _start(args)
     if args.command == "list":
@@ -75,38 +142,112 @@ def main(argv: list[str] | None = None) -> int:
     return _stop(args)
 
 
+def _warn(text: str) -> None:
+    print(f"zmq-agent-server: warning: {text}", file=sys.stderr, flush=True)
+
+
+def _read_secret(path: str) -> bytes:
+    """Read ``--secret-file``, warning on stderr when others can read it or it is short.
+
+    Raises:
+        OSError, ValueError: it cannot be read, or it is empty.
+    """
+    import stat
+
+    import transport
+
+    secret = transport.read_secret_file(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # pragma: no cover  (it was just read)
+        mode = 0
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        _warn(f"secret file {path} can be read by group or others (mode {stat.S_IMODE(mode):04o}): "
+              f"run chmod 600 {path}")
+    _check_secret_length(secret, f"secret file {path}")
+    return secret
+
+
+def _check_secret_length(secret: bytes | None, where: str) -> None:
+    if secret and len(secret) < MIN_SECRET_BYTES:
+        _warn(f"{where} holds only {len(secret)} bytes: use at least {MIN_SECRET_BYTES} random bytes, e.g. "
+              "python -c \"import secrets; print(secrets.token_urlsafe(32))\"")
+
+
+def _client_secret(args: argparse.Namespace) -> bool:
+    """``--secret-file`` of list/status/stop: make the client use it. False (and says why) when unreadable."""
+    if not getattr(args, "secret_file", None):
+        return True
+    try:
+        secret = _read_secret(args.secret_file)
+    except (OSError, ValueError) as exc:
+        _fail(args, f"cannot read --secret-file: {exc}")
+        return False
+    import mesh
+
+    mesh.init(secret=secret)
+    return True
+
+
+def _fail(args: argparse.Namespace, why: str, **extra: Any) -> None:
+    """An error of list/status/stop: on stderr, and as JSON on stdout with ``--json``."""
+    print(f"zmq-agent-server: {why}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": False, "error": why, **extra}))
+
+
 def _refuse(args: argparse.Namespace, why: str) -> None:
     """Say why the server does not start: on stderr, and to a parent process waiting for its line."""
     print(f"zmq-agent-server: {why}", file=sys.stderr)
     if getattr(args, "parent_stdin", False):
         print(f"zmq-agent-server: {why}", flush=True)
+    elif getattr(args, "json", False):
+        print(json.dumps({"event": "refused", "error": why}), flush=True)
+
+
+def _truthy(text: str | None) -> bool:
+    return str(text).strip().lower() in ("1", "true", "yes", "on")
 
 
 def _start(args: argparse.Namespace) -> int:
+    from mesh._server import check_host
+
+    try:  # the address first: a bad one is reported as such, not as a missing secret
+        args.host = check_host(args.host)
+    except ValueError as exc:
+        _refuse(args, f"--host: {exc}")
+        return 2
     if args.interfaces:
         os.environ["MESH_INTERFACES"] = args.interfaces  # read by the advertiser
     if args.processes < 1:
         _refuse(args, f"--processes must be at least 1, got {args.processes}")
         return 2
+    ignored = [f"--{k[len('ignored_'):].replace('_', '-')}" for k, v in vars(args).items() if k.startswith("ignored_") and v]
+    if args.model_config_path:
+        ignored.insert(0, "--model-config-path")
+    if ignored and not args.parent_stdin:
+        print(f"zmq-agent-server: note: ignoring AgentScope flag(s) {', '.join(ignored)} (see --help)", file=sys.stderr)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for entry in os.environ.get("MESH_SYS_PATH", "").split(os.pathsep):
         if entry and entry not in sys.path:
             sys.path.append(entry)
     import mesh
+    import transport
     from mesh._classes import AgentDirError
+    from mesh._server import ready_info, ready_line
 
     classes: list[type] = []
     if args.parent_stdin:
         classes = _read_parent_config()
     secret = None
     if args.secret_file:
-        import transport
-
         try:
-            secret = transport.read_secret_file(args.secret_file)
+            secret = _read_secret(args.secret_file)
         except (OSError, ValueError) as exc:
             _refuse(args, f"cannot read --secret-file: {exc}")
             return 2
+    elif not args.parent_stdin:
+        _check_secret_length(transport.secret_from_env(), "MESH_SECRET")
     if secret:
         mesh.init(secret=secret)  # outgoing fetches to other servers use it too
     try:
@@ -116,7 +257,7 @@ def _start(args: argparse.Namespace) -> int:
             max_expire_time=args.max_expire_time, max_len=args.max_len,
             max_message_size=args.max_message_size, advertise=not args.no_advertise, name=args.name,
             secret=secret, insecure=args.insecure, no_code=args.no_code, grace=args.grace,
-            lease_ttl=args.lease_ttl,
+            lease_ttl=args.lease_ttl, local_mode=True if _truthy(args.local_mode) else None,
         )
         server.launch(in_subprocess=False)
     except (ValueError, AgentDirError, OSError) as exc:
@@ -153,19 +294,9 @@ def _start(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     if args.parent_stdin:
         threading.Thread(target=_watch_parent, args=(server,), name="mesh-parent-watch", daemon=True).start()
-    print(
-        f"zmq-agent-server ready on {server.address} (name={server.name}, capacity={server.capacity}, "
-        f"pool={server.pool_type}, advertised={'yes' if server.advertise else 'no'}, "
-        f"auth={'on' if server.secret else 'off'}, pid={os.getpid()})",
-        flush=True,
-    )
-    for sib in siblings:
-        print(
-            f"zmq-agent-server ready on {sib.address} (name={sib.name}, capacity={sib.capacity}, "
-            f"pool={sib.pool_type}, advertised={'yes' if sib.advertise else 'no'}, "
-            f"auth={'on' if sib.secret else 'off'}, pid={sib.pid})",
-            flush=True,
-        )
+    for each in (server, *siblings):
+        info = ready_info(each)
+        print(json.dumps(info) if args.json else ready_line(info), flush=True)
     while not server._stopped.wait(0.5):  # wake up for signals
         pass
     stop_all()
@@ -241,10 +372,12 @@ def _admin(address: str, op: str, timeout: float) -> Any:
 def _status(args: argparse.Namespace) -> int:
     import mesh
 
+    if not _client_secret(args):
+        return 1
     try:
         info = _admin(args.address, "status", args.timeout)
     except (mesh.MeshError, ValueError) as exc:
-        print(f"zmq-agent-server: {exc}", file=sys.stderr)
+        _fail(args, str(exc), address=args.address)
         return 1
     if args.json:
         print(json.dumps(info, indent=2, default=str))
@@ -264,13 +397,19 @@ def _status(args: argparse.Namespace) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     import mesh
+    from mesh._client import normalize_address
 
+    if not _client_secret(args):
+        return 1
     try:
         _admin(args.address, "stop", args.timeout)
     except (mesh.MeshError, ValueError) as exc:
-        print(f"zmq-agent-server: {exc}", file=sys.stderr)
+        _fail(args, str(exc), address=args.address)
         return 1
-    print(f"asked {args.address} to stop")
+    if args.json:
+        print(json.dumps({"ok": True, "address": normalize_address(args.address), "stopping": True}))
+    else:
+        print(f"asked {args.address} to stop")
     return 0
 
 
@@ -280,6 +419,9 @@ def _list(args: argparse.Namespace) -> int:
     if args.redis_url:
         os.environ["MESH_REDIS_DISCOVERY_URL"] = args.redis_url
     import mesh
+
+    if not _client_secret(args):
+        return 1
     from mesh._discovery import survey
 
     try:
