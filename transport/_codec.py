@@ -218,7 +218,7 @@ def _walk(obj: Any, bufs: list[Any], threshold: int, depth: int = 0) -> Any:
             msgpack.packb([_walk(x, bufs, threshold, depth) for x in obj], use_bin_type=True),
         )
     if t is dict:
-        if depth >= MAX_DEPTH or not all(type(k) in _KEY_TYPES for k in obj):
+        if depth >= MAX_DEPTH or not all(type(k) is str or _plain_key(k) for k in obj):
             return _pickled(obj, bufs, threshold)
         depth += 1
         return {k: _walk(v, bufs, threshold, depth) for k, v in obj.items()}
@@ -229,6 +229,11 @@ def _walk(obj: Any, bufs: list[Any], threshold: int, depth: int = 0) -> Any:
             return msgpack.ExtType(EXT_BUFREF, msgpack.packb([len(bufs) - 1, _BUF_KINDS[t]]))
         return bytes(obj) if t is memoryview else obj
     return _pickled(obj, bufs, threshold)
+
+
+def _plain_key(key: Any) -> bool:
+    t = type(key)
+    return t in _KEY_TYPES and (t is not int or _INT_MIN <= key <= _INT_MAX)
 
 
 def _pickled(obj: Any, bufs: list[Any], threshold: int) -> msgpack.ExtType:
