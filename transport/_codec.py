@@ -120,46 +120,45 @@ def decode(body: Any, buffers: list[Any] = (), *, allow_pickle: bool = True) -> 
         CodecError: malformed body, bad buffer reference, or a refused pickle.
     """
     bufs = [_view(b) for b in buffers]
-    used: set[int] = set()  # buffer indices already referenced: each at most once
+    used: set[int] | None = set() if bufs else None  # buffer indices referenced so far: each once only
     depth = 0  # ext values being decoded, nested
 
     def ext_hook(code: int, data: bytes) -> Any:
+        # No try/finally around the depth: an error here ends the whole decode.
         nonlocal depth
         if depth >= MAX_EXT_DEPTH:
             raise CodecError(f"ext values nested more than {MAX_EXT_DEPTH} deep")
-        depth += 1
-        try:
-            if code == EXT_TUPLE:
-                items = _unpack(data, ext_hook)
-                if type(items) is not list:
-                    raise CodecError("malformed tuple: not an array")
-                return tuple(items)
-            if code == EXT_BUFREF:
-                ref = _unpack(data, None)
-                if type(ref) is not list or len(ref) != 2 or ref[1] not in (0, 1, 2):
-                    raise CodecError(f"malformed buffer reference {ref!r:.80}")
-                view = _take(bufs, used, ref[0])
-                kind = ref[1]
-                if kind == 2:
-                    return view
-                return bytearray(view) if kind == 1 else bytes(view)
-            if code == EXT_PICKLED:
-                if not allow_pickle:
-                    raise CodecError("pickled values are not accepted from this peer")
-                ref = _unpack(data, None)
-                if type(ref) is not list or len(ref) != 2 or type(ref[1]) is not list:
-                    raise CodecError("malformed pickled value")
-                payload, indices = ref
-                oob = [_take(bufs, used, i) for i in indices]
-                try:
-                    return pickle.loads(payload, buffers=oob)
-                except CodecError:
-                    raise
-                except Exception as exc:
-                    raise CodecError(f"cannot unpickle value: {type(exc).__name__}: {exc}") from exc
-            raise CodecError(f"unknown ext type {code}")
-        finally:
+        if code == EXT_TUPLE:
+            depth += 1
+            items = _unpack(data, ext_hook)
             depth -= 1
+            if type(items) is not list:
+                raise CodecError("malformed tuple: not an array")
+            return tuple(items)
+        if code == EXT_BUFREF:
+            ref = _unpack(data, None)
+            if type(ref) is not list or len(ref) != 2 or ref[1] not in (0, 1, 2):
+                raise CodecError(f"malformed buffer reference {ref!r:.80}")
+            view = _take(bufs, used, ref[0])
+            kind = ref[1]
+            if kind == 2:
+                return view
+            return bytearray(view) if kind == 1 else bytes(view)
+        if code == EXT_PICKLED:
+            if not allow_pickle:
+                raise CodecError("pickled values are not accepted from this peer")
+            ref = _unpack(data, None)
+            if type(ref) is not list or len(ref) != 2 or type(ref[1]) is not list:
+                raise CodecError("malformed pickled value")
+            payload, indices = ref
+            oob = [_take(bufs, used, i) for i in indices]
+            try:
+                return pickle.loads(payload, buffers=oob)
+            except CodecError:
+                raise
+            except Exception as exc:
+                raise CodecError(f"cannot unpickle value: {type(exc).__name__}: {exc}") from exc
+        raise CodecError(f"unknown ext type {code}")
 
     try:
         return _unpack(_view(body), ext_hook)
@@ -189,8 +188,8 @@ def _view(frame: Any) -> Any:
     return buf if buf is not None else frame
 
 
-def _take(bufs: list[Any], used: set[int], index: Any) -> Any:
-    if type(index) is not int or not 0 <= index < len(bufs):
+def _take(bufs: list[Any], used: set[int] | None, index: Any) -> Any:
+    if type(index) is not int or not 0 <= index < len(bufs) or used is None:
         raise CodecError(f"buffer reference {index!r:.40} out of range ({len(bufs)} buffers)")
     if index in used:  # a small body must not make many copies of one large frame
         raise CodecError(f"buffer {index} is referenced twice")
@@ -293,8 +292,25 @@ class _Pickler(cloudpickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         # called only for objects that are not plain builtin values (the pickler's fast paths)
-        if isinstance(obj, _UNTRANSFERABLE_TYPES) and not isinstance(obj, _IN_MEMORY_IO):
-            for kinds, what in _UNTRANSFERABLE:
-                if isinstance(obj, kinds):
-                    raise Untransferable(what, obj)
-        return super().reducer_override(obj)
+        cls = type(obj)
+        what = _verdicts.get(cls, _UNKNOWN)
+        if what is _UNKNOWN:
+            what = _verdict(cls)
+        if what is not None:
+            raise Untransferable(what, obj)
+        return _cloudpickle_override(self, obj)
+
+
+_UNKNOWN = object()
+_verdicts: dict[type, str | None] = {}  # type -> what it is when it cannot travel, else None
+_cloudpickle_override = cloudpickle.Pickler.reducer_override
+
+
+def _verdict(cls: type) -> str | None:
+    what = None
+    if issubclass(cls, _UNTRANSFERABLE_TYPES) and not issubclass(cls, _IN_MEMORY_IO):
+        what = next(w for kinds, w in _UNTRANSFERABLE if issubclass(cls, kinds))
+    if len(_verdicts) > 4096:  # classes made at run time: keep the cache bounded
+        _verdicts.clear()
+    _verdicts[cls] = what
+    return what
