@@ -224,7 +224,7 @@ class LocalRegistry:
                     raise ValueError("no pid")
             except FileNotFoundError:
                 continue  # withdrawn while we listed
-            except (OSError, ValueError) as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; deep nesting
                 log.debug("ignoring malformed local registry entry %s: %s", entry.path, exc)
                 continue
             if not process_alive(rec.pid, start):

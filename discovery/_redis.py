@@ -179,7 +179,7 @@ class RedisScanner:
                     continue  # expired between SCAN and MGET
                 try:
                     out.append(record_from_dict(json.loads(value), "redis"))
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
                     log.debug("ignoring malformed Redis entry %r: %s", key, exc)
             self._cached = out
             self._next = time.monotonic() + self._interval

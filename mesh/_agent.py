@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import uuid
-from typing import Any
+from typing import Any, Callable
 
-from mesh._future import resolve
+from mesh._future import is_future, resolve
 from mesh._meta import RpcMeta, async_func
 from mesh._msg import Msg
 
@@ -25,6 +27,12 @@ class AgentBase(metaclass=RpcMeta):
     """
 
     _mesh_agent = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        reply = cls.__dict__.get("reply")
+        if callable(reply) and not getattr(reply, "_mesh_checked", False):
+            cls.reply = _checked_reply(reply, cls.__name__)  # type: ignore[method-assign]
 
     def __init__(self, name: str, **kwargs: Any) -> None:
         self.name = name
@@ -76,3 +84,48 @@ class AgentBase(metaclass=RpcMeta):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+def _not_a_msg(cls_name: str, value: Any) -> TypeError:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return TypeError(
+        f"{cls_name}.reply must return a Msg, but it returned {type(value).__name__} {text}: "
+        f"return e.g. Msg(self.name, content) instead"
+    )
+
+
+def _is_msg(value: Any) -> bool:
+    return isinstance(value, Msg) or is_future(value)  # a future may hold a Msg: not waited for here
+
+
+def _checked_reply(fn: Callable, cls_name: str) -> Callable:
+    """Wrap a subclass's ``reply`` so that a result other than a ``Msg`` fails at once, naming the class.
+
+    A remote agent's caller reads the result as a ``Placeholder`` (a ``Msg``): a ``str``
+    would otherwise fail there as ``'str' object has no attribute 'content'``.
+    """
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        return fn  # a stream of items, not one message
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def checked_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+            value = await fn(self, *args, **kwargs)
+            if not _is_msg(value):
+                raise _not_a_msg(cls_name, value)
+            return value
+
+        checked_async._mesh_checked = True  # type: ignore[attr-defined]
+        return checked_async
+
+    @functools.wraps(fn)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        value = fn(self, *args, **kwargs)
+        if not _is_msg(value):
+            raise _not_a_msg(cls_name, value)
+        return value
+
+    checked._mesh_checked = True  # type: ignore[attr-defined]
+    return checked

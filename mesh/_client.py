@@ -6,9 +6,13 @@ import collections
 import concurrent.futures
 import contextlib
 import errno
+import gc
+import inspect
 import os
+import sys
 import threading
 import time
+import types
 import uuid
 from concurrent.futures import Future
 from typing import Any
@@ -26,6 +30,7 @@ from mesh._errors import (
     MessageTooLarge,
     RemoteError,
     ResultExpired,
+    SerializationError,
     ServerUnavailable,
 )
 
@@ -130,7 +135,7 @@ class Client:
                     _take_back(made)
                     raise
         except transport.CodecError as exc:
-            raise MeshError(f"cannot send the arguments: {exc}") from exc
+            raise cannot_send(header, value, exc) from exc
         limit = self.limits.get(address, self.settings.max_message_size)
         if buffers or len(body) > 65536:
             size = len(body) + sum(memoryview(b).nbytes for b in buffers)
@@ -153,6 +158,67 @@ class Client:
 
 
 _COUNTED_OPS = ("call", "create")
+
+
+def cannot_send(header: dict, value: Any, exc: transport.CodecError) -> SerializationError:
+    """The error for a request whose arguments cannot be encoded, naming the argument at fault.
+
+    ``argument 'f' of WebAgent(...): an open file (_io.TextIOWrapper) cannot travel to another process``
+    """
+    op = header.get("op")
+    cls_ref = header.get("cls") if op == "create" else None
+    if op == "create" and isinstance(value, dict):
+        where = f"{str(cls_ref).rpartition(':')[2]}(...)"
+        args, kwargs = value.get("args", ()), value.get("kwargs", {})
+    elif op == "call" and isinstance(value, list) and len(value) == 2:
+        where = f"{header.get('m')}(...)"
+        args, kwargs = value
+    else:
+        return SerializationError(f"cannot send {op}: {exc}")
+    culprit = getattr(exc, "obj", None)
+    if culprit is not None:
+        names = _parameter_names(cls_ref, len(args))
+        candidates = [(names[i], a) for i, a in enumerate(args)] + [(repr(k), v) for k, v in kwargs.items()]
+        for label, arg in candidates:
+            if _holds(arg, culprit):
+                return SerializationError(f"argument {label} of {where}: {exc}")
+    return SerializationError(f"cannot send the arguments of {where}: {exc}")
+
+
+def _parameter_names(cls_ref: Any, count: int) -> list[str]:
+    """Names of the first ``count`` positional parameters of a class's constructor (``'1'``... if unknown)."""
+    names = [str(i + 1) for i in range(count)]
+    if not isinstance(cls_ref, str) or not count:
+        return names
+    module, _, qualname = cls_ref.partition(":")
+    obj: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    try:  # the constructor's own signature: RpcMeta.__call__ hides it behind (*args, **kwargs)
+        params = list(inspect.signature(obj.__init__).parameters.values())[1:] if isinstance(obj, type) else []
+    except (TypeError, ValueError):
+        return names
+    for i, p in enumerate(params[:count]):
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            names[i] = repr(p.name)
+        elif p.kind == p.VAR_POSITIONAL:
+            break
+    return names
+
+
+def _holds(root: Any, target: Any, limit: int = 100_000) -> bool:
+    """Whether ``target`` is reachable from ``root`` through containers and instance attributes."""
+    seen = {id(root)}
+    todo = [root]
+    while todo and len(seen) < limit:
+        obj = todo.pop()
+        if obj is target:
+            return True
+        for ref in gc.get_referents(obj):
+            if id(ref) not in seen and not isinstance(ref, (type, types.ModuleType)):
+                seen.add(id(ref))
+                todo.append(ref)
+    return False
 
 
 def _take_back(made: list) -> None:

@@ -10,7 +10,8 @@ The hierarchy::
     ├── ResultExpired          the producer no longer holds the value
     ├── MessageTooLarge        a message exceeds the server's size limit
     ├── AgentNotFound          no such object on that server
-    └── AuthenticationError    the shared secret is wrong or missing
+    ├── AuthenticationError    the shared secret is wrong or missing
+    └── SerializationError     a value cannot be sent (also a TypeError)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "RemoteAttributeError",
     "RemoteError",
     "ResultExpired",
+    "SerializationError",
     "ServerUnavailable",
 ]
 
@@ -80,3 +82,8 @@ class AgentNotFound(MeshError):
 
 class AuthenticationError(MeshError):
     """The security handshake failed: the shared secret is wrong or missing."""
+
+
+class SerializationError(MeshError, TypeError):
+    """A value cannot be sent: it holds something that cannot travel to another process
+    (an open file, a lock, a socket...), or it cannot be encoded at all."""

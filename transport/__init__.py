@@ -3,7 +3,7 @@
 Knows nothing of agents: ``mesh`` builds on it, never the reverse.
 """
 
-from transport._codec import BUFFER_THRESHOLD, CodecError, decode, encode
+from transport._codec import BUFFER_THRESHOLD, CodecError, Untransferable, decode, encode
 from transport._future import FutureTimeout, ReplyFuture
 from transport._framing import PROTOCOL_MAJOR, PROTOCOL_MINOR, SIGNATURE, FrameError, VersionMismatch
 from transport._node import (
@@ -34,6 +34,7 @@ __all__ = [
     "RequestTimeout",
     "Router",
     "TransportError",
+    "Untransferable",
     "VersionMismatch",
     "decode",
     "derive_keys",

@@ -16,17 +16,40 @@ code  name       payload
 Codes are wire values: never renumber. Map keys may be str, int, bytes,
 float, bool or None; a dict with other keys is pickled whole. Integers outside
 the 64-bit range are pickled.
+
+Bounds (any input, from any peer, decodes or fails with :class:`CodecError`,
+never crashes the process):
+
+- ext values nest at most :data:`MAX_EXT_DEPTH` deep. Each nested ext is
+  decoded by a nested ``msgpack.unpackb``, which costs ~40 KiB of C stack: 200
+  levels overflowed the thread's stack (SIGSEGV). The encoder never nests
+  deeper: a container nested :data:`MAX_DEPTH` deep is pickled from there on
+  (the unpickler is iterative, so deep values still round-trip), and a value
+  too deep even for pickle (Python's recursion limit) is refused.
+- plain msgpack arrays and maps nest at most 1024 deep (msgpack's own
+  iterative stack); declared lengths are bounded by the bytes received.
+- each buffer frame is referenced at most once, so a small body cannot make
+  many copies of one large frame.
+
+Things that cannot travel (open files, sockets, locks, threads, generators,
+ZeroMQ sockets) raise :class:`Untransferable` instead of arriving as
+something else (cloudpickle turns an open text file into a ``StringIO``).
 """
 
 from __future__ import annotations
 
+import _thread
+import io
 import pickle
+import socket
+import threading
+import types
 from typing import Any
 
 import cloudpickle
 import msgpack
 
-__all__ = ["BUFFER_THRESHOLD", "CodecError", "decode", "encode"]
+__all__ = ["BUFFER_THRESHOLD", "MAX_DEPTH", "MAX_EXT_DEPTH", "CodecError", "Untransferable", "decode", "encode"]
 
 EXT_PICKLED = 1  # wire value, never renumber
 EXT_BUFREF = 2  # wire value, never renumber
@@ -36,6 +59,12 @@ EXT_TUPLE = 3  # wire value, never renumber
 # binary values stay inline in msgpack.
 BUFFER_THRESHOLD = 64 * 1024
 
+# Containers (list, dict, tuple) nested this deep are pickled from there on.
+MAX_DEPTH = 31
+# Ext values nested deeper than this are refused by the decoder (the encoder makes at most
+# MAX_DEPTH + 1: the tuples above the limit, then the pickle). ~40 KiB of C stack each.
+MAX_EXT_DEPTH = 32
+
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _KEY_TYPES = (str, int, bytes, float, bool, type(None))
@@ -44,6 +73,20 @@ _BUF_KINDS = {bytes: 0, bytearray: 1, memoryview: 2}
 
 class CodecError(ValueError):
     """A body that cannot be encoded or decoded."""
+
+
+class Untransferable(CodecError):
+    """A value holds something that cannot travel to another process.
+
+    Attributes:
+        what: what it is, e.g. ``"an open file"``.
+        obj: the object itself.
+    """
+
+    def __init__(self, what: str, obj: Any) -> None:
+        super().__init__(f"{what} ({type(obj).__module__}.{type(obj).__qualname__}) cannot travel to another process")
+        self.what = what
+        self.obj = obj
 
 
 def encode(value: Any, *, threshold: int = BUFFER_THRESHOLD) -> tuple[bytes, list[Any]]:
@@ -77,22 +120,40 @@ def decode(body: Any, buffers: list[Any] = (), *, allow_pickle: bool = True) -> 
         CodecError: malformed body, bad buffer reference, or a refused pickle.
     """
     bufs = [_view(b) for b in buffers]
+    used: set[int] | None = set() if bufs else None  # buffer indices referenced so far: each once only
+    depth = 0  # ext values being decoded, nested
 
     def ext_hook(code: int, data: bytes) -> Any:
+        # No try/finally around the depth: an error here ends the whole decode.
+        nonlocal depth
+        if depth >= MAX_EXT_DEPTH:
+            raise CodecError(f"ext values nested more than {MAX_EXT_DEPTH} deep")
         if code == EXT_TUPLE:
-            return tuple(_unpack(data, ext_hook))
+            depth += 1
+            items = _unpack(data, ext_hook)
+            depth -= 1
+            if type(items) is not list:
+                raise CodecError("malformed tuple: not an array")
+            return tuple(items)
         if code == EXT_BUFREF:
-            index, kind = _unpack(data, ext_hook)
-            view = _buffer(bufs, index)
+            ref = _unpack(data, None)
+            if type(ref) is not list or len(ref) != 2 or ref[1] not in (0, 1, 2):
+                raise CodecError(f"malformed buffer reference {ref!r:.80}")
+            view = _take(bufs, used, ref[0])
+            kind = ref[1]
             if kind == 2:
                 return view
             return bytearray(view) if kind == 1 else bytes(view)
         if code == EXT_PICKLED:
             if not allow_pickle:
                 raise CodecError("pickled values are not accepted from this peer")
-            payload, indices = _unpack(data, ext_hook)
+            ref = _unpack(data, None)
+            if type(ref) is not list or len(ref) != 2 or type(ref[1]) is not list:
+                raise CodecError("malformed pickled value")
+            payload, indices = ref
+            oob = [_take(bufs, used, i) for i in indices]
             try:
-                return pickle.loads(payload, buffers=[_buffer(bufs, i) for i in indices])
+                return pickle.loads(payload, buffers=oob)
             except CodecError:
                 raise
             except Exception as exc:
@@ -109,6 +170,8 @@ def decode(body: Any, buffers: list[Any] = (), *, allow_pickle: bool = True) -> 
 
 def _unpack(data: Any, ext_hook: Any) -> Any:
     try:
+        if ext_hook is None:  # a payload that has no ext values inside: refuse any
+            return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_no_ext)
         return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=ext_hook)
     except CodecError:
         raise
@@ -116,34 +179,48 @@ def _unpack(data: Any, ext_hook: Any) -> Any:
         raise CodecError(f"malformed body: {type(exc).__name__}: {exc}") from None
 
 
+def _no_ext(code: int, data: bytes) -> Any:
+    raise CodecError(f"unexpected ext type {code} inside a buffer reference or pickle")
+
+
 def _view(frame: Any) -> Any:
     buf = getattr(frame, "buffer", None)  # zmq.Frame
     return buf if buf is not None else frame
 
 
-def _buffer(bufs: list[Any], index: Any) -> Any:
-    if not isinstance(index, int) or not 0 <= index < len(bufs):
-        raise CodecError(f"buffer reference {index!r} out of range ({len(bufs)} buffers)")
+def _take(bufs: list[Any], used: set[int] | None, index: Any) -> Any:
+    if type(index) is not int or not 0 <= index < len(bufs) or used is None:
+        raise CodecError(f"buffer reference {index!r:.40} out of range ({len(bufs)} buffers)")
+    if index in used:  # a small body must not make many copies of one large frame
+        raise CodecError(f"buffer {index} is referenced twice")
+    used.add(index)
     return bufs[index]
 
 
-def _walk(obj: Any, bufs: list[Any], threshold: int) -> Any:
+def _walk(obj: Any, bufs: list[Any], threshold: int, depth: int = 0) -> Any:
     t = type(obj)
     if t is str or t is float or t is bool or obj is None:
         return obj
     if t is int:
         return obj if _INT_MIN <= obj <= _INT_MAX else _pickled(obj, bufs, threshold)
     if t is list:
-        return [_walk(x, bufs, threshold) for x in obj]
+        if depth >= MAX_DEPTH:
+            return _pickled(obj, bufs, threshold)
+        depth += 1
+        return [_walk(x, bufs, threshold, depth) for x in obj]
     if t is tuple:
+        if depth >= MAX_DEPTH:
+            return _pickled(obj, bufs, threshold)
+        depth += 1
         return msgpack.ExtType(
             EXT_TUPLE,
-            msgpack.packb([_walk(x, bufs, threshold) for x in obj], use_bin_type=True),
+            msgpack.packb([_walk(x, bufs, threshold, depth) for x in obj], use_bin_type=True),
         )
     if t is dict:
-        if all(type(k) in _KEY_TYPES for k in obj):
-            return {k: _walk(v, bufs, threshold) for k, v in obj.items()}
-        return _pickled(obj, bufs, threshold)
+        if depth >= MAX_DEPTH or not all(type(k) is str or _plain_key(k) for k in obj):
+            return _pickled(obj, bufs, threshold)
+        depth += 1
+        return {k: _walk(v, bufs, threshold, depth) for k, v in obj.items()}
     if t in _BUF_KINDS:
         size = obj.nbytes if t is memoryview else len(obj)
         if size >= threshold:
@@ -151,6 +228,11 @@ def _walk(obj: Any, bufs: list[Any], threshold: int) -> Any:
             return msgpack.ExtType(EXT_BUFREF, msgpack.packb([len(bufs) - 1, _BUF_KINDS[t]]))
         return bytes(obj) if t is memoryview else obj
     return _pickled(obj, bufs, threshold)
+
+
+def _plain_key(key: Any) -> bool:
+    t = type(key)
+    return t in _KEY_TYPES and (t is not int or _INT_MIN <= key <= _INT_MAX)
 
 
 def _pickled(obj: Any, bufs: list[Any], threshold: int) -> msgpack.ExtType:
@@ -165,7 +247,70 @@ def _pickled(obj: Any, bufs: list[Any], threshold: int) -> msgpack.ExtType:
         return False
 
     try:
-        payload = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
+        with io.BytesIO() as file:
+            _Pickler(file, protocol=5, buffer_callback=buffer_callback).dump(obj)
+            payload = file.getvalue()
+    except CodecError:
+        raise
+    except RecursionError as exc:  # cloudpickle raises PicklingError for most of them
+        raise CodecError(f"cannot pickle {type(obj).__name__}: nested too deeply") from exc
     except Exception as exc:
+        if "recursion" in str(exc):
+            raise CodecError(f"cannot pickle {type(obj).__name__}: nested too deeply ({exc})") from exc
         raise CodecError(f"cannot pickle {type(obj).__name__}: {exc}") from exc
     return msgpack.ExtType(EXT_PICKLED, msgpack.packb([payload, indices], use_bin_type=True))
+
+
+def _untransferable_kinds() -> tuple[tuple[tuple[type, ...], str], ...]:
+    kinds: list[tuple[tuple[type, ...], str]] = [
+        ((io.IOBase,), "an open file"),  # minus io.StringIO / io.BytesIO, see _Pickler
+        ((socket.socket,), "a socket"),
+        ((threading.Thread,), "a thread"),
+        ((_thread.LockType, type(threading.RLock()), threading.Semaphore, threading.Barrier), "a lock"),
+        ((threading.Condition,), "a condition variable"),
+        ((threading.Event,), "an event"),
+        ((types.GeneratorType, types.AsyncGeneratorType), "a generator"),
+        ((types.CoroutineType,), "a coroutine"),
+    ]
+    try:
+        import zmq
+    except ImportError:  # pragma: no cover - a dependency
+        pass
+    else:
+        kinds.append(((zmq.Socket,), "a ZeroMQ socket"))
+        kinds.append(((zmq.Context,), "a ZeroMQ context"))
+    return tuple(kinds)
+
+
+_UNTRANSFERABLE = _untransferable_kinds()
+_UNTRANSFERABLE_TYPES = tuple(t for types_, _ in _UNTRANSFERABLE for t in types_)
+_IN_MEMORY_IO = (io.StringIO, io.BytesIO)  # copies of their contents travel fine
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, refusing what cannot travel instead of sending something else in its place."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        # called only for objects that are not plain builtin values (the pickler's fast paths)
+        cls = type(obj)
+        what = _verdicts.get(cls, _UNKNOWN)
+        if what is _UNKNOWN:
+            what = _verdict(cls)
+        if what is not None:
+            raise Untransferable(what, obj)
+        return _cloudpickle_override(self, obj)
+
+
+_UNKNOWN = object()
+_verdicts: dict[type, str | None] = {}  # type -> what it is when it cannot travel, else None
+_cloudpickle_override = cloudpickle.Pickler.reducer_override
+
+
+def _verdict(cls: type) -> str | None:
+    what = None
+    if issubclass(cls, _UNTRANSFERABLE_TYPES) and not issubclass(cls, _IN_MEMORY_IO):
+        what = next(w for kinds, w in _UNTRANSFERABLE if issubclass(cls, kinds))
+    if len(_verdicts) > 4096:  # classes made at run time: keep the cache bounded
+        _verdicts.clear()
+    _verdicts[cls] = what
+    return what
