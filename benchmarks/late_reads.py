@@ -58,11 +58,12 @@ def main() -> None:
             except mesh.MeshError:
                 other += 1
         wall = time.perf_counter() - t0
-        st = status(srv.address)
         print(
             f"calls={args.calls} max_len={args.max_len or 'default'} ok={ok} expired={expired} other={other} "
-            f"issue={t_issue:.1f}s wall={wall:.1f}s server_rss={st['rss'] / 2**20:.0f}MiB results_held={st['results']}"
+            f"issue={t_issue:.1f}s wall={wall:.1f}s", flush=True,
         )
+        st = status(srv.address)
+        print(f"server_rss={st['rss'] / 2**20:.0f}MiB results_held={st['results']} bytes={st.get('results_bytes')}")
     finally:
         srv.shutdown()
         mesh.shutdown()
