@@ -597,7 +597,7 @@ class Servicer:
         this_run = header.get("inst") in (None, self.instance)
         self._when_done(header["task"], reply, this_run)
 
-    def _when_done(self, task: str, fn: Callable[[Entry], None], wait_unseen: bool = True) -> None:
+    def _when_done(self, task: str, fn: Callable[[Entry], None], wait_unseen: bool = True, stored_checked: bool = False) -> None:
         """Answer ``fn`` with the task's result: now from memory, when it ends if it runs, else "expired".
 
         Never blocks: a result this server does not have in memory is looked up in its Redis
@@ -610,7 +610,15 @@ class Servicer:
                 if waiters is not None:
                     waiters.append(fn)
                     return
-                if wait_unseen and task not in self._seen and len(self._early) < _EARLY_MAX:
+                unseen = wait_unseen and task not in self._seen
+            if unseen and self._stored is not None and not stored_checked:
+                self._unseen_from_store(task, fn)  # e.g. made by an earlier run: no need to wait for it
+                return
+            with self._lock:
+                if task in self._pending:
+                    self._pending[task].append(fn)
+                    return
+                if unseen and task not in self._seen and len(self._early) < _EARLY_MAX:
                     # Not arrived yet: a consumer's fetch can overtake the call that makes the
                     # task (another socket, another route). Wait for it, a bounded time.
                     self._pending[task] = [fn]
@@ -621,6 +629,24 @@ class Servicer:
                 self._answer_stored(task, [fn])
                 return
         fn(entry)
+
+    def _unseen_from_store(self, task: str, fn: Callable[[Entry], None]) -> None:
+        """A task this run has not seen: its Redis copy if there is one, else wait for it as usual."""
+
+        def read() -> None:
+            try:
+                entry = self._stored(task)  # type: ignore[misc]
+            except Exception:  # noqa: BLE001 - Redis down: wait for the task as without Redis
+                entry = None
+            if entry is not None:
+                fn(entry)
+            else:
+                self._when_done(task, fn, True, stored_checked=True)
+
+        try:
+            self._pool_executor.submit(read)  # type: ignore[union-attr]
+        except RuntimeError:  # shutting down
+            fn(_shut_down())
 
     def _answer_stored(self, task: str, waiters: Any) -> None:
         """Answer with the Redis copy of ``task`` (off the I/O thread), or "expired" without one."""
