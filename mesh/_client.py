@@ -52,9 +52,6 @@ class Client:
         self.session = uuid.uuid4().hex
         self.pid = os.getpid()
         self.limits: dict[str, int] = {}  # address -> server's max message size
-        self.pool_limits: dict[str, tuple[Any, Any]] = {}  # address -> (max_len, max_expire_time) of its pool
-        self.puts_seen: dict[str, int] = {}  # address -> newest result "seq" seen from it
-        self.server_runs: dict[str, str] = {}  # address -> the server run ("inst") last seen there
         self.owned: dict[str, list[float]] = {}  # server -> [renew every, last renewal] (leases)
         # (address, item) released handles; a deque, not a lock: __del__ may run in any thread at
         # any moment (the garbage collector), even in a thread that is flushing
@@ -151,6 +148,9 @@ class Client:
         return body, buffers
 
     def close(self) -> None:
+        from mesh._future import release_lenders  # (results) copies passed on keep their results
+
+        release_lenders(self)
         self._flush_releases()
         for address in list(self.owned):  # our objects can go now
             self.node.send(address, {"op": "bye", "sess": self.session})

@@ -23,6 +23,7 @@ import operator
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 from mesh import _context
@@ -37,6 +38,11 @@ _PENDING = object()
 # address -> callable(task_id) -> concurrent Future of a reply; servers living
 # in this process register here so local fetches skip the network.
 local_producers: dict[str, Any] = {}
+
+# holders that passed copies of themselves on in call arguments (id -> holder): when the session
+# ends (mesh.shutdown()), they report those copies to the producers before the "bye", so that the
+# results the copies still hold stay (see release_lenders)
+_lenders: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 
 
 class _FutureMixin:
@@ -82,7 +88,9 @@ class _FutureMixin:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             reply = self._mesh_wait(self._mesh_source(), deadline)
-            if reply[0].get("op") == "ok" and (reply[0].get("big") or self._mesh_maybe_dropped(reply[0])):
+            # a value that came with the reply is ours whenever we read it: while this future lives,
+            # the producer holds the result too (max_len / max_expire_time bound only unheld ones)
+            if reply[0].get("op") == "ok" and reply[0].get("big"):
                 reply = self._mesh_wait(self._mesh_start_fetch(), deadline)
             if reply[2]:  # buffers: a large value, worth releasing at once when this handle goes
                 d["_mesh_big"] = True
@@ -100,26 +108,6 @@ class _FutureMixin:
             if d["_mesh_value"] is _PENDING:
                 d["_mesh_value"] = value
         return d["_mesh_value"]
-
-    def _mesh_maybe_dropped(self, header: dict) -> bool:
-        """A value that came with the reply, read for the first time: might the pool have dropped it since?
-
-        Then the producer is asked (one round trip), so that reading a result late
-        gives ResultExpired whether or not it happened to come with the reply.
-        """
-        seq, arrived = header.get("seq"), header.get("_arrived")
-        if not isinstance(seq, int) or arrived is None:
-            return False
-        from mesh import _client
-
-        client = _client._client
-        if client is None or client.pid != os.getpid():  # shut down: keep what we have
-            return False
-        address = self.__dict__["_mesh_address"]
-        max_len, max_expire = client.pool_limits.get(address, (None, None))
-        if isinstance(max_expire, (int, float)) and time.monotonic() - arrived >= max_expire:
-            return True
-        return isinstance(max_len, int) and client.puts_seen.get(address, 0) - seq >= max_len
 
     def _mesh_from_pool(self, exc: ServerUnavailable) -> Any:
         """The producer is unreachable: read the value from its Redis pool, if it has one."""
@@ -197,6 +185,7 @@ class _FutureMixin:
             if _context.counting() and d.get("_mesh_pid") == os.getpid():
                 ref = _context.new_chain()
                 d["_mesh_children"].append(ref)
+                _lenders[id(self)] = self
                 _context.note_counted(self, ref)
             else:
                 d["_mesh_pinned"] = True
@@ -301,6 +290,22 @@ class Placeholder(_FutureMixin, Msg):
         if d["_mesh_value"] is not _PENDING:
             return f"Placeholder({d['_mesh_value']!r})"
         return f"<Placeholder {self._mesh_state()} task={d['_mesh_task']} producer={d['_mesh_address']}>"
+
+
+def release_lenders(client: Any) -> None:
+    """The session ends: every live holder that passed copies on lets go now, naming the copies.
+
+    Sent before the client's ``bye``, so the producer keeps those results for the copies (as loose
+    results) and drops the rest with the session. The holders send nothing more when collected.
+    """
+    for holder in list(_lenders.values()):
+        d = holder.__dict__
+        ref = d.get("_mesh_ref")
+        if ref is None or d.get("_mesh_pinned", True) or d.get("_mesh_pid") != os.getpid():
+            continue
+        d["_mesh_ref"] = None  # reported: __del__ stays silent
+        client.release(d["_mesh_address"], [d["_mesh_task"], ref, list(d["_mesh_children"])])
+    _lenders.clear()
 
 
 def _rebuild(

@@ -182,12 +182,7 @@ def create(
     limit = info.get("max_message_size") if isinstance(info, dict) else None
     if isinstance(limit, int):
         client.limits[address] = limit
-    if isinstance(info, dict) and ("max_len" in info or "max_expire_time" in info):
-        client.pool_limits[address] = (info.get("max_len"), info.get("max_expire_time"))
     inst = info.get("inst") if isinstance(info, dict) else None
-    if inst and client.server_runs.get(address) != inst:  # a new run counts its results from 1 again
-        client.server_runs[address] = inst
-        client.puts_seen.pop(address, None)
     if not detached and isinstance(info, dict) and isinstance(info.get("lease_ttl"), (int, float)):
         client.own(address, float(info["lease_ttl"]))
     pool = info.get("pool") if isinstance(info, dict) else None

@@ -1,10 +1,24 @@
 """Result pools: where a server keeps the results of async calls until fetched.
 
 An entry is the encoded reply (header fields, body, buffers), so a result
-fetched many times is encoded once. ``local`` keeps them in memory, bounded
-by ``max_len`` entries, ``max_expire_time`` seconds and ``max_bytes`` of
-values (env ``MESH_POOL_MAX_BYTES``, default 1 GiB); ``redis`` keeps them
-in a Redis server (see :mod:`mesh._pool_redis`).
+fetched many times is encoded once.
+
+Held and loose results. A result is *held* while the session of the caller
+that made the call is alive and that caller (or a copy of its future that the
+server knows of) has not let it go (see :mod:`mesh._future`); the server drops
+it when the last holder goes, or when the caller's session ends and nobody
+else holds it. A held result is bounded only by bytes: dropping it would lose
+a value that a live future will read. Every other result is *loose* (its
+holders cannot be tracked: the caller had no session, its session ended while
+copies it passed on were still out, or the server stopped counting them) and
+is bounded by ``max_len`` entries and ``max_expire_time`` seconds as well.
+
+``local`` keeps them in memory, all of them within ``max_bytes`` (env
+``MESH_POOL_MAX_BYTES``, default 1 GiB, counting values plus about
+:data:`ENTRY_OVERHEAD` bytes per entry); past it, loose results go first,
+oldest first, then the oldest held ones. ``redis`` keeps them in memory the
+same way and also copies each to Redis, from a background thread, so that
+consumers can read them while this server is down (see :mod:`mesh._pool_redis`).
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ __all__ = ["Entry", "LocalPool", "ResultPool", "make_pool"]
 Entry = tuple[dict[str, Any], bytes, list[bytes]]
 
 DEFAULT_MAX_BYTES = 1 << 30
+ENTRY_OVERHEAD = 400  # bytes an entry costs besides its value (task id, dicts, tuples), counted in max_bytes
 
 
 def _size(entry: Entry) -> int:
@@ -28,11 +43,13 @@ def _size(entry: Entry) -> int:
 
 
 class ResultPool(Protocol):
-    def put(self, task: str, entry: Entry) -> None: ...
+    def put(self, task: str, entry: Entry, *, held: bool = False) -> None: ...
 
     def get(self, task: str) -> Entry | None: ...
 
     def release(self, task: str) -> None: ...
+
+    def loosen(self, task: str) -> None: ...
 
     def __len__(self) -> int: ...
 
@@ -40,16 +57,21 @@ class ResultPool(Protocol):
 
 
 class LocalPool:
-    """In-memory pool, oldest entries evicted first.
+    """In-memory pool (see the module's docstring for held and loose results).
 
     Args:
-        max_len: most entries kept; the oldest goes when a new one arrives.
-        max_expire_time: seconds an entry lives.
-        max_bytes: most bytes of values kept; the oldest entries go first, but
-            the newest entry stays even if it alone is larger.
+        max_len: most loose entries kept; the oldest loose one goes when another arrives.
+        max_expire_time: seconds a loose entry lives (counted from when it became loose).
+        max_bytes: most bytes kept, held entries included (values plus :data:`ENTRY_OVERHEAD`
+            per entry); loose entries go first, then the oldest held ones, but the newest
+            entry stays even if it alone is larger.
+        entry_overhead: bytes counted per entry besides its value.
     """
 
-    def __init__(self, max_len: int = 10000, max_expire_time: float = 7200, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self, max_len: int = 10000, max_expire_time: float = 7200, max_bytes: int = DEFAULT_MAX_BYTES,
+        entry_overhead: int = ENTRY_OVERHEAD,
+    ) -> None:
         if max_len < 1:
             raise ValueError("max_len must be at least 1")
         if max_expire_time <= 0:
@@ -59,61 +81,94 @@ class LocalPool:
         self.max_len = max_len
         self.max_expire_time = max_expire_time
         self.max_bytes = max_bytes
+        self.entry_overhead = entry_overhead
         self._lock = threading.Lock()
-        self._items: OrderedDict[str, tuple[float, Entry, int]] = OrderedDict()
+        # task -> (entry, size); oldest first. Loose ones are also in _loose: task -> expiry.
+        self._items: OrderedDict[str, tuple[Entry, int]] = OrderedDict()
+        self._loose: OrderedDict[str, float] = OrderedDict()
         self._bytes = 0
+        self.evicted_held = 0  # held results dropped past max_bytes (a value a live future may read)
 
-    def put(self, task: str, entry: Entry) -> None:
+    def put(self, task: str, entry: Entry, *, held: bool = False) -> None:
+        """Store a result (replacing any of the same task); ``held``: see the module's docstring."""
         now = time.monotonic()
-        size = _size(entry)
+        size = _size(entry) + self.entry_overhead
         with self._lock:
-            old = self._items.pop(task, None)
-            if old is not None:
-                self._bytes -= old[2]
-            self._items[task] = (now + self.max_expire_time, entry, size)
+            self._drop(task)
+            self._items[task] = (entry, size)
             self._bytes += size
+            if not held:
+                self._loose[task] = now + self.max_expire_time
             self._evict(now)
 
     def get(self, task: str) -> Entry | None:
-        now = time.monotonic()
         with self._lock:
             item = self._items.get(task)
             if item is None:
                 return None
-            if item[0] <= now:
-                del self._items[task]
-                self._bytes -= item[2]
+            expires = self._loose.get(task)
+            if expires is not None and expires <= time.monotonic():
+                self._drop(task)
                 return None
-            return item[1]
+            return item[0]
 
     def release(self, task: str) -> None:
         with self._lock:
-            item = self._items.pop(task, None)
-            if item is not None:
-                self._bytes -= item[2]
+            self._drop(task)
+
+    def loosen(self, task: str) -> None:
+        """Nobody is known to hold ``task`` any more: bound it by ``max_len`` / ``max_expire_time`` from now."""
+        now = time.monotonic()
+        with self._lock:
+            if task in self._items and task not in self._loose:
+                self._loose[task] = now + self.max_expire_time
+                self._evict(now)
+
+    def is_held(self, task: str) -> bool:
+        with self._lock:
+            return task in self._items and task not in self._loose
+
+    def _drop(self, task: str) -> None:
+        # caller holds the lock
+        item = self._items.pop(task, None)
+        if item is not None:
+            self._bytes -= item[1]
+            self._loose.pop(task, None)
 
     def _evict(self, now: float) -> None:
-        items = self._items
-        while len(items) > self.max_len or (self._bytes > self.max_bytes and len(items) > 1):
-            self._bytes -= items.popitem(last=False)[1][2]
-        while items:
-            task, (expires, _, size) = next(iter(items.items()))
+        # caller holds the lock
+        loose, items = self._loose, self._items
+        while len(loose) > self.max_len:
+            self._drop(next(iter(loose)))
+        while loose:
+            task, expires = next(iter(loose.items()))
             if expires > now:
                 break
-            del items[task]
-            self._bytes -= size
+            self._drop(task)
+        while self._bytes > self.max_bytes and len(items) > 1:
+            if loose:
+                self._drop(next(iter(loose)))
+            else:
+                self._drop(next(iter(items)))
+                self.evicted_held += 1
 
     def __len__(self) -> int:
         return len(self._items)
 
     @property
+    def loose(self) -> int:
+        """Loose entries (bounded by max_len / max_expire_time)."""
+        return len(self._loose)
+
+    @property
     def nbytes(self) -> int:
-        """Bytes of values held."""
+        """Bytes counted against ``max_bytes``: values plus the overhead of each entry."""
         return self._bytes
 
     def close(self) -> None:
         with self._lock:
             self._items.clear()
+            self._loose.clear()
             self._bytes = 0
 
 
@@ -125,14 +180,15 @@ def make_pool(
     Raises:
         ValueError: unknown ``pool_type`` or a ``redis`` pool without ``redis_url``.
     """
+    max_bytes = int(os.environ.get("MESH_POOL_MAX_BYTES", DEFAULT_MAX_BYTES))
     if pool_type == "local":
-        max_bytes = int(os.environ.get("MESH_POOL_MAX_BYTES", DEFAULT_MAX_BYTES))
         return LocalPool(max_len=max_len, max_expire_time=max_expire_time, max_bytes=max_bytes)
     if pool_type == "redis":
         if not redis_url:
             raise ValueError("pool_type='redis' needs redis_url (e.g. redis://127.0.0.1:6379)")
-        from mesh._pool_redis import RedisPool
+        from mesh._pool_redis import RedisBackedPool, RedisPool
 
         # with a secret, entries are signed: nobody without it can plant data consumers would unpickle
-        return RedisPool(redis_url, max_expire_time=max_expire_time, namespace=name, secret=secret)
+        store = RedisPool(redis_url, max_expire_time=max_expire_time, namespace=name, secret=secret)
+        return RedisBackedPool(LocalPool(max_len=max_len, max_expire_time=max_expire_time, max_bytes=max_bytes), store)
     raise ValueError(f"unknown pool_type {pool_type!r}: use 'local' or 'redis'")

@@ -18,7 +18,14 @@ slip a forged (pickled) value to a peer that unpickles it.
 
 A Redis that is down, hung or gone gives a :class:`RedisPoolError` naming the
 URL within about :data:`TIMEOUT` seconds, never a hang; the pool reconnects by
-itself when Redis returns. redis-py is an optional dependency
+itself when Redis returns.
+
+A server does not use :class:`RedisPool` directly: :class:`RedisBackedPool`
+keeps every result in memory (a :class:`~mesh._pool.LocalPool`, which answers
+the server's own readers) and copies it to Redis from one background thread,
+so Redis is never on an actor's turn nor on the I/O thread, and a Redis that is
+down or hung costs only the copies (readers of a live producer still get its
+results from memory). redis-py is an optional dependency
 (``pip install 'zmq-agent-mesh[redis]'``), imported when a pool is first made.
 """
 
@@ -26,15 +33,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgpack
 
-__all__ = ["RedisPool", "RedisPoolError", "fetch", "close_fetch_clients"]
+__all__ = ["RedisBackedPool", "RedisPool", "RedisPoolError", "fetch", "close_fetch_clients"]
 
 Entry = tuple[dict[str, Any], bytes, list[bytes]]
 
@@ -43,6 +52,9 @@ BULK_SIZE = 4 * 2**20  # blobs above this are sent by a client with a longer tim
 BULK_TIMEOUT = 60.0  # ...because a socket's timeout bounds a whole sendall() of the blob
 _SIGNED = b"MSH1"  # signed blob: _SIGNED + 32-byte HMAC + msgpack (a msgpack array never starts with "M")
 _MAC_LEN = 32
+WRITE_QUEUE_MAX = 100_000  # copies to Redis waiting for the writer; past it the oldest copy is skipped
+WRITE_QUEUE_BYTES = 256 * 2**20  # ... or past this many bytes of values waiting
+WRITE_BATCH = 256  # copies sent to Redis in one pipeline
 _MISSING = "pool_type='redis' needs the redis package: pip install 'zmq-agent-mesh[redis]'"
 
 
@@ -223,6 +235,48 @@ class RedisPool:
         except self._errors as exc:
             raise self._fail("store a result", exc) from exc
 
+    def write(self, batch: list[tuple[str, Entry | None]]) -> None:
+        """Store and delete results in one round trip: ``(task, entry)`` stores, ``(task, None)`` deletes.
+
+        Entries whose blob is over :data:`BULK_SIZE` go one by one on the bulk client.
+
+        Raises:
+            RedisPoolError: Redis is down, hung or refuses the write.
+        """
+        ttl = self.max_expire_time
+        now = time.time()
+        small = []
+        for task, entry in batch:
+            if entry is None:
+                small.append((task, None))
+                continue
+            blob = _pack(task, entry, self._key)
+            if len(blob) > BULK_SIZE:
+                self.put(task, entry)
+            else:
+                small.append((task, blob))
+        if not small:
+            return
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for task, blob in small:
+                if blob is None:
+                    pipe.delete(self.key(task))
+                    pipe.zrem(self.index, task)
+                else:
+                    pipe.set(self.key(task), blob, px=max(1, int(ttl * 1000)))
+                    pipe.zadd(self.index, {task: now + ttl})
+            pipe.zremrangebyscore(self.index, "-inf", now)
+            pipe.expire(self.index, math.ceil(ttl) + 1)
+            pipe.zcard(self.index)
+            count = pipe.execute()[-1]
+            if self.max_len is not None and count > self.max_len:
+                old = [t.decode() for t, _ in self._redis.zpopmin(self.index, count - self.max_len)]
+                if old:
+                    self._redis.delete(*(self.key(t) for t in old))
+        except self._errors as exc:
+            raise self._fail("store results", exc) from exc
+
     def get(self, task: str) -> Entry | None:
         """The result of ``task``, or None when there is none (never stored, expired, released).
 
@@ -280,6 +334,145 @@ class RedisPool:
 
     def __repr__(self) -> str:
         return f"<RedisPool {self.where} {self.index}>"
+
+
+log = logging.getLogger("mesh.server")
+
+
+class RedisBackedPool:
+    """A server's pool with a Redis copy: memory answers, Redis outlives the server.
+
+    ``put``, ``release``, ``loosen`` and ``get`` act on the in-memory pool at
+    once and never touch the network; copies (and deletes) go to Redis in
+    order from one writer thread, in batches. While Redis is down or hung they
+    wait in a bounded queue (:data:`WRITE_QUEUE_MAX` entries,
+    :data:`WRITE_QUEUE_BYTES` bytes; past it the oldest copy is skipped) and a
+    batch that fails is skipped, with one warning per outage. :meth:`get_stored`
+    reads Redis (blocking, up to :data:`TIMEOUT`): for results this server no
+    longer has in memory, e.g. those of an earlier run.
+    """
+
+    def __init__(self, memory: Any, store: RedisPool) -> None:
+        self.memory = memory
+        self.store = store
+        self.max_len = memory.max_len
+        self.max_expire_time = memory.max_expire_time
+        self._queue: OrderedDict[str, Entry | None] = OrderedDict()  # task -> entry to copy, None to delete
+        self._queued_bytes = 0
+        self._cv = threading.Condition()
+        self._closed = False
+        self._busy = False
+        self.skipped = 0  # copies never written (queue full, or Redis failed)
+        self._failing = False
+        self._thread = threading.Thread(target=self._write_loop, name=f"mesh-redis-writer-{store.index}", daemon=True)
+        self._thread.start()
+
+    # -- the in-memory side (any thread, never blocks on the network) ----------
+    def put(self, task: str, entry: Entry, *, held: bool = False) -> None:
+        self.memory.put(task, entry, held=held)
+        self._enqueue(task, entry)
+
+    def get(self, task: str) -> Entry | None:
+        return self.memory.get(task)
+
+    def release(self, task: str) -> None:
+        self.memory.release(task)
+        self._enqueue(task, None)
+
+    def loosen(self, task: str) -> None:
+        self.memory.loosen(task)
+
+    def __len__(self) -> int:
+        return len(self.memory)
+
+    @property
+    def nbytes(self) -> int:
+        return self.memory.nbytes
+
+    # -- Redis ----------------------------------------------------------------
+    def get_stored(self, task: str) -> Entry | None:
+        """The copy in Redis (blocking, at most about :data:`TIMEOUT` s).
+
+        Raises:
+            RedisPoolError: Redis is down or hung, or the copy is forged or malformed.
+        """
+        return self.store.get(task)
+
+    def ping(self) -> None:
+        self.store.ping()
+
+    def _enqueue(self, task: str, entry: Entry | None) -> None:
+        size = 0 if entry is None else len(entry[1]) + sum(len(b) for b in entry[2])
+        with self._cv:
+            if self._closed:
+                return
+            old = self._queue.pop(task, None)
+            if old is not None:
+                self._queued_bytes -= len(old[1]) + sum(len(b) for b in old[2])
+            # a delete replaces a copy not written yet, and still goes: an older copy may be there
+            self._queue[task] = entry
+            self._queued_bytes += size
+            while len(self._queue) > WRITE_QUEUE_MAX or self._queued_bytes > WRITE_QUEUE_BYTES:
+                first, dropped = self._queue.popitem(last=False)
+                if dropped is not None:
+                    self._queued_bytes -= len(dropped[1]) + sum(len(b) for b in dropped[2])
+                    self.skipped += 1
+            self._cv.notify_all()  # the writer (a flush() may be waiting too)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closed:
+                    self._cv.wait()
+                if not self._queue:
+                    return
+                batch = []
+                while self._queue and len(batch) < WRITE_BATCH:
+                    task, entry = self._queue.popitem(last=False)
+                    if entry is not None:
+                        self._queued_bytes -= len(entry[1]) + sum(len(b) for b in entry[2])
+                    batch.append((task, entry))
+                self._busy = True
+            try:
+                self.store.write(batch)
+                if self._failing:
+                    self._failing = False
+                    log.warning("result pool at %s is back: copying results to Redis again", self.store.where)
+            except Exception as exc:  # noqa: BLE001 - Redis down or hung: the results stay in memory
+                self.skipped += sum(1 for _, e in batch if e is not None)
+                if not self._failing:
+                    self._failing = True
+                    log.warning("%s; results stay in this server's memory, their Redis copies are skipped until it answers", exc)
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued copy has been tried; True if the queue is empty."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+        return True
+
+    def close(self, grace: float = 2.0) -> None:
+        """Write what is queued (within ``grace`` seconds), then close the connections."""
+        self.flush(grace)
+        with self._cv:
+            self._closed = True
+            self._queue.clear()
+            self._queued_bytes = 0
+            self._cv.notify_all()
+        self._thread.join(TIMEOUT + 1)
+        self.memory.close()
+        self.store.close()
+
+    def __repr__(self) -> str:
+        return f"<RedisBackedPool {self.store.where} {self.store.index}>"
 
 
 _clients: dict[str, Any] = {}

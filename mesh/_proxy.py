@@ -147,26 +147,14 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
             _done(client.inflight, object_id)
             raise
         address = proxy._mesh_address
-        fut.add_done_callback(lambda f: _arrived(client, address, object_id, f))
+        client.own(address)  # our lease there keeps the result held until we release it (or exit)
+        fut.add_done_callback(lambda f: _done(client.inflight, object_id))
         cls = Placeholder if mode == ASYNC_MSG else AsyncResult
         return cls(proxy._mesh_address, task, fut, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
     return proxy._mesh_request(header, [list(args), kwargs])
 
 
 _inflight_lock = threading.Lock()
-
-
-def _arrived(client: Any, address: str, object_id: str, fut: Any) -> None:
-    """An async call's reply came (I/O thread): bookkeeping for ordering and for expiry checks."""
-    _done(client.inflight, object_id)
-    if fut.exception() is not None:
-        return
-    header = fut.result()[0]
-    seq = header.get("seq")
-    if isinstance(seq, int):
-        header["_arrived"] = time.monotonic()
-        if seq > client.puts_seen.get(address, 0):
-            client.puts_seen[address] = seq
 
 
 def _done(inflight: dict[str, int], object_id: str) -> None:

@@ -26,7 +26,7 @@ import transport
 from mesh import _context
 from mesh._classes import ClassResolver
 from mesh._errors import RemoteError, ResultExpired, ServerUnavailable
-from mesh._pool import Entry, LocalPool, ResultPool
+from mesh._pool import Entry, ResultPool
 from mesh._workers import WorkerPool
 
 __all__ = ["Servicer"]
@@ -41,13 +41,105 @@ _READY_MAX = 8  # actors made runnable by one burst of requests before their wor
 _BATCH = 64  # calls of one actor run back to back on one worker before yielding it
 PUSH_LIMIT = 64 * 1024  # async results up to this size are pushed to the caller with the reply
 _NIL = b"\xc0"  # msgpack nil
+
+# Caps on header fields (a request over one is refused with `badrequest` before it changes anything).
+ID_MAX = 128  # characters of an id: sess, obj, task, chain, inst, the refs of a release
+NAME_MAX = 256  # characters of a method or attribute name (`m`) and of a registered object name
+CLS_MAX = 1024  # characters of a class reference `module:qualname`
+LIST_MAX = 4096  # items of a release's `tasks`, and refs in one item's children
 _PY = f"{os.sys.version_info[0]}.{os.sys.version_info[1]}"
 
 
-class _Call:
-    __slots__ = ("reply", "method", "body", "buffers", "chain", "task", "keep")
+def _text(header: dict, key: str, cap: int, required: bool = False, empty: bool = True) -> str | None:
+    value = header.get(key)
+    if value is None:
+        if required:
+            return f"'{key}' is missing"
+        return None
+    if type(value) is not str:
+        return f"'{key}' must be a string, not {type(value).__name__}"
+    if len(value) > cap:
+        return f"'{key}' is {len(value)} characters long, over the limit of {cap}"
+    if not empty and not value:
+        return f"'{key}' must not be empty"
+    return None
 
-    def __init__(self, reply: Callable, method: str, body: Any, buffers: list, chain: Any, task: Any, keep: bool) -> None:
+
+def _flag(header: dict, key: str) -> str | None:
+    value = header.get(key)
+    if value is None or type(value) in (bool, int):
+        return None
+    return f"'{key}' must be 0 or 1, not {type(value).__name__}"
+
+
+def _release_item(item: Any) -> str | None:
+    if type(item) is str:
+        return None if len(item) <= ID_MAX else f"a task id in 'tasks' is over {ID_MAX} characters"
+    if type(item) is not list or len(item) != 3:
+        return "an item of 'tasks' must be a task id or [task, ref, [child refs]]"
+    task, ref, children = item
+    if type(task) is not str or type(ref) is not str or type(children) is not list:
+        return "an item of 'tasks' must be a task id or [task, ref, [child refs]]"
+    if len(task) > ID_MAX or len(ref) > ID_MAX:
+        return f"an id in 'tasks' is over {ID_MAX} characters"
+    if len(children) > LIST_MAX:
+        return f"an item of 'tasks' names {len(children)} child refs, over the limit of {LIST_MAX}"
+    for child in children:
+        if type(child) is not str or len(child) > ID_MAX:
+            return f"a child ref in 'tasks' must be a string of at most {ID_MAX} characters"
+    return None
+
+
+def check_header(header: dict) -> str | None:
+    """What is wrong with a request's header (types and sizes of every field it uses), or None.
+
+    Run before a request changes anything, so that a refused request leaves no
+    trace (no pending task, no session). Keys this server does not use are ignored.
+    """
+    op = header.get("op")
+    if type(header.get("id")) not in (int, type(None)):
+        return "'id' must be an integer"
+    problem = _text(header, "sess", ID_MAX)
+    if problem:
+        return problem
+    if op == "call":
+        problem = (
+            _text(header, "obj", ID_MAX, required=True) or _text(header, "m", NAME_MAX, required=True)
+            or _text(header, "chain", ID_MAX) or _text(header, "task", ID_MAX) or _flag(header, "keep")
+        )
+        if not problem and header.get("keep") and header.get("task") is None:
+            problem = "an async call (keep: 1) needs a string 'task'"
+    elif op == "result":
+        problem = _text(header, "task", ID_MAX, required=True) or _text(header, "inst", ID_MAX)
+    elif op == "create":
+        problem = (
+            _text(header, "obj", ID_MAX, required=True, empty=False) or _text(header, "cls", CLS_MAX, required=True, empty=False)
+            or _text(header, "name", NAME_MAX) or _flag(header, "detached")
+        )
+    elif op in ("getattr",):
+        problem = _text(header, "obj", ID_MAX, required=True) or _text(header, "m", NAME_MAX, required=True)
+    elif op == "delete":
+        problem = _text(header, "obj", ID_MAX, required=True)
+    elif op == "lookup":
+        problem = _text(header, "name", NAME_MAX, required=True)
+    elif op == "release":
+        tasks = header.get("tasks")
+        if type(tasks) is not list:
+            problem = "'tasks' must be a list"
+        elif len(tasks) > LIST_MAX:
+            problem = f"'tasks' has {len(tasks)} items, over the limit of {LIST_MAX}"
+        else:
+            problem = next(filter(None, map(_release_item, tasks)), None)
+    return problem
+
+
+class _Call:
+    __slots__ = ("reply", "method", "body", "buffers", "chain", "task", "keep", "sess")
+
+    def __init__(
+        self, reply: Callable, method: str, body: Any, buffers: list, chain: Any, task: Any, keep: bool,
+        sess: str | None = None,
+    ) -> None:
         self.reply = reply
         self.method = method
         self.body = body
@@ -55,6 +147,7 @@ class _Call:
         self.chain = chain
         self.task = task
         self.keep = keep
+        self.sess = sess  # the caller's session: while it lives (and holds the task), the result is held
 
 
 class _Actor:
@@ -158,18 +251,24 @@ class Servicer:
         self.io_ident: int | None = None  # the I/O thread, set by the server
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent task ids: gone, not "not yet here"
         self._early: dict[str, float] = {}  # fetches waiting for their task to arrive -> deadline
-        # shared task -> (holder refs not yet gone, refs gone before anyone named them); see mesh._future
-        self._refs: OrderedDict[str, tuple[set[str], set[str]]] = OrderedDict()
+        # shared task -> [holder refs not yet gone, refs gone before anyone named them, owner's session]
+        # (see mesh._future)
+        self._refs: OrderedDict[str, list[Any]] = OrderedDict()
+        # session -> tasks its caller still holds (running or stored): their results are "held" (bounded
+        # by bytes only) until released; when the session ends (bye, lease timeout) they go with it,
+        # unless a copy passed on still holds them (then they are loose: max_len / max_expire_time)
+        self._held: dict[str, set[str]] = {}
         self.names: dict[str, str] = {}  # registered name -> object id (detached objects)
         self.sessions: dict[str, float] = {}  # client session -> last heard (monotonic)
         self.lease_ttl = lease_ttl
         self.pool_url = pool_url  # a Redis pool that consumers may read while this server is down
-        # A remote pool's round trips must not stall the I/O thread.
-        self._pool_executor = None if isinstance(pool, LocalPool) else ThreadPoolExecutor(4, thread_name_prefix=f"mesh-pool-{name}")
+        # Results are answered from memory; a Redis copy (results this server no longer has in
+        # memory, e.g. of an earlier run) is read off the I/O thread.
+        self._stored = getattr(pool, "get_stored", None)
+        self._pool_executor = None if self._stored is None else ThreadPoolExecutor(4, thread_name_prefix=f"mesh-pool-{name}")
         self._lock = threading.Lock()
         self.started = time.time()
         self.instance = uuid.uuid4().hex  # tells fetches for an earlier run of this server apart
-        self._puts = itertools.count(1)  # order of results put in the pool
         self.accepting = True
         self._ops: dict[str, Callable] = {
             "call": self._op_call,
@@ -195,13 +294,17 @@ class Servicer:
             if rid is not None:
                 router.reply(identity, {**entry[0], "re": rid}, entry[1], entry[2])
 
-        sess = header.get("sess")
-        if type(sess) is str:
-            self.sessions[sess] = time.monotonic()
         op = self._ops.get(header["op"])
         if op is None:
             reply(_error("badrequest", f"unknown op {header['op']!r}"))
             return
+        problem = check_header(header)
+        if problem is not None:  # before anything changes: a refused request leaves no trace
+            reply(_error("badrequest", f"malformed {header['op']} request: {problem}"))
+            return
+        sess = header.get("sess")
+        if sess is not None:
+            self.sessions[sess] = time.monotonic()
         if not self.accepting and header["op"] not in ("ping", "status", "result"):
             reply(_error("unavailable", "server is shutting down"))
             return
@@ -299,14 +402,11 @@ class Servicer:
 
     # --------------------------------------------------------------- calls
     def _op_call(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
-        method = header["m"]
-        if not isinstance(method, str):
-            raise TypeError("'m' must be a string")
+        # the header was checked whole by check_header(): nothing below can fail half-way
         keep = bool(header.get("keep"))
         task = header.get("task")
-        if keep and not isinstance(task, str):
-            raise TypeError("an async call needs a string 'task'")
-        call = _Call(reply, method, body, buffers, header.get("chain"), task, keep)
+        sess = header.get("sess") if keep else None
+        call = _Call(reply, header["m"], body, buffers, header.get("chain"), task, keep, sess)
         actor = self.actors.get(header["obj"])
         if keep:
             with self._lock:
@@ -315,6 +415,8 @@ class Servicer:
                 self._seen[task] = None
                 if len(self._seen) > _SEEN_MAX:
                     self._seen.popitem(last=False)
+                if sess is not None:
+                    self._held.setdefault(sess, set()).add(task)
         if actor is None:
             self._unrun(call, _error("notfound", f"no object {header['obj']!r} on this server (deleted, never created, or the server restarted)"))
             return
@@ -438,34 +540,37 @@ class Servicer:
         if not call.keep:
             call.reply(entry)
             return
-        discard = call.task in self._discard
+        task = call.task
+        with self._lock:
+            discard = task in self._discard
+            held_by = self._held.get(call.sess) if call.sess is not None else None
+            held = held_by is not None and task in held_by
+            if discard and held:
+                held_by.discard(task)
         stored = False
-        seq = next(self._puts)
         if not discard:
             try:
-                self.pool.put(call.task, entry)
+                # memory only (a Redis copy is written later, by another thread): never blocks
+                self.pool.put(task, entry, held=held)
                 stored = True
-            except Exception as exc:  # e.g. Redis down: the caller still gets the value, whole
-                log.warning("could not store result %s: %s", call.task, exc)
+            except Exception as exc:  # noqa: BLE001 - the caller still gets the value, whole
+                log.warning("could not store result %s: %s", task, exc)
         with self._lock:  # after the put: a `result` request never finds neither
-            waiters = self._pending.pop(call.task, ())
-            released_meanwhile = call.task in self._discard
-            self._discard.discard(call.task)
+            waiters = self._pending.pop(task, ())
+            released_meanwhile = task in self._discard
+            self._discard.discard(task)
+            if released_meanwhile and held_by is not None:
+                held_by.discard(task)
         if released_meanwhile and not discard:
-            try:
-                self.pool.release(call.task)
-            except Exception as exc:  # e.g. Redis down: it expires there instead
-                log.warning("could not release result %s: %s", call.task, exc)
+            self.pool.release(task)
         for waiter in waiters:
             waiter(entry)
         size = len(entry[1]) + sum(len(b) for b in entry[2])
         if entry[0]["op"] == "ok" and size > PUSH_LIMIT and stored:
-            call.reply(({"op": "ok", "big": 1, "seq": seq}, _NIL, []))  # the caller fetches it if it reads it
-        elif entry[0]["op"] == "ok" and stored:
-            # pushed with the reply; "seq" (the order of puts) lets the caller tell when the pool
-            # has since dropped it (max_len), so reading it late says ResultExpired as a fetch would
-            call.reply(({**entry[0], "seq": seq}, entry[1], entry[2]))
+            call.reply(({"op": "ok", "big": 1}, _NIL, []))  # the caller fetches it if it reads it
         else:
+            # a value pushed with the reply is the caller's to read whenever it likes: while the
+            # caller holds its future, the result is held here too (never dropped by max_len)
             call.reply(entry)
 
     def _op_getattr(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
@@ -488,29 +593,16 @@ class Servicer:
 
     # ------------------------------------------------------------- results
     def _op_result(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
-        task = header["task"]
-        if not isinstance(task, str):
-            raise TypeError("'task' must be a string")
         # a task of an earlier run of this server will never arrive: no grace for it
         this_run = header.get("inst") in (None, self.instance)
-        self._pool_io(lambda: self._when_done(task, reply, this_run), reply)
+        self._when_done(header["task"], reply, this_run)
 
-    def _pool_io(self, fn: Callable[[], None], reply: Callable | None = None) -> None:
-        """Run pool work: inline for the in-memory pool, off the I/O thread for a remote one."""
-        if self._pool_executor is None:
-            fn()
-            return
+    def _when_done(self, task: str, fn: Callable[[Entry], None], wait_unseen: bool = True, stored_checked: bool = False) -> None:
+        """Answer ``fn`` with the task's result: now from memory, when it ends if it runs, else "expired".
 
-        def run() -> None:
-            try:
-                fn()
-            except Exception as exc:  # e.g. RedisPoolError
-                if reply is not None:
-                    reply(_error("unavailable", f"result pool: {exc}"))
-
-        self._pool_executor.submit(run)
-
-    def _when_done(self, task: str, fn: Callable[[Entry], None], wait_unseen: bool = True) -> None:
+        Never blocks: a result this server does not have in memory is looked up in its Redis
+        copy (if any) on the pool's executor.
+        """
         entry = self.pool.get(task)
         if entry is None:
             with self._lock:
@@ -518,14 +610,64 @@ class Servicer:
                 if waiters is not None:
                     waiters.append(fn)
                     return
-                if wait_unseen and task not in self._seen and len(self._early) < _EARLY_MAX:
+                unseen = wait_unseen and task not in self._seen
+            if unseen and self._stored is not None and not stored_checked:
+                self._unseen_from_store(task, fn)  # e.g. made by an earlier run: no need to wait for it
+                return
+            with self._lock:
+                if task in self._pending:
+                    self._pending[task].append(fn)
+                    return
+                if unseen and task not in self._seen and len(self._early) < _EARLY_MAX:
                     # Not arrived yet: a consumer's fetch can overtake the call that makes the
                     # task (another socket, another route). Wait for it, a bounded time.
                     self._pending[task] = [fn]
                     self._early[task] = time.monotonic() + _EARLY_GRACE
                     return
-            entry = self.pool.get(task) or _expired(task)
+            entry = self.pool.get(task)
+            if entry is None:
+                self._answer_stored(task, [fn])
+                return
         fn(entry)
+
+    def _unseen_from_store(self, task: str, fn: Callable[[Entry], None]) -> None:
+        """A task this run has not seen: its Redis copy if there is one, else wait for it as usual."""
+
+        def read() -> None:
+            try:
+                entry = self._stored(task)  # type: ignore[misc]
+            except Exception:  # noqa: BLE001 - Redis down: wait for the task as without Redis
+                entry = None
+            if entry is not None:
+                fn(entry)
+            else:
+                self._when_done(task, fn, True, stored_checked=True)
+
+        try:
+            self._pool_executor.submit(read)  # type: ignore[union-attr]
+        except RuntimeError:  # shutting down
+            fn(_shut_down())
+
+    def _answer_stored(self, task: str, waiters: Any) -> None:
+        """Answer with the Redis copy of ``task`` (off the I/O thread), or "expired" without one."""
+        if self._stored is None:
+            for waiter in waiters:
+                waiter(_expired(task))
+            return
+
+        def read() -> None:
+            try:
+                entry = self._stored(task) or _expired(task)
+            except Exception as exc:  # noqa: BLE001 - e.g. Redis down: answer anyway, never leave a fetch waiting
+                entry = _error("unavailable", f"this server no longer holds result {task} in memory, and its result pool: {exc}")
+            for waiter in waiters:
+                waiter(entry)
+
+        try:
+            self._pool_executor.submit(read)  # type: ignore[union-attr]
+        except RuntimeError:  # shutting down
+            for waiter in waiters:
+                waiter(_shut_down())
 
     def expire_early(self) -> None:
         """Answer fetches whose task never arrived within the grace period (a timer, I/O thread)."""
@@ -540,70 +682,86 @@ class Servicer:
                     self._discard.discard(task)  # released while we waited: nothing left to drop
                     late.append((task, self._pending.pop(task, ())))
         for task, waiters in late:
-            self._pool_io(lambda task=task, waiters=waiters: self._answer_late(task, waiters))
-
-    def _answer_late(self, task: str, waiters: Any) -> None:
-        try:
-            entry = self.pool.get(task) or _expired(task)
-        except Exception as exc:  # e.g. Redis down: answer anyway, never leave a fetch waiting
-            entry = _error("unavailable", f"result pool: {exc}")
-        for waiter in waiters:
-            waiter(entry)
+            try:
+                entry = self.pool.get(task)
+            except Exception as exc:  # noqa: BLE001 - answer anyway, never leave a fetch waiting
+                entry = _error("unavailable", f"result pool: {exc}")
+            if entry is None:
+                self._answer_stored(task, waiters)
+            else:
+                for waiter in waiters:
+                    waiter(entry)
 
     def local_result(self, task: str, inst: str | None = None) -> transport.ReplyFuture:
         """Fetch a result of this server from inside its own process (no network)."""
         fut = transport.ReplyFuture()
         try:
             self._when_done(task, lambda e: fut.set_result((dict(e[0]), e[1], e[2])), inst in (None, self.instance))
-        except Exception as exc:  # e.g. the Redis pool is down
+        except Exception as exc:  # noqa: BLE001
             fut.set_result(_error("unavailable", f"result pool: {exc}"))
         return fut
 
     def _op_release(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
-        tasks = header.get("tasks")
-        if not isinstance(tasks, list):
-            raise TypeError("'tasks' must be a list")
-        for item in tasks:
-            if isinstance(item, str):  # the owner's handle, never shared
-                self._release(item)
-            elif (
-                isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
-                and isinstance(item[1], str) and isinstance(item[2], list)
-            ):  # [task, ref, children]: one holder gone
-                if self._holder_gone(*item):
-                    self._release(item[0])
+        sess = header.get("sess")
+        for item in header["tasks"]:  # checked by check_header()
+            if type(item) is str:  # the owner's handle, never shared
+                self._release(item, sess)
+            else:  # [task, ref, children]: one holder gone
+                done, owner = self._holder_gone(item[0], item[1], item[2], sess)
+                if done:
+                    self._release(item[0], owner)
 
-    def _release(self, task: str) -> None:
+    def _release(self, task: str, owner: str | None = None) -> None:
+        """Nobody holds ``task`` any more: drop its result (when it ends, if it still runs)."""
         with self._lock:
+            if owner is not None:
+                held = self._held.get(owner)
+                if held is not None:
+                    held.discard(task)
             if task in self._pending:  # still running: drop the result when it ends
                 self._discard.add(task)
                 return
-        self._pool_io(lambda: self.pool.release(task))
+        self.pool.release(task)
 
-    def _holder_gone(self, task: str, ref: str, children: list) -> bool:
-        """Note that holder ``ref`` of ``task`` is gone, naming the borrowers it made; True when none is left."""
+    def _holder_gone(self, task: str, ref: str, children: list, sess: str | None = None) -> tuple[bool, str | None]:
+        """Note that holder ``ref`` of ``task`` is gone, naming the borrowers it made.
+
+        Returns:
+            ``(True, owner's session)`` when no holder is left, else ``(False, None)``.
+        """
         with self._lock:
             refs = self._refs.get(task)
             if refs is None:
-                refs = self._refs[task] = ({""}, set())  # the owner ("") always holds it at first
+                refs = self._refs[task] = [{""}, set(), None]  # the owner ("") always holds it at first
                 if len(self._refs) > _REFS_MAX:
-                    self._refs.popitem(last=False)  # forgotten: that result stays until it expires
-            live, gone_early = refs
+                    old, (_, _, old_owner) = self._refs.popitem(last=False)
+                    # forgotten: that result is loose from now on (max_len / max_expire_time)
+                    self._forget_holders(old, old_owner)
+            live, gone_early = refs[0], refs[1]
+            if ref == "":
+                refs[2] = sess  # the owner's own report: its session
             if ref in live:
                 live.discard(ref)
             else:
                 gone_early.add(ref)  # a borrower whose maker has not reported it yet
             for child in children:
-                if not isinstance(child, str):
-                    continue
                 if child in gone_early:
                     gone_early.discard(child)
                 else:
                     live.add(child)
             if live:
-                return False
+                return False, None
             del self._refs[task]
-            return True
+            return True, refs[2]
+
+    def _forget_holders(self, task: str, owner: str | None) -> None:
+        # caller holds the lock
+        if owner is not None:
+            held = self._held.get(owner)
+            if held is not None:
+                held.discard(task)
+        if task not in self._pending:
+            self.pool.loosen(task)
 
     # ------------------------------------------------------------ sessions
     def _op_lease(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
@@ -611,7 +769,7 @@ class Servicer:
 
     def _op_bye(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
         sess = header.get("sess")
-        if isinstance(sess, str):
+        if sess is not None:
             self.sessions.pop(sess, None)
             self._end_session(sess, "its creator exited")
 
@@ -626,7 +784,7 @@ class Servicer:
 
     def _prune_refs(self, most: int = 10_000) -> None:
         """Forget holder counts of results the pool no longer has (expired, evicted); oldest first."""
-        if not isinstance(self.pool, LocalPool) or not self._refs:
+        if not self._refs:
             return
         with self._lock:
             tasks = list(itertools.islice(self._refs, most))
@@ -638,6 +796,21 @@ class Servicer:
     def _end_session(self, sess: str, why: str) -> None:
         for actor in [a for a in list(self.actors.values()) if a.session == sess]:
             self._drop_actor(actor, why)
+        # Its caller is gone: its results go with it, unless a copy of the future it passed on
+        # still holds them (then they are loose: bounded by max_len / max_expire_time from now).
+        with self._lock:
+            tasks = self._held.pop(sess, ())
+        for task in tasks:
+            with self._lock:
+                refs = self._refs.get(task)
+                if refs is not None:
+                    refs[0].discard("")  # the owner is gone now (nothing happens if it said so already)
+                    if refs[0]:
+                        if task not in self._pending:  # a running one is stored loose when it ends
+                            self.pool.loosen(task)
+                        continue
+                    del self._refs[task]
+            self._release(task)
 
     def _op_lookup(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
         name = header["name"]
@@ -669,9 +842,6 @@ class Servicer:
         }
 
     def _op_status(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
-        self._pool_io(lambda: self._status(reply), reply)
-
-    def _status(self, reply: Callable) -> None:
         agents = []
         for a in list(self.actors.values()):
             agents.append({
@@ -683,7 +853,10 @@ class Servicer:
                 "queue": len(a.queue),
                 "served": a.served,
             })
-        reply(_ok({**self.info(), "agents": agents, "results": len(self.pool), "rss": _rss()}))
+        reply(_ok({
+            **self.info(), "agents": agents, "results": len(self.pool), "results_bytes": getattr(self.pool, "nbytes", None),
+            "rss": _rss(),
+        }))
 
     def _op_stop(self, header: dict, body: Any, buffers: list, reply: Callable) -> None:
         reply(_ok(None))

@@ -150,13 +150,24 @@ def test_producer_error_gives_remote_error_to_consumer(spawn_server):
     assert "producer failed" in str(info.value)
 
 
+def _loose_call(prod, n: int) -> str:
+    """An async make(n) sent without a session: nobody holds its result, so max_len bounds it."""
+    client = mesh._client.get_client()
+    task = mesh._context.new_chain()
+    header = {"op": "call", "obj": prod._mesh_id, "m": "make", "chain": task, "task": task, "keep": 1, "sess": None}
+    mesh._client.decode_reply(client.request(prod._mesh_address, header, [[n], {}]).result(10), prod._mesh_address)
+    return task
+
+
 def test_expired_result_gives_result_expired(spawn_server):
+    # Changed with issue 10 point 17: max_len bounds only results that no live future holds, so
+    # the first result is made by a caller without a session (its holders cannot be tracked).
     srv = spawn_server(port=0, max_len=1)
     prod = Producer(to_dist=on(srv))
-    first = prod.make(10)
-    assert first.result(timeout=10) == b"p" * 10
-    prod.make(20).result(timeout=10)  # evicts the first (max_len=1)
-    again = mesh.AsyncResult(srv.address, first._mesh_task)  # another holder of the first future
+    first = _loose_call(prod, 10)
+    assert mesh.AsyncResult(srv.address, first).result(timeout=10) == b"p" * 10
+    _loose_call(prod, 20)  # evicts the first (max_len=1)
+    again = mesh.AsyncResult(srv.address, first)  # another holder of the first future
     with pytest.raises(mesh.ResultExpired):
         again.result(timeout=10)
 
@@ -258,31 +269,40 @@ def _own_server(**kw):
     return mesh.AgentServer(port=0, advertise=False, **kw).launch(in_subprocess=False)
 
 
-def test_result_read_late_expires_even_if_it_came_with_the_reply():
+def test_a_held_result_read_late_gives_its_value_whatever_max_len():
+    # Changed with issue 10 point 17 (was test_result_read_late_expires_even_if_it_came_with_the_reply,
+    # which expected ResultExpired for the first result): max_len bounds only results that no live
+    # future holds, and `first` is alive, so reading it late gives its value, from the reply or a fetch.
     srv = _own_server(max_len=2, max_expire_time=600)
     try:
         prod = Producer(to_dist={"host": srv.host, "port": srv.port})
         first = prod.make(5)
+        big = prod.make(100_000)  # over the push limit: read by a fetch, late
         later = [prod.make(i) for i in range(3)]
         assert [f.result(timeout=10) for f in later] == [b"", b"p", b"pp"]
-        with pytest.raises(mesh.ResultExpired):
-            first.result(timeout=10)  # three newer results pushed it out of a pool of 2
+        assert first.result(timeout=10) == b"ppppp"
+        assert big.result(timeout=10) == b"p" * 100_000
+        other = mesh.AsyncResult(srv.address, first._mesh_task)  # another reader of a held result
+        assert other.result(timeout=10) == b"ppppp"
         assert later[-1].result(timeout=10) == b"pp"
     finally:
         srv.shutdown()
 
 
-def test_result_read_after_max_expire_time_expires():
+def test_max_expire_time_bounds_only_results_nobody_holds():
+    # Changed with issue 10 point 17: a held result outlives max_expire_time; a loose one does not.
     from conftest import wait_until
 
     srv = _own_server(max_expire_time=0.3)
     try:
         prod = Producer(to_dist={"host": srv.host, "port": srv.port})
         f = prod.make(4)
-        assert f.done() or wait_until(f.done, timeout=10)
-        wait_until(lambda: srv._servicer.pool.get(f._mesh_task) is None, timeout=10)
+        loose = _loose_call(prod, 6)
+        wait_until(lambda: srv._servicer.pool.get(loose) is None, timeout=10)
         with pytest.raises(mesh.ResultExpired):
-            f.result(timeout=10)
+            mesh.AsyncResult(srv.address, loose).result(timeout=10)
+        assert srv._servicer.pool.get(f._mesh_task) is not None  # still held by `f`
+        assert mesh.AsyncResult(srv.address, f._mesh_task).result(timeout=10) == b"pppp"
     finally:
         srv.shutdown()
 
@@ -296,8 +316,8 @@ def test_errors_keep_their_kind_through_a_consumer(server):
     srv = _own_server(max_len=1)
     try:
         p2 = Producer(to_dist={"host": srv.host, "port": srv.port})
-        old = p2.make(3)
-        p2.make(1).result(timeout=10)  # evicts `old` from a pool of 1
+        old = mesh.AsyncResult(srv.address, _loose_call(p2, 3))  # a result nobody holds (issue 10, point 17)
+        _loose_call(p2, 1)  # evicts `old` from a pool of 1
         with pytest.raises(mesh.ResultExpired):
             cons.size(old)
     finally:

@@ -15,7 +15,7 @@ def _entry(n: int):
 
 
 def test_local_pool_evicts_oldest_past_max_bytes():
-    pool = LocalPool(max_len=100, max_bytes=1000)
+    pool = LocalPool(max_len=100, max_bytes=1000, entry_overhead=0)
     for i in range(5):
         pool.put(f"t{i}", _entry(300))
     assert pool.nbytes <= 1000
@@ -26,7 +26,7 @@ def test_local_pool_evicts_oldest_past_max_bytes():
 
 
 def test_local_pool_keeps_one_entry_larger_than_max_bytes():
-    pool = LocalPool(max_bytes=10)
+    pool = LocalPool(max_bytes=10, entry_overhead=0)
     pool.put("big", ({"ok": True}, b"", [b"y" * 100]))
     assert pool.get("big") is not None
     assert pool.nbytes == 100
@@ -35,7 +35,7 @@ def test_local_pool_keeps_one_entry_larger_than_max_bytes():
 
 
 def test_local_pool_counts_bytes_of_replaced_and_expired_entries(monkeypatch):
-    pool = LocalPool(max_expire_time=10)
+    pool = LocalPool(max_expire_time=10, entry_overhead=0)
     pool.put("a", _entry(50))
     pool.put("a", _entry(20))
     assert pool.nbytes == 20 and len(pool) == 1
