@@ -1,0 +1,91 @@
+"""The wire's vocabulary: operation names, header keys and error kinds, named once.
+
+``transport/PROTOCOL.md`` is the specification; ``tests/test_wire.py`` holds its
+tables against the constants here, so the document and the code cannot drift.
+
+Operations (requests)::
+
+    op        reply body                      who answers
+    ping      {name, capacity, load, ...}     I/O thread
+    create    {methods, cls, ...}             worker (the constructor)
+    call      the return value                the object's mailbox
+    getattr   the attribute's value           worker, outside the mailbox
+    result    the task's value                long poll on the result store
+    delete    nil                             I/O thread
+    lookup    {obj, cls, methods, ...}        I/O thread
+    status    ping's fields + agents          I/O thread
+    stop      nil                             I/O thread, then shutdown
+    lease     one-way                         I/O thread
+    bye       one-way                         I/O thread
+    release   one-way                         I/O thread
+
+Replies are ``ok`` or ``err``; an ``err`` carries a ``kind``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "KINDS",
+    "ONE_WAY",
+    "OPS",
+    "REPLIES",
+    "err_header",
+]
+
+# -- operations (never rename: they are the protocol) ------------------------------------------
+PING = "ping"
+CREATE = "create"
+CALL = "call"
+GETATTR = "getattr"
+RESULT = "result"
+DELETE = "delete"
+LOOKUP = "lookup"
+STATUS = "status"
+STOP = "stop"
+LEASE = "lease"
+BYE = "bye"
+RELEASE = "release"
+
+OPS = (PING, CREATE, CALL, GETATTR, RESULT, DELETE, LOOKUP, STATUS, STOP, LEASE, BYE, RELEASE)
+ONE_WAY = frozenset((LEASE, BYE, RELEASE))
+
+OK = "ok"
+ERR = "err"
+REPLIES = (OK, ERR)
+
+# -- error kinds of ``err`` replies ---------------------------------------------------------------
+K_REMOTE = "remote"  # the user's code raised; ``type`` and ``tb`` are set
+K_NOTFOUND = "notfound"
+K_EXPIRED = "expired"
+K_NEEDCLASS = "needclass"
+K_EXISTS = "exists"
+K_TOOLARGE = "toolarge"
+K_UNAVAILABLE = "unavailable"
+K_BADREQUEST = "badrequest"
+K_PROTOCOL = "protocol"
+K_INTERNAL = "internal"  # a bug in the server's own handler (logged with its traceback there)
+
+KINDS = (
+    K_REMOTE,
+    K_NOTFOUND,
+    K_EXPIRED,
+    K_NEEDCLASS,
+    K_EXISTS,
+    K_TOOLARGE,
+    K_UNAVAILABLE,
+    K_BADREQUEST,
+    K_PROTOCOL,
+    K_INTERNAL,
+)
+
+
+def err_header(kind: str, msg: str, exc_type: str = "", tb: str = "") -> dict[str, Any]:
+    """The header of an ``err`` reply (without ``re``, which the transport adds)."""
+    header: dict[str, Any] = {"op": ERR, "kind": kind, "msg": msg}
+    if exc_type:
+        header["type"] = exc_type
+    if tb:
+        header["tb"] = tb
+    return header
