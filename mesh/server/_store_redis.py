@@ -109,21 +109,9 @@ class RedisPool:
             RedisPoolError: Redis is down, hung or refuses the write.
         """
         blob = pack(task, entry, self._key)
-        ttl = self.max_expire_time
-        now = time.time()
         client = self._redis if len(blob) <= BULK_SIZE else self._bulk_client()
         try:
-            pipe = client.pipeline()
-            pipe.set(self.key(task), blob, px=max(1, int(ttl * 1000)))
-            pipe.zadd(self.index, {task: now + ttl})
-            pipe.zremrangebyscore(self.index, "-inf", now)
-            pipe.expire(self.index, math.ceil(ttl) + 1)
-            pipe.zcard(self.index)
-            count = pipe.execute()[-1]
-            if self.max_len is not None and count > self.max_len:
-                old = [t.decode() for t, _ in self._redis.zpopmin(self.index, count - self.max_len)]
-                if old:
-                    self._redis.delete(*(self.key(t) for t in old))
+            self._commit(client, [(task, blob)])
         except self._errors as exc:
             raise self._fail("store a result", exc) from exc
 
@@ -135,9 +123,7 @@ class RedisPool:
         Raises:
             RedisPoolError: Redis is down, hung or refuses the write.
         """
-        ttl = self.max_expire_time
-        now = time.time()
-        small = []
+        small: list[tuple[str, bytes | None]] = []
         for task, entry in batch:
             if entry is None:
                 small.append((task, None))
@@ -150,24 +136,30 @@ class RedisPool:
         if not small:
             return
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for task, blob in small:
-                if blob is None:
-                    pipe.delete(self.key(task))
-                    pipe.zrem(self.index, task)
-                else:
-                    pipe.set(self.key(task), blob, px=max(1, int(ttl * 1000)))
-                    pipe.zadd(self.index, {task: now + ttl})
-            pipe.zremrangebyscore(self.index, "-inf", now)
-            pipe.expire(self.index, math.ceil(ttl) + 1)
-            pipe.zcard(self.index)
-            count = pipe.execute()[-1]
-            if self.max_len is not None and count > self.max_len:
-                old = [t.decode() for t, _ in self._redis.zpopmin(self.index, count - self.max_len)]
-                if old:
-                    self._redis.delete(*(self.key(t) for t in old))
+            self._commit(self._redis, small, transaction=False)
         except self._errors as exc:
             raise self._fail("store results", exc) from exc
+
+    def _commit(self, client: Any, items: list[tuple[str, bytes | None]], transaction: bool = True) -> None:
+        """One pipeline: store ``(task, blob)``, delete ``(task, None)``; trim the index to the expiry and max_len."""
+        ttl = self.max_expire_time
+        now = time.time()
+        pipe = client.pipeline(transaction=transaction)
+        for task, blob in items:
+            if blob is None:
+                pipe.delete(self.key(task))
+                pipe.zrem(self.index, task)
+            else:
+                pipe.set(self.key(task), blob, px=max(1, int(ttl * 1000)))
+                pipe.zadd(self.index, {task: now + ttl})
+        pipe.zremrangebyscore(self.index, "-inf", now)
+        pipe.expire(self.index, math.ceil(ttl) + 1)
+        pipe.zcard(self.index)
+        count = pipe.execute()[-1]
+        if self.max_len is not None and count > self.max_len:
+            old = [t.decode() for t, _ in self._redis.zpopmin(self.index, count - self.max_len)]
+            if old:
+                self._redis.delete(*(self.key(t) for t in old))
 
     def get(self, task: str) -> Entry | None:
         """The result of ``task``, or None when there is none (never stored, expired, released).
