@@ -250,6 +250,11 @@ def _start(args: argparse.Namespace) -> int:
         server.shutdown()
         _refuse(args, f"cannot start --processes {args.processes}: {exc}")
         return 2
+    return _serve(args, server, siblings)
+
+
+def _serve(args: argparse.Namespace, server: Any, siblings: list[Any]) -> int:
+    """Print the ready lines, serve until a signal, ``stop`` or the parent's exit; stop every process once."""
 
     def stop_all() -> None:
         stoppers = [threading.Thread(target=s.shutdown, daemon=True) for s in siblings]
