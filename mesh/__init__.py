@@ -24,7 +24,7 @@ from mesh._meta import DistConf, RpcMeta, async_func, sync_func
 from mesh._msg import Msg
 from mesh._placement import delete, get
 from mesh._proxy import RpcObject
-from mesh._server import AgentServer, RpcAgentServerLauncher
+from mesh.server import AgentServer, RpcAgentServerLauncher
 
 __version__ = "0.1.0"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import atexit
 import logging
-import sys
 from typing import Any
 
 from mesh import _settings
+from mesh._core import redis_results
 from mesh._client import shutdown_client
 
 __all__ = ["init", "shutdown"]
@@ -66,9 +66,7 @@ def shutdown() -> None:
     stop_child()
     close_browser()
     shutdown_client()
-    pool_redis = sys.modules.get("mesh._pool_redis")
-    if pool_redis is not None:
-        pool_redis.close_fetch_clients()
+    redis_results.close_fetch_clients()
 
 
 atexit.register(shutdown)

@@ -1,4 +1,4 @@
-"""Discovery for the mesh: advertise servers, find them, check they live, pick one.
+"""Discovery for the mesh (the caller's side; servers advertise in mesh.server._host): find servers, check they live, pick one.
 
 The ``discovery`` package finds candidates (zeroconf, the local registry,
 static peers, Redis); records are hints only. Liveness and load come from a
@@ -40,7 +40,7 @@ from mesh._client import get_client, raise_error, translate
 from mesh._errors import AuthenticationError, CallTimeout, MeshError, ServerUnavailable
 
 __all__ = [
-    "MAX_PINGS", "MAX_SERVERS", "ServerInfo", "advertise", "choose", "close_browser", "decode_plain", "mark_dead",
+    "MAX_PINGS", "MAX_SERVERS", "ServerInfo", "choose", "close_browser", "decode_plain", "mark_dead",
     "servers", "settled", "survey",
 ]
 
@@ -156,22 +156,6 @@ _lock = threading.Lock()
 _cond = threading.Condition(threading.RLock())
 _browser: Any = None
 _state = _State()
-
-
-def advertise(name: str, host: str, port: int, *, capacity: int, auth: bool) -> Any:
-    """Announce a server; returns an object whose ``close()`` withdraws it."""
-    import discovery
-
-    # Names are made unique (host, pid, random suffix), so mDNS probing, which costs
-    # 1.2 s before other hosts can see the server, is skipped. MESH_REDIS_DISCOVERY_URL also
-    # registers it in Redis, for networks without multicast (clients read the same variable).
-    redis_url = os.environ.get("MESH_REDIS_DISCOVERY_URL") or None
-    ip_version = "all" if ":" in host else "v4"  # an IPv6 server is announced over IPv6 mDNS too
-    adv = discovery.Advertiser(
-        name, host, port, capacity=capacity, auth=auth, probe=False, redis_url=redis_url, ip_version=ip_version
-    )
-    adv.start()
-    return adv
 
 
 def _notify() -> None:

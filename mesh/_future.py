@@ -113,7 +113,7 @@ class _FutureMixin:
         """The producer is unreachable: read the value from its Redis pool, if it has one."""
         d = self.__dict__
         if d.get("_mesh_pool"):
-            from mesh._pool_redis import fetch
+            from mesh._core.redis_results import fetch
             from mesh._settings import current
 
             try:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
+from mesh._core.methods import ASYNC, SYNC, method_table
+
 __all__ = ["DistConf", "RpcMeta", "async_func", "sync_func"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-SYNC = "sync"
-ASYNC = "async"
-ASYNC_MSG = "msg"  # async, and the result is a message: the proxy returns a Placeholder
 
 
 def async_func(fn: F) -> F:
@@ -36,24 +34,6 @@ class DistConf(dict):
         super().__init__(host=host, port=port, **options)
 
 
-def _method_table(cls: type) -> dict[str, str]:
-    table: dict[str, str] = {}
-    is_agent = bool(getattr(cls, "_mesh_agent", False))
-    for klass in reversed(cls.__mro__):
-        for attr, value in vars(klass).items():
-            if (attr.startswith("_") and attr != "__call__") or attr == "to_dist":
-                continue
-            fn = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
-            if not callable(fn) or isinstance(fn, type):
-                continue
-            # An override without a decorator keeps the mode of what it overrides.
-            mode = getattr(fn, "_mesh_mode", None) or table.get(attr) or SYNC
-            if mode == ASYNC and is_agent and attr in ("reply", "__call__"):
-                mode = ASYNC_MSG
-            table[attr] = mode
-    return table
-
-
 class RpcMeta(type):
     """Metaclass of distributable classes.
 
@@ -65,7 +45,7 @@ class RpcMeta(type):
 
     def __new__(mcs, name: str, bases: tuple, namespace: dict, **kwargs: Any) -> RpcMeta:
         cls = super().__new__(mcs, name, bases, namespace, **kwargs)
-        cls._mesh_methods = _method_table(cls)  # type: ignore[attr-defined]
+        cls._mesh_methods = method_table(cls)  # type: ignore[attr-defined]
         if "to_dist" not in namespace:
             cls.to_dist = _to_dist  # type: ignore[attr-defined]
         return cls

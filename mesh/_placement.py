@@ -221,7 +221,7 @@ def child_server(*, spare: bool = False) -> Any:
             _child_used = True
         if _child is not None and _child._state == "running" and (_child._proc is None or _child._proc.poll() is None):
             return _child
-        from mesh._server import AgentServer
+        from mesh.server import AgentServer
 
         settings = _settings.current()
         server = AgentServer(

@@ -10,7 +10,7 @@ from mesh import _context
 from mesh._client import decode_reply, get_client, normalize_address, wait
 from mesh._errors import RemoteAttributeError, RemoteError
 from mesh._future import AsyncResult, Placeholder
-from mesh._meta import ASYNC, ASYNC_MSG
+from mesh._core.methods import ASYNC, ASYNC_MSG
 
 __all__ = ["RpcObject"]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -125,14 +124,3 @@ def run_cli(*args: str, timeout: float = 30, env: dict | None = None) -> subproc
         [sys.executable, "-m", "mesh.server", *args],
         capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
     )
-
-
-@pytest.fixture
-def no_thread_leak() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    import mesh
-
-    mesh.shutdown()
-    ok = wait_until(lambda: not [t for t in threading.enumerate() if t not in before and t.is_alive()], timeout=5, raise_=False)
-    assert ok, f"threads left: {[t.name for t in threading.enumerate() if t not in before]}"

@@ -236,9 +236,9 @@ def test_fetch_that_overtakes_its_task_waits_for_it(server):
 
 
 def test_fetch_of_a_task_that_never_comes_expires_after_a_grace(server, monkeypatch):
-    from mesh import _servicer
+    from mesh.server import _results
 
-    monkeypatch.setattr(_servicer, "_EARLY_GRACE", 0.3)
+    monkeypatch.setattr(_results, "_EARLY_GRACE", 0.3)
     t = time.perf_counter()
     with pytest.raises(mesh.ResultExpired):
         mesh.AsyncResult(server.address, "never-made").result(timeout=10)
@@ -246,10 +246,10 @@ def test_fetch_of_a_task_that_never_comes_expires_after_a_grace(server, monkeypa
 
 
 def test_fetch_for_an_earlier_run_of_the_server_expires_at_once(server, spawn_server, monkeypatch):
-    from mesh import _servicer
     from mesh._future import _rebuild
+    from mesh.server import _results
 
-    monkeypatch.setattr(_servicer, "_EARLY_GRACE", 600.0)  # waiting for the task would time out below
+    monkeypatch.setattr(_results, "_EARLY_GRACE", 600.0)  # waiting for the task would time out below
     ghost = _rebuild(False, server.address, "made-before-a-restart", None, None, "an-earlier-run")
     with pytest.raises(mesh.ResultExpired):
         ghost.result(timeout=20)
@@ -365,9 +365,9 @@ def test_scalar_async_results_act_as_their_values(server):
 
 
 def test_late_fetch_is_answered_even_if_the_pool_fails(server, monkeypatch):
-    from mesh import _servicer
+    from mesh.server import _results
 
-    monkeypatch.setattr(_servicer, "_EARLY_GRACE", 0.2)
+    monkeypatch.setattr(_results, "_EARLY_GRACE", 0.2)
     pool = server._servicer.pool
     calls = {"n": 0}
     real_get = pool.get

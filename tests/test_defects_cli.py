@@ -126,7 +126,8 @@ def test_bad_host_from_python_is_a_value_error_naming_it():
 
 def test_wildcard_ready_line_names_addresses_a_client_can_use(monkeypatch):
     import discovery._net
-    from mesh._server import AgentServer, ready_info, ready_line
+    from mesh.server import AgentServer
+    from mesh.server._launcher import ready_info, ready_line
 
     monkeypatch.setattr(discovery._net, "local_addresses", lambda version=None, names=None: ["198.18.0.1", "127.0.0.1"])
     server = AgentServer(host="0.0.0.0", port=12001, insecure=True, name="w")

@@ -13,8 +13,8 @@ import pytest
 import mesh
 from agents_lib import Consumer, Producer
 from conftest import wait_until
-from mesh import _servicer
-from mesh._pool import LocalPool
+from mesh.server import _checks, _results
+from mesh.server._store import LocalPool
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -49,8 +49,8 @@ ILL_TYPED = [
     ("keep", "yes"), ("keep", [1]), ("sess", ["s"]), ("sess", {"s": 1}), ("id_", "x"),
 ]
 TOO_LONG = [
-    ("chain", "c" * (_servicer.ID_MAX + 1)), ("task", "t" * (_servicer.ID_MAX + 1)),
-    ("sess", "s" * 60_000), ("obj", "o" * (_servicer.ID_MAX + 1)), ("m", "m" * (_servicer.NAME_MAX + 1)),
+    ("chain", "c" * (_checks.ID_MAX + 1)), ("task", "t" * (_checks.ID_MAX + 1)),
+    ("sess", "s" * 60_000), ("obj", "o" * (_checks.ID_MAX + 1)), ("m", "m" * (_checks.NAME_MAX + 1)),
 ]
 
 
@@ -58,7 +58,7 @@ TOO_LONG = [
 def test_an_ill_typed_or_oversized_call_changes_nothing_and_its_task_is_answered(local_server, monkeypatch, busy):
     # Point 5: an unhashable `chain` sent to a busy actor was answered `badrequest` but left its task
     # pending, so a later fetch of that task was never answered. Point 11: no length caps.
-    monkeypatch.setattr(_servicer, "_EARLY_GRACE", 0.3)
+    monkeypatch.setattr(_results, "_EARLY_GRACE", 0.3)
     srv = local_server
     servicer = srv._servicer
     prod = Producer(to_dist={"host": srv.host, "port": srv.port})
@@ -76,7 +76,7 @@ def test_an_ill_typed_or_oversized_call_changes_nothing_and_its_task_is_answered
             continue
         assert reply[0]["op"] == "err" and reply[0]["kind"] == "badrequest", (key, value, reply[0])
         assert key in reply[0]["msg"] or key == "obj", reply[0]["msg"]
-        assert task not in servicer._pending and task not in servicer._seen, (key, value)
+        assert task not in servicer.results._pending and task not in servicer.results._seen, (key, value)
         if key != "task":
             fetches.append(mesh.AsyncResult(srv.address, task))
             fetches[-1].done()  # the fetch goes out now
@@ -92,20 +92,20 @@ def test_an_ill_typed_or_oversized_call_changes_nothing_and_its_task_is_answered
 def test_every_op_checks_its_header_before_acting(local_server):
     srv = local_server
     servicer = srv._servicer
-    long_id = "x" * (_servicer.ID_MAX + 1)
+    long_id = "x" * (_checks.ID_MAX + 1)
     bad = [
         {"op": "result", "task": ["t"]}, {"op": "result", "task": long_id}, {"op": "result", "task": "t", "inst": [1]},
-        {"op": "create", "obj": long_id, "cls": "a:B"}, {"op": "create", "obj": "o", "cls": "c" * (_servicer.CLS_MAX + 1)},
+        {"op": "create", "obj": long_id, "cls": "a:B"}, {"op": "create", "obj": "o", "cls": "c" * (_checks.CLS_MAX + 1)},
         {"op": "create", "obj": "o", "cls": "a:B", "name": ["n"]}, {"op": "create", "obj": "o", "cls": "a:B", "detached": "y"},
         {"op": "getattr", "obj": "o", "m": long_id * 3}, {"op": "delete", "obj": ["o"]},
-        {"op": "lookup", "name": "n" * (_servicer.NAME_MAX + 1)}, {"op": "ping", "sess": long_id},
+        {"op": "lookup", "name": "n" * (_checks.NAME_MAX + 1)}, {"op": "ping", "sess": long_id},
     ]
     before = set(servicer.sessions)
     for header in bad:
         reply = _send(srv.address, dict(header), None)
         assert reply[0]["kind"] == "badrequest", (header, reply[0])
     assert set(servicer.sessions) - before <= {mesh._client.get_client().session}
-    assert not servicer.actors and not servicer.names
+    assert not servicer.objects.actors and not servicer.objects.names
 
 
 def test_many_long_session_ids_add_nothing(local_server):
@@ -124,9 +124,9 @@ def test_release_lists_are_capped_and_ill_typed_releases_are_ignored(local_serve
     keep = prod.make(3)
     assert keep.result(timeout=10) == b"ppp"
     node = mesh._client.get_client().node
-    node.send(srv.address, {"op": "release", "tasks": [keep._mesh_task] * (_servicer.LIST_MAX + 1)})
+    node.send(srv.address, {"op": "release", "tasks": [keep._mesh_task] * (_checks.LIST_MAX + 1)})
     node.send(srv.address, {"op": "release", "tasks": [keep._mesh_task, [keep._mesh_task, "", [[1]]]]})
-    node.send(srv.address, {"op": "release", "tasks": [[keep._mesh_task, "", ["r"] * (_servicer.LIST_MAX + 1)]]})
+    node.send(srv.address, {"op": "release", "tasks": [[keep._mesh_task, "", ["r"] * (_checks.LIST_MAX + 1)]]})
     assert prod.make(1).result(timeout=10) == b"p"  # served after the releases above (same socket, in order)
     assert srv._servicer.pool.get(keep._mesh_task) is not None  # none of them was acted on
 
@@ -246,7 +246,7 @@ def test_held_results_are_bounded_by_bytes_and_loose_ones_go_first():
 
 
 def test_loose_results_expire_and_held_ones_do_not(monkeypatch):
-    import mesh._pool as mod
+    import mesh.server._store as mod
 
     pool = LocalPool(max_expire_time=10)
     pool.put("held", ({}, b"a", []), held=True)
@@ -318,7 +318,7 @@ def test_with_redis_down_other_readers_get_results_from_the_live_producer(redis_
 def test_redis_copies_are_written_in_the_background_and_follow_releases(redis_srv):
     import redis
 
-    from mesh._pool import make_pool
+    from mesh.server._store import make_pool
 
     pool = make_pool("redis", redis_url=redis_srv.url, max_len=10, max_expire_time=60, name="bg")
     raw = redis.Redis.from_url(redis_srv.url, socket_timeout=5)

@@ -18,7 +18,7 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def status(srv) -> dict:
-    from mesh.server import _admin  # noqa: F401 - same request the CLI makes
+    from mesh._cli import _admin  # noqa: F401 - same request the CLI makes
 
     client = mesh._client.get_client()
     fut = client.request(srv.address, {"op": "status"}, None, timeout=5)

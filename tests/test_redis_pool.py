@@ -21,8 +21,10 @@ redis = pytest.importorskip("redis", reason="redis-py is not installed (pip inst
 import mesh  # noqa: E402
 from agents_lib import Producer  # noqa: E402
 from conftest import wait_until  # noqa: E402
-from mesh import _pool_redis  # noqa: E402
-from mesh._pool_redis import RedisPool, RedisPoolError, fetch  # noqa: E402
+from mesh._core import redis_results  # noqa: E402
+from mesh._core.redis_results import RedisPoolError, fetch  # noqa: E402
+from mesh.server import _store_redis  # noqa: E402
+from mesh.server._store_redis import RedisPool  # noqa: E402
 
 QUICK = 3.5  # seconds: a Redis that is down or hung must fail a call within this
 
@@ -57,7 +59,7 @@ def pools(redis_server):
     yield make
     for pool in made:
         pool.close()
-    _pool_redis.close_fetch_clients()
+    redis_results.close_fetch_clients()
 
 
 def task_id() -> str:
@@ -144,7 +146,7 @@ def test_fetch_is_thread_safe_with_one_client_per_url(pools):
     for t in threads:
         t.join(30)
     assert not errors
-    assert list(_pool_redis._clients) == [pool.url]
+    assert list(redis_results._clients) == [pool.url]
 
 
 @pytest.mark.parametrize("mb", [10, 50])
@@ -198,7 +200,7 @@ def test_signed_results(pools, raw):
 
 
 def test_missing_redis_package_says_what_to_install(monkeypatch):
-    from mesh._pool import make_pool
+    from mesh.server._store import make_pool
 
     monkeypatch.setitem(sys.modules, "redis", None)  # import redis -> ImportError
     with pytest.raises(ImportError, match=r"pip install 'zmq-agent-mesh\[redis\]'"):
@@ -336,18 +338,18 @@ class _SlowLink:
 def test_a_large_put_over_a_slow_link_is_not_cut_by_the_short_timeout(redis_server, pools, monkeypatch):
     # A socket timeout bounds a whole sendall(): a short one would fail every large
     # result on a slow network. Scaled down: 0.5 s timeout, a 4 MB/s link, 8 MB.
-    monkeypatch.setattr(_pool_redis, "TIMEOUT", 0.5)
+    monkeypatch.setattr(redis_results, "TIMEOUT", 0.5)
     link = _SlowLink(redis_server.port, rate=4e6)
     try:
         url = f"redis://127.0.0.1:{link.port}/0"
         big = b"b" * (8 * 2**20)
         small = pools(url)
         small.put("warm", entry())  # small results: the short timeout
-        monkeypatch.setattr(_pool_redis, "BULK_SIZE", 2**40)
+        monkeypatch.setattr(_store_redis, "BULK_SIZE", 2**40)
         exc, took = quickly(small.put, "big", ({"op": "ok"}, b"\xc0", [big]))
         assert isinstance(exc, RedisPoolError) and "Timeout" in str(exc), exc  # the test does reproduce it
         assert took < 1.5
-        monkeypatch.setattr(_pool_redis, "BULK_SIZE", 2**20)
+        monkeypatch.setattr(_store_redis, "BULK_SIZE", 2**20)
         pool = pools(url)
         pool.put("big", ({"op": "ok"}, b"\xc0", [big]))
         assert pool.get("big")[2][0] == big

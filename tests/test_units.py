@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from mesh._pool import LocalPool
-from mesh._workers import WorkerPool
+from mesh.server._store import LocalPool
+from mesh.server._workers import WorkerPool
 
 
 def _entry(n: int):
@@ -39,7 +39,7 @@ def test_local_pool_counts_bytes_of_replaced_and_expired_entries(monkeypatch):
     pool.put("a", _entry(50))
     pool.put("a", _entry(20))
     assert pool.nbytes == 20 and len(pool) == 1
-    import mesh._pool as mod
+    import mesh.server._store as mod
 
     now = mod.time.monotonic()
     monkeypatch.setattr(mod.time, "monotonic", lambda: now + 11)

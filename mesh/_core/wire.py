@@ -31,8 +31,15 @@ __all__ = [
     "ONE_WAY",
     "OPS",
     "REPLIES",
+    "Entry",
+    "NIL",
+    "err_entry",
     "err_header",
 ]
+
+# A reply as the server keeps and sends it: (header fields without ``re``, body bytes, buffers).
+Entry = tuple[dict[str, Any], bytes, list[bytes]]
+NIL = b"\xc0"  # msgpack nil: the body of a reply without a value
 
 # -- operations (never rename: they are the protocol) ------------------------------------------
 PING = "ping"
@@ -89,3 +96,8 @@ def err_header(kind: str, msg: str, exc_type: str = "", tb: str = "") -> dict[st
     if tb:
         header["tb"] = tb
     return header
+
+
+def err_entry(kind: str, msg: str, exc_type: str = "", tb: str = "") -> Entry:
+    """A whole ``err`` reply: its header, a nil body, no buffers."""
+    return err_header(kind, msg, exc_type, tb), NIL, []

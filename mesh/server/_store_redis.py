@@ -1,27 +1,20 @@
-"""Result pool in Redis: results outlive the server that produced them.
+"""The server's result store with a Redis copy: results outlive the server that produced them.
 
-Keys:
+Keys (the result keys and the signed blob format are :mod:`mesh._core.redis_results`, which
+consumers read too):
 
-* ``mesh:result:<task>`` holds one result, a msgpack blob
-  ``[header, body, [buffers...]]``, with the pool's expiry. Task ids are
-  globally unique, so any peer that knows a task id and the Redis URL can read
-  it, the producer being down included (:func:`fetch`).
+* ``mesh:result:<task>`` holds one result, with the pool's expiry.
 * ``mesh:pool:<namespace>`` is a sorted set of one server's task ids scored by
   their expiry time: ``len(pool)`` counts that server's live results (several
   servers may share one Redis). It is trimmed on every put and expires itself
   once all its results have.
 
-With a shared ``secret``, each blob is signed (HMAC-SHA256 over the task id
-and the blob, with a key derived from the secret): a reader that holds the
-secret refuses a result it did not sign, so whoever can write to Redis cannot
-slip a forged (pickled) value to a peer that unpickles it.
-
 A Redis that is down, hung or gone gives a :class:`RedisPoolError` naming the
-URL within about :data:`TIMEOUT` seconds, never a hang; the pool reconnects by
+URL within about ``redis_results.TIMEOUT`` seconds, never a hang; the pool reconnects by
 itself when Redis returns.
 
 A server does not use :class:`RedisPool` directly: :class:`RedisBackedPool`
-keeps every result in memory (a :class:`~mesh._pool.LocalPool`, which answers
+keeps every result in memory (a :class:`~mesh.server._store.LocalPool`, which answers
 the server's own readers) and copies it to Redis from one background thread,
 so Redis is never on an actor's turn nor on the I/O thread, and a Redis that is
 down or hung costs only the copies (readers of a live producer still get its
@@ -31,126 +24,25 @@ results from memory). redis-py is an optional dependency
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import math
 import threading
 import time
 from collections import OrderedDict
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import msgpack
+from mesh._core import redis_results
+from mesh._core.redis_results import Entry, RedisPoolError, mac_key, make_client, pack, redis_module, safe_url, unpack
 
-__all__ = ["RedisBackedPool", "RedisPool", "RedisPoolError", "fetch", "close_fetch_clients"]
+__all__ = ["RedisBackedPool", "RedisPool", "RedisPoolError"]
 
-Entry = tuple[dict[str, Any], bytes, list[bytes]]
+log = logging.getLogger("mesh.server")
 
-TIMEOUT = 2.0  # seconds: connecting to Redis and waiting for a reply
 BULK_SIZE = 4 * 2**20  # blobs above this are sent by a client with a longer timeout...
 BULK_TIMEOUT = 60.0  # ...because a socket's timeout bounds a whole sendall() of the blob
-_SIGNED = b"MSH1"  # signed blob: _SIGNED + 32-byte HMAC + msgpack (a msgpack array never starts with "M")
-_MAC_LEN = 32
 WRITE_QUEUE_MAX = 100_000  # copies to Redis waiting for the writer; past it the oldest copy is skipped
 WRITE_QUEUE_BYTES = 256 * 2**20  # ... or past this many bytes of values waiting
 WRITE_BATCH = 256  # copies sent to Redis in one pipeline
-_MISSING = "pool_type='redis' needs the redis package: pip install 'zmq-agent-mesh[redis]'"
-
-
-class RedisPoolError(RuntimeError):
-    """The Redis server of a result pool cannot be used (down, hung, refusing) or gave a forged result."""
-
-
-def _redis() -> Any:
-    try:
-        import redis
-    except ImportError as exc:
-        raise ImportError(_MISSING) from exc
-    return redis
-
-
-def safe_url(url: str) -> str:
-    """``url`` with its password masked, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        if parts.port is not None:
-            host += f":{parts.port}"
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    except ValueError:
-        return "<unparseable redis url>"
-
-
-def _client(url: str, socket_timeout: float | None = None) -> Any:
-    """A redis-py client whose failures are quick and whose stale connections heal.
-
-    redis-py's default retries (10, with backoff) would turn a hung Redis into a
-    hang of tens of seconds; here a broken connection is retried once at once
-    (the common case: Redis restarted since the connection was made), and a
-    timeout is not retried.
-    """
-    redis = _redis()
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=TIMEOUT,
-        socket_timeout=TIMEOUT if socket_timeout is None else socket_timeout,
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-        retry_on_timeout=False,
-    )
-
-
-def mac_key(secret: bytes | str) -> bytes:
-    """The key that signs results in Redis, derived from the mesh's shared secret."""
-    if isinstance(secret, str):
-        secret = secret.encode()
-    return hashlib.blake2b(secret, digest_size=32, person=b"zmq-agent-mesh", salt=b"redis-pool").digest()
-
-
-def _mac(key: bytes, task: str, packed: bytes) -> bytes:
-    m = hmac.new(key, task.encode() + b"\0", hashlib.sha256)
-    m.update(packed)
-    return m.digest()
-
-
-def _pack(task: str, entry: Entry, key: bytes | None) -> bytes:
-    header, body, buffers = entry
-    packed = msgpack.packb([header, bytes(body), [bytes(b) for b in buffers]], use_bin_type=True)
-    if key is None:
-        return packed
-    return b"".join((_SIGNED, _mac(key, task, packed), packed))
-
-
-def _unpack(task: str, blob: bytes, key: bytes | None, where: str) -> Entry:
-    if blob[:4] == _SIGNED:
-        packed = memoryview(blob)[4 + _MAC_LEN:]
-        if key is not None and not hmac.compare_digest(blob[4:4 + _MAC_LEN], _mac(key, task, packed)):
-            raise RedisPoolError(
-                f"result {task} in the pool at {where} is not signed with this mesh's secret: "
-                "refused (written by a peer without the secret, or tampered with)"
-            )
-    elif key is not None:
-        raise RedisPoolError(
-            f"result {task} in the pool at {where} is unsigned, but this mesh has a secret: refused "
-            "(written by a server without the secret, or by someone else)"
-        )
-    else:
-        packed = blob
-    try:
-        header, body, buffers = msgpack.unpackb(packed, raw=False)
-        if not isinstance(header, dict) or not isinstance(body, bytes) or not isinstance(buffers, list):
-            raise TypeError("not [header, body, buffers]")
-    except Exception as exc:
-        raise RedisPoolError(f"result {task} in the pool at {where} is malformed: {exc}") from exc
-    return header, body, buffers
 
 
 class RedisPool:
@@ -191,15 +83,15 @@ class RedisPool:
         self.max_len = max_len
         self.index = f"mesh:pool:{namespace}"
         self._key = mac_key(secret) if secret else None
-        self._redis = _client(url)
+        self._redis = make_client(url)
         self._bulk: Any = None
         self._lock = threading.Lock()
-        self._errors = (_redis().RedisError, OSError)
+        self._errors = (redis_module().RedisError, OSError)
 
     @staticmethod
     def key(task: str) -> str:
         """The Redis key of a task's result."""
-        return f"mesh:result:{task}"
+        return redis_results.result_key(task)
 
     def _fail(self, what: str, exc: BaseException) -> RedisPoolError:
         return RedisPoolError(f"result pool at {self.where}: cannot {what}: {type(exc).__name__}: {exc}")
@@ -207,7 +99,7 @@ class RedisPool:
     def _bulk_client(self) -> Any:
         with self._lock:
             if self._bulk is None:
-                self._bulk = _client(self.url, BULK_TIMEOUT)
+                self._bulk = make_client(self.url, BULK_TIMEOUT)
             return self._bulk
 
     def put(self, task: str, entry: Entry) -> None:
@@ -216,22 +108,10 @@ class RedisPool:
         Raises:
             RedisPoolError: Redis is down, hung or refuses the write.
         """
-        blob = _pack(task, entry, self._key)
-        ttl = self.max_expire_time
-        now = time.time()
+        blob = pack(task, entry, self._key)
         client = self._redis if len(blob) <= BULK_SIZE else self._bulk_client()
         try:
-            pipe = client.pipeline()
-            pipe.set(self.key(task), blob, px=max(1, int(ttl * 1000)))
-            pipe.zadd(self.index, {task: now + ttl})
-            pipe.zremrangebyscore(self.index, "-inf", now)
-            pipe.expire(self.index, math.ceil(ttl) + 1)
-            pipe.zcard(self.index)
-            count = pipe.execute()[-1]
-            if self.max_len is not None and count > self.max_len:
-                old = [t.decode() for t, _ in self._redis.zpopmin(self.index, count - self.max_len)]
-                if old:
-                    self._redis.delete(*(self.key(t) for t in old))
+            self._commit(client, [(task, blob)])
         except self._errors as exc:
             raise self._fail("store a result", exc) from exc
 
@@ -243,14 +123,12 @@ class RedisPool:
         Raises:
             RedisPoolError: Redis is down, hung or refuses the write.
         """
-        ttl = self.max_expire_time
-        now = time.time()
-        small = []
+        small: list[tuple[str, bytes | None]] = []
         for task, entry in batch:
             if entry is None:
                 small.append((task, None))
                 continue
-            blob = _pack(task, entry, self._key)
+            blob = pack(task, entry, self._key)
             if len(blob) > BULK_SIZE:
                 self.put(task, entry)
             else:
@@ -258,24 +136,30 @@ class RedisPool:
         if not small:
             return
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for task, blob in small:
-                if blob is None:
-                    pipe.delete(self.key(task))
-                    pipe.zrem(self.index, task)
-                else:
-                    pipe.set(self.key(task), blob, px=max(1, int(ttl * 1000)))
-                    pipe.zadd(self.index, {task: now + ttl})
-            pipe.zremrangebyscore(self.index, "-inf", now)
-            pipe.expire(self.index, math.ceil(ttl) + 1)
-            pipe.zcard(self.index)
-            count = pipe.execute()[-1]
-            if self.max_len is not None and count > self.max_len:
-                old = [t.decode() for t, _ in self._redis.zpopmin(self.index, count - self.max_len)]
-                if old:
-                    self._redis.delete(*(self.key(t) for t in old))
+            self._commit(self._redis, small, transaction=False)
         except self._errors as exc:
             raise self._fail("store results", exc) from exc
+
+    def _commit(self, client: Any, items: list[tuple[str, bytes | None]], transaction: bool = True) -> None:
+        """One pipeline: store ``(task, blob)``, delete ``(task, None)``; trim the index to the expiry and max_len."""
+        ttl = self.max_expire_time
+        now = time.time()
+        pipe = client.pipeline(transaction=transaction)
+        for task, blob in items:
+            if blob is None:
+                pipe.delete(self.key(task))
+                pipe.zrem(self.index, task)
+            else:
+                pipe.set(self.key(task), blob, px=max(1, int(ttl * 1000)))
+                pipe.zadd(self.index, {task: now + ttl})
+        pipe.zremrangebyscore(self.index, "-inf", now)
+        pipe.expire(self.index, math.ceil(ttl) + 1)
+        pipe.zcard(self.index)
+        count = pipe.execute()[-1]
+        if self.max_len is not None and count > self.max_len:
+            old = [t.decode() for t, _ in self._redis.zpopmin(self.index, count - self.max_len)]
+            if old:
+                self._redis.delete(*(self.key(t) for t in old))
 
     def get(self, task: str) -> Entry | None:
         """The result of ``task``, or None when there is none (never stored, expired, released).
@@ -287,7 +171,7 @@ class RedisPool:
             blob = self._redis.get(self.key(task))
         except self._errors as exc:
             raise self._fail("read a result", exc) from exc
-        return None if blob is None else _unpack(task, blob, self._key, self.where)
+        return None if blob is None else unpack(task, blob, self._key, self.where)
 
     def release(self, task: str) -> None:
         """Forget a result (nothing happens if there is none).
@@ -336,8 +220,6 @@ class RedisPool:
         return f"<RedisPool {self.where} {self.index}>"
 
 
-log = logging.getLogger("mesh.server")
-
 
 class RedisBackedPool:
     """A server's pool with a Redis copy: memory answers, Redis outlives the server.
@@ -348,7 +230,7 @@ class RedisBackedPool:
     wait in a bounded queue (:data:`WRITE_QUEUE_MAX` entries,
     :data:`WRITE_QUEUE_BYTES` bytes; past it the oldest copy is skipped) and a
     batch that fails is skipped, with one warning per outage. :meth:`get_stored`
-    reads Redis (blocking, up to :data:`TIMEOUT`): for results this server no
+    reads Redis (blocking, up to ``redis_results.TIMEOUT``): for results this server no
     longer has in memory, e.g. those of an earlier run.
     """
 
@@ -391,7 +273,7 @@ class RedisBackedPool:
 
     # -- Redis ----------------------------------------------------------------
     def get_stored(self, task: str) -> Entry | None:
-        """The copy in Redis (blocking, at most about :data:`TIMEOUT` s).
+        """The copy in Redis (blocking, at most about ``redis_results.TIMEOUT`` s).
 
         Raises:
             RedisPoolError: Redis is down or hung, or the copy is forged or malformed.
@@ -467,54 +349,9 @@ class RedisBackedPool:
             self._queue.clear()
             self._queued_bytes = 0
             self._cv.notify_all()
-        self._thread.join(TIMEOUT + 1)
+        self._thread.join(redis_results.TIMEOUT + 1)
         self.memory.close()
         self.store.close()
 
     def __repr__(self) -> str:
         return f"<RedisBackedPool {self.store.where} {self.store.index}>"
-
-
-_clients: dict[str, Any] = {}
-_clients_lock = threading.Lock()
-
-
-def fetch(url: str, task: str, *, secret: bytes | str | None = None) -> Entry | None:
-    """Read a result straight from a pool's Redis (for a consumer whose producer is down).
-
-    One client per URL is kept for the life of the process (thread-safe).
-
-    Args:
-        url: the producer's pool (``pool`` in its ``create`` reply).
-        task: the task id.
-        secret: the mesh's shared secret, if it has one: a result not signed with it is refused.
-
-    Returns:
-        The entry ``(header, body, buffers)``, or None when Redis holds no such result.
-
-    Raises:
-        RedisPoolError: Redis is down or hung, or the result is forged or malformed.
-        ImportError: redis-py is not installed.
-    """
-    redis = _redis()
-    with _clients_lock:
-        client = _clients.get(url)
-        if client is None:
-            client = _clients[url] = _client(url)
-    try:
-        blob = client.get(RedisPool.key(task))
-    except (redis.RedisError, OSError) as exc:
-        raise RedisPoolError(f"result pool at {safe_url(url)}: cannot read a result: {type(exc).__name__}: {exc}") from exc
-    return None if blob is None else _unpack(task, blob, mac_key(secret) if secret else None, safe_url(url))
-
-
-def close_fetch_clients() -> None:
-    """Close the clients that :func:`fetch` keeps (e.g. at ``mesh.shutdown()``)."""
-    with _clients_lock:
-        clients = list(_clients.values())
-        _clients.clear()
-    for client in clients:
-        try:
-            client.close()
-        except Exception:  # noqa: BLE001
-            pass

@@ -1,6 +1,8 @@
 """``zmq-agent-server``: run, list, inspect and stop agent servers.
 
-Also ``python -m mesh.server``.
+Also ``python -m mesh.server``. An application of the whole library (``list`` and ``status`` are
+client operations), so it sits at the top layer of ``mesh``; ``start``'s server flags are generated
+from :class:`~mesh._core.options.ServerOptions`.
 """
 
 from __future__ import annotations
@@ -10,12 +12,21 @@ import json
 import logging
 import os
 import signal
-import struct
 import sys
 import threading
+import time
 from typing import Any
 
-__all__ = ["main"]
+import mesh
+import transport
+from mesh._client import get_client, normalize_address, wait
+from mesh._core import wire
+from mesh._core.options import ServerOptions, check_host
+from mesh._discovery import decode_plain, survey
+from mesh.server._classes import AgentDirError
+from mesh.server._launcher import read_parent_config, ready_info, ready_line, watch_parent
+
+__all__ = ["MIN_SECRET_BYTES", "main"]
 
 
 _COMMANDS = ("start", "list", "status", "stop")
@@ -33,9 +44,7 @@ def _version() -> str:
             return version("zmq-agent-mesh")
     except PackageNotFoundError:
         pass
-    from mesh import __version__
-
-    return __version__
+    return mesh.__version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,27 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="{start,list,status,stop}")
 
     s = sub.add_parser("start", help="run an agent server in the foreground")
-    s.add_argument("--host", default="127.0.0.1",
-                   help="address to bind: an IP address, 0.0.0.0 (every interface), localhost, an interface "
-                        "name or a host name (default 127.0.0.1; any non-loopback address needs a secret)")
-    s.add_argument("--port", type=int, default=0, help="port to bind (default: a free one)")
-    s.add_argument("--capacity", type=int, default=32, help="calls running at once (default 32)")
-    s.add_argument("--agent-dir", help="folder of *.py files defining agent classes")
-    s.add_argument("--name", help="server name (default: host name, pid and a random suffix)")
-    s.add_argument("--pool-type", choices=("local", "redis"), default="local", help="where async results wait")
-    s.add_argument("--redis-url", help="Redis server of a redis pool, e.g. redis://127.0.0.1:6379")
-    s.add_argument("--max-expire-time", type=float, default=7200, help="seconds a result is kept (default 7200)")
-    s.add_argument("--max-len", type=int, default=10000, help="most results kept, local pool (default 10000)")
-    s.add_argument("--max-message-size", type=int, default=32 * 2**20, help="largest request in bytes (default 32 MiB; 0 or less: no limit)")
-    s.add_argument("--no-advertise", action="store_true", help="do not announce the server for discovery")
+    ServerOptions.add_arguments(s)  # one flag per server option, generated
     s.add_argument("--secret-file", help=f"file holding the shared secret (else env MESH_SECRET); a warning if it is "
                                          f"readable by group or others or shorter than {MIN_SECRET_BYTES} bytes")
-    s.add_argument("--insecure", action="store_true", help="allow a non-loopback host without a secret")
-    s.add_argument("--no-code", action="store_true", help="accept only known classes, never code sent by value")
-    s.add_argument("--grace", type=float, default=5.0, help="seconds running calls get at shutdown (default 5)")
     s.add_argument("--interfaces", help="comma-separated IPs to advertise on (else env MESH_INTERFACES, else what --host binds)")
     s.add_argument("--processes", type=int, default=1, help="server processes to run (ports PORT, PORT+1, ...; default 1)")
-    s.add_argument("--lease-ttl", type=float, default=30.0, help="seconds before objects of a vanished client are deleted (default 30)")
     s.add_argument(
         "--log-level", default="WARNING", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
         help="logging level (default WARNING)",
@@ -154,8 +147,6 @@ def _read_secret(path: str) -> bytes:
     """
     import stat
 
-    import transport
-
     secret = transport.read_secret_file(path)
     try:
         mode = os.stat(path).st_mode
@@ -183,8 +174,6 @@ def _client_secret(args: argparse.Namespace) -> bool:
     except (OSError, ValueError) as exc:
         _fail(args, f"cannot read --secret-file: {exc}")
         return False
-    import mesh
-
     mesh.init(secret=secret)
     return True
 
@@ -210,8 +199,6 @@ def _truthy(text: str | None) -> bool:
 
 
 def _start(args: argparse.Namespace) -> int:
-    from mesh._server import check_host
-
     try:  # the address first: a bad one is reported as such, not as a missing secret
         args.host = check_host(args.host)
     except ValueError as exc:
@@ -231,14 +218,9 @@ def _start(args: argparse.Namespace) -> int:
     for entry in os.environ.get("MESH_SYS_PATH", "").split(os.pathsep):
         if entry and entry not in sys.path:
             sys.path.append(entry)
-    import mesh
-    import transport
-    from mesh._classes import AgentDirError
-    from mesh._server import ready_info, ready_line
-
     classes: list[type] = []
     if args.parent_stdin:
-        classes = _read_parent_config()
+        classes = read_parent_config()
     secret = None
     if args.secret_file:
         try:
@@ -251,14 +233,9 @@ def _start(args: argparse.Namespace) -> int:
     if secret:
         mesh.init(secret=secret)  # outgoing fetches to other servers use it too
     try:
-        server = mesh.AgentServer(
-            host=args.host, port=args.port, capacity=args.capacity, custom_agent_classes=classes,
-            agent_dir=args.agent_dir, pool_type=args.pool_type, redis_url=args.redis_url,
-            max_expire_time=args.max_expire_time, max_len=args.max_len,
-            max_message_size=args.max_message_size, advertise=not args.no_advertise, name=args.name,
-            secret=secret, insecure=args.insecure, no_code=args.no_code, grace=args.grace,
-            lease_ttl=args.lease_ttl, local_mode=True if _truthy(args.local_mode) else None,
-        )
+        server = mesh.AgentServer(**ServerOptions.from_args(
+            args, custom_agent_classes=classes, secret=secret, local_mode=True if _truthy(args.local_mode) else None,
+        ))
         server.launch(in_subprocess=False)
     except (ValueError, AgentDirError, OSError) as exc:
         _refuse(args, str(exc))
@@ -273,6 +250,11 @@ def _start(args: argparse.Namespace) -> int:
         server.shutdown()
         _refuse(args, f"cannot start --processes {args.processes}: {exc}")
         return 2
+    return _serve(args, server, siblings)
+
+
+def _serve(args: argparse.Namespace, server: Any, siblings: list[Any]) -> int:
+    """Print the ready lines, serve until a signal, ``stop`` or the parent's exit; stop every process once."""
 
     def stop_all() -> None:
         stoppers = [threading.Thread(target=s.shutdown, daemon=True) for s in siblings]
@@ -293,7 +275,7 @@ def _start(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if args.parent_stdin:
-        threading.Thread(target=_watch_parent, args=(server,), name="mesh-parent-watch", daemon=True).start()
+        threading.Thread(target=watch_parent, args=(server,), name="mesh-parent-watch", daemon=True).start()
     for each in (server, *siblings):
         info = ready_info(each)
         print(json.dumps(info) if args.json else ready_line(info), flush=True)
@@ -306,19 +288,13 @@ def _start(args: argparse.Namespace) -> int:
 
 def _start_siblings(args: argparse.Namespace, first: Any, classes: list[type], secret: bytes | None) -> list[Any]:
     """``--processes N``: N-1 more servers like the first, in subprocesses that die with this one."""
-    import mesh
-
     siblings: list[Any] = []
     try:
         for i in range(1, max(1, args.processes)):
-            sib = mesh.AgentServer(
-                host=args.host, port=first.port + i if args.port else 0, capacity=args.capacity,
-                custom_agent_classes=classes, agent_dir=args.agent_dir, pool_type=args.pool_type,
-                redis_url=args.redis_url, max_expire_time=args.max_expire_time, max_len=args.max_len,
-                max_message_size=args.max_message_size, advertise=not args.no_advertise,
-                name=f"{first.name}-{i}", secret=secret, insecure=args.insecure, no_code=args.no_code,
-                grace=args.grace, lease_ttl=args.lease_ttl,
-            )
+            sib = mesh.AgentServer(**ServerOptions.from_args(
+                args, port=first.port + i if args.port else 0, custom_agent_classes=classes,
+                name=f"{first.name}-{i}", secret=secret,
+            ))
             siblings.append(sib.launch(in_subprocess=True))
     except BaseException:
         for sib in siblings:
@@ -327,40 +303,7 @@ def _start_siblings(args: argparse.Namespace, first: Any, classes: list[type], s
     return siblings
 
 
-def _read_parent_config() -> list[type]:
-    import pickle
-
-    (n,) = struct.unpack("!Q", _read_exact(8))
-    return list(pickle.loads(_read_exact(n)))
-
-
-def _read_exact(n: int) -> bytes:
-    # raw reads on fd 0: no buffered reader whose lock a daemon thread holds at exit
-    data = b""
-    while len(data) < n:
-        chunk = os.read(0, n - len(data))
-        if not chunk:
-            raise SystemExit("zmq-agent-server: parent closed the config pipe")
-        data += chunk
-    return data
-
-
-def _watch_parent(server: Any) -> None:
-    """Stop when the parent process dies: its end of our stdin closes."""
-    try:
-        while os.read(0, 4096):
-            pass
-    except OSError:
-        pass
-    server.shutdown()
-
-
 def _admin(address: str, op: str, timeout: float) -> Any:
-    import mesh
-    from mesh._client import get_client, normalize_address, wait
-    from mesh._discovery import decode_plain
-    import time
-
     addr = normalize_address(address)
     fut = get_client().request(addr, {"op": op}, None, timeout=timeout)
     try:
@@ -370,12 +313,10 @@ def _admin(address: str, op: str, timeout: float) -> Any:
 
 
 def _status(args: argparse.Namespace) -> int:
-    import mesh
-
     if not _client_secret(args):
         return 1
     try:
-        info = _admin(args.address, "status", args.timeout)
+        info = _admin(args.address, wire.STATUS, args.timeout)
     except (mesh.MeshError, ValueError) as exc:
         _fail(args, str(exc), address=args.address)
         return 1
@@ -396,13 +337,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    import mesh
-    from mesh._client import normalize_address
-
     if not _client_secret(args):
         return 1
     try:
-        _admin(args.address, "stop", args.timeout)
+        _admin(args.address, wire.STOP, args.timeout)
     except (mesh.MeshError, ValueError) as exc:
         _fail(args, str(exc), address=args.address)
         return 1
@@ -418,12 +356,8 @@ def _list(args: argparse.Namespace) -> int:
         os.environ["MESH_PEERS"] = ",".join(p for p in (os.environ.get("MESH_PEERS", ""), args.peers) if p)
     if args.redis_url:
         os.environ["MESH_REDIS_DISCOVERY_URL"] = args.redis_url
-    import mesh
-
     if not _client_secret(args):
         return 1
-    from mesh._discovery import survey
-
     try:
         found, failed = survey(timeout=args.timeout)
     finally:

@@ -5,7 +5,7 @@ fetched many times is encoded once.
 
 Held and loose results. A result is *held* while the session of the caller
 that made the call is alive and that caller (or a copy of its future that the
-server knows of) has not let it go (see :mod:`mesh._future`); the server drops
+server knows of) has not let it go (see :mod:`mesh.server._holders`); the server drops
 it when the last holder goes, or when the caller's session ends and nobody
 else holds it. A held result is bounded only by bytes: dropping it would lose
 a value that a live future will read. Every other result is *loose* (its
@@ -18,7 +18,7 @@ is bounded by ``max_len`` entries and ``max_expire_time`` seconds as well.
 :data:`ENTRY_OVERHEAD` bytes per entry); past it, loose results go first,
 oldest first, then the oldest held ones. ``redis`` keeps them in memory the
 same way and also copies each to Redis, from a background thread, so that
-consumers can read them while this server is down (see :mod:`mesh._pool_redis`).
+consumers can read them while this server is down (see :mod:`mesh.server._store_redis`).
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import Protocol
+
+from mesh._core.wire import Entry
+from mesh.server._store_redis import RedisBackedPool, RedisPool
 
 __all__ = ["Entry", "LocalPool", "ResultPool", "make_pool"]
-
-# (reply header fields, body bytes, buffers)
-Entry = tuple[dict[str, Any], bytes, list[bytes]]
 
 DEFAULT_MAX_BYTES = 1 << 30
 ENTRY_OVERHEAD = 400  # bytes an entry costs besides its value (task id, dicts, tuples), counted in max_bytes
@@ -186,8 +186,6 @@ def make_pool(
     if pool_type == "redis":
         if not redis_url:
             raise ValueError("pool_type='redis' needs redis_url (e.g. redis://127.0.0.1:6379)")
-        from mesh._pool_redis import RedisBackedPool, RedisPool
-
         # with a secret, entries are signed: nobody without it can plant data consumers would unpickle
         store = RedisPool(redis_url, max_expire_time=max_expire_time, namespace=name, secret=secret)
         return RedisBackedPool(LocalPool(max_len=max_len, max_expire_time=max_expire_time, max_bytes=max_bytes), store)

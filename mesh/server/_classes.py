@@ -12,6 +12,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from mesh._core.methods import is_rpc_class
+
 __all__ = ["AgentDirError", "ClassResolver", "load_agent_dir"]
 
 log = logging.getLogger("mesh.server")
@@ -51,8 +53,6 @@ class ClassResolver:
             PermissionError: ``no_code`` and the class is unknown.
             TypeError: the class is not made with ``RpcMeta``.
         """
-        from mesh._meta import RpcMeta
-
         cls = self._known(ref)
         if cls is None and not self.no_code:
             if blob is not None:
@@ -66,7 +66,7 @@ class ClassResolver:
                     "(only classes from --agent-dir / custom_agent_classes)"
                 )
             return None
-        if not isinstance(cls, RpcMeta):
+        if not is_rpc_class(cls):
             raise TypeError(f"{ref} is not a class made with mesh.RpcMeta; refusing to create it")
         return cls
 
@@ -102,8 +102,6 @@ def load_agent_dir(path: str) -> list[type]:
     Raises:
         AgentDirError: the folder is missing or a file fails to import (the message names it).
     """
-    from mesh._meta import RpcMeta
-
     if not os.path.isdir(path):
         raise AgentDirError(f"--agent-dir {path!r} is not a folder")
     path = os.path.abspath(path)
@@ -127,6 +125,6 @@ def load_agent_dir(path: str) -> list[type]:
         except BaseException as exc:  # noqa: BLE001 - any failure names the file
             raise AgentDirError(f"{os.path.join(path, fname)}: {type(exc).__name__}: {exc}") from exc
         for value in vars(module).values():
-            if isinstance(value, RpcMeta) and value.__module__ == modname:
+            if is_rpc_class(value) and value.__module__ == modname:
                 classes.append(value)
     return classes

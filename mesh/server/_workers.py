@@ -124,15 +124,6 @@ class WorkerPool:
                 self._idle_cv.wait(remaining)
         return True
 
-    def drain(self) -> list[Callable[[], None]]:
-        """Remove and return the queued (not started) tasks."""
-        with self._cv:
-            tasks = list(self._tasks)
-            self._tasks.clear()
-            if not (self._active or self._blocked):
-                self._idle_cv.notify_all()
-            return tasks
-
     def close(self, timeout: float | None = None) -> bool:
         """Stop taking work; wait up to ``timeout`` for running tasks. True if all ended."""
         with self._cv:

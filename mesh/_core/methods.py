@@ -1,0 +1,37 @@
+"""Call modes and the method table of a distributable class: what both sides agree a method is.
+
+The client reads a proxy's table to know whether a call waits (``SYNC``) or returns a future
+(``ASYNC``, ``ASYNC_MSG``); the server checks that a class has a table before it builds one.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ASYNC", "ASYNC_MSG", "SYNC", "is_rpc_class", "method_table"]
+
+SYNC = "sync"
+ASYNC = "async"
+ASYNC_MSG = "msg"  # async, and the result is a message: the proxy returns a Placeholder
+
+
+def method_table(cls: type) -> dict[str, str]:
+    """Public method name -> call mode, over the whole MRO (an undecorated override keeps its mode)."""
+    table: dict[str, str] = {}
+    is_agent = bool(getattr(cls, "_mesh_agent", False))
+    for klass in reversed(cls.__mro__):
+        for attr, value in vars(klass).items():
+            if (attr.startswith("_") and attr != "__call__") or attr == "to_dist":
+                continue
+            fn = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+            if not callable(fn) or isinstance(fn, type):
+                continue
+            # An override without a decorator keeps the mode of what it overrides.
+            mode = getattr(fn, "_mesh_mode", None) or table.get(attr) or SYNC
+            if mode == ASYNC and is_agent and attr in ("reply", "__call__"):
+                mode = ASYNC_MSG
+            table[attr] = mode
+    return table
+
+
+def is_rpc_class(value: object) -> bool:
+    """True for a class made with ``mesh.RpcMeta`` (it carries a method table of its own making)."""
+    return isinstance(value, type) and isinstance(vars(value).get("_mesh_methods"), dict)

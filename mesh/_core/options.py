@@ -1,0 +1,237 @@
+"""The server's options, written once: ``ServerOptions`` has one field per option (type, default,
+help, validation), from which ``zmq-agent-server start``'s flags and the argv of a subprocess
+server (``AgentServer.launch(in_subprocess=True)``) are generated, and which validates the
+arguments of ``AgentServer(...)``.
+
+A field's metadata: ``help``; ``check`` (value -> normalized value, or ``ValueError``); ``flag``
+(default ``--field-name``; a bool whose default is True is the flag ``--no-...``); ``cli``: a flag
+of ``start`` (``secret`` is not: the CLI has ``--secret-file``); ``argv``: passed to a subprocess
+server on its command line (``secret`` goes in its environment, classes on its config pipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import math
+import re
+import socket
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import transport
+
+__all__ = ["ServerOptions", "check_host", "is_interface", "is_loopback"]
+
+WILDCARD = ("0.0.0.0", "::", "*")
+_HOST_PORT = re.compile(r"^(?P<host>\[[^\]]*\]|[^:\[\]]+):(?P<port>\d*)$")
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(host: Any) -> str:
+    """The address to bind for ``host``, or ``ValueError`` naming what is wrong with it.
+
+    Accepted: an IPv4 or IPv6 address (``[::1]`` too), a wildcard (``0.0.0.0``, ``::``, ``*``),
+    ``localhost``, a network interface name (``eth0``) or a host name that resolves (bound as its
+    first address: libzmq cannot bind a name).
+    """
+    if not isinstance(host, str):
+        raise ValueError(f"host must be a string such as '127.0.0.1', not {type(host).__name__} {host!r}")
+    text = host.strip()
+    if not text:
+        raise ValueError("host is empty: use an address such as 127.0.0.1 (loopback) or 0.0.0.0 (every interface)")
+    if "://" in text or "/" in text:
+        raise ValueError(
+            f"host {host!r} is not an address: give the bare address (e.g. --host 127.0.0.1) and the port "
+            "separately (--port)"
+        )
+    if text in ("[::]",):
+        return "::"
+    if text in WILDCARD:
+        return text
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        ipaddress.ip_address(bare.split("%", 1)[0])
+        return bare
+    except ValueError:
+        pass
+    match = _HOST_PORT.match(text)
+    if match:
+        where = match.group("host").strip("[]")
+        port = match.group("port") or "PORT"
+        raise ValueError(
+            f"host {host!r} includes a port: pass the port separately (--host {where} --port {port}, "
+            f"or host={where!r}, port={port})"
+        )
+    if re.fullmatch(r"[0-9.]+", text) or ":" in text:
+        raise ValueError(f"host {host!r} is not a valid IP address")
+    if text == "localhost":
+        return "127.0.0.1"
+    if is_interface(text):
+        return text
+    try:
+        infos = socket.getaddrinfo(text, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ValueError(
+            f"host {host!r} is not an IP address or an interface of this machine, and does not resolve ({exc})"
+        ) from None
+    addrs = [info[4][0] for info in infos]
+    addrs.sort(key=lambda a: ":" in a)  # IPv4 first
+    return addrs[0]
+
+
+def is_interface(name: str) -> bool:
+    try:
+        import ifaddr
+    except ImportError:  # pragma: no cover  (zeroconf depends on it)
+        return False
+    try:
+        return any(adapter.name == name for adapter in ifaddr.get_adapters())
+    except Exception:  # pragma: no cover
+        return False
+
+
+def _port(value: Any) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"port {value!r} is not a number") from None
+    if not 0 <= port < 65536:
+        raise ValueError(f"port {value} is out of range")
+    return port
+
+
+def _at_least_1(what: str) -> Any:
+    def check(value: Any) -> int:
+        if int(value) < 1:
+            raise ValueError(f"{what} must be at least 1, got {value}")
+        return int(value)
+    return check
+
+
+def _seconds(what: str, zero: bool = False) -> Any:
+    def check(value: Any) -> float:
+        if not math.isfinite(float(value)) or float(value) < 0 or (float(value) == 0 and not zero):
+            raise ValueError(f"{what} must be {'0 or more' if zero else 'a positive number of'} seconds, got {value}")
+        return float(value)
+    return check
+
+
+def _pool_type(value: Any) -> str:
+    if value not in ("local", "redis"):
+        raise ValueError(f"unknown pool_type {value!r}: use 'local' or 'redis'")
+    return value
+
+
+def _secret(value: Any) -> bytes | None:
+    if isinstance(value, str):
+        value = value.encode()
+    return value if value else transport.secret_from_env()
+
+
+def _opt(default: Any, help: str, *, type: Any = None, check: Any = None, flag: str | None = None, cli: bool = True,
+         argv: bool = True, **argparse_extra: Any) -> Any:
+    meta = {"help": help, "type": type, "check": check, "flag": flag, "cli": cli, "argv": argv, "extra": argparse_extra}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ServerOptions:
+    """Every option of an agent server (``AgentServer``'s keywords; see its docstring).
+
+    Raises:
+        ValueError: a bad value, or a non-loopback host without a secret (from ``__post_init__``).
+    """
+
+    host: str = _opt("127.0.0.1", "address to bind: an IP address, 0.0.0.0 (every interface), localhost, an interface "
+                     "name or a host name (default 127.0.0.1; any non-loopback address needs a secret)",
+                     type=str, check=check_host)
+    port: int = _opt(0, "port to bind (default: a free one)", type=int, check=_port)
+    capacity: int = _opt(32, "calls running at once (default 32)", type=int, check=_at_least_1("capacity"))
+    custom_agent_classes: Any = _opt((), "", check=list, cli=False, argv=False)  # they go on the config pipe
+    agent_dir: str | None = _opt(None, "folder of *.py files defining agent classes", type=str)
+    pool_type: str = _opt("local", "where async results wait", type=str, check=_pool_type, choices=("local", "redis"))
+    redis_url: str | None = _opt(None, "Redis server of a redis pool, e.g. redis://127.0.0.1:6379", type=str)
+    max_expire_time: float = _opt(7200, "seconds a result is kept (default 7200)", type=float,
+                                  check=_seconds("max_expire_time"))
+    max_len: int = _opt(10000, "most results kept, local pool (default 10000)", type=int, check=_at_least_1("max_len"))
+    max_message_size: int = _opt(32 * 2**20, "largest request in bytes (default 32 MiB; 0 or less: no limit)",
+                                 type=int, check=int)
+    advertise: bool = _opt(True, "do not announce the server for discovery", type=bool, check=bool)
+    name: str | None = _opt(None, "server name (default: host name, pid and a random suffix)", type=str)
+    secret: bytes | None = _opt(None, "", check=_secret, cli=False, argv=False)  # the CLI has --secret-file; env
+    insecure: bool = _opt(False, "allow a non-loopback host without a secret", type=bool, check=bool)
+    no_code: bool = _opt(False, "accept only known classes, never code sent by value", type=bool, check=bool)
+    grace: float = _opt(5.0, "seconds running calls get at shutdown (default 5)", type=float,
+                        check=_seconds("grace", zero=True))
+    lease_ttl: float = _opt(30.0, "seconds before objects of a vanished client are deleted (default 30)", type=float,
+                            check=_seconds("lease_ttl"))
+    local_mode: bool | None = _opt(None, "", cli=False, argv=False)  # the CLI's --local-mode is AgentScope's flag
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            check = f.metadata["check"]
+            if check is not None:
+                setattr(self, f.name, check(getattr(self, f.name)))
+            if f.name == "host" and self.local_mode is True and not is_loopback(self.host):
+                # right after the address: a bad one is reported as such, before anything else
+                raise ValueError("local_mode=True needs a loopback host")
+        if self.pool_type == "redis" and not self.redis_url:
+            raise ValueError("pool_type='redis' needs redis_url")
+        if not is_loopback(self.host) and not self.secret and not self.insecure:
+            raise ValueError(
+                f"refusing to listen on {self.host} without a shared secret: anyone who reaches "
+                "the port could run code here. Set MESH_SECRET (or --secret-file), or pass "
+                "insecure=True (--insecure) on a network you trust."
+            )
+
+    # -- generated: argparse flags, a subprocess's argv, keywords from parsed flags --------------
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser | Any) -> None:
+        """Add a flag per option to ``parser`` (``zmq-agent-server start``)."""
+        for f in fields(ServerOptions):
+            meta = f.metadata
+            if not meta["cli"]:
+                continue
+            if meta["type"] is bool:
+                action = "store_false" if f.default else "store_true"
+                parser.add_argument(_flag(f), dest=f.name, action=action, help=meta["help"])
+            else:
+                parser.add_argument(_flag(f), dest=f.name, type=meta["type"], default=f.default, help=meta["help"],
+                                    **meta["extra"])
+
+    def to_argv(self) -> list[str]:
+        """The flags that give a ``start`` process these options (those it takes on its command line)."""
+        argv: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not f.metadata["argv"] or value is None:
+                continue
+            if f.metadata["type"] is bool:
+                if bool(value) != bool(f.default):
+                    argv.append(_flag(f))
+            else:
+                argv += [_flag(f), str(value)]
+        return argv
+
+    @staticmethod
+    def from_args(args: argparse.Namespace, **more: Any) -> dict[str, Any]:
+        """``AgentServer`` keywords from parsed ``start`` flags, plus ``more`` (classes, secret...)."""
+        kwargs = {f.name: getattr(args, f.name) for f in fields(ServerOptions) if f.metadata["cli"]}
+        kwargs.update(more)
+        return kwargs
+
+
+def _flag(f: Any) -> str:
+    if f.metadata["flag"]:
+        return f.metadata["flag"]
+    return ("--no-" if f.metadata["type"] is bool and f.default else "--") + f.name.replace("_", "-")

@@ -1,0 +1,63 @@
+"""Admin payloads: ``ping`` (what discovery and placement read) and ``status`` (``zmq-agent-server status``).
+
+Both are plain data (decoded by clients without pickles).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import transport
+from mesh.server._mailbox import Actor
+
+__all__ = ["info", "rss", "status"]
+
+_PY = f"{os.sys.version_info[0]}.{os.sys.version_info[1]}"
+
+
+def info(*, name: str, capacity: int, load: int, agents: int, started: float, max_message_size: int) -> dict[str, Any]:
+    """The ``ping`` reply."""
+    return {
+        "name": name,
+        "capacity": capacity,
+        "load": load,
+        "agents": agents,
+        "py": _PY,
+        "proto": transport.PROTOCOL_MAJOR,
+        "uptime": time.time() - started,
+        "max_message_size": max_message_size,
+        "pid": os.getpid(),
+    }
+
+
+def status(ping: dict[str, Any], actors: list[Actor], pool: Any) -> dict[str, Any]:
+    """The ``status`` reply: ``ping``'s fields, one row per agent, the result store's size and the RSS."""
+    agents = [{
+        "id": a.id,
+        "registered_name": a.name,
+        "detached": a.session is None,
+        "class": a.cls_name,
+        "name": _plain_name(getattr(a.obj, "name", None) if a.obj is not None else None),
+        "queue": len(a.queue),
+        "served": a.served,
+    } for a in actors]
+    return {**ping, "agents": agents, "results": len(pool), "results_bytes": getattr(pool, "nbytes", None), "rss": rss()}
+
+
+def _plain_name(name: Any) -> Any:
+    """An agent's ``name`` as plain data: admin replies are decoded without pickles."""
+    return name if name is None or type(name) in (str, int, float, bool) else repr(name)[:200]
+
+
+def rss() -> int:
+    """This process's resident memory in bytes (0 where ``/proc`` is missing)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -1,0 +1,173 @@
+"""One call on a worker: decode the arguments, set the call context, invoke, encode the reply.
+
+:class:`CallRunner` also schedules an actor's mailbox on the worker pool: a worker that ends a
+call goes on with the next call of the same actor (a thread switch per call would halve one
+actor's throughput), and after :data:`_BATCH` calls goes to the back of the pool's queue so
+other actors get their turn. Actors made runnable while the I/O thread reads a burst of
+requests start after the burst (or every :data:`_READY_MAX`), so a worker wakes to several
+calls, not one each.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from typing import Any, Callable
+
+import transport
+from mesh import _context
+from mesh._core import wire
+from mesh._core.wire import Entry
+from mesh._errors import RemoteError, ResultExpired, ServerUnavailable
+from mesh.server._mailbox import Actor, Call
+from mesh.server._results import Results, shut_down
+from mesh.server._workers import WorkerPool
+
+__all__ = ["PUSH_LIMIT", "CallRunner", "call_error", "ok", "remote_error"]
+
+log = logging.getLogger("mesh.server")
+
+_READY_MAX = 8  # actors made runnable by one burst of requests before their workers are woken
+_BATCH = 64  # calls of one actor run back to back on one worker before yielding it
+PUSH_LIMIT = 64 * 1024  # async results up to this size are pushed to the caller with the reply
+
+
+def ok(value: Any) -> Entry:
+    try:
+        body, buffers = transport.encode(value)
+    except transport.CodecError as exc:
+        return wire.err_entry(wire.K_REMOTE, f"the result cannot be sent back: {exc}", "SerializationError")
+    return {"op": wire.OK}, body, [b if type(b) is bytes else bytes(b) for b in buffers]
+
+
+def remote_error(exc: BaseException) -> Entry:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return wire.err_entry(wire.K_REMOTE, str(exc), type(exc).__name__, tb)
+
+
+def call_error(exc: BaseException) -> Entry:
+    """The reply for a method that raised: mesh errors from further down a call chain keep their kind.
+
+    A ``RemoteError`` keeps the type, message and traceback of where it started;
+    ``ResultExpired`` and ``ServerUnavailable`` (a future the method read, or a
+    server it called) reach the caller as themselves, not wrapped.
+    """
+    if isinstance(exc, RemoteError):
+        here = "".join(traceback.format_tb(exc.__traceback__))
+        tb = exc.remote_traceback.rstrip() + "\n\nre-raised on the way back:\n" + here
+        return wire.err_entry(wire.K_REMOTE, exc.remote_message, exc.remote_type, tb)
+    if isinstance(exc, ResultExpired):
+        return wire.err_entry(wire.K_EXPIRED, str(exc), "ResultExpired", "".join(traceback.format_exception(exc)))
+    if isinstance(exc, ServerUnavailable):
+        return wire.err_entry(wire.K_UNAVAILABLE, str(exc), "ServerUnavailable", "".join(traceback.format_exception(exc)))
+    return remote_error(exc)
+
+
+class CallRunner:
+    """Runs the calls of a server's actors on its worker pool and answers them."""
+
+    def __init__(self, workers: WorkerPool, results: Results, accepting: Callable[[], bool]) -> None:
+        self.workers = workers
+        self.results = results
+        self._accepting = accepting
+        self.io_ident: int | None = None  # the I/O thread, set by the server
+        self._ready: list[tuple[Actor, Call]] = []
+
+    def admit(self, actor: Actor, call: Call) -> None:
+        """Run ``call`` now, or leave it in the mailbox (I/O thread or a worker)."""
+        admitted = actor.admit(call)
+        if admitted is False:
+            return
+        if admitted is not True:
+            self.unrun(call, wire.err_entry(wire.K_NOTFOUND, f"object {actor.id} is gone: {admitted}"))
+        elif threading.get_ident() == self.io_ident:
+            self._ready.append((actor, call))
+            if len(self._ready) >= _READY_MAX:
+                self.start_ready()
+        else:
+            self.workers.submit(lambda: self._run(actor, call))
+
+    def start_ready(self) -> None:
+        """Hand the actors made runnable by the last burst to workers (I/O thread)."""
+        ready, self._ready = self._ready, []
+        for actor, call in ready:
+            try:
+                self.workers.submit(lambda actor=actor, call=call: self._run(actor, call))
+            except RuntimeError:  # the pool closed: the server is shutting down
+                self.unrun(call, shut_down())
+
+    def next(self, actor: Actor) -> None:
+        """Start the next call of the actor's mailbox on a worker, if any."""
+        call = actor.take_next()
+        if call is not None:
+            self.workers.submit(lambda: self._run(actor, call))
+
+    def unrun(self, call: Call, entry: Entry) -> None:
+        """Answer a call that will never run. Its arguments are still decoded (on a worker) and
+        dropped, so that futures inside them tell their producers they are gone."""
+        self.complete(call, entry)
+        self.drop_body(call.body, call.buffers)
+
+    def drop_body(self, body: Any, buffers: list) -> None:
+        def drop() -> None:
+            try:
+                transport.decode(body, buffers)
+            except Exception:
+                pass
+
+        try:
+            self.workers.submit(drop)
+        except RuntimeError:  # shutting down: those results expire at their producers instead
+            pass
+
+    def _run(self, actor: Actor, call: Call) -> None:
+        next_call: Call | None = call
+        for _ in range(_BATCH):
+            self._run_one(actor, next_call)  # type: ignore[arg-type]
+            next_call = actor.take_next()
+            if next_call is None:
+                return
+        self.workers.submit(lambda: self._run(actor, next_call))
+
+    def _run_one(self, actor: Actor, call: Call) -> None:
+        chain = call.chain
+
+        def on_block() -> None:
+            for c in actor.block(chain):
+                self.workers.submit(lambda c=c: self._run(actor, c))
+            self.workers.block()
+
+        def on_unblock() -> None:
+            self.workers.unblock()
+            actor.unblock(chain)
+
+        if not self._accepting():
+            self.unrun(call, shut_down())
+            return
+        _context.set_context(chain, on_block, on_unblock)
+        try:
+            args, kwargs = transport.decode(call.body, call.buffers)
+            if call.method.startswith("_") and call.method != "__call__":
+                raise AttributeError(f"{call.method!r} is private: private methods are never called remotely")
+            entry = ok(getattr(actor.obj, call.method)(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            entry = call_error(exc)
+        finally:
+            _context.set_context(None, None, None)
+        actor.served += 1
+        self.complete(call, entry)
+
+    def complete(self, call: Call, entry: Entry) -> None:
+        """Answer the call; an async one's result goes to the store first (and to its fetches)."""
+        if not call.keep:
+            call.reply(entry)
+            return
+        stored = self.results.complete(call.task, call.sess, entry)
+        size = len(entry[1]) + sum(len(b) for b in entry[2])
+        if entry[0]["op"] == wire.OK and size > PUSH_LIMIT and stored:
+            call.reply(({"op": wire.OK, "big": 1}, wire.NIL, []))  # the caller fetches it if it reads it
+        else:
+            # a value pushed with the reply is the caller's to read whenever it likes: while the
+            # caller holds its future, the result is held here too (never dropped by max_len)
+            call.reply(entry)

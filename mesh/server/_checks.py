@@ -1,0 +1,101 @@
+"""The request header check: types and sizes of every field a request uses, before it changes anything.
+
+A refused request is answered ``badrequest`` and leaves no trace (no pending task, no session).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mesh._core import wire
+
+__all__ = ["CLS_MAX", "ID_MAX", "LIST_MAX", "NAME_MAX", "check_header"]
+
+# Caps on header fields (a request over one is refused with `badrequest` before it changes anything).
+ID_MAX = 128  # characters of an id: sess, obj, task, chain, inst, the refs of a release
+NAME_MAX = 256  # characters of a method or attribute name (`m`) and of a registered object name
+CLS_MAX = 1024  # characters of a class reference `module:qualname`
+LIST_MAX = 4096  # items of a release's `tasks`, and refs in one item's children
+
+
+def _text(header: dict, key: str, cap: int, required: bool = False, empty: bool = True) -> str | None:
+    value = header.get(key)
+    if value is None:
+        if required:
+            return f"'{key}' is missing"
+        return None
+    if type(value) is not str:
+        return f"'{key}' must be a string, not {type(value).__name__}"
+    if len(value) > cap:
+        return f"'{key}' is {len(value)} characters long, over the limit of {cap}"
+    if not empty and not value:
+        return f"'{key}' must not be empty"
+    return None
+
+
+def _flag(header: dict, key: str) -> str | None:
+    value = header.get(key)
+    if value is None or type(value) in (bool, int):
+        return None
+    return f"'{key}' must be 0 or 1, not {type(value).__name__}"
+
+
+def _release_item(item: Any) -> str | None:
+    if type(item) is str:
+        return None if len(item) <= ID_MAX else f"a task id in 'tasks' is over {ID_MAX} characters"
+    if type(item) is not list or len(item) != 3:
+        return "an item of 'tasks' must be a task id or [task, ref, [child refs]]"
+    task, ref, children = item
+    if type(task) is not str or type(ref) is not str or type(children) is not list:
+        return "an item of 'tasks' must be a task id or [task, ref, [child refs]]"
+    if len(task) > ID_MAX or len(ref) > ID_MAX:
+        return f"an id in 'tasks' is over {ID_MAX} characters"
+    if len(children) > LIST_MAX:
+        return f"an item of 'tasks' names {len(children)} child refs, over the limit of {LIST_MAX}"
+    for child in children:
+        if type(child) is not str or len(child) > ID_MAX:
+            return f"a child ref in 'tasks' must be a string of at most {ID_MAX} characters"
+    return None
+
+
+def check_header(header: dict) -> str | None:
+    """What is wrong with a request's header (types and sizes of every field it uses), or None.
+
+    Run before a request changes anything, so that a refused request leaves no
+    trace (no pending task, no session). Keys this server does not use are ignored.
+    """
+    op = header.get("op")
+    if type(header.get("id")) not in (int, type(None)):
+        return "'id' must be an integer"
+    problem = _text(header, "sess", ID_MAX)
+    if problem:
+        return problem
+    if op == wire.CALL:
+        problem = (
+            _text(header, "obj", ID_MAX, required=True) or _text(header, "m", NAME_MAX, required=True)
+            or _text(header, "chain", ID_MAX) or _text(header, "task", ID_MAX) or _flag(header, "keep")
+        )
+        if not problem and header.get("keep") and header.get("task") is None:
+            problem = "an async call (keep: 1) needs a string 'task'"
+    elif op == wire.RESULT:
+        problem = _text(header, "task", ID_MAX, required=True) or _text(header, "inst", ID_MAX)
+    elif op == wire.CREATE:
+        problem = (
+            _text(header, "obj", ID_MAX, required=True, empty=False) or _text(header, "cls", CLS_MAX, required=True, empty=False)
+            or _text(header, "name", NAME_MAX) or _flag(header, "detached")
+        )
+    elif op == wire.GETATTR:
+        problem = _text(header, "obj", ID_MAX, required=True) or _text(header, "m", NAME_MAX, required=True)
+    elif op == wire.DELETE:
+        problem = _text(header, "obj", ID_MAX, required=True)
+    elif op == wire.LOOKUP:
+        problem = _text(header, "name", NAME_MAX, required=True)
+    elif op == wire.RELEASE:
+        tasks = header.get("tasks")
+        if type(tasks) is not list:
+            problem = "'tasks' must be a list"
+        elif len(tasks) > LIST_MAX:
+            problem = f"'tasks' has {len(tasks)} items, over the limit of {LIST_MAX}"
+        else:
+            problem = next(filter(None, map(_release_item, tasks)), None)
+    return problem

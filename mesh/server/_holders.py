@@ -1,0 +1,110 @@
+"""The release protocol, producer side: who still holds a task's result.
+
+Every handle on a task is a *holder*: the caller that made the call (the owner, ref ``""``)
+and each copy unpickled from call arguments (a borrower, with a fresh ref id). When a holder is
+garbage-collected its process reports ``[task, ref, [refs of the borrowers it made]]`` (op
+``release``); the owner's own handle, never shared, is reported as the bare task id. The
+result goes once the owner and every borrower heard of are gone, in whatever order the
+reports come (a borrower may be reported before its maker names it). The caller side of the
+protocol is ``mesh._future``.
+
+A task whose caller has a session is *held* while that session lives: its result is bounded by
+bytes only. When the session ends, its held tasks go with it, unless a copy passed on still
+holds them (then they are *loose*: bounded by ``max_len`` / ``max_expire_time``).
+
+Pure bookkeeping, not thread-safe: :class:`~mesh.server._results.Results` calls it under its lock
+and acts on the answers (release or loosen a result).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from typing import Any
+
+__all__ = ["REFS_MAX", "Holders"]
+
+REFS_MAX = 100_000  # shared tasks whose holders are tracked; past this the oldest wait for expiry
+
+
+class Holders:
+    """Holder refs of shared tasks, and the tasks each live session holds."""
+
+    def __init__(self, refs_max: int = REFS_MAX) -> None:
+        self.refs_max = refs_max
+        # shared task -> [holder refs not yet gone, refs gone before anyone named them, owner's session]
+        self._refs: OrderedDict[str, list[Any]] = OrderedDict()
+        # session -> tasks its caller still holds (running or stored)
+        self._held: dict[str, set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    # -- held by a session ----------------------------------------------------------------------
+    def hold(self, sess: str, task: str) -> None:
+        self._held.setdefault(sess, set()).add(task)
+
+    def holds(self, sess: str | None, task: str) -> bool:
+        held = self._held.get(sess) if sess is not None else None
+        return held is not None and task in held
+
+    def unhold(self, sess: str | None, task: str) -> None:
+        held = self._held.get(sess) if sess is not None else None
+        if held is not None:
+            held.discard(task)
+
+    # -- holder refs ----------------------------------------------------------------------------
+    def gone(self, task: str, ref: str, children: list, sess: str | None = None) -> tuple[bool, str | None, list[str]]:
+        """Holder ``ref`` of ``task`` is gone, naming the borrowers it made.
+
+        Returns:
+            ``(done, owner's session, forgotten)``: ``done`` when no holder is left (then the
+            owner's session, if it reported itself); ``forgotten``: tasks no longer tracked
+            because the table is full, whose results are loose from now on.
+        """
+        forgotten = []
+        refs = self._refs.get(task)
+        if refs is None:
+            refs = self._refs[task] = [{""}, set(), None]  # the owner ("") always holds it at first
+            if len(self._refs) > self.refs_max:
+                old, (_, _, old_owner) = self._refs.popitem(last=False)
+                self.unhold(old_owner, old)
+                forgotten.append(old)
+        live, gone_early = refs[0], refs[1]
+        if ref == "":
+            refs[2] = sess  # the owner's own report: its session
+        if ref in live:
+            live.discard(ref)
+        else:
+            gone_early.add(ref)  # a borrower whose maker has not reported it yet
+        for child in children:
+            if child in gone_early:
+                gone_early.discard(child)
+            else:
+                live.add(child)
+        if live:
+            return False, None, forgotten
+        del self._refs[task]
+        return True, refs[2], forgotten
+
+    def end_session(self, sess: str) -> tuple[list[str], list[str]]:
+        """The session ended: ``(tasks to release, tasks to loosen)`` (copies passed on still hold those)."""
+        release, loosen = [], []
+        for task in self._held.pop(sess, ()):
+            refs = self._refs.get(task)
+            if refs is not None:
+                refs[0].discard("")  # the owner is gone now (nothing happens if it said so already)
+                if refs[0]:
+                    loosen.append(task)
+                    continue
+                del self._refs[task]
+            release.append(task)
+        return release, loosen
+
+    def oldest(self, most: int) -> list[str]:
+        """Up to ``most`` tracked tasks, oldest first (to prune those whose results are gone)."""
+        return list(itertools.islice(self._refs, most))
+
+    def forget(self, tasks: list[str]) -> None:
+        for task in tasks:
+            self._refs.pop(task, None)

@@ -1,0 +1,126 @@
+"""A server hosted in this process: a ROUTER on the process's Node, its timers, its advert.
+
+At shutdown: stop advertising, stop accepting, let running calls finish (``grace``), then keep
+the socket open a moment so the last replies leave before it closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any, Callable
+
+import transport
+from mesh._client import get_client  # TODO(layers): server->client edge, removed by the client restructure
+from mesh._core.options import ServerOptions
+from mesh._future import local_producers  # TODO(layers): server->client edge, removed by the client restructure
+from mesh.server._classes import ClassResolver, load_agent_dir
+from mesh.server._dispatch import Servicer
+from mesh.server._store import make_pool
+
+__all__ = ["Host"]
+
+log = logging.getLogger("mesh.server")
+
+_REPLY_DRAIN = 0.2  # seconds a server that just answered its last calls stays open before closing
+
+
+class Host:
+    """One in-process server: build it with :meth:`start`, end it with :meth:`stop`."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.servicer: Servicer | None = None
+        self.router: transport.Router | None = None
+        self.address: str | None = None
+        self._advertiser: Any = None
+        self._timers: list[Callable[[], None]] = []
+
+    def start(self, on_stop: Callable[[], None], address_of: Callable[[int], str]) -> tuple[int, str]:
+        """Bind and serve; returns ``(port, name)``.
+
+        Raises:
+            AgentDirError: a file of ``agent_dir`` failed to import.
+            OSError: the address cannot be bound (e.g. in use).
+        """
+        o = self.options
+        resolver = ClassResolver(o.custom_agent_classes, no_code=o.no_code)
+        if o.agent_dir:
+            for cls in load_agent_dir(o.agent_dir):
+                resolver.add(cls)
+        name = o.name or f"{socket.gethostname()[:24]}-{os.getpid()}-{os.urandom(2).hex()}"
+        pool = make_pool(
+            o.pool_type, redis_url=o.redis_url, max_len=o.max_len, max_expire_time=o.max_expire_time,
+            name=name, secret=o.secret,
+        )
+        if hasattr(pool, "ping"):
+            try:
+                pool.ping()
+            except Exception as exc:  # serve anyway: results still reach callers, and Redis may come back
+                log.warning("result pool not reachable now (%s): results are not stored until it is", exc)
+        servicer = self.servicer = Servicer(
+            name=name, capacity=o.capacity, pool=pool, resolver=resolver, max_message_size=o.max_message_size,
+            on_stop=on_stop, lease_ttl=o.lease_ttl, pool_url=o.redis_url if o.pool_type == "redis" else None,
+        )
+        keys = transport.derive_keys(o.secret) if o.secret else None
+        node = get_client().node
+        try:
+            self.router = node.add_router(
+                o.host, o.port, servicer.handle, keys=keys, max_message_size=o.max_message_size,
+                on_burst_end=servicer.start_ready,
+            )
+        except OSError:  # e.g. the address is in use
+            servicer.close(0)
+            raise
+        servicer.io_ident = node._ident
+        port = self.router.port
+        self.address = address_of(port)
+        local_producers[self.address] = servicer.local_result
+        # bound methods kept, so that remove_timer finds the same ones
+        self._timers = [servicer.sweep, servicer.expire_early]
+        node.add_timer(min(5.0, o.lease_ttl / 3), self._timers[0])
+        node.add_timer(0.25, self._timers[1])
+        if o.advertise:
+            self._start_advertising(name, port)
+        return port, name
+
+    def _start_advertising(self, name: str, port: int) -> None:
+        import discovery  # zeroconf costs ~170 ms to import: only a server that advertises pays it
+
+        o = self.options
+        # Names are made unique (host, pid, random suffix), so mDNS probing, which costs
+        # 1.2 s before other hosts can see the server, is skipped. MESH_REDIS_DISCOVERY_URL also
+        # registers it in Redis, for networks without multicast (clients read the same variable).
+        redis_url = os.environ.get("MESH_REDIS_DISCOVERY_URL") or None
+        ip_version = "all" if ":" in o.host else "v4"  # an IPv6 server is announced over IPv6 mDNS too
+        try:
+            advertiser = discovery.Advertiser(
+                name, o.host, port, capacity=o.capacity, auth=bool(o.secret), probe=False, redis_url=redis_url,
+                ip_version=ip_version,
+            )
+            advertiser.start()
+            self._advertiser = advertiser
+        except Exception as exc:  # discovery is optional: the server still serves
+            log.warning("could not advertise the server: %s", exc)
+
+    def stop(self, grace: float) -> None:
+        if self._advertiser is not None:
+            try:
+                self._advertiser.close()
+            except Exception as exc:  # pragma: no cover
+                log.warning("could not unregister from discovery: %s", exc)
+        if self.address is not None:
+            local_producers.pop(self.address, None)
+        if self.servicer is not None:
+            node = get_client().node
+            for timer in self._timers:
+                node.remove_timer(timer)
+            if self.servicer.close(grace):
+                # Replies to the last calls were just queued. Keep the socket open a moment, reading
+                # (and refusing) what still comes: a socket closed with unread input resets the
+                # connection, and a reset can destroy replies the client has not read yet.
+                time.sleep(_REPLY_DRAIN)
+        if self.router is not None:
+            self.router.close()

@@ -1,0 +1,106 @@
+"""An actor's mailbox: its calls run one at a time, in arrival order.
+
+One exception prevents the A->B->A deadlock: while a call of call chain *C* waits on another
+mesh task, a new call of the same chain *C* may enter the object (re-entrancy along one call
+tree, as in Orleans).
+
+Pure bookkeeping: no sockets, no threads of its own. Each method takes the actor's lock and
+returns what the caller must run; running it (on the worker pool) is :mod:`mesh.server._calls`'.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+__all__ = ["Actor", "Call"]
+
+
+class Call:
+    """One request to call a method: where to reply, what to run, and its task if async."""
+
+    __slots__ = ("reply", "method", "body", "buffers", "chain", "task", "keep", "sess")
+
+    def __init__(
+        self, reply: Callable, method: str, body: Any, buffers: list, chain: Any, task: Any, keep: bool,
+        sess: str | None = None,
+    ) -> None:
+        self.reply = reply
+        self.method = method
+        self.body = body
+        self.buffers = buffers
+        self.chain = chain
+        self.task = task
+        self.keep = keep
+        self.sess = sess  # the caller's session: while it lives (and holds the task), the result is held
+
+
+class Actor:
+    """An object of this server and its mailbox."""
+
+    __slots__ = ("id", "obj", "cls_name", "lock", "queue", "running", "blocked", "served", "session", "created", "failed", "name")
+
+    def __init__(self, object_id: str, cls_name: str, session: Any, name: str | None = None) -> None:
+        self.id = object_id
+        self.obj: Any = None
+        self.cls_name = cls_name
+        self.lock = threading.Lock()
+        self.queue: deque[Call] = deque()
+        self.running = 1  # the constructor runs first
+        self.blocked: dict[Any, int] = {}  # chain -> running calls of it that wait
+        self.served = 0
+        self.session = session
+        self.created = time.time()
+        self.failed: str | None = None
+        self.name = name  # registered name of a detached object
+
+    def admit(self, call: Call) -> str | bool:
+        """A call arrives: True if it runs now, False if it waits in the mailbox, else why the actor is gone."""
+        with self.lock:
+            if self.failed:
+                return self.failed
+            if self.running == 0 or (call.chain is not None and self.blocked.get(call.chain)):
+                self.running += 1
+                return True
+            self.queue.append(call)
+            return False
+
+    def take_next(self) -> Call | None:
+        """The call that just ended frees the actor: the next call of its mailbox, now running."""
+        with self.lock:
+            self.running -= 1
+            if self.running or not self.queue:
+                return None
+            self.running = 1
+            return self.queue.popleft()
+
+    def block(self, chain: Any) -> list[Call]:
+        """A running call of ``chain`` waits on another task: the queued calls of that chain, now running."""
+        ready: list[Call] = []
+        with self.lock:
+            self.blocked[chain] = self.blocked.get(chain, 0) + 1
+            if chain is not None:
+                keep: deque[Call] = deque()
+                for c in self.queue:
+                    (ready if c.chain == chain else keep).append(c)
+                self.queue = keep
+                self.running += len(ready)
+        return ready
+
+    def unblock(self, chain: Any) -> None:
+        """The waiting call of ``chain`` goes on."""
+        with self.lock:
+            n = self.blocked.get(chain, 1) - 1
+            if n:
+                self.blocked[chain] = n
+            else:
+                self.blocked.pop(chain, None)
+
+    def fail(self, why: str, keep_reason: bool = False) -> list[Call]:
+        """The actor is gone (deleted, its constructor failed, the server stops): its queued calls, taken out."""
+        with self.lock:
+            self.failed = (self.failed or why) if keep_reason else why
+            queued, self.queue = list(self.queue), deque()
+        return queued

@@ -1,0 +1,151 @@
+"""The server's objects: create (the constructor on a worker), delete, look up by name, read attributes."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable
+
+import transport
+from mesh import _context
+from mesh._core import wire
+from mesh.server._calls import CallRunner, ok, remote_error
+from mesh.server._classes import ClassResolver
+from mesh.server._mailbox import Actor
+
+__all__ = ["Objects"]
+
+_PY = f"{os.sys.version_info[0]}.{os.sys.version_info[1]}"
+
+Reply = Callable[[Any], None]
+
+
+class Objects:
+    """Objects by id, and the registered names of detached ones.
+
+    Args:
+        runner: runs calls (and the constructor) on the worker pool.
+        resolver: finds the class of an object to create.
+        created: the fields of a ``create`` reply besides the object's own (limits, pool, run).
+    """
+
+    def __init__(self, runner: CallRunner, resolver: ClassResolver, created: Callable[[], dict]) -> None:
+        self.runner = runner
+        self.resolver = resolver
+        self._created = created
+        self.actors: dict[str, Actor] = {}
+        self.names: dict[str, str] = {}  # registered name -> object id (detached objects)
+        self._lock = threading.Lock()
+
+    def get(self, object_id: str) -> Actor | None:
+        return self.actors.get(object_id)
+
+    def __len__(self) -> int:
+        return len(self.actors)
+
+    def create(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
+        """Op ``create`` (header checked): register the object, then run its constructor on a worker."""
+        object_id, cls_ref, name = header["obj"], header["cls"], header.get("name")
+        session = None if header.get("detached") else header.get("sess")
+        actor = Actor(object_id, cls_ref.rpartition(":")[2], session, name)
+        with self._lock:
+            if object_id in self.actors:
+                problem = wire.err_entry(wire.K_BADREQUEST, f"object id {object_id!r} already exists")
+            elif name is not None and name in self.names:
+                problem = wire.err_entry(wire.K_EXISTS, f"an object named {name!r} already exists on this server")
+            else:
+                problem = None
+                if name is not None:
+                    self.names[name] = object_id
+                self.actors[object_id] = actor
+        if problem is not None:
+            reply(problem)
+            self.runner.drop_body(body, buffers)
+            return
+        self.runner.workers.submit(lambda: self._construct(actor, cls_ref, body, buffers, reply))
+
+    def _construct(self, actor: Actor, cls_ref: str, body: Any, buffers: list, reply: Reply) -> None:
+        try:
+            payload = transport.decode(body, buffers)
+            blob = payload.get("blob")
+            if blob is not None and payload.get("py") not in (None, _PY):
+                raise RuntimeError(
+                    f"class {cls_ref} was sent by value from Python {payload.get('py')}, but this server "
+                    f"runs Python {_PY}: cloudpickle needs the same version. Install the class on the "
+                    "server (--agent-dir) or use the same Python."
+                )
+            cls = self.resolver.resolve(cls_ref, blob)
+            if cls is None:
+                self.drop(actor, "its class could not be loaded")
+                reply(wire.err_entry(wire.K_NEEDCLASS, f"class {cls_ref} is not importable here; send it by value"))
+                return
+            _context.set_context(_context.new_chain(), None, None)
+            try:
+                actor.obj = cls(*payload.get("args", ()), **payload.get("kwargs", {}))
+            finally:
+                _context.set_context(None, None, None)
+            attrs = payload.get("attrs")
+            if isinstance(attrs, dict) and isinstance(attrs.get("agent_id"), str):
+                actor.obj.agent_id = attrs["agent_id"]
+        except BaseException as exc:  # noqa: BLE001 - report anything the constructor raises
+            self.drop(actor, f"its constructor raised {type(exc).__name__}")
+            bad = isinstance(exc, transport.CodecError)  # the request's body, not the constructor
+            reply(wire.err_entry(wire.K_BADREQUEST, str(exc)) if bad else remote_error(exc))
+            return
+        actor.cls_name = type(actor.obj).__name__
+        reply(ok({"methods": getattr(type(actor.obj), "_mesh_methods", {}), "cls": actor.cls_name, **self._created()}))
+        self.runner.next(actor)
+
+    def drop(self, actor: Actor, why: str) -> None:
+        """The object goes: its queued calls are answered ``notfound``."""
+        with self._lock:
+            self.actors.pop(actor.id, None)
+            if actor.name is not None and self.names.get(actor.name) == actor.id:
+                del self.names[actor.name]
+        for call in actor.fail(why):
+            self.runner.unrun(call, wire.err_entry(wire.K_NOTFOUND, f"object {actor.id} is gone: {why}"))
+
+    def delete(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
+        with self._lock:
+            actor = self.actors.pop(header["obj"], None)
+        if actor is None:
+            reply(wire.err_entry(wire.K_NOTFOUND, f"no object {header['obj']!r} on this server"))
+            return
+        self.drop(actor, "deleted")
+        reply(ok(None))
+
+    def end_session(self, sess: str, why: str) -> None:
+        """The objects a vanished client created go (detached ones stay)."""
+        for actor in [a for a in list(self.actors.values()) if a.session == sess]:
+            self.drop(actor, why)
+
+    def lookup(self, name: str) -> Actor | None:
+        object_id = self.names.get(name)
+        actor = self.actors.get(object_id) if object_id else None
+        return None if actor is None or actor.obj is None else actor
+
+    def getattr(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
+        """Op ``getattr``: read a public attribute on a worker, outside the mailbox."""
+        name = header["m"]
+        if name.startswith("_"):
+            reply(wire.err_entry(wire.K_REMOTE, f"{name!r} is private: private attributes are never read remotely", "AttributeError"))
+            return
+        actor = self.actors.get(header["obj"])
+        if actor is None or actor.obj is None:
+            reply(wire.err_entry(wire.K_NOTFOUND, f"no object {header['obj']!r} on this server"))
+            return
+
+        def read() -> None:
+            try:
+                reply(ok(getattr(actor.obj, name)))
+            except BaseException as exc:  # noqa: BLE001
+                reply(remote_error(exc))
+
+        self.runner.workers.submit(read)
+
+    def fail_queued(self, why: str) -> list:
+        """The server stops: every mailbox's queued calls, taken out (the actors keep a reason they had)."""
+        queued = []
+        for actor in list(self.actors.values()):
+            queued.extend(actor.fail(why, keep_reason=True))
+        return queued

@@ -1,0 +1,259 @@
+"""Task results: the store, the fetches waiting for them, and their release.
+
+A task is *pending* from the moment its async call arrives until it ends; fetches (op
+``result``) that come meanwhile wait for it. A fetch may overtake the call that makes the task
+(another socket, another route): a task this run has not seen is waited for a grace period
+(:data:`_EARLY_GRACE`), unless a Redis copy answers at once. A result this server no longer
+has in memory is looked up in its Redis copy, off the I/O thread.
+
+No sockets: answers go to callables taking an :data:`~mesh._core.wire.Entry`, so this is
+testable with a :class:`~mesh.server._store.LocalPool` alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import transport
+from mesh._core import wire
+from mesh._core.wire import Entry
+from mesh.server._holders import Holders
+from mesh.server._store import ResultPool
+
+__all__ = ["Results", "expired", "shut_down"]
+
+log = logging.getLogger("mesh.server")
+
+_EARLY_GRACE = 5.0  # seconds a fetch waits for a task this server has not seen yet
+_SEEN_MAX = 100_000  # task ids remembered, to tell "gone" from "not arrived yet"
+_EARLY_MAX = 10_000  # fetches waiting for unseen tasks; past this they are answered at once
+
+Waiter = Callable[[Entry], None]
+
+
+def expired(task: str) -> Entry:
+    return wire.err_entry(
+        wire.K_EXPIRED,
+        f"no result for task {task} on this server: it expired (max_expire_time / max_len), "
+        "was released, or never existed",
+    )
+
+
+def shut_down() -> Entry:
+    return wire.err_entry(wire.K_UNAVAILABLE, "server shut down before running this call")
+
+
+class Results:
+    """The results of one server's async calls (thread-safe: I/O thread and workers)."""
+
+    def __init__(self, pool: ResultPool, name: str = "") -> None:
+        self.pool = pool
+        self.holders = Holders()
+        self._pending: dict[str, list[Waiter]] = {}
+        self._discard: set[str] = set()  # released before they finished
+        self._seen: OrderedDict[str, None] = OrderedDict()  # recent task ids: gone, not "not yet here"
+        self._early: dict[str, float] = {}  # fetches waiting for their task to arrive -> deadline
+        self._lock = threading.Lock()
+        # Results are answered from memory; a Redis copy (results this server no longer has in
+        # memory, e.g. of an earlier run) is read off the I/O thread.
+        self._stored = getattr(pool, "get_stored", None)
+        self._executor = None if self._stored is None else ThreadPoolExecutor(4, thread_name_prefix=f"mesh-pool-{name}")
+
+    # -- a task's life ----------------------------------------------------------------------------
+    def expect(self, task: str, sess: str | None) -> None:
+        """An async call of ``task`` arrived (``sess``: its caller's session, which holds it)."""
+        with self._lock:
+            self._pending.setdefault(task, [])  # keeps fetches that arrived first
+            self._early.pop(task, None)
+            self._seen[task] = None
+            if len(self._seen) > _SEEN_MAX:
+                self._seen.popitem(last=False)
+            if sess is not None:
+                self.holders.hold(sess, task)
+
+    def complete(self, task: str, sess: str | None, entry: Entry) -> bool:
+        """The task ended with ``entry``: store it (unless released) and answer its fetches. True if stored."""
+        with self._lock:
+            discard = task in self._discard
+            held = self.holders.holds(sess, task)
+            if discard and held:
+                self.holders.unhold(sess, task)
+        stored = False
+        if not discard:
+            try:
+                # memory only (a Redis copy is written later, by another thread): never blocks
+                self.pool.put(task, entry, held=held)
+                stored = True
+            except Exception as exc:  # noqa: BLE001 - the caller still gets the value, whole
+                log.warning("could not store result %s: %s", task, exc)
+        with self._lock:  # after the put: a `result` request never finds neither
+            waiters = self._pending.pop(task, ())
+            released_meanwhile = task in self._discard
+            self._discard.discard(task)
+            if released_meanwhile:
+                self.holders.unhold(sess, task)
+        if released_meanwhile and not discard:
+            self.pool.release(task)
+        for waiter in waiters:
+            waiter(entry)
+        return stored
+
+    # -- fetches ----------------------------------------------------------------------------------
+    def when_done(self, task: str, fn: Waiter, wait_unseen: bool = True, stored_checked: bool = False) -> None:
+        """Answer ``fn`` with the task's result: now from memory, when it ends if it runs, else "expired".
+
+        Never blocks: a result this server does not have in memory is looked up in its Redis
+        copy (if any) on the executor.
+        """
+        entry = self.pool.get(task)
+        if entry is None:
+            with self._lock:
+                waiters = self._pending.get(task)
+                if waiters is not None:
+                    waiters.append(fn)
+                    return
+                unseen = wait_unseen and task not in self._seen
+            if unseen and self._stored is not None and not stored_checked:
+                self._unseen_from_store(task, fn)  # e.g. made by an earlier run: no need to wait for it
+                return
+            with self._lock:
+                if task in self._pending:
+                    self._pending[task].append(fn)
+                    return
+                if unseen and task not in self._seen and len(self._early) < _EARLY_MAX:
+                    # Not arrived yet: a consumer's fetch can overtake the call that makes the
+                    # task (another socket, another route). Wait for it, a bounded time.
+                    self._pending[task] = [fn]
+                    self._early[task] = time.monotonic() + _EARLY_GRACE
+                    return
+            entry = self.pool.get(task)
+            if entry is None:
+                self._answer_stored(task, [fn])
+                return
+        fn(entry)
+
+    def _unseen_from_store(self, task: str, fn: Waiter) -> None:
+        """A task this run has not seen: its Redis copy if there is one, else wait for it as usual."""
+
+        def read() -> None:
+            try:
+                entry = self._stored(task)  # type: ignore[misc]
+            except Exception:  # noqa: BLE001 - Redis down: wait for the task as without Redis
+                entry = None
+            if entry is not None:
+                fn(entry)
+            else:
+                self.when_done(task, fn, True, stored_checked=True)
+
+        self._off_thread(read, [fn])
+
+    def _answer_stored(self, task: str, waiters: Any) -> None:
+        """Answer with the Redis copy of ``task`` (off the I/O thread), or "expired" without one."""
+        if self._stored is None:
+            for waiter in waiters:
+                waiter(expired(task))
+            return
+
+        def read() -> None:
+            try:
+                entry = self._stored(task) or expired(task)  # type: ignore[misc]
+            except Exception as exc:  # noqa: BLE001 - e.g. Redis down: answer anyway, never leave a fetch waiting
+                entry = wire.err_entry(wire.K_UNAVAILABLE, f"this server no longer holds result {task} in memory, and its result pool: {exc}")
+            for waiter in waiters:
+                waiter(entry)
+
+        self._off_thread(read, waiters)
+
+    def _off_thread(self, read: Callable[[], None], waiters: Any) -> None:
+        try:
+            self._executor.submit(read)  # type: ignore[union-attr]
+        except RuntimeError:  # shutting down
+            for waiter in waiters:
+                waiter(shut_down())
+
+    def expire_early(self) -> None:
+        """Answer fetches whose task never arrived within the grace period (a timer, I/O thread)."""
+        if not self._early:
+            return
+        now = time.monotonic()
+        late = []
+        with self._lock:
+            for task, deadline in list(self._early.items()):
+                if deadline <= now:
+                    del self._early[task]
+                    self._discard.discard(task)  # released while we waited: nothing left to drop
+                    late.append((task, self._pending.pop(task, ())))
+        for task, waiters in late:
+            try:
+                entry = self.pool.get(task)
+            except Exception as exc:  # noqa: BLE001 - answer anyway, never leave a fetch waiting
+                entry = wire.err_entry(wire.K_UNAVAILABLE, f"result pool: {exc}")
+            if entry is None:
+                self._answer_stored(task, waiters)
+            else:
+                for waiter in waiters:
+                    waiter(entry)
+
+    def local_result(self, task: str, this_run: bool = True) -> transport.ReplyFuture:
+        """Fetch a result from inside this server's own process (no network)."""
+        fut = transport.ReplyFuture()
+        try:
+            self.when_done(task, lambda e: fut.set_result((dict(e[0]), e[1], e[2])), this_run)
+        except Exception as exc:  # noqa: BLE001
+            fut.set_result(wire.err_entry(wire.K_UNAVAILABLE, f"result pool: {exc}"))
+        return fut
+
+    # -- release ----------------------------------------------------------------------------------
+    def release_items(self, items: list, sess: str | None) -> None:
+        """Op ``release``: each item is an owner's task id or ``[task, ref, children]`` (a holder gone)."""
+        for item in items:  # checked by check_header()
+            if type(item) is str:  # the owner's handle, never shared
+                self.release(item, sess)
+                continue
+            with self._lock:
+                done, owner, forgotten = self.holders.gone(item[0], item[1], item[2], sess)
+                loosen = [t for t in forgotten if t not in self._pending]
+            for task in loosen:  # forgotten: loose from now on (max_len / max_expire_time)
+                self.pool.loosen(task)
+            if done:
+                self.release(item[0], owner)
+
+    def release(self, task: str, owner: str | None = None) -> None:
+        """Nobody holds ``task`` any more: drop its result (when it ends, if it still runs)."""
+        with self._lock:
+            self.holders.unhold(owner, task)
+            if task in self._pending:  # still running: drop the result when it ends
+                self._discard.add(task)
+                return
+        self.pool.release(task)
+
+    def end_session(self, sess: str) -> None:
+        """Its caller is gone: its results go with it, unless a copy of the future it passed on
+        still holds them (then they are loose: bounded by max_len / max_expire_time from now)."""
+        with self._lock:
+            release, loosen = self.holders.end_session(sess)
+            loosen = [t for t in loosen if t not in self._pending]  # a running one is stored loose when it ends
+        for task in loosen:
+            self.pool.loosen(task)
+        for task in release:
+            self.release(task)
+
+    def prune(self, most: int = 10_000) -> None:
+        """Forget holder counts of results the pool no longer has (expired, evicted); oldest first."""
+        if not len(self.holders):
+            return
+        with self._lock:
+            tasks = self.holders.oldest(most)
+        gone = [t for t in tasks if t not in self._pending and self.pool.get(t) is None]
+        with self._lock:
+            self.holders.forget(gone)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
