@@ -908,6 +908,11 @@ class Node:
             # and sync connections still ping us (libzmq answers without the GIL) and ask for a
             # TTL; dead clients' data connections go by TCP keepalive and TCP_MAXRT.
             self._heartbeat(sock, False)
+            # Nor a receive high-water mark: libzmq aborts ("!_io_error", stream_engine_base.cpp)
+            # when a connection whose input is stopped by a full pipe is closed by the client and
+            # a PING of that client is then decoded. With no limit the input never stops; this
+            # thread reads every request anyway (clients bound what they have in flight).
+            sock.setsockopt(zmq.RCVHWM, 0)
             sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
             sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 10)
             sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 2)
