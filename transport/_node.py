@@ -138,7 +138,7 @@ class NodeClosed(TransportError):
 class _Peer:
     __slots__ = (
         "endpoint", "sock", "mon", "up", "outbox", "pending", "connect_deadline", "retries", "hs_failures",
-        "ctl", "ctl_mon", "ctl_up",
+        "ctl", "ctl_mon", "ctl_up", "ctl_outbox",
     )
 
     def __init__(self, endpoint: str, sock: zmq.Socket, mon: zmq.Socket, deadline: float) -> None:
@@ -149,6 +149,7 @@ class _Peer:
         self.ctl: zmq.Socket | None = None
         self.ctl_mon: zmq.Socket | None = None
         self.ctl_up = False
+        self.ctl_outbox: list[list] = []  # control messages sent before it was up (a few)
         self.up = False
         self.outbox: list[tuple[int, list[Any]]] = []
         self.pending: set[int] = set()
@@ -678,10 +679,14 @@ class Node:
         """A one-way message on the control connection; dropped if it is not up or full."""
         if peer.ctl is None:
             return
+        if not peer.ctl_up:
+            if len(peer.ctl_outbox) < 16:
+                peer.ctl_outbox.append(frames)
+            return
         try:
             _send(peer.ctl, frames, 4)
         except zmq.ZMQError:
-            log.debug("%s: control message dropped (connection not up)", peer.endpoint)
+            log.debug("%s: control message dropped (connection full or down)", peer.endpoint)
 
     def _do_request(self, endpoint: str, rid: int, frames: list, fut: Future, deadline: float | None) -> None:
         if not fut.set_running_or_notify_cancel():
@@ -774,6 +779,9 @@ class Node:
             event = msg["event"]
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 peer.ctl_up = True
+                waiting, peer.ctl_outbox = peer.ctl_outbox, []
+                for frames in waiting:
+                    self._ctl_send(peer, frames)
             elif event == zmq.EVENT_DISCONNECTED and peer.ctl_up:
                 try:
                     self._on_reply(peer)
