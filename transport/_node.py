@@ -365,8 +365,7 @@ class Node:
         deadline = None if timeout is None else time.monotonic() + timeout
         frames = [SIGNATURE, pack_header(header), body, *buffers]
         if self.window:
-            self._take_slot(endpoint)
-            fut.add_done_callback(lambda _f: self._free_slot(endpoint))
+            self._take_slot(endpoint)  # freed on the I/O thread when the request ends (_finish)
         self._submit(("req", endpoint, header["id"], frames, fut, deadline))
         return fut
 
@@ -610,6 +609,8 @@ class Node:
             except Exception as exc:
                 log.exception("error in I/O command %s", op)
                 if op == "req" and not item[4].done():
+                    if self.window and item[2] not in self._requests:
+                        self._free_slot(item[1])
                     item[4].set_exception(TransportError(f"cannot send: {exc}"))
 
     # client side ---------------------------------------------------------
@@ -690,10 +691,14 @@ class Node:
 
     def _do_request(self, endpoint: str, rid: int, frames: list, fut: Future, deadline: float | None) -> None:
         if not fut.set_running_or_notify_cancel():
+            if self.window:
+                self._free_slot(endpoint)
             return
         try:
             peer = self._peer(endpoint)
         except PeerUnavailable as exc:
+            if self.window:
+                self._free_slot(endpoint)
             fut.set_exception(exc)
             return
         self._requests[rid] = _Request(fut, endpoint, deadline)
@@ -748,6 +753,8 @@ class Node:
             peer = self._peers.get(req.endpoint)
             if peer is not None:
                 peer.pending.discard(rid)
+            if self.window:
+                self._free_slot(req.endpoint)
         return req
 
     def _on_readable(self, sock: zmq.Socket, kind: Any) -> None:
