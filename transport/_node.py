@@ -1161,7 +1161,8 @@ class _Direct:
         deadline = None if timeout is None else now + timeout
         # What happened while this socket sat idle (a heartbeat timeout, a reconnect) is
         # learnt before sending: a stale "disconnected" must not fail a call sent afterwards.
-        self._on_monitor(sent=False)
+        if self.mon.get(_EVENTS) & _POLLIN:  # cheaper than an Again exception on every call
+            self._on_monitor(sent=False)
         if not self.up:
             self._wait_up(now + self.node.connect_timeout)
         _send_blocking(self.sock, frames)
