@@ -90,6 +90,7 @@ _BACKLOG_POLL_MIN = 5  # ms: retry held replies soon, backing off to the max whi
 _BACKLOG_POLL_MAX = 200
 # Requests in flight per peer before the issuing thread waits (back-pressure, never failure).
 DEFAULT_WINDOW = 10000
+_CTL_GRACE = 0.1  # s: after the control connection goes, the data connection's own event may come
 _WINDOW_STALL = 1.0  # s without any reply from that peer: let one more through (never deadlock)
 _ROUTER_LINGER = 2000  # ms
 # A refused or unreachable connection is retried (every 100 ms) this many times before the
@@ -138,7 +139,7 @@ class NodeClosed(TransportError):
 class _Peer:
     __slots__ = (
         "endpoint", "sock", "mon", "up", "outbox", "pending", "connect_deadline", "retries", "hs_failures",
-        "ctl", "ctl_mon", "ctl_up", "ctl_outbox",
+        "ctl", "ctl_mon", "ctl_up", "ctl_outbox", "ctl_lost",
     )
 
     def __init__(self, endpoint: str, sock: zmq.Socket, mon: zmq.Socket, deadline: float) -> None:
@@ -150,6 +151,7 @@ class _Peer:
         self.ctl_mon: zmq.Socket | None = None
         self.ctl_up = False
         self.ctl_outbox: list[list] = []  # control messages sent before it was up (a few)
+        self.ctl_lost = 0.0  # when the control connection went (0: it did not)
         self.up = False
         self.outbox: list[tuple[int, list[Any]]] = []
         self.pending: set[int] = set()
@@ -671,7 +673,7 @@ class Node:
         if not on:
             return
         ivl = self.heartbeat_ivl
-        timeout = max(0.1, self.heartbeat_timeout - ivl - _Direct._SLICE / 1000)
+        timeout = max(0.1, self.heartbeat_timeout - ivl - max(_Direct._SLICE / 1000, _CTL_GRACE))
         sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(ivl * 1000)))
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timeout * 1000))
         sock.setsockopt(zmq.HEARTBEAT_TTL, int(self.heartbeat_timeout * 1000))
@@ -790,11 +792,12 @@ class Node:
                 for frames in waiting:
                     self._ctl_send(peer, frames)
             elif event == zmq.EVENT_DISCONNECTED and peer.ctl_up:
-                try:
-                    self._on_reply(peer)
-                except Exception:
-                    log.debug("draining %s before dropping it failed", peer.endpoint, exc_info=True)
-                self._drop_peer(peer, PeerUnavailable(peer.endpoint, "connection lost (peer died, froze or network down)"))
+                # A server that closes closes the data connection too, and that one's last
+                # replies must be read first: give its own event a moment. A frozen or cut-off
+                # peer (heartbeat timeout here, silence there) is dropped when the moment ends.
+                peer.ctl_up = False
+                peer.ctl_lost = time.monotonic()
+                heapq.heappush(self._deadlines, (peer.ctl_lost + _CTL_GRACE, -2))
                 return
 
     def _on_reply(self, peer: _Peer) -> None:
@@ -902,6 +905,15 @@ class Node:
         dl = self._deadlines
         while dl and dl[0][0] <= now:
             _, rid = heapq.heappop(dl)
+            if rid == -2:
+                for peer in list(self._peers.values()):
+                    if peer.ctl_lost and peer.ctl_lost + _CTL_GRACE <= now:
+                        try:
+                            self._on_reply(peer)
+                        except Exception:
+                            log.debug("draining %s before dropping it failed", peer.endpoint, exc_info=True)
+                        self._drop_peer(peer, PeerUnavailable(peer.endpoint, "connection lost (peer died, froze or network down)"))
+                continue
             if rid == -1:
                 for peer in list(self._peers.values()):
                     if not peer.up and peer.connect_deadline <= now:
