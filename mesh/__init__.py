@@ -17,6 +17,7 @@ from mesh._errors import (
     RemoteAttributeError,
     RemoteError,
     ResultExpired,
+    OutcomeUnknown,
     ServerUnavailable,
 )
 from mesh._future import AsyncResult, Placeholder
@@ -47,6 +48,7 @@ __all__ = [
     "RpcMeta",
     "RpcObject",
     "ServerInfo",
+    "OutcomeUnknown",
     "ServerUnavailable",
     "async_func",
     "delete",

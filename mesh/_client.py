@@ -28,6 +28,7 @@ from mesh._errors import (
     CallTimeout,
     MeshError,
     MessageTooLarge,
+    OutcomeUnknown,
     RemoteError,
     ResultExpired,
     SerializationError,
@@ -48,7 +49,9 @@ class Client:
             heartbeat_ivl=max(0.1, settings.heartbeat_timeout / 3),
             heartbeat_timeout=settings.heartbeat_timeout,
             connect_timeout=settings.connect_timeout,
+            window=settings.max_inflight,
         )
+        self.node.window_wait_hook = blocking  # a worker waiting for the window frees its slot
         self.session = uuid.uuid4().hex
         self.pid = os.getpid()
         self.limits: dict[str, int] = {}  # address -> server's max message size
@@ -74,7 +77,8 @@ class Client:
         for address, lease in list(self.owned.items()):
             if now - lease[1] >= lease[0]:
                 lease[1] = now
-                self.node.send(address, {"op": "lease", "sess": self.session})
+                # on the control connection: a lease never queues behind calls
+                self.node.send(address, {"op": "lease", "sess": self.session}, control=True)
 
     def release(self, address: str, task: str | list, *, now: bool = False) -> None:
         """A handle on a result is gone: ``task`` (the caller's, never shared) or ``[task, ref, children]``.
@@ -295,6 +299,8 @@ def translate(exc: BaseException) -> BaseException:
         return AuthenticationError(str(exc))
     if isinstance(exc, transport.RequestTimeout):
         return CallTimeout(str(exc))
+    if isinstance(exc, transport.PeerLost):
+        return OutcomeUnknown(str(exc))
     if isinstance(exc, transport.PeerUnavailable):
         return ServerUnavailable(str(exc))
     if isinstance(exc, transport.NodeClosed):

@@ -25,6 +25,7 @@ __all__ = [
     "RemoteAttributeError",
     "RemoteError",
     "ResultExpired",
+    "OutcomeUnknown",
     "SerializationError",
     "ServerUnavailable",
 ]
@@ -62,6 +63,16 @@ class RemoteAttributeError(RemoteError, AttributeError):
 
 class ServerUnavailable(MeshError):
     """The server cannot be reached, or died before answering."""
+
+
+class OutcomeUnknown(ServerUnavailable):
+    """The connection to the server was lost after the call was sent: it may have run.
+
+    A plain :class:`ServerUnavailable` means the call cannot have run (it was never
+    sent); retrying after this one may apply the call twice. An async call's future
+    can be read again once the server is back: it then fetches the result if the
+    server holds it.
+    """
 
 
 class CallTimeout(MeshError, TimeoutError):

@@ -28,7 +28,7 @@ from typing import Any
 
 from mesh import _context
 from mesh._client import decode_reply, get_client, wait
-from mesh._errors import CallTimeout, MeshError, ServerUnavailable
+from mesh._errors import CallTimeout, MeshError, OutcomeUnknown, ServerUnavailable
 from mesh._msg import Msg
 
 __all__ = ["AsyncResult", "Placeholder", "is_future", "local_producers", "resolve"]
@@ -100,7 +100,7 @@ class _FutureMixin:
         except CallTimeout:
             raise
         except ServerUnavailable as exc:
-            value = self._mesh_from_pool(exc)
+            value = self._mesh_after_loss(exc, deadline)
         except MeshError as exc:
             d["_mesh_exc"] = exc
             raise
@@ -108,6 +108,30 @@ class _FutureMixin:
             if d["_mesh_value"] is _PENDING:
                 d["_mesh_value"] = value
         return d["_mesh_value"]
+
+    # -- connection failures (owned by the transport side; kept apart from result expiry) ----
+    def _mesh_after_loss(self, exc: ServerUnavailable, deadline: float | None) -> Any:
+        """The producer could not be reached, or the connection went while the call was out.
+
+        Never cached: the producer keeps results, so a later read asks it again with
+        ``result`` (a future whose producer is alive again is fetchable). When the call
+        was sent (:class:`OutcomeUnknown`), one fetch is tried at once: after a short
+        partition or a stall the producer usually answers it.
+        """
+        d = self.__dict__
+        with d["_mesh_lock"]:
+            d["_mesh_call"] = None  # a failed call or fetch: the next read starts a fresh fetch
+            d["_mesh_fetch"] = None
+        address = d["_mesh_address"]
+        if isinstance(exc, OutcomeUnknown) and not d.get("_mesh_refetched") and not _seen_down(address):
+            d["_mesh_refetched"] = True
+            try:
+                return self.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except ServerUnavailable as again:
+                if not isinstance(again, OutcomeUnknown):  # not back: the other futures need not ask
+                    _down[address] = time.monotonic()
+                raise
+        return self._mesh_from_pool(exc)
 
     def _mesh_from_pool(self, exc: ServerUnavailable) -> Any:
         """The producer is unreachable: read the value from its Redis pool, if it has one."""
@@ -122,8 +146,7 @@ class _FutureMixin:
                 entry = None
             if entry is not None:
                 return decode_reply(entry, d["_mesh_address"])
-        d["_mesh_exc"] = exc
-        raise exc
+        raise exc  # not cached: see _mesh_after_loss
 
     def done(self) -> bool:
         """True once the value (or the producer's error) is available."""
@@ -306,6 +329,17 @@ def release_lenders(client: Any) -> None:
         d["_mesh_ref"] = None  # reported: __del__ stays silent
         client.release(d["_mesh_address"], [d["_mesh_task"], ref, list(d["_mesh_children"])])
     _lenders.clear()
+
+
+# address -> when a fetch after a lost connection found it unreachable: for a short while the
+# other futures of that producer do not ask again at once (a dead server fails them quickly)
+_down: dict[str, float] = {}
+_DOWN_MEMO = 2.0
+
+
+def _seen_down(address: str) -> bool:
+    when = _down.get(address)
+    return when is not None and time.monotonic() - when < _DOWN_MEMO
 
 
 def _rebuild(

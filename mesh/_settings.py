@@ -35,6 +35,8 @@ class Settings:
         discovery_wait: how long the first ``to_dist()`` waits for discovery (``MESH_DISCOVERY_WAIT``).
         child_capacity: worker threads of the child server.
         max_message_size: largest request sent to a server whose limit is unknown.
+        max_inflight: requests in flight per server before issuing waits (``MESH_MAX_INFLIGHT``;
+            back-pressure: an issuing thread slows down, no call fails for it; 0 turns it off).
     """
 
     secret: bytes | None = field(default_factory=_env_secret)
@@ -45,6 +47,7 @@ class Settings:
     discovery_wait: float = field(default_factory=lambda: _env_float("MESH_DISCOVERY_WAIT", 0.5))
     child_capacity: int = 32
     max_message_size: int = 32 * 2**20
+    max_inflight: int = field(default_factory=lambda: int(_env_float("MESH_MAX_INFLIGHT", 10000)))
 
 
 _current = Settings()

@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - vlan.py is the shared home of this che
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: a test that takes more than ~10 s (still run by CI)")
     if not in_isolated_netns() and os.environ.get("MESH_TESTS_ALLOW_NETWORK") != "1":
         pytest.exit(
             "the tests open sockets and multicast: run them with bin/test "

@@ -8,9 +8,19 @@ byte on a pipe; results come back as ``concurrent.futures.Future`` objects.
 
 Reliability rules (see ENGINEERING.md A4-A9):
 
-* ZMTP heartbeats on every socket: a dead or partitioned peer is dropped
-  within ``heartbeat_timeout`` and every request pending on it fails with
-  :class:`PeerUnavailable`; a request never waits forever on a dead peer.
+* Liveness never shares a backed-up stream. Each peer gets two DEALERs: the
+  data connection (requests, replies) has no ZMTP heartbeat, since a peer whose
+  input is stopped by back-pressure cannot see PINGs (a busy server would be
+  declared dead, and libzmq asserts when such a connection is dropped); the
+  control connection carries ZMTP heartbeats (answered by libzmq without the
+  GIL) and leases. A dead, frozen or partitioned peer is dropped within
+  ``heartbeat_timeout`` and every request pending on it fails: with
+  :class:`PeerLost` when it was sent (it may have run), :class:`PeerUnavailable`
+  when it cannot have run. A request never waits forever on a dead peer.
+* Back-pressure instead of failure: at most ``window`` requests are in flight
+  per peer; past it the issuing thread waits.
+* Servers hold at most ``_BACKLOG_MAX`` replies for a client that does not read.
+* Warnings from the I/O thread are rate-limited and written by another thread.
 * A request to a peer that is not connected waits in an outbox until the
   handshake succeeds, at most ``connect_timeout``. A refused connection or a
   failed handshake fails it at once.
@@ -21,6 +31,7 @@ Reliability rules (see ENGINEERING.md A4-A9):
 
 from __future__ import annotations
 
+import collections
 import errno
 import heapq
 import itertools
@@ -44,6 +55,7 @@ __all__ = [
     "Node",
     "NodeClosed",
     "PeerAuthFailed",
+    "PeerLost",
     "PeerUnavailable",
     "RequestTimeout",
     "Router",
@@ -71,6 +83,15 @@ _RCVMORE = int(zmq.RCVMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _HWM = 10000
+# Replies held (in Python) for one client whose libzmq queue is full; past it the client is not
+# reading and its replies are dropped (it lost them anyway when it went). Bounds a slow reader.
+_BACKLOG_MAX = 10000
+_BACKLOG_POLL_MIN = 5  # ms: retry held replies soon, backing off to the max while none go out
+_BACKLOG_POLL_MAX = 200
+# Requests in flight per peer before the issuing thread waits (back-pressure, never failure).
+DEFAULT_WINDOW = 10000
+_CTL_GRACE = 0.1  # s: after the control connection goes, the data connection's own event may come
+_WINDOW_STALL = 1.0  # s without any reply from that peer: let one more through (never deadlock)
 _ROUTER_LINGER = 2000  # ms
 # A refused or unreachable connection is retried (every 100 ms) this many times before the
 # requests waiting on it fail: fast for a server that is down, tolerant of a link that just came back.
@@ -95,6 +116,10 @@ class PeerUnavailable(TransportError):
         self.reason = reason
 
 
+class PeerLost(PeerUnavailable):
+    """The connection went while the request was out: the peer may have run it (outcome unknown)."""
+
+
 class PeerAuthFailed(TransportError):
     """The security handshake with the peer failed (wrong or missing secret)."""
 
@@ -112,18 +137,93 @@ class NodeClosed(TransportError):
 
 
 class _Peer:
-    __slots__ = ("endpoint", "sock", "mon", "up", "outbox", "pending", "connect_deadline", "retries", "hs_failures")
+    __slots__ = (
+        "endpoint", "sock", "mon", "up", "outbox", "pending", "connect_deadline", "retries", "hs_failures",
+        "ctl", "ctl_mon", "ctl_up", "ctl_outbox", "ctl_lost",
+    )
 
     def __init__(self, endpoint: str, sock: zmq.Socket, mon: zmq.Socket, deadline: float) -> None:
         self.endpoint = endpoint
         self.sock = sock
         self.mon = mon
+        # The control connection: heartbeats and leases, never behind queued calls (see _peer).
+        self.ctl: zmq.Socket | None = None
+        self.ctl_mon: zmq.Socket | None = None
+        self.ctl_up = False
+        self.ctl_outbox: list[list] = []  # control messages sent before it was up (a few)
+        self.ctl_lost = 0.0  # when the control connection went (0: it did not)
         self.up = False
         self.outbox: list[tuple[int, list[Any]]] = []
         self.pending: set[int] = set()
         self.connect_deadline = deadline
         self.retries = 0
         self.hs_failures = 0
+
+
+_WARN_BURST = 5  # warnings of one kind written per period; the rest are counted, then summarised
+_WARN_PERIOD = 10.0  # s
+
+
+class _Warnings:
+    """Warnings raised on the I/O thread: rate-limited per kind, and written by another thread.
+
+    The I/O thread only appends to a bounded deque: a handler that blocks (stderr on
+    a pipe nobody reads) stalls the writer thread, never the sockets. Past
+    ``_WARN_BURST`` of a kind in ``_WARN_PERIOD`` seconds, one summary line says how
+    many were suppressed.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.log = logger
+        self.counts: dict[str, list] = {}  # kind -> [period start, written, suppressed]
+        self.lock = threading.Lock()
+        self.queue: collections.deque = collections.deque(maxlen=1000)
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __call__(self, kind: str, msg: str, *args: Any) -> None:
+        if not self.log.isEnabledFor(logging.WARNING):
+            return
+        now = time.monotonic()
+        with self.lock:
+            c = self.counts.get(kind)
+            if c is None or now - c[0] >= _WARN_PERIOD:
+                if c is not None and c[2]:
+                    self.queue.append((f"%d more warnings like this were suppressed: {msg}", (c[2], *args)))
+                c = self.counts[kind] = [now, 0, 0]
+            if c[1] >= _WARN_BURST:
+                c[2] += 1
+                return
+            c[1] += 1
+            self.queue.append((msg, args))
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._write, name="mesh-log", daemon=True)
+                self.thread.start()
+        self.wake.set()
+
+    def _write(self) -> None:
+        while True:
+            self.wake.wait(_WARN_PERIOD)
+            self.wake.clear()
+            while True:
+                try:
+                    msg, args = self.queue.popleft()
+                except IndexError:
+                    break
+                try:
+                    self.log.warning(msg, *args)
+                except Exception:
+                    pass
+            now = time.monotonic()
+            with self.lock:  # summarise periods that ended with suppressed warnings
+                ended = [(k, c) for k, c in self.counts.items() if c[2] and now - c[0] >= _WARN_PERIOD]
+                for k, _ in ended:
+                    del self.counts[k]
+            for k, c in ended:
+                try:
+                    self.log.warning("%d more %s warnings were suppressed in the last %g s", c[2], k, _WARN_PERIOD)
+                except Exception:
+                    pass
 
 
 class _Request:
@@ -159,7 +259,8 @@ class Router:
         self.port = 0
         self.endpoint = ""
         self.sock: zmq.Socket | None = None
-        self.backlog: dict[bytes, list[list]] = {}  # replies waiting for a client whose queue is full
+        self.backlog: dict[bytes, collections.deque] = {}  # replies waiting for a client whose queue is full
+        self.dropped = 0  # replies dropped for clients past _BACKLOG_MAX
 
     def reply(self, identity: bytes, header: dict, body: bytes = b"\xc0", buffers: list | tuple = ()) -> None:
         """Send a reply to ``identity``; thread-safe, never blocks."""
@@ -191,8 +292,16 @@ class Node:
         heartbeat_ivl: float = 1.0,
         heartbeat_timeout: float = 3.0,
         connect_timeout: float = 5.0,
+        window: int = DEFAULT_WINDOW,
     ) -> None:
         self.keys = keys
+        self.window = window if window and window > 0 else 0
+        # requests in flight per endpoint (issuing threads wait when it reaches ``window``)
+        self._inflight: dict[str, int] = {}
+        self._window_cv = threading.Condition(threading.Lock())
+        self._window_waiters = 0
+        self.window_wait_hook: Callable[[], Any] | None = None  # a context manager around the wait
+        self._warn = _Warnings(log)
         self.heartbeat_ivl = heartbeat_ivl
         self.heartbeat_timeout = heartbeat_timeout
         self.connect_timeout = connect_timeout
@@ -215,6 +324,8 @@ class Node:
         self._zap_keys: dict[bytes, bytes] = {}  # domain -> allowed client public key (raw)
         self._timers: list[list] = []  # [next_due, interval, fn]
         self._backlogged: set[Router] = set()  # routers holding replies for full clients
+        self._backlog_poll = _BACKLOG_POLL_MIN  # ms until the next retry of held replies
+        self._backlog_due = 0.0
         self._poller = zmq.Poller()
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._closed = False
@@ -255,13 +366,67 @@ class Node:
             return fut
         deadline = None if timeout is None else time.monotonic() + timeout
         frames = [SIGNATURE, pack_header(header), body, *buffers]
+        if self.window:
+            self._take_slot(endpoint)  # freed on the I/O thread when the request ends (_finish)
         self._submit(("req", endpoint, header["id"], frames, fut, deadline))
         return fut
 
-    def send(self, endpoint: str, header: dict, body: bytes = b"\xc0", buffers: list | tuple = ()) -> None:
-        """Send a one-way message (best effort, no reply expected)."""
+    def inflight(self, endpoint: str) -> int:
+        """Requests to ``endpoint`` not answered yet."""
+        return self._inflight.get(endpoint, 0)
+
+    def _take_slot(self, endpoint: str) -> None:
+        """Count a request to ``endpoint``; wait while ``window`` are in flight (never on the I/O thread).
+
+        A wait with no reply at all from that peer for ``_WINDOW_STALL`` seconds lets the
+        request through anyway: a worker holding a slot while it issues calls whose
+        completion needs it must never deadlock; a slow peer then gets one more per stall.
+        """
+        cv = self._window_cv
+        with cv:
+            n = self._inflight.get(endpoint, 0)
+            if n < self.window or self.on_io_thread():
+                self._inflight[endpoint] = n + 1
+                return
+        hook = self.window_wait_hook
+        ctx = hook() if hook is not None else None
+        if ctx is not None:
+            ctx.__enter__()
+        try:
+            with cv:
+                self._window_waiters += 1
+                try:
+                    while self._inflight.get(endpoint, 0) >= self.window and not self._closed:
+                        if not cv.wait(_WINDOW_STALL):
+                            break  # no reply for a while: do not wait forever
+                finally:
+                    self._window_waiters -= 1
+                self._inflight[endpoint] = self._inflight.get(endpoint, 0) + 1
+        finally:
+            if ctx is not None:
+                ctx.__exit__(None, None, None)
+
+    def _free_slot(self, endpoint: str) -> None:
+        cv = self._window_cv
+        with cv:
+            n = self._inflight.get(endpoint, 1) - 1
+            if n > 0:
+                self._inflight[endpoint] = n
+            else:
+                self._inflight.pop(endpoint, None)
+            if self._window_waiters:
+                cv.notify()
+
+    def send(
+        self, endpoint: str, header: dict, body: bytes = b"\xc0", buffers: list | tuple = (), *, control: bool = False,
+    ) -> None:
+        """Send a one-way message (best effort, no reply expected).
+
+        ``control``: on the peer's control connection, never queued behind calls (leases);
+        dropped when that connection is not up or full.
+        """
         if not self._closed:
-            self._submit(("send", endpoint, [SIGNATURE, pack_header(header), body, *buffers]))
+            self._submit(("ctl" if control else "send", endpoint, [SIGNATURE, pack_header(header), body, *buffers]))
 
     def cancel(self, request_id: int) -> None:
         """Forget a pending request; a late reply is dropped."""
@@ -444,6 +609,8 @@ class Node:
                         self._peer_send(peer, item[2])
                     else:
                         peer.outbox.append((0, item[2]))
+                elif op == "ctl":
+                    self._ctl_send(self._peer(item[1]), item[2])
                 elif op == "cancel":
                     self._finish(item[1])
                 elif op == "router":
@@ -457,6 +624,8 @@ class Node:
             except Exception as exc:
                 log.exception("error in I/O command %s", op)
                 if op == "req" and not item[4].done():
+                    if self.window and item[2] not in self._requests:
+                        self._free_slot(item[1])
                     item[4].set_exception(TransportError(f"cannot send: {exc}"))
 
     # client side ---------------------------------------------------------
@@ -464,17 +633,7 @@ class Node:
         peer = self._peers.get(endpoint)
         if peer is not None:
             return peer
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.immediate = 1
-        sock.ipv6 = "[" in endpoint  # IPv6 peers only: ZMQ_IPV6 also changes how names resolve
-        self._heartbeat(sock)
-        sock.setsockopt(zmq.CONNECT_TIMEOUT, int(min(self.connect_timeout, 2.0) * 1000))
-        sock.setsockopt(zmq.HANDSHAKE_IVL, int(self.connect_timeout * 1000))
-        if self.keys is not None:
-            sock.curve_serverkey = self.keys.server_public
-            sock.curve_publickey = self.keys.client_public
-            sock.curve_secretkey = self.keys.client_secret
+        sock = self._dealer(endpoint, heartbeat=False)  # data: no heartbeat (see the module's docstring)
         mon = sock.get_monitor_socket(_MONITOR_EVENTS)
         peer = _Peer(endpoint, sock, mon, time.monotonic() + self.connect_timeout)
         try:
@@ -484,27 +643,77 @@ class Node:
             mon.close(0)
             sock.close(0)
             raise PeerUnavailable(endpoint, f"bad address: {exc}") from None
+        ctl = self._dealer(endpoint, heartbeat=True)
+        ctl.setsockopt(zmq.SNDHWM, 100)
+        ctl_mon = ctl.get_monitor_socket(_MONITOR_EVENTS)
+        ctl.connect(endpoint)
+        peer.ctl, peer.ctl_mon = ctl, ctl_mon
         self._peers[endpoint] = peer
         self._by_sock[sock] = peer
         self._by_sock[mon] = ("mon", peer)
+        self._by_sock[ctl] = ("ctl", peer)
+        self._by_sock[ctl_mon] = ("ctlmon", peer)
         self._poller.register(sock, zmq.POLLIN)
         self._poller.register(mon, zmq.POLLIN)
+        self._poller.register(ctl, zmq.POLLIN)
+        self._poller.register(ctl_mon, zmq.POLLIN)
         heapq.heappush(self._deadlines, (peer.connect_deadline, -1))
         return peer
 
-    def _heartbeat(self, sock: zmq.Socket) -> None:
+    def _dealer(self, endpoint: str, *, heartbeat: bool) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.immediate = 1
+        sock.ipv6 = "[" in endpoint  # IPv6 peers only: ZMQ_IPV6 also changes how names resolve
+        self._heartbeat(sock, heartbeat)
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, int(min(self.connect_timeout, 2.0) * 1000))
+        sock.setsockopt(zmq.HANDSHAKE_IVL, int(self.connect_timeout * 1000))
+        if self.keys is not None:
+            sock.curve_serverkey = self.keys.server_public
+            sock.curve_publickey = self.keys.client_public
+            sock.curve_secretkey = self.keys.client_secret
+        return sock
+
+    def _heartbeat(self, sock: zmq.Socket, on: bool = True) -> None:
+        """High-water marks, and ZMTP heartbeats for a connection that never backs up.
+
+        A silent peer is dropped within ``heartbeat_timeout``: the last PING goes out at
+        most ``heartbeat_ivl`` after the peer froze, so libzmq's timeout is what is left
+        of ``heartbeat_timeout`` after one interval (and one poll slice of _Direct).
+        """
         sock.setsockopt(zmq.SNDHWM, _HWM)
         sock.setsockopt(zmq.RCVHWM, _HWM)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, int(self.heartbeat_ivl * 1000))
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(self.heartbeat_timeout * 1000))
+        if not on:
+            return
+        ivl = self.heartbeat_ivl
+        timeout = max(0.1, self.heartbeat_timeout - ivl - max(_Direct._SLICE / 1000, _CTL_GRACE))
+        sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(ivl * 1000)))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(timeout * 1000))
         sock.setsockopt(zmq.HEARTBEAT_TTL, int(self.heartbeat_timeout * 1000))
+
+    def _ctl_send(self, peer: _Peer, frames: list) -> None:
+        """A one-way message on the control connection; dropped if it is not up or full."""
+        if peer.ctl is None:
+            return
+        if not peer.ctl_up:
+            if len(peer.ctl_outbox) < 16:
+                peer.ctl_outbox.append(frames)
+            return
+        try:
+            _send(peer.ctl, frames, 4)
+        except zmq.ZMQError:
+            log.debug("%s: control message dropped (connection full or down)", peer.endpoint)
 
     def _do_request(self, endpoint: str, rid: int, frames: list, fut: Future, deadline: float | None) -> None:
         if not fut.set_running_or_notify_cancel():
+            if self.window:
+                self._free_slot(endpoint)
             return
         try:
             peer = self._peer(endpoint)
         except PeerUnavailable as exc:
+            if self.window:
+                self._free_slot(endpoint)
             fut.set_exception(exc)
             return
         self._requests[rid] = _Request(fut, endpoint, deadline)
@@ -559,6 +768,8 @@ class Node:
             peer = self._peers.get(req.endpoint)
             if peer is not None:
                 peer.pending.discard(rid)
+            if self.window:
+                self._free_slot(req.endpoint)
         return req
 
     def _on_readable(self, sock: zmq.Socket, kind: Any) -> None:
@@ -568,8 +779,39 @@ class Node:
             self._on_request(kind)
         elif kind == "zap":
             self._on_zap()
-        else:
+        elif kind[0] == "mon":
             self._on_monitor(kind[1])
+        elif kind[0] == "ctlmon":
+            self._on_ctl_monitor(kind[1])
+        else:  # the control connection gets no replies: drain whatever comes
+            while True:
+                try:
+                    sock.recv(_NOBLOCK)
+                except zmq.Again:
+                    return
+
+    def _on_ctl_monitor(self, peer: _Peer) -> None:
+        """The control connection's events: once it was up, losing it means the peer is gone."""
+        mon = peer.ctl_mon
+        while mon is not None:
+            try:
+                msg = parse_monitor_message(mon.recv_multipart(zmq.NOBLOCK))
+            except Exception:
+                return
+            event = msg["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                peer.ctl_up = True
+                waiting, peer.ctl_outbox = peer.ctl_outbox, []
+                for frames in waiting:
+                    self._ctl_send(peer, frames)
+            elif event == zmq.EVENT_DISCONNECTED and peer.ctl_up:
+                # A server that closes closes the data connection too, and that one's last
+                # replies must be read first: give its own event a moment. A frozen or cut-off
+                # peer (heartbeat timeout here, silence there) is dropped when the moment ends.
+                peer.ctl_up = False
+                peer.ctl_lost = time.monotonic()
+                heapq.heappush(self._deadlines, (peer.ctl_lost + _CTL_GRACE, -2))
+                return
 
     def _on_reply(self, peer: _Peer) -> None:
         sock = peer.sock
@@ -581,7 +823,7 @@ class Node:
             try:
                 header, body, buffers = split_frames(frames)
             except FrameError as exc:
-                log.warning("dropping malformed reply from %s: %s", peer.endpoint, exc)
+                self._warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, exc)
                 continue
             rid = header.get("re")
             req = self._finish(rid) if isinstance(rid, int) else None
@@ -615,33 +857,46 @@ class Node:
                 return
 
     def _drop_peer(self, peer: _Peer, exc: Exception) -> None:
+        """Fail what waits on ``peer``: requests never handed to libzmq cannot have run;
+        those that were sent may have (:class:`PeerLost`, unless ``exc`` says more)."""
         if self._peers.get(peer.endpoint) is peer:
             del self._peers[peer.endpoint]
+        unsent = {rid for rid, _ in peer.outbox}
+        lost = exc
+        if type(exc) is PeerUnavailable:
+            lost = PeerLost(peer.endpoint, f"{exc.reason}; the request was sent and may have run")
         for rid in list(peer.pending):
-            self._fail(rid, exc)
-        for rid, _ in peer.outbox:
+            if rid not in unsent:
+                self._fail(rid, lost)
+        for rid in unsent:
             self._fail(rid, exc)
         peer.outbox.clear()
         self._close_peer_sockets(peer)
 
     def _close_peer_sockets(self, peer: _Peer, linger: int = 0) -> None:
-        for s in (peer.sock, peer.mon):
+        for s in (peer.sock, peer.mon, peer.ctl, peer.ctl_mon):
+            if s is None:
+                continue
             self._by_sock.pop(s, None)
             try:
                 self._poller.unregister(s)
             except KeyError:
                 pass
-        try:
-            peer.sock.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        peer.mon.close(0)
-        peer.sock.close(linger)
+        for sock, mon, lin in ((peer.sock, peer.mon, linger), (peer.ctl, peer.ctl_mon, 0)):
+            if sock is None or mon is None:
+                continue
+            try:
+                sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            mon.close(0)
+            sock.close(lin)
+        peer.ctl = peer.ctl_mon = None
 
     def _next_timeout(self) -> int:
-        if self._backlogged:
-            return 5  # retry held replies soon
         due = [self._deadlines[0][0]] if self._deadlines else []
+        if self._backlogged:
+            due.append(self._backlog_due)  # retry held replies (backing off, see _flush_router_backlogs)
         due.extend(t[0] for t in self._timers)
         if not due:
             return 1000
@@ -663,6 +918,15 @@ class Node:
         dl = self._deadlines
         while dl and dl[0][0] <= now:
             _, rid = heapq.heappop(dl)
+            if rid == -2:
+                for peer in list(self._peers.values()):
+                    if peer.ctl_lost and peer.ctl_lost + _CTL_GRACE <= now:
+                        try:
+                            self._on_reply(peer)
+                        except Exception:
+                            log.debug("draining %s before dropping it failed", peer.endpoint, exc_info=True)
+                        self._drop_peer(peer, PeerUnavailable(peer.endpoint, "connection lost (peer died, froze or network down)"))
+                continue
             if rid == -1:
                 for peer in list(self._peers.values()):
                     if not peer.up and peer.connect_deadline <= now:
@@ -678,7 +942,22 @@ class Node:
             sock = self.ctx.socket(zmq.ROUTER)
             sock.linger = 0
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            self._heartbeat(sock)
+            # No ZMTP heartbeat of our own: a connection whose input is stopped by back-pressure
+            # cannot see PINGs, and dropping it for that is both wrong (the client is alive) and
+            # the trigger of libzmq's "!_io_error" / "_input_stopped" asserts. Clients' control
+            # and sync connections still ping us (libzmq answers without the GIL) and ask for a
+            # TTL; dead clients' data connections go by TCP keepalive and TCP_MAXRT.
+            self._heartbeat(sock, False)
+            # Nor a receive high-water mark: libzmq aborts ("!_io_error", stream_engine_base.cpp)
+            # when a connection whose input is stopped by a full pipe is closed by the client and
+            # a PING of that client is then decoded. With no limit the input never stops; this
+            # thread reads every request anyway (clients bound what they have in flight).
+            sock.setsockopt(zmq.RCVHWM, 0)
+            sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 10)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 2)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 5)
+            sock.setsockopt(zmq.TCP_MAXRT, 30000)
             if router.max_message_size and router.max_message_size > 0:
                 sock.setsockopt(zmq.MAXMSGSIZE, router.max_message_size)
             if router.keys is not None:
@@ -747,7 +1026,7 @@ class Node:
             else:
                 reply = [b"1.0", msg[1] if len(msg) > 1 else b"", b"500", b"bad ZAP request", b"", b""]
             if not ok:
-                log.warning("rejected a peer whose secret does not match")
+                self._warn("auth", "rejected a peer whose secret does not match")
             self._zap.send_multipart(reply)
 
     def _on_request(self, router: Router) -> None:
@@ -775,7 +1054,7 @@ class Node:
                 self._router_send(router, [identity, SIGNATURE, pack_header({"op": "err", "re": None, "kind": "protocol", "msg": str(exc)}), b"\xc0"])
                 continue
             except FrameError as exc:
-                log.warning("malformed request on %s: %s", router.endpoint, exc)
+                self._warn("malformed", "malformed request on %s: %s", router.endpoint, exc)
                 self._router_send(router, [identity, SIGNATURE, pack_header({"op": "err", "re": None, "kind": "protocol", "msg": str(exc)}), b"\xc0"])
                 continue
             try:
@@ -786,11 +1065,20 @@ class Node:
     def _router_send(self, router: Router, frames: list) -> None:
         backlog = router.backlog.get(frames[0])
         if backlog is not None:  # keep order behind what waits for this client
+            if len(backlog) >= _BACKLOG_MAX:
+                # the client does not read: past this bound its replies are dropped (a client
+                # that went lost them anyway; one that reads again gets the newer ones)
+                router.dropped += 1
+                if router.dropped == 1 or router.dropped % 10000 == 0:
+                    self._warn("backlog", "a client of %s does not read its replies: %d dropped so far "
+                               "(at most %d held per client)", router.endpoint, router.dropped, _BACKLOG_MAX)
+                return
             backlog.append(frames)
             return
         if not self._router_try(router, frames):
-            router.backlog[frames[0]] = [frames]
+            router.backlog[frames[0]] = collections.deque([frames])
             self._backlogged.add(router)
+            self._backlog_poll = _BACKLOG_POLL_MIN
 
     def _router_try(self, router: Router, frames: list) -> bool:
         """Send a reply; False if the client's queue is full. Vanished clients' replies are dropped."""
@@ -805,18 +1093,26 @@ class Node:
             if exc.errno == zmq.EHOSTUNREACH:
                 log.debug("dropping a reply: client gone")
             else:
-                log.warning("dropping a reply: %s", exc)
+                self._warn("reply", "dropping a reply: %s", exc)
         return True
 
     def _flush_router_backlogs(self) -> None:
+        now = time.monotonic()
+        if now < self._backlog_due:
+            return
+        sent = False
         for router in list(self._backlogged):
             for identity, frames_list in list(router.backlog.items()):
                 while frames_list and self._router_try(router, frames_list[0]):
-                    frames_list.pop(0)
+                    frames_list.popleft()
+                    sent = True
                 if not frames_list:
                     del router.backlog[identity]
             if not router.backlog:
                 self._backlogged.discard(router)
+        # back off while nothing goes out (a client that does not read must not cost a core)
+        self._backlog_poll = _BACKLOG_POLL_MIN if sent else min(_BACKLOG_POLL_MAX, self._backlog_poll * 2)
+        self._backlog_due = now + self._backlog_poll / 1000
 
     def _teardown(self) -> None:
         exc = NodeClosed("the mesh node was closed")
@@ -888,6 +1184,10 @@ class _Direct:
             raise NodeClosed("the mesh node was closed")
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
+        # What happened while this socket sat idle (a heartbeat timeout, a reconnect) is
+        # learnt before sending: a stale "disconnected" must not fail a call sent afterwards.
+        if self.mon.get(_EVENTS) & _POLLIN:  # cheaper than an Again exception on every call
+            self._on_monitor(sent=False)
         if not self.up:
             self._wait_up(now + self.node.connect_timeout)
         _send_blocking(self.sock, frames)
@@ -913,7 +1213,7 @@ class _Direct:
                         return rh, body, bufs
                     # a late reply to an earlier call of this thread that timed out: drop it
             if self.mon in events:
-                self._on_monitor()
+                self._on_monitor(sent=True)
             if self.node._closed:
                 self.close()
                 raise NodeClosed("the mesh node was closed")
@@ -927,12 +1227,18 @@ class _Direct:
                 self.close()
                 raise PeerUnavailable(self.endpoint, f"no connection within {self.node.connect_timeout:g} s")
             if self.mon.poll(min(wait, self._SLICE)):
-                self._on_monitor()
+                self._on_monitor(sent=False)
             if self.node._closed:
                 self.close()
                 raise NodeClosed("the mesh node was closed")
 
-    def _on_monitor(self) -> None:
+    def _on_monitor(self, sent: bool) -> None:
+        """Process pending connection events; ``sent``: a request is out on this socket.
+
+        A lost connection fails the call only when a request is out (then with
+        :class:`PeerLost`: it may have run); otherwise the socket waits for libzmq's
+        reconnection before sending.
+        """
         while True:
             try:
                 msg = parse_monitor_message(self.mon.recv_multipart(zmq.NOBLOCK))
@@ -940,6 +1246,14 @@ class _Direct:
                 return
             if msg["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.up = True
+                self.retries = self.hs_failures = 0
+                continue
+            if msg["event"] == zmq.EVENT_DISCONNECTED and self.up:
+                self.up = False
+                if sent:
+                    self.close()
+                    raise PeerLost(self.endpoint, "connection lost (peer died, froze or network down) "
+                                   "while the request was out: it may have run")
                 continue
             exc = _connection_event(self, msg, self.node.keys is not None)
             if exc is not None:
