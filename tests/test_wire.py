@@ -1,0 +1,42 @@
+"""PROTOCOL.md's tables against the names the code uses (mesh/_core/wire.py): they cannot drift."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from mesh._core import wire
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROTOCOL = os.path.join(ROOT, "transport", "PROTOCOL.md")
+
+
+def _section(title: str) -> str:
+    text = open(PROTOCOL, encoding="utf-8").read()
+    start = text.index(title)
+    nxt = re.search(r"^#{2,3} ", text[start + len(title):], re.M)
+    return text[start : start + len(title) + (nxt.start() if nxt else len(text))]
+
+
+def _first_column(section: str) -> list[str]:
+    return re.findall(r"^\| `([a-z_]+)` \|", section, re.M)
+
+
+def test_the_operations_table_lists_exactly_the_ops_of_wire():
+    assert sorted(_first_column(_section("## Operations"))) == sorted(wire.OPS)
+
+
+def test_the_error_kinds_table_lists_exactly_the_kinds_of_wire():
+    assert sorted(_first_column(_section("### Error kinds"))) == sorted(wire.KINDS)
+
+
+def test_one_way_ops_are_marked_one_way_in_the_table():
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z_]+)` \| ([^|]*)\|", _section("## Operations"), re.M)}
+    assert {op for op, body in rows.items() if "one-way" in body} == set(wire.ONE_WAY)
+
+
+def test_the_server_serves_every_op_of_wire_and_no_other():
+    src = open(os.path.join(ROOT, "mesh", "server", "_dispatch.py"), encoding="utf-8").read()
+    table = src[src.index("self._ops"): src.index("}", src.index("self._ops"))]
+    assert sorted(re.findall(r"wire\.([A-Z_]+):", table)) == sorted(n for n in dir(wire) if getattr(wire, n) in wire.OPS and n.isupper() and n not in ("OPS", "ONE_WAY"))
+
