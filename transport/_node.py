@@ -48,7 +48,17 @@ import msgpack
 import zmq
 
 from transport._future import ReplyFuture as Future
-from transport._framing import SIGNATURE, FrameError, VersionMismatch, pack_header, split_frames
+from transport._errors import (
+    FrameError,
+    NodeClosed,
+    PeerAuthFailed,
+    PeerLost,
+    PeerUnavailable,
+    RequestTimeout,
+    TransportError,
+    VersionMismatch,
+)
+from transport._framing import SIGNATURE, pack_header, split_frames
 from transport._security import ZAP_ENDPOINT, Keys
 
 __all__ = [
@@ -101,39 +111,6 @@ _HANDSHAKE_FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
 )  # messages queued per peer in libzmq before our own backlog takes over
-
-
-class TransportError(Exception):
-    """Base of transport failures."""
-
-
-class PeerUnavailable(TransportError):
-    """The peer cannot be reached, or went away before replying."""
-
-    def __init__(self, endpoint: str, reason: str) -> None:
-        super().__init__(f"{endpoint}: {reason}")
-        self.endpoint = endpoint
-        self.reason = reason
-
-
-class PeerLost(PeerUnavailable):
-    """The connection went while the request was out: the peer may have run it (outcome unknown)."""
-
-
-class PeerAuthFailed(TransportError):
-    """The security handshake with the peer failed (wrong or missing secret)."""
-
-    def __init__(self, endpoint: str, reason: str) -> None:
-        super().__init__(f"{endpoint}: {reason}")
-        self.endpoint = endpoint
-
-
-class RequestTimeout(TransportError, TimeoutError):
-    """No reply within the request's deadline."""
-
-
-class NodeClosed(TransportError):
-    """The node was closed while the request was pending."""
 
 
 class _Peer:
