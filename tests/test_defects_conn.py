@@ -16,7 +16,7 @@ import mesh
 import transport
 from agents_lib import Producer, Store
 from conftest import wait_until
-from transport import _node
+from transport import _direct, _log, _routers, _window
 from transport._framing import SIGNATURE, pack_header
 
 
@@ -92,7 +92,7 @@ def test_flooding_clients_that_never_read_cannot_abort_the_server(spawn_server, 
 
 
 def test_reply_backlog_of_a_client_that_does_not_read_is_bounded(monkeypatch):
-    monkeypatch.setattr(_node, "_BACKLOG_MAX", 500)
+    monkeypatch.setattr(_routers, "BACKLOG_MAX", 500)
     node = transport.Node(heartbeat_timeout=1.0)
     ctx = zmq.Context()
     try:
@@ -106,7 +106,7 @@ def test_reply_backlog_of_a_client_that_does_not_read_is_bounded(monkeypatch):
         held = sum(len(q) for q in router.backlog.values())
         assert held <= 500
         # the retries back off while nothing goes out: no busy polling
-        wait_until(lambda: node._backlog_poll >= 100, timeout=10)
+        wait_until(lambda: node._servers.backlog_poll >= 100, timeout=10)
         s.close(0)
     finally:
         node.close()
@@ -202,7 +202,7 @@ def test_warnings_are_rate_limited_and_a_blocked_log_does_not_stall_the_server()
                 s.recv_multipart()
                 replies += 1
         assert replies == 301, "the server stopped answering while its log was blocked"
-        assert len(records) <= _node._WARN_BURST
+        assert len(records) <= _log.WARN_BURST
     finally:
         release.set()
         logger.removeHandler(handler)
@@ -268,7 +268,7 @@ def test_issuing_many_calls_at_once_waits_at_the_window_and_none_fail(spawn_serv
 
 
 def test_window_wait_never_deadlocks(monkeypatch):
-    monkeypatch.setattr(_node, "_WINDOW_STALL", 0.2)
+    monkeypatch.setattr(_window, "WINDOW_STALL", 0.2)
     node = transport.Node(window=2)
     try:
         t = time.monotonic()
@@ -287,8 +287,8 @@ def test_heartbeat_settings_detect_a_silent_peer_within_the_timeout():
     node = transport.Node(heartbeat_ivl=1.0, heartbeat_timeout=3.0)
     try:
         sock = node.ctx.socket(zmq.DEALER)
-        node._heartbeat(sock)
-        worst = sock.getsockopt(zmq.HEARTBEAT_IVL) + sock.getsockopt(zmq.HEARTBEAT_TIMEOUT) + _node._Direct._SLICE
+        node._recipe.heartbeat(sock)
+        worst = sock.getsockopt(zmq.HEARTBEAT_IVL) + sock.getsockopt(zmq.HEARTBEAT_TIMEOUT) + _direct.SLICE
         assert worst <= 3000
         sock.close(0)
     finally:

@@ -4,7 +4,7 @@ Decode entry points covered (issue 10, point 1):
 
 - ``transport.decode`` (value bodies and buffer frames; ``allow_pickle`` both ways)
 - ``transport._framing.split_frames`` (signature + header)
-- ``transport._node.Node._on_zap`` (ZAP requests), ``parse_monitor_message``, ``unpack_small``
+- ``transport._zap.Zap.on_readable`` (ZAP requests), ``transport._sockets.parse_monitor_message``
 - ``discovery._record.record_from_dict`` / ``parse_address`` (registry JSON, Redis values),
   ``LocalRegistry.records`` (registry files), ``discovery._mdns_browser.record_from_info`` (mDNS TXT)
 
@@ -334,50 +334,39 @@ class _FakeZap:
 @FAST
 @given(st.lists(st.lists(st.binary(max_size=40), max_size=9), max_size=5))
 def test_zap_requests(requests):
-    from transport._node import Node
+    from transport._zap import Zap
 
-    node = type("N", (), {})()
-    node._zap = _FakeZap(requests)
-    node._zap_keys = {b"mesh-x": b"k" * 32}
-    Node._on_zap(node)  # type: ignore[arg-type]
-    assert len(node._zap.replies) == len(requests)
-    for reply in node._zap.replies:
+    zap = Zap(warn=lambda *args: None)
+    zap.sock = _FakeZap(requests)  # type: ignore[assignment]
+    zap.keys = {b"mesh-x": b"k" * 32}
+    zap.on_readable()
+    assert len(zap.sock.replies) == len(requests)
+    for reply in zap.sock.replies:
         assert reply[2] in (b"200", b"400", b"500") and len(reply) == 6
         assert reply[2] != b"200"  # nothing random is accepted
 
 
 def test_zap_accepts_exactly_the_derived_key():
-    from transport._node import Node
+    from transport._zap import Zap
 
-    node = type("N", (), {})()
+    zap = Zap(warn=lambda *args: None)
     good = [b"1.0", b"7", b"mesh-x", b"1.2.3.4", b"", b"CURVE", b"k" * 32]
-    node._zap = _FakeZap([good, good[:6] + [b"j" * 32], [*good[:5], b"NULL", b"k" * 32]])
-    node._zap_keys = {b"mesh-x": b"k" * 32}
-    Node._on_zap(node)  # type: ignore[arg-type]
-    assert [r[2] for r in node._zap.replies] == [b"200", b"400", b"400"]
+    zap.sock = _FakeZap([good, good[:6] + [b"j" * 32], [*good[:5], b"NULL", b"k" * 32]])  # type: ignore[assignment]
+    zap.keys = {b"mesh-x": b"k" * 32}
+    zap.on_readable()
+    assert [r[2] for r in zap.sock.replies] == [b"200", b"400", b"400"]
 
 
 @FAST
 @given(st.lists(st.binary(max_size=10), max_size=3))
 def test_monitor_messages(frames):
-    from transport._node import parse_monitor_message
+    from transport._sockets import parse_monitor_message
 
     try:
         msg = parse_monitor_message(frames)
     except ValueError:
         return
     assert set(msg) == {"event", "value", "endpoint"}
-
-
-@FAST
-@given(st.binary(max_size=100))
-def test_unpack_small(data):
-    from transport._node import unpack_small
-
-    try:
-        unpack_small(data)
-    except ValueError:  # msgpack's errors are ValueErrors
-        pass
 
 
 # -- discovery ---------------------------------------------------------------------------------

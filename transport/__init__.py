@@ -3,19 +3,23 @@
 Knows nothing of agents: ``mesh`` builds on it, never the reverse.
 """
 
-from transport._codec import BUFFER_THRESHOLD, CodecError, Untransferable, decode, encode
-from transport._future import FutureTimeout, ReplyFuture
-from transport._framing import PROTOCOL_MAJOR, PROTOCOL_MINOR, SIGNATURE, FrameError, VersionMismatch
-from transport._node import (
-    Node,
+from transport._codec import BUFFER_THRESHOLD, decode, encode
+from transport._errors import (
+    CodecError,
+    FrameError,
+    FutureTimeout,
     NodeClosed,
     PeerAuthFailed,
     PeerLost,
     PeerUnavailable,
     RequestTimeout,
-    Router,
     TransportError,
+    Untransferable,
+    VersionMismatch,
 )
+from transport._framing import PROTOCOL_MAJOR, PROTOCOL_MINOR, SIGNATURE
+from transport._future import ReplyFuture
+from transport._node import Node, Router
 from transport._security import Keys, derive_keys, read_secret_file, secret_from_env
 
 __all__ = [

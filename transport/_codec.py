@@ -49,6 +49,8 @@ from typing import Any
 import cloudpickle
 import msgpack
 
+from transport._errors import CodecError, Untransferable
+
 __all__ = ["BUFFER_THRESHOLD", "MAX_DEPTH", "MAX_EXT_DEPTH", "CodecError", "Untransferable", "decode", "encode"]
 
 EXT_PICKLED = 1  # wire value, never renumber
@@ -69,24 +71,6 @@ _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _KEY_TYPES = (str, int, bytes, float, bool, type(None))
 _BUF_KINDS = {bytes: 0, bytearray: 1, memoryview: 2}
-
-
-class CodecError(ValueError):
-    """A body that cannot be encoded or decoded."""
-
-
-class Untransferable(CodecError):
-    """A value holds something that cannot travel to another process.
-
-    Attributes:
-        what: what it is, e.g. ``"an open file"``.
-        obj: the object itself.
-    """
-
-    def __init__(self, what: str, obj: Any) -> None:
-        super().__init__(f"{what} ({type(obj).__module__}.{type(obj).__qualname__}) cannot travel to another process")
-        self.what = what
-        self.obj = obj
 
 
 def encode(value: Any, *, threshold: int = BUFFER_THRESHOLD) -> tuple[bytes, list[Any]]:

@@ -24,6 +24,8 @@ from typing import Any
 
 import msgpack
 
+from transport._errors import FrameError, VersionMismatch
+
 __all__ = [
     "PROTOCOL_MAJOR",
     "PROTOCOL_MINOR",
@@ -40,20 +42,6 @@ SIGNATURE = b"AMSH" + bytes([PROTOCOL_MAJOR])
 
 # A header is small; anything bigger is hostile or broken.
 MAX_HEADER_BYTES = 64 * 1024
-
-
-class FrameError(ValueError):
-    """A multipart message that does not follow the mesh framing."""
-
-
-class VersionMismatch(FrameError):
-    """The peer speaks another major version of the protocol."""
-
-    def __init__(self, theirs: int) -> None:
-        super().__init__(
-            f"peer speaks mesh protocol version {theirs}, this peer speaks {PROTOCOL_MAJOR}"
-        )
-        self.theirs = theirs
 
 
 def pack_header(header: dict[str, Any]) -> bytes:
@@ -79,7 +67,7 @@ def split_frames(frames: list[Any]) -> tuple[dict[str, Any], Any, list[Any]]:
     sig = _as_bytes(frames[0])
     if sig != SIGNATURE:
         if len(sig) == 5 and sig[:4] == b"AMSH":
-            raise VersionMismatch(sig[4])
+            raise VersionMismatch(sig[4], PROTOCOL_MAJOR)
         raise FrameError("bad signature frame: not a mesh peer")
     raw = _as_bytes(frames[1])
     if len(raw) > MAX_HEADER_BYTES:

@@ -10,13 +10,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from transport._errors import FutureTimeout
+
 __all__ = ["ReplyFuture", "FutureTimeout"]
 
 _PENDING = object()
-
-
-class FutureTimeout(TimeoutError):
-    """``result(timeout)`` passed its timeout."""
 
 
 class ReplyFuture:

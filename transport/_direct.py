@@ -1,0 +1,146 @@
+"""A DEALER owned by one user thread, for blocking calls to one peer (no hop through the I/O thread).
+
+Same socket recipe, monitor reading and reply matching as the I/O thread's
+peers (:mod:`transport._sockets`); it differs in who drives it: the calling
+thread polls its own socket and monitor while it waits for the reply.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import zmq
+
+from transport._errors import FrameError, NodeClosed, PeerLost, PeerUnavailable, RequestTimeout
+from transport._framing import split_frames
+from transport._sockets import (
+    EVENTS,
+    POLLIN,
+    Counters,
+    DealerRecipe,
+    Link,
+    close_monitored,
+    connection_event,
+    monitor_events,
+    recv,
+    send_blocking,
+)
+
+__all__ = ["SLICE", "Direct"]
+
+SLICE = 100  # ms: how often a waiting call checks that the node is still open
+
+
+class Direct(Link):
+    """One thread's connection to one peer; ``lock`` is held around :meth:`call`."""
+
+    __slots__ = ("recipe", "counters", "is_closed", "lock", "closed", "sock", "mon", "poller", "__weakref__")
+
+    def __init__(self, recipe: DealerRecipe, counters: Counters, endpoint: str, is_closed: Callable[[], bool]) -> None:
+        super().__init__(endpoint)
+        self.recipe = recipe
+        self.counters = counters
+        self.is_closed = is_closed  # the node's state
+        self.lock = threading.Lock()
+        self.closed = False
+        # blocking sends: no ZMQ_IMMEDIATE (see DealerRecipe.connect); heartbeats detect a frozen peer
+        self.sock, self.mon = recipe.connect(endpoint, heartbeat=True, immediate=False)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+        self.poller.register(self.mon, zmq.POLLIN)
+
+    def call(self, header: dict, frames: list, timeout: float | None) -> tuple:
+        """Send ``frames`` and wait for the reply to ``header["id"]``: ``(header, body, buffers)``."""
+        if self.closed:
+            raise NodeClosed("the mesh node was closed")
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
+        # What happened while this socket sat idle (a heartbeat timeout, a reconnect) is
+        # learnt before sending: a stale "disconnected" must not fail a call sent afterwards.
+        if self.mon.get(EVENTS) & POLLIN:  # cheaper than an Again exception on every call
+            self._on_monitor(sent=False)
+        if not self.up:
+            self._wait_up(now + self.recipe.connect_timeout)
+        send_blocking(self.sock, frames)
+        self.counters.sent += sum(map(len, frames))
+        rid = header["id"]
+        while True:
+            wait = SLICE if deadline is None else max(0, min(SLICE, int((deadline - time.monotonic()) * 1000) + 1))
+            events = dict(self.poller.poll(wait))
+            # the socket before the monitor: a reply that came just before the connection
+            # went must not be lost to the disconnect event
+            if self.sock in events:
+                reply = self._read_reply(rid)
+                if reply is not None:
+                    return reply
+            if self.mon in events:
+                self._on_monitor(sent=True)
+            if self.is_closed():
+                self.close()
+                raise NodeClosed("the mesh node was closed")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RequestTimeout(f"{self.endpoint}: no reply within the deadline")
+
+    def _read_reply(self, rid: int) -> tuple | None:
+        """Read what arrived; the reply to ``rid`` if it is there (late replies to earlier calls are dropped)."""
+        while True:
+            try:
+                reply = recv(self.sock, 3)
+            except zmq.Again:
+                return None
+            self.counters.received += sum(map(len, reply))
+            try:
+                rh, body, bufs = split_frames(reply)
+            except FrameError:
+                continue
+            if rh.get("re") == rid:
+                return rh, body, bufs
+
+    def _wait_up(self, deadline: float) -> None:
+        while not self.up:
+            wait = int((deadline - time.monotonic()) * 1000)
+            if wait <= 0:
+                self.close()
+                raise PeerUnavailable(self.endpoint, f"no connection within {self.recipe.connect_timeout:g} s")
+            if self.mon.poll(min(wait, SLICE)):
+                self._on_monitor(sent=False)
+            if self.is_closed():
+                self.close()
+                raise NodeClosed("the mesh node was closed")
+
+    def _on_monitor(self, sent: bool) -> None:
+        """Process pending connection events; ``sent``: a request is out on this socket.
+
+        A lost connection fails the call only when a request is out (then with
+        :class:`PeerLost`: it may have run); otherwise the socket waits for libzmq's
+        reconnection before sending.
+        """
+        for msg in monitor_events(self.mon):
+            if msg["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.handshake_succeeded()
+                continue
+            if msg["event"] == zmq.EVENT_DISCONNECTED and self.up:
+                self.up = False
+                if sent:
+                    self.close()
+                    raise PeerLost(self.endpoint, "connection lost (peer died, froze or network down) "
+                                   "while the request was out: it may have run")
+                continue
+            exc = connection_event(self, msg, self.recipe.keys is not None)
+            if exc is not None:
+                self.close()
+                raise exc
+
+    def __del__(self) -> None:  # the owning thread ended: its thread-local sockets go too
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        close_monitored(self.sock, self.mon)

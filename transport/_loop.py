@@ -1,0 +1,236 @@
+"""The I/O thread: commands from other threads, a poller with one handler per socket, timers.
+
+ZeroMQ sockets are not thread-safe, so one thread owns them all. Other threads
+hand it :class:`Command` objects through a queue and wake it with a byte on a
+pipe (written only when the thread is not already awake). Each turn of the
+loop: poll, run the handler of every ready socket, run the queued commands,
+run what is due (one-shot :meth:`Loop.call_at` entries, then periodic timers).
+
+The loop knows nothing of peers or routers: :mod:`transport._dealers` and
+:mod:`transport._routers` register their sockets and commands with it.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import os
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+import zmq
+
+from transport._log import log
+
+__all__ = ["Call", "Command", "Loop"]
+
+Handler = Callable[[int], None]  # called with the poll mask of its socket
+
+
+class Command:
+    """Work for the I/O thread, submitted from any thread."""
+
+    __slots__ = ()
+
+    def run(self) -> None:
+        """Do it (on the I/O thread)."""
+
+    def failed(self, exc: Exception) -> None:
+        """:meth:`run` raised ``exc`` (already logged): fail whoever waits on it."""
+
+    def abort(self, exc: Exception) -> None:
+        """The loop stopped before running it: fail whoever waits on it with ``exc``."""
+
+
+class Call(Command):
+    """Run ``fn(*args)`` on the I/O thread."""
+
+    __slots__ = ("fn", "args")
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.fn = fn
+        self.args = args
+
+    def run(self) -> None:
+        self.fn(*self.args)
+
+
+class _Stop(Command):
+    __slots__ = ()
+
+
+_STOP = _Stop()
+
+
+class Loop:
+    """One I/O thread. ``teardown`` runs on it when it stops (close the sockets, then :meth:`abort_queued`)."""
+
+    def __init__(self, teardown: Callable[[], None], name: str = "mesh-io") -> None:
+        self._teardown = teardown
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._woken = False
+        self._dead = False
+        self._wake_lock = threading.Lock()
+        self._poller = zmq.Poller()
+        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._handlers: dict[Any, Handler] = {}
+        self._due: list[tuple[float, int, Callable[[Any], None], Any]] = []  # heap of call_at entries
+        self._seq = itertools.count()
+        self.timers: list[list] = []  # [next_due, interval, fn]
+        self.ident = 0
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = threading.Event()
+
+    def start(self) -> None:
+        self.thread.start()
+        self._started.wait()
+
+    def on_thread(self) -> bool:
+        return threading.get_ident() == self.ident
+
+    # ------------------------------------------------------------ any thread
+    def submit(self, cmd: Command) -> None:
+        """Queue ``cmd`` for the I/O thread and wake it."""
+        self._queue.put(cmd)
+        if not self._woken:
+            self._woken = True
+            with self._wake_lock:
+                if self._dead:
+                    return
+                try:
+                    os.write(self._wake_w, b"x")
+                except OSError:  # pipe full: the thread is awake anyway
+                    pass
+
+    def stop(self) -> None:
+        self.submit(_STOP)
+
+    # ------------------------------------------------------- the I/O thread
+    def add(self, sock: zmq.Socket, handler: Handler, flags: int = zmq.POLLIN) -> None:
+        """Poll ``sock``; ``handler(mask)`` runs when it is ready."""
+        self._handlers[sock] = handler
+        self._poller.register(sock, flags)
+
+    def modify(self, sock: zmq.Socket, flags: int) -> None:
+        """Change what ``sock`` is polled for (e.g. POLLOUT while an outbox waits)."""
+        self._poller.register(sock, flags)
+
+    def remove(self, sock: zmq.Socket) -> None:
+        if self._handlers.pop(sock, None) is not None:
+            try:
+                self._poller.unregister(sock)
+            except KeyError:
+                pass
+
+    def call_at(self, when: float, fn: Callable[[Any], None], arg: Any = None) -> None:
+        """Run ``fn(arg)`` once, at monotonic time ``when`` (it checks whether it is still wanted)."""
+        heapq.heappush(self._due, (when, next(self._seq), fn, arg))
+
+    def abort_queued(self, exc: Exception) -> None:
+        """Fail every command still queued (during teardown)."""
+        while True:
+            try:
+                cmd = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                cmd.abort(exc)
+            except Exception:
+                log.exception("aborting an I/O command failed")
+
+    def _run(self) -> None:
+        self.ident = threading.get_ident()
+        self._started.set()
+        try:
+            self._loop()
+        except Exception:  # pragma: no cover - a bug; keep the process alive
+            log.exception("mesh I/O thread crashed")
+        finally:
+            try:
+                self._teardown()
+            finally:
+                with self._wake_lock:
+                    self._dead = True
+                    os.close(self._wake_r)
+                    os.close(self._wake_w)
+
+    def _loop(self) -> None:
+        poller, handlers, wake_r = self._poller, self._handlers, self._wake_r
+        while True:
+            try:
+                events = poller.poll(self._next_timeout())
+            except zmq.ZMQError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                raise
+            for target, mask in events:
+                if target == wake_r:
+                    try:
+                        os.read(wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+                    continue
+                handler = handlers.get(target)
+                if handler is None:
+                    continue
+                try:
+                    handler(mask)
+                except Exception:
+                    log.exception("error handling socket event")
+            self._woken = False
+            if self._drain():
+                return
+            if self._due:
+                self._run_due()
+            if self.timers:
+                self._run_timers()
+
+    def _drain(self) -> bool:
+        q = self._queue
+        while True:
+            try:
+                cmd = q.get_nowait()
+            except queue.Empty:
+                return False
+            if cmd is _STOP:
+                return True
+            try:
+                cmd.run()
+            except Exception as exc:
+                log.exception("error in I/O command %s", type(cmd).__name__)
+                cmd.failed(exc)
+
+    def _next_timeout(self) -> int:
+        due = [t[0] for t in self.timers]
+        if self._due:
+            due.append(self._due[0][0])
+        if not due:
+            return 1000
+        delay = min(due) - time.monotonic()
+        return max(0, min(1000, int(delay * 1000) + 1))
+
+    def _run_due(self) -> None:
+        now = time.monotonic()
+        due = self._due
+        while due and due[0][0] <= now:
+            _, _, fn, arg = heapq.heappop(due)
+            try:
+                fn(arg)
+            except Exception:
+                log.exception("scheduled I/O callback failed")
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        for timer in list(self.timers):
+            if timer[0] <= now:
+                timer[0] = now + timer[1]
+                try:
+                    timer[2]()
+                except Exception:
+                    log.exception("timer callback failed")

@@ -1,0 +1,233 @@
+"""The server side on the I/O thread: bound ROUTERs, burst reads, the reply backlog.
+
+* ROUTERs use ``ROUTER_MANDATORY`` and non-blocking sends: a reply to a
+  vanished client is logged and dropped, never blocks the thread.
+* A reply to a client whose libzmq queue is full waits in that client's
+  backlog, at most ``BACKLOG_MAX`` replies; the retries back off while none go out.
+* A malformed request gets a ``protocol`` error reply (see PROTOCOL.md); it
+  never reaches the handler.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any, Callable
+
+import zmq
+
+from transport._errors import FrameError, VersionMismatch
+from transport._framing import SIGNATURE, pack_header, split_frames
+from transport._future import ReplyFuture
+from transport._log import log
+from transport._loop import Call, Command, Loop
+from transport._security import Keys
+from transport._sockets import EVENTS, POLLIN, ROUTER_LINGER, bind_router, recv, send
+from transport._zap import Zap
+
+__all__ = ["BACKLOG_MAX", "Handler", "Router", "Routers"]
+
+# Replies held (in Python) for one client whose libzmq queue is full; past it the client is not
+# reading and its replies are dropped (it lost them anyway when it went). Bounds a slow reader.
+BACKLOG_MAX = 10000
+BACKLOG_POLL_MIN = 5  # ms: retry held replies soon, backing off to the max while none go out
+BACKLOG_POLL_MAX = 200
+_BURST = 256  # requests read from one ROUTER before the loop looks at its other sockets
+
+Handler = Callable[["Router", bytes, dict, Any, list], None]
+
+
+class Router:
+    """A bound ROUTER socket and the handler of its requests.
+
+    The handler runs on the I/O thread: it must not block. It answers with
+    :meth:`reply`, from any thread. ``on_burst_end``, if given, runs on the I/O
+    thread after each burst of requests read in one go (for work the handler
+    chose to batch).
+    """
+
+    def __init__(
+        self, node: Any, servers: Routers, handler: Handler, keys: Keys | None, max_message_size: int,
+        on_burst_end: Callable[[], None] | None = None,
+    ) -> None:
+        self.node = node
+        self._servers = servers
+        self.handler = handler
+        self.on_burst_end = on_burst_end
+        self.keys = keys
+        self.max_message_size = max_message_size
+        self.port = 0
+        self.endpoint = ""
+        self.sock: zmq.Socket | None = None
+        self.backlog: dict[bytes, collections.deque] = {}  # replies waiting for a client whose queue is full
+        self.dropped = 0  # replies dropped for clients past BACKLOG_MAX
+
+    def reply(self, identity: bytes, header: dict, body: bytes = b"\xc0", buffers: list | tuple = ()) -> None:
+        """Send a reply to ``identity``; thread-safe, never blocks."""
+        frames = [identity, SIGNATURE, pack_header(header), body, *buffers]
+        servers = self._servers
+        if threading.get_ident() == servers.loop.ident:
+            servers.send(self, frames)
+        else:
+            servers.loop.submit(Call(servers.send, self, frames))
+
+    def close(self) -> None:
+        """Unbind and close the socket (idempotent)."""
+        self._servers.loop.submit(Call(self._servers.close, self))
+
+
+class Bind(Command):
+    """Bind a router; ``done`` gets it, or the bind error."""
+
+    __slots__ = ("servers", "router", "host", "port", "done")
+
+    def __init__(self, servers: Routers, router: Router, host: str, port: int, done: ReplyFuture) -> None:
+        self.servers, self.router, self.host, self.port, self.done = servers, router, host, port, done
+
+    def run(self) -> None:
+        try:
+            self.servers.bind(self.router, self.host, self.port)
+        except Exception as exc:
+            self.done.set_exception(exc)
+        else:
+            self.done.set_result(self.router)
+
+    def abort(self, exc: Exception) -> None:
+        self.done.set_exception(exc)
+
+
+class Routers:
+    """Every ROUTER of one node, driven by its I/O thread."""
+
+    def __init__(self, loop: Loop, ctx: zmq.Context, zap: Zap, warn: Callable[..., None]) -> None:
+        self.loop = loop
+        self.ctx = ctx
+        self.zap = zap
+        self.warn = warn
+        self.routers: list[Router] = []
+        self.backlogged: set[Router] = set()  # routers holding replies for full clients
+        self.backlog_poll = BACKLOG_POLL_MIN  # ms until the next retry of held replies
+        self._backlog_due = 0.0
+        self._flush_scheduled = False
+
+    def bind(self, router: Router, host: str, port: int) -> None:
+        if router.keys is not None:
+            zap = self.zap.open(self.ctx)
+            if zap is not None:
+                self.loop.add(zap, self.zap.on_readable)
+            self.zap.allow(router.keys)
+        sock, router.port, router.endpoint = bind_router(self.ctx, host, port, router.max_message_size, router.keys)
+        router.sock = sock
+        self.routers.append(router)
+        self.loop.add(sock, lambda _mask: self._on_request(router))
+
+    def close(self, router: Router) -> None:
+        sock = router.sock
+        if sock is None:
+            return
+        router.sock = None
+        router.backlog.clear()
+        self.backlogged.discard(router)
+        self.loop.remove(sock)
+        sock.close(ROUTER_LINGER)
+        if router in self.routers:
+            self.routers.remove(router)
+
+    def teardown(self) -> None:
+        for router in list(self.routers):
+            self.close(router)
+
+    # ------------------------------------------------------------ requests
+    def _on_request(self, router: Router) -> None:
+        sock = router.sock
+        if sock is None:
+            return
+        try:
+            self._read_requests(router, sock)
+        finally:
+            if router.on_burst_end is not None:
+                try:
+                    router.on_burst_end()
+                except Exception:
+                    log.exception("burst-end handler failed")
+
+    def _read_requests(self, router: Router, sock: zmq.Socket) -> None:
+        for _ in range(_BURST):
+            if not sock.get(EVENTS) & POLLIN:
+                return
+            frames = recv(sock, 4)
+            identity = frames[0]
+            try:
+                header, body, buffers = split_frames(frames[1:])
+            except FrameError as exc:
+                if not isinstance(exc, VersionMismatch):
+                    self.warn("malformed", "malformed request on %s: %s", router.endpoint, exc)
+                error = {"op": "err", "re": None, "kind": "protocol", "msg": str(exc)}
+                self.send(router, [identity, SIGNATURE, pack_header(error), b"\xc0"])
+                continue
+            try:
+                router.handler(router, identity, header, body, buffers)
+            except Exception:
+                log.exception("request handler failed")
+
+    # ------------------------------------------------------------- replies
+    def send(self, router: Router, frames: list) -> None:
+        """Send a reply, or hold it behind the client's backlog (on the I/O thread)."""
+        backlog = router.backlog.get(frames[0])
+        if backlog is not None:  # keep order behind what waits for this client
+            if len(backlog) >= BACKLOG_MAX:
+                # the client does not read: past this bound its replies are dropped (a client
+                # that went lost them anyway; one that reads again gets the newer ones)
+                router.dropped += 1
+                if router.dropped == 1 or router.dropped % 10000 == 0:
+                    self.warn("backlog", "a client of %s does not read its replies: %d dropped so far "
+                              "(at most %d held per client)", router.endpoint, router.dropped, BACKLOG_MAX)
+                return
+            backlog.append(frames)
+            return
+        if not self._try(router, frames):
+            router.backlog[frames[0]] = collections.deque([frames])
+            self.backlogged.add(router)
+            self.backlog_poll = BACKLOG_POLL_MIN
+            self._schedule_flush()
+
+    def _try(self, router: Router, frames: list) -> bool:
+        """Send a reply; False if the client's queue is full. Vanished clients' replies are dropped."""
+        sock = router.sock
+        if sock is None:
+            return True
+        try:
+            send(sock, frames, 4)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                log.debug("dropping a reply: client gone")
+            else:
+                self.warn("reply", "dropping a reply: %s", exc)
+        return True
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_at(self._backlog_due, self._flush_backlogs)
+
+    def _flush_backlogs(self, _arg: Any = None) -> None:
+        self._flush_scheduled = False
+        now = time.monotonic()
+        sent = False
+        for router in list(self.backlogged):
+            for identity, frames_list in list(router.backlog.items()):
+                while frames_list and self._try(router, frames_list[0]):
+                    frames_list.popleft()
+                    sent = True
+                if not frames_list:
+                    del router.backlog[identity]
+            if not router.backlog:
+                self.backlogged.discard(router)
+        # back off while nothing goes out (a client that does not read must not cost a core)
+        self.backlog_poll = BACKLOG_POLL_MIN if sent else min(BACKLOG_POLL_MAX, self.backlog_poll * 2)
+        self._backlog_due = now + self.backlog_poll / 1000
+        if self.backlogged:
+            self._schedule_flush()
