@@ -19,10 +19,12 @@ from typing import Any
 
 import mesh
 import transport
-from mesh._client import get_client, normalize_address, wait
 from mesh._core import wire
+from mesh._core.address import normalize_address
 from mesh._core.options import ServerOptions, check_host
-from mesh._discovery import decode_plain, survey
+from mesh.client._client import get_client
+from mesh.client._replies import decode_plain, wait
+from mesh.client._selection import survey
 from mesh.server._classes import AgentDirError
 from mesh.server._launcher import read_parent_config, ready_info, ready_line, watch_parent
 
