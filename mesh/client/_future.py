@@ -32,6 +32,20 @@ _PENDING = object()
 class _FutureMixin:
     """The machinery shared by AsyncResult and Placeholder."""
 
+    _mesh_kind = "a future"
+
+    def __init__(
+        self, address: str, task: str, call: concurrent.futures.Future | None = None, *,
+        pool: str | None = None, inst: str | None = None,
+    ) -> None:
+        # (for a Placeholder, Msg.__init__ is deliberately not called: the fields come from the producer)
+        self._mesh_init(address, task, call, pool, inst=inst)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(f"{name!r}: private names are not resolved through {self._mesh_kind}")
+        return getattr(self.result(), name)
+
     def _mesh_init(
         self, address: str, task: str, call: concurrent.futures.Future | None, pool: str | None = None,
         ref: str | None = None, inst: str | None = None,
@@ -199,16 +213,7 @@ class AsyncResult(_FutureMixin):
     attribute access wait for it and act on the value.
     """
 
-    def __init__(
-        self, address: str, task: str, call: concurrent.futures.Future | None = None, *,
-        pool: str | None = None, inst: str | None = None,
-    ) -> None:
-        self._mesh_init(address, task, call, pool, inst=inst)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(f"{name!r}: private names are not resolved through an AsyncResult")
-        return getattr(self.result(), name)
+    _mesh_kind = "an AsyncResult"
 
     def __getitem__(self, key: Any) -> Any:
         return self.result()[key]
@@ -247,17 +252,7 @@ class Placeholder(_FutureMixin, Msg):
     waits until the message exists. ``result(timeout=None)`` returns the ``Msg``.
     """
 
-    def __init__(
-        self, address: str, task: str, call: concurrent.futures.Future | None = None, *,
-        pool: str | None = None, inst: str | None = None,
-    ) -> None:
-        # Msg.__init__ is deliberately not called: the fields come from the producer.
-        self._mesh_init(address, task, call, pool, inst=inst)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(f"{name!r}: private names are not resolved through a Placeholder")
-        return getattr(self.result(), name)
+    _mesh_kind = "a Placeholder"
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):
