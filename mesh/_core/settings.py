@@ -90,8 +90,4 @@ def update(**settings: object) -> Settings:
 def reset() -> None:
     """Back to the defaults read from the environment (tests use this)."""
     global _current
-    # Discovery's bounds (a host may advertise any number of fake servers), read once at import.
-DISCOVERY_MAX_SERVERS = _env_count("MESH_DISCOVERY_MAX_SERVERS", 64)  # candidates considered per round
-DISCOVERY_MAX_PINGS = _env_count("MESH_DISCOVERY_MAX_PINGS", 32)  # pings in flight at once
-
-_current = Settings()
+    _current = Settings()
