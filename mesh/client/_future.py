@@ -292,6 +292,10 @@ def _rebuild(
     cls = Placeholder if placeholder else AsyncResult
     fut = cls.__new__(cls)
     fut._mesh_init(address, task, None, pool, ref, inst)
+    if ref is not None:
+        # A borrower is born here (a server decoding call arguments): its report, when it is
+        # collected, goes through this process's client, which a server process may not have made yet.
+        get_client()
     return fut
 
 
