@@ -25,9 +25,9 @@ from agents_lib import Producer  # noqa: E402
 
 
 def status(address: str) -> dict:
-    client = mesh._client.get_client()
+    client = mesh.client._client.get_client()
     fut = client.request(address, {"op": "status"}, None, timeout=30)
-    return mesh._client.decode_reply(fut.result(60), address)
+    return mesh.client._replies.decode_reply(fut.result(60), address)
 
 
 def main() -> None:

@@ -50,8 +50,8 @@ def mem(pid: int) -> tuple[float, float]:
 
 
 def status(srv) -> dict:
-    client = mesh._client.get_client()
-    return mesh._client.decode_reply(client.request(srv.address, {"op": "status"}, None, timeout=30).result(60), srv.address)
+    client = mesh.client._client.get_client()
+    return mesh.client._replies.decode_reply(client.request(srv.address, {"op": "status"}, None, timeout=30).result(60), srv.address)
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ Mesh: ``f = producer.produce(n)`` (``@async_func`` on S1, returns ``n`` bytes), 
 ``consumer.consume(f)`` (sync, on S2, returns ``len``): S2 fetches the value straight
 from S1; the caller only passes the reference. Timed from issuing ``produce`` to
 the length in hand. The bytes the caller's sockets received meanwhile are read
-from ``mesh._client.get_client().node.received_bytes`` before and after.
+from ``mesh.client._client.get_client().node.received_bytes`` before and after.
 
 Raw: the same with raw pyzmq servers (benchmarks/_raw.py): the caller sends
 ``produce`` to raw S1 and ``consume`` to raw S2, which fetches the bytes from S1
@@ -33,7 +33,7 @@ from _raw import RawClient, RawServer  # noqa: E402
 import msgpack  # noqa: E402
 
 import mesh  # noqa: E402
-from mesh import _client  # noqa: E402
+from mesh.client import _client  # noqa: E402
 
 TARGET_RATIO = 1.5
 TARGET_BYTES = 1024

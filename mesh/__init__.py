@@ -6,25 +6,24 @@ by itself. See ``README.md`` and ``docs/guide.md``.
 """
 
 from mesh._agent import AgentBase
-from mesh._api import init, shutdown
-from mesh._discovery import ServerInfo, servers
+from mesh._api import delete, get, init, servers, shutdown
 from mesh._errors import (
     AgentNotFound,
     AuthenticationError,
     CallTimeout,
     MeshError,
     MessageTooLarge,
+    OutcomeUnknown,
     RemoteAttributeError,
     RemoteError,
     ResultExpired,
-    OutcomeUnknown,
+    SerializationError,
     ServerUnavailable,
 )
-from mesh._future import AsyncResult, Placeholder
-from mesh._meta import DistConf, RpcMeta, async_func, sync_func
 from mesh._msg import Msg
-from mesh._placement import delete, get
-from mesh._proxy import RpcObject
+from mesh._placement import DistConf
+from mesh._rpc import RpcMeta, async_func, sync_func
+from mesh.client import AsyncResult, Placeholder, RpcObject, ServerInfo
 from mesh.server import AgentServer, RpcAgentServerLauncher
 
 __version__ = "0.1.0"
@@ -40,6 +39,7 @@ __all__ = [
     "MeshError",
     "MessageTooLarge",
     "Msg",
+    "OutcomeUnknown",
     "Placeholder",
     "RemoteAttributeError",
     "RemoteError",
@@ -47,8 +47,8 @@ __all__ = [
     "RpcAgentServerLauncher",
     "RpcMeta",
     "RpcObject",
+    "SerializationError",
     "ServerInfo",
-    "OutcomeUnknown",
     "ServerUnavailable",
     "async_func",
     "delete",

@@ -7,9 +7,9 @@ import inspect
 import uuid
 from typing import Any, Callable
 
-from mesh._future import is_future, resolve
-from mesh._meta import RpcMeta, async_func
 from mesh._msg import Msg
+from mesh._rpc import RpcMeta, async_func
+from mesh.client import is_future, resolve
 
 __all__ = ["AgentBase"]
 

@@ -1,4 +1,4 @@
-"""``mesh.init`` and ``mesh.shutdown``."""
+"""The process's mesh lifecycle and lookups: ``init``, ``shutdown``, ``get``, ``delete``, ``servers``."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ import atexit
 import logging
 from typing import Any
 
-from mesh import _settings
-from mesh._core import redis_results
-from mesh._client import shutdown_client
+from mesh import _placement
+from mesh._core import redis_results, runtime, settings as _settings, wire
+from mesh._core.address import normalize_address
+from mesh._errors import AgentNotFound, MeshError
+from mesh.client import RpcObject, servers
+from mesh.client._client import get_client, shutdown_client
+from mesh.client._replies import decode_reply, wait
+from mesh.client._selection import close_browser
 
-__all__ = ["init", "shutdown"]
+__all__ = ["delete", "get", "init", "servers", "shutdown"]
 
 log = logging.getLogger("mesh")
 
@@ -43,30 +48,78 @@ def init(**settings: Any) -> None:
     wanted = {k: v for k, v in settings.items() if k not in ignored}
     before = _settings.current()
     after = _settings.update(**wanted)
-    from mesh import _client
-
     if (before.secret, before.connect_timeout, before.heartbeat_timeout) != (
         after.secret, after.connect_timeout, after.heartbeat_timeout
     ):
-        if _client._client is not None and _client._client.node._routers:
+        rt = runtime.current(create=False)
+        if rt is not None and rt.has_routers():
             log.warning("mesh.init changed connection settings while servers run in this process; "
                         "they apply to new connections after mesh.shutdown()")
         else:
-            shutdown_client()
-    live = _client._client
-    if live is not None:
-        live.settings = after  # call_timeout and the like apply to the next call
+            _close_client()
+    rt = runtime.current(create=False)
+    if rt is not None:
+        rt.settings = after  # call_timeout and the like apply to the next call
 
 
 def shutdown() -> None:
     """Close the mesh in this process: stop the child server, discovery and sockets. Idempotent."""
-    from mesh._discovery import close_browser
-    from mesh._placement import stop_child
-
-    stop_child()
+    _placement.stop_child()
     close_browser()
-    shutdown_client()
+    _close_client()
     redis_results.close_fetch_clients()
+
+
+def _close_client() -> None:
+    """End the client's session (releases, ``bye``), then close the process's Node."""
+    shutdown_client()
+    runtime.reset()
+
+
+def get(name: str, host: str | None = None, port: int | str | None = None, *, timeout: float = 1.0) -> RpcObject:
+    """The proxy of the object registered as ``name`` (``to_dist(name=..., detached=True)``).
+
+    Args:
+        name: the registered name.
+        host, port: the server to ask; ``None`` asks every discovered server.
+        timeout: seconds to wait for discovery when no host is given.
+
+    Raises:
+        AgentNotFound: no server knows that name.
+    """
+    if host is not None:
+        addresses = [normalize_address(host, port)]
+    else:
+        addresses = [s.address for s in servers(timeout=timeout)]
+        child = _placement.child()
+        if child is not None:
+            addresses.append(child.address)
+    client = get_client()
+    for address in addresses:
+        try:
+            fut = client.request(address, {"op": wire.LOOKUP, "name": name}, None, timeout=max(timeout, 2.0))
+            info = decode_reply(wait(fut, None, address), address)
+        except AgentNotFound:
+            continue
+        except MeshError:
+            if host is not None:
+                raise
+            continue
+        return RpcObject(address, info["obj"], info["cls"], dict(info["methods"]), info.get("pool"), info.get("inst"))
+    raise AgentNotFound(f"no object named {name!r} on {', '.join(addresses) or 'any discovered server'}")
+
+
+def delete(obj: RpcObject) -> None:
+    """Delete a remote object now (detached ones included); its queued calls fail with AgentNotFound.
+
+    Raises:
+        AgentNotFound: it was already gone.
+        TypeError: ``obj`` is not a proxy.
+    """
+    if not isinstance(obj, RpcObject):
+        raise TypeError(f"mesh.delete takes a remote object (RpcObject), not {type(obj).__name__}")
+    address = obj._mesh_address
+    get_client().call(address, {"op": wire.DELETE, "obj": obj._mesh_id}, None, timeout=10.0)
 
 
 atexit.register(shutdown)

@@ -15,14 +15,19 @@ import signal
 import sys
 import threading
 import time
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import mesh
 import transport
-from mesh._client import get_client, normalize_address, wait
+from mesh._api import init, shutdown
 from mesh._core import wire
+from mesh._core.address import normalize_address
 from mesh._core.options import ServerOptions, check_host
-from mesh._discovery import decode_plain, survey
+from mesh._errors import MeshError
+from mesh.client._client import get_client
+from mesh.client._replies import decode_plain, wait
+from mesh.client._selection import survey
+from mesh.server import AgentServer
 from mesh.server._classes import AgentDirError
 from mesh.server._launcher import read_parent_config, ready_info, ready_line, watch_parent
 
@@ -36,15 +41,9 @@ MIN_SECRET_BYTES = 16
 
 def _version() -> str:
     try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover
-        PackageNotFoundError, version = Exception, None  # noqa: N806
-    try:
-        if version is not None:
-            return version("zmq-agent-mesh")
-    except PackageNotFoundError:
-        pass
-    return mesh.__version__
+        return version("zmq-agent-mesh")
+    except PackageNotFoundError:  # a source tree that is not installed: the package's own (imported first)
+        return sys.modules["mesh"].__version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -174,7 +173,7 @@ def _client_secret(args: argparse.Namespace) -> bool:
     except (OSError, ValueError) as exc:
         _fail(args, f"cannot read --secret-file: {exc}")
         return False
-    mesh.init(secret=secret)
+    init(secret=secret)
     return True
 
 
@@ -231,9 +230,9 @@ def _start(args: argparse.Namespace) -> int:
     elif not args.parent_stdin:
         _check_secret_length(transport.secret_from_env(), "MESH_SECRET")
     if secret:
-        mesh.init(secret=secret)  # outgoing fetches to other servers use it too
+        init(secret=secret)  # outgoing fetches to other servers use it too
     try:
-        server = mesh.AgentServer(**ServerOptions.from_args(
+        server = AgentServer(**ServerOptions.from_args(
             args, custom_agent_classes=classes, secret=secret, local_mode=True if _truthy(args.local_mode) else None,
         ))
         server.launch(in_subprocess=False)
@@ -282,7 +281,7 @@ def _serve(args: argparse.Namespace, server: Any, siblings: list[Any]) -> int:
     while not server._stopped.wait(0.5):  # wake up for signals
         pass
     stop_all()
-    mesh.shutdown()
+    shutdown()
     return 0
 
 
@@ -291,7 +290,7 @@ def _start_siblings(args: argparse.Namespace, first: Any, classes: list[type], s
     siblings: list[Any] = []
     try:
         for i in range(1, max(1, args.processes)):
-            sib = mesh.AgentServer(**ServerOptions.from_args(
+            sib = AgentServer(**ServerOptions.from_args(
                 args, port=first.port + i if args.port else 0, custom_agent_classes=classes,
                 name=f"{first.name}-{i}", secret=secret,
             ))
@@ -309,7 +308,7 @@ def _admin(address: str, op: str, timeout: float) -> Any:
     try:
         return decode_plain(wait(fut, time.monotonic() + timeout, addr), addr)  # plain data: never unpickled
     finally:
-        mesh.shutdown()
+        shutdown()
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -317,7 +316,7 @@ def _status(args: argparse.Namespace) -> int:
         return 1
     try:
         info = _admin(args.address, wire.STATUS, args.timeout)
-    except (mesh.MeshError, ValueError) as exc:
+    except (MeshError, ValueError) as exc:
         _fail(args, str(exc), address=args.address)
         return 1
     if args.json:
@@ -341,7 +340,7 @@ def _stop(args: argparse.Namespace) -> int:
         return 1
     try:
         _admin(args.address, wire.STOP, args.timeout)
-    except (mesh.MeshError, ValueError) as exc:
+    except (MeshError, ValueError) as exc:
         _fail(args, str(exc), address=args.address)
         return 1
     if args.json:
@@ -361,7 +360,7 @@ def _list(args: argparse.Namespace) -> int:
     try:
         found, failed = survey(timeout=args.timeout)
     finally:
-        mesh.shutdown()
+        shutdown()
     for rec, why in failed:
         print(f"zmq-agent-server: also announced, not usable from here: {rec.name} {rec.address}: {why}", file=sys.stderr)
     if args.json:

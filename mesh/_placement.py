@@ -1,12 +1,13 @@
-"""Where ``to_dist`` puts an object: a given server, a discovered one, or the child server."""
+"""Where ``to_dist`` puts an object: a given server, a discovered one, or the child server.
+
+Owns ``DistConf`` (the options' type); ``mesh._rpc`` imports this module, never the reverse.
+"""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import ipaddress
 import logging
-import socket
 import sys
 import threading
 import uuid
@@ -15,17 +16,30 @@ from typing import Any
 
 import cloudpickle
 
-from mesh import _settings
-from mesh._client import decode_reply, get_client, normalize_address, wait
+from mesh._core import settings as _settings, wire
+from mesh._core.address import check_resolves, normalize_address
 from mesh._errors import ServerUnavailable
-from mesh._meta import DistConf
-from mesh._proxy import RpcObject
+from mesh.client import RpcObject
+from mesh.client._client import get_client
+from mesh.client._replies import decode_reply, wait
+from mesh.client._selection import choose, mark_dead, settled
+from mesh.server import AgentServer
 
-__all__ = ["child_server", "place", "stop_child"]
+__all__ = ["DistConf", "child", "child_server", "create", "place", "stop_child"]
+
+
+class DistConf(dict):
+    """The arguments of ``to_dist``, for the constructor keyword ``to_dist=``.
+
+    ``DistConf(host="10.0.0.5", port=12001)``; any further keyword is a
+    ``to_dist`` option.
+    """
+
+    def __init__(self, host: str | None = None, port: int | str | None = None, **options: Any) -> None:
+        super().__init__(host=host, port=port, **options)
+
 
 log = logging.getLogger("mesh")
-
-_PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 _child: Any = None
 _child_used = False  # something placed on the child server (else it may be a spare, see _start_spare)
@@ -58,8 +72,6 @@ def place(cls: type, args: tuple, kwargs: dict, conf: DistConf) -> RpcObject:
         try:
             obj = create(address, cls, args, kwargs, **options)
         except ServerUnavailable:
-            from mesh._discovery import mark_dead
-
             mark_dead(address)
             continue
         if spare is not None:
@@ -71,8 +83,6 @@ def place(cls: type, args: tuple, kwargs: dict, conf: DistConf) -> RpcObject:
 def _first_discovery() -> bool:
     if not _settings.current().discovery:
         return False
-    from mesh._discovery import settled  # does not import zeroconf
-
     return not settled()
 
 
@@ -115,8 +125,6 @@ def _discovered() -> str | None:
     if not _settings.current().discovery:
         return None
     try:
-        from mesh._discovery import choose
-
         return choose()
     except Exception as exc:  # discovery is a convenience: never fail placement over it
         log.warning("server discovery failed (%s); using the child server", exc)
@@ -124,16 +132,10 @@ def _discovered() -> str | None:
 
 
 def _check_resolves(address: str) -> None:
-    """A host name that does not resolve fails at once, saying so (libzmq would only retry)."""
-    host = address[len("tcp://"):].rpartition(":")[0].strip("[]")
     try:
-        ipaddress.ip_address(host)
-        return
-    except ValueError:
-        pass
-    try:
-        socket.getaddrinfo(host, None)
+        check_resolves(address)
     except OSError as exc:
+        host = address[len("tcp://"):].rpartition(":")[0].strip("[]")
         raise ServerUnavailable(f"{address}: cannot resolve host {host!r}: {exc}") from None
 
 
@@ -163,8 +165,8 @@ def create(
                 payload["attrs"] = attrs  # kept across to_dist(), e.g. an agent's agent_id
             if by_value:
                 payload["blob"] = cloudpickle.dumps(cls)
-                payload["py"] = _PY
-            header: dict[str, Any] = {"op": "create", "obj": object_id, "cls": ref}
+                payload["py"] = wire.PY_VERSION
+            header: dict[str, Any] = {"op": wire.CREATE, "obj": object_id, "cls": ref}
             if name is not None:
                 header["name"] = str(name)
             if detached:
@@ -173,7 +175,7 @@ def create(
                 client.own(address)
             fut = client.request(address, header, payload, timeout=timeout)
         reply = wait(fut, None, address)
-        if reply[0].get("op") == "err" and reply[0].get("kind") == "needclass" and not by_value:
+        if reply[0].get("op") == wire.ERR and reply[0].get("kind") == wire.K_NEEDCLASS and not by_value:
             by_value = True
             _by_value.add((address, cls))
             continue
@@ -181,7 +183,7 @@ def create(
         break
     limit = info.get("max_message_size") if isinstance(info, dict) else None
     if isinstance(limit, int):
-        client.limits[address] = limit
+        client.peers.set_limit(address, limit)
     inst = info.get("inst") if isinstance(info, dict) else None
     if not detached and isinstance(info, dict) and isinstance(info.get("lease_ttl"), (int, float)):
         client.own(address, float(info["lease_ttl"]))
@@ -221,8 +223,6 @@ def child_server(*, spare: bool = False) -> Any:
             _child_used = True
         if _child is not None and _child._state == "running" and (_child._proc is None or _child._proc.poll() is None):
             return _child
-        from mesh.server import AgentServer
-
         settings = _settings.current()
         server = AgentServer(
             port=0, capacity=settings.child_capacity, advertise=False, secret=settings.secret
@@ -244,50 +244,6 @@ def stop_child() -> None:
 atexit.register(stop_child)
 
 
-def get(name: str, host: str | None = None, port: int | str | None = None, *, timeout: float = 1.0) -> RpcObject:
-    """The proxy of the object registered as ``name`` (``to_dist(name=..., detached=True)``).
-
-    Args:
-        name: the registered name.
-        host, port: the server to ask; ``None`` asks every discovered server.
-        timeout: seconds to wait for discovery when no host is given.
-
-    Raises:
-        AgentNotFound: no server knows that name.
-    """
-    from mesh._errors import AgentNotFound, MeshError
-
-    if host is not None:
-        addresses = [normalize_address(host, port)]
-    else:
-        from mesh._discovery import servers
-
-        addresses = [s.address for s in servers(timeout=timeout)]
-        if _child is not None:
-            addresses.append(_child.address)
-    client = get_client()
-    for address in addresses:
-        try:
-            fut = client.request(address, {"op": "lookup", "name": name}, None, timeout=max(timeout, 2.0))
-            info = decode_reply(wait(fut, None, address), address)
-        except AgentNotFound:
-            continue
-        except MeshError:
-            if host is not None:
-                raise
-            continue
-        return RpcObject(address, info["obj"], info["cls"], dict(info["methods"]), info.get("pool"), info.get("inst"))
-    raise AgentNotFound(f"no object named {name!r} on {', '.join(addresses) or 'any discovered server'}")
-
-
-def delete(obj: RpcObject) -> None:
-    """Delete a remote object now (detached ones included); its queued calls fail with AgentNotFound.
-
-    Raises:
-        AgentNotFound: it was already gone.
-        TypeError: ``obj`` is not a proxy.
-    """
-    if not isinstance(obj, RpcObject):
-        raise TypeError(f"mesh.delete takes a remote object (RpcObject), not {type(obj).__name__}")
-    address = obj._mesh_address
-    get_client().call(address, {"op": "delete", "obj": obj._mesh_id}, None, timeout=10.0)
+def child() -> Any:
+    """The child server if one runs (never starts one)."""
+    return _child

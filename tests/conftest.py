@@ -42,7 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def clean_mesh(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts with default settings, no discovery, its own registry, and ends with mesh.shutdown()."""
     import mesh
-    from mesh import _settings
+    from mesh._core import settings as _settings
 
     monkeypatch.setenv("MESH_DISCOVERY", "0")
     monkeypatch.setenv("MESH_REGISTRY_DIR", str(tmp_path_factory.mktemp("registry")))

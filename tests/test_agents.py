@@ -97,7 +97,7 @@ def test_future_travels_by_reference_not_through_the_caller(spawn_server):
     s1, s2 = spawn_server(port=0), spawn_server(port=0)
     prod = Producer(to_dist=on(s1))
     cons = Consumer(to_dist=on(s2))
-    node = mesh._client.get_client().node
+    node = mesh.client._client.get_client().node
     before_rx, before_tx = node.received_bytes, node.sent_bytes
     fut = prod.make(5_000_000)
     assert cons.size(fut) == 5_000_000
@@ -152,10 +152,10 @@ def test_producer_error_gives_remote_error_to_consumer(spawn_server):
 
 def _loose_call(prod, n: int) -> str:
     """An async make(n) sent without a session: nobody holds its result, so max_len bounds it."""
-    client = mesh._client.get_client()
-    task = mesh._context.new_chain()
+    client = mesh.client._client.get_client()
+    task = mesh._core.ids.new_chain()
     header = {"op": "call", "obj": prod._mesh_id, "m": "make", "chain": task, "task": task, "keep": 1, "sess": None}
-    mesh._client.decode_reply(client.request(prod._mesh_address, header, [[n], {}]).result(10), prod._mesh_address)
+    mesh.client._replies.decode_reply(client.request(prod._mesh_address, header, [[n], {}]).result(10), prod._mesh_address)
     return task
 
 
@@ -229,10 +229,10 @@ def test_fetch_that_overtakes_its_task_waits_for_it(server):
     assert not early.done()
     prod = Producer(to_dist=on(server))
     header = {"op": "call", "obj": prod._mesh_id, "m": "make", "chain": "c1", "task": "task-not-yet-here", "keep": 1}
-    fut = mesh._client.get_client().request(server.address, header, [[7], {}])
+    fut = mesh.client._client.get_client().request(server.address, header, [[7], {}])
     fut.result(10)
     reply = early.result(10)
-    assert mesh._client.decode_reply(reply, server.address) == b"p" * 7
+    assert mesh.client._replies.decode_reply(reply, server.address) == b"p" * 7
 
 
 def test_fetch_of_a_task_that_never_comes_expires_after_a_grace(server, monkeypatch):
@@ -246,7 +246,7 @@ def test_fetch_of_a_task_that_never_comes_expires_after_a_grace(server, monkeypa
 
 
 def test_fetch_for_an_earlier_run_of_the_server_expires_at_once(server, spawn_server, monkeypatch):
-    from mesh._future import _rebuild
+    from mesh.client._future import _rebuild
     from mesh.server import _results
 
     monkeypatch.setattr(_results, "_EARLY_GRACE", 600.0)  # waiting for the task would time out below

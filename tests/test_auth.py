@@ -60,7 +60,7 @@ def test_secret_client_refuses_a_server_without_one(spawn_server):
 def test_env_secret_for_server_and_client(spawn_server, monkeypatch):
     monkeypatch.setenv("MESH_SECRET", "from-env")
     srv = spawn_server(port=0)
-    mesh._settings.reset()
+    mesh._core.settings.reset()
     assert Store(to_dist=on(srv)).add(1) == 1
 
 

@@ -288,7 +288,7 @@ def test_sync_call_after_async_calls_keeps_caller_order(server):
 
 def test_sync_calls_from_threads_that_end_release_their_sockets(server):
     c = Counter(to_dist={"host": server.host, "port": server.port})
-    node = mesh._client.get_client().node
+    node = mesh.client._client.get_client().node
     for _ in range(5):
         t = threading.Thread(target=c.add, args=(1,))
         t.start()

@@ -89,7 +89,7 @@ def test_a_crafted_200_deep_tuple_does_not_kill_the_server(spawn_server):
 
 def test_a_deep_reply_from_a_rogue_server_is_a_mesh_error():
     """As a return value a deep tuple killed the client: now the client refuses it."""
-    from mesh._client import decode_reply
+    from mesh.client._replies import decode_reply
 
     body = msgpack.packb([])
     for _ in range(200):

@@ -239,14 +239,14 @@ def test_leases_go_on_the_control_connection_ahead_of_queued_calls():
 
 
 def test_client_renews_leases_on_the_control_connection(monkeypatch):
-    from mesh import _client
+    from mesh.client import _client
 
     client = _client.get_client()
     sent = []
     monkeypatch.setattr(client.node, "send", lambda address, header, *a, **kw: sent.append((header["op"], kw)))
-    client.owned["tcp://127.0.0.1:1"] = [0.0, 0.0]
-    client._renew_leases()
-    client.owned.clear()
+    client.peers.own("tcp://127.0.0.1:1")
+    client._renew_leases(now=time.monotonic() + 60)  # due
+    client.peers.drop_lease("tcp://127.0.0.1:1")
     assert sent == [("lease", {"control": True})]
 
 
@@ -255,7 +255,7 @@ def test_issuing_many_calls_at_once_waits_at_the_window_and_none_fail(spawn_serv
     mesh.init(max_inflight=200)
     srv = spawn_server(port=0)
     prod = Producer(to_dist=_on(srv))
-    from mesh._client import get_client
+    from mesh.client._client import get_client
 
     node = get_client().node
     most = 0

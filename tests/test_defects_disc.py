@@ -88,7 +88,7 @@ def register(name: str, port: int) -> None:
 @pytest.fixture
 def discovery_on(monkeypatch):
     monkeypatch.setenv("MESH_DISCOVERY", "1")
-    mesh._settings.reset()
+    mesh._core.settings.reset()
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def rogue(tmp_path):
 
 def test_servers_and_to_dist_never_unpickle_a_ping_reply(discovery_on, rogue, spawn_server):
     real = spawn_server(port=0, capacity=8, advertise=True, name="real")
-    found, failed = mesh._discovery.survey(timeout=0)
+    found, failed = mesh.client._selection.survey(timeout=0)
     assert [s.name for s in found] == ["real"]
     assert [(rec.name, "malformed" in why) for rec, why in failed] == [("rogue", True)]
     assert [s.name for s in mesh.servers(timeout=0)] == ["real"]
@@ -203,7 +203,7 @@ def test_a_flood_of_fake_servers_keeps_open_files_bounded(discovery_on, tmp_path
             probe.close(0)
         for i, port in enumerate(silent.ports + closed):
             register(f"fake{i}", port)
-        mesh._client.get_client()
+        mesh.client._client.get_client()
         before = _fds()
         peak = [before]
         done = threading.Event()
@@ -216,12 +216,12 @@ def test_a_flood_of_fake_servers_keeps_open_files_bounded(discovery_on, tmp_path
         sampler = threading.Thread(target=sample)
         sampler.start()
         try:
-            found, failed = mesh._discovery.survey(timeout=0)
+            found, failed = mesh.client._selection.survey(timeout=0)
         finally:
             done.set()
             sampler.join()
         assert found == [] and len(failed) == 100
-        bound = mesh._discovery.MAX_PINGS * 4 + 40  # DEALER + monitor per ping in flight, plus slack
+        bound = mesh.client._selection.MAX_PINGS * 4 + 40  # DEALER + monitor per ping in flight, plus slack
         assert peak[0] - before <= bound, (before, peak[0])
         # what did not answer is closed again
         wait_until(lambda: _fds() <= before + 12, timeout=10)
@@ -232,9 +232,9 @@ def test_a_flood_of_fake_servers_keeps_open_files_bounded(discovery_on, tmp_path
 
 
 def test_a_socket_error_reaching_the_user_is_a_mesh_error():
-    exc = mesh._client.translate(zmq.ZMQError(errno.EMFILE))
+    exc = mesh.client._replies.translate(zmq.ZMQError(errno.EMFILE))
     assert isinstance(exc, mesh.MeshError) and "open files" in str(exc)
-    assert isinstance(mesh._client.translate(zmq.ZMQError(errno.EINVAL)), mesh.MeshError)
+    assert isinstance(mesh.client._replies.translate(zmq.ZMQError(errno.EINVAL)), mesh.MeshError)
 
 
 # --------------------------------------------------- 12: registry of another user

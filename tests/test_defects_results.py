@@ -33,13 +33,13 @@ def local_server():
 
 
 def _send(address: str, header: dict, body=None):
-    client = mesh._client.get_client()
+    client = mesh.client._client.get_client()
     return client.request(address, header, [[1], {}] if body is None else body).result(10)
 
 
 def _status(address: str) -> dict:
-    client = mesh._client.get_client()
-    return mesh._client.decode_reply(client.request(address, {"op": "status"}, None, timeout=5).result(10), address)
+    client = mesh.client._client.get_client()
+    return mesh.client._replies.decode_reply(client.request(address, {"op": "status"}, None, timeout=5).result(10), address)
 
 
 # ------------------------------------------------------------------ points 5 and 11: the header
@@ -83,7 +83,7 @@ def test_an_ill_typed_or_oversized_call_changes_nothing_and_its_task_is_answered
     for fetch in fetches:
         with pytest.raises(mesh.ResultExpired):  # answered (after the short grace), never left waiting
             fetch.result(timeout=10)
-    assert set(servicer.sessions) - sessions_before <= {mesh._client.get_client().session}
+    assert set(servicer.sessions) - sessions_before <= {mesh.client._client.get_client().session}
     if busy:
         assert running.result(timeout=20) == b"p"
     assert prod.make(2).result(timeout=10) == b"pp"  # the actor still serves, in order
@@ -104,7 +104,7 @@ def test_every_op_checks_its_header_before_acting(local_server):
     for header in bad:
         reply = _send(srv.address, dict(header), None)
         assert reply[0]["kind"] == "badrequest", (header, reply[0])
-    assert set(servicer.sessions) - before <= {mesh._client.get_client().session}
+    assert set(servicer.sessions) - before <= {mesh.client._client.get_client().session}
     assert not servicer.objects.actors and not servicer.objects.names
 
 
@@ -112,7 +112,7 @@ def test_many_long_session_ids_add_nothing(local_server):
     # Point 11: 5,000 session ids of 60 KB added 190 MB; now each is refused before it is noted.
     servicer = local_server._servicer
     before = len(servicer.sessions)
-    client = mesh._client.get_client()
+    client = mesh.client._client.get_client()
     futs = [client.request(local_server.address, {"op": "ping", "sess": f"{i:06d}" + "s" * 60_000}, None) for i in range(200)]
     assert all(f.result(10)[0]["kind"] == "badrequest" for f in futs)
     assert len(servicer.sessions) <= before + 1
@@ -123,7 +123,7 @@ def test_release_lists_are_capped_and_ill_typed_releases_are_ignored(local_serve
     prod = Producer(to_dist={"host": srv.host, "port": srv.port})
     keep = prod.make(3)
     assert keep.result(timeout=10) == b"ppp"
-    node = mesh._client.get_client().node
+    node = mesh.client._client.get_client().node
     node.send(srv.address, {"op": "release", "tasks": [keep._mesh_task] * (_checks.LIST_MAX + 1)})
     node.send(srv.address, {"op": "release", "tasks": [keep._mesh_task, [keep._mesh_task, "", [[1]]]]})
     node.send(srv.address, {"op": "release", "tasks": [[keep._mesh_task, "", ["r"] * (_checks.LIST_MAX + 1)]]})
@@ -222,7 +222,7 @@ def test_late_reads_are_not_expired_while_their_futures_live():
         import gc
 
         gc.collect()
-        mesh._client.get_client()._flush_releases()
+        mesh.client._client.get_client().flush_releases()
         wait_until(lambda: len(srv._servicer.pool) == 0, timeout=10)  # released with their futures
     finally:
         srv.shutdown()

@@ -127,6 +127,6 @@ def test_seeded_random_messages(target):
         s.send_multipart(frames)
     # every message with a readable id gets an answer or is one-way; the server lives and serves
     healthy(target)
-    status = mesh._client.decode_reply(
-        mesh._client.get_client().request(target.address, {"op": "status"}, None, timeout=5).result(10), target.address)
+    status = mesh.client._replies.decode_reply(
+        mesh.client._client.get_client().request(target.address, {"op": "status"}, None, timeout=5).result(10), target.address)
     assert status["name"]

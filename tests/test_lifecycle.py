@@ -20,9 +20,9 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 def status(srv) -> dict:
     from mesh._cli import _admin  # noqa: F401 - same request the CLI makes
 
-    client = mesh._client.get_client()
+    client = mesh.client._client.get_client()
     fut = client.request(srv.address, {"op": "status"}, None, timeout=5)
-    return mesh._client.decode_reply(fut.result(10), srv.address)
+    return mesh.client._replies.decode_reply(fut.result(10), srv.address)
 
 
 def app(srv, code: str, kill: bool = False) -> None:
@@ -96,9 +96,9 @@ def test_unshared_results_are_released_when_dropped(server):
 
 def settle(srv) -> None:
     """Send pending releases, then wait until the server has handled them (same socket, in order)."""
-    client = mesh._client.get_client()
+    client = mesh.client._client.get_client()
     gc.collect()
-    client._flush_releases()
+    client.flush_releases()
     client.request(srv.address, {"op": "ping"}, None, timeout=5).result(10)
 
 
@@ -159,7 +159,7 @@ def test_forked_child_neither_releases_nor_reuses_the_parents_futures(server):
     prod = Producer(to_dist=where)
     f = prod.make(300_000)  # a large value: its release would go out at once
     f.done() or wait_until(f.done, timeout=10)
-    parent_next = mesh._context.new_chain()
+    parent_next = mesh._core.ids.new_chain()
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: drop its copy of f while using the mesh, then report its next id
@@ -167,8 +167,8 @@ def test_forked_child_neither_releases_nor_reuses_the_parents_futures(server):
             assert prod.make(1).result(timeout=10) == b"p"  # the child uses the mesh: its own client
             del f
             gc.collect()
-            os.write(w, mesh._context.new_chain().encode())
-            mesh._client.shutdown_client()  # flushes any release it would have sent
+            os.write(w, mesh._core.ids.new_chain().encode())
+            mesh.client._client.shutdown_client()  # flushes any release it would have sent
         finally:
             os._exit(0)
     os.close(w)

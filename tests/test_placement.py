@@ -16,13 +16,13 @@ from conftest import run_cli, wait_until
 @pytest.fixture
 def discovery_on(monkeypatch):
     monkeypatch.setenv("MESH_DISCOVERY", "1")
-    mesh._settings.reset()
+    mesh._core.settings.reset()
     yield
 
 
 def agents_on(srv) -> int:
-    client = mesh._client.get_client()
-    return len(mesh._client.decode_reply(client.request(srv.address, {"op": "status"}, None, timeout=5).result(10), srv.address)["agents"])
+    client = mesh.client._client.get_client()
+    return len(mesh.client._replies.decode_reply(client.request(srv.address, {"op": "status"}, None, timeout=5).result(10), srv.address)["agents"])
 
 
 def test_to_dist_spreads_agents_over_discovered_servers(discovery_on, spawn_server):

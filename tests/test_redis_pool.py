@@ -359,8 +359,8 @@ def test_a_large_put_over_a_slow_link_is_not_cut_by_the_short_timeout(redis_serv
 
 # ------------------------------------------------------ with agent servers
 def _status(address: str) -> dict:
-    client = mesh._client.get_client()
-    return mesh._client.decode_reply(client.request(address, {"op": "status"}, None, timeout=5).result(10), address)
+    client = mesh.client._client.get_client()
+    return mesh.client._replies.decode_reply(client.request(address, {"op": "status"}, None, timeout=5).result(10), address)
 
 
 def _landed(redis_server, task: str) -> None:

@@ -20,21 +20,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import transport
+from mesh._core.address import is_loopback
 
-__all__ = ["ServerOptions", "check_host", "is_interface", "is_loopback"]
+__all__ = ["ServerOptions", "check_host", "is_interface"]
 
 WILDCARD = ("0.0.0.0", "::", "*")
 _HOST_PORT = re.compile(r"^(?P<host>\[[^\]]*\]|[^:\[\]]+):(?P<port>\d*)$")
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_host(host: Any) -> str:

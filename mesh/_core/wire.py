@@ -24,6 +24,7 @@ Replies are ``ok`` or ``err``; an ``err`` carries a ``kind``.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "REPLIES",
     "Entry",
     "NIL",
+    "PY_VERSION",
     "err_entry",
     "err_header",
 ]
@@ -40,6 +42,8 @@ __all__ = [
 # A reply as the server keeps and sends it: (header fields without ``re``, body bytes, buffers).
 Entry = tuple[dict[str, Any], bytes, list[bytes]]
 NIL = b"\xc0"  # msgpack nil: the body of a reply without a value
+# ``py`` of ping replies and of a create that sends its class by value: cloudpickle needs the same
+PY_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 # -- operations (never rename: they are the protocol) ------------------------------------------
 PING = "ping"

@@ -10,11 +10,10 @@ import time
 from typing import Any
 
 import transport
+from mesh._core import wire
 from mesh.server._mailbox import Actor
 
 __all__ = ["info", "rss", "status"]
-
-_PY = f"{os.sys.version_info[0]}.{os.sys.version_info[1]}"
 
 
 def info(*, name: str, capacity: int, load: int, agents: int, started: float, max_message_size: int) -> dict[str, Any]:
@@ -24,7 +23,7 @@ def info(*, name: str, capacity: int, load: int, agents: int, started: float, ma
         "capacity": capacity,
         "load": load,
         "agents": agents,
-        "py": _PY,
+        "py": wire.PY_VERSION,
         "proto": transport.PROTOCOL_MAJOR,
         "uptime": time.time() - started,
         "max_message_size": max_message_size,

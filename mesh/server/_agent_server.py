@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from mesh._client import normalize_address  # TODO(layers): server->client edge, removed by the client restructure
+from mesh._core.address import normalize_address
 from mesh._core.options import ServerOptions
 from mesh.server._dispatch import Servicer
 from mesh.server._host import Host

@@ -16,7 +16,7 @@ import traceback
 from typing import Any, Callable
 
 import transport
-from mesh import _context
+from mesh._core import context
 from mesh._core import wire
 from mesh._core.wire import Entry
 from mesh._errors import RemoteError, ResultExpired, ServerUnavailable
@@ -145,7 +145,7 @@ class CallRunner:
         if not self._accepting():
             self.unrun(call, shut_down())
             return
-        _context.set_context(chain, on_block, on_unblock)
+        context.set_context(chain, on_block, on_unblock)
         try:
             args, kwargs = transport.decode(call.body, call.buffers)
             if call.method.startswith("_") and call.method != "__call__":
@@ -154,7 +154,7 @@ class CallRunner:
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
             entry = call_error(exc)
         finally:
-            _context.set_context(None, None, None)
+            context.set_context(None, None, None)
         actor.served += 1
         self.complete(call, entry)
 

@@ -6,7 +6,7 @@ garbage-collected its process reports ``[task, ref, [refs of the borrowers it ma
 ``release``); the owner's own handle, never shared, is reported as the bare task id. The
 result goes once the owner and every borrower heard of are gone, in whatever order the
 reports come (a borrower may be reported before its maker names it). The caller side of the
-protocol is ``mesh._future``.
+protocol is ``mesh.client._holders``.
 
 A task whose caller has a session is *held* while that session lives: its result is bounded by
 bytes only. When the session ends, its held tasks go with it, unless a copy passed on still

@@ -13,9 +13,8 @@ import time
 from typing import Any, Callable
 
 import transport
-from mesh._client import get_client  # TODO(layers): server->client edge, removed by the client restructure
+from mesh._core import runtime
 from mesh._core.options import ServerOptions
-from mesh._future import local_producers  # TODO(layers): server->client edge, removed by the client restructure
 from mesh.server._classes import ClassResolver, load_agent_dir
 from mesh.server._dispatch import Servicer
 from mesh.server._store import make_pool
@@ -37,6 +36,7 @@ class Host:
         self.address: str | None = None
         self._advertiser: Any = None
         self._timers: list[Callable[[], None]] = []
+        self._runtime: runtime.Runtime | None = None  # whose Node the ROUTER is on
 
     def start(self, on_stop: Callable[[], None], address_of: Callable[[int], str]) -> tuple[int, str]:
         """Bind and serve; returns ``(port, name)``.
@@ -65,7 +65,8 @@ class Host:
             on_stop=on_stop, lease_ttl=o.lease_ttl, pool_url=o.redis_url if o.pool_type == "redis" else None,
         )
         keys = transport.derive_keys(o.secret) if o.secret else None
-        node = get_client().node
+        rt = self._runtime = runtime.current()
+        node = rt.node
         try:
             self.router = node.add_router(
                 o.host, o.port, servicer.handle, keys=keys, max_message_size=o.max_message_size,
@@ -77,7 +78,7 @@ class Host:
         servicer.io_ident = node._ident
         port = self.router.port
         self.address = address_of(port)
-        local_producers[self.address] = servicer.local_result
+        rt.producers[self.address] = servicer.local_result  # in-process fetches skip the network
         # bound methods kept, so that remove_timer finds the same ones
         self._timers = [servicer.sweep, servicer.expire_early]
         node.add_timer(min(5.0, o.lease_ttl / 3), self._timers[0])
@@ -111,12 +112,12 @@ class Host:
                 self._advertiser.close()
             except Exception as exc:  # pragma: no cover
                 log.warning("could not unregister from discovery: %s", exc)
-        if self.address is not None:
-            local_producers.pop(self.address, None)
+        rt = self._runtime
+        if self.address is not None and rt is not None:
+            rt.producers.pop(self.address, None)
         if self.servicer is not None:
-            node = get_client().node
-            for timer in self._timers:
-                node.remove_timer(timer)
+            for timer in self._timers if rt is not None else ():
+                rt.node.remove_timer(timer)
             if self.servicer.close(grace):
                 # Replies to the last calls were just queued. Keep the socket open a moment, reading
                 # (and refusing) what still comes: a socket closed with unread input resets the

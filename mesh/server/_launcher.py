@@ -21,7 +21,7 @@ from typing import Any
 
 import cloudpickle
 
-from mesh._client import normalize_address  # TODO(layers): server->client edge, removed by the client restructure
+from mesh._core.address import normalize_address
 from mesh._core.options import WILDCARD, ServerOptions, is_interface
 
 __all__ = [

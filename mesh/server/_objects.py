@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any, Callable
 
 import transport
-from mesh import _context
-from mesh._core import wire
+from mesh._core import context, ids, wire
 from mesh.server._calls import CallRunner, ok, remote_error
 from mesh.server._classes import ClassResolver
 from mesh.server._mailbox import Actor
 
 __all__ = ["Objects"]
-
-_PY = f"{os.sys.version_info[0]}.{os.sys.version_info[1]}"
 
 Reply = Callable[[Any], None]
 
@@ -68,10 +64,10 @@ class Objects:
         try:
             payload = transport.decode(body, buffers)
             blob = payload.get("blob")
-            if blob is not None and payload.get("py") not in (None, _PY):
+            if blob is not None and payload.get("py") not in (None, wire.PY_VERSION):
                 raise RuntimeError(
                     f"class {cls_ref} was sent by value from Python {payload.get('py')}, but this server "
-                    f"runs Python {_PY}: cloudpickle needs the same version. Install the class on the "
+                    f"runs Python {wire.PY_VERSION}: cloudpickle needs the same version. Install the class on the "
                     "server (--agent-dir) or use the same Python."
                 )
             cls = self.resolver.resolve(cls_ref, blob)
@@ -79,11 +75,11 @@ class Objects:
                 self.drop(actor, "its class could not be loaded")
                 reply(wire.err_entry(wire.K_NEEDCLASS, f"class {cls_ref} is not importable here; send it by value"))
                 return
-            _context.set_context(_context.new_chain(), None, None)
+            context.set_context(ids.new_chain(), None, None)
             try:
                 actor.obj = cls(*payload.get("args", ()), **payload.get("kwargs", {}))
             finally:
-                _context.set_context(None, None, None)
+                context.set_context(None, None, None)
             attrs = payload.get("attrs")
             if isinstance(attrs, dict) and isinstance(attrs.get("agent_id"), str):
                 actor.obj.agent_id = attrs["agent_id"]

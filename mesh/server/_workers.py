@@ -1,6 +1,6 @@
 """The server's worker pool: ``capacity`` running tasks, blocked ones don't count.
 
-A task that waits on another mesh task (see :func:`mesh._context.blocking`)
+A task that waits on another mesh task (see :func:`mesh._core.context.blocking`)
 gives its slot back while it waits, and a new thread takes queued work if
 none is idle. So an agent that waits on another agent of the same server
 never starves the pool, even at ``capacity=1`` (AgentScope deadlocks there).

@@ -1,11 +1,15 @@
-"""Process-wide settings of the mesh client, set by :func:`mesh.init`."""
+"""Process-wide settings of the mesh client, set by :func:`mesh.init`.
+
+The only reader of ``MESH_*`` environment variables on the client side (the server's options
+are :class:`mesh._core.options.ServerOptions`; ``discovery`` reads its own).
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
 
-__all__ = ["Settings", "current", "update"]
+__all__ = ["DISCOVERY_MAX_PINGS", "DISCOVERY_MAX_SERVERS", "Settings", "current", "reset", "update"]
 
 
 def _env_float(name: str, default: float) -> float:
@@ -14,6 +18,13 @@ def _env_float(name: str, default: float) -> float:
         return float(value) if value else default
     except ValueError:
         raise ValueError(f"environment variable {name}={value!r} is not a number") from None
+
+
+def _env_count(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
 
 
 def _env_secret() -> bytes | None:
@@ -49,6 +60,10 @@ class Settings:
     max_message_size: int = 32 * 2**20
     max_inflight: int = field(default_factory=lambda: int(_env_float("MESH_MAX_INFLIGHT", 10000)))
 
+
+# Discovery's bounds (a host may advertise any number of fake servers), read once at import.
+DISCOVERY_MAX_SERVERS = _env_count("MESH_DISCOVERY_MAX_SERVERS", 64)  # candidates considered per round
+DISCOVERY_MAX_PINGS = _env_count("MESH_DISCOVERY_MAX_PINGS", 32)  # pings in flight at once
 
 _current = Settings()
 

@@ -5,15 +5,8 @@ pending call. Pickled (passed as an argument, returned, nested in a ``Msg``)
 it travels as that reference only: whoever reads it fetches the value straight
 from the producer, and passing it never waits.
 
-Releasing results. Every handle on a task is a *holder*: the caller that made
-the call (the owner) and each copy unpickled from call arguments (a borrower).
-A holder pickled into call arguments (decoded exactly once, by the server that
-runs the call) names a new borrower with a fresh ref id; when a holder is
-garbage-collected it tells the producer its ref and the refs of the borrowers
-it made. The producer drops the result once the owner and every borrower it
-has heard of are gone, in whatever order the messages come. A holder pickled
-anywhere else (into a result, to disk, by ``copy``) is *pinned*: a pickle can
-be read any number of times there, so that task is kept until it expires.
+Releasing results: every handle is a *holder* of the task; the protocol (caller side) is in
+``mesh.client._holders``, its producer side in ``mesh.server._holders``.
 """
 
 from __future__ import annotations
@@ -23,30 +16,35 @@ import operator
 import os
 import threading
 import time
-import weakref
 from typing import Any
 
-from mesh import _context
-from mesh._client import decode_reply, get_client, wait
+from mesh._core import redis_results, runtime, settings, wire
 from mesh._errors import CallTimeout, MeshError, OutcomeUnknown, ServerUnavailable
 from mesh._msg import Msg
+from mesh.client._holders import counting, lend, report
+from mesh.client._client import get_client
+from mesh.client._replies import decode_reply, wait
 
-__all__ = ["AsyncResult", "Placeholder", "is_future", "local_producers", "resolve"]
+__all__ = ["AsyncResult", "Placeholder", "is_future", "resolve"]
 
 _PENDING = object()
 
-# address -> callable(task_id) -> concurrent Future of a reply; servers living
-# in this process register here so local fetches skip the network.
-local_producers: dict[str, Any] = {}
-
-# holders that passed copies of themselves on in call arguments (id -> holder): when the session
-# ends (mesh.shutdown()), they report those copies to the producers before the "bye", so that the
-# results the copies still hold stay (see release_lenders)
-_lenders: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
-
-
 class _FutureMixin:
     """The machinery shared by AsyncResult and Placeholder."""
+
+    _mesh_kind = "a future"
+
+    def __init__(
+        self, address: str, task: str, call: concurrent.futures.Future | None = None, *,
+        pool: str | None = None, inst: str | None = None,
+    ) -> None:
+        # (for a Placeholder, Msg.__init__ is deliberately not called: the fields come from the producer)
+        self._mesh_init(address, task, call, pool, inst=inst)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(f"{name!r}: private names are not resolved through {self._mesh_kind}")
+        return getattr(self.result(), name)
 
     def _mesh_init(
         self, address: str, task: str, call: concurrent.futures.Future | None, pool: str | None = None,
@@ -90,7 +88,7 @@ class _FutureMixin:
             reply = self._mesh_wait(self._mesh_source(), deadline)
             # a value that came with the reply is ours whenever we read it: while this future lives,
             # the producer holds the result too (max_len / max_expire_time bound only unheld ones)
-            if reply[0].get("op") == "ok" and reply[0].get("big"):
+            if reply[0].get("op") == wire.OK and reply[0].get("big"):
                 reply = self._mesh_wait(self._mesh_start_fetch(), deadline)
             if reply[2]:  # buffers: a large value, worth releasing at once when this handle goes
                 d["_mesh_big"] = True
@@ -137,11 +135,8 @@ class _FutureMixin:
         """The producer is unreachable: read the value from its Redis pool, if it has one."""
         d = self.__dict__
         if d.get("_mesh_pool"):
-            from mesh._core.redis_results import fetch
-            from mesh._settings import current
-
             try:
-                entry = fetch(d["_mesh_pool"], d["_mesh_task"], secret=current().secret)
+                entry = redis_results.fetch(d["_mesh_pool"], d["_mesh_task"], secret=settings.current().secret)
             except Exception:  # Redis down too: report the producer's failure
                 entry = None
             if entry is not None:
@@ -165,11 +160,12 @@ class _FutureMixin:
         with d["_mesh_lock"]:
             fut = d["_mesh_fetch"]
             if fut is None:
-                local = local_producers.get(d["_mesh_address"])
+                rt = runtime.current(create=False)
+                local = rt.producers.get(d["_mesh_address"]) if rt is not None else None
                 if local is not None:
                     fut = local(d["_mesh_task"], d.get("_mesh_inst"))
                 else:
-                    header = {"op": "result", "task": d["_mesh_task"]}
+                    header = {"op": wire.RESULT, "task": d["_mesh_task"]}
                     if d.get("_mesh_inst"):
                         header["inst"] = d["_mesh_inst"]
                     fut = get_client().request(d["_mesh_address"], header, None)
@@ -180,23 +176,9 @@ class _FutureMixin:
         return wait(fut, deadline, self.__dict__["_mesh_address"])
 
     def __del__(self) -> None:
-        # This holder is gone: tell the producer (see the module's docstring).
-        try:
-            d = self.__dict__
-            ref = d.get("_mesh_ref")
-            if ref is None or d.get("_mesh_pinned", True) or d.get("_mesh_pid") != os.getpid():
-                return
-            from mesh import _client
-
-            c = _client._client
-            if c is not None and c.pid == os.getpid() and not c.node._closed:
-                children = d["_mesh_children"]
-                big = d.get("_mesh_big", False)
-                if ref == "" and not children:  # the owner, never shared
-                    c.release(d["_mesh_address"], d["_mesh_task"], now=big)
-                else:
-                    c.release(d["_mesh_address"], [d["_mesh_task"], ref, children], now=big)
-        except Exception:  # never raise from a finalizer (e.g. at interpreter exit)
+        try:  # this holder is gone: tell the producer (see mesh.client._holders)
+            report(self.__dict__)
+        except Exception:  # never raise from a finalizer (at interpreter exit, globals may be gone)
             pass
 
     def __reduce__(self) -> tuple:
@@ -205,11 +187,8 @@ class _FutureMixin:
             return (_same, (d["_mesh_value"],))
         ref = None
         if d["_mesh_ref"] is not None and not d["_mesh_pinned"]:
-            if _context.counting() and d.get("_mesh_pid") == os.getpid():
-                ref = _context.new_chain()
-                d["_mesh_children"].append(ref)
-                _lenders[id(self)] = self
-                _context.note_counted(self, ref)
+            if counting() and d.get("_mesh_pid") == os.getpid():
+                ref = lend(self)
             else:
                 d["_mesh_pinned"] = True
         return (
@@ -234,16 +213,7 @@ class AsyncResult(_FutureMixin):
     attribute access wait for it and act on the value.
     """
 
-    def __init__(
-        self, address: str, task: str, call: concurrent.futures.Future | None = None, *,
-        pool: str | None = None, inst: str | None = None,
-    ) -> None:
-        self._mesh_init(address, task, call, pool, inst=inst)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(f"{name!r}: private names are not resolved through an AsyncResult")
-        return getattr(self.result(), name)
+    _mesh_kind = "an AsyncResult"
 
     def __getitem__(self, key: Any) -> Any:
         return self.result()[key]
@@ -282,17 +252,7 @@ class Placeholder(_FutureMixin, Msg):
     waits until the message exists. ``result(timeout=None)`` returns the ``Msg``.
     """
 
-    def __init__(
-        self, address: str, task: str, call: concurrent.futures.Future | None = None, *,
-        pool: str | None = None, inst: str | None = None,
-    ) -> None:
-        # Msg.__init__ is deliberately not called: the fields come from the producer.
-        self._mesh_init(address, task, call, pool, inst=inst)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(f"{name!r}: private names are not resolved through a Placeholder")
-        return getattr(self.result(), name)
+    _mesh_kind = "a Placeholder"
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):
@@ -315,22 +275,6 @@ class Placeholder(_FutureMixin, Msg):
         return f"<Placeholder {self._mesh_state()} task={d['_mesh_task']} producer={d['_mesh_address']}>"
 
 
-def release_lenders(client: Any) -> None:
-    """The session ends: every live holder that passed copies on lets go now, naming the copies.
-
-    Sent before the client's ``bye``, so the producer keeps those results for the copies (as loose
-    results) and drops the rest with the session. The holders send nothing more when collected.
-    """
-    for holder in list(_lenders.values()):
-        d = holder.__dict__
-        ref = d.get("_mesh_ref")
-        if ref is None or d.get("_mesh_pinned", True) or d.get("_mesh_pid") != os.getpid():
-            continue
-        d["_mesh_ref"] = None  # reported: __del__ stays silent
-        client.release(d["_mesh_address"], [d["_mesh_task"], ref, list(d["_mesh_children"])])
-    _lenders.clear()
-
-
 # address -> when a fetch after a lost connection found it unreachable: for a short while the
 # other futures of that producer do not ask again at once (a dead server fails them quickly)
 _down: dict[str, float] = {}
@@ -348,6 +292,10 @@ def _rebuild(
     cls = Placeholder if placeholder else AsyncResult
     fut = cls.__new__(cls)
     fut._mesh_init(address, task, None, pool, ref, inst)
+    if ref is not None:
+        # A borrower is born here (a server decoding call arguments): its report, when it is
+        # collected, goes through this process's client, which a server process may not have made yet.
+        get_client()
     return fut
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
-from mesh import _context
-from mesh._client import decode_reply, get_client, normalize_address, wait
-from mesh._errors import RemoteAttributeError, RemoteError
-from mesh._future import AsyncResult, Placeholder
+from mesh._core import ids, wire
+from mesh._core.address import normalize_address
+from mesh._core.context import current_chain
 from mesh._core.methods import ASYNC, ASYNC_MSG
+from mesh._errors import RemoteAttributeError, RemoteError
+from mesh.client._client import get_client
+from mesh.client._future import AsyncResult, Placeholder
+from mesh.client._replies import decode_reply, wait
 
 __all__ = ["RpcObject"]
 
@@ -48,7 +50,7 @@ class RpcObject:
         mode = self._mesh_methods.get(name)
         if mode is None:
             try:
-                return self._mesh_request({"op": "getattr", "obj": self._mesh_id, "m": name}, None)
+                return self._mesh_request({"op": wire.GETATTR, "obj": self._mesh_id, "m": name}, None)
             except RemoteError as exc:
                 if exc.remote_type != "AttributeError":
                     raise
@@ -85,7 +87,7 @@ class RpcObject:
     def _mesh_request(self, header: dict, value: Any) -> Any:
         client = get_client()
         timeout = client.settings.call_timeout
-        if not client.inflight.get(self._mesh_id):
+        if not client.peers.busy(self._mesh_id):
             # Nothing of ours is queued before it: the calling thread's own socket is the fast path.
             return client.call(self._mesh_address, header, value, timeout=timeout)
         # Async calls to this object are in flight: go behind them, on the same socket, in order.
@@ -128,39 +130,27 @@ class _Method:
 
 def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -> Any:
     header = {
-        "op": "call",
+        "op": wire.CALL,
         "obj": proxy._mesh_id,
         "m": name,
-        "chain": _context.current_chain() or _context.new_chain(),
+        "chain": current_chain() or ids.new_chain(),
     }
     if mode == ASYNC or mode == ASYNC_MSG:
-        task = _context.new_chain()
+        task = ids.new_chain()
         header["task"] = task
         header["keep"] = 1
         client = get_client()
         object_id = proxy._mesh_id
-        with _inflight_lock:
-            client.inflight[object_id] = client.inflight.get(object_id, 0) + 1
+        peers = client.peers
+        peers.call_started(object_id)
         try:
             fut = client.request(proxy._mesh_address, header, [list(args), kwargs])
         except BaseException:
-            _done(client.inflight, object_id)
+            peers.call_ended(object_id)
             raise
         address = proxy._mesh_address
         client.own(address)  # our lease there keeps the result held until we release it (or exit)
-        fut.add_done_callback(lambda f: _done(client.inflight, object_id))
+        fut.add_done_callback(lambda f: peers.call_ended(object_id))
         cls = Placeholder if mode == ASYNC_MSG else AsyncResult
         return cls(proxy._mesh_address, task, fut, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
     return proxy._mesh_request(header, [list(args), kwargs])
-
-
-_inflight_lock = threading.Lock()
-
-
-def _done(inflight: dict[str, int], object_id: str) -> None:
-    with _inflight_lock:
-        n = inflight.get(object_id, 1) - 1
-        if n > 0:
-            inflight[object_id] = n
-        else:
-            inflight.pop(object_id, None)

@@ -1,4 +1,4 @@
-"""Discovery for the mesh (the caller's side; servers advertise in mesh.server._host): find servers, check they live, pick one.
+"""Server selection (the caller's side of discovery; servers advertise in mesh.server._host): find servers, check they live, pick one.
 
 The ``discovery`` package finds candidates (zeroconf, the local registry,
 static peers, Redis); records are hints only. Liveness and load come from a
@@ -14,7 +14,7 @@ server), and at the latest after ``discovery_wait``. A background thread then
 keeps the table fresh (a ping to each server every ``_REFRESH`` seconds), so
 later placements never wait and see servers that appear late.
 
-Bounds (a host may advertise any number of fake servers): at most
+Bounds (a host may advertise any number of fake servers; read in ``mesh._core.settings``): at most
 ``MESH_DISCOVERY_MAX_SERVERS`` (default 64) candidates are considered per
 round, at most ``MESH_DISCOVERY_MAX_PINGS`` (default 32) pings are in flight at
 once, a candidate that fails is skipped for 5 s, doubling up to 60 s, and the
@@ -33,23 +33,15 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import msgpack
-
-from mesh import _settings
-from mesh._client import get_client, raise_error, translate
+from mesh._core import settings, wire
+from mesh._core.settings import DISCOVERY_MAX_PINGS as MAX_PINGS, DISCOVERY_MAX_SERVERS as MAX_SERVERS
 from mesh._errors import AuthenticationError, CallTimeout, MeshError, ServerUnavailable
+from mesh.client._client import get_client
+from mesh.client._replies import decode_plain, translate
 
 __all__ = [
-    "MAX_PINGS", "MAX_SERVERS", "ServerInfo", "choose", "close_browser", "decode_plain", "mark_dead",
-    "servers", "settled", "survey",
+    "MAX_PINGS", "MAX_SERVERS", "ServerInfo", "choose", "close_browser", "mark_dead", "servers", "settled", "survey",
 ]
-
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        return max(1, int(os.environ.get(name, default)))
-    except ValueError:
-        return default
 
 
 _PING_TIMEOUT = 1.0
@@ -59,9 +51,6 @@ _FIRST = 0.06  # s: nothing announced this long after the mDNS query went out: n
 _QUIET = 0.04  # s: the first placement waits until no record or answer came for this long
 _REFRESH = 1.0  # s: a server's ping is renewed this often in the background
 _IDLE = 60.0  # s: the background refresh stops after this long without a placement or listing
-MAX_SERVERS = _env_int("MESH_DISCOVERY_MAX_SERVERS", 64)  # candidates considered per round
-MAX_PINGS = _env_int("MESH_DISCOVERY_MAX_PINGS", 32)  # pings in flight at once
-_MAX_REPLY = 1 << 20  # bytes: a ping or status reply larger than this is malformed
 
 
 @dataclass(frozen=True)
@@ -78,33 +67,6 @@ class ServerInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def decode_plain(reply: tuple, address: str) -> Any:
-    """The value of an admin reply (ping, status, stop) as plain msgpack: no pickle, no extension type.
-
-    Raises:
-        MeshError: the reply is an error, or is not plain data (a rogue or broken server).
-    """
-    header, body, buffers = reply
-    if header.get("op") == "err":
-        raise_error(header, address)
-    if buffers:
-        raise MeshError(f"{address}: malformed reply: unexpected extra frames")
-    data = getattr(body, "buffer", body)  # zmq.Frame
-
-    def refuse(code: int, _data: bytes) -> Any:
-        raise MeshError(f"{address}: malformed reply: extension type {code} where plain data was expected "
-                        "(pickles are never accepted in admin replies)")
-
-    try:
-        if len(data) > _MAX_REPLY:
-            raise ValueError(f"{len(data)} bytes")
-        return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=refuse)
-    except MeshError:
-        raise
-    except Exception as exc:
-        raise MeshError(f"{address}: malformed reply: {type(exc).__name__}: {exc}") from None
 
 
 def _server_info(reply: tuple, rec: Any) -> ServerInfo:
@@ -167,7 +129,7 @@ def _get_browser() -> Any:
     global _browser
     with _lock:
         if _browser is None:
-            import discovery
+            import discovery  # zeroconf costs ~170 ms to import: only a process that browses pays it
 
             _browser = discovery.Browser()
             _browser.add_listener(_notify)
@@ -231,7 +193,7 @@ def _send_pings(records: list[Any], st: _State, now: float, *, since: float | No
         st.pending[a] = st.placed.get(a, 0)
         st.records[a] = rec
         try:
-            fut = client.request(a, {"op": "ping"}, None, timeout=_PING_TIMEOUT)
+            fut = client.request(a, {"op": wire.PING}, None, timeout=_PING_TIMEOUT)
         except Exception as exc:
             _record(st, rec, None, exc)
             continue
@@ -403,7 +365,7 @@ def choose() -> str | None:
         idle = now - st.used > _IDLE
         st.used = now
         if not st.settled or (idle and st.refresher is None):
-            _settle(browser, st, _settings.current().discovery_wait)
+            _settle(browser, st, settings.current().discovery_wait)
             st.settled = True
         if st.refresher is None and not st.closed:
             st.refresher = threading.Thread(target=_refresh, args=(browser, st), name="mesh-discovery", daemon=True)

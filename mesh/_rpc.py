@@ -1,10 +1,11 @@
-"""``RpcMeta``: the metaclass that makes a class distributable, and its decorators."""
+"""``RpcMeta``: the metaclass that makes a class distributable (``to_dist``), and its decorators."""
 
 from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
 from mesh._core.methods import ASYNC, SYNC, method_table
+from mesh._placement import DistConf, place
 
 __all__ = ["DistConf", "RpcMeta", "async_func", "sync_func"]
 
@@ -21,17 +22,6 @@ def sync_func(fn: F) -> F:
     """Mark a method synchronous (the default): a remote call blocks until it returns."""
     fn._mesh_mode = SYNC  # type: ignore[attr-defined]
     return fn
-
-
-class DistConf(dict):
-    """The arguments of ``to_dist``, for the constructor keyword ``to_dist=``.
-
-    ``DistConf(host="10.0.0.5", port=12001)``; any further keyword is a
-    ``to_dist`` option.
-    """
-
-    def __init__(self, host: str | None = None, port: int | str | None = None, **options: Any) -> None:
-        super().__init__(host=host, port=port, **options)
 
 
 class RpcMeta(type):
@@ -58,8 +48,6 @@ class RpcMeta(type):
             except AttributeError:  # __slots__ without __dict__: to_dist() will say so
                 pass
             return obj
-        from mesh._placement import place
-
         return place(cls, args, kwargs, _conf(to_dist))
 
 
@@ -90,8 +78,6 @@ def _to_dist(self: Any, host: str | None = None, port: int | str | None = None, 
     init = getattr(self, "__dict__", {}).get("_mesh_init_args")
     if init is None:
         raise TypeError(f"{type(self).__name__} object has no recorded constructor arguments; use to_dist= in the constructor")
-    from mesh._placement import place
-
     conf = DistConf(host=host, port=port, **options)
     agent_id = getattr(self, "__dict__", {}).get("agent_id")
     if isinstance(agent_id, str):

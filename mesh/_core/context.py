@@ -1,0 +1,47 @@
+"""Per-thread call context: which call chain runs here, and the blocking() hooks.
+
+A server worker that waits on a mesh future (another agent's result, a sync
+call to another object) tells its server through :func:`blocking`, so the
+server can hand its slot to another task (no pool starvation) and let calls
+of the same call chain re-enter the waiting actor (no A->B->A deadlock).
+
+The two sides meet here: ``mesh.server._calls`` sets a worker's context, and the client's
+waits (``mesh.client._replies.wait``, the Node's window wait) call :func:`blocking`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+
+__all__ = ["blocking", "current_chain", "set_context"]
+
+_local = threading.local()
+
+
+def current_chain() -> str | None:
+    """The call chain this thread runs for, if it is a server worker."""
+    return getattr(_local, "chain", None)
+
+
+def set_context(chain: str | None, on_block: Callable[[], None] | None, on_unblock: Callable[[], None] | None) -> None:
+    """Set (or clear, with ``None``) this thread's context; used by server workers."""
+    _local.chain = chain
+    _local.on_block = on_block
+    _local.on_unblock = on_unblock
+
+
+@contextlib.contextmanager
+def blocking() -> Iterator[None]:
+    """Mark a wait on another mesh task: the server may run other work meanwhile."""
+    on_block = getattr(_local, "on_block", None)
+    if on_block is None:
+        yield
+        return
+    on_unblock = _local.on_unblock
+    on_block()
+    try:
+        yield
+    finally:
+        on_unblock()

@@ -1,0 +1,216 @@
+"""The process's client: encode a request (counting the futures in its arguments, checking the
+server's size limit), send it (``request`` on the I/O thread, ``call`` on the calling thread's
+own socket), keep leases on the servers where this process owns objects, and send releases.
+
+The Node, the session and the settings come from the process's runtime (``mesh._core.runtime``),
+which an in-process server shares.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import inspect
+import os
+import sys
+import threading
+import time
+import types
+from concurrent.futures import Future
+from typing import Any
+
+import transport
+from mesh._core import runtime, wire
+from mesh._core.context import blocking
+from mesh._core.settings import Settings
+from mesh._errors import MessageTooLarge, SerializationError
+from mesh.client._holders import ReleaseQueue, activate, counted_pickles, deactivate, release_lenders, take_back
+from mesh.client._peers import PeerBook
+from mesh.client._replies import decode_reply, translate
+
+__all__ = ["Client", "cannot_send", "get_client", "shutdown_client"]
+
+
+class Client:
+    """The caller's side of the process: requests, leases and releases over the runtime's Node."""
+
+    def __init__(self, rt: runtime.Runtime) -> None:
+        self.runtime = rt
+        self.node = rt.node
+        self.session = rt.session
+        self.peers = PeerBook()
+        self.releases = ReleaseQueue(self._send_releases, rt.live)
+        self.node.add_timer(0.25, self._renew_leases)
+        self.node.add_timer(0.5, self.releases.flush)
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    def live(self) -> bool:
+        return self.runtime.live() and not self.releases.closed
+
+    def own(self, address: str, lease_ttl: float | None = None) -> None:
+        """Keep a lease on ``address``: objects created there live while this process does."""
+        self.peers.own(address, lease_ttl)
+
+    def _renew_leases(self, now: float | None = None) -> None:
+        for address in self.peers.leases_due(time.monotonic() if now is None else now):
+            # on the control connection: a lease never queues behind calls
+            self.node.send(address, {"op": wire.LEASE, "sess": self.session}, control=True)
+
+    def _send_releases(self, address: str, items: list) -> None:
+        self.node.send(address, {"op": wire.RELEASE, "tasks": items, "sess": self.session})
+
+    def flush_releases(self) -> None:
+        self.releases.flush()
+
+    def request(self, address: str, header: dict, value: Any, *, timeout: float | None = None) -> Future:
+        """Encode and send a request; returns the transport future.
+
+        Raises:
+            MessageTooLarge: the encoded request exceeds the server's limit.
+            SerializationError: the value cannot be encoded.
+        """
+        body, buffers = self._prepare(address, header, value)
+        return self.node.request(address, header, body, buffers, timeout=timeout)
+
+    def call(self, address: str, header: dict, value: Any, *, timeout: float | None = None) -> Any:
+        """Send a request and wait for the reply on this thread's own socket; the decoded value.
+
+        Raises:
+            MeshError: as :meth:`request`, plus the reply's error.
+        """
+        body, buffers = self._prepare(address, header, value)
+        try:
+            with blocking():
+                reply = self.node.call(address, header, body, buffers, timeout=timeout)
+        except BaseException as exc:
+            raise translate(exc) from None
+        return decode_reply(reply, address)
+
+    def _prepare(self, address: str, header: dict, value: Any) -> tuple[bytes, list]:
+        # call arguments are decoded exactly once by the server: futures in them become counted holders
+        counted = counted_pickles() if header.get("op") in _COUNTED_OPS else contextlib.nullcontext([])
+        try:
+            with counted as made:
+                try:
+                    body, buffers = transport.encode(value)
+                except BaseException:
+                    take_back(made)
+                    raise
+        except transport.CodecError as exc:
+            raise cannot_send(header, value, exc) from exc
+        limit = self.peers.limit(address, self.settings.max_message_size)
+        if buffers or len(body) > 65536:
+            size = len(body) + sum(memoryview(b).nbytes for b in buffers)
+            biggest = max([len(body), *(memoryview(b).nbytes for b in buffers)])
+            if limit > 0 and biggest > limit:
+                take_back(made)
+                raise MessageTooLarge(
+                    f"message of {size} bytes exceeds the limit of {limit} bytes of {address} "
+                    "(server flag --max-message-size)"
+                )
+        header["id"] = self.node.next_id()
+        header.setdefault("sess", self.session)
+        return body, buffers
+
+    def close(self) -> None:
+        """The session ends: copies passed on keep their results, the rest goes with a ``bye``."""
+        deactivate(self.releases)
+        release_lenders(self.releases)
+        self.releases.flush()
+        self.releases.closed = True
+        for address in self.peers.leased():  # our objects can go now
+            self.node.send(address, {"op": wire.BYE, "sess": self.session})
+
+
+_COUNTED_OPS = (wire.CALL, wire.CREATE)
+
+
+def cannot_send(header: dict, value: Any, exc: transport.CodecError) -> SerializationError:
+    """The error for a request whose arguments cannot be encoded, naming the argument at fault.
+
+    ``argument 'f' of WebAgent(...): an open file (_io.TextIOWrapper) cannot travel to another process``
+    """
+    op = header.get("op")
+    cls_ref = header.get("cls") if op == wire.CREATE else None
+    if op == wire.CREATE and isinstance(value, dict):
+        where = f"{str(cls_ref).rpartition(':')[2]}(...)"
+        args, kwargs = value.get("args", ()), value.get("kwargs", {})
+    elif op == wire.CALL and isinstance(value, list) and len(value) == 2:
+        where = f"{header.get('m')}(...)"
+        args, kwargs = value
+    else:
+        return SerializationError(f"cannot send {op}: {exc}")
+    culprit = getattr(exc, "obj", None)
+    if culprit is not None:
+        names = _parameter_names(cls_ref, len(args))
+        candidates = [(names[i], a) for i, a in enumerate(args)] + [(repr(k), v) for k, v in kwargs.items()]
+        for label, arg in candidates:
+            if _holds(arg, culprit):
+                return SerializationError(f"argument {label} of {where}: {exc}")
+    return SerializationError(f"cannot send the arguments of {where}: {exc}")
+
+
+def _parameter_names(cls_ref: Any, count: int) -> list[str]:
+    """Names of the first ``count`` positional parameters of a class's constructor (``'1'``... if unknown)."""
+    names = [str(i + 1) for i in range(count)]
+    if not isinstance(cls_ref, str) or not count:
+        return names
+    module, _, qualname = cls_ref.partition(":")
+    obj: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    try:  # the constructor's own signature: RpcMeta.__call__ hides it behind (*args, **kwargs)
+        params = list(inspect.signature(obj.__init__).parameters.values())[1:] if isinstance(obj, type) else []
+    except (TypeError, ValueError):
+        return names
+    for i, p in enumerate(params[:count]):
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            names[i] = repr(p.name)
+        elif p.kind == p.VAR_POSITIONAL:
+            break
+    return names
+
+
+def _holds(root: Any, target: Any, limit: int = 100_000) -> bool:
+    """Whether ``target`` is reachable from ``root`` through containers and instance attributes."""
+    seen = {id(root)}
+    todo = [root]
+    while todo and len(seen) < limit:
+        obj = todo.pop()
+        if obj is target:
+            return True
+        for ref in gc.get_referents(obj):
+            if id(ref) not in seen and not isinstance(ref, (type, types.ModuleType)):
+                seen.add(id(ref))
+                todo.append(ref)
+    return False
+
+
+
+_lock = threading.Lock()
+_client: Client | None = None
+
+
+def get_client() -> Client:
+    """The process's client, made on first use (and anew after a fork or ``mesh.shutdown()``)."""
+    global _client
+    c = _client
+    if c is not None and c.live():
+        return c
+    with _lock:
+        if _client is None or not _client.live():
+            _client = Client(runtime.current())
+            activate(_client.releases)
+        return _client
+
+
+def shutdown_client() -> None:
+    """End the client's session (releases, ``bye``); the runtime's Node is closed by its owner."""
+    global _client
+    with _lock:
+        c, _client = _client, None
+    if c is not None and c.runtime.pid == os.getpid() and not c.runtime.closed:
+        c.close()

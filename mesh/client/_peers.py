@@ -1,0 +1,78 @@
+"""``PeerBook``: what the client knows of each server and object, under one lock.
+
+- a server's message-size limit (from its ``create`` reply), checked before sending;
+- the leases this process keeps on servers where it owns objects (renew interval, last renewal);
+- per object, the async calls not yet answered: a sync call to an object with some in flight goes
+  behind them on the I/O thread's connection (call order per caller), else on the thread's own
+  socket (the fast path).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+__all__ = ["LEASE_INTERVAL", "PeerBook"]
+
+LEASE_INTERVAL = 5.0  # seconds between lease renewals; servers expire a lease after lease_ttl (30 s)
+
+
+class PeerBook:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._limits: dict[str, int] = {}  # address -> the server's max message size
+        self._leases: dict[str, list[float]] = {}  # address -> [renew every, last renewal]
+        self._inflight: dict[str, int] = {}  # object id -> async calls not yet answered
+
+    # -- size limits --------------------------------------------------------
+    def limit(self, address: str, default: int) -> int:
+        return self._limits.get(address, default)
+
+    def set_limit(self, address: str, limit: int) -> None:
+        with self._lock:
+            self._limits[address] = limit
+
+    # -- leases -------------------------------------------------------------
+    def own(self, address: str, lease_ttl: float | None = None) -> None:
+        """Keep a lease on ``address``: objects created there live while this process does."""
+        every = LEASE_INTERVAL if not lease_ttl else min(LEASE_INTERVAL, lease_ttl / 4)
+        with self._lock:
+            lease = self._leases.get(address)
+            if lease is None:
+                self._leases[address] = [every, time.monotonic()]
+            else:
+                lease[0] = min(lease[0], every)
+
+    def leases_due(self, now: float) -> list[str]:
+        """The servers whose lease is due for renewal at ``now`` (marked renewed)."""
+        due = []
+        with self._lock:
+            for address, lease in self._leases.items():
+                if now - lease[1] >= lease[0]:
+                    lease[1] = now
+                    due.append(address)
+        return due
+
+    def leased(self) -> list[str]:
+        with self._lock:
+            return list(self._leases)
+
+    def drop_lease(self, address: str) -> None:
+        with self._lock:
+            self._leases.pop(address, None)
+
+    # -- async calls in flight, per object ----------------------------------
+    def busy(self, object_id: str) -> bool:
+        return bool(self._inflight.get(object_id))
+
+    def call_started(self, object_id: str) -> None:
+        with self._lock:
+            self._inflight[object_id] = self._inflight.get(object_id, 0) + 1
+
+    def call_ended(self, object_id: str) -> None:
+        with self._lock:
+            n = self._inflight.get(object_id, 1) - 1
+            if n > 0:
+                self._inflight[object_id] = n
+            else:
+                self._inflight.pop(object_id, None)
