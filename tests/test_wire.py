@@ -40,3 +40,16 @@ def test_the_server_serves_every_op_of_wire_and_no_other():
     table = src[src.index("self._ops"): src.index("}", src.index("self._ops"))]
     assert sorted(re.findall(r"wire\.([A-Z_]+):", table)) == sorted(n for n in dir(wire) if getattr(wire, n) in wire.OPS and n.isupper() and n not in ("OPS", "ONE_WAY"))
 
+
+
+def test_no_op_or_kind_literal_outside_wire_on_the_mesh_side():
+    pattern = re.compile(r"""["'](?:op|kind)["']\s*:\s*["'][a-z]+["']""")
+    offenders = []
+    for base, _, files in os.walk(os.path.join(ROOT, "mesh")):
+        for f in files:
+            path = os.path.join(base, f)
+            if f.endswith(".py") and not path.endswith(os.path.join("_core", "wire.py")):
+                for n, line in enumerate(open(path, encoding="utf-8"), 1):
+                    if pattern.search(line):
+                        offenders.append(f"{os.path.relpath(path, ROOT)}:{n}: {line.strip()}")
+    assert not offenders, "op / kind literals belong in mesh/_core/wire.py:\n" + "\n".join(offenders)

@@ -106,6 +106,21 @@ class Node:
         return self._servers.routers
 
     @property
+    def io_ident(self) -> int:
+        """The I/O thread's ident: a handler compares it to know where it runs."""
+        return self._loop.ident
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has begun."""
+        return self._closed
+
+    @property
+    def serving(self) -> bool:
+        """True while this node has a bound ROUTER (this process serves)."""
+        return bool(self._servers.routers)
+
+    @property
     def sent_bytes(self) -> int:
         return self._counters.sent
 

@@ -48,7 +48,7 @@ class Runtime:
 
     @property
     def closed(self) -> bool:
-        return self.node._closed  # transport exports no public flag for it (yet)
+        return self.node.closed
 
     def live(self) -> bool:
         """Usable by this process: not closed, not inherited through a fork."""
@@ -56,7 +56,7 @@ class Runtime:
 
     def has_routers(self) -> bool:
         """Servers serve on this Node (their connections outlive a settings change)."""
-        return bool(self.node._routers)  # transport exports no public accessor for it (yet)
+        return self.node.serving
 
     def close(self) -> None:
         self.producers.clear()

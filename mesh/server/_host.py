@@ -75,7 +75,7 @@ class Host:
         except OSError:  # e.g. the address is in use
             servicer.close(0)
             raise
-        servicer.io_ident = node._ident
+        servicer.io_ident = node.io_ident
         port = self.router.port
         self.address = address_of(port)
         rt.producers[self.address] = servicer.local_result  # in-process fetches skip the network
