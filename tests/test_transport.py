@@ -107,7 +107,9 @@ def test_public_names_come_from_the_facade():
 def test_frozen_server_is_declared_dead_within_the_heartbeat_timeout(spawn_server):
     from agents_lib import Producer
 
-    mesh.init(heartbeat_timeout=1.0)
+    # a future asks a lost producer once more (it may have stalled only briefly), waiting at most
+    # connect_timeout for it: so it is reported after heartbeat_timeout + connect_timeout
+    mesh.init(heartbeat_timeout=1.0, connect_timeout=2.0)
     srv = spawn_server(port=0)
     prod = Producer(to_dist={"host": srv.host, "port": srv.port})
     fut = prod.make(10, delay=30)
