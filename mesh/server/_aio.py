@@ -133,6 +133,8 @@ class Aio:
         self._stop = threading.Event()
         self.cancelling = False  # set while the server cancels what still runs at shutdown
         self._jobs: set[Job] = set()
+        self._pending: list[tuple[Job, Callable[[], Any]]] = []  # submitted, not yet begun on the loop
+        self._woken = False  # the loop was asked to begin the pending ones
         self.current: Job | None = None  # whose step runs now (written by the loop thread)
         self.since = 0.0  # when that step started
         self.stall = _stall_threshold()
@@ -153,8 +155,12 @@ class Aio:
                 return False
             loop = self._loop or self._start()
             self._jobs.add(job)
+            self._pending.append((job, main))
+            if self._woken:  # the loop will take this one with the others: one wake-up for a burst
+                return True
+            self._woken = True
         try:
-            loop.call_soon_threadsafe(self._begin, job, main)
+            loop.call_soon_threadsafe(self._begin_pending)
         except RuntimeError:  # the loop closed meanwhile
             self._end(job)
             return False
@@ -165,8 +171,12 @@ class Aio:
         return self.cancelling and asyncio is not None and isinstance(exc, asyncio.CancelledError)
 
     # ------------------------------------------------------------ loop thread
-    def _begin(self, job: Job, main: Callable[[], Any]) -> None:
-        job.task = asyncio.Task(_Stepped(self, job, self._body(job, main)), loop=self._loop)
+    def _begin_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._woken = False
+        for job, main in pending:
+            job.task = asyncio.Task(_Stepped(self, job, self._body(job, main)), loop=self._loop)
 
     async def _body(self, job: Job, main: Callable[[], Any]) -> None:
         try:
