@@ -6,7 +6,9 @@ The client reads a proxy's table to know whether a call waits (``SYNC``) or retu
 
 from __future__ import annotations
 
-__all__ = ["ASYNC", "ASYNC_MSG", "SYNC", "is_rpc_class", "method_table"]
+import inspect
+
+__all__ = ["ASYNC", "ASYNC_MSG", "SYNC", "is_rpc_class", "method_table", "runs_on_loop"]
 
 SYNC = "sync"
 ASYNC = "async"
@@ -14,7 +16,13 @@ ASYNC_MSG = "msg"  # async, and the result is a message: the proxy returns a Pla
 
 
 def method_table(cls: type) -> dict[str, str]:
-    """Public method name -> call mode, over the whole MRO (an undecorated override keeps its mode)."""
+    """Public method name -> call mode, over the whole MRO.
+
+    A mode set by ``@async_func`` / ``@sync_func`` wins; else an ``async def`` method is
+    ``ASYNC`` (a coroutine function is an async function); else an override keeps the
+    mode of what it overrides; else ``SYNC``. Async generators are not coroutine
+    functions: they stay ``SYNC`` (the server refuses to call them, see ``runs_on_loop``).
+    """
     table: dict[str, str] = {}
     is_agent = bool(getattr(cls, "_mesh_agent", False))
     for klass in reversed(cls.__mro__):
@@ -25,7 +33,9 @@ def method_table(cls: type) -> dict[str, str]:
             if not callable(fn) or isinstance(fn, type):
                 continue
             # An override without a decorator keeps the mode of what it overrides.
-            mode = getattr(fn, "_mesh_mode", None) or table.get(attr) or SYNC
+            mode = getattr(fn, "_mesh_mode", None)
+            if mode is None:
+                mode = ASYNC if inspect.iscoroutinefunction(fn) else table.get(attr) or SYNC
             if mode == ASYNC and is_agent and attr in ("reply", "__call__"):
                 mode = ASYNC_MSG
             table[attr] = mode
@@ -35,3 +45,19 @@ def method_table(cls: type) -> dict[str, str]:
 def is_rpc_class(value: object) -> bool:
     """True for a class made with ``mesh.RpcMeta`` (it carries a method table of its own making)."""
     return isinstance(value, type) and isinstance(vars(value).get("_mesh_methods"), dict)
+
+
+def runs_on_loop(cls: type, name: str, fn: object) -> bool:
+    """True if the server runs method ``name`` of ``cls`` (``fn``, as looked up on the object) on its event loop.
+
+    A coroutine function does, whatever its mode (``@sync_func async def`` only makes the caller
+    wait). So does an agent's inherited ``AgentBase.__call__`` when ``reply`` is a coroutine
+    function: that ``__call__`` only forwards to ``reply``, so it returns ``reply``'s coroutine.
+    """
+    if inspect.iscoroutinefunction(fn):
+        return True
+    if name == "__call__" and getattr(cls, "_mesh_agent", False):
+        call = next((vars(k)["__call__"] for k in cls.__mro__ if "__call__" in vars(k)), None)
+        if getattr(call, "__qualname__", None) == "AgentBase.__call__":
+            return inspect.iscoroutinefunction(getattr(cls, "reply", None))
+    return False

@@ -31,8 +31,9 @@ def info(*, name: str, capacity: int, load: int, agents: int, started: float, ma
     }
 
 
-def status(ping: dict[str, Any], actors: list[Actor], pool: Any) -> dict[str, Any]:
-    """The ``status`` reply: ``ping``'s fields, one row per agent, the result store's size and the RSS."""
+def status(ping: dict[str, Any], actors: list[Actor], pool: Any, aio_running: int = 0) -> dict[str, Any]:
+    """The ``status`` reply: ``ping``'s fields, one row per agent, the result store's size, the RSS,
+    and ``aio_running``: coroutine calls running on the server's event loop now."""
     agents = [{
         "id": a.id,
         "registered_name": a.name,
@@ -42,7 +43,10 @@ def status(ping: dict[str, Any], actors: list[Actor], pool: Any) -> dict[str, An
         "queue": len(a.queue),
         "served": a.served,
     } for a in actors]
-    return {**ping, "agents": agents, "results": len(pool), "results_bytes": getattr(pool, "nbytes", None), "rss": rss()}
+    return {
+        **ping, "agents": agents, "results": len(pool), "results_bytes": getattr(pool, "nbytes", None), "rss": rss(),
+        "aio_running": aio_running,
+    }
 
 
 def _plain_name(name: Any) -> Any:

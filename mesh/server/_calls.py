@@ -11,15 +11,19 @@ calls, not one each.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import traceback
+import types
 from typing import Any, Callable
 
 import transport
 from mesh._core import context
 from mesh._core import wire
+from mesh._core.methods import runs_on_loop
 from mesh._core.wire import Entry
 from mesh._errors import RemoteError, ResultExpired, ServerUnavailable
+from mesh.server._aio import Aio, Job
 from mesh.server._mailbox import Actor, Call
 from mesh.server._results import Results, shut_down
 from mesh.server._workers import WorkerPool
@@ -39,6 +43,21 @@ def ok(value: Any) -> Entry:
     except transport.CodecError as exc:
         return wire.err_entry(wire.K_REMOTE, f"the result cannot be sent back: {exc}", "SerializationError")
     return {"op": wire.OK}, body, [b if type(b) is bytes else bytes(b) for b in buffers]
+
+
+def checked_value(label: str, value: Any) -> Any:
+    """``value`` if it can be a call's result; a coroutine or an async generator (which cannot
+    travel, and would fail as a pickling error) raises ``TypeError`` naming the method."""
+    kind = type(value)
+    if kind is types.CoroutineType:
+        value.close()  # never awaited: no "was never awaited" warning on top of the error
+        raise TypeError(f"{label} returned a coroutine: define it with async def, or await it")
+    if kind is types.AsyncGeneratorType:
+        raise TypeError(f"{label} is an async generator: async generator methods need @mesh.stream_func, not available yet")
+    aio = sys.modules.get("asyncio")
+    if aio is not None and isinstance(value, aio.Future):
+        raise TypeError(f"{label} returned an asyncio future: define it with async def, and await it")
+    return value
 
 
 def remote_error(exc: BaseException) -> Entry:
@@ -67,8 +86,11 @@ def call_error(exc: BaseException) -> Entry:
 class CallRunner:
     """Runs the calls of a server's actors on its worker pool and answers them."""
 
-    def __init__(self, workers: WorkerPool, results: Results, accepting: Callable[[], bool]) -> None:
+    def __init__(
+        self, workers: WorkerPool, results: Results, accepting: Callable[[], bool], aio: Aio | None = None,
+    ) -> None:
         self.workers = workers
+        self.aio = aio or Aio()  # coroutine methods run there
         self.results = results
         self._accepting = accepting
         self.io_ident: int | None = None  # the I/O thread, set by the server
@@ -101,7 +123,13 @@ class CallRunner:
         """Start the next call of the actor's mailbox on a worker, if any."""
         call = actor.take_next()
         if call is not None:
+            self._submit(actor, call)
+
+    def _submit(self, actor: Actor, call: Call) -> None:
+        try:
             self.workers.submit(lambda: self._run(actor, call))
+        except RuntimeError:  # the pool closed: the server is shutting down
+            self.unrun(call, shut_down())
 
     def unrun(self, call: Call, entry: Entry) -> None:
         """Answer a call that will never run. Its arguments are still decoded (on a worker) and
@@ -124,13 +152,15 @@ class CallRunner:
     def _run(self, actor: Actor, call: Call) -> None:
         next_call: Call | None = call
         for _ in range(_BATCH):
-            self._run_one(actor, next_call)  # type: ignore[arg-type]
+            if self._run_one(actor, next_call):  # type: ignore[arg-type]
+                return  # a coroutine: the loop starts the actor's next call when it ends
             next_call = actor.take_next()
             if next_call is None:
                 return
         self.workers.submit(lambda: self._run(actor, next_call))
 
-    def _run_one(self, actor: Actor, call: Call) -> None:
+    def _run_one(self, actor: Actor, call: Call) -> bool:
+        """Run ``call`` here, or hand it to the event loop if it is a coroutine method (True)."""
         chain = call.chain
 
         def on_block() -> None:
@@ -144,19 +174,61 @@ class CallRunner:
 
         if not self._accepting():
             self.unrun(call, shut_down())
-            return
+            return False
         context.set_context(chain, on_block, on_unblock)
         try:
+            # decoded here, on a worker, also for a coroutine: unpickling runs user code (classes
+            # sent by value, __setstate__) and may be large: it must not hold the event loop
             args, kwargs = transport.decode(call.body, call.buffers)
             if call.method.startswith("_") and call.method != "__call__":
                 raise AttributeError(f"{call.method!r} is private: private methods are never called remotely")
-            entry = ok(getattr(actor.obj, call.method)(*args, **kwargs))
+            fn = getattr(actor.obj, call.method)
+            if runs_on_loop(type(actor.obj), call.method, fn):
+                if self._to_loop(actor, call, fn, args, kwargs):
+                    return True
+                entry = shut_down()
+            else:
+                entry = ok(checked_value(f"{type(actor.obj).__name__}.{call.method}", fn(*args, **kwargs)))
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
             entry = call_error(exc)
         finally:
             context.set_context(None, None, None)
         actor.served += 1
         self.complete(call, entry)
+        return False
+
+    # ------------------------------------------------------------ coroutines
+    def _to_loop(self, actor: Actor, call: Call, fn: Callable, args: Any, kwargs: Any) -> bool:
+        """Start a coroutine call on the event loop; it holds the actor's mailbox until it ends."""
+        chain = call.chain
+
+        def on_block() -> None:  # a step (or a thread it started) waits on another mesh task
+            for c in actor.block(chain):
+                self._submit(actor, c)
+
+        def on_unblock() -> None:
+            actor.unblock(chain)
+
+        job = Job(f"{type(actor.obj).__name__}.{call.method}", chain, on_block, on_unblock)
+        return self.aio.submit(job, lambda: self._main(actor, call, job, fn, args, kwargs))
+
+    async def _main(self, actor: Actor, call: Call, job: Job, fn: Callable, args: Any, kwargs: Any) -> None:
+        """The task of one coroutine call (loop thread): invoke, encode, answer, start the next call."""
+        value: Any = None
+        try:
+            value = fn(*args, **kwargs)
+            if type(value) is types.CoroutineType:  # an async def (or AgentBase.__call__ forwarding to one)
+                value = await value
+            entry = ok(checked_value(job.label, value))
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            if self.aio.shutting_down(exc):
+                entry = wire.err_entry(wire.K_UNAVAILABLE, f"server shut down while running this call ({job.label})")
+            else:
+                entry = call_error(exc)
+        value = args = kwargs = None  # noqa: F841 - not kept alive by the task while the reply goes
+        actor.served += 1
+        self.complete(call, entry)
+        self.next(actor)
 
     def complete(self, call: Call, entry: Entry) -> None:
         """Answer the call; an async one's result goes to the store first (and to its fetches)."""

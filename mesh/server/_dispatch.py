@@ -24,6 +24,7 @@ from typing import Any, Callable
 import transport
 from mesh._core import wire
 from mesh._core.wire import Entry
+from mesh.server._aio import Aio
 from mesh.server._admin import info as admin_info, status as admin_status
 from mesh.server._calls import CallRunner, ok
 from mesh.server._checks import check_header
@@ -69,7 +70,7 @@ class Servicer:
         self.accepting = True
         self.workers = WorkerPool(capacity, name=f"mesh-{name}")
         self.results = Results(pool, name)
-        self.calls = CallRunner(self.workers, self.results, lambda: self.accepting)
+        self.calls = CallRunner(self.workers, self.results, lambda: self.accepting, Aio(name))
         self.objects = Objects(self.calls, resolver, self._created)
         self.sessions = Sessions(lease_ttl)
         self._ops: dict[str, Callable[[dict, Any, list, Reply], None]] = {
@@ -215,7 +216,7 @@ class Servicer:
         reply(ok(self.info()))
 
     def _op_status(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
-        reply(ok(admin_status(self.info(), list(self.objects.actors.values()), self.pool)))
+        reply(ok(admin_status(self.info(), list(self.objects.actors.values()), self.pool, self.calls.aio.running)))
 
     def _op_stop(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
         reply(ok(None))
@@ -229,11 +230,16 @@ class Servicer:
             True if calls were running or queued: their replies have just been sent.
         """
         self.accepting = False
-        busy = self.workers.running > 0 or self.workers.queued > 0
+        aio = self.calls.aio
+        busy = self.workers.running > 0 or self.workers.queued > 0 or aio.running > 0
         queued = self.objects.fail_queued("server shut down")
         for call in queued:
             self.calls.unrun(call, shut_down())
+        deadline = time.monotonic() + grace
         self.workers.wait_idle(grace)
+        # coroutine calls get what is left of the grace, then are cancelled: their callers get
+        # ServerUnavailable, as queued calls do
+        aio.close(max(0.0, deadline - time.monotonic()))
         self.workers.close(0.5)
         self.results.close()
         return busy or bool(queued)
