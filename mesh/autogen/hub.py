@@ -1,0 +1,2 @@
+def msghub(*a, **k):  # placeholder, replaced below
+    raise NotImplementedError
