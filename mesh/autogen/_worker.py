@@ -15,6 +15,7 @@ import os
 import queue
 import signal
 import socket
+import sys
 import threading
 import traceback
 import uuid
@@ -35,6 +36,7 @@ from autogen_core import (
     MessageSerializer,
     Subscription,
     TopicId,
+    try_get_known_serializers_for_type,
 )
 
 import mesh
@@ -468,11 +470,15 @@ class MeshWorkerRuntime:
     def _encode(self, message: Any) -> tuple[str, str, bytes]:
         type_name = type_name_of(message)
         serializer = self._serializers.get(type_name, self._fmt)
+        if serializer is None:  # a dataclass, pydantic model or protobuf: AutoGen knows how; learn it once
+            known = try_get_known_serializers_for_type(type(message))
+            self._serializers.add(known)
+            serializer = self._serializers.get(type_name, self._fmt)
         if serializer is None:
             raise MessageSerializationError(
-                f"no serializer registered for message type {type_name!r} (content type {self._fmt}): register an "
-                f"agent that handles it, or call runtime.add_message_serializer("
-                f"try_get_known_serializers_for_type({type(message).__name__}))"
+                f"no serializer registered for message type {type_name!r} (content type {self._fmt}): messages "
+                "travel encoded by AutoGen's serializers; use a dataclass or a pydantic model, or register one "
+                "with runtime.add_message_serializer(...)"
             )
         return type_name, self._fmt, serializer.serialize(message)
 
@@ -493,11 +499,23 @@ class MeshWorkerRuntime:
             import json
 
             return _JSON_VALUE, JSON_DATA_CONTENT_TYPE, json.dumps(value).encode()
-        type_name = type_name_of(value)
-        serializer = self._serializers.get(type_name, self._fmt) or self._serializers.get(type_name, JSON_DATA_CONTENT_TYPE)
-        if serializer is None:
-            raise MessageSerializationError(f"no serializer registered for the result type {type_name!r}")
-        return type_name, serializer.data_content_type, serializer.serialize(value)
+        type_name, ct, data = self._encode(value)
+        return type_name, ct, data
+
+    def _learn(self, type_name: str, content_type: str, where: Any) -> None:
+        """A result's type this worker has no serializer for: when the caller has that class already
+        imported (``module:qualname`` sent along, looked up in ``sys.modules`` only: nothing is imported
+        on a peer's say-so), learn AutoGen's serializer for it, so ``send_message`` returns the object."""
+        if not isinstance(where, str) or ":" not in where:
+            return
+        module_name, _, qualname = where.partition(":")
+        obj: Any = sys.modules.get(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None) if obj is not None else None
+        if isinstance(obj, type):
+            known = [k for k in try_get_known_serializers_for_type(obj)
+                     if k.type_name == type_name and k.data_content_type == content_type]
+            self._serializers.add(known)
 
     # ================================================================== publish / send
     def _check_running(self, what: str) -> None:
@@ -669,8 +687,13 @@ class MeshWorkerRuntime:
             assert recipient is not None
             if recipient.type not in self._factories and recipient not in self._agents:
                 raise UnknownAgentType(f"agent type {recipient.type!r} is not registered on worker {self.worker_id}")
-            result = await self._on_rpc(recipient, msg, _wire.unaid(item["sender"]), str(item["id"]), token)
+            handler = asyncio.ensure_future(
+                self._on_rpc(recipient, msg, _wire.unaid(item["sender"]), str(item["id"]), token))
+            token.link_future(handler)  # the caller's cancel (a "cancel" item) stops the handler here
+            result = await handler
             reply["type"], reply["ct"], reply["data"] = self._encode_result(result)
+            cls = result.__class__
+            reply["py"] = f"{cls.__module__}:{cls.__qualname__}"
         except asyncio.CancelledError:
             reply["error"] = {"type": "asyncio.CancelledError", "message": "cancelled", "traceback": ""}
         except BaseException as exc:
@@ -696,7 +719,10 @@ class MeshWorkerRuntime:
             fut.set_exception(_rebuild_error(error))
             return
         try:
-            fut.set_result(self._decode(str(item["type"]), str(item["ct"]), bytes(item["data"])))
+            type_name, ct = str(item["type"]), str(item["ct"])
+            if self._serializers.get(type_name, ct) is None:
+                self._learn(type_name, ct, item.get("py"))
+            fut.set_result(self._decode(type_name, ct, bytes(item["data"])))
         except Exception as exc:
             fut.set_exception(exc)
 
