@@ -1,0 +1,87 @@
+"""What travels between workers and the directory: plain dicts, lists and strings.
+
+Subscriptions travel as ``{"kind", "id", "topic", "agent_type"}``; agent ids as ``[type, key]``;
+messages as AutoGen's serializers encode them (``type`` name, ``ct`` content type, ``data`` bytes).
+Nothing here is a pickle of a user's message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from autogen_core import AgentId, Subscription, TopicId, TypePrefixSubscription, TypeSubscription
+
+__all__ = ["aid", "decode_sub", "encode_sub", "owner", "sub_key", "topic", "unaid", "untopic"]
+
+DIRECTORY_NAME = "autogen-directory"
+
+
+def encode_sub(sub: Subscription) -> dict[str, str]:
+    """A subscription as a dict, for the directory.
+
+    Raises:
+        ValueError: a kind of subscription the mesh cannot share (only ``TypeSubscription``,
+            ``TypePrefixSubscription`` and their subclasses such as ``DefaultSubscription``).
+    """
+    if isinstance(sub, TypeSubscription):
+        return {"kind": "type", "id": sub.id, "topic": sub.topic_type, "agent_type": sub.agent_type}
+    if isinstance(sub, TypePrefixSubscription):
+        return {"kind": "prefix", "id": sub.id, "topic": sub.topic_type_prefix, "agent_type": sub.agent_type}
+    raise ValueError(
+        f"unsupported subscription type {type(sub).__name__}: the mesh runtime shares TypeSubscription and "
+        "TypePrefixSubscription (and their subclasses) between workers"
+    )
+
+
+def decode_sub(d: dict[str, Any]) -> Subscription:
+    kind, sid, topic_, agent_type = d["kind"], str(d["id"]), str(d["topic"]), str(d["agent_type"])
+    if kind == "type":
+        return TypeSubscription(topic_type=topic_, agent_type=agent_type, id=sid)
+    if kind == "prefix":
+        return TypePrefixSubscription(topic_type_prefix=topic_, agent_type=agent_type, id=sid)
+    raise ValueError(f"unknown subscription kind {kind!r}")
+
+
+def sub_key(d: dict[str, Any]) -> tuple[str, str, str]:
+    """Two workers that register the same type subscribe the same way: one delivery, not two."""
+    return (str(d["kind"]), str(d["topic"]), str(d["agent_type"]))
+
+
+def aid(agent_id: AgentId | None) -> list[str] | None:
+    return None if agent_id is None else [agent_id.type, agent_id.key]
+
+
+def unaid(v: Any) -> AgentId | None:
+    if v is None:
+        return None
+    t, k = v
+    return AgentId(str(t), str(k))
+
+
+def topic(t: TopicId | None) -> list[str] | None:
+    return None if t is None else [t.type, t.source]
+
+
+def untopic(v: Any) -> TopicId | None:
+    if v is None:
+        return None
+    t, s = v
+    return TopicId(str(t), str(s))
+
+
+def owner(agent_type: str, key: str, workers: list[str]) -> str | None:
+    """The worker that holds ``AgentId(agent_type, key)`` among ``workers`` (which hold the type).
+
+    Rendezvous (highest random weight) hashing: every worker computes the same answer from the same
+    table, and when a worker leaves only its keys move.
+    """
+    if not workers:
+        return None
+    if len(workers) == 1:
+        return workers[0]
+
+    def weight(w: str) -> bytes:
+        return hashlib.blake2b(f"{agent_type}\0{key}\0{w}".encode(), digest_size=8).digest()
+
+    return max(workers, key=weight)
