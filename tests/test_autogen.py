@@ -405,7 +405,7 @@ def test_frozen_host_does_not_stop_publishes_or_send_message(procs):
 
 def test_join_by_discovery(monkeypatch):
     monkeypatch.setenv("MESH_DISCOVERY", "1")
-    from mesh import _settings
+    from mesh._core import settings as _settings
 
     _settings.reset()
 
@@ -511,7 +511,7 @@ def test_cancellation_token_cancels_the_remote_handler():
 
 def test_secret_is_demanded(monkeypatch):
     monkeypatch.setenv("MESH_SECRET", "s3cret-for-autogen")
-    from mesh import _settings
+    from mesh._core import settings as _settings
 
     _settings.reset()
 
