@@ -43,7 +43,7 @@ def main() -> None:
         os.environ["MESH_HEARTBEAT_TIMEOUT"] = str(args.heartbeat)
         mesh.init(heartbeat_timeout=args.heartbeat)
     servers = [
-        mesh.AgentServer(port=0, advertise=False, max_len=10**7, lease_ttl=args.lease_ttl).launch(in_subprocess=True)
+        mesh.AgentServer(port=0, advertise=False, lease_ttl=args.lease_ttl).launch(in_subprocess=True)
         for _ in range(args.servers)
     ]
     try:
