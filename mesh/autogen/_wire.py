@@ -7,12 +7,11 @@ Nothing here is a pickle of a user's message.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from autogen_core import AgentId, Subscription, TopicId, TypePrefixSubscription, TypeSubscription
 
-__all__ = ["aid", "decode_sub", "encode_sub", "owner", "sub_key", "topic", "unaid", "untopic"]
+__all__ = ["aid", "decode_sub", "encode_sub", "sub_key", "topic", "unaid", "untopic"]
 
 DIRECTORY_NAME = "autogen-directory"
 
@@ -69,19 +68,3 @@ def untopic(v: Any) -> TopicId | None:
     t, s = v
     return TopicId(str(t), str(s))
 
-
-def owner(agent_type: str, key: str, workers: list[str]) -> str | None:
-    """The worker that holds ``AgentId(agent_type, key)`` among ``workers`` (which hold the type).
-
-    Rendezvous (highest random weight) hashing: every worker computes the same answer from the same
-    table, and when a worker leaves only its keys move.
-    """
-    if not workers:
-        return None
-    if len(workers) == 1:
-        return workers[0]
-
-    def weight(w: str) -> bytes:
-        return hashlib.blake2b(f"{agent_type}\0{key}\0{w}".encode(), digest_size=8).digest()
-
-    return max(workers, key=weight)
