@@ -15,6 +15,10 @@ __all__ = ["aid", "decode_sub", "encode_sub", "sub_key", "topic", "unaid", "unto
 
 DIRECTORY_NAME = "autogen-directory"
 
+# the kinds of a subscription on this package's own wire (not the mesh protocol's ops and kinds)
+SUB_TYPE = "type"
+SUB_PREFIX = "prefix"
+
 
 def encode_sub(sub: Subscription) -> dict[str, str]:
     """A subscription as a dict, for the directory.
@@ -24,9 +28,9 @@ def encode_sub(sub: Subscription) -> dict[str, str]:
             ``TypePrefixSubscription`` and their subclasses such as ``DefaultSubscription``).
     """
     if isinstance(sub, TypeSubscription):
-        return {"kind": "type", "id": sub.id, "topic": sub.topic_type, "agent_type": sub.agent_type}
+        return {"kind": SUB_TYPE, "id": sub.id, "topic": sub.topic_type, "agent_type": sub.agent_type}
     if isinstance(sub, TypePrefixSubscription):
-        return {"kind": "prefix", "id": sub.id, "topic": sub.topic_type_prefix, "agent_type": sub.agent_type}
+        return {"kind": SUB_PREFIX, "id": sub.id, "topic": sub.topic_type_prefix, "agent_type": sub.agent_type}
     raise ValueError(
         f"unsupported subscription type {type(sub).__name__}: the mesh runtime shares TypeSubscription and "
         "TypePrefixSubscription (and their subclasses) between workers"
@@ -35,9 +39,9 @@ def encode_sub(sub: Subscription) -> dict[str, str]:
 
 def decode_sub(d: dict[str, Any]) -> Subscription:
     kind, sid, topic_, agent_type = d["kind"], str(d["id"]), str(d["topic"]), str(d["agent_type"])
-    if kind == "type":
+    if kind == SUB_TYPE:
         return TypeSubscription(topic_type=topic_, agent_type=agent_type, id=sid)
-    if kind == "prefix":
+    if kind == SUB_PREFIX:
         return TypePrefixSubscription(topic_type_prefix=topic_, agent_type=agent_type, id=sid)
     raise ValueError(f"unknown subscription kind {kind!r}")
 
