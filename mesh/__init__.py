@@ -20,6 +20,7 @@ from mesh._errors import (
     SerializationError,
     ServerUnavailable,
 )
+from mesh._hub import MsgHub, msghub
 from mesh._msg import Msg
 from mesh._placement import DistConf
 from mesh._rpc import RpcMeta, async_func, sync_func
@@ -39,6 +40,7 @@ __all__ = [
     "MeshError",
     "MessageTooLarge",
     "Msg",
+    "MsgHub",
     "OutcomeUnknown",
     "Placeholder",
     "RemoteAttributeError",
@@ -54,6 +56,7 @@ __all__ = [
     "delete",
     "get",
     "init",
+    "msghub",
     "servers",
     "shutdown",
     "sync_func",

@@ -530,37 +530,3 @@ def test_secret_is_demanded(monkeypatch):
             assert out.stdout.strip() == "AuthenticationError", out.stdout + out.stderr
 
     run(main())
-
-
-# ------------------------------------------------------------------ point 6: msghub for plain mesh agents
-class Talker(mesh.AgentBase):
-    """Replies with the names of the speakers it has seen so far."""
-
-    def reply(self, x=None):
-        return mesh.Msg(self.name, [m.name for m in self.memory])
-
-
-def test_msghub_each_reply_is_observed_by_the_others():
-    from mesh.autogen import msghub
-
-    server = mesh.AgentServer(port=0, advertise=False).launch(in_subprocess=False)
-    try:
-        a = Talker("a", to_dist={"host": server.host, "port": server.port})
-        b = Talker("b", to_dist={"host": server.host, "port": server.port})
-        c = Talker("c")  # a local agent takes part too
-        with msghub([a, b, c], announcement=mesh.Msg("host", "welcome")) as hub:
-            ra = hub(a)
-            rb = hub(b)
-            rc = hub(c)
-        assert ra.content == ["host"]
-        assert rb.content == ["host", "a"]
-        assert rc.content == ["host", "a", "b"]
-        assert [m.name for m in c.memory] == ["host", "a", "b"]
-        assert [m.name for m in a.memory] == ["host", "b", "c"]
-        with msghub([a, b]) as hub:
-            hub.delete(b)
-            hub.broadcast(mesh.Msg("host", "only a"))
-        assert [m.content for m in a.memory][-1] == "only a"
-        assert [m.name for m in b.memory] == ["host", "a", "c"]
-    finally:
-        server.shutdown()

@@ -54,10 +54,10 @@ def test_the_facade_exports_exactly_the_public_names_sorted():
     assert mesh.__all__ == sorted(mesh.__all__)
     assert set(mesh.__all__) == {
         "AgentBase", "AgentNotFound", "AgentServer", "AsyncResult", "AuthenticationError", "CallTimeout",
-        "DistConf", "MeshError", "MessageTooLarge", "Msg", "OutcomeUnknown", "Placeholder",
+        "DistConf", "MeshError", "MessageTooLarge", "Msg", "MsgHub", "OutcomeUnknown", "Placeholder",
         "RemoteAttributeError", "RemoteError", "ResultExpired", "RpcAgentServerLauncher", "RpcMeta",
         "RpcObject", "SerializationError", "ServerInfo", "ServerUnavailable", "async_func", "delete", "get",
-        "init", "servers", "shutdown", "sync_func",
+        "init", "msghub", "servers", "shutdown", "sync_func",
     }
     assert issubclass(mesh.SerializationError, mesh.MeshError)
 

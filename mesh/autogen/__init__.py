@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .hub import MsgHub, msghub  # needs no AutoGen
+from mesh import MsgHub, msghub  # re-exported from mesh (it needs no AutoGen)
 
 _AUTOGEN = {
     "MessageSerializationError": "._errors",

@@ -17,7 +17,7 @@ import mesh
 
 from . import _bridge, _wire
 from ._directory import Directory
-from ._worker import heartbeat_default, split_address
+from ._net import heartbeat_default, split_address
 
 __all__ = ["MeshWorkerRuntimeHost"]
 

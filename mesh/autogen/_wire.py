@@ -7,14 +7,17 @@ Nothing here is a pickle of a user's message.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from autogen_core import AgentId, Subscription, TopicId, TypePrefixSubscription, TypeSubscription
 
-__all__ = ["aid", "decode_sub", "encode_sub", "owner", "sub_key", "topic", "unaid", "untopic"]
+__all__ = ["aid", "decode_sub", "encode_sub", "sub_key", "topic", "unaid", "untopic"]
 
 DIRECTORY_NAME = "autogen-directory"
+
+# the kinds of a subscription on this package's own wire (not the mesh protocol's ops and kinds)
+SUB_TYPE = "type"
+SUB_PREFIX = "prefix"
 
 
 def encode_sub(sub: Subscription) -> dict[str, str]:
@@ -25,9 +28,9 @@ def encode_sub(sub: Subscription) -> dict[str, str]:
             ``TypePrefixSubscription`` and their subclasses such as ``DefaultSubscription``).
     """
     if isinstance(sub, TypeSubscription):
-        return {"kind": "type", "id": sub.id, "topic": sub.topic_type, "agent_type": sub.agent_type}
+        return {"kind": SUB_TYPE, "id": sub.id, "topic": sub.topic_type, "agent_type": sub.agent_type}
     if isinstance(sub, TypePrefixSubscription):
-        return {"kind": "prefix", "id": sub.id, "topic": sub.topic_type_prefix, "agent_type": sub.agent_type}
+        return {"kind": SUB_PREFIX, "id": sub.id, "topic": sub.topic_type_prefix, "agent_type": sub.agent_type}
     raise ValueError(
         f"unsupported subscription type {type(sub).__name__}: the mesh runtime shares TypeSubscription and "
         "TypePrefixSubscription (and their subclasses) between workers"
@@ -36,9 +39,9 @@ def encode_sub(sub: Subscription) -> dict[str, str]:
 
 def decode_sub(d: dict[str, Any]) -> Subscription:
     kind, sid, topic_, agent_type = d["kind"], str(d["id"]), str(d["topic"]), str(d["agent_type"])
-    if kind == "type":
+    if kind == SUB_TYPE:
         return TypeSubscription(topic_type=topic_, agent_type=agent_type, id=sid)
-    if kind == "prefix":
+    if kind == SUB_PREFIX:
         return TypePrefixSubscription(topic_type_prefix=topic_, agent_type=agent_type, id=sid)
     raise ValueError(f"unknown subscription kind {kind!r}")
 
@@ -69,19 +72,3 @@ def untopic(v: Any) -> TopicId | None:
     t, s = v
     return TopicId(str(t), str(s))
 
-
-def owner(agent_type: str, key: str, workers: list[str]) -> str | None:
-    """The worker that holds ``AgentId(agent_type, key)`` among ``workers`` (which hold the type).
-
-    Rendezvous (highest random weight) hashing: every worker computes the same answer from the same
-    table, and when a worker leaves only its keys move.
-    """
-    if not workers:
-        return None
-    if len(workers) == 1:
-        return workers[0]
-
-    def weight(w: str) -> bytes:
-        return hashlib.blake2b(f"{agent_type}\0{key}\0{w}".encode(), digest_size=8).digest()
-
-    return max(workers, key=weight)

@@ -1,4 +1,4 @@
-"""``msghub``: broadcast to a group of plain mesh agents (AgentScope's message hub).
+"""``mesh.msghub``: broadcast to a group of plain mesh agents (AgentScope's message hub).
 
 Inside ``with msghub(participants, announcement) as hub:``, ``hub(agent, x)`` calls ``agent(x)`` and
 shows its reply to every other participant (their ``observe``); ``hub.broadcast(msg)`` shows a message
