@@ -88,6 +88,7 @@ class Advertiser:
         redis_prefix: str = DEFAULT_PREFIX,
         proto: int = PROTO_VERSION,
     ) -> None:
+        # Long only by its keyword list (20 lines): the checks and derived records read best in one place.
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
             raise ValueError(f"port must be an int in 1..65535, not {port!r}")
         if not name:

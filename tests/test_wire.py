@@ -30,6 +30,18 @@ def test_the_error_kinds_table_lists_exactly_the_kinds_of_wire():
     assert sorted(_first_column(_section("### Error kinds"))) == sorted(wire.KINDS)
 
 
+def test_the_header_keys_table_lists_exactly_the_keys_of_wire():
+    section = _section("## Header keys")
+    keys = [k for cell in re.findall(r"^\| ((?:`[a-z_]+`(?:, )?)+) \|", section, re.M) for k in re.findall(r"`([a-z_]+)`", cell)]
+    assert sorted(keys) == sorted(wire.HEADER_KEYS)
+
+
+def test_the_server_checks_only_header_keys_of_wire():
+    src = open(os.path.join(ROOT, "mesh", "server", "_checks.py"), encoding="utf-8").read()
+    used = set(re.findall(r"header(?:\.get\(|\[)\"([a-z_]+)\"", src)) | set(re.findall(r"_(?:text|flag)\(header, \"([a-z_]+)\"", src))
+    assert used and used <= set(wire.HEADER_KEYS), used - set(wire.HEADER_KEYS)
+
+
 def test_one_way_ops_are_marked_one_way_in_the_table():
     rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z_]+)` \| ([^|]*)\|", _section("## Operations"), re.M)}
     assert {op for op, body in rows.items() if "one-way" in body} == set(wire.ONE_WAY)

@@ -105,3 +105,10 @@ def err_header(kind: str, msg: str, exc_type: str = "", tb: str = "") -> dict[st
 def err_entry(kind: str, msg: str, exc_type: str = "", tb: str = "") -> Entry:
     """A whole ``err`` reply: its header, a nil body, no buffers."""
     return err_header(kind, msg, exc_type, tb), NIL, []
+
+
+# -- header keys (the table "Header keys" of PROTOCOL.md; receivers ignore keys they do not know) --
+HEADER_KEYS = (
+    "op", "id", "re", "sess", "obj", "m", "cls", "task", "keep", "chain", "name", "detached",
+    "tasks", "seq", "inst", "big", "kind", "msg", "type", "tb",
+)
