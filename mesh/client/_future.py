@@ -25,9 +25,32 @@ from mesh.client._holders import counting, lend, report
 from mesh.client._client import get_client
 from mesh.client._replies import decode_reply, wait
 
-__all__ = ["AsyncResult", "Placeholder", "is_future", "resolve"]
+__all__ = ["AsyncResult", "NeedWait", "Placeholder", "is_future", "no_waiting", "resolve"]
 
 _PENDING = object()
+_no_wait = threading.local()  # set while an await reads a future (see mesh.client._aio)
+
+
+class NeedWait(BaseException):
+    """Raised by a read made under :func:`no_waiting` instead of blocking: wait for ``fut``, then read again.
+
+    A ``BaseException``: no ``except Exception`` on the way treats it as the read's failure.
+    """
+
+    def __init__(self, fut: Any) -> None:
+        super().__init__()
+        self.fut = fut
+
+
+class no_waiting:
+    """Within it, reading a future raises :class:`NeedWait` where it would block (this thread only)."""
+
+    def __enter__(self) -> None:
+        _no_wait.on = True
+
+    def __exit__(self, *exc: Any) -> None:
+        _no_wait.on = False
+
 
 class _FutureMixin:
     """The machinery shared by AsyncResult and Placeholder."""
@@ -85,15 +108,18 @@ class _FutureMixin:
             raise d["_mesh_exc"]
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            reply = self._mesh_wait(self._mesh_source(), deadline)
-            # a value that came with the reply is ours whenever we read it: while this future lives,
-            # the producer holds the result too (max_len / max_expire_time bound only unheld ones)
-            if reply[0].get("op") == wire.OK and reply[0].get("big"):
-                reply = self._mesh_wait(self._mesh_start_fetch(), deadline)
-            if reply[2]:  # buffers: a large value, worth releasing at once when this handle goes
-                d["_mesh_big"] = True
-            value = decode_reply(reply, d["_mesh_address"])
-            while isinstance(value, _FutureMixin):  # a forwarded future: follow it
+            value = d.get("_mesh_forward", _PENDING)
+            if value is _PENDING:
+                reply = self._mesh_wait(self._mesh_source(), deadline)
+                # a value that came with the reply is ours whenever we read it: while this future lives,
+                # the producer holds the result too (max_len / max_expire_time bound only unheld ones)
+                if reply[0].get("op") == wire.OK and reply[0].get("big"):
+                    reply = self._mesh_wait(self._mesh_start_fetch(), deadline)
+                if reply[2]:  # buffers: a large value, worth releasing at once when this handle goes
+                    d["_mesh_big"] = True
+                value = decode_reply(reply, d["_mesh_address"])
+            if isinstance(value, _FutureMixin):  # a forwarded future: follow it (it follows its own)
+                d["_mesh_forward"] = value  # decoded once: an await that resumes reads it again
                 value = value.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
         except CallTimeout:
             raise
@@ -173,7 +199,13 @@ class _FutureMixin:
             return fut
 
     def _mesh_wait(self, fut: concurrent.futures.Future, deadline: float | None) -> tuple:
+        if not fut.done() and getattr(_no_wait, "on", False):
+            raise NeedWait(fut)  # an await reads this future: it waits for `fut` without blocking the loop
         return wait(fut, deadline, self.__dict__["_mesh_address"])
+
+    def __await__(self) -> Any:
+        """``await fut``: the value, or what :meth:`result` raises; the running loop is never blocked."""
+        return value_of(self).__await__()
 
     def __del__(self) -> None:
         try:  # this holder is gone: tell the producer (see mesh.client._holders)
@@ -203,6 +235,9 @@ class _FutureMixin:
         if d["_mesh_exc"] is not None:
             return "failed"
         return "pending"
+
+
+from mesh.client._aio import value_of  # noqa: E402 - the await glue reads futures through NeedWait
 
 
 class AsyncResult(_FutureMixin):

@@ -1,0 +1,193 @@
+"""asyncio on the caller's side (issue 12, client half): awaitable futures, ``async def`` on a
+proxy and on a local agent, ``.remote()``, ``mesh.wait`` / ``mesh.as_completed``, remote
+exceptions that keep their type, awaitables refused as arguments, typing."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import mesh
+from mesh import AgentBase, Msg, RpcMeta, async_func
+
+from conftest import wait_until
+
+
+class Worker(metaclass=RpcMeta):
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    async def anap(self, seconds: float, n: int = 0) -> int:
+        await asyncio.sleep(seconds)
+        return n
+
+    async def noop(self) -> None:
+        return None
+
+    def nap(self, seconds: float, n: int = 0) -> int:
+        time.sleep(seconds)
+        return n
+
+    def echo(self, x):
+        return x
+
+    def record(self, x: str) -> list[str]:
+        self.log.append(x)
+        return list(self.log)
+
+    @async_func
+    def make(self, size: int) -> bytes:
+        return b"p" * size
+
+    @async_func
+    def forward(self, fut):
+        return fut  # a future as the result: the reader follows it
+
+    def fail(self, kind: str, text: str):
+        raise {"value": ValueError, "key": KeyError, "lookup": LookupError, "mine": MyError,
+               "unicode": UnicodeDecodeError}[kind](text) if kind != "unicode" else UnicodeDecodeError("utf-8", b"\xff", 0, 1, text)
+
+    async def afail(self, text: str):
+        await asyncio.sleep(0)
+        raise ValueError(text)
+
+    async def relay(self, other, text: str):
+        return await other.afail(text)  # re-raised here: the type survives the chain
+
+    async def ask(self, peer, me) -> str:
+        got = await peer.back(me)  # A awaits B; B calls back into A on the same chain
+        return f"A<{got}>"
+
+    async def back(self, me) -> str:
+        return f"B<{await me.apong()}|{me.pong()}>"
+
+    async def apong(self) -> str:
+        return "apong"
+
+    def pong(self) -> str:
+        return "pong"
+
+
+class MyError(Exception):
+    pass
+
+
+class AsyncTalker(AgentBase):
+    async def reply(self, x: Msg | None = None) -> Msg:
+        await asyncio.sleep(0)
+        return Msg(self.name, (x.content if x is not None else 0) + 1)
+
+    async def observe(self, x) -> None:
+        await asyncio.sleep(0)
+        self.memory.append(x)
+
+
+class SyncTalker(AgentBase):
+    def reply(self, x: Msg | None = None) -> Msg:
+        return Msg(self.name, (x.content if x is not None else 0) + 1)
+
+
+def where(srv) -> dict:
+    return {"host": "127.0.0.1", "port": srv.port}
+
+
+# ------------------------------------------------------------------ 1. awaitable futures
+def test_await_gives_the_value_or_raises_what_result_would(server):
+    w = Worker(to_dist=where(server))
+    agent = AsyncTalker("t", to_dist=where(server))
+
+    async def main():
+        assert await w.anap(0.01, 7) == 7
+        ph = agent(Msg("u", 1))
+        assert isinstance(ph, mesh.Placeholder)
+        msg = await ph
+        assert isinstance(msg, Msg) and msg.content == 2
+        with pytest.raises(mesh.RemoteError, match="boom"):
+            await w.afail("boom")
+        fut = w.anap(0, 3)
+        assert fut.result(timeout=10) == 3  # already done: await returns at once
+        assert await fut == 3
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_awaits_never_block_the_loop_and_cost_no_thread_each(server):
+    w = Worker(to_dist=where(server))
+
+    async def main():
+        ticks = 0
+        stop = False
+
+        async def ticker():
+            nonlocal ticks
+            while not stop:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        t = asyncio.ensure_future(ticker())
+        assert await w.anap(0.5, 1) == 1
+        assert ticks >= 10, ticks  # the loop ran on while the await waited (50 if nothing else ran)
+        before = threading.active_count()
+        # one object runs its calls one at a time: the first holds the other 1,999 back, all awaited
+        futs = [w.anap(0.5 if i == 0 else 0, i) for i in range(2000)]
+        gathered = asyncio.gather(*futs)
+        await asyncio.sleep(0.1)
+        during = threading.active_count()
+        assert not futs[-1].done()
+        assert await gathered == list(range(2000))
+        stop = True
+        await t
+        return before, during
+
+    before, during = asyncio.run(asyncio.wait_for(main(), 50))
+    assert during <= before + 2, (before, during)  # 2,000 pending awaits: no thread each
+
+
+def test_a_future_can_be_awaited_from_any_loop_and_read_from_threads(server):
+    w = Worker(to_dist=where(server))
+    fut = w.anap(0.3, 5)
+    got: list = []
+
+    def other_loop():
+        got.append(asyncio.run(_await(fut)))
+
+    threads = [threading.Thread(target=other_loop) for _ in range(3)]
+    for t in threads:
+        t.start()
+    assert asyncio.run(_await(fut)) == 5
+    for t in threads:
+        t.join(20)
+    assert got == [5, 5, 5] and fut.result(timeout=1) == 5
+
+
+async def _await(fut):
+    return await fut
+
+
+def test_await_fetches_big_results_and_futures_from_elsewhere_without_blocking(server):
+    w = Worker(to_dist=where(server))
+    other = Worker(to_dist=where(server))
+
+    async def main():
+        assert await w.make(200_000) == b"p" * 200_000  # over the push limit: a `result` fetch
+        inner = w.anap(0.2, 9)
+        assert await other.forward(inner) == 9  # a forwarded future: followed, awaited too
+        passed = other.echo(w.anap(0.2, 4))  # a future passed back from elsewhere: no call here
+        assert isinstance(passed, mesh.AsyncResult)
+        assert await passed == 4
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_reentrancy_by_call_chain_with_awaits_in_server_coroutines(spawn_server):
+    s1, s2 = spawn_server(port=0, capacity=1), spawn_server(port=0, capacity=1)
+    a = Worker(to_dist=where(s1))
+    b = Worker(to_dist=where(s2))
+    # A.ask awaits B.back, which awaits A.apong and calls A.pong: same chain, A re-enters
+    assert a.ask(b, a).result(timeout=20) == "A<B<apong|pong>>"
