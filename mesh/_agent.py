@@ -33,6 +33,12 @@ class AgentBase(metaclass=RpcMeta):
         reply = cls.__dict__.get("reply")
         if callable(reply) and not getattr(reply, "_mesh_checked", False):
             cls.reply = _checked_reply(reply, cls.__name__)  # type: ignore[method-assign]
+        # __call__ forwards to reply and is of its kind: a coroutine function when reply is one, so
+        # `await agent(x)` works on a local agent as on a remote one (unless the class has its own)
+        if getattr(cls.__call__, "_mesh_forwarder", False):
+            is_async = inspect.iscoroutinefunction(cls.reply)
+            if is_async != inspect.iscoroutinefunction(cls.__call__):
+                cls.__call__ = _async_call if is_async else AgentBase.__call__  # type: ignore[method-assign]
 
     def __init__(self, name: str, **kwargs: Any) -> None:
         self.name = name
@@ -53,6 +59,8 @@ class AgentBase(metaclass=RpcMeta):
     @async_func
     def __call__(self, x: Msg | None = None, *args: Any, **kwargs: Any) -> Msg:
         return self.reply(x, *args, **kwargs)
+
+    __call__._mesh_forwarder = True  # type: ignore[attr-defined]
 
     def observe(self, x: Msg | list[Msg] | None) -> None:
         """Add ``x`` (a message or a list of them) to the memory; futures are resolved first."""
@@ -84,6 +92,16 @@ class AgentBase(metaclass=RpcMeta):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+@async_func
+async def _async_call(self: AgentBase, x: Msg | None = None, *args: Any, **kwargs: Any) -> Msg:
+    """``AgentBase.__call__`` of an agent whose ``reply`` is ``async def``."""
+    return await self.reply(x, *args, **kwargs)  # type: ignore[misc]
+
+
+_async_call._mesh_forwarder = True  # type: ignore[attr-defined]
+_async_call.__qualname__ = "AgentBase.__call__"
 
 
 def _not_a_msg(cls_name: str, value: Any) -> TypeError:

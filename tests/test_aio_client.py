@@ -191,3 +191,60 @@ def test_reentrancy_by_call_chain_with_awaits_in_server_coroutines(spawn_server)
     b = Worker(to_dist=where(s2))
     # A.ask awaits B.back, which awaits A.apong and calls A.pong: same chain, A re-enters
     assert a.ask(b, a).result(timeout=20) == "A<B<apong|pong>>"
+
+
+# ------------------------------------------------------------------ 2. async def on proxies and local agents
+def test_async_def_methods_return_futures_at_once_on_a_proxy(server):
+    w = Worker(to_dist=where(server))
+    t0 = time.monotonic()
+    fut = w.anap(0.5, 1)
+    assert isinstance(fut, mesh.AsyncResult) and time.monotonic() - t0 < 0.4
+    assert fut.result(timeout=10) == 1
+    agent = AsyncTalker("t", to_dist=where(server))
+    assert isinstance(agent(Msg("u", 1)), mesh.Placeholder)
+    assert isinstance(agent.reply(Msg("u", 1)), mesh.Placeholder)
+    assert agent.reply(Msg("u", 4)).content == 5
+
+
+def test_an_async_agent_is_awaited_the_same_way_local_and_distributed(server):
+    import inspect
+
+    assert inspect.iscoroutinefunction(AsyncTalker.__call__)  # follows reply: a coroutine function
+    assert not inspect.iscoroutinefunction(SyncTalker.__call__)  # old agents: sync, as before
+    assert SyncTalker("s")(Msg("u", 1)).content == 2
+
+    class Sub(AsyncTalker):  # a sync reply again below an async one: __call__ follows
+        def reply(self, x=None):
+            return Msg(self.name, "sync")
+
+    assert not inspect.iscoroutinefunction(Sub.__call__) and Sub("x")(None).content == "sync"
+
+    async def talk(a, b):
+        x = await a(None)
+        await b.observe(x)
+        return await b(x)
+
+    local = asyncio.run(talk(AsyncTalker("a"), AsyncTalker("b")))
+    dist = asyncio.run(talk(AsyncTalker("a").to_dist(**where(server)), AsyncTalker("b", to_dist=where(server))))
+    assert local.content == dist.content == 2
+
+
+# ------------------------------------------------------------------ 3. .remote()
+def test_remote_returns_a_future_at_once_for_every_method_in_call_order(server):
+    w = Worker(to_dist=where(server))
+    t0 = time.monotonic()
+    slow = w.nap.remote(0.5, 1)  # a sync method: a future at once
+    assert isinstance(slow, mesh.AsyncResult) and time.monotonic() - t0 < 0.4
+    futs = [w.record.remote(str(i)) for i in range(5)]
+    assert w.record("sync") == ["0", "1", "2", "3", "4", "sync"]  # a sync call goes behind them
+    assert [f.result(timeout=10) for f in futs][-1] == ["0", "1", "2", "3", "4"]
+    assert slow.result(timeout=10) == 1
+    assert isinstance(w.anap.remote(0, 2), mesh.AsyncResult)
+    agent = SyncTalker("s", to_dist=where(server))
+    ph = agent.reply.remote(Msg("u", 1))
+    assert isinstance(ph, mesh.Placeholder) and ph.content == 2
+
+    async def main():
+        return await asyncio.gather(*(w.echo.remote(i) for i in range(100)))
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == list(range(100))

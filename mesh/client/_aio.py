@@ -26,7 +26,6 @@ import weakref
 from typing import Any
 
 from mesh._core.context import blocking
-from mesh.client import _future
 
 __all__ = ["value_of"]
 
@@ -34,28 +33,17 @@ asyncio: Any = None
 
 
 async def value_of(fut: Any) -> Any:
-    """The value of a mesh future, read without blocking the running loop."""
-    d = fut.__dict__
-    if d["_mesh_value"] is not _future._PENDING or d["_mesh_exc"] is not None:
-        return fut.result()
-    done, got = _try_read(fut)
+    """The value of a mesh future (``_mesh_try_read`` as in ``mesh.client._future``), read
+    without blocking the running loop."""
+    done, got = fut._mesh_try_read()
     if done:
         return got
     with blocking():  # in a server coroutine: same-chain calls may enter the waiting object
         while True:
             await _ready(got)
-            done, got = _try_read(fut)
+            done, got = fut._mesh_try_read()
             if done:
                 return got
-
-
-def _try_read(fut: Any) -> tuple[bool, Any]:
-    """``(True, value)``, or ``(False, the transport future to wait for before reading again)``."""
-    try:
-        with _future.no_waiting():
-            return True, fut.result()
-    except _future.NeedWait as need:
-        return False, need.fut
 
 
 def _ready(source: Any) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 from mesh._core import redis_results, runtime, settings, wire
 from mesh._errors import CallTimeout, MeshError, OutcomeUnknown, ServerUnavailable
 from mesh._msg import Msg
+from mesh.client._aio import value_of
 from mesh.client._holders import counting, lend, report
 from mesh.client._client import get_client
 from mesh.client._replies import decode_reply, wait
@@ -203,6 +204,14 @@ class _FutureMixin:
             raise NeedWait(fut)  # an await reads this future: it waits for `fut` without blocking the loop
         return wait(fut, deadline, self.__dict__["_mesh_address"])
 
+    def _mesh_try_read(self) -> tuple[bool, Any]:
+        """``(True, value)`` (or raise as :meth:`result`), or ``(False, transport future to wait for)``."""
+        try:
+            with no_waiting():
+                return True, self.result()
+        except NeedWait as need:
+            return False, need.fut
+
     def __await__(self) -> Any:
         """``await fut``: the value, or what :meth:`result` raises; the running loop is never blocked."""
         return value_of(self).__await__()
@@ -235,9 +244,6 @@ class _FutureMixin:
         if d["_mesh_exc"] is not None:
             return "failed"
         return "pending"
-
-
-from mesh.client._aio import value_of  # noqa: E402 - the await glue reads futures through NeedWait
 
 
 class AsyncResult(_FutureMixin):

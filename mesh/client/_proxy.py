@@ -8,7 +8,7 @@ from typing import Any
 from mesh._core import ids, wire
 from mesh._core.address import normalize_address
 from mesh._core.context import current_chain
-from mesh._core.methods import ASYNC, ASYNC_MSG
+from mesh._core.methods import ASYNC, ASYNC_MSG, SYNC
 from mesh._errors import RemoteAttributeError, RemoteError
 from mesh.client._client import get_client
 from mesh.client._future import AsyncResult, Placeholder
@@ -123,6 +123,15 @@ class _Method:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return _invoke(self._proxy, self._name, self._mode, args, kwargs)
+
+    def remote(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Send the call and return its future at once, whatever the method's mode.
+
+        An :class:`~mesh.AsyncResult` (a :class:`~mesh.Placeholder` for an agent's ``reply``):
+        ``await proxy.method.remote(x)`` never blocks the loop, even for a sync method. Calls
+        of one caller to one object still run in the order they were made.
+        """
+        return _invoke(self._proxy, self._name, ASYNC if self._mode == SYNC else self._mode, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<remote {self._mode} method {self._name} of {self._proxy!r}>"
