@@ -23,7 +23,7 @@ from mesh._errors import (
 from mesh._msg import Msg
 from mesh._placement import DistConf
 from mesh._rpc import RpcMeta, async_func, sync_func
-from mesh.client import AsyncResult, Placeholder, RpcObject, ServerInfo
+from mesh.client import AsyncResult, Placeholder, RpcObject, ServerInfo, as_completed, wait
 from mesh.server import AgentServer, RpcAgentServerLauncher
 
 __version__ = "0.1.0"
@@ -50,6 +50,7 @@ __all__ = [
     "SerializationError",
     "ServerInfo",
     "ServerUnavailable",
+    "as_completed",
     "async_func",
     "delete",
     "get",
@@ -57,4 +58,5 @@ __all__ = [
     "servers",
     "shutdown",
     "sync_func",
+    "wait",
 ]

@@ -248,3 +248,63 @@ def test_remote_returns_a_future_at_once_for_every_method_in_call_order(server):
         return await asyncio.gather(*(w.echo.remote(i) for i in range(100)))
 
     assert asyncio.run(asyncio.wait_for(main(), 30)) == list(range(100))
+
+
+# ------------------------------------------------------------------ 4. wait / as_completed
+def test_wait_returns_done_in_completion_order_and_pending(server):
+    ws = [Worker(to_dist=where(server)) for _ in range(3)]
+    agent = SyncTalker("s", to_dist=where(server))
+    slow, fast, mid = ws[0].anap(1.5, 0), ws[1].anap(0.05, 1), ws[2].nap.remote(0.4, 2)
+    ph = agent(Msg("u", 0))
+    done, pending = mesh.wait([slow, fast, mid, ph], num_returns=3, timeout=20)
+    assert len(done) == 3 and pending == [slow]
+    assert set(map(id, done)) == {id(fast), id(mid), id(ph)} and done.index(fast) < done.index(mid)
+    done, pending = mesh.wait([slow], timeout=0.05)  # times out: what is done by then
+    assert done == [] and pending == [slow]
+    done, pending = mesh.wait([slow, fast], num_returns=2)
+    assert done == [fast, slow] and pending == []
+    with pytest.raises(ValueError, match="num_returns"):
+        mesh.wait([fast], num_returns=2)
+    with pytest.raises(TypeError, match="mesh futures"):
+        mesh.wait([fast, 3])
+    err = ws[1].afail("x")
+    assert mesh.wait([err], timeout=10)[0] == [err]  # a failed future is done
+
+
+def test_as_completed_yields_as_they_finish_and_times_out_from_threads(server):
+    ws = [Worker(to_dist=where(server)) for _ in range(3)]
+    futs = [ws[i].anap(d, i) for i, d in enumerate([0.8, 0.05, 0.3])]
+    seen: list = []
+
+    def reader():
+        seen.extend(f.result() for f in mesh.as_completed(futs, timeout=20))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    t.join(20)
+    assert seen == [1, 2, 0]
+    slow = ws[0].anap(5, 9)
+    quick = ws[1].anap(0, 8)
+    got = []
+    with pytest.raises(mesh.CallTimeout) as info:
+        for f in mesh.as_completed([slow, quick], timeout=0.5):
+            got.append(f.result())
+    assert got == [8] and isinstance(info.value, TimeoutError) and "1 of 2" in str(info.value)
+
+
+def test_asyncio_gather_wait_and_as_completed_take_the_futures(server):
+    ws = [Worker(to_dist=where(server)) for _ in range(3)]
+    agent = AsyncTalker("t", to_dist=where(server))
+
+    async def main():
+        futs = [ws[i].anap(d, i) for i, d in enumerate([0.4, 0.05, 0.2])]
+        order = [await f for f in asyncio.as_completed(futs, timeout=20)]
+        assert order == [1, 2, 0]
+        got = await asyncio.gather(ws[0].anap(0, 5), agent(Msg("u", 1)), ws[1].echo.remote("e"))
+        assert got[0] == 5 and got[1].content == 2 and got[2] == "e"
+        tasks = [asyncio.ensure_future(f) for f in (ws[0].anap(0.5, 1), ws[1].anap(0, 2))]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        assert [t.result() for t in done] == [2]
+        await asyncio.gather(*pending)
+
+    asyncio.run(asyncio.wait_for(main(), 30))

@@ -177,6 +177,19 @@ class _FutureMixin:
             return True
         return self._mesh_source().done()
 
+    def _mesh_on_done(self, fn: Any) -> None:
+        """Call ``fn()`` once :meth:`done` is true (now, or from the I/O thread): ``mesh.wait``'s hook."""
+        d = self.__dict__
+        if d["_mesh_value"] is not _PENDING or d["_mesh_exc"] is not None:
+            fn()
+            return
+        try:
+            source = self._mesh_source()
+        except Exception:  # noqa: BLE001 - cannot even ask: reading it raises, so it is done
+            fn()
+            return
+        source.add_done_callback(lambda _f: fn())
+
     # -- internals ----------------------------------------------------------
     def _mesh_source(self) -> concurrent.futures.Future:
         call = self.__dict__["_mesh_call"]
@@ -294,6 +307,10 @@ class Placeholder(_FutureMixin, Msg):
     """
 
     _mesh_kind = "a Placeholder"
+
+    # A future is hashable by identity, as an AsyncResult is (a Msg is not: mutable), so that
+    # asyncio.gather / wait, sets and dicts take it; equality still compares the messages.
+    __hash__ = object.__hash__
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):
