@@ -5,8 +5,6 @@ exceptions that keep their type, awaitables refused as arguments, typing."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -16,7 +14,6 @@ import pytest
 import mesh
 from mesh import AgentBase, Msg, RpcMeta, async_func
 
-from conftest import wait_until
 
 
 class Worker(metaclass=RpcMeta):
@@ -308,3 +305,58 @@ def test_asyncio_gather_wait_and_as_completed_take_the_futures(server):
         await asyncio.gather(*pending)
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+# ------------------------------------------------------------------ 5. remote exceptions keep their type
+def test_remote_exceptions_are_also_instances_of_their_class(spawn_server):
+    srv = spawn_server(port=0, capacity=4)
+    w = Worker(to_dist=where(srv))
+    with pytest.raises(ValueError, match="bad value") as info:
+        w.fail("value", "bad value")
+    err = info.value
+    assert isinstance(err, mesh.RemoteError) and err.remote_type == "ValueError"
+    assert "bad value" in err.remote_traceback
+    assert type(err) is type(pytest.raises(ValueError, w.fail, "value", "again").value)  # one class per type
+    with pytest.raises(KeyError) as info:
+        w.fail("key", "k")
+    assert isinstance(info.value, LookupError) and "KeyError: 'k'" in str(info.value)
+    with pytest.raises(MyError):  # a class of the caller's module (sent by value to the server)
+        w.fail("mine", "m")
+    # a class that cannot take one text argument: a plain RemoteError that says what it was
+    with pytest.raises(mesh.RemoteError) as info:
+        w.fail("unicode", "u")
+    assert not isinstance(info.value, UnicodeDecodeError) and info.value.remote_type == "UnicodeDecodeError"
+
+    async def main():
+        with pytest.raises(ValueError, match="async bad"):
+            await w.afail("async bad")
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+    other = Worker(to_dist=where(srv))
+    with pytest.raises(ValueError, match="chained") as info:  # A -> B raises, A re-raises: still a ValueError
+        w.relay(other, "chained").result(timeout=20)
+    assert "re-raised on the way back" in info.value.remote_traceback
+
+
+def test_classes_not_already_imported_are_never_imported_on_a_servers_word():
+    from mesh._errors import remote_error
+
+    assert "xml.dom.minidom" not in sys.modules or pytest.skip("imported already")
+    err = remote_error("ExpatError", "m", "", "xml.dom.minidom:Node")
+    assert type(err) is mesh.RemoteError and "xml.dom.minidom" not in sys.modules
+    assert type(remote_error("X", "m", "", "builtins:SystemExit")) is mesh.RemoteError  # not an Exception
+    assert type(remote_error("X", "m", "", "builtins:StopIteration")) is mesh.RemoteError  # would break awaits
+    e = remote_error("ValueError", "m", "tb", "builtins:ValueError")
+    import pickle
+
+    again = pickle.loads(pickle.dumps(e))  # forwarded as a value: rebuilt by class name where it lands
+    assert isinstance(again, ValueError) and again.remote_traceback == "tb"
+
+
+def test_the_remote_traceback_names_the_users_file_for_classes_sent_by_value(spawn_server):
+    srv = spawn_server(port=0, capacity=2)
+    w = Worker(to_dist=where(srv))
+    with pytest.raises(ValueError) as info:
+        w.fail("value", "where")
+    tb = info.value.remote_traceback
+    assert __file__ in tb and "in fail" in tb, tb
