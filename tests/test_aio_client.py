@@ -360,3 +360,24 @@ def test_the_remote_traceback_names_the_users_file_for_classes_sent_by_value(spa
         w.fail("value", "where")
     tb = info.value.remote_traceback
     assert __file__ in tb and "in fail" in tb, tb
+
+
+# ------------------------------------------------------------------ 8. awaitables are not values
+def test_an_awaitable_as_an_argument_is_refused_at_call_time_naming_the_method(server):
+    w = Worker(to_dist=where(server))
+
+    async def main():
+        coro = w_local.anap(0, 1)
+        with pytest.raises(mesh.SerializationError, match=r"argument 1 of Worker\.echo\(\.\.\.\) is a coroutine, not a value: await it"):
+            w.echo(coro)
+        assert await coro == 1  # untouched: still the caller's to await
+        task = asyncio.ensure_future(asyncio.sleep(0, 5))
+        with pytest.raises(mesh.SerializationError, match=r"argument 'x' of Worker\.echo\(\.\.\.\) is an asyncio task"):
+            w.echo.remote(x=task)
+        with pytest.raises(mesh.SerializationError, match=r"Worker\.anap\(\.\.\.\) is an asyncio future"):
+            w.anap(asyncio.get_running_loop().create_future())
+        assert await w.echo(w.anap(0, 3)) == 3  # a mesh future is awaitable and travels as it is
+        assert await task == 5
+
+    w_local = Worker()
+    asyncio.run(asyncio.wait_for(main(), 20))
