@@ -5,6 +5,8 @@ exceptions that keep their type, awaitables refused as arguments, typing."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -381,3 +383,12 @@ def test_an_awaitable_as_an_argument_is_refused_at_call_time_naming_the_method(s
 
     w_local = Worker()
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+# ------------------------------------------------------------------ 6. an AgentScope 1.0-style seed
+def test_dialogue_written_for_asyncio_runs_distributed_with_only_to_dist_added():
+    seeds = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds")
+    proc = subprocess.run([sys.executable, "dialogue_async.py"], cwd=seeds, capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "dialogue_async ok" in proc.stdout  # the script asserts: local transcript == distributed one
+    assert "A: answer to question 2 (3 heard)" in proc.stdout and proc.stdout.count("Q: ") == 4
