@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -392,3 +393,32 @@ def test_dialogue_written_for_asyncio_runs_distributed_with_only_to_dist_added()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "dialogue_async ok" in proc.stdout  # the script asserts: local transcript == distributed one
     assert "A: answer to question 2 (3 heard)" in proc.stdout and proc.stdout.count("Q: ") == 4
+
+
+# ------------------------------------------------------------------ 7. typing
+@pytest.mark.skipif(shutil.which("mypy", path=os.path.dirname(sys.executable)) is None and shutil.which("mypy") is None,
+                    reason="mypy is not installed (pip install mypy, or the [test] extra)")
+@pytest.mark.slow  # mypy from cold: ~15 s
+def test_type_checkers_accept_to_dist_and_async_agents(tmp_path):
+    here = os.path.dirname(os.path.abspath(__file__))
+    config = tmp_path / "mypy.ini"
+    config.write_text("[mypy]\nplugins = mesh.mypy_plugin\nfollow_imports = silent\n")
+    bad = tmp_path / "bad.py"
+    bad.write_text("from typing_examples import WebAgent\nWebAgent('W0', nope=1)\nWebAgent('W0').to_dist(port=[])\n")
+
+    def mypy(*files):
+        return subprocess.run(
+            [sys.executable, "-m", "mypy", "--config-file", str(config), "--no-incremental", *files],
+            capture_output=True, text=True, timeout=55, cwd=here, env={**os.environ, "MYPYPATH": os.pathsep.join([os.path.dirname(here), here])},
+        )
+
+    ok = mypy(os.path.join(here, "typing_examples.py"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    refused = mypy(str(bad))  # the checks still bite: a wrong keyword and a wrong port type
+    assert 'Unexpected keyword argument "nope"' in refused.stdout and '"to_dist"' in refused.stdout, refused.stdout
+
+
+def test_py_typed_ships():
+    import importlib.resources
+
+    assert importlib.resources.files("mesh").joinpath("py.typed").is_file()
