@@ -422,3 +422,12 @@ def test_py_typed_ships():
     import importlib.resources
 
     assert importlib.resources.files("mesh").joinpath("py.typed").is_file()
+
+
+@pytest.mark.skipif(shutil.which("pyright", path=os.path.dirname(sys.executable)) is None, reason="pyright is not installed")
+@pytest.mark.slow
+def test_pyright_accepts_the_typing_examples():
+    here = os.path.dirname(os.path.abspath(__file__))
+    pyright = shutil.which("pyright", path=os.path.dirname(sys.executable))
+    out = subprocess.run([pyright, os.path.join(here, "typing_examples.py")], capture_output=True, text=True, timeout=55, cwd=here)
+    assert out.returncode == 0 and "0 errors" in out.stdout, out.stdout + out.stderr
