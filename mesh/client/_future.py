@@ -219,6 +219,10 @@ class _FutureMixin:
 
     def _mesh_try_read(self) -> tuple[bool, Any]:
         """``(True, value)`` (or raise as :meth:`result`), or ``(False, transport future to wait for)``."""
+        d = self.__dict__
+        pending = d["_mesh_call"] if d["_mesh_fetch"] is None else d["_mesh_fetch"]
+        if pending is not None and d["_mesh_value"] is _PENDING and not pending.done():
+            return False, pending  # the common case, without going through result() and NeedWait
         try:
             with no_waiting():
                 return True, self.result()
