@@ -24,7 +24,7 @@ from mesh._hub import MsgHub, msghub
 from mesh._msg import Msg
 from mesh._placement import DistConf
 from mesh._rpc import RpcMeta, async_func, sync_func
-from mesh.client import AsyncResult, Placeholder, RpcObject, ServerInfo
+from mesh.client import AsyncResult, Placeholder, RpcObject, ServerInfo, as_completed, wait
 from mesh.server import AgentServer, RpcAgentServerLauncher
 
 __version__ = "0.1.0"
@@ -52,6 +52,7 @@ __all__ = [
     "SerializationError",
     "ServerInfo",
     "ServerUnavailable",
+    "as_completed",
     "async_func",
     "delete",
     "get",
@@ -60,4 +61,5 @@ __all__ = [
     "servers",
     "shutdown",
     "sync_func",
+    "wait",
 ]

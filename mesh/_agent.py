@@ -5,10 +5,10 @@ from __future__ import annotations
 import functools
 import inspect
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Self
 
 from mesh._msg import Msg
-from mesh._rpc import RpcMeta, async_func
+from mesh._rpc import RpcMeta, _to_dist, async_func
 from mesh.client import is_future, resolve
 
 __all__ = ["AgentBase"]
@@ -33,6 +33,12 @@ class AgentBase(metaclass=RpcMeta):
         reply = cls.__dict__.get("reply")
         if callable(reply) and not getattr(reply, "_mesh_checked", False):
             cls.reply = _checked_reply(reply, cls.__name__)  # type: ignore[method-assign]
+        # __call__ forwards to reply and is of its kind: a coroutine function when reply is one, so
+        # `await agent(x)` works on a local agent as on a remote one (unless the class has its own)
+        if getattr(cls.__call__, "_mesh_forwarder", False):
+            is_async = inspect.iscoroutinefunction(cls.reply)
+            if is_async != inspect.iscoroutinefunction(cls.__call__):
+                cls.__call__ = _async_call if is_async else AgentBase.__call__  # type: ignore[assignment, method-assign]
 
     def __init__(self, name: str, **kwargs: Any) -> None:
         self.name = name
@@ -41,9 +47,11 @@ class AgentBase(metaclass=RpcMeta):
         for key, value in kwargs.items():
             setattr(self, key, value)
 
+    # Typed Any: a subclass's reply returns a Msg, or (async def reply) a coroutine of one, and
+    # __call__ follows it; type checkers accept both overrides and `await agent(x)`.
     @async_func
-    def reply(self, x: Msg | None = None) -> Msg:
-        """Produce the answer to ``x``. Subclasses override it.
+    def reply(self, x: Msg | None = None) -> Any:
+        """Produce the answer to ``x`` (a ``Msg``; ``async def reply`` may be used). Subclasses override it.
 
         Raises:
             NotImplementedError: the subclass did not override it.
@@ -51,8 +59,18 @@ class AgentBase(metaclass=RpcMeta):
         raise NotImplementedError(f"{type(self).__name__} must override reply(self, x)")
 
     @async_func
-    def __call__(self, x: Msg | None = None, *args: Any, **kwargs: Any) -> Msg:
+    def __call__(self, x: Msg | None = None, *args: Any, **kwargs: Any) -> Any:
         return self.reply(x, *args, **kwargs)
+
+    __call__._mesh_forwarder = True  # type: ignore[attr-defined]
+
+    def to_dist(self, host: str | None = None, port: int | str | None = None, **options: Any) -> Self:
+        """Re-create this agent on an agent server and return its proxy (it behaves as the agent:
+        ``reply`` / ``__call__`` return a :class:`~mesh.Placeholder`, a ``Msg``).
+
+        See :class:`~mesh.RpcMeta` and :class:`~mesh.DistConf` for ``host``, ``port`` and the options.
+        """
+        return _to_dist(self, host, port, **options)
 
     def observe(self, x: Msg | list[Msg] | None) -> None:
         """Add ``x`` (a message or a list of them) to the memory; futures are resolved first."""
@@ -84,6 +102,16 @@ class AgentBase(metaclass=RpcMeta):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+@async_func
+async def _async_call(self: AgentBase, x: Msg | None = None, *args: Any, **kwargs: Any) -> Any:
+    """``AgentBase.__call__`` of an agent whose ``reply`` is ``async def``."""
+    return await self.reply(x, *args, **kwargs)
+
+
+_async_call._mesh_forwarder = True  # type: ignore[attr-defined]
+_async_call.__qualname__ = "AgentBase.__call__"
 
 
 def _not_a_msg(cls_name: str, value: Any) -> TypeError:

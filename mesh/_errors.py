@@ -16,6 +16,9 @@ The hierarchy::
 
 from __future__ import annotations
 
+import sys
+import threading
+
 __all__ = [
     "AgentNotFound",
     "AuthenticationError",
@@ -38,22 +41,83 @@ class MeshError(Exception):
 class RemoteError(MeshError):
     """The remote call raised.
 
+    When the caller can find the remote exception's class (see :func:`remote_error`), the
+    error is also an instance of it: ``except ValueError`` catches a remote ``ValueError``.
+
     Attributes:
         remote_type: the name of the remote exception's type, e.g. ``"ValueError"``.
         remote_traceback: the remote traceback, as text.
+        remote_class: the remote type as ``module:qualname`` (``""`` if the server did not say).
     """
 
-    def __init__(self, remote_type: str, message: str, remote_traceback: str = "") -> None:
+    def __init__(self, remote_type: str, message: str, remote_traceback: str = "", remote_class: str = "") -> None:
         self.remote_type = remote_type
         self.remote_message = message
         self.remote_traceback = remote_traceback
+        self.remote_class = remote_class
         text = f"{remote_type}: {message}"
         if remote_traceback:
             text += "\n\nremote traceback:\n```\n" + remote_traceback.rstrip() + "\n```"
         super().__init__(text)
 
     def __reduce__(self):  # keep the fields when pickled (e.g. forwarded as a result)
-        return (type(self), (self.remote_type, self.remote_message, self.remote_traceback))
+        fields = (self.remote_type, self.remote_message, self.remote_traceback, self.remote_class)
+        if type(self) in _typed.values():  # made at run time: rebuilt by class name where it lands
+            return (remote_error, fields)
+        return (type(self), fields)
+
+    __str__ = Exception.__str__  # not the mixed-in class's (KeyError's would quote the text)
+
+
+_typed: dict[type, type] = {}  # remote exception class -> its RemoteError subclass (made once per class)
+_typed_lock = threading.Lock()
+
+
+def remote_error(remote_type: str, message: str, remote_traceback: str = "", remote_class: str = "") -> RemoteError:
+    """The ``RemoteError`` for a remote exception: an instance of its class too, when that can be.
+
+    ``remote_class`` (``module:qualname``, sent by the server) is looked up in modules this
+    process has already imported (``sys.modules``, builtins included), never imported on the
+    server's say-so (an import runs the module's code). A class that is found, derives from
+    ``Exception`` and mixes with ``RemoteError`` gives ``class RemoteValueError(RemoteError,
+    ValueError)``, made once per class; anything else gives a plain ``RemoteError``.
+    """
+    cls = _find_class(remote_class)
+    sub = _typed_class(cls) if cls is not None else None
+    if sub is not None:
+        try:
+            return sub(remote_type, message, remote_traceback, remote_class)
+        except Exception:  # noqa: BLE001 - its constructor chain refuses one text argument
+            pass
+    return RemoteError(remote_type, message, remote_traceback, remote_class)
+
+
+def _find_class(ref: str) -> type | None:
+    module_name, _, qualname = ref.partition(":")
+    obj = sys.modules.get(module_name) if module_name and qualname else None
+    for part in qualname.split(".") if obj is not None else ():
+        obj = getattr(obj, part, None)
+    # StopIteration would turn into RuntimeError when raised inside a coroutine (an await)
+    if (isinstance(obj, type) and issubclass(obj, Exception)
+            and not issubclass(obj, (RemoteError, StopIteration, StopAsyncIteration))):
+        return obj
+    return None
+
+
+def _typed_class(cls: type) -> type | None:
+    sub = _typed.get(cls, _UNSET)
+    if sub is not _UNSET:
+        return sub
+    try:
+        sub = type(f"Remote{cls.__name__}", (RemoteError, cls), {"__module__": __name__, "__qualname__": f"Remote{cls.__name__}"})
+        sub("T", "probe")  # one text argument must build it (e.g. UnicodeDecodeError needs five)
+    except Exception:  # noqa: BLE001 - a layout conflict, a metaclass, an __init_subclass__ that refuses
+        sub = None
+    with _typed_lock:
+        return _typed.setdefault(cls, sub)
+
+
+_UNSET: object = object()
 
 
 class RemoteAttributeError(RemoteError, AttributeError):

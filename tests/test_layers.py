@@ -56,8 +56,8 @@ def test_the_facade_exports_exactly_the_public_names_sorted():
         "AgentBase", "AgentNotFound", "AgentServer", "AsyncResult", "AuthenticationError", "CallTimeout",
         "DistConf", "MeshError", "MessageTooLarge", "Msg", "MsgHub", "OutcomeUnknown", "Placeholder",
         "RemoteAttributeError", "RemoteError", "ResultExpired", "RpcAgentServerLauncher", "RpcMeta",
-        "RpcObject", "SerializationError", "ServerInfo", "ServerUnavailable", "async_func", "delete", "get",
-        "init", "msghub", "servers", "shutdown", "sync_func",
+        "RpcObject", "SerializationError", "ServerInfo", "ServerUnavailable", "as_completed", "async_func", "delete",
+        "get", "init", "msghub", "servers", "shutdown", "sync_func", "wait",
     }
     assert issubclass(mesh.SerializationError, mesh.MeshError)
 

@@ -51,13 +51,7 @@ def runs_on_loop(cls: type, name: str, fn: object) -> bool:
     """True if the server runs method ``name`` of ``cls`` (``fn``, as looked up on the object) on its event loop.
 
     A coroutine function does, whatever its mode (``@sync_func async def`` only makes the caller
-    wait). So does an agent's inherited ``AgentBase.__call__`` when ``reply`` is a coroutine
-    function: that ``__call__`` only forwards to ``reply``, so it returns ``reply``'s coroutine.
+    wait). (An agent's inherited ``__call__`` is itself ``async def`` when its ``reply`` is: see
+    ``mesh._agent``.)
     """
-    if inspect.iscoroutinefunction(fn):
-        return True
-    if name == "__call__" and getattr(cls, "_mesh_agent", False):
-        call = next((vars(k)["__call__"] for k in cls.__mro__ if "__call__" in vars(k)), None)
-        if getattr(call, "__qualname__", None) == "AgentBase.__call__":
-            return inspect.iscoroutinefunction(getattr(cls, "reply", None))
-    return False
+    return inspect.iscoroutinefunction(fn)

@@ -21,13 +21,37 @@ from typing import Any
 from mesh._core import redis_results, runtime, settings, wire
 from mesh._errors import CallTimeout, MeshError, OutcomeUnknown, ServerUnavailable
 from mesh._msg import Msg
+from mesh.client._aio import value_of
 from mesh.client._holders import counting, lend, report
 from mesh.client._client import get_client
 from mesh.client._replies import decode_reply, wait
 
-__all__ = ["AsyncResult", "Placeholder", "is_future", "resolve"]
+__all__ = ["AsyncResult", "NeedWait", "Placeholder", "is_future", "no_waiting", "resolve"]
 
 _PENDING = object()
+_no_wait = threading.local()  # set while an await reads a future (see mesh.client._aio)
+
+
+class NeedWait(BaseException):
+    """Raised by a read made under :func:`no_waiting` instead of blocking: wait for ``fut``, then read again.
+
+    A ``BaseException``: no ``except Exception`` on the way treats it as the read's failure.
+    """
+
+    def __init__(self, fut: Any) -> None:
+        super().__init__()
+        self.fut = fut
+
+
+class no_waiting:
+    """Within it, reading a future raises :class:`NeedWait` where it would block (this thread only)."""
+
+    def __enter__(self) -> None:
+        _no_wait.on = True
+
+    def __exit__(self, *exc: Any) -> None:
+        _no_wait.on = False
+
 
 class _FutureMixin:
     """The machinery shared by AsyncResult and Placeholder."""
@@ -85,15 +109,18 @@ class _FutureMixin:
             raise d["_mesh_exc"]
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            reply = self._mesh_wait(self._mesh_source(), deadline)
-            # a value that came with the reply is ours whenever we read it: while this future lives,
-            # the producer holds the result too (max_len / max_expire_time bound only unheld ones)
-            if reply[0].get("op") == wire.OK and reply[0].get("big"):
-                reply = self._mesh_wait(self._mesh_start_fetch(), deadline)
-            if reply[2]:  # buffers: a large value, worth releasing at once when this handle goes
-                d["_mesh_big"] = True
-            value = decode_reply(reply, d["_mesh_address"])
-            while isinstance(value, _FutureMixin):  # a forwarded future: follow it
+            value = d.get("_mesh_forward", _PENDING)
+            if value is _PENDING:
+                reply = self._mesh_wait(self._mesh_source(), deadline)
+                # a value that came with the reply is ours whenever we read it: while this future lives,
+                # the producer holds the result too (max_len / max_expire_time bound only unheld ones)
+                if reply[0].get("op") == wire.OK and reply[0].get("big"):
+                    reply = self._mesh_wait(self._mesh_start_fetch(), deadline)
+                if reply[2]:  # buffers: a large value, worth releasing at once when this handle goes
+                    d["_mesh_big"] = True
+                value = decode_reply(reply, d["_mesh_address"])
+            if isinstance(value, _FutureMixin):  # a forwarded future: follow it (it follows its own)
+                d["_mesh_forward"] = value  # decoded once: an await that resumes reads it again
                 value = value.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
         except CallTimeout:
             raise
@@ -150,6 +177,19 @@ class _FutureMixin:
             return True
         return self._mesh_source().done()
 
+    def _mesh_on_done(self, fn: Any) -> None:
+        """Call ``fn()`` once :meth:`done` is true (now, or from the I/O thread): ``mesh.wait``'s hook."""
+        d = self.__dict__
+        if d["_mesh_value"] is not _PENDING or d["_mesh_exc"] is not None:
+            fn()
+            return
+        try:
+            source = self._mesh_source()
+        except Exception:  # noqa: BLE001 - cannot even ask: reading it raises, so it is done
+            fn()
+            return
+        source.add_done_callback(lambda _f: fn())
+
     # -- internals ----------------------------------------------------------
     def _mesh_source(self) -> concurrent.futures.Future:
         call = self.__dict__["_mesh_call"]
@@ -173,7 +213,25 @@ class _FutureMixin:
             return fut
 
     def _mesh_wait(self, fut: concurrent.futures.Future, deadline: float | None) -> tuple:
+        if not fut.done() and getattr(_no_wait, "on", False):
+            raise NeedWait(fut)  # an await reads this future: it waits for `fut` without blocking the loop
         return wait(fut, deadline, self.__dict__["_mesh_address"])
+
+    def _mesh_try_read(self) -> tuple[bool, Any]:
+        """``(True, value)`` (or raise as :meth:`result`), or ``(False, transport future to wait for)``."""
+        d = self.__dict__
+        pending = d["_mesh_call"] if d["_mesh_fetch"] is None else d["_mesh_fetch"]
+        if pending is not None and d["_mesh_value"] is _PENDING and not pending.done():
+            return False, pending  # the common case, without going through result() and NeedWait
+        try:
+            with no_waiting():
+                return True, self.result()
+        except NeedWait as need:
+            return False, need.fut
+
+    def __await__(self) -> Any:
+        """``await fut``: the value, or what :meth:`result` raises; the running loop is never blocked."""
+        return value_of(self).__await__()
 
     def __del__(self) -> None:
         try:  # this holder is gone: tell the producer (see mesh.client._holders)
@@ -253,6 +311,10 @@ class Placeholder(_FutureMixin, Msg):
     """
 
     _mesh_kind = "a Placeholder"
+
+    # A future is hashable by identity, as an AsyncResult is (a Msg is not: mutable), so that
+    # asyncio.gather / wait, sets and dicts take it; equality still compares the messages.
+    __hash__ = object.__hash__
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 import time
+import types
 from typing import Any
 
 from mesh._core import ids, wire
 from mesh._core.address import normalize_address
 from mesh._core.context import current_chain
-from mesh._core.methods import ASYNC, ASYNC_MSG
-from mesh._errors import RemoteAttributeError, RemoteError
+from mesh._core.methods import ASYNC, ASYNC_MSG, SYNC
+from mesh._errors import RemoteAttributeError, RemoteError, SerializationError
 from mesh.client._client import get_client
 from mesh.client._future import AsyncResult, Placeholder
 from mesh.client._replies import decode_reply, wait
@@ -124,11 +126,21 @@ class _Method:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return _invoke(self._proxy, self._name, self._mode, args, kwargs)
 
+    def remote(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Send the call and return its future at once, whatever the method's mode.
+
+        An :class:`~mesh.AsyncResult` (a :class:`~mesh.Placeholder` for an agent's ``reply``):
+        ``await proxy.method.remote(x)`` never blocks the loop, even for a sync method. Calls
+        of one caller to one object still run in the order they were made.
+        """
+        return _invoke(self._proxy, self._name, ASYNC if self._mode == SYNC else self._mode, args, kwargs)
+
     def __repr__(self) -> str:
         return f"<remote {self._mode} method {self._name} of {self._proxy!r}>"
 
 
 def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -> Any:
+    _refuse_awaitables(proxy, name, args, kwargs)
     header = {
         "op": wire.CALL,
         "obj": proxy._mesh_id,
@@ -154,3 +166,23 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         cls = Placeholder if mode == ASYNC_MSG else AsyncResult
         return cls(proxy._mesh_address, task, fut, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
     return proxy._mesh_request(header, [list(args), kwargs])
+
+
+def _refuse_awaitables(proxy: RpcObject, name: str, args: tuple, kwargs: dict) -> None:
+    """A coroutine or an asyncio future as an argument is a value not yet made: say so at call time.
+
+    (Mesh futures are awaitable too, but they travel: the server reads them itself.)
+    """
+    aio = sys.modules.get("asyncio")
+    for label, arg in [*((str(i + 1), a) for i, a in enumerate(args)), *((repr(k), v) for k, v in kwargs.items())]:
+        kind = type(arg)
+        if kind is types.CoroutineType:
+            what = "a coroutine"
+        elif aio is not None and isinstance(arg, aio.Future):
+            what = "an asyncio task" if isinstance(arg, aio.Task) else "an asyncio future"
+        else:
+            continue
+        raise SerializationError(
+            f"argument {label} of {proxy._mesh_cls}.{name}(...) is {what}, not a value: await it first "
+            "(a mesh future may be passed as it is)"
+        )

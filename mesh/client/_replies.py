@@ -26,6 +26,7 @@ from mesh._errors import (
     RemoteError,
     ResultExpired,
     ServerUnavailable,
+    remote_error,
 )
 
 __all__ = ["decode_plain", "decode_reply", "raise_error", "translate", "wait"]
@@ -53,7 +54,7 @@ def raise_error(header: dict, address: str) -> None:
     kind = header.get("kind", wire.K_REMOTE)
     msg = str(header.get("msg", ""))
     if kind == wire.K_REMOTE:
-        raise RemoteError(str(header.get("type", "Exception")), msg, str(header.get("tb", "")))
+        raise remote_error(str(header.get("type", "Exception")), msg, str(header.get("tb", "")), str(header.get("etype", "")))
     if kind == wire.K_INTERNAL:
         raise MeshError(
             f"{address}: internal error: a bug in the server (its log has the traceback), not in this call: {msg}"

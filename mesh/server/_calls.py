@@ -62,7 +62,15 @@ def checked_value(label: str, value: Any) -> Any:
 
 def remote_error(exc: BaseException) -> Entry:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return wire.err_entry(wire.K_REMOTE, str(exc), type(exc).__name__, tb)
+    return _typed(wire.err_entry(wire.K_REMOTE, str(exc), type(exc).__name__, tb), type(exc))
+
+
+def _typed(entry: Entry, cls: type | str) -> Entry:
+    """Add ``etype`` (the exception's class as ``module:qualname``): the caller may raise it as that type."""
+    etype = cls if isinstance(cls, str) else f"{cls.__module__}:{cls.__qualname__}"
+    if etype and len(etype) <= 1024:
+        entry[0]["etype"] = etype
+    return entry
 
 
 def call_error(exc: BaseException) -> Entry:
@@ -75,7 +83,7 @@ def call_error(exc: BaseException) -> Entry:
     if isinstance(exc, RemoteError):
         here = "".join(traceback.format_tb(exc.__traceback__))
         tb = exc.remote_traceback.rstrip() + "\n\nre-raised on the way back:\n" + here
-        return wire.err_entry(wire.K_REMOTE, exc.remote_message, exc.remote_type, tb)
+        return _typed(wire.err_entry(wire.K_REMOTE, exc.remote_message, exc.remote_type, tb), exc.remote_class)
     if isinstance(exc, ResultExpired):
         return wire.err_entry(wire.K_EXPIRED, str(exc), "ResultExpired", "".join(traceback.format_exception(exc)))
     if isinstance(exc, ServerUnavailable):

@@ -1,0 +1,104 @@
+"""asyncio glue of the caller's side: ``await`` on a future, without a thread per await.
+
+``await fut`` reads the future as :meth:`result` does, under ``no_waiting``: where the read
+would block on a transport future (the call's reply, a ``result`` fetch for a big value or a
+future passed from elsewhere, a forwarded future's reply), it raises ``NeedWait`` instead.
+The coroutine then registers a done-callback on that transport future and suspends; the
+callback runs on the I/O thread and wakes the awaiting loop with one
+``call_soon_threadsafe`` per burst of replies (:class:`_Waker`), and the read starts again.
+Nothing blocks the loop and no thread is held, however many awaits are pending.
+
+The await binds to the loop that runs it (``asyncio.get_running_loop()`` at each wait): a
+future can be awaited from any loop, or read with ``result()`` from a thread meanwhile.
+
+Inside a server coroutine (a method running on the server's loop) the whole wait is inside
+``mesh._core.context.blocking()``: calls of the same call chain may enter the waiting object
+(A -> B -> A), as for a worker thread that waits. The server's step wrapper gives every
+step of the call the call's context, so the hooks run in it when the wait starts and ends.
+
+asyncio is imported by the first await (``import mesh`` does not import it).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+from mesh._core.context import blocking
+
+__all__ = ["value_of"]
+
+asyncio: Any = None
+
+
+async def value_of(fut: Any) -> Any:
+    """The value of a mesh future (``_mesh_try_read`` as in ``mesh.client._future``), read
+    without blocking the running loop."""
+    done, got = fut._mesh_try_read()
+    if done:
+        return got
+    with blocking():  # in a server coroutine: same-chain calls may enter the waiting object
+        while True:
+            await _ready(got)
+            done, got = fut._mesh_try_read()
+            if done:
+                return got
+
+
+def _ready(source: Any) -> Any:
+    """An asyncio future of the running loop, done when ``source`` (a transport future) is."""
+    global asyncio
+    if asyncio is None:
+        import asyncio as _asyncio
+
+        asyncio = _asyncio
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    waker = _waker(loop)
+    source.add_done_callback(lambda _f: waker.wake(waiter))
+    return waiter
+
+
+class _Waker:
+    """Wakes one loop for done transport futures: one ``call_soon_threadsafe`` per burst."""
+
+    __slots__ = ("loop", "lock", "due", "__weakref__")
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.due: list[Any] | None = None  # waiters to wake; None: no wake-up scheduled
+
+    def wake(self, waiter: Any) -> None:  # any thread (usually the I/O thread)
+        with self.lock:
+            if self.due is not None:
+                self.due.append(waiter)
+                return
+            self.due = [waiter]
+        try:
+            self.loop.call_soon_threadsafe(self.flush)
+        except RuntimeError:  # that loop is closed: nobody awaits there any more
+            with self.lock:
+                self.due = None
+
+    def flush(self) -> None:  # the loop's thread
+        with self.lock:
+            due, self.due = self.due, None
+        for waiter in due or ():
+            if not waiter.done():  # cancelled meanwhile: the awaiting task went away
+                waiter.set_result(None)
+
+
+_wakers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_wakers_lock = threading.Lock()
+
+
+def _waker(loop: Any) -> _Waker:
+    waker = _wakers.get(loop)
+    if waker is None:
+        with _wakers_lock:
+            waker = _wakers.get(loop)
+            if waker is None:
+                waker = _wakers[loop] = _Waker(loop)
+    return waker
