@@ -198,7 +198,8 @@ def test_graceful_shutdown_finishes_running_calls_and_fails_queued_ones(spawn_se
     prod = Producer(to_dist={"host": srv.host, "port": srv.port})
     running = prod.make(10, delay=1.0)
     queued = prod.make(20)  # same actor: waits behind the running call
-    wait_until(lambda: status(srv)["load"] >= 1, timeout=5)
+    # "load" also counts calls handed to the pool that no worker has taken yet: wait until one runs
+    wait_until(lambda: status(srv)["running"] >= 1, timeout=5)
     os.kill(srv.pid, signal.SIGTERM)
     assert running.result(timeout=10) == b"p" * 10
     with pytest.raises(mesh.ServerUnavailable):

@@ -31,9 +31,10 @@ def info(*, name: str, capacity: int, load: int, agents: int, started: float, ma
     }
 
 
-def status(ping: dict[str, Any], actors: list[Actor], pool: Any, aio_running: int = 0) -> dict[str, Any]:
+def status(ping: dict[str, Any], actors: list[Actor], pool: Any, aio_running: int = 0, running: int = 0) -> dict[str, Any]:
     """The ``status`` reply: ``ping``'s fields, one row per agent, the result store's size, the RSS,
-    and ``aio_running``: coroutine calls running on the server's event loop now."""
+    ``running`` (calls executing on worker threads now, blocked ones included) and ``aio_running``
+    (coroutine calls running on the server's event loop now)."""
     agents = [{
         "id": a.id,
         "registered_name": a.name,
@@ -45,7 +46,7 @@ def status(ping: dict[str, Any], actors: list[Actor], pool: Any, aio_running: in
     } for a in actors]
     return {
         **ping, "agents": agents, "results": len(pool), "results_bytes": getattr(pool, "nbytes", None), "rss": rss(),
-        "aio_running": aio_running,
+        "running": running, "aio_running": aio_running,
     }
 
 

@@ -216,7 +216,9 @@ class Servicer:
         reply(ok(self.info()))
 
     def _op_status(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
-        reply(ok(admin_status(self.info(), list(self.objects.actors.values()), self.pool, self.calls.aio.running)))
+        reply(ok(admin_status(
+            self.info(), list(self.objects.actors.values()), self.pool, self.calls.aio.running, self.workers.running
+        )))
 
     def _op_stop(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
         reply(ok(None))
