@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
+import sys
 import traceback
 from typing import Any
 
@@ -28,8 +28,11 @@ _error_classes: dict[type, type] = {}
 
 
 def _importable(module: str, qualname: str) -> Any:
+    # Only modules this process has imported already: a peer must never make us import one.
     try:
-        obj: Any = importlib.import_module(module or "builtins")
+        obj: Any = sys.modules.get(module or "builtins")
+        if obj is None:
+            return None
         for part in qualname.split("."):
             obj = getattr(obj, part)
         return obj
