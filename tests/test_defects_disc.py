@@ -196,11 +196,13 @@ def _fds() -> int:
 def test_a_flood_of_fake_servers_keeps_open_files_bounded(discovery_on, tmp_path, server):
     silent = Rogue(tmp_path / "unused", mode="silent", count=50)
     try:
-        closed = []
-        for _ in range(50):  # ports nobody listens on
-            probe = zmq.Context.instance().socket(zmq.ROUTER)
-            closed.append(probe.bind_to_random_port("tcp://127.0.0.1"))
+        closed: list[int] = []
+        while len(closed) < 50:  # distinct ports nobody listens on (a closed port may come up again:
+            probe = zmq.Context.instance().socket(zmq.ROUTER)  # two entries on one port merge into one)
+            port = probe.bind_to_random_port("tcp://127.0.0.1")
             probe.close(0)
+            if port not in closed and port not in silent.ports:
+                closed.append(port)
         for i, port in enumerate(silent.ports + closed):
             register(f"fake{i}", port)
         mesh.client._client.get_client()
