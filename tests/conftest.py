@@ -125,3 +125,27 @@ def run_cli(*args: str, timeout: float = 30, env: dict | None = None) -> subproc
         [sys.executable, "-m", "mesh.server", *args],
         capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
     )
+
+
+def run_app(srv, code: str, kill: bool = False) -> None:
+    """Run a short application process against ``srv`` (``HOST``, ``PORT`` and ``agents_lib``'s
+    Store, Producer and Consumer are set for ``code``). With ``kill``, it is SIGKILLed once it
+    prints ``ready``; otherwise it must exit 0."""
+    script = (
+        f"import sys; sys.path.insert(0, {TESTS!r})\n"
+        "import mesh\nfrom agents_lib import Consumer, Producer, Store\n"
+        f"HOST, PORT = {srv.host!r}, {srv.port}\n" + code
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        if kill:
+            assert proc.stdout.readline().strip() == "ready"
+            proc.kill()
+        proc.wait(30)
+        if not kill:
+            assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()

@@ -4,15 +4,13 @@ actor's turn, and late reads that are not expired while a live future holds them
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
 import mesh
 from agents_lib import Consumer, Producer
-from conftest import wait_until
+from conftest import run_app, wait_until
 from mesh.server import _checks, _results
 from mesh.server._store import LocalPool
 
@@ -132,25 +130,6 @@ def test_release_lists_are_capped_and_ill_typed_releases_are_ignored(local_serve
 
 
 # ------------------------------------------------------------------ point 9: ended sessions
-def _app(srv, code: str, kill: bool = False) -> None:
-    script = (
-        f"import sys; sys.path.insert(0, {TESTS!r})\n"
-        "import mesh\nfrom agents_lib import Producer, Consumer\n"
-        f"HOST, PORT = {srv.host!r}, {srv.port}\n" + code
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        if kill:
-            assert proc.stdout.readline().strip() == "ready"
-            proc.kill()
-        proc.wait(30)
-        if not kill:
-            assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
 
 
 UNREAD = (
@@ -165,9 +144,9 @@ def test_unread_results_of_an_ended_session_go_with_it(spawn_server, exit_how):
     # Point 9: a dead client's unfetched results stayed up to max_expire_time (2 h).
     srv = spawn_server(port=0, lease_ttl=1.0)
     if exit_how == "bye":
-        _app(srv, UNREAD)  # a clean exit: mesh.shutdown() at exit says bye
+        run_app(srv, UNREAD)  # a clean exit: mesh.shutdown() at exit says bye
     else:
-        _app(srv, UNREAD + "print('ready', flush=True)\nimport time; time.sleep(60)", kill=True)
+        run_app(srv, UNREAD + "print('ready', flush=True)\nimport time; time.sleep(60)", kill=True)
     assert wait_until(lambda: _status(srv.address)["results"] == 0, timeout=15, raise_=False), _status(srv.address)
     assert len(_status(srv.address)["agents"]) == 1  # the detached producer stays
 
@@ -198,7 +177,7 @@ def test_a_result_passed_on_stays_for_the_copy_after_its_caller_exits(spawn_serv
         "f = p.make(123, delay=1.0)\n"
         "g = mesh.get('c', host=HOST, port=PORT).later(f)\n"
     )
-    _app(srv, code)  # exits at once: `f` still runs, and the call that got it waits for it
+    run_app(srv, code)  # exits at once: `f` still runs, and the call that got it waits for it
     holder = mesh.get("c", host=srv.host, port=srv.port)
     assert wait_until(lambda: holder.seen() is not None, timeout=20, raise_=False)
     assert holder.seen() == 123  # the copy read the value after its caller had gone

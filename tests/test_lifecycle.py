@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import gc
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
 import mesh
 from agents_lib import Consumer, Holder, Producer, Store
-from conftest import wait_until
+from conftest import run_app, wait_until
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -25,40 +23,20 @@ def status(srv) -> dict:
     return mesh.client._replies.decode_reply(fut.result(10), srv.address)
 
 
-def app(srv, code: str, kill: bool = False) -> None:
-    """Run a short application process against ``srv``."""
-    script = (
-        f"import sys; sys.path.insert(0, {TESTS!r})\n"
-        "import mesh\nfrom agents_lib import Store, Producer\n"
-        f"HOST, PORT = {srv.host!r}, {srv.port}\n" + code
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        if kill:
-            assert proc.stdout.readline().strip() == "ready"
-            proc.kill()
-        proc.wait(30)
-        if not kill:
-            assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
 
 
 def test_objects_die_with_the_process_that_created_them(spawn_server):
     srv = spawn_server(port=0, lease_ttl=1.0)
-    app(srv, "s = Store(to_dist={'host': HOST, 'port': PORT}); s.add(1)")  # clean exit: bye
+    run_app(srv, "s = Store(to_dist={'host': HOST, 'port': PORT}); s.add(1)")  # clean exit: bye
     wait_until(lambda: status(srv)["agents"] == [], timeout=5)
-    app(srv, "s = Store(to_dist={'host': HOST, 'port': PORT}); s.add(1); print('ready', flush=True)\nimport time; time.sleep(60)", kill=True)
+    run_app(srv, "s = Store(to_dist={'host': HOST, 'port': PORT}); s.add(1); print('ready', flush=True)\nimport time; time.sleep(60)", kill=True)
     assert len(status(srv)["agents"]) == 1
     wait_until(lambda: status(srv)["agents"] == [], timeout=10)  # lease expired
 
 
 def test_detached_named_object_outlives_its_creator(spawn_server):
     srv = spawn_server(port=0, lease_ttl=1.0)
-    app(srv, "s = Store(to_dist={'host': HOST, 'port': PORT, 'name': 'ledger', 'detached': True}); s.add(5)")
+    run_app(srv, "s = Store(to_dist={'host': HOST, 'port': PORT, 'name': 'ledger', 'detached': True}); s.add(5)")
     ledger = mesh.get("ledger", host=srv.host, port=srv.port)
     assert ledger.add(1) == 6
     with pytest.raises(mesh.AgentNotFound):
@@ -187,7 +165,7 @@ def test_many_short_applications_leave_the_server_flat(spawn_server):
         "assert [p.make(10).result() for p in ps] == [b'p' * 10] * 5\n"
     )
     for _ in range(10):
-        app(srv, code)
+        run_app(srv, code)
     wait_until(lambda: status(srv)["agents"] == [] and status(srv)["results"] == 0, timeout=10)
 
 
