@@ -86,16 +86,16 @@ def _tracer(trace: types.ModuleType) -> Any:
 
 def _otel() -> tuple[Any, Any, Any]:
     """(``opentelemetry.trace``, ``opentelemetry.context``, the W3C propagator): only when enabled."""
-    global _W3C
-    from opentelemetry import context as otel_context, trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    global _MODULES
+    if _MODULES is None:
+        from opentelemetry import context as otel_context, trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    if _W3C is None:
-        _W3C = TraceContextTextMapPropagator()
-    return trace, otel_context, _W3C
+        _MODULES = (trace, otel_context, TraceContextTextMapPropagator())
+    return _MODULES
 
 
-_W3C: Any = None
+_MODULES: tuple[Any, Any, Any] | None = None  # imported on the first traced call, never before
 
 
 def carrier(header: Mapping[str, Any]) -> tuple[str, str | None] | None:
@@ -198,11 +198,14 @@ class ClientSpan:
 def client_span(header: dict, cls_name: str, method: str, address: str) -> ClientSpan:
     """Start the caller's span of a call (a child of the current context) and put its context
     in ``header`` (``traceparent``, ``tracestate``). Only when :func:`enabled`."""
-    trace, otel_context, w3c = _otel()
-    tracer = _tracer(trace)
-    span = tracer.start_span(f"{cls_name}/{method}", kind=trace.SpanKind.CLIENT,
-                             attributes=_attributes(cls_name, method, address))
-    w3c.inject(header, context=trace.set_span_in_context(span, otel_context.get_current()))
+    trace, _, _ = _otel()
+    span = _tracer(trace).start_span(f"{cls_name}/{method}", kind=trace.SpanKind.CLIENT,
+                                     attributes=_attributes(cls_name, method, address))
+    ctx = span.get_span_context()
+    if ctx.is_valid:  # what the W3C propagator's inject() writes, without its context round trip
+        header[TRACEPARENT] = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+        if ctx.trace_state:
+            header[TRACESTATE] = ctx.trace_state.to_header()
     return ClientSpan(span)
 
 
