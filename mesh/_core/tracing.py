@@ -68,7 +68,7 @@ def enabled() -> bool:
 def _tracer(trace: types.ModuleType) -> Any:
     """The mesh's tracer from the global provider, or None (no provider, or a no-op one)."""
     global _state
-    provider = getattr(trace, "_TRACER_PROVIDER", _MISSING)  # None until set_tracer_provider()
+    provider: Any = getattr(trace, "_TRACER_PROVIDER", _MISSING)  # None until set_tracer_provider()
     if provider is None:
         return None
     if provider is _MISSING:  # an API version without the attribute: ask it (may read env vars)
