@@ -1,4 +1,4 @@
-"""Browser: the merged table of servers from mDNS, the local registry, static peers and Redis."""
+"""Browser: the merged table of servers from mDNS, the local registry, static peers, DNS and Redis."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from types import TracebackType
 
 from zeroconf import IPVersion
 
+from discovery._dns import split_dns_entries
 from discovery._local import LocalRegistry
 from discovery._mdns_browser import MdnsBrowser
 from discovery._merge import merge
@@ -42,8 +43,9 @@ class Browser:
     Args:
         mdns: browse mDNS.
         local: read the local registry (servers on this host, no multicast needed).
-        static_peers: fixed ``host:port`` addresses; ``None`` reads ``MESH_PEERS``
-            (comma separated).
+        static_peers: fixed ``host:port`` addresses, and names to look up in DNS
+            (``dns:NAME[:PORT]``, ``dns+srv:NAME``: see :mod:`discovery._dns`); ``None``
+            reads ``MESH_PEERS`` (comma separated).
         redis_url: also read this Redis registry; ``None`` reads
             ``MESH_REDIS_DISCOVERY_URL`` when set.
         interfaces: mDNS interfaces (addresses or names); default ``MESH_INTERFACES``,
@@ -74,10 +76,9 @@ class Browser:
     ) -> None:
         self._version = to_ip_version(ip_version)
         self.service_type = resolve_service_type(service_type)
-        if static_peers is None:
-            self._static = static_records(peers_from_env(), origin="MESH_PEERS")
-        else:
-            self._static = static_records(static_peers)
+        origin = "MESH_PEERS" if static_peers is None else "static_peers"
+        plain, self._dns = split_dns_entries(peers_from_env() if static_peers is None else static_peers, origin)
+        self._static = static_records(plain, origin=origin)
         self._local = LocalRegistry(registry_dir) if local else None
         self._redis: RedisScanner | None = None
         if redis_url is not None:
@@ -153,6 +154,8 @@ class Browser:
         if self._local is not None:
             found += self._local.records()
         found += self._static
+        for source in self._dns:  # looked up again at most once a second
+            found += source.records()
         if self._redis is not None and self._state != "closed":
             prefer_v6 = self._version is IPVersion.V6Only
             for rec in self._redis.records():
@@ -179,7 +182,7 @@ class Browser:
             self.start()
         predicate = predicate or _default_predicate
         deadline = time.monotonic() + max(0.0, timeout)
-        pull = self._local is not None or self._redis is not None
+        pull = self._local is not None or self._redis is not None or bool(self._dns)
         while True:
             with self._cond:
                 generation = self._generation

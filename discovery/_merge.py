@@ -21,7 +21,7 @@ from discovery._record import ServerRecord
 
 __all__ = ["merge"]
 
-_RANK = {"local": 0, "mdns": 1, "redis": 2, "static": 3}
+_RANK = {"local": 0, "mdns": 1, "redis": 2, "static": 3, "dns": 3}
 
 
 def _rank(rec: ServerRecord) -> int:

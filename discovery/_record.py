@@ -68,7 +68,7 @@ class ServerRecord:
         proto: the wire protocol major version.
         pid: the server's process id (0: unknown).
         addresses: every address the server advertised (``host`` among them).
-        sources: where it was found, a subset of ``{"mdns", "local", "static", "redis"}``.
+        sources: where it was found, a subset of ``{"mdns", "local", "static", "dns", "redis"}``.
     """
 
     name: str

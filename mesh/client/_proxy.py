@@ -7,7 +7,7 @@ import time
 import types
 from typing import Any
 
-from mesh._core import ids, wire
+from mesh._core import ids, tracing, wire
 from mesh._core.address import normalize_address
 from mesh._core.context import current_chain
 from mesh._core.methods import ASYNC, ASYNC_MSG, SYNC
@@ -147,6 +147,7 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         "m": name,
         "chain": current_chain() or ids.new_chain(),
     }
+    span = tracing.client_span(header, proxy._mesh_cls, name, proxy._mesh_address) if tracing.enabled() else None
     if mode == ASYNC or mode == ASYNC_MSG:
         task = ids.new_chain()
         header["task"] = task
@@ -157,14 +158,20 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         peers.call_started(object_id)
         try:
             fut = client.request(proxy._mesh_address, header, [list(args), kwargs])
-        except BaseException:
+        except BaseException as exc:
             peers.call_ended(object_id)
+            if span is not None:
+                span.fail(exc)
             raise
+        if span is not None:
+            span.end_on(fut)
         address = proxy._mesh_address
         client.own(address)  # our lease there keeps the result held until we release it (or exit)
         fut.add_done_callback(lambda f: peers.call_ended(object_id))
         cls = Placeholder if mode == ASYNC_MSG else AsyncResult
         return cls(proxy._mesh_address, task, fut, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
+    if span is not None:
+        return span.run(proxy._mesh_request, header, [list(args), kwargs])
     return proxy._mesh_request(header, [list(args), kwargs])
 
 

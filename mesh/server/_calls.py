@@ -18,7 +18,7 @@ import types
 from typing import Any, Callable
 
 import transport
-from mesh._core import context
+from mesh._core import context, tracing
 from mesh._core import wire
 from mesh._core.methods import runs_on_loop
 from mesh._core.wire import Entry
@@ -183,6 +183,8 @@ class CallRunner:
         if not self._accepting():
             self.unrun(call, shut_down())
             return False
+        if tracing.enabled():
+            call.trace = tracing.server_span(call.trace, type(actor.obj).__name__, call.method)
         context.set_context(chain, on_block, on_unblock)
         try:
             # decoded here, on a worker, also for a coroutine: unpickling runs user code (classes
@@ -191,7 +193,10 @@ class CallRunner:
             if call.method.startswith("_") and call.method != "__call__":
                 raise AttributeError(f"{call.method!r} is private: private methods are never called remotely")
             fn = getattr(actor.obj, call.method)
-            if runs_on_loop(type(actor.obj), call.method, fn):
+            on_loop = runs_on_loop(type(actor.obj), call.method, fn)
+            if call.trace is not None and type(call.trace) is tracing.ServerSpan:
+                fn = call.trace.bind(fn, on_loop)
+            if on_loop:
                 if self._to_loop(actor, call, fn, args, kwargs):
                     return True
                 entry = shut_down()
@@ -240,6 +245,8 @@ class CallRunner:
 
     def complete(self, call: Call, entry: Entry) -> None:
         """Answer the call; an async one's result goes to the store first (and to its fetches)."""
+        if call.trace is not None:
+            tracing.end_server(call.trace, entry[0])
         if not call.keep:
             call.reply(entry)
             return

@@ -22,7 +22,7 @@ import uuid
 from typing import Any, Callable
 
 import transport
-from mesh._core import wire
+from mesh._core import tracing, wire
 from mesh._core.wire import Entry
 from mesh.server._aio import Aio
 from mesh.server._admin import info as admin_info, status as admin_status
@@ -137,7 +137,7 @@ class Servicer:
         keep = bool(header.get("keep"))
         task = header.get("task")
         sess = header.get("sess") if keep else None
-        call = Call(reply, header["m"], body, buffers, header.get("chain"), task, keep, sess)
+        call = Call(reply, header["m"], body, buffers, header.get("chain"), task, keep, sess, tracing.carrier(header))
         if keep:
             self.results.expect(task, sess)
         actor = self.objects.get(header["obj"])

@@ -21,11 +21,11 @@ __all__ = ["Actor", "Call"]
 class Call:
     """One request to call a method: where to reply, what to run, and its task if async."""
 
-    __slots__ = ("reply", "method", "body", "buffers", "chain", "task", "keep", "sess")
+    __slots__ = ("reply", "method", "body", "buffers", "chain", "task", "keep", "sess", "trace")
 
     def __init__(
         self, reply: Callable, method: str, body: Any, buffers: list, chain: Any, task: Any, keep: bool,
-        sess: str | None = None,
+        sess: str | None = None, trace: Any = None,
     ) -> None:
         self.reply = reply
         self.method = method
@@ -35,6 +35,7 @@ class Call:
         self.task = task
         self.keep = keep
         self.sess = sess  # the caller's session: while it lives (and holds the task), the result is held
+        self.trace = trace  # the caller's trace context (tracing.carrier), then the server span once running
 
 
 class Actor:
