@@ -26,6 +26,7 @@ from mesh._placement import DistConf
 from mesh._rpc import RpcMeta, async_func, sync_func
 from mesh.client import AsyncResult, Placeholder, RpcObject, ServerInfo, as_completed, wait
 from mesh.server import AgentServer, RpcAgentServerLauncher
+from mesh import edge as _edge  # noqa: F401, E402  (light: registers the HTTP edge's starter)
 
 __version__ = "0.1.0"
 

@@ -292,6 +292,7 @@ def _start_siblings(args: argparse.Namespace, first: Any, classes: list[type], s
         for i in range(1, max(1, args.processes)):
             sib = AgentServer(**ServerOptions.from_args(
                 args, port=first.port + i if args.port else 0, custom_agent_classes=classes,
+                http_port=args.http_port + i if args.http_port else args.http_port,
                 name=f"{first.name}-{i}", secret=secret,
             ))
             siblings.append(sib.launch(in_subprocess=True))
