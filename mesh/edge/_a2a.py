@@ -101,7 +101,7 @@ def to_msg(context: RequestContext) -> Msg:
             if kind == "text":
                 texts.append(part.text)
             elif kind == "data":
-                data.append(MessageToDict(part).get("data"))
+                data.append(_ints(MessageToDict(part).get("data")))
             elif kind == "url":
                 urls.append(part.url)
     content: Any = "\n".join(texts) if texts or not data else (data[0] if len(data) == 1 else data)
@@ -113,6 +113,17 @@ def to_msg(context: RequestContext) -> Msg:
     if extra:
         meta["a2a"]["metadata"] = extra
     return Msg("user", content, role="user", url=urls or None, metadata=meta)
+
+
+def _ints(value: Any) -> Any:
+    """JSON numbers of a data part come as floats (protobuf's Value): whole ones back to ints."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value
 
 
 class MeshExecutor(AgentExecutor):
