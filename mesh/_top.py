@@ -63,7 +63,15 @@ def _diff(now: list[int], before: list[int] | None) -> list[int]:
 
 
 def summarize(cur: dict[str, Any], prev: dict[str, Any] | None, dt: float) -> dict[str, Any]:
-    """What ``top`` shows of one server: totals, rates over ``dt`` seconds since ``prev``, p99 of the interval."""
+    """What ``top`` shows of one server: totals, rates over ``dt`` seconds since ``prev``, p99 of the interval
+    (a reply that is not a status reply, e.g. from an older or foreign server, shows as an error)."""
+    try:
+        return _summarize(cur, prev, dt)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return {"address": str(cur.get("address")), "ok": False, "error": f"malformed status reply ({exc!r:.80})"}
+
+
+def _summarize(cur: dict[str, Any], prev: dict[str, Any] | None, dt: float) -> dict[str, Any]:
     if "error" in cur:
         return {"address": cur["address"], "ok": False, "error": cur["error"]}
     old = {(r["class"], r["method"]): r for r in (prev or {}).get("calls", ())} if prev and "error" not in prev else {}
@@ -87,9 +95,9 @@ def summarize(cur: dict[str, Any], prev: dict[str, Any] | None, dt: float) -> di
     errors = sum(m["errors"] for m in methods)
     return {
         "address": cur["address"], "ok": True, "name": cur.get("name"), "uptime": cur.get("uptime"),
-        "capacity": cur.get("capacity"), "load": cur.get("load"), "running": cur.get("running", 0) + cur.get("aio_running", 0),
-        "queued": cur.get("queued", sum(a.get("queue", 0) for a in cur.get("agents", ()))),
-        "agents": len(cur.get("agents", ())), "results": cur.get("results"), "rss": cur.get("rss"),
+        "capacity": cur.get("capacity"), "load": cur.get("load"), "running": _num(cur.get("running", 0)) + _num(cur.get("aio_running", 0)),
+        "queued": _num(cur.get("queued", sum(a.get("queue", 0) for a in cur.get("agents", ())))),
+        "agents": len(cur.get("agents", ())), "results": cur.get("results"), "rss": _num(cur.get("rss") or 0),
         "bytes_in": cur.get("bytes_in"), "bytes_out": cur.get("bytes_out"), "http": cur.get("http"),
         "calls": calls, "errors": errors, "calls_per_s": sum(m["calls_per_s"] for m in methods),
         "errors_per_s": sum(m["errors_per_s"] for m in methods), "p99": quantile(hist_all, 0.99) if hist_all else None,
@@ -98,6 +106,12 @@ def summarize(cur: dict[str, Any], prev: dict[str, Any] | None, dt: float) -> di
             ({"class": a["class"], "name": a["name"], "id": a["id"], "queue": a["queue"], "served": a["served"]}
              for a in cur.get("agents", ())), key=lambda a: (-a["queue"], -a["served"]))[:10],
     }
+
+
+def _num(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"not a number: {value!r:.40}")
+    return value
 
 
 def _ms(seconds: float | None) -> str:
