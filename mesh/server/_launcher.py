@@ -173,7 +173,7 @@ def ready_line(info: dict) -> str:
     ``zmq-agent-server ready on tcp://HOST:PORT (name=..., capacity=..., pool=..., advertised=...,
     auth=..., pid=...)``: the first ``tcp://host:port`` is an address a client can use. A server
     bound to a wildcard or an interface name adds ``; bound to 0.0.0.0, also reachable at tcp://...``
-    inside the parentheses.
+    inside the parentheses. A server with HTTP adds ``, http=http://HOST:PORT``.
     """
     line = (
         f"{READY}{info['address']} (name={info['name']}, capacity={info['capacity']}, "
