@@ -26,8 +26,18 @@ from mesh._placement import DistConf
 from mesh._rpc import RpcMeta, async_func, sync_func
 from mesh.client import AsyncResult, Placeholder, RpcObject, ServerInfo, as_completed, wait
 from mesh.server import AgentServer, RpcAgentServerLauncher
+from mesh import edge as _edge  # noqa: F401, E402  (light: registers the HTTP edge's starter)
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # mesh.a2a (extra [http]) is imported on first use: `import mesh` stays light
+    if name == "a2a":
+        import importlib
+
+        return importlib.import_module("mesh.a2a")
+    raise AttributeError(f"module 'mesh' has no attribute {name!r}")
 
 __all__ = [
     "AgentBase",

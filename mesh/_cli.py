@@ -19,6 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import transport
+from mesh import _top as top
 from mesh._api import init, shutdown
 from mesh._core import wire
 from mesh._core.address import normalize_address
@@ -34,7 +35,7 @@ from mesh.server._launcher import read_parent_config, ready_info, ready_line, wa
 __all__ = ["MIN_SECRET_BYTES", "main"]
 
 
-_COMMANDS = ("start", "list", "status", "stop")
+_COMMANDS = ("start", "list", "status", "stop", "top")
 MIN_SECRET_BYTES = 16
 """A secret shorter than this gets a warning (``secrets.token_urlsafe(32)`` makes 43 bytes)."""
 
@@ -52,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="AgentScope's `as_server start ...` command lines run as `zmq-agent-server start ...`.",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{start,list,status,stop}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{start,list,status,stop,top}")
 
     s = sub.add_parser("start", help="run an agent server in the foreground")
     ServerOptions.add_arguments(s)  # one flag per server option, generated
@@ -95,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
     st.add_argument("--secret-file", help="file holding the shared secret (else env MESH_SECRET)")
 
+    top.add_arguments(sub.add_parser("top", help="live view of servers: agents, queues, calls/s, errors, p99"))
+
     sp = sub.add_parser("stop", help="ask a server to shut down cleanly")
     sp.add_argument("address", help="tcp://host:port or host:port")
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -106,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 def _check_command(p: argparse.ArgumentParser, argv: list[str]) -> None:
     """A missing or misspelt command gets a usage error that says which one was meant (exit 2)."""
     if not argv:
-        p.error("a command is needed: start, list, status or stop (e.g. zmq-agent-server start --port 12001)")
+        p.error("a command is needed: start, list, status, stop or top (e.g. zmq-agent-server start --port 12001)")
     first = argv[0]
     if first in _COMMANDS or first in ("-h", "--help", "--version"):
         return
@@ -117,7 +120,7 @@ def _check_command(p: argparse.ArgumentParser, argv: list[str]) -> None:
     close = difflib.get_close_matches(first, _COMMANDS, n=1, cutoff=0.6)
     if close:
         p.error(f"unknown command {first!r}: did you mean {close[0]}?")
-    p.error(f"unknown command {first!r}: use start, list, status or stop")
+    p.error(f"unknown command {first!r}: use start, list, status, stop or top")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         return _list(args)
     if args.command == "status":
         return _status(args)
+    if args.command == "top":
+        return _top(args)
     return _stop(args)
 
 
@@ -292,6 +297,7 @@ def _start_siblings(args: argparse.Namespace, first: Any, classes: list[type], s
         for i in range(1, max(1, args.processes)):
             sib = AgentServer(**ServerOptions.from_args(
                 args, port=first.port + i if args.port else 0, custom_agent_classes=classes,
+                http_port=args.http_port + i if args.http_port else args.http_port,
                 name=f"{first.name}-{i}", secret=secret,
             ))
             siblings.append(sib.launch(in_subprocess=True))
@@ -333,6 +339,16 @@ def _status(args: argparse.Namespace) -> int:
         return 1
     print("\n".join(lines))
     return 0
+
+
+def _top(args: argparse.Namespace) -> int:
+    if not _client_secret(args):
+        return 1
+    try:
+        return top.run(args.address, interval=args.interval, iterations=args.iterations, as_json=args.json,
+                       timeout=args.timeout)
+    finally:
+        shutdown()
 
 
 def _stop(args: argparse.Namespace) -> int:

@@ -97,8 +97,8 @@ def test_the_server_container_runs_start_with_known_flags_a_secret_and_health_on
     assert args[args.index("--port") + 1] == str(DEFAULT_PORT) and args[args.index("--host") + 1] == "0.0.0.0"
     http_port = int(args[args.index("--http") + 1])
     assert {p["name"]: p["containerPort"] for p in container["ports"]}["http"] == http_port
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    for probe in ("readinessProbe", "livenessProbe"):  # the edge asks /healthz for the token too
+        assert container[probe]["exec"]["command"] == ["zmq-agent-server", "status", f"127.0.0.1:{DEFAULT_PORT}"]
     env = {e["name"]: e for e in container["env"]}
     assert env["MESH_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "mesh-secret"
     token_mount = [m for m in container["volumeMounts"] if args[args.index("--http-token-file") + 1].startswith(m["mountPath"])]

@@ -62,6 +62,8 @@ class Router:
         self.sock: zmq.Socket | None = None
         self.backlog: dict[bytes, collections.deque] = {}  # replies waiting for a client whose queue is full
         self.dropped = 0  # replies dropped for clients past BACKLOG_MAX
+        self.received = 0  # bytes of the requests read (frames after the identity)
+        self.sent = 0  # bytes of the replies handed to the socket or its backlog
 
     def reply(self, identity: bytes, header: dict, body: bytes = b"\xc0", buffers: list | tuple = ()) -> None:
         """Send a reply to ``identity``; thread-safe, never blocks."""
@@ -158,6 +160,7 @@ class Routers:
                 return
             frames = recv(sock, 4)
             identity = frames[0]
+            router.received += sum(map(len, frames)) - len(identity)
             try:
                 header, body, buffers = split_frames(frames[1:])
             except FrameError as exc:
@@ -174,6 +177,7 @@ class Routers:
     # ------------------------------------------------------------- replies
     def send(self, router: Router, frames: list) -> None:
         """Send a reply, or hold it behind the client's backlog (on the I/O thread)."""
+        router.sent += sum(map(len, frames)) - len(frames[0])
         backlog = router.backlog.get(frames[0])
         if backlog is not None:  # keep order behind what waits for this client
             if len(backlog) >= BACKLOG_MAX:

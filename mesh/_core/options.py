@@ -22,7 +22,7 @@ from typing import Any
 import transport
 from mesh._core.address import is_loopback
 
-__all__ = ["ServerOptions", "check_host", "is_interface"]
+__all__ = ["ServerOptions", "check_host", "is_interface", "read_token"]
 
 WILDCARD = ("0.0.0.0", "::", "*")
 _HOST_PORT = re.compile(r"^(?P<host>\[[^\]]*\]|[^:\[\]]+):(?P<port>\d*)$")
@@ -129,6 +129,37 @@ def _secret(value: Any) -> bytes | None:
     return value if value else transport.secret_from_env()
 
 
+def _http_port(value: Any) -> int | None:
+    return None if value is None else _port(value)
+
+
+def _token_file(value: Any) -> str | None:
+    """A readable, non-empty bearer token file (its path; the token is read again where it serves)."""
+    if value is None:
+        return None
+    try:
+        read_token(str(value))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--http-token-file: {exc}") from None
+    return str(value)
+
+
+def read_token(path: str) -> str:
+    """The bearer token in ``path`` (surrounding whitespace stripped).
+
+    Raises:
+        OSError: it cannot be read. ValueError: it is empty or not one printable ASCII word.
+    """
+    with open(path, "rb") as fh:
+        raw = fh.read(65536)
+    token = raw.strip().decode("ascii", "replace")
+    if not token:
+        raise ValueError(f"token file {path} is empty")
+    if any(not (33 <= ord(c) < 127) for c in token):
+        raise ValueError(f"token file {path} must hold one word of printable ASCII (no spaces)")
+    return token
+
+
 def _opt(default: Any, help: str, *, type: Any = None, check: Any = None, flag: str | None = None, cli: bool = True,
          argv: bool = True, **argparse_extra: Any) -> Any:
     meta = {"help": help, "type": type, "check": check, "flag": flag, "cli": cli, "argv": argv, "extra": argparse_extra}
@@ -167,6 +198,14 @@ class ServerOptions:
     lease_ttl: float = _opt(30.0, "seconds before objects of a vanished client are deleted (default 30)", type=float,
                             check=_seconds("lease_ttl"))
     local_mode: bool | None = _opt(None, "", cli=False, argv=False)  # the CLI's --local-mode is AgentScope's flag
+    http_port: int | None = _opt(None, "also serve HTTP on this port (A2A agents, /healthz, /metrics; 0: a free "
+                                 "one; needs the [http] extra)", type=int, check=_http_port, flag="--http")
+    http_host: str = _opt("127.0.0.1", "address of the HTTP server (default 127.0.0.1; any other address needs "
+                          "--http-token-file)", type=str, check=check_host)
+    http_token_file: str | None = _opt(None, "file holding the bearer token HTTP requests must carry "
+                                       "(Authorization: Bearer TOKEN)", type=str, check=_token_file)
+    http_max_body: int = _opt(1 << 20, "largest HTTP request body in bytes (default 1 MiB)", type=int,
+                              check=_at_least_1("http_max_body"))
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -183,6 +222,19 @@ class ServerOptions:
                 f"refusing to listen on {self.host} without a shared secret: anyone who reaches "
                 "the port could run code here. Set MESH_SECRET (or --secret-file), or pass "
                 "insecure=True (--insecure) on a network you trust."
+            )
+
+        if self.http_port is not None and not is_loopback(self.http_host) and not self.http_token_file:
+            raise ValueError(
+                f"refusing to serve HTTP on {self.http_host} without a bearer token: anyone who reaches "
+                "the port could call the agents. Pass --http-token-file F (http_token_file=F), a file "
+                "holding a random token that clients send as 'Authorization: Bearer TOKEN' (it is not the "
+                "mesh secret), or serve HTTP on loopback."
+            )
+        if self.http_token_file and self.secret and read_token(self.http_token_file).encode() == self.secret:
+            raise ValueError(
+                "the HTTP bearer token must not be the mesh secret: HTTP clients send the token with every "
+                "request, and the secret lets its holder run code on every server. Use another random token."
             )
 
     # -- generated: argparse flags, a subprocess's argv, keywords from parsed flags --------------

@@ -31,10 +31,14 @@ def info(*, name: str, capacity: int, load: int, agents: int, started: float, ma
     }
 
 
-def status(ping: dict[str, Any], actors: list[Actor], pool: Any, aio_running: int = 0, running: int = 0) -> dict[str, Any]:
+def status(
+    ping: dict[str, Any], actors: list[Actor], pool: Any, aio_running: int = 0, running: int = 0,
+    **more: Any,
+) -> dict[str, Any]:
     """The ``status`` reply: ``ping``'s fields, one row per agent, the result store's size, the RSS,
     ``running`` (calls executing on worker threads now, blocked ones included) and ``aio_running``
-    (coroutine calls running on the server's event loop now)."""
+    (coroutine calls running on the server's event loop now); ``more`` adds plain fields (``calls``:
+    the per class and method counters, ``bytes_in`` / ``bytes_out``, ``http``)."""
     agents = [{
         "id": a.id,
         "registered_name": a.name,
@@ -46,7 +50,7 @@ def status(ping: dict[str, Any], actors: list[Actor], pool: Any, aio_running: in
     } for a in actors]
     return {
         **ping, "agents": agents, "results": len(pool), "results_bytes": getattr(pool, "nbytes", None), "rss": rss(),
-        "running": running, "aio_running": aio_running,
+        "running": running, "aio_running": aio_running, "queued": sum(a["queue"] for a in agents), **more,
     }
 
 

@@ -14,7 +14,7 @@ from mesh._core.address import normalize_address
 from mesh._core.options import ServerOptions
 from mesh.server._dispatch import Servicer
 from mesh.server._host import Host
-from mesh.server._launcher import ready_info, ready_line, start_process, stop_process
+from mesh.server._launcher import http_url, ready_info, ready_line, start_process, stop_process
 
 __all__ = ["AgentServer", "RpcAgentServerLauncher"]
 
@@ -41,6 +41,13 @@ class AgentServer:
         insecure: allow a non-loopback address without a secret.
         no_code: accept only known classes, never a class sent by value.
         grace: seconds running calls get to finish at shutdown.
+        http_port: also serve HTTP on this port (0: a free one; read it back from ``.http_port``):
+            every named agent as an A2A agent, ``/healthz`` and ``/metrics`` (extra ``[http]``;
+            see docs/edge.md). ``None`` (default): no HTTP.
+        http_host: address of the HTTP server; loopback by default. Any other address requires
+            ``http_token_file``.
+        http_token_file: file holding the bearer token every HTTP request must carry.
+        http_max_body: largest HTTP request body, bytes.
 
     Raises:
         ValueError: bad arguments, or a non-loopback host without a secret.
@@ -67,6 +74,10 @@ class AgentServer:
         grace: float = 5.0,
         lease_ttl: float = 30.0,
         local_mode: bool | None = None,
+        http_port: int | None = None,
+        http_host: str = "127.0.0.1",
+        http_token_file: str | None = None,
+        http_max_body: int = 1 << 20,
     ) -> None:
         # The signature above is the public one (API.md); ServerOptions validates and normalizes it.
         options = ServerOptions(**{k: v for k, v in locals().items() if k != "self"})
@@ -85,6 +96,13 @@ class AgentServer:
         return self._host.servicer if self._host is not None else None
 
     # ------------------------------------------------------------ properties
+    @property
+    def http_url(self) -> str | None:
+        """``http://host:port`` of the HTTP edge of the running server, or ``None`` without one."""
+        if self.http_port is None or not self.port:
+            return None
+        return http_url(self.http_host, self.http_port)
+
     @property
     def address(self) -> str:
         """``tcp://host:port`` of the running server."""
@@ -106,10 +124,13 @@ class AgentServer:
             self._state = "starting"
         try:
             if in_subprocess:
-                self._proc, self.port, self.name = start_process(self.options)
+                self._proc, self.port, self.name, http_port = start_process(self.options)
             else:
                 self._host = Host(self.options)
                 self.port, self.name = self._host.start(self.shutdown, lambda port: normalize_address(self.host, port))
+                http_port = self._host.http_port
+            if self.http_port is not None:
+                self.http_port = http_port
         except BaseException:
             self._state = "stopped"
             raise

@@ -26,6 +26,7 @@ from mesh._errors import RemoteError, ResultExpired, ServerUnavailable
 from mesh.server._aio import Aio, Job
 from mesh.server._mailbox import Actor, Call
 from mesh.server._results import Results, shut_down
+from mesh.server._stats import CallStats
 from mesh.server._workers import WorkerPool
 
 __all__ = ["PUSH_LIMIT", "CallRunner", "call_error", "ok", "remote_error"]
@@ -103,6 +104,7 @@ class CallRunner:
         self._accepting = accepting
         self.io_ident: int | None = None  # the I/O thread, set by the server
         self._ready: list[tuple[Actor, Call]] = []
+        self.stats = CallStats()  # calls, errors and latency by class and method (status, /metrics)
 
     def admit(self, actor: Actor, call: Call) -> None:
         """Run ``call`` now, or leave it in the mailbox (I/O thread or a worker)."""
@@ -207,6 +209,7 @@ class CallRunner:
         finally:
             context.set_context(None, None, None)
         actor.served += 1
+        self.stats.record(actor.cls_name, call.method, call.t0, entry[0])
         self.complete(call, entry)
         return False
 
@@ -240,6 +243,7 @@ class CallRunner:
                 entry = call_error(exc)
         value = args = kwargs = None  # noqa: F841 - not kept alive by the task while the reply goes
         actor.served += 1
+        self.stats.record(actor.cls_name, call.method, call.t0, entry[0])
         self.complete(call, entry)
         self.next(actor)
 

@@ -73,6 +73,8 @@ class Servicer:
         self.calls = CallRunner(self.workers, self.results, lambda: self.accepting, Aio(name))
         self.objects = Objects(self.calls, resolver, self._created)
         self.sessions = Sessions(lease_ttl)
+        self.router: Any = None  # the bound ROUTER (its byte counters), set by the host
+        self.http_url: str | None = None  # the HTTP edge's base URL, when it serves one
         self._ops: dict[str, Callable[[dict, Any, list, Reply], None]] = {
             wire.CALL: self._op_call,
             wire.RESULT: self._op_result,
@@ -215,10 +217,17 @@ class Servicer:
     def _op_ping(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
         reply(ok(self.info()))
 
+    def status(self) -> dict[str, Any]:
+        """What ``status`` answers (plain data): also read by the HTTP edge (``/healthz``, ``/metrics``)."""
+        router = self.router
+        return admin_status(
+            self.info(), list(self.objects.actors.values()), self.pool, self.calls.aio.running, self.workers.running,
+            calls=self.calls.stats.snapshot(), bytes_in=getattr(router, "received", 0),
+            bytes_out=getattr(router, "sent", 0), http=self.http_url,
+        )
+
     def _op_status(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
-        reply(ok(admin_status(
-            self.info(), list(self.objects.actors.values()), self.pool, self.calls.aio.running, self.workers.running
-        )))
+        reply(ok(self.status()))
 
     def _op_stop(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
         reply(ok(None))

@@ -19,7 +19,18 @@ from mesh.server._classes import ClassResolver, load_agent_dir
 from mesh.server._dispatch import Servicer
 from mesh.server._store import make_pool
 
-__all__ = ["Host"]
+__all__ = ["Host", "set_http_edge"]
+
+# Starts a server's HTTP edge: (servicer, options, mesh address) -> an object with ``.port``, ``.url``
+# and ``.stop()``. Registered by :mod:`mesh.edge` (a layer above this one), which imports its HTTP
+# libraries only when it is called: a server without ``http_port`` never loads them.
+_http_edge: Callable[[Servicer, ServerOptions, str], Any] | None = None
+
+
+def set_http_edge(factory: Callable[[Servicer, ServerOptions, str], Any]) -> None:
+    """Register what starts a server's HTTP edge (``mesh.edge`` does, on import)."""
+    global _http_edge
+    _http_edge = factory
 
 log = logging.getLogger("mesh.server")
 
@@ -37,6 +48,8 @@ class Host:
         self._advertiser: Any = None
         self._timers: list[Callable[[], None]] = []
         self._runtime: runtime.Runtime | None = None  # whose Node the ROUTER is on
+        self._edge: Any = None  # the HTTP edge, when options.http_port is set
+        self.http_port: int | None = None
 
     def start(self, on_stop: Callable[[], None], address_of: Callable[[int], str]) -> tuple[int, str]:
         """Bind and serve; returns ``(port, name)``.
@@ -76,8 +89,11 @@ class Host:
             servicer.close(0)
             raise
         servicer.io_ident = node.io_ident
+        servicer.router = self.router
         port = self.router.port
         self.address = address_of(port)
+        if o.http_port is not None:
+            self._start_edge(servicer)
         rt.producers[self.address] = servicer.local_result  # in-process fetches skip the network
         # bound methods kept, so that remove_timer finds the same ones
         self._timers = [servicer.sweep, servicer.expire_early]
@@ -86,6 +102,23 @@ class Host:
         if o.advertise:
             self._start_advertising(name, port)
         return port, name
+
+    def _start_edge(self, servicer: Servicer) -> None:
+        """Serve HTTP too (``http_port``); on failure nothing is left bound.
+
+        Raises:
+            ValueError: the [http] extra is missing, or the edge cannot start (port in use...).
+        """
+        try:
+            if _http_edge is None:  # pragma: no cover  (mesh/__init__ imports mesh.edge)
+                raise ValueError("HTTP serving is not available: import mesh.edge")
+            self._edge = _http_edge(servicer, self.options, self.address or "")
+        except BaseException:
+            self.router.close()  # type: ignore[union-attr]
+            servicer.close(0)
+            raise
+        servicer.http_url = self._edge.url
+        self.http_port = self._edge.port
 
     def _start_advertising(self, name: str, port: int) -> None:
         import discovery  # zeroconf costs ~170 ms to import: only a server that advertises pays it
@@ -107,6 +140,11 @@ class Host:
             log.warning("could not advertise the server: %s", exc)
 
     def stop(self, grace: float) -> None:
+        if self._edge is not None:  # no new HTTP requests; those running end with the calls they made
+            try:
+                self._edge.stop()
+            except Exception as exc:  # pragma: no cover
+                log.warning("could not stop the HTTP edge: %s", exc)
         if self._advertiser is not None:
             try:
                 self._advertiser.close()

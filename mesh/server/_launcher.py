@@ -25,16 +25,17 @@ from mesh._core.address import normalize_address
 from mesh._core.options import WILDCARD, ServerOptions, is_interface
 
 __all__ = [
-    "client_addresses", "read_parent_config", "ready_info", "ready_line", "start_process", "stop_process",
+    "client_addresses", "http_url", "read_parent_config", "ready_info", "ready_line", "start_process", "stop_process",
     "watch_parent",
 ]
 
 _ADDRESS = re.compile(r"tcp://\S+:\d+")
+_HTTP = re.compile(r", http=http://\S+:(\d+)[,;)]")
 READY = "zmq-agent-server ready on "
 
 
-def start_process(options: ServerOptions, timeout: float = 60.0) -> tuple[subprocess.Popen, int, str | None]:
-    """Start a server process; returns once it is ready: ``(process, port, name)``.
+def start_process(options: ServerOptions, timeout: float = 60.0) -> tuple[subprocess.Popen, int, str | None, int | None]:
+    """Start a server process; returns once it is ready: ``(process, port, name, http port or None)``.
 
     Raises:
         RuntimeError: it exited or gave no ready line within ``timeout``.
@@ -63,8 +64,9 @@ def start_process(options: ServerOptions, timeout: float = 60.0) -> tuple[subpro
         raise RuntimeError(f"agent server subprocess did not start: {line.strip() or 'it exited'}")
     port = int(match.group(0).rsplit(":", 1)[1])
     name = re.search(r"\(name=(.*?), capacity=", line)
+    http = _HTTP.search(line)
     threading.Thread(target=_forward, args=(proc.stdout,), name="mesh-child-stdout", daemon=True).start()
-    return proc, port, name.group(1) if name else options.name
+    return proc, port, name.group(1) if name else options.name, int(http.group(1)) if http else None
 
 
 def stop_process(proc: subprocess.Popen, timeout: float) -> None:
@@ -140,6 +142,13 @@ def client_addresses(host: str, port: int) -> list[str]:
     return [normalize_address(a, port) for a in found] or [normalize_address(host, port)]
 
 
+def http_url(host: str, port: int) -> str:
+    """``http://host:port`` a client can use for an HTTP server bound to ``host`` (loopback for a wildcard)."""
+    if host in WILDCARD:
+        host = "::1" if host == "::" else "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def ready_info(server: Any) -> dict:
     """What the ready line says about a running server, as a dict (``start --json`` prints it)."""
     addresses = client_addresses(server.host, server.port)
@@ -154,6 +163,7 @@ def ready_info(server: Any) -> dict:
         "advertised": bool(server.advertise),
         "auth": bool(server.secret),
         "pid": server.pid,
+        "http": server.http_url,
     }
 
 
@@ -163,13 +173,15 @@ def ready_line(info: dict) -> str:
     ``zmq-agent-server ready on tcp://HOST:PORT (name=..., capacity=..., pool=..., advertised=...,
     auth=..., pid=...)``: the first ``tcp://host:port`` is an address a client can use. A server
     bound to a wildcard or an interface name adds ``; bound to 0.0.0.0, also reachable at tcp://...``
-    inside the parentheses.
+    inside the parentheses. A server with HTTP adds ``, http=http://HOST:PORT``.
     """
     line = (
         f"{READY}{info['address']} (name={info['name']}, capacity={info['capacity']}, "
         f"pool={info['pool']}, advertised={'yes' if info['advertised'] else 'no'}, "
         f"auth={'on' if info['auth'] else 'off'}, pid={info['pid']}"
     )
+    if info.get("http"):
+        line += f", http={info['http']}"
     if info["bound"] != info["address"]:
         bound = info["bound"][len("tcp://"):].rpartition(":")[0]
         line += f"; bound to {bound}"

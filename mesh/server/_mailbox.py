@@ -21,7 +21,7 @@ __all__ = ["Actor", "Call"]
 class Call:
     """One request to call a method: where to reply, what to run, and its task if async."""
 
-    __slots__ = ("reply", "method", "body", "buffers", "chain", "task", "keep", "sess", "trace")
+    __slots__ = ("reply", "method", "body", "buffers", "chain", "task", "keep", "sess", "trace", "t0")
 
     def __init__(
         self, reply: Callable, method: str, body: Any, buffers: list, chain: Any, task: Any, keep: bool,
@@ -36,6 +36,7 @@ class Call:
         self.keep = keep
         self.sess = sess  # the caller's session: while it lives (and holds the task), the result is held
         self.trace = trace  # the caller's trace context (tracing.carrier), then the server span once running
+        self.t0 = time.monotonic()  # arrival: a call's latency (server stats) includes its wait in the mailbox
 
 
 class Actor:
