@@ -11,6 +11,7 @@ from mesh._errors import (
     AgentNotFound,
     AuthenticationError,
     CallTimeout,
+    Cancelled,
     MeshError,
     MessageTooLarge,
     OutcomeUnknown,
@@ -23,8 +24,8 @@ from mesh._errors import (
 from mesh._hub import MsgHub, msghub
 from mesh._msg import Msg
 from mesh._placement import DistConf
-from mesh._rpc import RpcMeta, async_func, sync_func
-from mesh.client import AsyncResult, Placeholder, RpcObject, ServerInfo, as_completed, wait
+from mesh._rpc import RpcMeta, async_func, stream_func, sync_func
+from mesh.client import AsyncResult, Placeholder, RpcObject, ServerInfo, Stream, as_completed, wait
 from mesh.server import AgentServer, RpcAgentServerLauncher
 
 __version__ = "0.1.0"
@@ -36,6 +37,7 @@ __all__ = [
     "AsyncResult",
     "AuthenticationError",
     "CallTimeout",
+    "Cancelled",
     "DistConf",
     "MeshError",
     "MessageTooLarge",
@@ -52,6 +54,7 @@ __all__ = [
     "SerializationError",
     "ServerInfo",
     "ServerUnavailable",
+    "Stream",
     "as_completed",
     "async_func",
     "delete",
@@ -60,6 +63,7 @@ __all__ = [
     "msghub",
     "servers",
     "shutdown",
+    "stream_func",
     "sync_func",
     "wait",
 ]

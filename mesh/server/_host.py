@@ -76,6 +76,7 @@ class Host:
             servicer.close(0)
             raise
         servicer.io_ident = node.io_ident
+        servicer.streams.call_soon = node.call_soon  # streams push their items from the I/O thread
         port = self.router.port
         self.address = address_of(port)
         rt.producers[self.address] = servicer.local_result  # in-process fetches skip the network
