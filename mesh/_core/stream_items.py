@@ -69,7 +69,7 @@ def unpack(body: Any, buffers: list) -> list[tuple[Any, list]]:
         raise ValueError(f"malformed stream batch: {sum(counts)} buffer frames announced, {len(buffers)} sent")
     out = []
     at = 0
-    for b, c in zip(bodies, counts):
+    for b, c in zip(bodies, counts, strict=True):
         out.append((b, list(buffers[at:at + c])))
         at += c
     return out

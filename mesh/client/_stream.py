@@ -87,7 +87,7 @@ class _Reader:
                 try:
                     value = transport.decode(body, buffers)
                 except transport.CodecError as exc:
-                    raise self._fail(MeshError(f"cannot decode an item of stream {self.task} from {self.address}: {exc}"))
+                    raise self._fail(MeshError(f"cannot decode an item of stream {self.task} from {self.address}: {exc}")) from None
                 self.consumed += 1
                 if self.consumed - self.acked >= _ACK_EVERY or (not self.items and not self.parts):
                     self._ack()
