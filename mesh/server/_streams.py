@@ -33,6 +33,8 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
+import msgpack
+
 import transport
 from mesh._core import stream_items, wire
 from mesh._core.wire import Entry
@@ -48,6 +50,9 @@ _EARLY_GRACE = 5.0  # s a subscription waits for a call this server has not seen
 _EARLY_MAX = 10_000
 _SEEN_MAX = 100_000
 _ITEM_OVERHEAD = 64  # bytes an item costs besides its encoding
+_INLINE = 64 * 1024  # bytes and str shorter than this are plain msgpack (transport.encode's threshold)
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_packb = msgpack.packb
 
 
 class _Sub:
@@ -73,6 +78,8 @@ class StreamState:
         self.end: Entry | None = None  # how it ended
         self.subs: dict[str, _Sub] = {}
         self.mark = 0  # the furthest any reader got (paces a generator while nobody is subscribed)
+        self.low = 0  # slowest(), kept up to date under ``cond`` (relow) for the producer's check
+        self.nbytes = 0  # bytes of the items kept
         self.stopping = False
         self.flushing = False  # a push is scheduled on the I/O thread
         self.loop: Any = None  # an async generator's loop, task, and its waiter for room
@@ -83,13 +90,18 @@ class StreamState:
     def slowest(self) -> int:
         return min(s.acked for s in self.subs.values()) if self.subs else self.mark
 
+    def relow(self) -> None:
+        """Readers changed (caller holds ``cond``)."""
+        self.low = max(self.base, self.slowest())
+
     def full(self, window: int, window_bytes: int) -> bool:
-        low = self.slowest()
+        low = self.low
         n = len(self.items)
         return n - low >= window or (n > low and self.cum[n] - self.cum[low] >= window_bytes)
 
     def wake(self) -> None:
-        """The producer may go on (room, or stop): caller holds ``cond``."""
+        """Readers changed, or the producer must stop: caller holds ``cond``."""
+        self.relow()
         self.cond.notify_all()
         waiter, loop = self.waiter, self.loop
         if waiter is not None and loop is not None:
@@ -113,7 +125,6 @@ class Streams:
         self.window = max(1, window)
         self.window_bytes = max(1, window_bytes)
         self.states: dict[str, StreamState] = {}
-        self.kept = 0  # bytes of items kept, all streams
         self._lock = threading.Lock()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._early: dict[str, list[tuple[float, dict, Callable]]] = {}
@@ -190,10 +201,8 @@ class Streams:
         with state.cond:
             subs = list(state.subs.values())
             state.subs.clear()
-            freed = state.cum[-1] - state.cum[state.base]
             state.items.clear()
-        with self._lock:
-            self.kept -= freed
+            state.nbytes = 0
         for sub in subs:  # copies nobody counted (pickled elsewhere): the items are gone
             sub.reply(_expired(state.task))
 
@@ -216,31 +225,40 @@ class Streams:
     # -- the producer ------------------------------------------------------------------------------
     def put(self, state: StreamState, item: Any) -> bool:
         """Keep one item and push it. True if the generator must now wait for room (the window is full)."""
-        body, buffers = transport.encode(item)
-        buffers = [b if type(b) is bytes else bytes(b) for b in buffers]
-        size = len(body) + sum(len(b) for b in buffers) + _ITEM_OVERHEAD
+        kind = type(item)
+        if (kind is bytes or kind is str) and len(item) < _INLINE or kind is float or kind is bool or item is None or (
+            kind is int and _INT_MIN <= item <= _INT_MAX
+        ):
+            body, buffers, size = _packb(item, use_bin_type=True), [], _ITEM_OVERHEAD  # as transport.encode would
+        else:
+            body, buffers = transport.encode(item)
+            buffers = [b if type(b) is bytes else bytes(b) for b in buffers]
+            size = sum(len(b) for b in buffers) + _ITEM_OVERHEAD
+        size += len(body)
         with state.cond:
             if state.stopping:
                 raise Cancelled("the stream was stopped")
-            state.items.append((body, buffers))
-            state.cum.append(state.cum[-1] + size)
-            push = bool(state.subs) and not state.flushing
+            items, cum = state.items, state.cum
+            items.append((body, buffers))
+            cum.append(cum[-1] + size)
+            state.nbytes += size
+            push = not state.flushing and bool(state.subs)
             if push:
                 state.flushing = True
-            full = state.full(self.window, self.window_bytes)
-        with self._lock:
-            self.kept += size
-            over = self.kept > self.budget
+            n, low = len(items), state.low
+            full = n - low >= self.window or cum[n] - cum[low] >= self.window_bytes
         if push:
             self.call_soon(self._push, state)
-        if over:
+        if (state.nbytes > self.budget or not n & 255) and sum(st.nbytes for st in list(self.states.values())) > self.budget:
             self._trim()
         return full
 
     def _trim(self) -> None:
         """Past the byte budget: drop items every current reader consumed, oldest stream first."""
-        for state in list(self.states.values()):
-            if self.kept <= self.budget:
+        states = list(self.states.values())
+        kept = sum(st.nbytes for st in states)
+        for state in states:
+            if kept <= self.budget:
                 return
             with state.cond:
                 low = state.slowest()
@@ -248,8 +266,9 @@ class Streams:
                     state.items[i] = None
                 freed = state.cum[low] - state.cum[state.base] if low > state.base else 0
                 state.base = max(state.base, low)
-            with self._lock:
-                self.kept -= freed
+                state.nbytes -= freed
+                state.relow()
+            kept -= freed
 
     # -- readers (I/O thread) ----------------------------------------------------------------------
     def subscribe(self, header: dict, reply: Callable[[Entry], None]) -> None:
@@ -280,6 +299,7 @@ class Streams:
             else:
                 problem = None
                 state.subs[header["ref"]] = _Sub(reply, header["ref"], header.get("sess"), min(start, len(state.items)))
+                state.relow()
         if problem is not None:
             reply(problem)
             return
@@ -361,6 +381,7 @@ class Streams:
                 if state.end is not None and sub.sent >= n:
                     del state.subs[sub.ref]
                     sends.append((sub, _end_entry(state.end, n)))
+            state.relow()
         for sub, entry in sends:
             sub.reply(entry)
 
