@@ -312,7 +312,7 @@ class Stream(_Streaming, _FutureMixin):
     def __reduce__(self) -> tuple:
         fn, args = super().__reduce__()
         if len(args) == 6 and type(args[0]) is bool:  # a reference (not a value edited here)
-            return (_rebuild, ("stream", *args[1:]))
+            return (_rebuild, (False, *args[1:]))
         return fn, args
 
     def __repr__(self) -> str:
@@ -332,12 +332,14 @@ class StreamingPlaceholder(_Streaming, Placeholder):
     def __reduce__(self) -> tuple:
         fn, args = super().__reduce__()
         if len(args) == 6 and type(args[0]) is bool:
-            return (_rebuild, ("msg", *args[1:]))
+            return (_rebuild, (True, *args[1:]))
         return fn, args
 
 
-def _rebuild(kind: str, address: str, task: str, pool: str | None = None, ref: str | None = None, inst: str | None = None) -> Any:
-    cls = Stream if kind == "stream" else StreamingPlaceholder
+def _rebuild(
+    chunks: bool, address: str, task: str, pool: str | None = None, ref: str | None = None, inst: str | None = None
+) -> Any:
+    cls = StreamingPlaceholder if chunks else Stream
     fut = cls.__new__(cls)
     fut._mesh_init(address, task, None, pool, ref, inst)
     if ref is not None:
