@@ -11,6 +11,7 @@ from mesh._errors import (
     AgentNotFound,
     AuthenticationError,
     CallTimeout,
+    Cancelled,
     MeshError,
     MessageTooLarge,
     OutcomeUnknown,
@@ -23,8 +24,8 @@ from mesh._errors import (
 from mesh._hub import MsgHub, msghub
 from mesh._msg import Msg
 from mesh._placement import DistConf
-from mesh._rpc import RpcMeta, async_func, sync_func
-from mesh.client import AsyncResult, Placeholder, RpcObject, ServerInfo, as_completed, wait
+from mesh._rpc import RpcMeta, async_func, stream_func, sync_func
+from mesh.client import AsyncResult, Placeholder, RpcObject, ServerInfo, Stream, as_completed, wait
 from mesh.server import AgentServer, RpcAgentServerLauncher
 from mesh import edge as _edge  # noqa: F401, E402  (light: registers the HTTP edge's starter)
 
@@ -46,6 +47,7 @@ __all__ = [
     "AsyncResult",
     "AuthenticationError",
     "CallTimeout",
+    "Cancelled",
     "DistConf",
     "MeshError",
     "MessageTooLarge",
@@ -62,6 +64,7 @@ __all__ = [
     "SerializationError",
     "ServerInfo",
     "ServerUnavailable",
+    "Stream",
     "as_completed",
     "async_func",
     "delete",
@@ -70,6 +73,7 @@ __all__ = [
     "msghub",
     "servers",
     "shutdown",
+    "stream_func",
     "sync_func",
     "wait",
 ]

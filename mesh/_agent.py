@@ -8,7 +8,8 @@ import uuid
 from typing import Any, Callable, Self
 
 from mesh._msg import Msg
-from mesh._rpc import RpcMeta, _to_dist, async_func
+from mesh._core.methods import STREAM
+from mesh._rpc import RpcMeta, _to_dist, async_func, stream_func
 from mesh.client import is_future, resolve
 
 __all__ = ["AgentBase"]
@@ -36,6 +37,10 @@ class AgentBase(metaclass=RpcMeta):
         # __call__ forwards to reply and is of its kind: a coroutine function when reply is one, so
         # `await agent(x)` works on a local agent as on a remote one (unless the class has its own)
         if getattr(cls.__call__, "_mesh_forwarder", False):
+            if getattr(cls.reply, "_mesh_mode", None) == STREAM:  # a streaming reply: __call__ streams it too
+                call = _agen_call if inspect.isasyncgenfunction(cls.reply) else _gen_call
+                cls.__call__ = call  # type: ignore[assignment, method-assign]
+                return
             is_async = inspect.iscoroutinefunction(cls.reply)
             if is_async != inspect.iscoroutinefunction(cls.__call__):
                 cls.__call__ = _async_call if is_async else AgentBase.__call__  # type: ignore[assignment, method-assign]
@@ -112,6 +117,28 @@ async def _async_call(self: AgentBase, x: Msg | None = None, *args: Any, **kwarg
 
 _async_call._mesh_forwarder = True  # type: ignore[attr-defined]
 _async_call.__qualname__ = "AgentBase.__call__"
+
+
+@stream_func
+def _gen_call(self: AgentBase, x: Msg | None = None, *args: Any, **kwargs: Any) -> Any:
+    """``AgentBase.__call__`` of an agent whose ``reply`` streams (a generator)."""
+    yield from self.reply(x, *args, **kwargs)
+
+
+@stream_func
+async def _agen_call(self: AgentBase, x: Msg | None = None, *args: Any, **kwargs: Any) -> Any:
+    """``AgentBase.__call__`` of an agent whose ``reply`` streams (an async generator)."""
+    chunks = self.reply(x, *args, **kwargs)
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        await chunks.aclose()  # closed with it (a stopped stream): the reply's finally runs now
+
+
+for _fn in (_gen_call, _agen_call):
+    _fn._mesh_forwarder = True  # type: ignore[attr-defined]
+    _fn.__qualname__ = "AgentBase.__call__"
 
 
 def _not_a_msg(cls_name: str, value: Any) -> TypeError:

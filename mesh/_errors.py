@@ -11,7 +11,8 @@ The hierarchy::
     ├── MessageTooLarge        a message exceeds the server's size limit
     ├── AgentNotFound          no such object on that server
     ├── AuthenticationError    the shared secret is wrong or missing
-    └── SerializationError     a value cannot be sent (also a TypeError)
+    ├── SerializationError     a value cannot be sent (also a TypeError)
+    └── Cancelled              the task was stopped before it finished (``.cancel()``)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "AgentNotFound",
     "AuthenticationError",
     "CallTimeout",
+    "Cancelled",
     "MeshError",
     "MessageTooLarge",
     "RemoteAttributeError",
@@ -162,3 +164,7 @@ class AuthenticationError(MeshError):
 class SerializationError(MeshError, TypeError):
     """A value cannot be sent: it holds something that cannot travel to another process
     (an open file, a lock, a socket...), or it cannot be encoded at all."""
+
+
+class Cancelled(MeshError):
+    """The task was stopped before it finished (``.cancel()`` on its future or stream): reading it raises this."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, TypeVar
 
-from mesh._core.methods import ASYNC, SYNC, method_table
+from mesh._core.methods import ASYNC, STREAM, SYNC, method_table
 from mesh._placement import DistConf, place
 
-__all__ = ["DistConf", "RpcMeta", "async_func", "sync_func"]
+__all__ = ["DistConf", "RpcMeta", "async_func", "stream_func", "sync_func"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -15,6 +16,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 def async_func(fn: F) -> F:
     """Mark a method asynchronous: on a remote object it returns an ``AsyncResult`` at once."""
     fn._mesh_mode = ASYNC  # type: ignore[attr-defined]
+    return fn
+
+
+def stream_func(fn: F) -> F:
+    """Mark a generator (or async generator) method a stream: on a remote object it returns a
+    ``mesh.Stream`` at once, whose items reach its readers as the generator makes them. On a
+    local object the method stays a plain generator.
+
+    Raises:
+        TypeError: ``fn`` is not a generator or async generator function.
+    """
+    if not (inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)):
+        raise TypeError(f"@stream_func needs a generator function (one that yields), not {getattr(fn, '__qualname__', fn)!r}")
+    fn._mesh_mode = STREAM  # type: ignore[attr-defined]
     return fn
 
 

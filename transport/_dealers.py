@@ -262,12 +262,26 @@ class Dealers:
                 self.warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, exc)
                 continue
             rid = header.get("re")
+            if "more" in header and self._part(rid, header, body, buffers):
+                continue  # one part of a reply in parts: the request stays pending
             req = self.finish(rid) if isinstance(rid, int) else None
             if req is None:
                 log.debug("dropping late or unknown reply %r from %s", rid, peer.endpoint)
                 continue
             if not req.future.done():
                 req.future.set_result((header, body, buffers))
+
+    def _part(self, rid: Any, header: dict, body: Any, buffers: list) -> bool:
+        """A reply with ``more``: hand it to its request's ``on_part`` (a :class:`PartsFuture`), if it has one."""
+        req = self.requests.get(rid) if isinstance(rid, int) else None
+        on_part = getattr(req.future, "on_part", None) if req is not None else None
+        if on_part is None:
+            return False
+        try:
+            on_part((header, body, buffers))
+        except Exception:  # a handler must not break the I/O thread
+            log.exception("reply part handler failed")
+        return True
 
     def _drain_ctl(self, peer: Peer) -> None:
         """The control connection gets no replies: drain whatever comes."""

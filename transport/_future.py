@@ -12,7 +12,7 @@ from typing import Any
 
 from transport._errors import FutureTimeout
 
-__all__ = ["ReplyFuture", "FutureTimeout"]
+__all__ = ["PartsFuture", "ReplyFuture", "FutureTimeout"]
 
 _PENDING = object()
 
@@ -94,3 +94,15 @@ class ReplyFuture:
         except BaseException as exc:  # noqa: BLE001
             return exc
         return None
+
+
+class PartsFuture(ReplyFuture):
+    """The reply to a request answered in parts: every reply whose header has ``more`` goes to
+    ``on_part((header, body, buffers))`` (on the I/O thread; it must not block), and the one
+    without ``more`` completes the future."""
+
+    __slots__ = ("on_part",)
+
+    def __init__(self, on_part: Callable[[tuple], None]) -> None:
+        super().__init__()
+        self.on_part = on_part

@@ -32,7 +32,7 @@ from transport._dealers import CTL_GRACE, Dealers, Pending
 from transport._direct import SLICE, Direct
 from transport._errors import NodeClosed
 from transport._framing import SIGNATURE, pack_header
-from transport._future import ReplyFuture as Future
+from transport._future import PartsFuture, ReplyFuture as Future
 from transport._log import Warnings, log
 from transport._loop import Call, Loop
 from transport._routers import Bind, Handler, Router, Routers
@@ -153,14 +153,17 @@ class Node:
         buffers: list | tuple = (),
         *,
         timeout: float | None = None,
+        on_part: Callable[[tuple], None] | None = None,
     ) -> Future:
         """Send a request; the future gets ``(header, body, buffers)`` of the reply.
 
         ``header`` must already hold ``id`` (from :meth:`next_id`).
         The future fails with :class:`PeerUnavailable`, :class:`PeerAuthFailed`,
-        :class:`RequestTimeout` or :class:`NodeClosed`.
+        :class:`RequestTimeout` or :class:`NodeClosed`. ``on_part``: the request is answered in
+        parts; each reply with a ``more`` key goes to ``on_part((header, body, buffers))`` on the
+        I/O thread (it must not block), and the last one (without ``more``) completes the future.
         """
-        fut: Future = Future()
+        fut: Future = Future() if on_part is None else PartsFuture(on_part)
         if self._closed:
             fut.set_exception(NodeClosed("the mesh node is closed"))
             return fut
@@ -170,6 +173,11 @@ class Node:
             self._window.take(endpoint)  # freed on the I/O thread when the request ends
         self._loop.submit(Pending(self._dealers, header["id"], endpoint, frames, fut, deadline))
         return fut
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the I/O thread, soon (thread-safe; it must not block)."""
+        if not self._closed:
+            self._loop.submit(Call(fn, *args))
 
     def inflight(self, endpoint: str) -> int:
         """Requests to ``endpoint`` not answered yet."""

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import inspect
 
-__all__ = ["ASYNC", "ASYNC_MSG", "SYNC", "is_rpc_class", "method_table", "runs_on_loop"]
+__all__ = ["ASYNC", "ASYNC_MSG", "STREAM", "STREAM_MSG", "SYNC", "is_rpc_class", "method_table", "runs_on_loop"]
 
 SYNC = "sync"
 ASYNC = "async"
 ASYNC_MSG = "msg"  # async, and the result is a message: the proxy returns a Placeholder
+STREAM = "stream"  # a generator (@stream_func): the proxy returns a Stream at once
+STREAM_MSG = "smsg"  # an agent's streaming reply: a Placeholder that can also be iterated for its chunks
 
 
 def method_table(cls: type) -> dict[str, str]:
@@ -38,6 +40,8 @@ def method_table(cls: type) -> dict[str, str]:
                 mode = ASYNC if inspect.iscoroutinefunction(fn) else table.get(attr) or SYNC
             if mode == ASYNC and is_agent and attr in ("reply", "__call__"):
                 mode = ASYNC_MSG
+            elif mode == STREAM and is_agent and attr in ("reply", "__call__"):
+                mode = STREAM_MSG
             table[attr] = mode
     return table
 
@@ -51,7 +55,7 @@ def runs_on_loop(cls: type, name: str, fn: object) -> bool:
     """True if the server runs method ``name`` of ``cls`` (``fn``, as looked up on the object) on its event loop.
 
     A coroutine function does, whatever its mode (``@sync_func async def`` only makes the caller
-    wait). (An agent's inherited ``__call__`` is itself ``async def`` when its ``reply`` is: see
-    ``mesh._agent``.)
+    wait), and so does an async generator function (``@stream_func async def ... yield``). (An
+    agent's inherited ``__call__`` is of its ``reply``'s kind: see ``mesh._agent``.)
     """
-    return inspect.iscoroutinefunction(fn)
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)

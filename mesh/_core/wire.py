@@ -18,6 +18,9 @@ Operations (requests)::
     lease     one-way                         I/O thread
     bye       one-way                         I/O thread
     release   one-way                         I/O thread
+    stream    items, pushed as partial replies  I/O thread (1.3): a reader subscribes to a stream
+    stream_ack  one-way                       I/O thread (1.3): items consumed (credit), or leave
+    stream_stop {stopped}                     I/O thread (1.3): close a stream's generator
 
 Replies are ``ok`` or ``err``; an ``err`` carries a ``kind``.
 """
@@ -58,9 +61,13 @@ STOP = "stop"
 LEASE = "lease"
 BYE = "bye"
 RELEASE = "release"
+# 1.3: token streams (a reader subscribes; items come as partial replies of its ``stream`` request)
+STREAM = "stream"
+STREAM_ACK = "stream_ack"
+STREAM_STOP = "stream_stop"
 
-OPS = (PING, CREATE, CALL, GETATTR, RESULT, DELETE, LOOKUP, STATUS, STOP, LEASE, BYE, RELEASE)
-ONE_WAY = frozenset((LEASE, BYE, RELEASE))
+OPS = (PING, CREATE, CALL, GETATTR, RESULT, DELETE, LOOKUP, STATUS, STOP, LEASE, BYE, RELEASE, STREAM, STREAM_ACK, STREAM_STOP)
+ONE_WAY = frozenset((LEASE, BYE, RELEASE, STREAM_ACK))
 
 OK = "ok"
 ERR = "err"
@@ -77,6 +84,7 @@ K_UNAVAILABLE = "unavailable"
 K_BADREQUEST = "badrequest"
 K_PROTOCOL = "protocol"
 K_INTERNAL = "internal"  # a bug in the server's own handler (logged with its traceback there)
+K_CANCELLED = "cancelled"  # 1.3: the task was stopped before it finished (e.g. its stream was stopped)
 
 KINDS = (
     K_REMOTE,
@@ -89,6 +97,7 @@ KINDS = (
     K_BADREQUEST,
     K_PROTOCOL,
     K_INTERNAL,
+    K_CANCELLED,
 )
 
 
@@ -110,5 +119,9 @@ def err_entry(kind: str, msg: str, exc_type: str = "", tb: str = "") -> Entry:
 # -- header keys (the table "Header keys" of PROTOCOL.md; receivers ignore keys they do not know) --
 HEADER_KEYS = (
     "op", "id", "re", "sess", "obj", "m", "cls", "task", "keep", "chain", "name", "detached",
-    "tasks", "seq", "inst", "big", "kind", "msg", "type", "tb", "etype", "traceparent", "tracestate",
+    "tasks", "seq", "inst", "big", "kind", "msg", "type", "tb", "etype",
+    # 1.3: tracing
+    "traceparent", "tracestate",
+    # 1.3: streams
+    "stream", "ref", "from", "at", "more", "end", "close",
 )

@@ -12,14 +12,16 @@ Imports ``mesh._core``, ``mesh._errors``, ``mesh._msg``, ``transport`` and ``dis
 - ``_holders``: the release protocol, caller side (counted pickling, reports, lenders);
 - ``_selection``: ``ServerInfo``, ``servers``, ping / survey / choose / mark_dead;
 - ``_aio``: ``await`` on a future (a done-callback wakes the awaiting loop; no thread per await);
+- ``_stream``: ``Stream`` and the streaming Placeholder (readers subscribe to the producer; items pushed);
 - ``_wait``: ``wait`` / ``as_completed`` over many futures, from threads.
 """
 
 from mesh.client._future import AsyncResult, Placeholder, is_future, resolve
 from mesh.client._proxy import RpcObject
 from mesh.client._selection import ServerInfo, servers
+from mesh.client._stream import Stream
 from mesh.client._wait import as_completed, wait
 
 __all__ = [
-    "AsyncResult", "Placeholder", "RpcObject", "ServerInfo", "as_completed", "is_future", "resolve", "servers", "wait",
+    "AsyncResult", "Placeholder", "RpcObject", "ServerInfo", "Stream", "as_completed", "is_future", "resolve", "servers", "wait",
 ]

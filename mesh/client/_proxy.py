@@ -10,11 +10,12 @@ from typing import Any
 from mesh._core import ids, tracing, wire
 from mesh._core.address import normalize_address
 from mesh._core.context import current_chain
-from mesh._core.methods import ASYNC, ASYNC_MSG, SYNC
+from mesh._core.methods import ASYNC, ASYNC_MSG, STREAM, STREAM_MSG, SYNC
 from mesh._errors import RemoteAttributeError, RemoteError, SerializationError
 from mesh.client._client import get_client
 from mesh.client._future import AsyncResult, Placeholder
 from mesh.client._replies import decode_reply, wait
+from mesh.client._stream import Stream, StreamingPlaceholder
 
 __all__ = ["RpcObject"]
 
@@ -148,10 +149,12 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         "chain": current_chain() or ids.new_chain(),
     }
     span = tracing.client_span(header, proxy._mesh_cls, name, proxy._mesh_address) if tracing.enabled() else None
-    if mode == ASYNC or mode == ASYNC_MSG:
+    if mode == ASYNC or mode == ASYNC_MSG or mode == STREAM or mode == STREAM_MSG:
         task = ids.new_chain()
         header["task"] = task
         header["keep"] = 1
+        if mode == STREAM or mode == STREAM_MSG:
+            header["stream"] = 1  # its items are kept for readers (see mesh.client._stream)
         client = get_client()
         object_id = proxy._mesh_id
         peers = client.peers
@@ -168,11 +171,14 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         address = proxy._mesh_address
         client.own(address)  # our lease there keeps the result held until we release it (or exit)
         fut.add_done_callback(lambda f: peers.call_ended(object_id))
-        cls = Placeholder if mode == ASYNC_MSG else AsyncResult
+        cls = _FUTURES[mode]
         return cls(proxy._mesh_address, task, fut, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
     if span is not None:
         return span.run(proxy._mesh_request, header, [list(args), kwargs])
     return proxy._mesh_request(header, [list(args), kwargs])
+
+
+_FUTURES: dict[str, type] = {ASYNC: AsyncResult, ASYNC_MSG: Placeholder, STREAM: Stream, STREAM_MSG: StreamingPlaceholder}
 
 
 def _refuse_awaitables(proxy: RpcObject, name: str, args: tuple, kwargs: dict) -> None:

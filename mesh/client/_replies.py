@@ -20,6 +20,7 @@ from mesh._errors import (
     AgentNotFound,
     AuthenticationError,
     CallTimeout,
+    Cancelled,
     MeshError,
     MessageTooLarge,
     OutcomeUnknown,
@@ -46,6 +47,7 @@ KIND_ERRORS: dict[str, type[MeshError] | None] = {
     wire.K_BADREQUEST: None,
     wire.K_PROTOCOL: None,
     wire.K_INTERNAL: None,  # a server bug: see raise_error
+    wire.K_CANCELLED: Cancelled,
 }
 
 

@@ -20,13 +20,15 @@ from typing import Any, Callable
 import transport
 from mesh._core import context, tracing
 from mesh._core import wire
-from mesh._core.methods import runs_on_loop
+from mesh._core.methods import STREAM_MSG, runs_on_loop
 from mesh._core.wire import Entry
-from mesh._errors import RemoteError, ResultExpired, ServerUnavailable
+from mesh._errors import Cancelled, RemoteError, ResultExpired, ServerUnavailable
 from mesh.server._aio import Aio, Job
 from mesh.server._mailbox import Actor, Call
 from mesh.server._results import Results, shut_down
 from mesh.server._stats import CallStats
+from mesh.server._stream_run import run_async, run_sync
+from mesh.server._streams import Streams
 from mesh.server._workers import WorkerPool
 
 __all__ = ["PUSH_LIMIT", "CallRunner", "call_error", "ok", "remote_error"]
@@ -54,7 +56,10 @@ def checked_value(label: str, value: Any) -> Any:
         value.close()  # never awaited: no "was never awaited" warning on top of the error
         raise TypeError(f"{label} returned a coroutine: define it with async def, or await it")
     if kind is types.AsyncGeneratorType:
-        raise TypeError(f"{label} is an async generator: async generator methods need @mesh.stream_func, not available yet")
+        raise TypeError(f"{label} is an async generator: async generator methods need @mesh.stream_func (a proxy then returns a Stream)")
+    if kind is types.GeneratorType:
+        value.close()
+        raise TypeError(f"{label} returned a generator: generator methods need @mesh.stream_func (a proxy then returns a Stream)")
     aio = sys.modules.get("asyncio")
     if aio is not None and isinstance(value, aio.Future):
         raise TypeError(f"{label} returned an asyncio future: define it with async def, and await it")
@@ -87,6 +92,8 @@ def call_error(exc: BaseException) -> Entry:
         return _typed(wire.err_entry(wire.K_REMOTE, exc.remote_message, exc.remote_type, tb), exc.remote_class)
     if isinstance(exc, ResultExpired):
         return wire.err_entry(wire.K_EXPIRED, str(exc), "ResultExpired", "".join(traceback.format_exception(exc)))
+    if isinstance(exc, Cancelled):
+        return wire.err_entry(wire.K_CANCELLED, str(exc), "Cancelled")
     if isinstance(exc, ServerUnavailable):
         return wire.err_entry(wire.K_UNAVAILABLE, str(exc), "ServerUnavailable", "".join(traceback.format_exception(exc)))
     return remote_error(exc)
@@ -97,8 +104,10 @@ class CallRunner:
 
     def __init__(
         self, workers: WorkerPool, results: Results, accepting: Callable[[], bool], aio: Aio | None = None,
+        streams: Streams | None = None,
     ) -> None:
         self.workers = workers
+        self.streams = streams or Streams()  # the items of streaming calls (@stream_func)
         self.aio = aio or Aio()  # coroutine methods run there
         self.results = results
         self._accepting = accepting
@@ -203,7 +212,11 @@ class CallRunner:
                     return True
                 entry = shut_down()
             else:
-                entry = ok(checked_value(f"{type(actor.obj).__name__}.{call.method}", fn(*args, **kwargs)))
+                stream = self.streams.states.get(call.task) if call.keep and self.streams.states else None
+                if stream is not None:  # a generator: its items go to the stream's readers as it runs
+                    entry = ok(run_sync(self.streams, stream, fn(*args, **kwargs), _merge(actor, call)))
+                else:
+                    entry = ok(checked_value(f"{type(actor.obj).__name__}.{call.method}", fn(*args, **kwargs)))
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
             entry = call_error(exc)
         finally:
@@ -233,7 +246,10 @@ class CallRunner:
         value: Any = None
         try:
             value = fn(*args, **kwargs)
-            if type(value) is types.CoroutineType:  # an async def (or AgentBase.__call__ forwarding to one)
+            stream = self.streams.states.get(call.task) if call.keep and self.streams.states else None
+            if stream is not None:  # an async generator: its items go to the stream's readers as it runs
+                value = await run_async(self.streams, stream, value, _merge(actor, call))
+            elif type(value) is types.CoroutineType:  # an async def (or AgentBase.__call__ forwarding to one)
                 value = await value
             entry = ok(checked_value(job.label, value))
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
@@ -255,6 +271,8 @@ class CallRunner:
             call.reply(entry)
             return
         stored = self.results.complete(call.task, call.sess, entry)
+        if self.streams.states:
+            self.streams.finish(call.task, entry)  # its readers get how it ended, after its items
         size = len(entry[1]) + sum(len(b) for b in entry[2])
         if entry[0]["op"] == wire.OK and size > PUSH_LIMIT and stored:
             call.reply(({"op": wire.OK, "big": 1}, wire.NIL, []))  # the caller fetches it if it reads it
@@ -262,3 +280,9 @@ class CallRunner:
             # a value pushed with the reply is the caller's to read whenever it likes: while the
             # caller holds its future, the result is held here too (never dropped by max_len)
             call.reply(entry)
+
+
+def _merge(actor: Actor, call: Call) -> str | None:
+    """The class name when the stream is an agent's reply (its chunks make one Msg), else None."""
+    methods = getattr(type(actor.obj), "_mesh_methods", None) or {}
+    return type(actor.obj).__name__ if methods.get(call.method) == STREAM_MSG else None

@@ -40,6 +40,13 @@ def _flag(header: dict, key: str) -> str | None:
     return f"'{key}' must be 0 or 1, not {type(value).__name__}"
 
 
+def _count(header: dict, key: str) -> str | None:
+    value = header.get(key)
+    if value is None or (type(value) is int and 0 <= value < 1 << 62):
+        return None
+    return f"'{key}' must be a non-negative integer"
+
+
 def _release_item(item: Any) -> str | None:
     if type(item) is str:
         return None if len(item) <= ID_MAX else f"a task id in 'tasks' is over {ID_MAX} characters"
@@ -77,6 +84,22 @@ def check_header(header: dict) -> str | None:
         )
         if not problem and header.get("keep") and header.get("task") is None:
             problem = "an async call (keep: 1) needs a string 'task'"
+        if not problem and header.get("stream") is not None:
+            problem = _flag(header, "stream")
+            if not problem and header.get("stream") and not header.get("keep"):
+                problem = "a streaming call (stream: 1) must be async (keep: 1)"
+    elif op == wire.STREAM:
+        problem = (
+            _text(header, "task", ID_MAX, required=True) or _text(header, "ref", ID_MAX, required=True)
+            or _text(header, "inst", ID_MAX) or _count(header, "from")
+        )
+    elif op == wire.STREAM_ACK:
+        problem = (
+            _text(header, "task", ID_MAX, required=True) or _text(header, "ref", ID_MAX, required=True)
+            or _count(header, "at") or _flag(header, "close")
+        )
+    elif op == wire.STREAM_STOP:
+        problem = _text(header, "task", ID_MAX, required=True)
     elif op == wire.RESULT:
         problem = _text(header, "task", ID_MAX, required=True) or _text(header, "inst", ID_MAX)
     elif op == wire.CREATE:

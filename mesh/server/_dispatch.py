@@ -34,6 +34,7 @@ from mesh.server._objects import Objects
 from mesh.server._results import Results, shut_down
 from mesh.server._sessions import Sessions
 from mesh.server._store import ResultPool
+from mesh.server._streams import Streams
 from mesh.server._workers import WorkerPool
 
 __all__ = ["Servicer"]
@@ -41,7 +42,7 @@ __all__ = ["Servicer"]
 log = logging.getLogger("mesh.server")
 
 Reply = Callable[[Entry], None]
-_WHILE_CLOSING = frozenset((wire.PING, wire.STATUS, wire.RESULT))  # still served while shutting down
+_WHILE_CLOSING = frozenset((wire.PING, wire.STATUS, wire.RESULT, wire.STREAM, wire.STREAM_ACK))  # still served while shutting down
 
 
 class Servicer:
@@ -70,7 +71,9 @@ class Servicer:
         self.accepting = True
         self.workers = WorkerPool(capacity, name=f"mesh-{name}")
         self.results = Results(pool, name)
-        self.calls = CallRunner(self.workers, self.results, lambda: self.accepting, Aio(name))
+        self.streams = Streams(budget=getattr(pool, "max_bytes", None) or 1 << 30)
+        self.results.on_release = self.streams.drop  # no holder left: a stream's generator stops
+        self.calls = CallRunner(self.workers, self.results, lambda: self.accepting, Aio(name), self.streams)
         self.objects = Objects(self.calls, resolver, self._created)
         self.sessions = Sessions(lease_ttl)
         self.router: Any = None  # the bound ROUTER (its byte counters), set by the host
@@ -88,6 +91,9 @@ class Servicer:
             wire.BYE: self._op_bye,
             wire.LOOKUP: self._op_lookup,
             wire.STOP: self._op_stop,
+            wire.STREAM: self._op_stream,
+            wire.STREAM_ACK: self._op_stream_ack,
+            wire.STREAM_STOP: self._op_stream_stop,
         }
 
     @property
@@ -142,6 +148,8 @@ class Servicer:
         call = Call(reply, header["m"], body, buffers, header.get("chain"), task, keep, sess, tracing.carrier(header))
         if keep:
             self.results.expect(task, sess)
+            if header.get("stream"):
+                self.streams.open(task)  # readers may subscribe before it runs
         actor = self.objects.get(header["obj"])
         if actor is None:
             why = f"no object {header['obj']!r} on this server (deleted, never created, or the server restarted)"
@@ -153,6 +161,16 @@ class Servicer:
         # a task of an earlier run of this server will never arrive: no grace for it
         self.results.when_done(header["task"], reply, header.get("inst") in (None, self.instance))
 
+    # ---------------------------------------------------------------- streams
+    def _op_stream(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
+        self.streams.subscribe(header, reply)
+
+    def _op_stream_ack(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
+        self.streams.ack(header)
+
+    def _op_stream_stop(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
+        reply(ok({"stopped": self.streams.stop(header["task"])}))
+
     def local_result(self, task: str, inst: str | None = None) -> transport.ReplyFuture:
         """Fetch a result of this server from inside its own process (no network)."""
         return self.results.local_result(task, inst in (None, self.instance))
@@ -163,6 +181,7 @@ class Servicer:
     def expire_early(self) -> None:
         """Answer fetches whose task never arrived within the grace period (a timer, I/O thread)."""
         self.results.expire_early()
+        self.streams.expire_early()
 
     # -------------------------------------------------------------- objects
     def _created(self) -> dict[str, Any]:
@@ -202,9 +221,12 @@ class Servicer:
         for sess in self.sessions.expired():
             self._end_session(sess, f"its creator was not heard from for {self.sessions.lease_ttl:g} s")
         self.results.prune()
+        if self.streams.states:
+            self.streams.prune(lambda task: self.pool.get(task) is not None)
 
     def _end_session(self, sess: str, why: str) -> None:
         self.objects.end_session(sess, why)
+        self.streams.end_session(sess)  # its subscriptions: nobody reads them any more
         self.results.end_session(sess)
 
     # -------------------------------------------------------------- admin

@@ -90,6 +90,7 @@ class Host:
             raise
         servicer.io_ident = node.io_ident
         servicer.router = self.router
+        servicer.streams.call_soon = node.call_soon  # streams push their items from the I/O thread
         port = self.router.port
         self.address = address_of(port)
         if o.http_port is not None:

@@ -59,6 +59,7 @@ class Results:
         self._seen: OrderedDict[str, None] = OrderedDict()  # recent task ids: gone, not "not yet here"
         self._early: dict[str, float] = {}  # fetches waiting for their task to arrive -> deadline
         self._lock = threading.Lock()
+        self.on_release: Callable[[str], None] | None = None  # told when no holder of a task is left (streams)
         # Results are answered from memory; a Redis copy (results this server no longer has in
         # memory, e.g. of an earlier run) is read off the I/O thread.
         self._stored = getattr(pool, "get_stored", None)
@@ -225,6 +226,8 @@ class Results:
 
     def release(self, task: str, owner: str | None = None) -> None:
         """Nobody holds ``task`` any more: drop its result (when it ends, if it still runs)."""
+        if self.on_release is not None:
+            self.on_release(task)
         with self._lock:
             self.holders.unhold(owner, task)
             if task in self._pending:  # still running: drop the result when it ends

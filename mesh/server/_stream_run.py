@@ -1,0 +1,125 @@
+"""Token streams: running a ``@stream_func`` generator into its :class:`~mesh.server._streams.StreamState`.
+
+A sync generator runs on the call's worker (paused by waiting, inside ``blocking()``, while it
+is a window ahead of its slowest reader); an async generator runs on the server's loop (paused
+by awaiting a future that an ack resolves). Stopping (``Streams.stop``) makes the next item
+raise ``Cancelled`` (an async one is also cancelled at its current await), and the generator
+is closed, so its ``finally`` runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+from mesh._core.context import blocking
+from mesh._errors import Cancelled
+from mesh._msg import Msg
+from mesh.server._streams import StreamState, Streams
+
+__all__ = ["merged", "run_async", "run_sync"]
+
+
+def merged(chunks: list[Any], cls_name: str) -> Msg | None:
+    """The whole message of an agent's streamed reply: the last chunk's fields, the chunks'
+    contents joined when they are all text (else the last chunk's content)."""
+    if not chunks:
+        return None
+    last = chunks[-1]
+    contents = [c.content for c in chunks]
+    content = "".join(contents) if all(isinstance(c, str) for c in contents) else last.content
+    fields = {k: v for k, v in last.to_dict().items() if k not in ("id", "timestamp", "content")}
+    return Msg(content=content, **fields)
+
+
+def _chunk(item: Any, cls_name: str) -> Any:
+    if not isinstance(item, Msg):
+        raise TypeError(f"{cls_name}.reply streams Msg chunks, but it yielded {type(item).__name__}: yield Msg(self.name, text)")
+    return item
+
+
+def _wait_room(streams: Streams, state: StreamState) -> None:
+    with blocking():  # a paused generator frees its worker's slot (and lets its call chain re-enter)
+        with state.cond:
+            while not state.stopping and state.full(streams.window, streams.window_bytes):
+                state.cond.wait(1.0)
+            if state.stopping:
+                raise Cancelled("the stream was stopped")
+
+
+async def _await_room(streams: Streams, state: StreamState) -> None:
+    while True:
+        with state.cond:
+            if state.stopping:
+                raise Cancelled("the stream was stopped")
+            if not state.full(streams.window, streams.window_bytes):
+                return
+            waiter = state.waiter = state.loop.create_future()
+        with blocking():
+            await waiter
+
+
+def run_sync(streams: Streams, state: StreamState, value: Any, merge: str | None = None) -> Any:
+    """Run a sync generator (on the calling worker) into ``state``; the call's value.
+
+    ``merge``: the agent's class name when the items are a reply's chunks: the value is then
+    the whole message (see :func:`merged`), else the number of items.
+    """
+    if type(value) is types.AsyncGeneratorType:
+        value.aclose().close()
+        raise TypeError("an async generator must be defined with async def ... yield to stream")
+    it = value if hasattr(value, "__next__") else iter(value)
+    chunks: list[Any] = []
+    try:
+        for item in it:
+            if merge is not None:
+                chunks.append(_chunk(item, merge))
+            if streams.put(state, item):
+                _wait_room(streams, state)
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()  # stopped early: the generator's finally runs here
+    return merged(chunks, merge) if merge is not None else len(state.items)
+
+
+async def run_async(streams: Streams, state: StreamState, value: Any, merge: str | None = None) -> Any:
+    """Run an async generator (on the server's loop) into ``state``; the call's value."""
+    aio = sys.modules["asyncio"]  # imported by the loop that runs this
+    state.loop = aio.get_running_loop()
+    state.atask = aio.current_task()
+    if type(value) is types.CoroutineType:
+        value = await value
+    chunks: list[Any] = []
+    try:
+        if hasattr(value, "__anext__"):
+            while True:
+                try:
+                    item = await value.__anext__()
+                except StopAsyncIteration:
+                    break
+                if merge is not None:
+                    chunks.append(_chunk(item, merge))
+                streams.put(state, item)
+                await _await_room(streams, state)
+        else:
+            for item in value:
+                if merge is not None:
+                    chunks.append(_chunk(item, merge))
+                streams.put(state, item)
+                await _await_room(streams, state)
+    except aio.CancelledError:
+        if state.stopping:
+            raise Cancelled("the stream was stopped") from None
+        raise
+    finally:
+        state.atask = None
+        aclose = getattr(value, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except RuntimeError:  # already running its finally (cancelled inside it)
+                pass
+    return merged(chunks, merge) if merge is not None else len(state.items)
+
