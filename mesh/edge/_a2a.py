@@ -24,6 +24,7 @@ from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import Message, Part, Role, Task, TaskState, TaskStatus
 from google.protobuf.json_format import MessageToDict
 
+from mesh._core import tracing
 from mesh._core.methods import ASYNC, ASYNC_MSG, SYNC
 from mesh._msg import Msg
 
@@ -42,9 +43,12 @@ def _call_agent(agent: Any, msg: Msg, traceparent: str | None) -> Any:
     """
     modes = getattr(agent, "_mesh_methods", None) or {}
     mode = modes.get("reply")
-    if mode is not None and mode not in (SYNC, ASYNC, ASYNC_MSG):  # a streaming reply (@stream_func)
-        return agent.reply(msg)
-    return agent(msg)
+    start = agent.reply if mode is not None and mode not in (SYNC, ASYNC, ASYNC_MSG) else agent  # a @stream_func reply
+    if not tracing.enabled():
+        return start(msg)
+    # the request's span is the parent of the call's client span (sent here, while it is current)
+    with tracing.incoming({"traceparent": traceparent} if traceparent else {}, "a2a " + str(getattr(agent, "name", "agent"))):
+        return start(msg)
 
 
 async def reply_chunks(
