@@ -148,6 +148,7 @@ class MeshWorkerRuntime:
             raise ValueError("Runtime is already running.")
         loop = asyncio.get_running_loop()
         self._delivery.loop = self._pending.loop = loop
+        self._links.bind(loop)
         self._stop_event.clear()
         await _bridge.blocking(self._member.join, self._token, self)
         self._running = True
@@ -170,6 +171,7 @@ class MeshWorkerRuntime:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._pending.fail_all("the runtime stopped before the answer came")
+        await self._links.aclose(2.0)
         await _bridge.blocking(self._stop_blocking)
         for agent in list(self._registry.agents.values()):
             try:
@@ -179,7 +181,6 @@ class MeshWorkerRuntime:
 
     def _stop_blocking(self) -> None:
         self._member.leave()
-        self._links.close(2.0)
         for t in self._threads:
             t.join(self._hb + 2)
         self._threads.clear()
