@@ -328,11 +328,26 @@ def _status(args: argparse.Namespace) -> int:
                  f"{'CLASS':<20} {'NAME':<16} {'ID':<34} {'QUEUE':>5} {'SERVED':>7}"]
         for a in info["agents"]:
             lines.append(f"{a['class']:<20} {str(a['name']):<16} {a['id']:<34} {a['queue']:>5} {a['served']:>7}")
+            lines += _detail_lines(a.get("detail"))
     except (KeyError, TypeError, ValueError) as exc:  # plain data, but not a status reply: not our server
         print(f"zmq-agent-server: {args.address}: malformed status reply ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 1
     print("\n".join(lines))
     return 0
+
+
+def _detail_lines(detail: Any) -> list[str]:
+    """An agent's own report (``__mesh_status__``, e.g. an AutoGen directory's types and workers), indented."""
+    def text(v: Any) -> str:
+        return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+
+    if detail is None or not isinstance(detail, dict):
+        return [] if detail is None else [f"    {text(detail)}"]
+    lines = []
+    for key, value in detail.items():
+        lines.append(f"    {key}:" if isinstance(value, dict) else f"    {key}: {text(value)}")
+        lines += [f"      {k}: {text(v)}" for k, v in value.items()] if isinstance(value, dict) else []
+    return lines
 
 
 def _stop(args: argparse.Namespace) -> int:
