@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import mesh
+
 __all__ = ["MAX_INFLIGHT", "Link", "Links"]
 
 log = logging.getLogger("mesh.autogen")
@@ -72,16 +74,27 @@ class Link:
         self._reap()
         while self._buf and len(self._inflight) < MAX_INFLIGHT:
             batch, self._buf = self._buf[:_BATCH], self._buf[_BATCH:]
-            try:
-                fut = self.endpoint.deliver([item for item, _ in batch])
-            except Exception as exc:
-                self._failed(batch, exc)
-                continue
-            self._inflight.append((fut, batch, self._loop.time() + self._ack_timeout))
+            self._send(batch)
         if self._buf and self._waiter is None:  # MAX_INFLIGHT reached: the oldest acknowledgement resumes
             self._waiter = self._loop.create_task(self._await_oldest())
         if self._inflight and self._timer is None:
             self._timer = self._loop.call_later(self._period, self._tick)
+
+    def _send(self, batch: list) -> None:
+        try:
+            fut = self.endpoint.deliver([item for item, _ in batch])
+        except mesh.MessageTooLarge as exc:
+            if len(batch) == 1:  # this one item is too big for the other worker: it alone fails
+                self._failed(batch, exc)
+                return
+            half = len(batch) // 2  # the others still go, in order
+            self._send(batch[:half])
+            self._send(batch[half:])
+            return
+        except Exception as exc:
+            self._failed(batch, exc)
+            return
+        self._inflight.append((fut, batch, self._loop.time() + self._ack_timeout))
 
     def _reap(self) -> None:
         """Drop the acknowledged calls at the front (in order); fail those done in error or overdue."""

@@ -86,7 +86,7 @@ class Pending:
         if entry is None or entry[0].done():
             return
         fut, wid = entry
-        if not isinstance(exc, mesh.ServerUnavailable):
+        if not isinstance(exc, (mesh.ServerUnavailable, mesh.MessageTooLarge)):
             exc = WorkerUnavailable(f"worker {wid} cannot be reached: {exc}")
         fut.set_exception(exc)
 

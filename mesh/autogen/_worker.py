@@ -67,6 +67,9 @@ class MeshWorkerRuntime:
             ``MESH_HEARTBEAT_TIMEOUT`` or 3 s).
         join_timeout: how long ``start()`` keeps trying to reach the host.
         capacity: threads of the worker's mesh server.
+        max_message_size: the largest delivery (a batch of events, requests and responses) this
+            worker's server accepts from another worker, in bytes (default 32 MiB, as any mesh server);
+            a bigger one is refused there, and the sender logs it or raises it to its ``send_message``.
         poll_interval: seconds between the worker's refreshes of the directory table.
     """
 
@@ -82,6 +85,7 @@ class MeshWorkerRuntime:
         join_timeout: float = 30.0,
         capacity: int = 16,
         poll_interval: float = 1.0,
+        max_message_size: int = 32 * 2**20,
     ) -> None:
         if payload_serialization_format not in {JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE}:
             raise ValueError(f"Unsupported payload serialization format: {payload_serialization_format}")
@@ -98,7 +102,8 @@ class MeshWorkerRuntime:
         self._pending = Pending(self._hb)
         self._member = Membership(
             self.worker_id, self._routes, self._my_info, host_address=host_address, bind_host=bind_host,
-            capacity=int(capacity), join_timeout=float(join_timeout), poll_interval=float(poll_interval),
+            capacity=int(capacity), max_message_size=int(max_message_size), join_timeout=float(join_timeout),
+            poll_interval=float(poll_interval),
             heartbeat=self._hb, stop=self._stop_event)
         self._control = Control(self.worker_id, self._registry, self._routes, self._links, self._pending,
                                 lambda: self._member.endpoint)
