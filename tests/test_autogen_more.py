@@ -117,3 +117,31 @@ def test_a_worker_joining_while_the_host_is_frozen_is_the_one_thing_that_waits()
         asyncio.run(asyncio.wait_for(main(), 50))
     finally:
         procs.close()
+
+
+def test_reply_addresses_round_trip_and_any_peer_value_decodes_or_raises_value_error():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from mesh.autogen import _wire
+
+    proxy = mesh.RpcObject("tcp://127.0.0.1:1", "abc", "Endpoint", {"deliver": "async"}, None, "run1")
+    ref = _wire.endpoint_ref(proxy)
+    assert _wire.endpoint_from(ref) == proxy and _wire.endpoint_from(proxy) is proxy
+    import msgpack
+
+    assert msgpack.unpackb(msgpack.packb(ref)) == ref  # plain data: no pickle on the data path
+
+    leaf = st.none() | st.booleans() | st.integers() | st.text(max_size=10) | st.binary(max_size=10)
+    value = st.recursive(leaf, lambda c: st.lists(c, max_size=7) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                         max_leaves=14)
+
+    @settings(max_examples=300, deadline=None)
+    @given(value)
+    def check(v):
+        try:
+            _wire.endpoint_from(v)
+        except ValueError:
+            pass
+
+    check()

@@ -21,6 +21,8 @@ from typing import Any
 
 import mesh
 
+from . import _wire
+
 __all__ = ["MAX_INFLIGHT", "Link", "Links"]
 
 log = logging.getLogger("mesh.autogen")
@@ -196,9 +198,15 @@ class Links:
         link = self._links[wid] = Link(wid, endpoint, self._ack_timeout, self._loop, self._loop_thread)
         return link
 
-    def reply(self, wid: str, endpoint: Any, item: dict) -> None:
-        """Send a response to the worker that asked (its endpoint came with the request)."""
-        link = self.get(wid, endpoint)
+    def reply(self, wid: str, ref: Any, item: dict) -> None:
+        """Send a response to the worker that asked: by the table, else by the reply address it sent."""
+        link = self.get(wid)
+        if link is None and ref is not None:
+            try:
+                link = self.get(wid, _wire.endpoint_from(ref))
+            except ValueError as exc:
+                log.warning("autogen: dropped a response to worker %s: %s", wid, exc)
+                return
         if link is not None:
             link.put(item)
 

@@ -42,6 +42,7 @@ class Membership:
         self._stop = stop
         self.server: Any = None
         self.endpoint: Any = None
+        self.reply_ref: list[Any] | None = None  # the endpoint as plain data, for requests' reply address
         self.directory: Any = None
 
     def join(self, token: str, runtime: Any) -> None:
@@ -56,6 +57,7 @@ class Membership:
         try:
             register_runtime(token, runtime)
             self.endpoint = Endpoint(token, to_dist={"host": server.host, "port": server.port})
+            self.reply_ref = _wire.endpoint_ref(self.endpoint)
             self.server = server
             self.directory = directory
             self._table.apply(directory.join(self.worker_id, self.endpoint, self._info()))

@@ -106,9 +106,9 @@ class MeshWorkerRuntime:
             poll_interval=float(poll_interval),
             heartbeat=self._hb, stop=self._stop_event)
         self._control = Control(self.worker_id, self._registry, self._routes, self._links, self._pending,
-                                lambda: self._member.endpoint)
+                                lambda: self._member.reply_ref)
         self._delivery = Delivery(self.worker_id, self._codec, self._registry, self._routes, self._links,
-                                  self._pending, self._control, lambda: self._member.endpoint, lambda: self._running)
+                                  self._pending, self._control, lambda: self._member.reply_ref, lambda: self._running)
 
     # ------------------------------------------------------------------ views the rooms own
     @property
