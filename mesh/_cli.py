@@ -20,6 +20,7 @@ from typing import Any
 
 import transport
 from mesh import _top as top
+from mesh import _views as views
 from mesh._api import init, shutdown
 from mesh._core import wire
 from mesh._core.address import normalize_address
@@ -329,11 +330,7 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, default=str))
         return 0
     try:
-        lines = [f"server {info['name']}  pid {info['pid']}  uptime {info['uptime']:.0f} s  "
-                 f"load {info['load']}/{info['capacity']}  results {info['results']}  rss {info['rss'] / 2**20:.1f} MiB",
-                 f"{'CLASS':<20} {'NAME':<16} {'ID':<34} {'QUEUE':>5} {'SERVED':>7}"]
-        for a in info["agents"]:
-            lines.append(f"{a['class']:<20} {str(a['name']):<16} {a['id']:<34} {a['queue']:>5} {a['served']:>7}")
+        lines = views.status_lines(info)
     except (KeyError, TypeError, ValueError) as exc:  # plain data, but not a status reply: not our server
         print(f"zmq-agent-server: {args.address}: malformed status reply ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 1

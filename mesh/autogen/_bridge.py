@@ -1,8 +1,8 @@
 """The one place where blocking mesh calls meet asyncio.
 
-Mesh futures block a thread today (``.result()``); AutoGen's API is asyncio. Everything in
-``mesh.autogen`` that waits on the mesh from the event loop goes through :func:`blocking`, so that
-it can become a plain ``await fut`` once mesh futures are awaitable, in one edit.
+The data path (publishes, ``send_message``, their answers) never comes here: links send from the
+loop and await mesh futures directly (see ``_link.py``). What is left are the rare blocking calls
+(joining and telling the directory, stopping servers), run off the loop by :func:`blocking`.
 """
 
 from __future__ import annotations

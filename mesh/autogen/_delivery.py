@@ -118,7 +118,10 @@ class Delivery:
                     for to in item["to"]:
                         self.spawn(self._on_publish(_wire.unaid(to), msg, sender, topic_id, str(item["id"])))
                 elif kind == "rpc":
-                    self.spawn(self._serve_rpc(item))
+                    rid = str(item["rid"])
+                    token = CancellationToken()  # registered now: a "cancel" later in this batch finds it
+                    self._remote_tokens[rid] = token
+                    token.link_future(self.spawn(self._serve_rpc(item, rid, token)))
                 elif kind == "resp":
                     self._pending.answer(item, self._codec)
                 elif kind == "cancel":
@@ -153,21 +156,17 @@ class Delivery:
         with MessageHandlerContext.populate_context(agent.id):
             return await agent.on_message(message, ctx=ctx)
 
-    async def _serve_rpc(self, item: dict) -> None:
-        rid = str(item["rid"])
-        reply = {"k": "resp", "rid": rid}
-        token = CancellationToken()
-        self._remote_tokens[rid] = token
+    async def _serve_rpc(self, item: dict, rid: str, token: CancellationToken) -> None:
+        """Run a request from another worker and answer it. The caller's cancel (a ``cancel`` item)
+        cancels ``token``, which cancels this task and so the handler it awaits."""
+        reply: dict[str, Any] = {"k": "resp", "rid": rid}
         try:
             msg = self._codec.decode(str(item["type"]), str(item["ct"]), bytes(item["data"]))
             recipient = _wire.unaid(item["to"])
             assert recipient is not None
             if not self._registry.holds(recipient):
                 raise UnknownAgentType(f"agent type {recipient.type!r} is not registered on worker {self.worker_id}")
-            handler = asyncio.ensure_future(
-                self._on_rpc(recipient, msg, _wire.unaid(item["sender"]), str(item["id"]), token))
-            token.link_future(handler)  # the caller's cancel (a "cancel" item) stops the handler here
-            result = await handler
+            result = await self._on_rpc(recipient, msg, _wire.unaid(item["sender"]), str(item["id"]), token)
             reply["type"], reply["ct"], reply["data"] = self._codec.encode_result(result)
             cls = result.__class__
             reply["py"] = f"{cls.__module__}:{cls.__qualname__}"

@@ -47,6 +47,24 @@ class Directory(metaclass=mesh.RpcMeta):
                 for wid, w in self._workers.items()
             ]
 
+    def types(self) -> dict[str, list[str]]:
+        """Agent type -> the workers that registered it (``"<worker id> <address>"``), for operators.
+
+        A type registered on several workers lists every one of them (its keys are spread over them)."""
+        with self._lock:
+            held: dict[str, list[str]] = {}
+            for wid, w in self._workers.items():
+                for agent_type in w["types"]:
+                    held.setdefault(agent_type, []).append(f"{wid} {w.get('address') or '?'}")
+            return {t: sorted(ws) for t, ws in sorted(held.items())}
+
+    def __mesh_status__(self) -> dict[str, Any]:
+        """What ``zmq-agent-server status`` shows under the directory's row (see ``mesh.server._admin``)."""
+        with self._lock:
+            workers = {wid: f"{w.get('address') or '?'}  {len(w['types'])} type(s), {len(w['subs'])} subscription(s)"
+                       for wid, w in self._workers.items()}
+        return {"workers": workers, "agent types": self.types()}
+
     def _table(self) -> dict[str, Any]:
         return {
             "epoch": self._epoch,

@@ -48,6 +48,13 @@ class Endpoint(metaclass=mesh.RpcMeta):
         self._runtime()._apply_table(table)
         return True
 
+    def __mesh_status__(self) -> dict[str, Any]:
+        """What ``zmq-agent-server status`` shows under a worker's endpoint: its id and agent types."""
+        rt = _runtimes.get(self._token)
+        if rt is None:
+            return {"worker": "stopped"}
+        return {"worker": rt.worker_id, "agent types": sorted(rt._registry.factories)}
+
     @mesh.async_func
     def ping(self) -> str:
         return self._runtime().worker_id

@@ -26,7 +26,8 @@ class Membership:
     """Server, endpoint and directory of one worker. ``info()`` gives what the directory lists for it."""
 
     def __init__(self, worker_id: str, table: Table, info: Callable[[], dict[str, Any]], *,
-                 host_address: str | None, bind_host: str | None, capacity: int, join_timeout: float,
+                 host_address: str | None, bind_host: str | None, capacity: int, max_message_size: int,
+                 join_timeout: float,
                  poll_interval: float, heartbeat: float, stop: threading.Event) -> None:
         self.worker_id = worker_id
         self._table = table
@@ -34,12 +35,14 @@ class Membership:
         self._host_address = host_address
         self._bind_host = bind_host
         self._capacity = capacity
+        self._max_message_size = max_message_size
         self._join_timeout = join_timeout
         self._poll_interval = poll_interval
         self._heartbeat = heartbeat
         self._stop = stop
         self.server: Any = None
         self.endpoint: Any = None
+        self.reply_ref: list[Any] | None = None  # the endpoint as plain data, for requests' reply address
         self.directory: Any = None
 
     def join(self, token: str, runtime: Any) -> None:
@@ -48,11 +51,13 @@ class Membership:
         dhost, dport = split_address(directory.info()["address"])
         bind = self._bind_host or local_ip_towards(dhost, dport)
         server = mesh.AgentServer(host=bind, port=0, capacity=self._capacity, advertise=False,
+                                  max_message_size=self._max_message_size,
                                   name=f"autogen-worker-{self.worker_id[:8]}")
         server.launch(in_subprocess=False)
         try:
             register_runtime(token, runtime)
             self.endpoint = Endpoint(token, to_dist={"host": server.host, "port": server.port})
+            self.reply_ref = _wire.endpoint_ref(self.endpoint)
             self.server = server
             self.directory = directory
             self._table.apply(directory.join(self.worker_id, self.endpoint, self._info()))

@@ -33,7 +33,11 @@ class Pending:
         return bool(self._entries)
 
     async def request(self, link: Link, item: dict, token: CancellationToken | None = None) -> Any:
-        """Send ``item`` (a request kind) over ``link`` and await the response; ``token`` cancels it remotely."""
+        """Send ``item`` (a request kind) over ``link`` and await the response.
+
+        ``token`` cancelled (from any thread), or the awaiting task cancelled: a ``cancel`` item follows
+        the request over the same link, and the other worker cancels the handler's token and task; the
+        caller gets ``CancelledError``."""
         loop = self.loop
         assert loop is not None
         request_id = uuid.uuid4().hex
@@ -42,14 +46,23 @@ class Pending:
         link.put({**item, "rid": request_id},
                  lambda exc: loop.call_soon_threadsafe(self.fail, request_id, exc))
         if token is not None:
-            def on_cancel() -> None:
+            loop_thread = threading.get_ident()
+
+            def on_cancel() -> None:  # on the thread that cancels the token: hand over to the loop
+                if threading.get_ident() != loop_thread:
+                    if not loop.is_closed():
+                        loop.call_soon_threadsafe(on_cancel)
+                    return
                 if not fut.done():
                     fut.cancel()
-                    link.put({"k": "cancel", "rid": request_id})
 
             token.add_callback(on_cancel)
         try:
             return await fut
+        except asyncio.CancelledError:  # the token, or the caller's task itself: the handler over there stops too
+            if request_id in self._entries:
+                link.put({"k": "cancel", "rid": request_id})
+            raise
         finally:
             self._entries.pop(request_id, None)
 
@@ -73,7 +86,7 @@ class Pending:
         if entry is None or entry[0].done():
             return
         fut, wid = entry
-        if not isinstance(exc, mesh.ServerUnavailable):
+        if not isinstance(exc, (mesh.ServerUnavailable, mesh.MessageTooLarge)):
             exc = WorkerUnavailable(f"worker {wid} cannot be reached: {exc}")
         fut.set_exception(exc)
 

@@ -11,7 +11,9 @@ from typing import Any
 
 from autogen_core import AgentId, Subscription, TopicId, TypePrefixSubscription, TypeSubscription
 
-__all__ = ["aid", "decode_sub", "encode_sub", "sub_key", "topic", "unaid", "untopic"]
+import mesh
+
+__all__ = ["aid", "decode_sub", "encode_sub", "endpoint_from", "endpoint_ref", "sub_key", "topic", "unaid", "untopic"]
 
 DIRECTORY_NAME = "autogen-directory"
 
@@ -72,3 +74,28 @@ def untopic(v: Any) -> TopicId | None:
     t, s = v
     return TopicId(str(t), str(s))
 
+
+
+def endpoint_ref(endpoint: Any) -> list[Any]:
+    """A worker's endpoint (a mesh proxy) as plain data: what a request carries as its reply address,
+    so deliveries stay msgpack (nothing to pickle on the sender, nothing to unpickle on the receiver)."""
+    address, object_id, cls_name, methods, pool, inst = endpoint.__reduce__()[1]
+    return [address, object_id, cls_name, dict(methods), pool, inst]
+
+
+def endpoint_from(ref: Any) -> Any:
+    """The proxy of :func:`endpoint_ref`'s list (or a proxy as it is).
+
+    Raises:
+        ValueError: not such a list.
+    """
+    if isinstance(ref, mesh.RpcObject):
+        return ref
+    if not isinstance(ref, list) or len(ref) != 6:
+        raise ValueError("a reply address is a list of 6 items")
+    address, object_id, cls_name, methods, pool, inst = ref
+    if not (isinstance(address, str) and isinstance(object_id, str) and isinstance(cls_name, str)
+            and isinstance(methods, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in methods.items())
+            and (pool is None or isinstance(pool, str)) and (inst is None or isinstance(inst, str))):
+        raise ValueError("malformed reply address")
+    return mesh.RpcObject(address, object_id, cls_name, methods, pool, inst)

@@ -67,6 +67,9 @@ class MeshWorkerRuntime:
             ``MESH_HEARTBEAT_TIMEOUT`` or 3 s).
         join_timeout: how long ``start()`` keeps trying to reach the host.
         capacity: threads of the worker's mesh server.
+        max_message_size: the largest delivery (a batch of events, requests and responses) this
+            worker's server accepts from another worker, in bytes (default 32 MiB, as any mesh server);
+            a bigger one is refused there, and the sender logs it or raises it to its ``send_message``.
         poll_interval: seconds between the worker's refreshes of the directory table.
     """
 
@@ -82,6 +85,7 @@ class MeshWorkerRuntime:
         join_timeout: float = 30.0,
         capacity: int = 16,
         poll_interval: float = 1.0,
+        max_message_size: int = 32 * 2**20,
     ) -> None:
         if payload_serialization_format not in {JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE}:
             raise ValueError(f"Unsupported payload serialization format: {payload_serialization_format}")
@@ -98,12 +102,13 @@ class MeshWorkerRuntime:
         self._pending = Pending(self._hb)
         self._member = Membership(
             self.worker_id, self._routes, self._my_info, host_address=host_address, bind_host=bind_host,
-            capacity=int(capacity), join_timeout=float(join_timeout), poll_interval=float(poll_interval),
+            capacity=int(capacity), max_message_size=int(max_message_size), join_timeout=float(join_timeout),
+            poll_interval=float(poll_interval),
             heartbeat=self._hb, stop=self._stop_event)
         self._control = Control(self.worker_id, self._registry, self._routes, self._links, self._pending,
-                                lambda: self._member.endpoint)
+                                lambda: self._member.reply_ref)
         self._delivery = Delivery(self.worker_id, self._codec, self._registry, self._routes, self._links,
-                                  self._pending, self._control, lambda: self._member.endpoint, lambda: self._running)
+                                  self._pending, self._control, lambda: self._member.reply_ref, lambda: self._running)
 
     # ------------------------------------------------------------------ views the rooms own
     @property
@@ -148,6 +153,7 @@ class MeshWorkerRuntime:
             raise ValueError("Runtime is already running.")
         loop = asyncio.get_running_loop()
         self._delivery.loop = self._pending.loop = loop
+        self._links.bind(loop)
         self._stop_event.clear()
         await _bridge.blocking(self._member.join, self._token, self)
         self._running = True
@@ -170,6 +176,7 @@ class MeshWorkerRuntime:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._pending.fail_all("the runtime stopped before the answer came")
+        await self._links.aclose(2.0)
         await _bridge.blocking(self._stop_blocking)
         for agent in list(self._registry.agents.values()):
             try:
@@ -179,7 +186,6 @@ class MeshWorkerRuntime:
 
     def _stop_blocking(self) -> None:
         self._member.leave()
-        self._links.close(2.0)
         for t in self._threads:
             t.join(self._hb + 2)
         self._threads.clear()

@@ -47,11 +47,38 @@ def status(
         "name": _plain_name(getattr(a.obj, "name", None) if a.obj is not None else None),
         "queue": len(a.queue),
         "served": a.served,
+        **_detail(a.obj),
     } for a in actors]
     return {
         **ping, "agents": agents, "results": len(pool), "results_bytes": getattr(pool, "nbytes", None), "rss": rss(),
         "running": running, "aio_running": aio_running, "queued": sum(a["queue"] for a in agents), **more,
     }
+
+
+def _detail(obj: Any) -> dict[str, Any]:
+    """``{"detail": obj.__mesh_status__()}`` as bounded plain data, for an object whose class has that
+    method (e.g. ``mesh.autogen``'s directory: its agent types and the workers that hold each);
+    ``{}`` for every other object, so their rows are unchanged."""
+    fn = getattr(type(obj), "__mesh_status__", None) if obj is not None else None
+    if fn is None:
+        return {}
+    try:
+        return {"detail": _plain(fn(obj), 4)}
+    except Exception as exc:  # an object's own report never breaks the server's status
+        return {"detail": f"__mesh_status__ failed: {type(exc).__name__}: {exc}"[:200]}
+
+
+def _plain(value: Any, depth: int) -> Any:
+    """``value`` as msgpack-plain data: at most 200 items per level, ``depth`` levels, 200-char strings."""
+    if value is None or type(value) in (bool, float) or (type(value) is int and -(2**63) <= value < 2**64):
+        return value
+    if isinstance(value, str):
+        return value[:200]
+    if depth > 0 and isinstance(value, dict):
+        return {str(k)[:200]: _plain(v, depth - 1) for k, v in list(value.items())[:200]}
+    if depth > 0 and isinstance(value, (list, tuple)):
+        return [_plain(v, depth - 1) for v in list(value)[:200]]
+    return repr(value)[:200]
 
 
 def _plain_name(name: Any) -> Any:

@@ -1,0 +1,32 @@
+"""Text views of what servers answer (``zmq-agent-server status``): plain data in, lines out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["status_lines"]
+
+
+def status_lines(info: dict[str, Any]) -> list[str]:
+    """The table of one ``status`` reply; ``KeyError`` / ``TypeError`` / ``ValueError`` when it is not one."""
+    lines = [f"server {info['name']}  pid {info['pid']}  uptime {info['uptime']:.0f} s  "
+             f"load {info['load']}/{info['capacity']}  results {info['results']}  rss {info['rss'] / 2**20:.1f} MiB",
+             f"{'CLASS':<20} {'NAME':<16} {'ID':<34} {'QUEUE':>5} {'SERVED':>7}"]
+    for a in info["agents"]:
+        lines.append(f"{a['class']:<20} {str(a['name']):<16} {a['id']:<34} {a['queue']:>5} {a['served']:>7}")
+        lines += _detail_lines(a.get("detail"))
+    return lines
+
+
+def _detail_lines(detail: Any) -> list[str]:
+    """An agent's own report (``__mesh_status__``, e.g. an AutoGen directory's types and workers), indented."""
+    def text(v: Any) -> str:
+        return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+
+    if detail is None or not isinstance(detail, dict):
+        return [] if detail is None else [f"    {text(detail)}"]
+    lines = []
+    for key, value in detail.items():
+        lines.append(f"    {key}:" if isinstance(value, dict) else f"    {key}: {text(value)}")
+        lines += [f"      {k}: {text(v)}" for k, v in value.items()] if isinstance(value, dict) else []
+    return lines
