@@ -11,6 +11,7 @@ from mesh._errors import (
     AgentNotFound,
     AuthenticationError,
     CallTimeout,
+    CheckpointError,
     MeshError,
     MessageTooLarge,
     OutcomeUnknown,
@@ -19,6 +20,7 @@ from mesh._errors import (
     ResultExpired,
     SerializationError,
     ServerUnavailable,
+    StateStoreError,
 )
 from mesh._hub import MsgHub, msghub
 from mesh._msg import Msg
@@ -36,6 +38,7 @@ __all__ = [
     "AsyncResult",
     "AuthenticationError",
     "CallTimeout",
+    "CheckpointError",
     "DistConf",
     "MeshError",
     "MessageTooLarge",
@@ -52,6 +55,7 @@ __all__ = [
     "SerializationError",
     "ServerInfo",
     "ServerUnavailable",
+    "StateStoreError",
     "as_completed",
     "async_func",
     "delete",

@@ -11,7 +11,9 @@ The hierarchy::
     ├── MessageTooLarge        a message exceeds the server's size limit
     ├── AgentNotFound          no such object on that server
     ├── AuthenticationError    the shared secret is wrong or missing
-    └── SerializationError     a value cannot be sent (also a TypeError)
+    ├── SerializationError     a value cannot be sent (also a TypeError)
+    ├── CheckpointError        a durable object's state cannot be saved or restored
+    └── StateStoreError        the state store is down, or holds a corrupted or forged value
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "AgentNotFound",
     "AuthenticationError",
     "CallTimeout",
+    "CheckpointError",
     "MeshError",
     "MessageTooLarge",
     "RemoteAttributeError",
@@ -31,6 +34,7 @@ __all__ = [
     "OutcomeUnknown",
     "SerializationError",
     "ServerUnavailable",
+    "StateStoreError",
 ]
 
 
@@ -162,3 +166,14 @@ class AuthenticationError(MeshError):
 class SerializationError(MeshError, TypeError):
     """A value cannot be sent: it holds something that cannot travel to another process
     (an open file, a lock, a socket...), or it cannot be encoded at all."""
+
+
+class CheckpointError(MeshError):
+    """A durable object's state could not be checkpointed (it cannot be pickled, or its
+    ``state_dict()`` raised) or restored (``load_state_dict()`` raised); the message names the
+    object. The previous checkpoint stays."""
+
+
+class StateStoreError(MeshError):
+    """The state store of durable agents cannot be used (down, refusing), or holds a corrupted,
+    truncated or forged value; the message names the object and the store."""

@@ -167,6 +167,9 @@ class ServerOptions:
     lease_ttl: float = _opt(30.0, "seconds before objects of a vanished client are deleted (default 30)", type=float,
                             check=_seconds("lease_ttl"))
     local_mode: bool | None = _opt(None, "", cli=False, argv=False)  # the CLI's --local-mode is AgentScope's flag
+    state_store: str | None = _opt(None, "where durable agents' checkpoints live: a directory, or redis://HOST:PORT/DB "
+                                   "(shared by the servers that may restore each other's agents; default: env "
+                                   "MESH_STATE_STORE, else ~/.local/state/zmq-agent-mesh/durable)", type=str)
 
     def __post_init__(self) -> None:
         for f in fields(self):

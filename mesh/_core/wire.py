@@ -110,5 +110,5 @@ def err_entry(kind: str, msg: str, exc_type: str = "", tb: str = "") -> Entry:
 # -- header keys (the table "Header keys" of PROTOCOL.md; receivers ignore keys they do not know) --
 HEADER_KEYS = (
     "op", "id", "re", "sess", "obj", "m", "cls", "task", "keep", "chain", "name", "detached",
-    "tasks", "seq", "inst", "big", "kind", "msg", "type", "tb", "etype",
+    "tasks", "seq", "inst", "big", "kind", "msg", "type", "tb", "etype", "ckpt", "restarts", "restore",
 )

@@ -43,6 +43,7 @@ def status(ping: dict[str, Any], actors: list[Actor], pool: Any, aio_running: in
         "name": _plain_name(getattr(a.obj, "name", None) if a.obj is not None else None),
         "queue": len(a.queue),
         "served": a.served,
+        **({"durable": a.durable.row()} if a.durable is not None else {}),
     } for a in actors]
     return {
         **ping, "agents": agents, "results": len(pool), "results_bytes": getattr(pool, "nbytes", None), "rss": rss(),

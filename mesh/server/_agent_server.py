@@ -41,6 +41,8 @@ class AgentServer:
         insecure: allow a non-loopback address without a secret.
         no_code: accept only known classes, never a class sent by value.
         grace: seconds running calls get to finish at shutdown.
+        state_store: where durable agents' checkpoints live (``checkpoint=True``, ``max_restarts``):
+            a directory path or ``redis://...``; default ``MESH_STATE_STORE``, else a per-user directory.
 
     Raises:
         ValueError: bad arguments, or a non-loopback host without a secret.
@@ -67,6 +69,7 @@ class AgentServer:
         grace: float = 5.0,
         lease_ttl: float = 30.0,
         local_mode: bool | None = None,
+        state_store: str | None = None,
     ) -> None:
         # The signature above is the public one (API.md); ServerOptions validates and normalizes it.
         options = ServerOptions(**{k: v for k, v in locals().items() if k != "self"})

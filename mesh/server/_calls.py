@@ -10,6 +10,7 @@ calls, not one each.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import threading
@@ -103,6 +104,8 @@ class CallRunner:
         self._accepting = accepting
         self.io_ident: int | None = None  # the I/O thread, set by the server
         self._ready: list[tuple[Actor, Call]] = []
+        # a durable object's call that ended: checkpoint it before the reply (mesh.server._checkpoint)
+        self.checkpoint: Callable[[Actor, Entry], Entry] = lambda actor, entry: entry
 
     def admit(self, actor: Actor, call: Call) -> None:
         """Run ``call`` now, or leave it in the mailbox (I/O thread or a worker)."""
@@ -202,6 +205,8 @@ class CallRunner:
         finally:
             context.set_context(None, None, None)
         actor.served += 1
+        if actor.durable is not None:
+            entry = self.checkpoint(actor, entry)
         self.complete(call, entry)
         return False
 
@@ -235,6 +240,8 @@ class CallRunner:
                 entry = call_error(exc)
         value = args = kwargs = None  # noqa: F841 - not kept alive by the task while the reply goes
         actor.served += 1
+        if actor.durable is not None:  # saved off the loop: file or Redis I/O must not hold it
+            entry = await asyncio.to_thread(self.checkpoint, actor, entry)
         self.complete(call, entry)
         self.next(actor)
 

@@ -28,6 +28,7 @@ from mesh.server._aio import Aio
 from mesh.server._admin import info as admin_info, status as admin_status
 from mesh.server._calls import CallRunner, ok
 from mesh.server._checks import check_header
+from mesh.server._checkpoint import Checkpoints
 from mesh.server._classes import ClassResolver
 from mesh.server._mailbox import Call
 from mesh.server._objects import Objects
@@ -58,6 +59,8 @@ class Servicer:
         on_stop: Callable[[], None],
         lease_ttl: float = 30.0,
         pool_url: str | None = None,
+        state_store: str | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.name = name
         self.capacity = capacity
@@ -71,7 +74,9 @@ class Servicer:
         self.workers = WorkerPool(capacity, name=f"mesh-{name}")
         self.results = Results(pool, name)
         self.calls = CallRunner(self.workers, self.results, lambda: self.accepting, Aio(name))
-        self.objects = Objects(self.calls, resolver, self._created)
+        self.checkpoints = Checkpoints(state_store, secret, self.instance)
+        self.calls.checkpoint = self.checkpoints.after_call
+        self.objects = Objects(self.calls, resolver, self._created, self.checkpoints)
         self.sessions = Sessions(lease_ttl)
         self._ops: dict[str, Callable[[dict, Any, list, Reply], None]] = {
             wire.CALL: self._op_call,
@@ -200,6 +205,9 @@ class Servicer:
         for sess in self.sessions.expired():
             self._end_session(sess, f"its creator was not heard from for {self.sessions.lease_ttl:g} s")
         self.results.prune()
+        if self.checkpoints.due():
+            actors = [a for a in self.objects.actors.values() if a.durable is not None]
+            self.workers.submit(lambda: self.checkpoints.touch(actors))
 
     def _end_session(self, sess: str, why: str) -> None:
         self.objects.end_session(sess, why)
@@ -216,9 +224,13 @@ class Servicer:
         reply(ok(self.info()))
 
     def _op_status(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
-        reply(ok(admin_status(
+        status = admin_status(
             self.info(), list(self.objects.actors.values()), self.pool, self.calls.aio.running, self.workers.running
-        )))
+        )
+        if self.checkpoints.opened or self.checkpoints.restorable:
+            status["state_store"] = self.checkpoints.where
+            status["restorable"] = self.checkpoints.restorable[:1000]
+        reply(ok(status))
 
     def _op_stop(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
         reply(ok(None))

@@ -16,7 +16,9 @@ import transport
 from mesh._core import runtime
 from mesh._core.options import ServerOptions
 from mesh.server._classes import ClassResolver, load_agent_dir
+from mesh.server._checkpoint import start_scan
 from mesh.server._dispatch import Servicer
+from mesh.server._launcher import client_addresses
 from mesh.server._store import make_pool
 
 __all__ = ["Host"]
@@ -63,6 +65,7 @@ class Host:
         servicer = self.servicer = Servicer(
             name=name, capacity=o.capacity, pool=pool, resolver=resolver, max_message_size=o.max_message_size,
             on_stop=on_stop, lease_ttl=o.lease_ttl, pool_url=o.redis_url if o.pool_type == "redis" else None,
+            state_store=o.state_store, secret=o.secret,
         )
         keys = transport.derive_keys(o.secret) if o.secret else None
         rt = self._runtime = runtime.current()
@@ -78,6 +81,8 @@ class Host:
         servicer.io_ident = node.io_ident
         port = self.router.port
         self.address = address_of(port)
+        servicer.checkpoints.address = client_addresses(o.host, port)[0]  # durable objects' records name it
+        start_scan(servicer.checkpoints, o.lease_ttl)
         rt.producers[self.address] = servicer.local_result  # in-process fetches skip the network
         # bound methods kept, so that remove_timer finds the same ones
         self._timers = [servicer.sweep, servicer.expire_early]
