@@ -54,7 +54,7 @@ def test_the_facade_exports_exactly_the_public_names_sorted():
     assert mesh.__all__ == sorted(mesh.__all__)
     assert set(mesh.__all__) == {
         "AgentBase", "AgentNotFound", "AgentServer", "AsyncResult", "AuthenticationError", "CallTimeout",
-        "DistConf", "MeshError", "MessageTooLarge", "Msg", "MsgHub", "OutcomeUnknown", "Placeholder",
+        "CheckpointError", "StateStoreError", "DistConf", "MeshError", "MessageTooLarge", "Msg", "MsgHub", "OutcomeUnknown", "Placeholder",
         "RemoteAttributeError", "RemoteError", "ResultExpired", "RpcAgentServerLauncher", "RpcMeta",
         "RpcObject", "SerializationError", "ServerInfo", "ServerUnavailable", "as_completed", "async_func", "delete",
         "get", "init", "msghub", "servers", "shutdown", "sync_func", "wait",

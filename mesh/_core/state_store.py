@@ -34,7 +34,6 @@ import re
 import shutil
 import threading
 import time
-from typing import Any
 
 from mesh._errors import StateStoreError
 

@@ -10,7 +10,6 @@ calls, not one each.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import threading
@@ -241,7 +240,7 @@ class CallRunner:
         value = args = kwargs = None  # noqa: F841 - not kept alive by the task while the reply goes
         actor.served += 1
         if actor.durable is not None:  # saved off the loop: file or Redis I/O must not hold it
-            entry = await asyncio.to_thread(self.checkpoint, actor, entry)
+            entry = await sys.modules["asyncio"].to_thread(self.checkpoint, actor, entry)
         self.complete(call, entry)
         self.next(actor)
 
