@@ -188,6 +188,7 @@ class Servicer:
         reply(ok({
             "obj": actor.id, "cls": actor.cls_name, "methods": getattr(type(actor.obj), "_mesh_methods", {}),
             "pool": self.pool_url, "inst": self.instance,
+            **(self.checkpoints.reply_fields(actor.durable) if actor.durable is not None else {}),
         }))
 
     # ------------------------------------------------------------ sessions
