@@ -358,7 +358,7 @@ def start_scan(checkpoints: Checkpoints, lease_ttl: float) -> None:
             return
         if rows:
             log.warning("state store %s holds %d checkpoint(s) this server could restore: %s", checkpoints.where,
-                        len(rows), ", ".join(f"{r.get('class', '?')} {r['id']} v{r.get('version')}" for r in rows[:20])
-                        + (" ..." if len(rows) > 20 else ""))
+                        len(rows), ", ".join(f"{r.get('class', '?')} {r['id']} v{r.get('version')}" for r in rows[:5])
+                        + (" ..." if len(rows) > 5 else ""))
 
     threading.Thread(target=run, name="mesh-state-scan", daemon=True).start()
