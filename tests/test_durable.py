@@ -332,3 +332,22 @@ def server_in():
     yield make
     for srv in started:
         srv.shutdown()
+
+
+def test_a_frozen_server_is_replaced_and_its_stale_copy_cannot_overwrite_the_checkpoint(spawn_server, store):
+    mesh.init(heartbeat_timeout=1.0)
+    srv = spawn_server(state_store=store)
+    c = Counter(to_dist=on(srv, checkpoint=True, max_restarts=1))
+    c.add(1)
+    old = c._mesh_address
+    os.kill(srv.pid, signal.SIGSTOP)  # a partitioned host: only the heartbeat timeout tells
+    try:
+        assert call_after_death(c.add, 1) == 2
+        assert c._mesh_address != old
+    finally:
+        os.kill(srv.pid, signal.SIGCONT)
+    stale = mesh.RpcObject(old, c._mesh_id, "Counter", dict(Counter._mesh_methods))  # a proxy that never learned
+    with pytest.raises(mesh.ServerUnavailable, match="restarted on another server"):
+        stale.add(100)
+    assert ckpt(store, c._mesh_id)[1]["n"] == 2
+    assert c.get() == 2

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from mesh._core import settings as _settings, wire
+from mesh._core import runtime, settings as _settings, wire
 from mesh._core.stores import open_store
 from mesh._errors import AgentNotFound, OutcomeUnknown, ServerUnavailable, StateStoreError
 from mesh.client._client import get_client
@@ -191,7 +191,7 @@ def _watch_loop() -> None:
         time.sleep(WATCH_EVERY)
         with _lock:
             items = list(_watched.items())
-        if not items:
+        if not items or runtime.current(create=False) is None:  # never starts a client (mesh.shutdown())
             continue
         client = get_client()
         for object_id, d in items:
