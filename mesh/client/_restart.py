@@ -115,7 +115,7 @@ def recover(proxy: Any, failed_at: str) -> None:
                                     "of it (it was deleted)")
         if record.get("error"):
             raise StateStoreError(str(record["error"]))
-        if record.gen > d["gen"] or record.get("address") != failed_at:
+        if record.gen > d["gen"] or (record.get("inst") != proxy._mesh_inst and record.get("address") != failed_at):
             _adopt(proxy, record.gen, str(record["address"]), record.get("inst"))
             _suspect.pop(object_id, None)
             return
