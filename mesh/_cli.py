@@ -28,6 +28,7 @@ from mesh.client._client import get_client
 from mesh.client._replies import decode_plain, wait
 from mesh.client._selection import survey
 from mesh.server import AgentServer
+from mesh.server._admin import durable_cell, restorable_lines
 from mesh.server._classes import AgentDirError
 from mesh.server._launcher import read_parent_config, ready_info, ready_line, watch_parent
 
@@ -328,34 +329,13 @@ def _status(args: argparse.Namespace) -> int:
                  f"{'CLASS':<20} {'NAME':<16} {'ID':<34} {'QUEUE':>5} {'SERVED':>7}  DURABLE"]
         for a in info["agents"]:
             lines.append(f"{a['class']:<20} {str(a['name']):<16} {a['id']:<34} {a['queue']:>5} {a['served']:>7}  "
-                         f"{_durable_cell(a.get('durable'))}")
-        lines += _restorable_lines(info)
+                         f"{durable_cell(a.get('durable'))}")
+        lines += restorable_lines(info)
     except (KeyError, TypeError, ValueError) as exc:  # plain data, but not a status reply: not our server
         print(f"zmq-agent-server: {args.address}: malformed status reply ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 1
     print("\n".join(lines))
     return 0
-
-
-def _durable_cell(d: Any) -> str:
-    """``checkpoint v12, restarts 1/3`` for a durable agent's row of ``status``; ``-`` otherwise."""
-    if not isinstance(d, dict):
-        return "-"
-    what = {True: "checkpoint", "best-effort": "checkpoint (best-effort)"}.get(d.get("checkpoint"), "restartable")
-    version = f" v{d.get('version')}" if d.get("checkpoint") else ""
-    return f"{what}{version}, restarts {d.get('gen', 0)}/{d.get('max_restarts', 0)}"
-
-
-def _restorable_lines(info: dict) -> list[str]:
-    """The checkpoints a server's state store holds (what it could restore), under its agents."""
-    rows = info.get("restorable")
-    if not info.get("state_store") and not rows:
-        return []
-    lines = [f"state store {info.get('state_store')}: {len(rows or [])} durable object(s) it could restore"]
-    for r in rows or []:
-        state = f"error: {r['error']}" if r.get("error") else f"checkpoint v{r.get('version')}, last at {r.get('address')}"
-        lines.append(f"  {str(r.get('class', '?')):<20} {r.get('id')}  {state}")
-    return lines
 
 
 def _stop(args: argparse.Namespace) -> int:
