@@ -12,6 +12,7 @@ from mesh._errors import (
     AuthenticationError,
     CallTimeout,
     Cancelled,
+    CheckpointError,
     MeshError,
     MessageTooLarge,
     OutcomeUnknown,
@@ -20,6 +21,7 @@ from mesh._errors import (
     ResultExpired,
     SerializationError,
     ServerUnavailable,
+    StateStoreError,
 )
 from mesh._hub import MsgHub, msghub
 from mesh._msg import Msg
@@ -48,6 +50,7 @@ __all__ = [
     "AuthenticationError",
     "CallTimeout",
     "Cancelled",
+    "CheckpointError",
     "DistConf",
     "MeshError",
     "MessageTooLarge",
@@ -64,6 +67,7 @@ __all__ = [
     "SerializationError",
     "ServerInfo",
     "ServerUnavailable",
+    "StateStoreError",
     "Stream",
     "as_completed",
     "async_func",

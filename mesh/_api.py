@@ -105,7 +105,9 @@ def get(name: str, host: str | None = None, port: int | str | None = None, *, ti
             if host is not None:
                 raise
             continue
-        return RpcObject(address, info["obj"], info["cls"], dict(info["methods"]), info.get("pool"), info.get("inst"))
+        durable = info.get("durable")  # a durable object: the proxy follows it when it is restarted
+        return RpcObject(address, info["obj"], info["cls"], dict(info["methods"]), info.get("pool"), info.get("inst"),
+                         durable if isinstance(durable, dict) else None)
     raise AgentNotFound(f"no object named {name!r} on {', '.join(addresses) or 'any discovered server'}")
 
 

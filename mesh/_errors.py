@@ -13,6 +13,8 @@ The hierarchy::
     ├── AuthenticationError    the shared secret is wrong or missing
     ├── SerializationError     a value cannot be sent (also a TypeError)
     └── Cancelled              the task was stopped before it finished (``.cancel()``)
+    ├── CheckpointError        a durable object's state cannot be saved or restored
+    └── StateStoreError        the state store is down, or holds a corrupted or forged value
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "AuthenticationError",
     "CallTimeout",
     "Cancelled",
+    "CheckpointError",
     "MeshError",
     "MessageTooLarge",
     "RemoteAttributeError",
@@ -33,6 +36,7 @@ __all__ = [
     "OutcomeUnknown",
     "SerializationError",
     "ServerUnavailable",
+    "StateStoreError",
 ]
 
 
@@ -168,3 +172,12 @@ class SerializationError(MeshError, TypeError):
 
 class Cancelled(MeshError):
     """The task was stopped before it finished (``.cancel()`` on its future or stream): reading it raises this."""
+class CheckpointError(MeshError):
+    """A durable object's state could not be checkpointed (it cannot be pickled, or its
+    ``state_dict()`` raised) or restored (``load_state_dict()`` raised); the message names the
+    object. The previous checkpoint stays."""
+
+
+class StateStoreError(MeshError):
+    """The state store of durable agents cannot be used (down, refusing), or holds a corrupted,
+    truncated or forged value; the message names the object and the store."""

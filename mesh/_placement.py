@@ -18,8 +18,8 @@ import cloudpickle
 
 from mesh._core import settings as _settings, wire
 from mesh._core.address import check_resolves, normalize_address
-from mesh._errors import ServerUnavailable
-from mesh.client import RpcObject
+from mesh._errors import MeshError, ServerUnavailable
+from mesh.client import RpcObject, _restart
 from mesh.client._client import get_client
 from mesh.client._replies import decode_reply, wait
 from mesh.client._selection import choose, mark_dead, settled
@@ -52,13 +52,14 @@ _pickle_lock = threading.RLock()
 
 def place(cls: type, args: tuple, kwargs: dict, conf: DistConf) -> RpcObject:
     """Create ``cls(*args, **kwargs)`` on a server chosen by ``conf`` and return its proxy."""
-    unknown = set(conf) - {"host", "port", "name", "detached", "_attrs"} - _AGENTSCOPE_OPTIONS
+    unknown = set(conf) - {"host", "port", "name", "detached", "_attrs", "checkpoint", "max_restarts"} - _AGENTSCOPE_OPTIONS
     if unknown:
         raise TypeError(f"unknown to_dist option(s): {', '.join(sorted(unknown))}")
     ignored = set(conf) & _AGENTSCOPE_OPTIONS
     if ignored:
         log.debug("to_dist ignores AgentScope option(s): %s", ", ".join(sorted(ignored)))
-    options = {"name": conf.get("name"), "detached": bool(conf.get("detached")), "attrs": conf.get("_attrs")}
+    options = {"name": conf.get("name"), "detached": bool(conf.get("detached")), "attrs": conf.get("_attrs"),
+               "durable": _durable_options(conf)}
     host, port = conf.get("host"), conf.get("port")
     if host is None and port is not None:
         host = "127.0.0.1"  # a port alone means this machine, as in AgentScope
@@ -78,6 +79,37 @@ def place(cls: type, args: tuple, kwargs: dict, conf: DistConf) -> RpcObject:
             _drop_spare(spare)
         return obj
     return create(child_server().address, cls, args, kwargs, **options)
+
+
+def _durable_options(conf: dict) -> tuple[int, int] | None:
+    """``(ckpt, max_restarts)`` of the ``checkpoint`` and ``max_restarts`` options, or None (not durable)."""
+    checkpoint, restarts = conf.get("checkpoint"), conf.get("max_restarts")
+    if checkpoint in (None, False):
+        mode = 0
+    elif checkpoint is True:
+        mode = 1
+    elif checkpoint == "best-effort":
+        mode = 2
+    else:
+        raise ValueError(f"checkpoint must be True, False or 'best-effort', not {checkpoint!r}")
+    if restarts is None:
+        restarts = 0
+    elif type(restarts) is not int or restarts < 0:
+        raise ValueError(f"max_restarts must be an integer of 0 or more, not {restarts!r}")
+    return (mode, restarts) if mode or restarts else None
+
+
+def _restart_target(excluded: set[str], state_store: str | None = None) -> str:
+    """Where a durable object whose server died is restarted: a discovered server, else the child."""
+    for address in excluded:
+        mark_dead(address)
+    address = _discovered()
+    if address is not None and address not in excluded:
+        return address
+    return child_server(state_store=state_store).address
+
+
+_restart.placer = _restart_target
 
 
 def _first_discovery() -> bool:
@@ -141,7 +173,7 @@ def _check_resolves(address: str) -> None:
 
 def create(
     address: str, cls: type, args: tuple, kwargs: dict, *, name: str | None = None, detached: bool = False,
-    attrs: dict | None = None,
+    attrs: dict | None = None, durable: tuple[int, int] | None = None,
 ) -> RpcObject:
     """Create the object on ``address``, sending its class by value if the server lacks it.
 
@@ -173,6 +205,8 @@ def create(
                 header["detached"] = 1
             else:
                 client.own(address)
+            if durable is not None:
+                header["ckpt"], header["restarts"] = durable
             fut = client.request(address, header, payload, timeout=timeout)
         reply = wait(fut, None, address)
         if reply[0].get("op") == wire.ERR and reply[0].get("kind") == wire.K_NEEDCLASS and not by_value:
@@ -188,7 +222,22 @@ def create(
     if not detached and isinstance(info, dict) and isinstance(info.get("lease_ttl"), (int, float)):
         client.own(address, float(info["lease_ttl"]))
     pool = info.get("pool") if isinstance(info, dict) else None
-    return RpcObject(address, object_id, cls.__name__, dict(cls._mesh_methods), pool, inst)  # type: ignore[attr-defined]
+    durable_info = _durable_info(info, durable, address, None if detached else client.session)
+    proxy = RpcObject(address, object_id, cls.__name__, dict(cls._mesh_methods), pool, inst,  # type: ignore[attr-defined]
+                      durable_info)
+    if durable_info is not None and not detached and durable_info["max_restarts"]:
+        _restart.watch(proxy)
+    return proxy
+
+
+def _durable_info(info: Any, durable: tuple[int, int] | None, address: str, sess: str | None) -> dict | None:
+    if durable is None:
+        return None
+    fields = info.get("durable") if isinstance(info, dict) else None
+    if not isinstance(fields, dict):
+        raise MeshError(f"{address} does not support durable objects (checkpoint, max_restarts): upgrade it")
+    return {"store": fields.get("store"), "gen": int(fields.get("gen", 0)),
+            "max_restarts": int(fields.get("max_restarts", 0)), "ckpt": int(fields.get("ckpt", 0)), "sess": sess}
 
 
 @contextlib.contextmanager
@@ -212,10 +261,11 @@ def _class_by_value(cls: type) -> Iterator[None]:
                 cloudpickle.unregister_pickle_by_value(module)
 
 
-def child_server(*, spare: bool = False) -> Any:
+def child_server(*, spare: bool = False, state_store: str | None = None) -> Any:
     """The child server of this process, started on first use and reused.
 
-    ``spare``: started ahead of need (see :func:`_start_spare`), not used yet.
+    ``spare``: started ahead of need (see :func:`_start_spare`), not used yet. ``state_store``: its
+    store, when it starts now (to restart a durable object from that store).
     """
     global _child, _child_used
     with _child_lock:
@@ -225,7 +275,7 @@ def child_server(*, spare: bool = False) -> Any:
             return _child
         settings = _settings.current()
         server = AgentServer(
-            port=0, capacity=settings.child_capacity, advertise=False, secret=settings.secret
+            port=0, capacity=settings.child_capacity, advertise=False, secret=settings.secret, state_store=state_store,
         )
         server.launch(in_subprocess=True)
         _child = server

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mesh.server._admin import durable_cell, restorable_lines
+
 __all__ = ["status_lines"]
 
 
@@ -11,11 +13,12 @@ def status_lines(info: dict[str, Any]) -> list[str]:
     """The table of one ``status`` reply; ``KeyError`` / ``TypeError`` / ``ValueError`` when it is not one."""
     lines = [f"server {info['name']}  pid {info['pid']}  uptime {info['uptime']:.0f} s  "
              f"load {info['load']}/{info['capacity']}  results {info['results']}  rss {info['rss'] / 2**20:.1f} MiB",
-             f"{'CLASS':<20} {'NAME':<16} {'ID':<34} {'QUEUE':>5} {'SERVED':>7}"]
+             f"{'CLASS':<20} {'NAME':<16} {'ID':<34} {'QUEUE':>5} {'SERVED':>7}  DURABLE"]
     for a in info["agents"]:
-        lines.append(f"{a['class']:<20} {str(a['name']):<16} {a['id']:<34} {a['queue']:>5} {a['served']:>7}")
+        lines.append(f"{a['class']:<20} {str(a['name']):<16} {a['id']:<34} {a['queue']:>5} {a['served']:>7}  "
+                     f"{durable_cell(a.get('durable'))}")
         lines += _detail_lines(a.get("detail"))
-    return lines
+    return lines + restorable_lines(info)
 
 
 def _detail_lines(detail: Any) -> list[str]:

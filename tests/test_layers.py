@@ -55,7 +55,7 @@ def test_the_facade_exports_exactly_the_public_names_sorted():
     assert set(mesh.__all__) == {
         "AgentBase", "AgentNotFound", "AgentServer", "AsyncResult", "AuthenticationError", "CallTimeout",
         "Cancelled", "DistConf", "MeshError", "MessageTooLarge", "Msg", "MsgHub", "OutcomeUnknown", "Placeholder",
-        "RemoteAttributeError", "RemoteError", "ResultExpired", "RpcAgentServerLauncher", "RpcMeta",
+        "CheckpointError", "StateStoreError", "RemoteAttributeError", "RemoteError", "ResultExpired", "RpcAgentServerLauncher", "RpcMeta",
         "RpcObject", "SerializationError", "ServerInfo", "ServerUnavailable", "Stream", "as_completed", "async_func", "delete",
         "get", "init", "msghub", "servers", "shutdown", "stream_func", "sync_func", "wait",
     }

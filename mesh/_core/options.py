@@ -206,6 +206,9 @@ class ServerOptions:
                                        "(Authorization: Bearer TOKEN)", type=str, check=_token_file)
     http_max_body: int = _opt(1 << 20, "largest HTTP request body in bytes (default 1 MiB)", type=int,
                               check=_at_least_1("http_max_body"))
+    state_store: str | None = _opt(None, "where durable agents' checkpoints live: a directory, or redis://HOST:PORT/DB "
+                                   "(shared by the servers that may restore each other's agents; default: env "
+                                   "MESH_STATE_STORE, else ~/.local/state/zmq-agent-mesh/durable)", type=str)
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -124,4 +124,5 @@ HEADER_KEYS = (
     "traceparent", "tracestate",
     # 1.3: streams
     "stream", "ref", "from", "at", "more", "end", "close",
+    "tasks", "seq", "inst", "big", "kind", "msg", "type", "tb", "etype", "ckpt", "restarts", "restore",
 )

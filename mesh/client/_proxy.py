@@ -7,11 +7,13 @@ import time
 import types
 from typing import Any
 
+import transport
 from mesh._core import ids, tracing, wire
 from mesh._core.address import normalize_address
 from mesh._core.context import current_chain
 from mesh._core.methods import ASYNC, ASYNC_MSG, STREAM, STREAM_MSG, SYNC
 from mesh._errors import RemoteAttributeError, RemoteError, SerializationError
+from mesh.client._restart import call as durable_call, failed as durable_failed, prepare as durable_prepare
 from mesh.client._client import get_client
 from mesh.client._future import AsyncResult, Placeholder
 from mesh.client._replies import decode_reply, wait
@@ -31,12 +33,14 @@ class RpcObject:
     the same actor.
     """
 
-    __slots__ = ("_mesh_address", "_mesh_id", "_mesh_cls", "_mesh_methods", "_mesh_pool", "_mesh_inst")
+    __slots__ = ("_mesh_address", "_mesh_id", "_mesh_cls", "_mesh_methods", "_mesh_pool", "_mesh_inst", "_mesh_durable")
 
     def __init__(
         self, address: str, object_id: str, cls_name: str, methods: dict[str, str], pool: str | None = None,
-        inst: str | None = None,
+        inst: str | None = None, durable: dict | None = None,
     ) -> None:
+        # a durable object's store, max_restarts and generation (mesh.client._restart); None: not durable
+        object.__setattr__(self, "_mesh_durable", dict(durable) if durable else None)
         object.__setattr__(self, "_mesh_pool", pool)
         object.__setattr__(self, "_mesh_inst", inst)  # the server's run that holds the object
         object.__setattr__(self, "_mesh_address", address)
@@ -88,6 +92,11 @@ class RpcObject:
         return self
 
     def _mesh_request(self, header: dict, value: Any) -> Any:
+        if self._mesh_durable is not None:  # follows the object when it is restarted elsewhere
+            return durable_call(self, lambda: self._mesh_send(header, value))
+        return self._mesh_send(header, value)
+
+    def _mesh_send(self, header: dict, value: Any) -> Any:
         client = get_client()
         timeout = client.settings.call_timeout
         if not client.peers.busy(self._mesh_id):
@@ -101,7 +110,8 @@ class RpcObject:
     def __reduce__(self) -> tuple:
         return (
             RpcObject,
-            (self._mesh_address, self._mesh_id, self._mesh_cls, self._mesh_methods, self._mesh_pool, self._mesh_inst),
+            (self._mesh_address, self._mesh_id, self._mesh_cls, self._mesh_methods, self._mesh_pool, self._mesh_inst,
+             self._mesh_durable),
         )
 
     def __repr__(self) -> str:
@@ -110,10 +120,12 @@ class RpcObject:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RpcObject):
             return NotImplemented
+        if self._mesh_durable is not None or other._mesh_durable is not None:  # one object, wherever it moved
+            return self._mesh_id == other._mesh_id
         return (self._mesh_address, self._mesh_id) == (other._mesh_address, other._mesh_id)
 
     def __hash__(self) -> int:
-        return hash((self._mesh_address, self._mesh_id))
+        return hash(self._mesh_id)
 
 
 class _Method:
@@ -157,10 +169,13 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
             header["stream"] = 1  # its items are kept for readers (see mesh.client._stream)
         client = get_client()
         object_id = proxy._mesh_id
+        if proxy._mesh_durable is not None:
+            durable_prepare(proxy)
+        address = proxy._mesh_address
         peers = client.peers
         peers.call_started(object_id)
         try:
-            fut = client.request(proxy._mesh_address, header, [list(args), kwargs])
+            fut = client.request(address, header, [list(args), kwargs])
         except BaseException as exc:
             peers.call_ended(object_id)
             if span is not None:
@@ -168,7 +183,8 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
             raise
         if span is not None:
             span.end_on(fut)
-        address = proxy._mesh_address
+        if proxy._mesh_durable is not None:
+            fut.add_done_callback(lambda f: _lost(proxy, address, f))
         client.own(address)  # our lease there keeps the result held until we release it (or exit)
         fut.add_done_callback(lambda f: peers.call_ended(object_id))
         cls = _FUTURES[mode]
@@ -179,6 +195,17 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
 
 
 _FUTURES: dict[str, type] = {ASYNC: AsyncResult, ASYNC_MSG: Placeholder, STREAM: Stream, STREAM_MSG: StreamingPlaceholder}
+
+
+def _lost(proxy: RpcObject, address: str, fut: Any) -> None:
+    """An async call of a durable object failed as if its server were gone: the next call recovers."""
+    exc = fut.exception()
+    if exc is None:
+        header = fut.result()[0]
+        if header.get("op") == wire.ERR and header.get("kind") in (wire.K_NOTFOUND, wire.K_UNAVAILABLE):
+            durable_failed(proxy, address)
+    elif isinstance(exc, transport.PeerUnavailable):  # PeerLost too
+        durable_failed(proxy, address)
 
 
 def _refuse_awaitables(proxy: RpcObject, name: str, args: tuple, kwargs: dict) -> None:

@@ -13,7 +13,7 @@ import transport
 from mesh._core import wire
 from mesh.server._mailbox import Actor
 
-__all__ = ["info", "rss", "status"]
+__all__ = ["durable_cell", "info", "restorable_lines", "rss", "status"]
 
 
 def info(*, name: str, capacity: int, load: int, agents: int, started: float, max_message_size: int) -> dict[str, Any]:
@@ -48,6 +48,7 @@ def status(
         "queue": len(a.queue),
         "served": a.served,
         **_detail(a.obj),
+        **({"durable": a.durable.row()} if a.durable is not None else {}),
     } for a in actors]
     return {
         **ping, "agents": agents, "results": len(pool), "results_bytes": getattr(pool, "nbytes", None), "rss": rss(),
@@ -96,3 +97,24 @@ def rss() -> int:
     except OSError:
         pass
     return 0
+
+
+def durable_cell(d: Any) -> str:
+    """``checkpoint v12, restarts 1/3`` for a durable agent's row of ``status``; ``-`` otherwise."""
+    if not isinstance(d, dict):
+        return "-"
+    what = {True: "checkpoint", "best-effort": "checkpoint (best-effort)"}.get(d.get("checkpoint"), "restartable")
+    version = f" v{d.get('version')}" if d.get("checkpoint") else ""
+    return f"{what}{version}, restarts {d.get('gen', 0)}/{d.get('max_restarts', 0)}"
+
+
+def restorable_lines(info: dict) -> list[str]:
+    """The checkpoints a server's state store holds (what it could restore), under its agents."""
+    rows = info.get("restorable")
+    if not info.get("state_store") and not rows:
+        return []
+    lines = [f"state store {info.get('state_store')}: {len(rows or [])} durable object(s) it could restore"]
+    for r in rows or []:
+        state = f"error: {r['error']}" if r.get("error") else f"checkpoint v{r.get('version')}, last at {r.get('address')}"
+        lines.append(f"  {str(r.get('class', '?')):<20} {r.get('id')}  {state}")
+    return lines

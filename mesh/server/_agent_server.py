@@ -48,6 +48,8 @@ class AgentServer:
             ``http_token_file``.
         http_token_file: file holding the bearer token every HTTP request must carry.
         http_max_body: largest HTTP request body, bytes.
+        state_store: where durable agents' checkpoints live (``checkpoint=True``, ``max_restarts``):
+            a directory path or ``redis://...``; default ``MESH_STATE_STORE``, else a per-user directory.
 
     Raises:
         ValueError: bad arguments, or a non-loopback host without a secret.
@@ -78,6 +80,7 @@ class AgentServer:
         http_host: str = "127.0.0.1",
         http_token_file: str | None = None,
         http_max_body: int = 1 << 20,
+        state_store: str | None = None,
     ) -> None:
         # The signature above is the public one (API.md); ServerOptions validates and normalizes it.
         options = ServerOptions(**{k: v for k, v in locals().items() if k != "self"})

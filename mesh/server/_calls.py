@@ -114,6 +114,8 @@ class CallRunner:
         self.io_ident: int | None = None  # the I/O thread, set by the server
         self._ready: list[tuple[Actor, Call]] = []
         self.stats = CallStats()  # calls, errors and latency by class and method (status, /metrics)
+        # a durable object's call that ended: checkpoint it before the reply (mesh.server._checkpoint)
+        self.checkpoint: Callable[[Actor, Entry], Entry] = lambda actor, entry: entry
 
     def admit(self, actor: Actor, call: Call) -> None:
         """Run ``call`` now, or leave it in the mailbox (I/O thread or a worker)."""
@@ -222,6 +224,8 @@ class CallRunner:
         finally:
             context.set_context(None, None, None)
         actor.served += 1
+        if actor.durable is not None:
+            entry = self.checkpoint(actor, entry)
         self.stats.record(actor.cls_name, call.method, call.t0, entry[0])
         self.complete(call, entry)
         return False
@@ -259,6 +263,8 @@ class CallRunner:
                 entry = call_error(exc)
         value = args = kwargs = None  # noqa: F841 - not kept alive by the task while the reply goes
         actor.served += 1
+        if actor.durable is not None:  # saved off the loop: file or Redis I/O must not hold it
+            entry = await sys.modules["asyncio"].to_thread(self.checkpoint, actor, entry)
         self.stats.record(actor.cls_name, call.method, call.t0, entry[0])
         self.complete(call, entry)
         self.next(actor)

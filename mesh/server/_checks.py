@@ -40,11 +40,11 @@ def _flag(header: dict, key: str) -> str | None:
     return f"'{key}' must be 0 or 1, not {type(value).__name__}"
 
 
-def _count(header: dict, key: str) -> str | None:
+def _count(header: dict, key: str, cap: int = (1 << 62) - 1) -> str | None:
     value = header.get(key)
-    if value is None or (type(value) is int and 0 <= value < 1 << 62):
+    if value is None or (type(value) is int and 0 <= value <= cap):
         return None
-    return f"'{key}' must be a non-negative integer"
+    return f"'{key}' must be an integer from 0 to {cap}, not {value!r:.40}"
 
 
 def _release_item(item: Any) -> str | None:
@@ -106,6 +106,7 @@ def check_header(header: dict) -> str | None:
         problem = (
             _text(header, "obj", ID_MAX, required=True, empty=False) or _text(header, "cls", CLS_MAX, required=True, empty=False)
             or _text(header, "name", NAME_MAX) or _flag(header, "detached")
+            or _count(header, "ckpt", 2) or _count(header, "restarts", 1_000_000) or _count(header, "restore", 1_000_000)
         )
     elif op == wire.GETATTR:
         problem = _text(header, "obj", ID_MAX, required=True) or _text(header, "m", NAME_MAX, required=True)

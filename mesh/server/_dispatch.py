@@ -28,6 +28,7 @@ from mesh.server._aio import Aio
 from mesh.server._admin import info as admin_info, status as admin_status
 from mesh.server._calls import CallRunner, ok
 from mesh.server._checks import check_header
+from mesh.server._checkpoint import Checkpoints
 from mesh.server._classes import ClassResolver
 from mesh.server._mailbox import Call
 from mesh.server._objects import Objects
@@ -59,6 +60,8 @@ class Servicer:
         on_stop: Callable[[], None],
         lease_ttl: float = 30.0,
         pool_url: str | None = None,
+        state_store: str | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.name = name
         self.capacity = capacity
@@ -74,7 +77,9 @@ class Servicer:
         self.streams = Streams(budget=getattr(pool, "max_bytes", None) or 1 << 30)
         self.results.on_release = self.streams.drop  # no holder left: a stream's generator stops
         self.calls = CallRunner(self.workers, self.results, lambda: self.accepting, Aio(name), self.streams)
-        self.objects = Objects(self.calls, resolver, self._created)
+        self.checkpoints = Checkpoints(state_store, secret, self.instance)
+        self.calls.checkpoint = self.checkpoints.after_call
+        self.objects = Objects(self.calls, resolver, self._created, self.checkpoints)
         self.sessions = Sessions(lease_ttl)
         self.router: Any = None  # the bound ROUTER (its byte counters), set by the host
         self.http_url: str | None = None  # the HTTP edge's base URL, when it serves one
@@ -204,6 +209,7 @@ class Servicer:
         reply(ok({
             "obj": actor.id, "cls": actor.cls_name, "methods": getattr(type(actor.obj), "_mesh_methods", {}),
             "pool": self.pool_url, "inst": self.instance,
+            **(self.checkpoints.reply_fields(actor.durable) if actor.durable is not None else {}),
         }))
 
     # ------------------------------------------------------------ sessions
@@ -223,6 +229,9 @@ class Servicer:
         self.results.prune()
         if self.streams.states:
             self.streams.prune(lambda task: self.pool.get(task) is not None)
+        if self.checkpoints.due():
+            actors = [a for a in self.objects.actors.values() if a.durable is not None]
+            self.workers.submit(lambda: self.checkpoints.touch(actors))
 
     def _end_session(self, sess: str, why: str) -> None:
         self.objects.end_session(sess, why)
@@ -242,11 +251,15 @@ class Servicer:
     def status(self) -> dict[str, Any]:
         """What ``status`` answers (plain data): also read by the HTTP edge (``/healthz``, ``/metrics``)."""
         router = self.router
-        return admin_status(
+        status = admin_status(
             self.info(), list(self.objects.actors.values()), self.pool, self.calls.aio.running, self.workers.running,
             calls=self.calls.stats.snapshot(), bytes_in=getattr(router, "received", 0),
             bytes_out=getattr(router, "sent", 0), http=self.http_url,
         )
+        if self.checkpoints.opened or self.checkpoints.restorable:
+            status["state_store"] = self.checkpoints.where
+            status["restorable"] = self.checkpoints.restorable[:1000]
+        return status
 
     def _op_status(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
         reply(ok(self.status()))

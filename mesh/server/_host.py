@@ -16,7 +16,9 @@ import transport
 from mesh._core import runtime
 from mesh._core.options import ServerOptions
 from mesh.server._classes import ClassResolver, load_agent_dir
+from mesh.server._checkpoint import start_scan
 from mesh.server._dispatch import Servicer
+from mesh.server._launcher import client_addresses
 from mesh.server._store import make_pool
 
 __all__ = ["Host", "set_http_edge"]
@@ -76,6 +78,7 @@ class Host:
         servicer = self.servicer = Servicer(
             name=name, capacity=o.capacity, pool=pool, resolver=resolver, max_message_size=o.max_message_size,
             on_stop=on_stop, lease_ttl=o.lease_ttl, pool_url=o.redis_url if o.pool_type == "redis" else None,
+            state_store=o.state_store, secret=o.secret,
         )
         keys = transport.derive_keys(o.secret) if o.secret else None
         rt = self._runtime = runtime.current()
@@ -93,6 +96,8 @@ class Host:
         servicer.streams.call_soon = node.call_soon  # streams push their items from the I/O thread
         port = self.router.port
         self.address = address_of(port)
+        servicer.checkpoints.address = client_addresses(o.host, port)[0]  # durable objects' records name it
+        start_scan(servicer.checkpoints, o.lease_ttl)
         if o.http_port is not None:
             self._start_edge(servicer)
         rt.producers[self.address] = servicer.local_result  # in-process fetches skip the network

@@ -42,7 +42,8 @@ class Call:
 class Actor:
     """An object of this server and its mailbox."""
 
-    __slots__ = ("id", "obj", "cls_name", "lock", "queue", "running", "blocked", "served", "session", "created", "failed", "name")
+    __slots__ = ("id", "obj", "cls_name", "lock", "queue", "running", "blocked", "served", "session", "created", "failed", "name",
+                 "durable")
 
     def __init__(self, object_id: str, cls_name: str, session: Any, name: str | None = None) -> None:
         self.id = object_id
@@ -57,6 +58,7 @@ class Actor:
         self.created = time.time()
         self.failed: str | None = None
         self.name = name  # registered name of a detached object
+        self.durable: Any = None  # a durable object's checkpoint state (mesh.server._checkpoint.Durable)
 
     def admit(self, call: Call) -> str | bool:
         """A call arrives: True if it runs now, False if it waits in the mailbox, else why the actor is gone."""

@@ -7,7 +7,9 @@ from typing import Any, Callable
 
 import transport
 from mesh._core import context, ids, wire
-from mesh.server._calls import CallRunner, ok, remote_error
+from mesh._errors import CheckpointError
+from mesh.server._calls import CallRunner, call_error, ok, remote_error
+from mesh.server._checkpoint import Checkpoints, Moved, NotInStore, apply_state
 from mesh.server._classes import ClassResolver
 from mesh.server._mailbox import Actor
 
@@ -25,10 +27,13 @@ class Objects:
         created: the fields of a ``create`` reply besides the object's own (limits, pool, run).
     """
 
-    def __init__(self, runner: CallRunner, resolver: ClassResolver, created: Callable[[], dict]) -> None:
+    def __init__(
+        self, runner: CallRunner, resolver: ClassResolver, created: Callable[[], dict], checkpoints: Checkpoints,
+    ) -> None:
         self.runner = runner
         self.resolver = resolver
         self._created = created
+        self.checkpoints = checkpoints
         self.actors: dict[str, Actor] = {}
         self.names: dict[str, str] = {}  # registered name -> object id (detached objects)
         self._lock = threading.Lock()
@@ -44,6 +49,7 @@ class Objects:
         object_id, cls_ref, name = header["obj"], header["cls"], header.get("name")
         session = None if header.get("detached") else header.get("sess")
         actor = Actor(object_id, cls_ref.rpartition(":")[2], session, name)
+        actor.durable = Checkpoints.options(header)
         with self._lock:
             if object_id in self.actors:
                 problem = wire.err_entry(wire.K_BADREQUEST, f"object id {object_id!r} already exists")
@@ -58,11 +64,36 @@ class Objects:
             reply(problem)
             self.runner.drop_body(body, buffers)
             return
-        self.runner.workers.submit(lambda: self._construct(actor, cls_ref, body, buffers, reply))
+        if header.get("restore") is not None:
+            self.runner.workers.submit(lambda: self._restore(actor, header, reply))
+        else:
+            self.runner.workers.submit(lambda: self._construct(actor, cls_ref, body, buffers, reply, header))
 
-    def _construct(self, actor: Actor, cls_ref: str, body: Any, buffers: list, reply: Reply) -> None:
+    def _restore(self, actor: Actor, header: dict, reply: Reply) -> None:
+        """A durable object's restart here (worker): claim it, then build it from its spec and checkpoint."""
         try:
-            payload = transport.decode(body, buffers)
+            cls_ref, payload, state, has_state = self.checkpoints.restore(actor, header)
+        except Moved as moved:
+            self.drop(actor, "it was restarted on another server")
+            reply(ok({"moved": {k: moved.record.get(k) for k in ("address", "inst", "gen")}}))
+            return
+        except NotInStore as exc:  # the caller tries another server
+            self.drop(actor, "it is not in this server's state store")
+            reply(wire.err_entry(wire.K_NOTFOUND, str(exc)))
+            return
+        except BaseException as exc:  # noqa: BLE001 - the caller is told why
+            self.drop(actor, f"its restore failed: {exc}")
+            reply(call_error(exc))
+            return
+        self._construct(actor, cls_ref, None, [], reply, header, payload, (state,) if has_state else None)
+
+    def _construct(
+        self, actor: Actor, cls_ref: str, body: Any, buffers: list, reply: Reply, header: dict,
+        payload: Any = None, state: tuple | None = None,
+    ) -> None:
+        try:
+            if payload is None:
+                payload = transport.decode(body, buffers)
             blob = payload.get("blob")
             if blob is not None and payload.get("py") not in (None, wire.PY_VERSION):
                 raise RuntimeError(
@@ -83,14 +114,32 @@ class Objects:
             attrs = payload.get("attrs")
             if isinstance(attrs, dict) and isinstance(attrs.get("agent_id"), str):
                 actor.obj.agent_id = attrs["agent_id"]
+            extra = self._durable(actor, header, cls_ref, body, buffers, state)
         except BaseException as exc:  # noqa: BLE001 - report anything the constructor raises
+            if actor.durable is not None and header.get("restore") is not None:
+                self.checkpoints.fail(actor.id, actor.durable.record, f"cannot restore object {actor.id}: {exc}")
             self.drop(actor, f"its constructor raised {type(exc).__name__}")
             bad = isinstance(exc, transport.CodecError)  # the request's body, not the constructor
             reply(wire.err_entry(wire.K_BADREQUEST, str(exc)) if bad else remote_error(exc))
             return
         actor.cls_name = type(actor.obj).__name__
-        reply(ok({"methods": getattr(type(actor.obj), "_mesh_methods", {}), "cls": actor.cls_name, **self._created()}))
+        reply(ok({"methods": getattr(type(actor.obj), "_mesh_methods", {}), "cls": actor.cls_name, **self._created(),
+                  **extra}))
         self.runner.next(actor)
+
+    def _durable(self, actor: Actor, header: dict, cls_ref: str, body: Any, buffers: list, state: tuple | None) -> dict:
+        """A durable object is built: restore its state, or record it in the store (worker)."""
+        if actor.durable is None:
+            return {}
+        if header.get("restore") is None:
+            return self.checkpoints.created(actor, header, cls_ref, body, buffers)
+        if state is not None:
+            try:
+                apply_state(actor.obj, state[0])
+            except BaseException as exc:  # noqa: BLE001
+                raise CheckpointError(f"cannot restore object {actor.id}: load_state_dict() raised "
+                                      f"{type(exc).__name__}: {exc}") from exc
+        return self.checkpoints.reply_fields(actor.durable)
 
     def drop(self, actor: Actor, why: str) -> None:
         """The object goes: its queued calls are answered ``notfound``."""
@@ -108,12 +157,21 @@ class Objects:
             reply(wire.err_entry(wire.K_NOTFOUND, f"no object {header['obj']!r} on this server"))
             return
         self.drop(actor, "deleted")
+        self._forget(actor)
         reply(ok(None))
 
     def end_session(self, sess: str, why: str) -> None:
         """The objects a vanished client created go (detached ones stay)."""
         for actor in [a for a in list(self.actors.values()) if a.session == sess]:
             self.drop(actor, why)
+            self._forget(actor)
+
+    def _forget(self, actor: Actor) -> None:
+        if actor.durable is not None:  # its checkpoint is stale now: removed, off the I/O thread
+            try:
+                self.runner.workers.submit(lambda: self.checkpoints.forget(actor))
+            except RuntimeError:  # shutting down: the next scan of the store removes it
+                pass
 
     def lookup(self, name: str) -> Actor | None:
         object_id = self.names.get(name)
