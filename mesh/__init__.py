@@ -7,10 +7,13 @@ by itself. See ``README.md`` and ``docs/guide.md``.
 
 from mesh._agent import AgentBase
 from mesh._api import delete, get, init, servers, shutdown
+from mesh._core.cancel import cancelled, check_cancelled, deadline, time_left
 from mesh._errors import (
     AgentNotFound,
     AuthenticationError,
     CallTimeout,
+    Cancelled,
+    DeadlineExceeded,
     MeshError,
     MessageTooLarge,
     OutcomeUnknown,
@@ -36,6 +39,8 @@ __all__ = [
     "AsyncResult",
     "AuthenticationError",
     "CallTimeout",
+    "Cancelled",
+    "DeadlineExceeded",
     "DistConf",
     "MeshError",
     "MessageTooLarge",
@@ -54,6 +59,9 @@ __all__ = [
     "ServerUnavailable",
     "as_completed",
     "async_func",
+    "cancelled",
+    "check_cancelled",
+    "deadline",
     "delete",
     "get",
     "init",
@@ -61,5 +69,6 @@ __all__ = [
     "servers",
     "shutdown",
     "sync_func",
+    "time_left",
     "wait",
 ]

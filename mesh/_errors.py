@@ -7,6 +7,8 @@ The hierarchy::
     │   └── RemoteAttributeError   no such attribute on a remote object (also an AttributeError)
     ├── ServerUnavailable      the server cannot be reached or went away
     ├── CallTimeout            no result within the timeout (also a TimeoutError)
+    │   └── DeadlineExceeded       the deadline of ``mesh.deadline()`` passed first
+    ├── Cancelled              the task was cancelled (``.cancel()``, or its caller was)
     ├── ResultExpired          the producer no longer holds the value
     ├── MessageTooLarge        a message exceeds the server's size limit
     ├── AgentNotFound          no such object on that server
@@ -23,6 +25,8 @@ __all__ = [
     "AgentNotFound",
     "AuthenticationError",
     "CallTimeout",
+    "Cancelled",
+    "DeadlineExceeded",
     "MeshError",
     "MessageTooLarge",
     "RemoteAttributeError",
@@ -141,6 +145,17 @@ class OutcomeUnknown(ServerUnavailable):
 
 class CallTimeout(MeshError, TimeoutError):
     """No result arrived within the timeout."""
+
+
+class DeadlineExceeded(CallTimeout):
+    """The deadline set with ``mesh.deadline()`` passed before the task ended (also a ``CallTimeout``)."""
+
+
+class Cancelled(MeshError):
+    """The task was cancelled: ``.cancel()`` on its future, or the call that made it was cancelled.
+
+    ``mesh.check_cancelled()`` raises it inside a method whose call was cancelled.
+    """
 
 
 class ResultExpired(MeshError):

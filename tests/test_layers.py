@@ -58,6 +58,8 @@ def test_the_facade_exports_exactly_the_public_names_sorted():
         "RemoteAttributeError", "RemoteError", "ResultExpired", "RpcAgentServerLauncher", "RpcMeta",
         "RpcObject", "SerializationError", "ServerInfo", "ServerUnavailable", "as_completed", "async_func", "delete",
         "get", "init", "msghub", "servers", "shutdown", "sync_func", "wait",
+        # cancellation and deadlines (issue 13)
+        "Cancelled", "DeadlineExceeded", "cancelled", "check_cancelled", "deadline", "time_left",
     }
     assert issubclass(mesh.SerializationError, mesh.MeshError)
 

@@ -18,6 +18,7 @@ Operations (requests)::
     lease     one-way                         I/O thread
     bye       one-way                         I/O thread
     release   one-way                         I/O thread
+    cancel    true if it stopped the task     I/O thread (1.3)
 
 Replies are ``ok`` or ``err``; an ``err`` carries a ``kind``.
 """
@@ -58,8 +59,9 @@ STOP = "stop"
 LEASE = "lease"
 BYE = "bye"
 RELEASE = "release"
+CANCEL = "cancel"  # 1.3
 
-OPS = (PING, CREATE, CALL, GETATTR, RESULT, DELETE, LOOKUP, STATUS, STOP, LEASE, BYE, RELEASE)
+OPS = (PING, CREATE, CALL, GETATTR, RESULT, DELETE, LOOKUP, STATUS, STOP, LEASE, BYE, RELEASE, CANCEL)
 ONE_WAY = frozenset((LEASE, BYE, RELEASE))
 
 OK = "ok"
@@ -77,6 +79,8 @@ K_UNAVAILABLE = "unavailable"
 K_BADREQUEST = "badrequest"
 K_PROTOCOL = "protocol"
 K_INTERNAL = "internal"  # a bug in the server's own handler (logged with its traceback there)
+K_CANCELLED = "cancelled"  # 1.3: the task was cancelled
+K_DEADLINE = "deadline"  # 1.3: the call's deadline (header ``dl``) passed before it ended
 
 KINDS = (
     K_REMOTE,
@@ -89,6 +93,8 @@ KINDS = (
     K_BADREQUEST,
     K_PROTOCOL,
     K_INTERNAL,
+    K_CANCELLED,
+    K_DEADLINE,
 )
 
 
@@ -111,4 +117,9 @@ def err_entry(kind: str, msg: str, exc_type: str = "", tb: str = "") -> Entry:
 HEADER_KEYS = (
     "op", "id", "re", "sess", "obj", "m", "cls", "task", "keep", "chain", "name", "detached",
     "tasks", "seq", "inst", "big", "kind", "msg", "type", "tb", "etype",
+    "dl", "why", "all",  # 1.3: deadlines and cancel
 )
+
+# values of a cancel's ``why``: the error kind the stopped call is answered with
+WHY_CANCEL = K_CANCELLED
+WHY_DEADLINE = K_DEADLINE

@@ -9,9 +9,11 @@ from typing import Any
 
 from mesh._core import ids, wire
 from mesh._core.address import normalize_address
-from mesh._core.context import current_chain
+from mesh._core.cancel import deadline_at
+from mesh._core.context import current_chain, current_scope
 from mesh._core.methods import ASYNC, ASYNC_MSG, SYNC
 from mesh._errors import RemoteAttributeError, RemoteError, SerializationError
+from mesh.client._cancel import stamp, sync_call, track
 from mesh.client._client import get_client
 from mesh.client._future import AsyncResult, Placeholder
 from mesh.client._replies import decode_reply, wait
@@ -147,6 +149,11 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         "m": name,
         "chain": current_chain() or ids.new_chain(),
     }
+    scope = current_scope()  # inside a server's running call: this call is one of its children
+    at = deadline_at()  # under mesh.deadline(), or the running call's deadline
+    scoped = scope is not None or at is not None
+    if scoped:
+        stamp(header, at)
     if mode == ASYNC or mode == ASYNC_MSG:
         task = ids.new_chain()
         header["task"] = task
@@ -164,7 +171,12 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         client.own(address)  # our lease there keeps the result held until we release it (or exit)
         fut.add_done_callback(lambda f: peers.call_ended(object_id))
         cls = Placeholder if mode == ASYNC_MSG else AsyncResult
-        return cls(proxy._mesh_address, task, fut, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
+        future = cls(proxy._mesh_address, task, fut, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
+        if scoped:
+            track(future, fut, scope, at, address, task)
+        return future
+    if scoped:
+        return sync_call(proxy, header, [list(args), kwargs], scope, at)
     return proxy._mesh_request(header, [list(args), kwargs])
 
 

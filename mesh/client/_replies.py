@@ -20,6 +20,8 @@ from mesh._errors import (
     AgentNotFound,
     AuthenticationError,
     CallTimeout,
+    Cancelled,
+    DeadlineExceeded,
     MeshError,
     MessageTooLarge,
     OutcomeUnknown,
@@ -32,6 +34,7 @@ from mesh._errors import (
 __all__ = ["decode_plain", "decode_reply", "raise_error", "translate", "wait"]
 
 _MAX_PLAIN = 1 << 20  # bytes: a ping or status reply larger than this is malformed
+interrupt_hook: Any = None  # set by mesh.client._cancel: runs when a wait is interrupted by Ctrl-C
 
 # error kind -> the exception a caller gets (``None``: a MeshError naming the kind). Every kind of
 # wire.KINDS is listed (tests/test_layers.py holds this table against it).
@@ -46,6 +49,8 @@ KIND_ERRORS: dict[str, type[MeshError] | None] = {
     wire.K_BADREQUEST: None,
     wire.K_PROTOCOL: None,
     wire.K_INTERNAL: None,  # a server bug: see raise_error
+    wire.K_CANCELLED: Cancelled,
+    wire.K_DEADLINE: DeadlineExceeded,
 }
 
 
@@ -154,6 +159,10 @@ def wait(fut: Future, deadline: float | None, address: str) -> tuple:
                     f"no result from {address} within the timeout "
                     "(the task may still be running; ask again to keep waiting)"
                 ) from None
+            except KeyboardInterrupt:
+                if interrupt_hook is not None:  # Ctrl-C: what this process started is cancelled
+                    interrupt_hook()
+                raise
             except BaseException as exc:
                 raise translate(exc) from None
     try:

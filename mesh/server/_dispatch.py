@@ -41,7 +41,7 @@ __all__ = ["Servicer"]
 log = logging.getLogger("mesh.server")
 
 Reply = Callable[[Entry], None]
-_WHILE_CLOSING = frozenset((wire.PING, wire.STATUS, wire.RESULT))  # still served while shutting down
+_WHILE_CLOSING = frozenset((wire.PING, wire.STATUS, wire.RESULT, wire.CANCEL))  # still served while shutting down
 
 
 class Servicer:
@@ -86,6 +86,7 @@ class Servicer:
             wire.BYE: self._op_bye,
             wire.LOOKUP: self._op_lookup,
             wire.STOP: self._op_stop,
+            wire.CANCEL: self._op_cancel,
         }
 
     @property
@@ -145,7 +146,21 @@ class Servicer:
             why = f"no object {header['obj']!r} on this server (deleted, never created, or the server restarted)"
             self.calls.unrun(call, wire.err_entry(wire.K_NOTFOUND, why))
             return
+        dl = header.get("dl")
+        if task is not None or dl is not None:  # cancellable: a task id, or a deadline (seconds left)
+            stopped = self.calls.cancels.arrive(call, actor, task, dl, header.get("sess"))
+            if stopped is not None:  # cancelled before it arrived, or out of time: it never runs
+                self.calls.unrun(call, stopped)
+                return
         self.calls.admit(actor, call)
+
+    def _op_cancel(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
+        why = wire.WHY_DEADLINE if header.get("why") == wire.WHY_DEADLINE else wire.WHY_CANCEL
+        cancels = self.calls.cancels
+        if header.get("all"):  # every call of the sender's session (its client was interrupted)
+            reply(ok(cancels.cancel_session(header["sess"], why)))
+        else:  # an unknown or finished task: False, nothing changes
+            reply(ok(cancels.cancel(header["task"], why)))
 
     def _op_result(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
         # a task of an earlier run of this server will never arrive: no grace for it
@@ -238,10 +253,15 @@ class Servicer:
         for call in queued:
             self.calls.unrun(call, shut_down())
         deadline = time.monotonic() + grace
-        self.workers.wait_idle(grace)
+        cancels = self.calls.cancels
+        # cancelled sync methods that ignore mesh.cancelled() were answered already: not waited for
+        while not self.workers.wait_idle(min(0.05, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline or self.workers.running <= cancels.stuck():
+                break
         # coroutine calls get what is left of the grace, then are cancelled: their callers get
         # ServerUnavailable, as queued calls do
         aio.close(max(0.0, deadline - time.monotonic()))
-        self.workers.close(0.5)
+        self.workers.close(0.0 if cancels.stuck() else 0.5)
+        cancels.close()
         self.results.close()
         return busy or bool(queued)
