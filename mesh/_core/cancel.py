@@ -31,6 +31,7 @@ __all__ = [
     "check_cancelled",
     "deadline",
     "deadline_at",
+    "outgoing",
     "send_cancel",
     "time_left",
 ]
@@ -116,6 +117,16 @@ def check_cancelled() -> None:
     if scope is not None and scope.cancelled:
         what = "it was cancelled" if scope.why == wire.WHY_CANCEL else "its deadline passed"
         raise Cancelled(f"this call (task {scope.task}) stops: {what}")
+
+
+def outgoing() -> tuple[Any, float | None]:
+    """``(scope, deadline)`` for a call made here: the running call's scope (or None), and
+    :func:`deadline_at` (one call on the hot path of every call)."""
+    scope = getattr(context._local, "scope", None)
+    user = _user_deadline.get()
+    if scope is None or scope.deadline is None:
+        return scope, user
+    return scope, scope.deadline if user is None or scope.deadline < user else user
 
 
 def deadline_at() -> float | None:

@@ -19,9 +19,8 @@ from typing import Any
 
 from mesh._core import ids, wire
 from mesh._errors import CallTimeout, Cancelled, DeadlineExceeded, MeshError
-from mesh.client import _replies
 from mesh.client._client import get_client
-from mesh.client._replies import decode_reply, wait
+from mesh.client._replies import decode_reply, set_interrupt_hook, wait
 
 __all__ = ["cancel_future", "cancel_started", "past_deadline", "stamp", "sync_call", "track"]
 
@@ -148,4 +147,4 @@ def _on_interrupt() -> None:
 
 
 _interrupting = False
-_replies.interrupt_hook = _on_interrupt
+set_interrupt_hook(_on_interrupt)

@@ -9,8 +9,8 @@ from typing import Any
 
 from mesh._core import ids, wire
 from mesh._core.address import normalize_address
-from mesh._core.cancel import deadline_at
-from mesh._core.context import current_chain, current_scope
+from mesh._core.cancel import outgoing
+from mesh._core.context import current_chain
 from mesh._core.methods import ASYNC, ASYNC_MSG, SYNC
 from mesh._errors import RemoteAttributeError, RemoteError, SerializationError
 from mesh.client._cancel import stamp, sync_call, track
@@ -149,8 +149,9 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         "m": name,
         "chain": current_chain() or ids.new_chain(),
     }
-    scope = current_scope()  # inside a server's running call: this call is one of its children
-    at = deadline_at()  # under mesh.deadline(), or the running call's deadline
+    # scope: inside a server's running call, this call is one of its children; at: the deadline
+    # of mesh.deadline() or of the running call
+    scope, at = outgoing()
     scoped = scope is not None or at is not None
     if scoped:
         stamp(header, at)

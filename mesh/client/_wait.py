@@ -18,7 +18,7 @@ from typing import Any
 
 from mesh._core.context import blocking
 from mesh._errors import CallTimeout
-from mesh.client import _replies
+from mesh.client._replies import interrupted
 
 __all__ = ["as_completed", "wait"]
 
@@ -53,8 +53,7 @@ class _Finished:
                     try:
                         self.cond.wait(left)
                     except KeyboardInterrupt:  # Ctrl-C: what this process started is cancelled
-                        if _replies.interrupt_hook is not None:
-                            _replies.interrupt_hook()
+                        interrupted()
                         raise
             return len(self.order)
 

@@ -59,7 +59,12 @@ class TaskScope(Scope):
     __slots__ = ("registry", "call", "actor", "job", "sess", "state", "answered")
 
     def __init__(self, registry: Cancels, task: str | None, deadline: float | None, call: Any, actor: Any, sess: Any) -> None:
-        super().__init__(task, deadline)
+        # every async call makes one: Scope's fields set here, without the call to its __init__
+        self.task = task
+        self.deadline = deadline
+        self.why: str | None = None
+        self.children: dict[str, str] = {}
+        self.on_cancel = None
         self.registry = registry
         self.call = call
         self.actor = actor
@@ -93,10 +98,11 @@ class Cancels:
         scope = call.scope = TaskScope(self, task, deadline, call, actor, sess)
         why = None
         if task is not None:
-            with self._lock:
-                why = self._tombs.pop(task, None)
-                if why is None:
-                    self._scopes[task] = scope
+            # (no lock: single dict operations; a cancel that finds no scope yet leaves a tomb)
+            self._scopes[task] = scope
+            if self._tombs:
+                with self._lock:
+                    why = self._tombs.pop(task, None)
         if why is None and dl is not None and dl <= 0:
             why = wire.WHY_DEADLINE
         if why is not None:
@@ -169,6 +175,12 @@ class Cancels:
         with self._lock:
             scopes = [s for s in self._scopes.values() if getattr(s, "sess", None) == sess]
         return sum(1 for s in scopes if s.cancel(why))
+
+    def cancel_orphans(self) -> int:
+        """Cancel the running calls of objects that are gone (their creator left: nobody can read them)."""
+        with self._lock:
+            scopes = [s for s in self._scopes.values() if getattr(getattr(s, "actor", None), "failed", None)]
+        return sum(1 for s in scopes if s.cancel(wire.WHY_CANCEL))
 
     def stuck(self) -> int:
         """Cancelled sync methods still running (they did not check ``mesh.cancelled()``)."""

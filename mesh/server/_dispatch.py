@@ -218,6 +218,7 @@ class Servicer:
 
     def _end_session(self, sess: str, why: str) -> None:
         self.objects.end_session(sess, why)
+        self.calls.cancels.cancel_orphans()  # their running calls, and what those started
         self.results.end_session(sess)
 
     # -------------------------------------------------------------- admin
