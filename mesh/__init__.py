@@ -7,12 +7,14 @@ by itself. See ``README.md`` and ``docs/guide.md``.
 
 from mesh._agent import AgentBase
 from mesh._api import delete, get, init, servers, shutdown
+from mesh._core.cancel import cancelled, check_cancelled, deadline, time_left
 from mesh._errors import (
     AgentNotFound,
     AuthenticationError,
     CallTimeout,
     Cancelled,
     CheckpointError,
+    DeadlineExceeded,
     MeshError,
     MessageTooLarge,
     OutcomeUnknown,
@@ -51,6 +53,7 @@ __all__ = [
     "CallTimeout",
     "Cancelled",
     "CheckpointError",
+    "DeadlineExceeded",
     "DistConf",
     "MeshError",
     "MessageTooLarge",
@@ -71,6 +74,9 @@ __all__ = [
     "Stream",
     "as_completed",
     "async_func",
+    "cancelled",
+    "check_cancelled",
+    "deadline",
     "delete",
     "get",
     "init",
@@ -79,5 +85,6 @@ __all__ = [
     "shutdown",
     "stream_func",
     "sync_func",
+    "time_left",
     "wait",
 ]

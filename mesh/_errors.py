@@ -7,12 +7,13 @@ The hierarchy::
     │   └── RemoteAttributeError   no such attribute on a remote object (also an AttributeError)
     ├── ServerUnavailable      the server cannot be reached or went away
     ├── CallTimeout            no result within the timeout (also a TimeoutError)
+    │   └── DeadlineExceeded       the deadline of ``mesh.deadline()`` passed first
+    ├── Cancelled              the task was cancelled (``.cancel()``, or its caller was)
     ├── ResultExpired          the producer no longer holds the value
     ├── MessageTooLarge        a message exceeds the server's size limit
     ├── AgentNotFound          no such object on that server
     ├── AuthenticationError    the shared secret is wrong or missing
     ├── SerializationError     a value cannot be sent (also a TypeError)
-    └── Cancelled              the task was stopped before it finished (``.cancel()``)
     ├── CheckpointError        a durable object's state cannot be saved or restored
     └── StateStoreError        the state store is down, or holds a corrupted or forged value
 """
@@ -28,6 +29,7 @@ __all__ = [
     "CallTimeout",
     "Cancelled",
     "CheckpointError",
+    "DeadlineExceeded",
     "MeshError",
     "MessageTooLarge",
     "RemoteAttributeError",
@@ -149,6 +151,17 @@ class CallTimeout(MeshError, TimeoutError):
     """No result arrived within the timeout."""
 
 
+class DeadlineExceeded(CallTimeout):
+    """The deadline set with ``mesh.deadline()`` passed before the task ended (also a ``CallTimeout``)."""
+
+
+class Cancelled(MeshError):
+    """The task was cancelled: ``.cancel()`` on its future, or the call that made it was cancelled.
+
+    ``mesh.check_cancelled()`` raises it inside a method whose call was cancelled.
+    """
+
+
 class ResultExpired(MeshError):
     """The producer no longer holds the result (expired or evicted before it was fetched)."""
 
@@ -170,8 +183,6 @@ class SerializationError(MeshError, TypeError):
     (an open file, a lock, a socket...), or it cannot be encoded at all."""
 
 
-class Cancelled(MeshError):
-    """The task was stopped before it finished (``.cancel()`` on its future or stream): reading it raises this."""
 class CheckpointError(MeshError):
     """A durable object's state could not be checkpointed (it cannot be pickled, or its
     ``state_dict()`` raised) or restored (``load_state_dict()`` raised); the message names the

@@ -54,10 +54,14 @@ def test_the_facade_exports_exactly_the_public_names_sorted():
     assert mesh.__all__ == sorted(mesh.__all__)
     assert set(mesh.__all__) == {
         "AgentBase", "AgentNotFound", "AgentServer", "AsyncResult", "AuthenticationError", "CallTimeout",
-        "Cancelled", "DistConf", "MeshError", "MessageTooLarge", "Msg", "MsgHub", "OutcomeUnknown", "Placeholder",
-        "CheckpointError", "StateStoreError", "RemoteAttributeError", "RemoteError", "ResultExpired", "RpcAgentServerLauncher", "RpcMeta",
-        "RpcObject", "SerializationError", "ServerInfo", "ServerUnavailable", "Stream", "as_completed", "async_func", "delete",
-        "get", "init", "msghub", "servers", "shutdown", "stream_func", "sync_func", "wait",
+        "DistConf", "MeshError", "MessageTooLarge", "Msg", "MsgHub", "OutcomeUnknown", "Placeholder",
+        "RemoteAttributeError", "RemoteError", "ResultExpired", "RpcAgentServerLauncher", "RpcMeta",
+        "RpcObject", "SerializationError", "ServerInfo", "ServerUnavailable", "as_completed", "async_func", "delete",
+        "get", "init", "msghub", "servers", "shutdown", "sync_func", "wait",
+        # streams, cancellation and deadlines (issue 13)
+        "Stream", "stream_func", "Cancelled", "DeadlineExceeded", "cancelled", "check_cancelled", "deadline", "time_left",
+        # durable agents (issue 15)
+        "CheckpointError", "StateStoreError",
     }
     assert issubclass(mesh.SerializationError, mesh.MeshError)
 

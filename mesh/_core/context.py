@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
-__all__ = ["blocking", "current_chain", "set_context"]
+__all__ = ["blocking", "current_chain", "current_scope", "set_context"]
 
 _local = threading.local()
 
@@ -25,11 +26,22 @@ def current_chain() -> str | None:
     return getattr(_local, "chain", None)
 
 
-def set_context(chain: str | None, on_block: Callable[[], None] | None, on_unblock: Callable[[], None] | None) -> None:
-    """Set (or clear, with ``None``) this thread's context; used by server workers."""
+def current_scope() -> Any:
+    """The cancel scope (``mesh._core.cancel.Scope``) of the call this thread runs, if any."""
+    return getattr(_local, "scope", None)
+
+
+def set_context(
+    chain: str | None, on_block: Callable[[], None] | None, on_unblock: Callable[[], None] | None, scope: Any = None,
+) -> None:
+    """Set (or clear, with ``None``) this thread's context; used by server workers.
+
+    ``scope``: the running call's cancel scope (its task, deadline, the calls it made).
+    """
     _local.chain = chain
     _local.on_block = on_block
     _local.on_unblock = on_unblock
+    _local.scope = scope
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ Operations (requests)::
     stream    items, pushed as partial replies  I/O thread (1.3): a reader subscribes to a stream
     stream_ack  one-way                       I/O thread (1.3): items consumed (credit), or leave
     stream_stop {stopped}                     I/O thread (1.3): close a stream's generator
+    cancel    true if it stopped the task     I/O thread (1.3)
 
 Replies are ``ok`` or ``err``; an ``err`` carries a ``kind``.
 """
@@ -66,7 +67,10 @@ STREAM = "stream"
 STREAM_ACK = "stream_ack"
 STREAM_STOP = "stream_stop"
 
-OPS = (PING, CREATE, CALL, GETATTR, RESULT, DELETE, LOOKUP, STATUS, STOP, LEASE, BYE, RELEASE, STREAM, STREAM_ACK, STREAM_STOP)
+CANCEL = "cancel"  # 1.3: cancel a task (and what it started), or a session's tasks
+
+OPS = (PING, CREATE, CALL, GETATTR, RESULT, DELETE, LOOKUP, STATUS, STOP, LEASE, BYE, RELEASE, STREAM, STREAM_ACK,
+       STREAM_STOP, CANCEL)
 ONE_WAY = frozenset((LEASE, BYE, RELEASE, STREAM_ACK))
 
 OK = "ok"
@@ -84,7 +88,8 @@ K_UNAVAILABLE = "unavailable"
 K_BADREQUEST = "badrequest"
 K_PROTOCOL = "protocol"
 K_INTERNAL = "internal"  # a bug in the server's own handler (logged with its traceback there)
-K_CANCELLED = "cancelled"  # 1.3: the task was stopped before it finished (e.g. its stream was stopped)
+K_CANCELLED = "cancelled"  # 1.3: the task was stopped before it finished (cancel, or its stream was stopped)
+K_DEADLINE = "deadline"  # 1.3: the call's deadline (header ``dl``) passed before it ended
 
 KINDS = (
     K_REMOTE,
@@ -98,6 +103,7 @@ KINDS = (
     K_PROTOCOL,
     K_INTERNAL,
     K_CANCELLED,
+    K_DEADLINE,
 )
 
 
@@ -124,5 +130,12 @@ HEADER_KEYS = (
     "traceparent", "tracestate",
     # 1.3: streams
     "stream", "ref", "from", "at", "more", "end", "close",
-    "tasks", "seq", "inst", "big", "kind", "msg", "type", "tb", "etype", "ckpt", "restarts", "restore",
+    # 1.3: durable agents
+    "ckpt", "restarts", "restore",
+    # 1.3: deadlines and cancel
+    "dl", "why", "all",
 )
+
+# values of a cancel's ``why``: the error kind the stopped call is answered with
+WHY_CANCEL = K_CANCELLED
+WHY_DEADLINE = K_DEADLINE

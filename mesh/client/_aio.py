@@ -22,6 +22,7 @@ asyncio is imported by the first await (``import mesh`` does not import it).
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -38,16 +39,20 @@ async def value_of(fut: Any) -> Any:
     done, got = fut._mesh_try_read()
     if done:
         return got
+    at = fut.__dict__.get("_mesh_deadline")  # made under mesh.deadline(): the await ends by then
     with blocking():  # in a server coroutine: same-chain calls may enter the waiting object
         while True:
-            await _ready(got)
+            await _ready(got, at)
+            if at is not None and time.monotonic() >= at:
+                return fut.result(0)  # the value if it is here, else DeadlineExceeded
             done, got = fut._mesh_try_read()
             if done:
                 return got
 
 
-def _ready(source: Any) -> Any:
-    """An asyncio future of the running loop, done when ``source`` (a transport future) is."""
+def _ready(source: Any, at: float | None = None) -> Any:
+    """An asyncio future of the running loop, done when ``source`` (a transport future) is, or at
+    ``at`` (``time.monotonic()``, the loop's clock)."""
     global asyncio
     if asyncio is None:
         import asyncio as _asyncio
@@ -57,6 +62,9 @@ def _ready(source: Any) -> Any:
     waiter = loop.create_future()
     waker = _waker(loop)
     source.add_done_callback(lambda _f: waker.wake(waiter))
+    if at is not None:
+        timer = loop.call_at(at, lambda: waiter.done() or waiter.set_result(None))
+        waiter.add_done_callback(lambda _w: timer.cancel())
     return waiter
 
 

@@ -12,7 +12,6 @@ Releasing results: every handle is a *holder* of the task; the protocol (caller 
 from __future__ import annotations
 
 import concurrent.futures
-import operator
 import os
 import threading
 import time
@@ -22,7 +21,9 @@ from mesh._core import redis_results, runtime, settings, wire
 from mesh._errors import CallTimeout, MeshError, OutcomeUnknown, ServerUnavailable
 from mesh._msg import Msg
 from mesh.client._aio import value_of
+from mesh.client._cancel import cancel_future, past_deadline
 from mesh.client._holders import counting, lend, report
+from mesh.client._operators import install as install_operators
 from mesh.client._client import get_client
 from mesh.client._replies import decode_reply, wait
 
@@ -108,6 +109,9 @@ class _FutureMixin:
         if d["_mesh_exc"] is not None:
             raise d["_mesh_exc"]
         deadline = None if timeout is None else time.monotonic() + timeout
+        at = d.get("_mesh_deadline")  # made under mesh.deadline(): a read ends by then
+        if at is not None and (deadline is None or at < deadline):
+            deadline = at
         try:
             value = d.get("_mesh_forward", _PENDING)
             if value is _PENDING:
@@ -123,6 +127,8 @@ class _FutureMixin:
                 d["_mesh_forward"] = value  # decoded once: an await that resumes reads it again
                 value = value.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
         except CallTimeout:
+            if at is not None and time.monotonic() >= at:
+                raise past_deadline(self) from None
             raise
         except ServerUnavailable as exc:
             value = self._mesh_after_loss(exc, deadline)
@@ -169,6 +175,15 @@ class _FutureMixin:
             if entry is not None:
                 return decode_reply(entry, d["_mesh_address"])
         raise exc  # not cached: see _mesh_after_loss
+
+    def cancel(self) -> bool:
+        """Stop the task, and every call it made (transitively, on every server).
+
+        A queued call never runs; a running coroutine gets ``CancelledError`` at its next
+        await; a running sync method sees ``mesh.cancelled()``. Returns True if the task was
+        stopped before it finished; reading the future then raises :class:`mesh.Cancelled`.
+        """
+        return cancel_future(self)
 
     def done(self) -> bool:
         """True once the value (or the producer's error) is available."""
@@ -361,24 +376,7 @@ def _rebuild(
     return fut
 
 
-def _resolving(op: Any, swap: bool = False) -> Any:
-    def method(self: AsyncResult, *other: Any) -> Any:
-        other = tuple(o.result() if isinstance(o, _FutureMixin) else o for o in other)
-        return op(*other, self.result()) if swap else op(self.result(), *other)
-
-    return method
-
-
-for _name, _op in {
-    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le, "gt": operator.gt,
-    "ge": operator.ge, "add": operator.add, "sub": operator.sub, "mul": operator.mul,
-    "truediv": operator.truediv, "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow,
-}.items():
-    setattr(AsyncResult, f"__{_name}__", _resolving(_op))
-    if _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow"):
-        setattr(AsyncResult, f"__r{_name}__", _resolving(_op, swap=True))
-for _name, _fn in {"neg": operator.neg, "abs": abs, "int": int, "float": float, "index": operator.index}.items():
-    setattr(AsyncResult, f"__{_name}__", _resolving(_fn))
+install_operators(AsyncResult, _FutureMixin)
 
 
 def _same(value: Any) -> Any:

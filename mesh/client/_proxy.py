@@ -10,9 +10,11 @@ from typing import Any
 import transport
 from mesh._core import ids, tracing, wire
 from mesh._core.address import normalize_address
+from mesh._core.cancel import outgoing
 from mesh._core.context import current_chain
 from mesh._core.methods import ASYNC, ASYNC_MSG, STREAM, STREAM_MSG, SYNC
 from mesh._errors import RemoteAttributeError, RemoteError, SerializationError
+from mesh.client._cancel import stamp, sync_call, track
 from mesh.client._restart import call as durable_call, failed as durable_failed, prepare as durable_prepare
 from mesh.client._client import get_client
 from mesh.client._future import AsyncResult, Placeholder
@@ -160,6 +162,12 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         "m": name,
         "chain": current_chain() or ids.new_chain(),
     }
+    # scope: inside a server's running call, this call is one of its children; at: the deadline
+    # of mesh.deadline() or of the running call
+    scope, at = outgoing()
+    scoped = scope is not None or at is not None
+    if scoped:
+        stamp(header, at)
     span = tracing.client_span(header, proxy._mesh_cls, name, proxy._mesh_address) if tracing.enabled() else None
     if mode == ASYNC or mode == ASYNC_MSG or mode == STREAM or mode == STREAM_MSG:
         task = ids.new_chain()
@@ -188,7 +196,14 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         client.own(address)  # our lease there keeps the result held until we release it (or exit)
         fut.add_done_callback(lambda f: peers.call_ended(object_id))
         cls = _FUTURES[mode]
-        return cls(proxy._mesh_address, task, fut, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
+        future = cls(proxy._mesh_address, task, fut, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
+        if scoped:
+            track(future, fut, scope, at, address, task)
+        return future
+    if scoped:
+        if span is not None:
+            return span.run(sync_call, proxy, header, [list(args), kwargs], scope, at)
+        return sync_call(proxy, header, [list(args), kwargs], scope, at)
     if span is not None:
         return span.run(proxy._mesh_request, header, [list(args), kwargs])
     return proxy._mesh_request(header, [list(args), kwargs])

@@ -21,6 +21,7 @@ from mesh._errors import (
     AuthenticationError,
     CallTimeout,
     Cancelled,
+    DeadlineExceeded,
     MeshError,
     MessageTooLarge,
     OutcomeUnknown,
@@ -30,9 +31,21 @@ from mesh._errors import (
     remote_error,
 )
 
-__all__ = ["decode_plain", "decode_reply", "raise_error", "translate", "wait"]
+__all__ = ["decode_plain", "decode_reply", "interrupted", "raise_error", "set_interrupt_hook", "translate", "wait"]
 
 _MAX_PLAIN = 1 << 20  # bytes: a ping or status reply larger than this is malformed
+_interrupt_hook: list[Any] = []  # set by mesh.client._cancel: runs when a wait is interrupted by Ctrl-C
+
+
+def set_interrupt_hook(fn: Any) -> None:
+    """``fn()`` runs when Ctrl-C interrupts a wait on a mesh future (it cancels what this process started)."""
+    _interrupt_hook[:] = [fn]
+
+
+def interrupted() -> None:
+    """A wait was interrupted by Ctrl-C (``KeyboardInterrupt``): run the hook."""
+    for fn in _interrupt_hook:
+        fn()
 
 # error kind -> the exception a caller gets (``None``: a MeshError naming the kind). Every kind of
 # wire.KINDS is listed (tests/test_layers.py holds this table against it).
@@ -48,6 +61,7 @@ KIND_ERRORS: dict[str, type[MeshError] | None] = {
     wire.K_PROTOCOL: None,
     wire.K_INTERNAL: None,  # a server bug: see raise_error
     wire.K_CANCELLED: Cancelled,
+    wire.K_DEADLINE: DeadlineExceeded,
 }
 
 
@@ -156,6 +170,9 @@ def wait(fut: Future, deadline: float | None, address: str) -> tuple:
                     f"no result from {address} within the timeout "
                     "(the task may still be running; ask again to keep waiting)"
                 ) from None
+            except KeyboardInterrupt:
+                interrupted()  # Ctrl-C: what this process started is cancelled
+                raise
             except BaseException as exc:
                 raise translate(exc) from None
     try:

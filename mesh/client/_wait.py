@@ -18,6 +18,7 @@ from typing import Any
 
 from mesh._core.context import blocking
 from mesh._errors import CallTimeout
+from mesh.client._replies import interrupted
 
 __all__ = ["as_completed", "wait"]
 
@@ -49,7 +50,11 @@ class _Finished:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         break
-                    self.cond.wait(left)
+                    try:
+                        self.cond.wait(left)
+                    except KeyboardInterrupt:  # Ctrl-C: what this process started is cancelled
+                        interrupted()
+                        raise
             return len(self.order)
 
 

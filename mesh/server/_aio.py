@@ -58,7 +58,7 @@ def _stall_threshold() -> float:
 class Job:
     """One coroutine call on the loop: its name for logs, and the call context of its steps."""
 
-    __slots__ = ("label", "chain", "on_block", "on_unblock", "task", "reported")
+    __slots__ = ("label", "chain", "on_block", "on_unblock", "task", "reported", "scope")
 
     def __init__(self, label: str, chain: Any, on_block: Callable[[], None], on_unblock: Callable[[], None]) -> None:
         self.label = label
@@ -67,6 +67,7 @@ class Job:
         self.on_unblock = on_unblock
         self.task: Any = None
         self.reported = False  # a stuck step of it was reported already
+        self.scope: Any = None  # its call's cancel scope (mesh.server._cancel), if any
 
 
 class _Stepped(Coroutine):
@@ -97,7 +98,7 @@ class _Stepped(Coroutine):
         aio, job = self._aio, self._job
         aio.current = job
         aio.since = t0 = time.monotonic()
-        context.set_context(job.chain, job.on_block, job.on_unblock)
+        context.set_context(job.chain, job.on_block, job.on_unblock, job.scope)
         try:
             return fn(arg)
         finally:
@@ -112,7 +113,7 @@ class _Stepped(Coroutine):
 
 
 def _in_context(job: Job, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    context.set_context(job.chain, job.on_block, job.on_unblock)
+    context.set_context(job.chain, job.on_block, job.on_unblock, job.scope)
     try:
         return fn(*args, **kwargs)
     finally:
@@ -165,6 +166,19 @@ class Aio:
             self._end(job)
             return False
         return True
+
+    def cancel(self, job: Job) -> None:
+        """Cancel ``job``'s task (any thread): ``CancelledError`` at its next await."""
+        def stop() -> None:
+            if job.task is not None:
+                job.task.cancel()
+
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(stop)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
 
     def shutting_down(self, exc: BaseException) -> bool:
         """True if ``exc`` is the cancellation the server's shutdown sent."""

@@ -22,8 +22,9 @@ from mesh._core import context, tracing
 from mesh._core import wire
 from mesh._core.methods import STREAM_MSG, runs_on_loop
 from mesh._core.wire import Entry
-from mesh._errors import Cancelled, RemoteError, ResultExpired, ServerUnavailable
+from mesh._errors import Cancelled, DeadlineExceeded, RemoteError, ResultExpired, ServerUnavailable
 from mesh.server._aio import Aio, Job
+from mesh.server._cancel import Cancels
 from mesh.server._mailbox import Actor, Call
 from mesh.server._results import Results, shut_down
 from mesh.server._stats import CallStats
@@ -90,10 +91,11 @@ def call_error(exc: BaseException) -> Entry:
         here = "".join(traceback.format_tb(exc.__traceback__))
         tb = exc.remote_traceback.rstrip() + "\n\nre-raised on the way back:\n" + here
         return _typed(wire.err_entry(wire.K_REMOTE, exc.remote_message, exc.remote_type, tb), exc.remote_class)
+    if isinstance(exc, (Cancelled, DeadlineExceeded)):  # check_cancelled(), or a cancelled call it read
+        kind = wire.K_DEADLINE if isinstance(exc, DeadlineExceeded) else wire.K_CANCELLED
+        return wire.err_entry(kind, str(exc), type(exc).__name__, "".join(traceback.format_exception(exc)))
     if isinstance(exc, ResultExpired):
         return wire.err_entry(wire.K_EXPIRED, str(exc), "ResultExpired", "".join(traceback.format_exception(exc)))
-    if isinstance(exc, Cancelled):
-        return wire.err_entry(wire.K_CANCELLED, str(exc), "Cancelled")
     if isinstance(exc, ServerUnavailable):
         return wire.err_entry(wire.K_UNAVAILABLE, str(exc), "ServerUnavailable", "".join(traceback.format_exception(exc)))
     return remote_error(exc)
@@ -116,6 +118,7 @@ class CallRunner:
         self.stats = CallStats()  # calls, errors and latency by class and method (status, /metrics)
         # a durable object's call that ended: checkpoint it before the reply (mesh.server._checkpoint)
         self.checkpoint: Callable[[Actor, Entry], Entry] = lambda actor, entry: entry
+        self.cancels = Cancels(self)  # calls with a task id or a deadline, for op cancel
 
     def admit(self, actor: Actor, call: Call) -> None:
         """Run ``call`` now, or leave it in the mailbox (I/O thread or a worker)."""
@@ -196,9 +199,13 @@ class CallRunner:
         if not self._accepting():
             self.unrun(call, shut_down())
             return False
+        scope = call.scope
+        if scope is not None and not self.cancels.starting(scope):  # cancelled, or its deadline passed
+            self.unrun(call, shut_down())  # answered already: this only drops the arguments
+            return False
         if tracing.enabled():
             call.trace = tracing.server_span(call.trace, type(actor.obj).__name__, call.method)
-        context.set_context(chain, on_block, on_unblock)
+        context.set_context(chain, on_block, on_unblock, scope)
         try:
             # decoded here, on a worker, also for a coroutine: unpickling runs user code (classes
             # sent by value, __setstate__) and may be large: it must not hold the event loop
@@ -243,12 +250,17 @@ class CallRunner:
             actor.unblock(chain)
 
         job = Job(f"{type(actor.obj).__name__}.{call.method}", chain, on_block, on_unblock)
+        scope = job.scope = call.scope
+        if scope is not None:
+            scope.job = job
         return self.aio.submit(job, lambda: self._main(actor, call, job, fn, args, kwargs))
 
     async def _main(self, actor: Actor, call: Call, job: Job, fn: Callable, args: Any, kwargs: Any) -> None:
         """The task of one coroutine call (loop thread): invoke, encode, answer, start the next call."""
         value: Any = None
         try:
+            if job.scope is not None and job.scope.why is not None:  # cancelled before its task began
+                raise Cancelled("cancelled before it started")
             value = fn(*args, **kwargs)
             stream = self.streams.states.get(call.task) if call.keep and self.streams.states else None
             if stream is not None:  # an async generator: its items go to the stream's readers as it runs
@@ -270,6 +282,15 @@ class CallRunner:
         self.next(actor)
 
     def complete(self, call: Call, entry: Entry) -> None:
+        """The call ended (or will never run): answer it, unless a cancel answered it already."""
+        scope = call.scope
+        if scope is not None:
+            entry = self.cancels.ended(scope, entry)  # type: ignore[assignment]
+            if entry is None:
+                return
+        self.answer(call, entry)
+
+    def answer(self, call: Call, entry: Entry) -> None:
         """Answer the call; an async one's result goes to the store first (and to its fetches)."""
         if call.trace is not None:
             tracing.end_server(call.trace, entry[0])

@@ -5,6 +5,7 @@ A refused request is answered ``badrequest`` and leaves no trace (no pending tas
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from mesh._core import wire
@@ -16,6 +17,7 @@ ID_MAX = 128  # characters of an id: sess, obj, task, chain, inst, the refs of a
 NAME_MAX = 256  # characters of a method or attribute name (`m`) and of a registered object name
 CLS_MAX = 1024  # characters of a class reference `module:qualname`
 LIST_MAX = 4096  # items of a release's `tasks`, and refs in one item's children
+WHY_MAX = 32  # characters of a cancel's `why`
 
 
 def _text(header: dict, key: str, cap: int, required: bool = False, empty: bool = True) -> str | None:
@@ -31,6 +33,13 @@ def _text(header: dict, key: str, cap: int, required: bool = False, empty: bool 
     if not empty and not value:
         return f"'{key}' must not be empty"
     return None
+
+
+def _seconds(header: dict, key: str) -> str | None:
+    value = header.get(key)
+    if value is None or (type(value) in (int, float) and math.isfinite(value)):
+        return None
+    return f"'{key}' must be a finite number of seconds, not {type(value).__name__ if type(value) not in (int, float) else value}"
 
 
 def _flag(header: dict, key: str) -> str | None:
@@ -81,6 +90,7 @@ def check_header(header: dict) -> str | None:
         problem = (
             _text(header, "obj", ID_MAX, required=True) or _text(header, "m", NAME_MAX, required=True)
             or _text(header, "chain", ID_MAX) or _text(header, "task", ID_MAX) or _flag(header, "keep")
+            or _seconds(header, "dl")
         )
         if not problem and header.get("keep") and header.get("task") is None:
             problem = "an async call (keep: 1) needs a string 'task'"
@@ -100,6 +110,11 @@ def check_header(header: dict) -> str | None:
         )
     elif op == wire.STREAM_STOP:
         problem = _text(header, "task", ID_MAX, required=True)
+    elif op == wire.CANCEL:
+        problem = _text(header, "why", WHY_MAX) or _flag(header, "all")
+        if not problem:
+            problem = (_text(header, "sess", ID_MAX, required=True) if header.get("all")
+                       else _text(header, "task", ID_MAX, required=True))
     elif op == wire.RESULT:
         problem = _text(header, "task", ID_MAX, required=True) or _text(header, "inst", ID_MAX)
     elif op == wire.CREATE:

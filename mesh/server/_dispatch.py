@@ -43,7 +43,8 @@ __all__ = ["Servicer"]
 log = logging.getLogger("mesh.server")
 
 Reply = Callable[[Entry], None]
-_WHILE_CLOSING = frozenset((wire.PING, wire.STATUS, wire.RESULT, wire.STREAM, wire.STREAM_ACK))  # still served while shutting down
+# still served while shutting down
+_WHILE_CLOSING = frozenset((wire.PING, wire.STATUS, wire.RESULT, wire.STREAM, wire.STREAM_ACK, wire.CANCEL))
 
 
 class Servicer:
@@ -99,6 +100,7 @@ class Servicer:
             wire.STREAM: self._op_stream,
             wire.STREAM_ACK: self._op_stream_ack,
             wire.STREAM_STOP: self._op_stream_stop,
+            wire.CANCEL: self._op_cancel,
         }
 
     @property
@@ -160,7 +162,21 @@ class Servicer:
             why = f"no object {header['obj']!r} on this server (deleted, never created, or the server restarted)"
             self.calls.unrun(call, wire.err_entry(wire.K_NOTFOUND, why))
             return
+        dl = header.get("dl")
+        if task is not None or dl is not None:  # cancellable: a task id, or a deadline (seconds left)
+            stopped = self.calls.cancels.arrive(call, actor, task, dl, header.get("sess"))
+            if stopped is not None:  # cancelled before it arrived, or out of time: it never runs
+                self.calls.unrun(call, stopped)
+                return
         self.calls.admit(actor, call)
+
+    def _op_cancel(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
+        why = wire.WHY_DEADLINE if header.get("why") == wire.WHY_DEADLINE else wire.WHY_CANCEL
+        cancels = self.calls.cancels
+        if header.get("all"):  # every call of the sender's session (its client was interrupted)
+            reply(ok(cancels.cancel_session(header["sess"], why)))
+        else:  # an unknown or finished task: False, nothing changes
+            reply(ok(cancels.cancel(header["task"], why)))
 
     def _op_result(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
         # a task of an earlier run of this server will never arrive: no grace for it
@@ -174,7 +190,10 @@ class Servicer:
         self.streams.ack(header)
 
     def _op_stream_stop(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
-        reply(ok({"stopped": self.streams.stop(header["task"])}))
+        task = header["task"]
+        stopped = self.streams.stop(task)
+        stopped = self.calls.cancels.cancel(task) or stopped  # and what its generator started (the cascade)
+        reply(ok({"stopped": stopped}))
 
     def local_result(self, task: str, inst: str | None = None) -> transport.ReplyFuture:
         """Fetch a result of this server from inside its own process (no network)."""
@@ -236,6 +255,7 @@ class Servicer:
     def _end_session(self, sess: str, why: str) -> None:
         self.objects.end_session(sess, why)
         self.streams.end_session(sess)  # its subscriptions: nobody reads them any more
+        self.calls.cancels.cancel_orphans()  # their running calls, and what those started
         self.results.end_session(sess)
 
     # -------------------------------------------------------------- admin
@@ -282,10 +302,15 @@ class Servicer:
         for call in queued:
             self.calls.unrun(call, shut_down())
         deadline = time.monotonic() + grace
-        self.workers.wait_idle(grace)
+        cancels = self.calls.cancels
+        # cancelled sync methods that ignore mesh.cancelled() were answered already: not waited for
+        while not self.workers.wait_idle(min(0.05, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline or self.workers.running <= cancels.stuck():
+                break
         # coroutine calls get what is left of the grace, then are cancelled: their callers get
         # ServerUnavailable, as queued calls do
         aio.close(max(0.0, deadline - time.monotonic()))
-        self.workers.close(0.5)
+        self.workers.close(0.0 if cancels.stuck() else 0.5)
+        cancels.close()
         self.results.close()
         return busy or bool(queued)

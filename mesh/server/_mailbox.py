@@ -21,7 +21,7 @@ __all__ = ["Actor", "Call"]
 class Call:
     """One request to call a method: where to reply, what to run, and its task if async."""
 
-    __slots__ = ("reply", "method", "body", "buffers", "chain", "task", "keep", "sess", "trace", "t0")
+    __slots__ = ("reply", "method", "body", "buffers", "chain", "task", "keep", "sess", "trace", "t0", "scope")
 
     def __init__(
         self, reply: Callable, method: str, body: Any, buffers: list, chain: Any, task: Any, keep: bool,
@@ -37,6 +37,7 @@ class Call:
         self.sess = sess  # the caller's session: while it lives (and holds the task), the result is held
         self.trace = trace  # the caller's trace context (tracing.carrier), then the server span once running
         self.t0 = time.monotonic()  # arrival: a call's latency (server stats) includes its wait in the mailbox
+        self.scope: Any = None  # its cancel scope (mesh.server._cancel), with a task id or a deadline
 
 
 class Actor:
@@ -70,6 +71,15 @@ class Actor:
                 return True
             self.queue.append(call)
             return False
+
+    def withdraw(self, call: Call) -> bool:
+        """Take a queued call out of the mailbox (it was cancelled); False if it is not queued (any more)."""
+        with self.lock:
+            try:
+                self.queue.remove(call)
+            except ValueError:
+                return False
+            return True
 
     def take_next(self) -> Call | None:
         """The call that just ended frees the actor: the next call of its mailbox, now running."""
