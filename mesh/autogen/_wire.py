@@ -79,7 +79,7 @@ def untopic(v: Any) -> TopicId | None:
 def endpoint_ref(endpoint: Any) -> list[Any]:
     """A worker's endpoint (a mesh proxy) as plain data: what a request carries as its reply address,
     so deliveries stay msgpack (nothing to pickle on the sender, nothing to unpickle on the receiver)."""
-    address, object_id, cls_name, methods, pool, inst = endpoint.__reduce__()[1]
+    address, object_id, cls_name, methods, pool, inst = endpoint.__reduce__()[1][:6]  # endpoints are never durable
     return [address, object_id, cls_name, dict(methods), pool, inst]
 
 
