@@ -30,3 +30,11 @@ class Memory(mesh.AgentBase):
 
     def reply(self, x=None):
         return mesh.Msg(self.name, "ok")
+
+
+class GrowingMemory(Memory):
+    """A memory of ``size`` messages to which every call adds one (the usual life of an LLM agent)."""
+
+    def add(self, i: int) -> int:
+        self.memory.append(mesh.Msg("user", f"message {i} " + "y" * 40))
+        return i

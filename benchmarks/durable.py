@@ -3,7 +3,9 @@
 Latency: a sync call that changes the state, on a server in a subprocess, without a checkpoint,
 with ``checkpoint=True`` on a directory store (temp file + fsync + rename + fsync of the folder) and
 on a Redis store (a local redis-server, no persistence), for a ~1 KB state and for an agent with a
-memory of 1,000 ``Msg``s (its ``state_dict()`` holds them all: a checkpoint is a full snapshot).
+memory of 1,000 ``Msg``s (its ``state_dict()`` holds them all), one of which changes per call, or to
+which one is added per call. Checkpoints are incremental (``mesh._core.ckpt_log``: a base, then
+deltas); the directory store is measured with its default fsync and with ``?fsync=0``.
 Raw pyzmq (a DEALER/ROUTER msgpack echo) is measured beside them in the same run.
 
 Recovery: a server (subprocess) holding a checkpointed agent with ``max_restarts=1`` is killed
@@ -31,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 from _common import median, percentile, table, write_json  # noqa: E402
-from _durable_objects import Memory, SmallState  # noqa: E402
+from _durable_objects import GrowingMemory, Memory, SmallState  # noqa: E402
 from _raw import RawClient, RawServer  # noqa: E402
 
 import mesh  # noqa: E402
@@ -52,6 +54,13 @@ def _time_calls(fn, calls: int) -> list[float]:
     return out
 
 
+def _folder_bytes(folder: str) -> int:
+    try:
+        return sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder) if n in ("ckpt",) or n.startswith("log."))
+    except OSError:
+        return 0
+
+
 def latency(calls: int, store_dir: str, redis_url: str | None) -> list[dict]:
     rows = []
     raw = RawServer()
@@ -63,22 +72,25 @@ def latency(calls: int, store_dir: str, redis_url: str | None) -> list[dict]:
         client.close()
     finally:
         raw.stop()
-    stores = [("none", None), ("directory", store_dir)] + ([("redis", redis_url)] if redis_url else [])
+    stores = [("none", None), ("directory", store_dir), ("directory fsync=0", store_dir + "?fsync=0")]
+    stores += [("redis", redis_url)] if redis_url else []
     servers = {name: mesh.AgentServer(port=0, advertise=False, state_store=url or store_dir).launch()
                for name, url in stores}
     try:
-        for state, make in (("1 KB", lambda **o: SmallState(to_dist=o)),
-                            ("1,000 Msgs", lambda **o: Memory("m", 1000, to_dist=o))):
+        for state, make, method in (("1 KB", lambda **o: SmallState(to_dist=o), "touch"),
+                                    ("1,000 Msgs, one changed", lambda **o: Memory("m", 1000, to_dist=o), "touch"),
+                                    ("1,000 Msgs, one added", lambda **o: GrowingMemory("m", 1000, to_dist=o), "add")):
             for name, _url in stores:
                 srv = servers[name]
                 options = {"host": srv.host, "port": srv.port}
                 if name != "none":
                     options["checkpoint"] = True
                 obj = make(**options)
-                lat = _time_calls(obj.touch, calls)
+                folder = os.path.join(store_dir, obj._mesh_id)
+                lat = _time_calls(getattr(obj, method), calls)
                 size = 0
-                if name == "directory":
-                    size = os.path.getsize(os.path.join(store_dir, obj._mesh_id, "ckpt"))
+                if name.startswith("directory"):  # what the store holds now, and what the calls wrote (appends)
+                    size = _folder_bytes(folder)
                 rows.append({"state": state, "store": name if name == "none" else f"checkpoint, {name}",
                              "median_ms": median(lat) * 1e3, "p99_ms": percentile(lat, 99) * 1e3, "ckpt_bytes": size})
                 mesh.delete(obj)
@@ -135,6 +147,7 @@ def main() -> int:
         rows = latency(args.calls, store_dir, redis.url if redis else None)
         print(f"call latency, {args.calls} calls each (sync call that changes the state)")
         print(table(rows, ["state", "store", "median_ms", "p99_ms", "ckpt_bytes"]))
+        print("(ckpt_bytes: the base and its deltas in the directory store after the calls)")
         rec = {how: recovery(args.reps, store_dir, how) for how in ("SIGKILL", "SIGSTOP")}
         rec_rows = [{"failure": how, "median_s": median(t), "max_s": max(t), "reps": len(t),
                      "goal_s": GOAL, "met": median(t) < GOAL} for how, t in rec.items()]

@@ -10,7 +10,6 @@ import os
 import pickle
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -21,16 +20,14 @@ from durable_lib import AsyncCounter, Caller, Counter, Ledger, Notes
 
 import mesh
 from mesh import _placement
-from mesh._core.state_store import unseal
+from mesh._core import ckpt_log
 from mesh._core.stores import open_store
 
 
 def ckpt(store_dir: str, object_id: str) -> tuple[int, object]:
     """(version, state) of an object's last checkpoint in a directory store."""
-    store = open_store(store_dir)
-    raw = unseal(store.key, "checkpoint", object_id, store.get(object_id, "ckpt"), store.where)
-    version, _gen = struct.unpack_from("!QQ", raw)
-    return version, pickle.loads(raw[16:])
+    version, data = ckpt_log.read(open_store(store_dir), object_id)  # the base and its deltas
+    return version, pickle.loads(data)
 
 
 def on(srv, **options) -> dict:
@@ -231,8 +228,10 @@ def test_unpicklable_state_is_reported_naming_the_object_and_the_previous_checkp
         c.make_unpicklable()
     assert isinstance(info.value, mesh.CheckpointError)
     assert ckpt(store, c._mesh_id) == (1, {"n": 1, "log": [1]})
-    c.drop_unpicklable()
-    assert ckpt(store, c._mesh_id)[0] == 2
+    c.drop_unpicklable()  # the state is version 1's again: nothing new to write
+    assert ckpt(store, c._mesh_id)[0] == 1
+    c.add(1)
+    assert ckpt(store, c._mesh_id) == (2, {"n": 2, "log": [1, 1]})
 
 
 def test_a_raising_state_dict_is_reported_and_the_previous_checkpoint_stays(server_in, store):

@@ -1,6 +1,7 @@
 """The state store of durable agents in Redis (``redis://...``), through redis-py (imported here only).
 
-Keys, for object id ``ID``: ``mesh:durable:ID:spec``, ``:ckpt``, ``:rec`` (the current activation
+Keys, for object id ``ID``: ``mesh:durable:ID:spec``, ``:ckpt`` (the checkpoint's base), ``:log``
+(a list: the deltas after it), ``:rec`` (the current activation
 record), ``:gen`` (its generation, an integer), and the set ``mesh:durable:ids``. Claiming a
 generation and the fenced checkpoint write are Lua scripts: compare the generation and set, in
 one atomic step and one round trip (stronger than WATCH/MULTI, and cheaper).
@@ -35,6 +36,22 @@ redis.call('SET', KEYS[2], ARGV[2])
 return 1
 """
 
+# KEYS: gen, ckpt, log; ARGV: expected gen, base blob (a new base drops the old deltas, atomically)
+_BASE = """
+local g = redis.call('GET', KEYS[1])
+if g and tonumber(g) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[3])
+return 1
+"""
+# KEYS: gen, log; ARGV: expected gen, delta blob
+_DELTA = """
+local g = redis.call('GET', KEYS[1])
+if g and tonumber(g) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
 
 class RedisStore(StateStore):
     def __init__(self, url: str, key: bytes = b"") -> None:
@@ -45,6 +62,8 @@ class RedisStore(StateStore):
         self._client = make_client(url)
         self._claim_script = self._client.register_script(_CLAIM)
         self._fenced_script = self._client.register_script(_FENCED)
+        self._base_script = self._client.register_script(_BASE)
+        self._delta_script = self._client.register_script(_DELTA)
 
     def _do(self, what: str, object_id: str, fn: Any, *args: Any) -> Any:
         try:
@@ -68,6 +87,25 @@ class RedisStore(StateStore):
         keys = [self._k(object_id, "gen"), self._k(object_id, kind)]
         return bool(self._do(f"write the {kind}", object_id, self._fenced_script, keys, [gen, blob]))
 
+    def put_checkpoint(self, object_id: str, blob: bytes, gen: int, version: int) -> bool:
+        keys = [self._k(object_id, "gen"), self._k(object_id, "ckpt"), self._k(object_id, "log")]
+        return bool(self._do("write the checkpoint", object_id, self._base_script, keys, [gen, blob]))
+
+    def append_delta(self, object_id: str, blob: bytes, gen: int, base: int) -> bool:
+        keys = [self._k(object_id, "gen"), self._k(object_id, "log")]
+        return bool(self._do("write a checkpoint", object_id, self._delta_script, keys, [gen, blob]))
+
+    def get_checkpoint(self, object_id: str) -> tuple[bytes | None, list[bytes]]:
+        pipe = self._client.pipeline(transaction=True)  # MULTI/EXEC: the base and its deltas together
+        pipe.get(self._k(object_id, "ckpt"))
+        pipe.lrange(self._k(object_id, "log"), 0, -1)
+        base, deltas = self._do("read the checkpoint", object_id, pipe.execute)
+        return base, list(deltas) if base is not None else []
+
+    def fence(self, object_id: str, gen: int) -> bool:
+        g = self._do("read the generation", object_id, self._client.get, self._k(object_id, "gen"))
+        return g is None or int(g) == gen
+
     def _claim(self, object_id: str, gen: int, blob: bytes) -> bool:
         keys = [self._k(object_id, "gen"), self._k(object_id, "rec"), _IDS]
         return bool(self._do("claim", object_id, self._claim_script, keys, [gen, blob, object_id]))
@@ -79,7 +117,7 @@ class RedisStore(StateStore):
         self.put_fenced(object_id, "rec", blob, gen)
 
     def drop(self, object_id: str) -> None:
-        keys = [self._k(object_id, k) for k in ("spec", "ckpt", "rec", "gen")]
+        keys = [self._k(object_id, k) for k in ("spec", "ckpt", "log", "rec", "gen")]
         pipe = self._client.pipeline()
         pipe.delete(*keys)
         pipe.srem(_IDS, object_id)

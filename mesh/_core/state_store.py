@@ -21,7 +21,11 @@ checksum: a torn or altered value is refused with a clear error all the same.
 
 Directory writes are atomic: a temporary file, ``fsync``, ``rename`` over the old one, ``fsync``
 of the directory. A SIGKILL mid-write leaves the previous value whole (and a stray temporary file
-that the next scan removes).
+that the next scan removes). Checkpoint deltas are appended to ``log.<base version>`` (a length,
+then the sealed delta; one ``write``, then ``fdatasync``): a torn last frame is a write that never
+completed (its call was not answered) and is left out. ``fsync=False`` (URL ``PATH?fsync=0``)
+skips every fsync: writes still survive a SIGKILL of the server (the kernel holds them), not a
+power cut or a kernel crash (the last checkpoints may then be lost, never torn).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import threading
 import time
 
@@ -41,6 +46,8 @@ __all__ = ["DirectoryStore", "Record", "StateStore", "StateStoreError", "check_i
 
 _MAGIC = b"MSS1"
 _MAC = 32
+_FRAME = struct.Struct("!I")  # a delta in a directory log: its length, then the sealed delta
+_FRAME_BASE = struct.Struct("!Q")  # the version at the start of a base's payload
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -74,6 +81,18 @@ def unseal(key: bytes, kind: str, object_id: str, blob: bytes, where: str) -> by
     return payload
 
 
+def _frames(log: bytes) -> list[bytes]:
+    """The deltas in a directory log; a torn last frame (a killed writer) is left out."""
+    out, pos, n = [], 0, len(log)
+    while pos + _FRAME.size <= n:
+        size = _FRAME.unpack_from(log, pos)[0]
+        if pos + _FRAME.size + size > n:
+            break
+        out.append(log[pos + _FRAME.size:pos + _FRAME.size + size])
+        pos += _FRAME.size + size
+    return out
+
+
 class Record(dict):
     """An activation record: ``gen``, ``address``, ``inst``, ``cls``, ``max_restarts``, ``ckpt``,
     ``detached``, ``sess``, and ``error`` when its restore failed."""
@@ -105,6 +124,23 @@ class StateStore:
 
     def put_fenced(self, object_id: str, kind: str, blob: bytes, gen: int) -> bool:
         """Write ``blob`` only while generation ``gen`` is the current activation (False: it moved on)."""
+        raise NotImplementedError
+
+    # -- checkpoints: a base and the deltas after it (mesh._core.ckpt_log) ---------------------
+    def put_checkpoint(self, object_id: str, blob: bytes, gen: int, version: int) -> bool:
+        """Write a new base (version ``version``), dropping the deltas of the previous one; fenced by ``gen``."""
+        raise NotImplementedError
+
+    def append_delta(self, object_id: str, blob: bytes, gen: int, base: int) -> bool:
+        """Add a delta after base ``base``; fenced by ``gen``."""
+        raise NotImplementedError
+
+    def get_checkpoint(self, object_id: str) -> tuple[bytes | None, list[bytes]]:
+        """The base and its deltas, in order, as one consistent snapshot."""
+        raise NotImplementedError
+
+    def fence(self, object_id: str, gen: int) -> bool:
+        """Whether generation ``gen`` is still the current activation (or there is no record)."""
         raise NotImplementedError
 
     # -- activation records -------------------------------------------------------------------
@@ -159,10 +195,12 @@ class StateStore:
 class DirectoryStore(StateStore):
     """The store in a directory: ``ROOT/<object id>/{spec,ckpt,act.<gen>}``."""
 
-    def __init__(self, path: str, key: bytes = b"") -> None:
+    def __init__(self, path: str, key: bytes = b"", fsync: bool = True) -> None:
         self.root = os.path.abspath(os.path.expanduser(path))
-        self.url = self.where = self.root
+        self.where = self.root
+        self.url = self.root if fsync else self.root + "?fsync=0"
         self.key = key
+        self.fsync = fsync
         try:
             os.makedirs(self.root, mode=0o700, exist_ok=True)
         except OSError as exc:
@@ -184,13 +222,15 @@ class DirectoryStore(StateStore):
             view = memoryview(blob)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if self.fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         return tmp
 
-    @staticmethod
-    def _sync_dir(folder: str) -> None:
+    def _sync_dir(self, folder: str) -> None:
+        if not self.fsync:
+            return
         fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -235,6 +275,55 @@ class DirectoryStore(StateStore):
             return False
         self._replace(object_id, kind, blob)
         return True
+
+    def fence(self, object_id: str, gen: int) -> bool:
+        gens = self._gens(object_id)
+        return not gens or gens[-1] == gen
+
+    def put_checkpoint(self, object_id: str, blob: bytes, gen: int, version: int) -> bool:
+        if not self.put_fenced(object_id, "ckpt", blob, gen):
+            return False
+        folder = self._dir(object_id)
+        try:
+            for name in os.listdir(folder):  # the deltas of older bases (a new base has none yet)
+                if name.startswith("log."):
+                    os.unlink(os.path.join(folder, name))
+        except OSError:
+            pass  # left for the next base; never read (a log belongs to the base its name says)
+        return True
+
+    def append_delta(self, object_id: str, blob: bytes, gen: int, base: int) -> bool:
+        if not self.fence(object_id, gen):
+            return False
+        folder = self._dir(object_id, make=True)
+        path = os.path.join(folder, f"log.{base:012d}")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                created = os.fstat(fd).st_size == 0
+                view = memoryview(_FRAME.pack(len(blob)) + blob)
+                while view:
+                    view = view[os.write(fd, view):]
+                if self.fsync:
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                self._sync_dir(folder)
+        except OSError as exc:
+            raise StateStoreError(f"state store {self.root}: cannot write a checkpoint of object {object_id}: {exc}") from None
+        return True
+
+    def get_checkpoint(self, object_id: str) -> tuple[bytes | None, list[bytes]]:
+        for _ in range(5):  # a new base between reading the base and its log: read again
+            base = self.get(object_id, "ckpt")
+            if base is None:
+                return None, []
+            version = _FRAME_BASE.unpack_from(base, 4 + _MAC)[0] if len(base) >= 4 + _MAC + 8 else 0
+            log = self.get(object_id, f"log.{version:012d}") or b""
+            if self.get(object_id, "ckpt") == base:
+                return base, _frames(log)
+        raise StateStoreError(f"state store {self.root}: the checkpoint of object {object_id} keeps changing while read")
 
     def _claim(self, object_id: str, gen: int, blob: bytes) -> bool:
         folder = self._dir(object_id, make=True)

@@ -43,8 +43,11 @@ def open_store(url: str | None, secret: bytes | None = None) -> StateStore:
             if url.startswith(("redis://", "rediss://", "unix://")):
                 store = RedisStore(url, key)
             else:
-                path = unquote(urlsplit(url).path) if url.startswith("file://") else url
-                store = DirectoryStore(path, key)
+                path, fsync = url, True
+                if path.endswith(("?fsync=0", "?fsync=1")):  # the durability level of the directory store
+                    path, fsync = path[:-8], path.endswith("1")
+                path = unquote(urlsplit(path).path) if path.startswith("file://") else path
+                store = DirectoryStore(path, key, fsync=fsync)
             _opened[(url, key)] = store
         return store
 

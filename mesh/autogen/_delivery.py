@@ -144,6 +144,8 @@ class Delivery:
                                  cancellation_token=CancellationToken(), message_id=message_id)
             with MessageHandlerContext.populate_context(agent.id):
                 await agent.on_message(message, ctx=ctx)
+            if self._registry.states is not None and self._registry.states.checkpoint:
+                await self._registry.states.after_message(agent)
         except asyncio.CancelledError:
             raise
         except BaseException:
@@ -154,7 +156,10 @@ class Delivery:
         agent = await self._registry.get(recipient)
         ctx = MessageContext(sender=sender, topic_id=None, is_rpc=True, cancellation_token=token, message_id=message_id)
         with MessageHandlerContext.populate_context(agent.id):
-            return await agent.on_message(message, ctx=ctx)
+            result = await agent.on_message(message, ctx=ctx)
+        if self._registry.states is not None and self._registry.states.checkpoint:
+            await self._registry.states.after_message(agent)  # saved before the answer is sent
+        return result
 
     async def _serve_rpc(self, item: dict, rid: str, token: CancellationToken) -> None:
         """Run a request from another worker and answer it. The caller's cancel (a ``cancel`` item)

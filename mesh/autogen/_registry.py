@@ -24,6 +24,7 @@ class Registry:
         self.instance_types: dict[str, type] = {}
         self.agents: dict[AgentId, Agent] = {}
         self._creating: dict[AgentId, asyncio.Future] = {}
+        self.states: Any = None  # ._durable.AgentStates when the worker has a state store
 
     def holds(self, agent_id: AgentId) -> bool:
         """Whether this worker can serve ``agent_id`` (its type is registered, or it is an instance here)."""
@@ -81,6 +82,8 @@ class Registry:
         try:
             with AgentInstantiationContext.populate_context((self._runtime, agent_id)):
                 agent = await _call_factory(factory, self._runtime, agent_id)
+            if self.states is not None:  # what the store holds for it (its last worker's checkpoint)
+                await self.states.restore(agent_id, agent)
             self.agents[agent_id] = agent
             making.set_result(agent)
             return agent

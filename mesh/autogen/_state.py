@@ -35,21 +35,33 @@ class Control:
 
     async def local(self, op: str, arg: Any) -> Any:
         registry = self._registry
+        states = registry.states  # with a state store: what is saved or loaded is stored there too
         if op == "save_all":
-            return {str(a): dict(await agent.save_state()) for a, agent in list(registry.agents.items())}
+            saved = {a: dict(await agent.save_state()) for a, agent in list(registry.agents.items())}
+            if states is not None:
+                for a, state in saved.items():
+                    await states.save(a, state)
+            return {str(a): state for a, state in saved.items()}
         if op == "load_all":
             for key, state in dict(arg).items():
                 agent_id = AgentId.from_str(key)
                 if registry.holds(agent_id):
                     await (await registry.get(agent_id)).load_state(state)
+                    if states is not None:
+                        await states.save(agent_id, state)
             return None
         agent_id = _wire.unaid(arg["agent"])
         assert agent_id is not None
         agent = await registry.get(agent_id)
         if op == "save":
-            return dict(await agent.save_state())
+            state = dict(await agent.save_state())
+            if states is not None:
+                await states.save(agent_id, state)
+            return state
         if op == "load":
             await agent.load_state(arg["state"])
+            if states is not None:
+                await states.save(agent_id, arg["state"])
             return None
         if op == "metadata":
             return dict(agent.metadata)

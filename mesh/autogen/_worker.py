@@ -36,6 +36,7 @@ from autogen_core import (
 
 from . import _bridge
 from ._delivery import Delivery
+from ._durable import AgentStates
 from ._link import Links
 from ._membership import Membership
 from ._net import heartbeat_default
@@ -71,6 +72,11 @@ class MeshWorkerRuntime:
             worker's server accepts from another worker, in bytes (default 32 MiB, as any mesh server);
             a bigger one is refused there, and the sender logs it or raises it to its ``send_message``.
         poll_interval: seconds between the worker's refreshes of the directory table.
+        state_store: a state store's URL (a directory, or ``redis://...``, as for ``AgentServer``):
+            ``save_state`` / ``agent_save_state`` (and the ``load`` ones) also keep each agent's state
+            there, and an agent made on this worker starts from what it holds (see :mod:`._durable`).
+        checkpoint: also store an agent's ``save_state()`` after every message it handled (before a
+            ``send_message`` is answered); without ``state_store`` it uses the default store.
     """
 
     def __init__(
@@ -86,6 +92,8 @@ class MeshWorkerRuntime:
         capacity: int = 16,
         poll_interval: float = 1.0,
         max_message_size: int = 32 * 2**20,
+        state_store: str | None = None,
+        checkpoint: bool = False,
     ) -> None:
         if payload_serialization_format not in {JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE}:
             raise ValueError(f"Unsupported payload serialization format: {payload_serialization_format}")
@@ -97,6 +105,8 @@ class MeshWorkerRuntime:
         self._threads: list[threading.Thread] = []
         self._codec = Codec(payload_serialization_format)
         self._registry = Registry(self)
+        if state_store is not None or checkpoint:
+            self._registry.states = AgentStates(state_store, checkpoint)
         self._routes = Table(self.worker_id, self._registry)
         self._links = Links(self._routes.endpoint_of, ack_timeout=2 * self._hb + 5)
         self._pending = Pending(self._hb)

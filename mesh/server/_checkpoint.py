@@ -28,7 +28,8 @@ import cloudpickle
 import msgpack
 
 import transport
-from mesh._core import wire
+from mesh._core import ckpt_log, wire
+from mesh._core.ckpt_log import Chain
 from mesh._core.state_store import StateStore, seal, unseal
 from mesh._core.stores import default_url, open_store
 from mesh._core.wire import Entry
@@ -47,7 +48,7 @@ BEST_EFFORT = 2
 class Durable:
     """What a server knows of one durable object it hosts."""
 
-    __slots__ = ("mode", "max_restarts", "gen", "version", "record", "saved_at", "bytes")
+    __slots__ = ("mode", "max_restarts", "gen", "version", "record", "saved_at", "bytes", "chain")
 
     def __init__(self, mode: int, max_restarts: int, gen: int = 0) -> None:
         self.mode = mode  # 0: no checkpoints (restart from the constructor), 1: checkpoint, 2: best effort
@@ -56,7 +57,8 @@ class Durable:
         self.version = -1  # the last checkpoint saved
         self.record: dict = {}
         self.saved_at = 0.0
-        self.bytes = 0
+        self.bytes = 0  # the size of the state's pickle
+        self.chain = Chain()  # what was saved last: the next checkpoint is a delta on it
 
     def row(self) -> dict[str, Any]:
         return {"checkpoint": {0: False, 1: True, 2: "best-effort"}[self.mode], "version": self.version,
@@ -195,21 +197,21 @@ class Checkpoints:
             return _error(CheckpointError(f"checkpoint of {what} failed: its state cannot be pickled "
                                           f"({type(exc).__name__}: {exc}); the previous checkpoint (version {d.version}) stays"))
         store = self.store
-        blob = seal(store.key, "checkpoint", actor.id, _VERSION.pack(d.version + 1, d.gen) + data)
-        try:
-            current = store.put_fenced(actor.id, "ckpt", blob, d.gen)
-        except StateStoreError as exc:
-            if d.mode == BEST_EFFORT:
-                log.warning("checkpoint of %s not saved (checkpoint='best-effort'): %s", what, exc)
-                return None
-            return _error(StateStoreError(f"checkpoint of {what} failed: {exc}; the call ran, but its effect is "
-                                          "not saved (use checkpoint='best-effort' to go on without the store)"))
-        if not current:
-            return wire.err_entry(wire.K_UNAVAILABLE, f"{what} was restarted on another server (this activation, "
-                                                      f"generation {d.gen}, is stale): call it again")
-        d.version += 1
+        with d.chain.lock:  # one write at a time per object (versions in order)
+            try:
+                current, version, _ = d.chain.write(store, actor.id, d.gen, d.version, data)
+            except StateStoreError as exc:
+                if d.mode == BEST_EFFORT:
+                    log.warning("checkpoint of %s not saved (checkpoint='best-effort'): %s", what, exc)
+                    return None
+                return _error(StateStoreError(f"checkpoint of {what} failed: {exc}; the call ran, but its effect is "
+                                              "not saved (use checkpoint='best-effort' to go on without the store)"))
+            if not current:
+                return wire.err_entry(wire.K_UNAVAILABLE, f"{what} was restarted on another server (this activation, "
+                                                          f"generation {d.gen}, is stale): call it again")
+            d.version = version
         d.saved_at = time.time()
-        d.bytes = len(blob)
+        d.bytes = len(data)
         return None
 
     # ------------------------------------------------------------ restore
@@ -249,11 +251,10 @@ class Checkpoints:
             payload = transport.decode(body, buffers)
             state, has_state = None, False
             if d.mode:
-                blob = store.get(actor.id, "ckpt")
-                if blob is not None:
-                    raw = unseal(store.key, "checkpoint", actor.id, blob, store.where)
-                    d.version, _ = _VERSION.unpack_from(raw)
-                    state, has_state = pickle.loads(raw[_VERSION.size:]), True
+                found = ckpt_log.read(store, actor.id)  # the base and its deltas: the latest complete version
+                if found is not None:
+                    d.version, data = found
+                    state, has_state = pickle.loads(data), True
         except Exception as exc:  # noqa: BLE001 - anything wrong with what the store holds
             why = str(exc) if isinstance(exc, StateStoreError) else f"{type(exc).__name__}: {exc}"
             self.fail(actor.id, new, f"cannot restore object {actor.id} ({record.get('cls')}) from the state store "
@@ -320,9 +321,9 @@ class Checkpoints:
                 store.drop(object_id)
                 continue
             version = None
-            blob = store.get(object_id, "ckpt")
+            blob, deltas = store.get_checkpoint(object_id)
             if blob is not None and len(blob) >= 36 + _VERSION.size:
-                version = _VERSION.unpack_from(blob, 36)[0]
+                version = _VERSION.unpack_from(blob, 36)[0] + len(deltas)
             rows.append({"id": object_id, "class": str(record.get("cls", "")).rpartition(":")[2],
                          "version": version, "gen": record.gen, "address": record.get("address"),
                          "detached": bool(record.get("detached")), "error": record.get("error")})
