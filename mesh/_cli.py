@@ -25,7 +25,7 @@ from mesh._api import init, shutdown
 from mesh._core import wire
 from mesh._core.address import normalize_address
 from mesh._core.options import ServerOptions, check_host
-from mesh._errors import MeshError
+from mesh._errors import MeshError, OutcomeUnknown
 from mesh.client._client import get_client
 from mesh.client._replies import decode_plain, wait
 from mesh.client._selection import survey
@@ -353,6 +353,8 @@ def _stop(args: argparse.Namespace) -> int:
         return 1
     try:
         _admin(args.address, wire.STOP, args.timeout)
+    except OutcomeUnknown:  # the stop was delivered and the connection went with the server: it stopped
+        pass
     except (MeshError, ValueError) as exc:
         _fail(args, str(exc), address=args.address)
         return 1
