@@ -379,6 +379,26 @@ def test_servers_discovered(monkeypatch):
         srv.shutdown()
 
 
+def test_to_dist_without_host_spreads_over_discovered_servers(monkeypatch):
+    monkeypatch.setenv("MESH_DISCOVERY", "1")
+    mesh.init(discovery=True)
+    a = mesh.AgentServer(port=0, advertise=True, capacity=4).launch(in_subprocess=False)
+    b = mesh.AgentServer(port=0, advertise=True, capacity=4).launch(in_subprocess=False)
+    try:
+        wait_until(lambda: {a.address, b.address} <= {s.address for s in mesh.servers(timeout=1.0)}, timeout=10)
+        objs = [Box(i).to_dist() for i in range(4)]
+        assert [o.get() for o in objs] == [0, 1, 2, 3]
+        mine = {o.where() for o in objs}
+        assert mine == {os.getpid()}  # both servers are in this process: not on a child server
+        counts = {}
+        for srv in (a, b):
+            counts[srv.address] = sum(1 for o in objs if srv.address in repr(o))
+        assert counts[a.address] == 2 and counts[b.address] == 2, counts
+    finally:
+        a.shutdown()
+        b.shutdown()
+
+
 def test_servers_default_timeout():
     import inspect
 

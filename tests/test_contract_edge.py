@@ -57,6 +57,7 @@ def test_agent_card(edge):
     card = r.json()
     assert card["name"] == "polly"
     assert "/a2a/polly" in json.dumps(card)
+    assert card.get("protocolVersion") == "0.3.0" or "0.3" in json.dumps(card)  # A2A 0.3 names are served
 
 
 def test_message_send_gives_reply_text(edge):

@@ -418,3 +418,18 @@ def test_remote_exception_not_importable_is_plain_remote_error(tmp_path):
     finally:
         srv.shutdown()
 
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_100k_async_calls_then_read_all_with_default_settings():
+    # API.md: "a loop that issues one async call per agent and then reads every result works with
+    # default settings for 100,000 calls": the client slows its issuing instead of failing
+    srv = mesh.AgentServer(port=0, advertise=False).launch(in_subprocess=True)
+    try:
+        agents = [Prod(to_dist=on(srv)) for _ in range(10)]
+        n = 100_000
+        futs = [agents[i % 10].value(i) for i in range(n)]
+        assert all(f.result(timeout=120) == i for i, f in enumerate(futs))
+    finally:
+        srv.shutdown()
