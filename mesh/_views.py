@@ -13,10 +13,10 @@ def status_lines(info: dict[str, Any]) -> list[str]:
     """The table of one ``status`` reply; ``KeyError`` / ``TypeError`` / ``ValueError`` when it is not one."""
     lines = [f"server {info['name']}  pid {info['pid']}  uptime {info['uptime']:.0f} s  "
              f"load {info['load']}/{info['capacity']}  results {info['results']}  rss {info['rss'] / 2**20:.1f} MiB",
-             f"{'CLASS':<20} {'NAME':<16} {'ID':<34} {'QUEUE':>5} {'SERVED':>7}  DURABLE"]
+             f"{'CLASS':<20} {'NAME':<16} {'ID':<34} {'QUEUE':>5} {'SERVED':>7}  {'DURABLE':<12} AGENT_ID"]
     for a in info["agents"]:
         lines.append(f"{a['class']:<20} {str(a['name']):<16} {a['id']:<34} {a['queue']:>5} {a['served']:>7}  "
-                     f"{durable_cell(a.get('durable'))}")
+                     f"{durable_cell(a.get('durable')):<12} {a.get('agent_id') or '-'}")
         lines += _detail_lines(a.get("detail"))
     return lines + restorable_lines(info)
 

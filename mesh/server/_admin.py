@@ -45,6 +45,7 @@ def status(
         "detached": a.session is None,
         "class": a.cls_name,
         "name": _plain_name(getattr(a.obj, "name", None) if a.obj is not None else None),
+        "agent_id": _plain_name(getattr(a.obj, "agent_id", None) if a.obj is not None else None),
         "queue": len(a.queue),
         "served": a.served,
         **_detail(a.obj),
