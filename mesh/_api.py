@@ -73,6 +73,10 @@ def shutdown() -> None:
 def _close_client() -> None:
     """End the client's session (releases, ``bye``), then close the process's Node."""
     shutdown_client()
+    rt = runtime.current(create=False)
+    if rt is not None and rt.producers:  # servers of this process still serve on its Node: they keep it
+        rt.client_closed = True  # the last of them to stop closes it
+        return
     runtime.reset()
 
 

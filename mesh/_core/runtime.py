@@ -21,7 +21,7 @@ import transport
 from mesh._core import settings as _settings
 from mesh._core.context import blocking
 
-__all__ = ["Runtime", "current", "reset"]
+__all__ = ["Runtime", "current", "release_if_unused", "reset"]
 
 # address -> callable(task id, server run id) -> Future of a result reply
 Producer = Callable[[str, Any], Future]
@@ -45,6 +45,9 @@ class Runtime:
         self.pid = os.getpid()
         # servers hosted in this process, by address: a fetch from one of them skips the network
         self.producers: dict[str, Producer] = {}
+        # mesh.shutdown() ended the client while servers of this process still served: the last
+        # of them to stop closes the runtime (release_if_unused)
+        self.client_closed = False
 
     @property
     def closed(self) -> bool:
@@ -90,4 +93,15 @@ def reset() -> None:
     with _lock:
         rt, _current = _current, None
     if rt is not None and rt.pid == os.getpid():
+        rt.close()
+
+
+def release_if_unused(rt: Runtime) -> None:
+    """An in-process server stopped: close ``rt`` if it was the last one and the client is closed."""
+    global _current
+    with _lock:
+        if _current is not rt or not rt.client_closed or rt.producers:
+            return
+        _current = None
+    if rt.pid == os.getpid():
         rt.close()

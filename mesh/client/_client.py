@@ -202,7 +202,9 @@ def get_client() -> Client:
         return c
     with _lock:
         if _client is None or not _client.live():
-            _client = Client(runtime.current())
+            rt = runtime.current()
+            rt.client_closed = False  # a client again: the runtime stays when its servers stop
+            _client = Client(rt)
             activate(_client.releases)
         return _client
 

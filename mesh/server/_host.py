@@ -169,3 +169,5 @@ class Host:
                 time.sleep(_REPLY_DRAIN)
         if self.router is not None:
             self.router.close()
+        if rt is not None:
+            runtime.release_if_unused(rt)  # mesh.shutdown() ran while this server served: now it can close
