@@ -49,6 +49,8 @@ _DEAD_FOR = 5.0  # seconds a server that failed a ping is skipped (doubled per f
 _DEAD_MAX = 60.0
 _FIRST = 0.06  # s: nothing announced this long after the mDNS query went out: no server (use the child)
 _QUIET = 0.04  # s: the first placement waits until no record or answer came for this long
+_QUIET_LIST = 0.15  # s: a listing waits this long after the last announcement or answer (mDNS
+# responders may delay an answer by up to 120 ms, RFC 6762 section 6)
 _REFRESH = 1.0  # s: a server's ping is renewed this often in the background
 _IDLE = 60.0  # s: the background refresh stops after this long without a placement or listing
 
@@ -250,8 +252,12 @@ def servers(timeout: float = 1.0) -> list[ServerInfo]:
     Servers that were announced but do not answer this process (down, or
     their secret differs from ours) are left out; :func:`survey` tells them.
 
+    Returns as soon as the answers are in: once every announced server answered its ping and
+    nothing new came for a short quiet time (0.15 s), or about 60 ms after the mDNS query when
+    nothing at all is announced; ``timeout`` bounds the wait for announcements.
+
     Args:
-        timeout: seconds to listen for announcements.
+        timeout: seconds to listen for announcements at most (0: the servers known now).
     """
     return survey(timeout)[0]
 
@@ -262,12 +268,12 @@ def survey(timeout: float = 1.0) -> tuple[list[ServerInfo], list[tuple[Any, str]
     Every candidate is asked again (at most ``MAX_SERVERS``; the others are reported as not tried).
     """
     browser = _get_browser()
-    records = browser.wait(timeout, lambda found: False) if timeout > 0 else browser.servers()
     start = time.monotonic()
     with _cond:
         st = _state
         st.used = start
-        chosen, left = _candidates(records, st, start)
+        records = _listen(browser, st, start, timeout) if timeout > 0 else browser.servers()
+        chosen, left = _candidates(records, st, time.monotonic())
         deadline = start + _PING_TIMEOUT * (len(chosen) // MAX_PINGS + 1) + 1.0
         while not st.closed:
             _send_pings(chosen, st, time.monotonic(), since=start)
@@ -288,6 +294,40 @@ def survey(timeout: float = 1.0) -> tuple[list[ServerInfo], list[tuple[Any, str]
     failed += [(rec, f"not tried: more than {MAX_SERVERS} servers announced (MESH_DISCOVERY_MAX_SERVERS)")
                for rec in left]
     return sorted(live, key=lambda s: (s.agents / max(s.capacity, 1), s.load, s.name)), failed
+
+
+def _listen(browser: Any, st: _State, start: float, timeout: float) -> list[Any]:
+    """The announced servers, once answers stopped coming (call with ``_cond`` held).
+
+    Returns when nothing was announced ``_FIRST`` s after the mDNS query went out, or when
+    every candidate answered its ping and nothing new came for ``_QUIET_LIST`` s; at the
+    latest after ``timeout``. Pings go out as records arrive, so they overlap the listening.
+    """
+    deadline = start + timeout
+    known: set[str] = set()
+    last = start
+    while True:
+        records = browser.servers()
+        now = time.monotonic()
+        new = {r.address for r in records} - known
+        if new:
+            known |= new
+            last = now
+        if now >= deadline or st.closed:
+            return records
+        _send_pings(records, st, now, since=start)
+        if not known:
+            asked = browser.asked_at()
+            wake = now + 0.005 if asked is None else max(asked, start) + _FIRST
+            if asked is not None and now >= wake:
+                return records  # nothing announced anywhere
+        else:
+            quiet_at = max(last, st.last_event) + _QUIET_LIST
+            chosen, _ = _candidates(records, st, now)
+            if now >= quiet_at and all(st.result.get(r.address, (-1.0, None))[0] >= start for r in chosen):
+                return records
+            wake = quiet_at if now < quiet_at else now + 0.05
+        _cond.wait(max(0.001, min(wake, deadline, now + 0.05) - now))
 
 
 def _why(exc: BaseException) -> str:
