@@ -272,7 +272,9 @@ def survey(timeout: float = 1.0) -> tuple[list[ServerInfo], list[tuple[Any, str]
     with _cond:
         st = _state
         st.used = start
-        records = _listen(browser, st, start, timeout) if timeout > 0 else browser.servers()
+        if timeout > 0:
+            _settle(browser, st, timeout, quiet=_QUIET_LIST, since=start)
+        records = browser.servers()
         chosen, left = _candidates(records, st, time.monotonic())
         deadline = start + _PING_TIMEOUT * (len(chosen) // MAX_PINGS + 1) + 1.0
         while not st.closed:
@@ -296,40 +298,6 @@ def survey(timeout: float = 1.0) -> tuple[list[ServerInfo], list[tuple[Any, str]
     return sorted(live, key=lambda s: (s.agents / max(s.capacity, 1), s.load, s.name)), failed
 
 
-def _listen(browser: Any, st: _State, start: float, timeout: float) -> list[Any]:
-    """The announced servers, once answers stopped coming (call with ``_cond`` held).
-
-    Returns when nothing was announced ``_FIRST`` s after the mDNS query went out, or when
-    every candidate answered its ping and nothing new came for ``_QUIET_LIST`` s; at the
-    latest after ``timeout``. Pings go out as records arrive, so they overlap the listening.
-    """
-    deadline = start + timeout
-    known: set[str] = set()
-    last = start
-    while True:
-        records = browser.servers()
-        now = time.monotonic()
-        new = {r.address for r in records} - known
-        if new:
-            known |= new
-            last = now
-        if now >= deadline or st.closed:
-            return records
-        _send_pings(records, st, now, since=start)
-        if not known:
-            asked = browser.asked_at()
-            wake = now + 0.005 if asked is None else max(asked, start) + _FIRST
-            if asked is not None and now >= wake:
-                return records  # nothing announced anywhere
-        else:
-            quiet_at = max(last, st.last_event) + _QUIET_LIST
-            chosen, _ = _candidates(records, st, now)
-            if now >= quiet_at and all(st.result.get(r.address, (-1.0, None))[0] >= start for r in chosen):
-                return records
-            wake = quiet_at if now < quiet_at else now + 0.05
-        _cond.wait(max(0.001, min(wake, deadline, now + 0.05) - now))
-
-
 def _why(exc: BaseException) -> str:
     if isinstance(exc, AuthenticationError):
         return "its secret differs from this process's (or one side has none)"
@@ -341,8 +309,12 @@ def _why(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- placement
-def _settle(browser: Any, st: _State, window: float) -> None:
-    """Wait until answers stop arriving (see the module docstring); call with ``_cond`` held."""
+def _settle(browser: Any, st: _State, window: float, *, quiet: float = _QUIET, since: float | None = None) -> None:
+    """Wait until answers stop arriving (see the module docstring); call with ``_cond`` held.
+
+    ``quiet``: seconds without news that end it; ``since``: ping every candidate not answered
+    since then (a listing), not only those due for a refresh.
+    """
     start = time.monotonic()
     deadline = start + max(0.0, window)
     st.last_event = start
@@ -354,7 +326,7 @@ def _settle(browser: Any, st: _State, window: float) -> None:
         if new:
             known |= new
             st.last_event = now
-        _send_pings(records, st, now)
+        _send_pings(records, st, now, since=since)
         if now >= deadline:
             return
         if not known:
@@ -364,11 +336,11 @@ def _settle(browser: Any, st: _State, window: float) -> None:
                 return  # nothing announced anywhere: the caller's child server
             wake = first if asked is not None else now + 0.005
         else:
-            quiet = now - st.last_event >= _QUIET
+            still = now - st.last_event >= quiet
             unanswered = [a for a in known if st.result.get(a, (-1.0, None))[0] < start]
-            if quiet and (not unanswered or (st.live and now - st.last_event >= 3 * _QUIET)):
+            if still and (not unanswered or (st.live and now - st.last_event >= 3 * quiet)):
                 return  # every candidate answered (or a slow one is left to the background refresh)
-            wake = st.last_event + (_QUIET if not unanswered or not st.live else 3 * _QUIET)
+            wake = st.last_event + (quiet if not unanswered or not st.live else 3 * quiet)
         _cond.wait(max(0.001, min(wake, deadline, now + 0.05) - now))
 
 
