@@ -178,8 +178,8 @@ def create(
     _check_resolves(address)
     client = get_client()
     object_id = object_id or ids.new_chain()  # unique across processes; no system call per object
-    if by_value is None:
-        by_value = (address, cls) in _by_value
+    if by_value is None:  # a script's class (__main__) is never importable there: by value from the start
+        by_value = cls.__module__ == "__main__" or (address, cls) in _by_value
     methods = _methods(cls)
     if not wait_reply and name is None and (address, cls) in _proven:
         fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value)
