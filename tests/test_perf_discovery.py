@@ -68,3 +68,21 @@ def test_first_to_dist_prefers_a_discovered_server_and_stops_the_spare_child(dis
     assert obj.echo("x") == "x"
     # the spare child started for the race is stopped again, as nothing was placed on it
     wait_until(lambda: _placement.child() is None, timeout=20)
+
+
+def test_a_known_server_slow_to_answer_a_ping_is_kept_with_its_connection(discovery_on, spawn_server):
+    """Busy (here: stopped briefly), not gone: a server that answered before stays listed and keeps
+    its connection, so the creations and calls queued there are not failed by the listing."""
+    mesh.init(heartbeat_timeout=30)  # the transport's heartbeat, not a ping's timeout, tells a dead server
+    srv = spawn_server(port=0, capacity=4, advertise=True, name="busy")
+    assert [s.name for s in mesh.servers(timeout=5)] == ["busy"]
+    obj = Echo(to_dist={"host": srv.host, "port": srv.port})
+    srv._proc.send_signal(19)  # SIGSTOP: the next ping times out
+    try:
+        pending = obj.echo.remote("still here")
+        for _ in range(2):  # each listing pings it again, and waits out the ping's timeout
+            assert [s.name for s in mesh.servers(timeout=0.2)] == ["busy"]
+    finally:
+        srv._proc.send_signal(18)
+    assert pending.result(timeout=30) == "still here"
+    assert obj.echo(1) == 1

@@ -39,9 +39,8 @@ from mesh._errors import AuthenticationError, CallTimeout, MeshError, ServerUnav
 from mesh.client._client import get_client
 from mesh.client._replies import decode_plain, translate
 
-__all__ = [
-    "MAX_PINGS", "MAX_SERVERS", "ServerInfo", "choose", "close_browser", "mark_dead", "servers", "settled", "survey",
-]
+__all__ = ["MAX_PINGS", "MAX_SERVERS", "ServerInfo", "choose", "close_browser", "mark_dead", "servers", "settled",
+           "survey"]
 
 
 _PING_TIMEOUT = 1.0
@@ -49,8 +48,7 @@ _DEAD_FOR = 5.0  # seconds a server that failed a ping is skipped (doubled per f
 _DEAD_MAX = 60.0
 _FIRST = 0.06  # s: nothing announced this long after the mDNS query went out: no server (use the child)
 _QUIET = 0.04  # s: the first placement waits until no record or answer came for this long
-_QUIET_LIST = 0.15  # s: a listing waits this long after the last announcement or answer (mDNS
-# responders may delay an answer by up to 120 ms, RFC 6762 section 6)
+_QUIET_LIST = 0.15  # s: a listing's quiet time (mDNS responders may delay an answer 120 ms, RFC 6762 s. 6)
 _REFRESH = 1.0  # s: a server's ping is renewed this often in the background
 _IDLE = 60.0  # s: the background refresh stops after this long without a placement or listing
 
@@ -226,6 +224,12 @@ def _record(st: _State, rec: Any, info: ServerInfo | None, error: BaseException 
         st.fails.pop(a, None)
     else:
         exc = translate(error) if error is not None else MeshError("no reply")
+        if isinstance(exc, CallTimeout) and a in st.live and not st.closed:
+            # answered before, slow now (our creations queued there): busy, not gone; a dead or hung
+            # one is told by the transport's heartbeat, which fails the ping (and every call) soon after
+            st.result[a] = (now, None)
+            _cond.notify_all()
+            return
         st.live.pop(a, None)
         st.result[a] = (now, _why(exc))
         fails = st.fails[a] = min(st.fails.get(a, 0) + 1, 16)
