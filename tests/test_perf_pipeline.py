@@ -137,3 +137,14 @@ def test_pipelined_creations_on_a_discovered_server_that_died_move_to_a_live_one
     later = [Gate("/").to_dist() for _ in range(4)]
     assert [o.add(1) for o in later] == [1] * 4
     assert {o._mesh_address for o in later} == {b.address}
+
+
+def test_objects_of_a_class_sent_by_value_share_one_class_on_the_server(spawn_server):
+    srv = spawn_server(port=0, capacity=8)
+
+    class Local(metaclass=mesh.RpcMeta):  # only by value: the server cannot import it
+        def cls_id(self) -> int:
+            return id(type(self))
+
+    objs = [Local(to_dist=on(srv)) for _ in range(4)]
+    assert len({o.cls_id() for o in objs}) == 1  # unpickled once, not once per object
