@@ -219,20 +219,21 @@ def _send_create(
     client: Any, address: str, cls: type, args: tuple, kwargs: dict, object_id: str, name: str | None,
     detached: bool, attrs: dict | None, by_value: bool,
 ) -> Any:
-    with _class_by_value(cls) if by_value else contextlib.nullcontext():
-        payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
-        if attrs:
-            payload["attrs"] = attrs  # kept across to_dist(), e.g. an agent's agent_id
-        if by_value:
-            payload["blob"] = _blob(cls)
-            payload["py"] = wire.PY_VERSION
-        header: dict[str, Any] = {"op": wire.CREATE, "obj": object_id, "cls": ref_of(cls)}
-        if name is not None:
-            header["name"] = str(name)
-        if detached:
-            header["detached"] = 1
-        else:
-            client.own(address)
+    payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
+    if attrs:
+        payload["attrs"] = attrs  # kept across to_dist(), e.g. an agent's agent_id
+    header: dict[str, Any] = {"op": wire.CREATE, "obj": object_id, "cls": ref_of(cls)}
+    if name is not None:
+        header["name"] = str(name)
+    if detached:
+        header["detached"] = 1
+    else:
+        client.own(address)
+    if not by_value:
+        return client.request(address, header, payload, timeout=client.settings.call_timeout)
+    payload["blob"] = _blob(cls)
+    payload["py"] = wire.PY_VERSION
+    with _class_by_value(cls):  # the arguments may hold instances of the module's classes
         return client.request(address, header, payload, timeout=client.settings.call_timeout)
 
 
@@ -244,7 +245,8 @@ def _blob(cls: type) -> bytes:
     """The class pickled by value, made once per class (a thousand creations send the same bytes)."""
     blob = _blobs.get(cls)
     if blob is None:
-        blob = _blobs[cls] = cloudpickle.dumps(cls)
+        with _class_by_value(cls):
+            blob = _blobs[cls] = cloudpickle.dumps(cls)
     return blob
 
 
