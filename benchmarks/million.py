@@ -114,13 +114,19 @@ def create(cls: type, n: int, samples: list) -> tuple[list, float]:
     return agents, seconds
 
 
-def round_trip(agents: list, call, check, samples: list) -> tuple[float, int]:
+def round_trip(agents: list, call, check, samples: list, issue_samples: list | None = None) -> tuple[float, int]:
     """Issue one call per agent, then read every reply in order (one plain thread)."""
     n = len(agents)
     step = max(1, n // 200)
+    issue_samples = [] if issue_samples is None else issue_samples
     t0 = time.perf_counter()
-    futures = [call(a, i) for i, a in enumerate(agents)]
+    futures = []
+    for i, a in enumerate(agents):
+        futures.append(call(a, i))
+        if i % step == 0:
+            issue_samples.append((time.perf_counter() - t0, i))
     issued = time.perf_counter() - t0
+    issue_samples.append((issued, n))
     samples.append((issued, 0))
     wrong = 0
     for i, f in enumerate(futures):
@@ -152,7 +158,8 @@ def main() -> int:
         agents, create_s = create(Small, args.agents, create_samples)
         srv_created = servers_mem(proc.pid)
         round_samples: list = []
-        round_s, wrong = round_trip(agents, lambda a, i: a.ping(i), lambda i, v: v == 2 * i, round_samples)
+        issue_samples: list = []
+        round_s, wrong = round_trip(agents, lambda a, i: a.ping(i), lambda i, v: v == 2 * i, round_samples, issue_samples)
         srv = servers_mem(proc.pid)
         cli = mem(os.getpid())
         placed: dict[str, int] = {}
@@ -166,7 +173,7 @@ def main() -> int:
             "server_rss_per_agent": (srv_created[0] - srv_base) / n,
             "client_rss": cli[0], "client_hwm": cli[1], "client_rss_base": cli_base,
             "client_per_agent": (cli[0] - cli_base) / n,
-            "progress": {"create": create_samples, "round": round_samples},
+            "progress": {"create": create_samples, "round": round_samples, "issue": issue_samples},
         })
         rows += [
             {"figure": f"create {n:,} agents (plain to_dist)", "value": f"{create_s:.1f} s", "rate": f"{n / create_s:,.0f}/s"},
