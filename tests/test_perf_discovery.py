@@ -12,7 +12,7 @@ from conftest import wait_until
 from mesh import _placement
 
 
-class Echo(metaclass=mesh.RpcMeta):
+class PerfEcho(metaclass=mesh.RpcMeta):
     def echo(self, x):
         return x
 
@@ -54,7 +54,7 @@ def test_servers_still_waits_for_a_slow_ping_within_its_timeout(discovery_on, sp
 
 
 def test_first_to_dist_without_servers_uses_the_child_started_in_parallel(discovery_on):
-    objs = [Echo().to_dist() for _ in range(3)]
+    objs = [PerfEcho().to_dist() for _ in range(3)]
     child = _placement.child()
     assert child is not None
     assert {o._mesh_address for o in objs} == {child.address}
@@ -63,7 +63,7 @@ def test_first_to_dist_without_servers_uses_the_child_started_in_parallel(discov
 
 def test_first_to_dist_prefers_a_discovered_server_and_stops_the_spare_child(discovery_on, spawn_server):
     srv = spawn_server(port=0, capacity=4, advertise=True)
-    obj = Echo().to_dist()
+    obj = PerfEcho().to_dist()
     assert obj._mesh_address == srv.address
     assert obj.echo("x") == "x"
     # the spare child started for the race is stopped again, as nothing was placed on it
@@ -76,7 +76,7 @@ def test_a_known_server_slow_to_answer_a_ping_is_kept_with_its_connection(discov
     mesh.init(heartbeat_timeout=30)  # the transport's heartbeat, not a ping's timeout, tells a dead server
     srv = spawn_server(port=0, capacity=4, advertise=True, name="busy")
     assert [s.name for s in mesh.servers(timeout=5)] == ["busy"]
-    obj = Echo(to_dist={"host": srv.host, "port": srv.port})
+    obj = PerfEcho(to_dist={"host": srv.host, "port": srv.port})
     srv._proc.send_signal(19)  # SIGSTOP: the next ping times out
     try:
         pending = obj.echo.remote("still here")
