@@ -46,6 +46,7 @@ class _Entry:
 _inflight = [0]  # creations sent and not answered yet (a list: changed under _lock)
 _lock = threading.Lock()
 
+
 class CreatingObject(RpcObject):
     """A proxy whose ``create`` may not be answered yet (same layout as ``RpcObject``).
 
