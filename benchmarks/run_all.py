@@ -2,7 +2,7 @@
 
 Run it inside the isolated network namespace (every benchmark opens sockets):
 
-    bin/isolated .venv/bin/python benchmarks/run_all.py [--repeat 3] [--only latency,fanout] [--out DIR]
+    bin/isolated .venv/bin/python benchmarks/run_all.py [--repeat 3] [--only latency,fanout] [--out DIR] [--quick]
 
 Each benchmark runs as its own process (``sys.executable``), ``--repeat`` times;
 run i of benchmark X writes ``OUT/X.i.json`` (``OUT/X.json`` when --repeat is 1).
@@ -34,6 +34,24 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "fanout": ("fanout.py", []),
     "webagent_5x1s": ("webagent_speedup.py", ["--sleep", "1"]),
     "webagent_100x5s": ("webagent_speedup.py", ["--agents", "100", "--sleep", "5", "--no-sequential"]),
+    "footprint": ("footprint.py", []),
+    "million": ("million.py", ["--agents", "100000"]),
+    "many_hosts": ("many_hosts.py", ["--hosts", "5,20,50", "--agents", "20000"]),
+}
+
+# --quick: the same figures at small sizes, the whole run under 2 minutes (a smoke run, not a measurement)
+QUICK: dict[str, list[str]] = {
+    "latency": ["--calls", "1000", "--warmup", "100", "--reps", "1"],
+    "throughput": ["--calls", "2000", "--reps", "1"],
+    "child_start": ["--runs", "2", "--mode", "pyc"],
+    "bulk_bytes": ["--reps", "5", "--warmup", "2"],
+    "placeholder_transfer": ["--sizes", "10", "--reps", "3", "--warmup", "1"],
+    "fanout": ["--rounds", "2"],
+    "webagent_5x1s": ["--sleep", "1", "--no-sequential"],
+    "webagent_100x5s": ["--agents", "100", "--sleep", "1", "--no-sequential"],
+    "footprint": ["--runs", "1"],
+    "million": ["--agents", "5000", "--sleep-agents", "2000"],
+    "many_hosts": ["--hosts", "5", "--agents", "2000"],
 }
 
 
@@ -89,6 +107,45 @@ def _figures(name: str, d: dict[str, Any]) -> list[tuple[str, float, str, bool |
             ("server PSS MiB", d["server_mem_mib"]["after_calls"]["Pss"], "<= 60",
              d["server_mem_mib"]["after_calls"]["Pss"] <= 60),
         ]
+    if name == "footprint":
+        return [
+            ("server PSS MiB", d["server_mib"]["pss"], "<= 17", d["server_mib"]["pss"] <= 17),
+            ("raw server PSS MiB", d["raw_server_mib"]["pss"], "", None),
+            ("server USS MiB", d["server_mib"]["uss"], "", None),
+            ("child server launch s", d["child_start_s"], "< 0.1", d["child_start_s"] < 0.1),
+            ("init 5 agents, running server s", d["init_s"], "<= 0.003", d["init_s"] <= 0.003),
+        ]
+    if name == "million":  # judged extrapolated to 1,000,000 agents (base + per agent x 1e6)
+        per = 1e6 / d["agents"]
+        srv_1m = (d["server_rss_base"] + d["server_rss_per_agent"] * 1e6) / 2**20
+        cli_1m = (d["client_rss_base"] + d["client_per_agent"] * 1e6) / 2**20
+        out = [
+            ("agents", d["agents"], "", None),
+            ("create agents/s", d["create_per_s"], "", None),
+            ("round calls/s", d["calls_per_s"], "", None),
+            ("wall s (create + round)", d["wall_s"], "", None),
+            ("wall s extrapolated to 1M", d["wall_s"] * per, "<= 120", d["wall_s"] * per <= 120),
+            ("server RSS MiB", d["server_rss"] / 2**20, "", None),
+            ("server RSS MiB extrapolated to 1M", srv_1m, "<= 2048", srv_1m <= 2048),
+            ("client RSS MiB", d["client_rss"] / 2**20, "", None),
+            ("client RSS MiB extrapolated to 1M", cli_1m, "<= 1024", cli_1m <= 1024),
+            ("wrong replies", d["wrong"], "0", d["wrong"] == 0),
+        ]
+        if "sleep" in d:
+            sl = d["sleep"]
+            out.append(("sleeping round s", sl["round_s"], f"~{sl['longest_sleep_s']:.2f}",
+                        sl["round_s"] <= 1.5 * sl["longest_sleep_s"]))
+        return out
+    if name == "many_hosts":
+        out = []
+        for r in d["results"]:
+            h = r["hosts"]
+            out += [
+                (f"{h} hosts: servers() s", r["servers_s"], "<= 1", r["servers_s"] <= 1 and r["servers_listed"] == h),
+                (f"{h} hosts: create/s", r["create_per_s"], "flat", None),
+                (f"{h} hosts: max deviation from even", r["max_deviation"], "<= 0.1", r["max_deviation"] <= 0.1),
+            ]
+        return out
     if name.startswith("webagent"):
         out = [("init child s", d["init_child_s"], "", None), ("init running server s", d["init_running_server_s"], "", None)]
         if d.get("sequential_s"):
@@ -99,8 +156,10 @@ def _figures(name: str, d: dict[str, Any]) -> list[tuple[str, float, str, bool |
     return []
 
 
-def run_one(name: str, json_path: str, timeout: float) -> tuple[int, float]:
+def run_one(name: str, json_path: str, timeout: float, quick: bool = False) -> tuple[int, float]:
     script, extra = BENCHMARKS[name]
+    if quick:
+        extra = QUICK.get(name, extra)
     cmd = [sys.executable, os.path.join(HERE, script), *extra, "--json", json_path]
     env = dict(os.environ, MESH_DISCOVERY="0")
     print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
@@ -119,6 +178,7 @@ def main() -> int:
     ap.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     ap.add_argument("--skip", help="comma-separated benchmarks to leave out")
     ap.add_argument("--out", default=os.path.join(HERE, "out"), help="directory for the JSON files (default benchmarks/out)")
+    ap.add_argument("--quick", action="store_true", help="small sizes, one run each: the whole table in under 2 minutes")
     ap.add_argument("--timeout", type=float, default=300, help="seconds one benchmark run may take (default 300)")
     args = ap.parse_args()
     if not os.environ.get("MESH_ISOLATED"):
@@ -140,7 +200,7 @@ def main() -> int:
             path = os.path.join(args.out, f"{name}.json" if args.repeat == 1 else f"{name}.{i}.json")
             if os.path.exists(path):
                 os.remove(path)
-            rc, seconds = run_one(name, path, args.timeout)
+            rc, seconds = run_one(name, path, args.timeout, args.quick)
             status.setdefault(name, []).append({"run": i, "rc": rc, "seconds": seconds, "json": path})
             if rc == 0 and os.path.exists(path):
                 with open(path) as fh:

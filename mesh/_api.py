@@ -6,7 +6,7 @@ import atexit
 import logging
 from typing import Any
 
-from mesh import _placement
+from mesh import _pipeline, _placement
 from mesh._core import redis_results, runtime, settings as _settings, wire
 from mesh._core.address import normalize_address
 from mesh._errors import AgentNotFound, MeshError
@@ -124,6 +124,10 @@ def delete(obj: RpcObject) -> None:
     """
     if not isinstance(obj, RpcObject):
         raise TypeError(f"mesh.delete takes a remote object (RpcObject), not {type(obj).__name__}")
+    try:
+        _pipeline.settle(obj)  # a pipelined creation: its answer first (the delete must come after it)
+    except MeshError as exc:
+        raise AgentNotFound(f"this {obj._mesh_cls} was never created: {exc}") from None
     address = obj._mesh_address
     get_client().call(address, {"op": wire.DELETE, "obj": obj._mesh_id}, None, timeout=10.0)
 

@@ -15,7 +15,6 @@ import signal
 import sys
 import threading
 import time
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import transport
@@ -41,11 +40,6 @@ MIN_SECRET_BYTES = 16
 """A secret shorter than this gets a warning (``secrets.token_urlsafe(32)`` makes 43 bytes)."""
 
 
-def _version() -> str:
-    try:
-        return version("zmq-agent-mesh")
-    except PackageNotFoundError:  # a source tree that is not installed: the package's own (imported first)
-        return sys.modules["mesh"].__version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="zmq-agent-server", description="Agent servers of the ZeroMQ agent mesh.",
         epilog="AgentScope's `as_server start ...` command lines run as `zmq-agent-server start ...`.",
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--version", action=views.VersionAction)
     sub = p.add_subparsers(dest="command", required=True, metavar="{start,list,status,stop,top}")
 
     s = sub.add_parser("start", help="run an agent server in the foreground")

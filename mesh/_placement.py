@@ -10,13 +10,14 @@ import contextlib
 import logging
 import sys
 import threading
-import uuid
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cloudpickle
 
-from mesh._core import settings as _settings, wire
+from mesh import _pipeline
+from mesh._core import ids, settings as _settings, wire
 from mesh._core.address import check_resolves, normalize_address
 from mesh._errors import MeshError, ServerUnavailable
 from mesh.client import RpcObject, _restart
@@ -45,21 +46,28 @@ _child: Any = None
 _child_used = False  # something placed on the child server (else it may be a spare, see _start_spare)
 _child_lock = threading.Lock()
 _by_value: set[tuple[str, type]] = set()  # (server, class) pairs that need the class by value
+_resolved: set[str] = set()  # addresses whose host resolved once (not asked again per object)
+_proven: set[tuple[str, type]] = set()  # (server, class) pairs created once: later creations pipeline
+_tables: weakref.WeakKeyDictionary[type, dict] = weakref.WeakKeyDictionary()  # class -> its proxies' method table
+_blobs: weakref.WeakKeyDictionary[type, bytes] = weakref.WeakKeyDictionary()  # class -> cloudpickle.dumps(class)
 # AgentScope's to_dist options that have no meaning here: accepted, so migrated code runs
 _AGENTSCOPE_OPTIONS = {"max_pool_size", "max_timeout_seconds", "local_mode", "lazy_launch", "max_expire_time"}
 _pickle_lock = threading.RLock()
 
 
-def place(cls: type, args: tuple, kwargs: dict, conf: DistConf) -> RpcObject:
-    """Create ``cls(*args, **kwargs)`` on a server chosen by ``conf`` and return its proxy."""
+def place(cls: type, args: tuple, kwargs: dict, conf: DistConf, *, wait_reply: bool = False) -> RpcObject:
+    """Create ``cls(*args, **kwargs)`` on a server chosen by ``conf`` and return its proxy.
+
+    ``wait_reply``: never pipeline (see :func:`create`).
+    """
     unknown = set(conf) - {"host", "port", "name", "detached", "_attrs", "checkpoint", "max_restarts"} - _AGENTSCOPE_OPTIONS
     if unknown:
         raise TypeError(f"unknown to_dist option(s): {', '.join(sorted(unknown))}")
     ignored = set(conf) & _AGENTSCOPE_OPTIONS
     if ignored:
         log.debug("to_dist ignores AgentScope option(s): %s", ", ".join(sorted(ignored)))
-    options = {"name": conf.get("name"), "detached": bool(conf.get("detached")), "attrs": conf.get("_attrs"),
-               "durable": _durable_options(conf)}
+    options: dict[str, Any] = {"name": conf.get("name"), "detached": bool(conf.get("detached")),
+                               "attrs": conf.get("_attrs"), "durable": _durable_options(conf), "wait_reply": wait_reply}
     host, port = conf.get("host"), conf.get("port")
     if host is None and port is not None:
         host = "127.0.0.1"  # a port alone means this machine, as in AgentScope
@@ -70,8 +78,12 @@ def place(cls: type, args: tuple, kwargs: dict, conf: DistConf) -> RpcObject:
         address = _discovered()
         if address is None:
             break
+        def elsewhere(dead: str = address) -> RpcObject:  # a pipelined create found it gone: place it again
+            mark_dead(dead)
+            return place(cls, args, kwargs, conf, wait_reply=True)  # (a new object id: none was used yet)
+
         try:
-            obj = create(address, cls, args, kwargs, **options)
+            obj = create(address, cls, args, kwargs, elsewhere=elsewhere, **options)
         except ServerUnavailable:
             mark_dead(address)
             continue
@@ -164,21 +176,31 @@ def _discovered() -> str | None:
 
 
 def _check_resolves(address: str) -> None:
+    if address in _resolved:
+        return
     try:
         check_resolves(address)
     except OSError as exc:
         host = address[len("tcp://"):].rpartition(":")[0].strip("[]")
         raise ServerUnavailable(f"{address}: cannot resolve host {host!r}: {exc}") from None
+    if len(_resolved) < 4096:
+        _resolved.add(address)
 
 
 def create(
     address: str, cls: type, args: tuple, kwargs: dict, *, name: str | None = None, detached: bool = False,
-    attrs: dict | None = None, durable: tuple[int, int] | None = None,
+    attrs: dict | None = None, durable: tuple[int, int] | None = None, object_id: str | None = None,
+    by_value: bool | None = None, wait_reply: bool = False, elsewhere: Callable[[], RpcObject] | None = None,
 ) -> RpcObject:
     """Create the object on ``address``, sending its class by value if the server lacks it.
 
     A detached object outlives this process; others are deleted when it exits
     (or stops renewing its lease). ``name`` registers it for :func:`mesh.get`.
+
+    The first creation of a class on a server waits for the server's answer; later ones are
+    pipelined (:mod:`mesh._pipeline`): the proxy comes back at once, and an error shows at its
+    first use. A named object, and ``wait_reply``, always wait. ``elsewhere()``: where a pipelined
+    create goes when the server turns out to be unavailable (placement by discovery).
 
     Raises:
         ServerUnavailable, AuthenticationError: the server cannot be used.
@@ -186,28 +208,23 @@ def create(
     """
     _check_resolves(address)
     client = get_client()
-    ref = f"{cls.__module__}:{cls.__qualname__}"
-    object_id = uuid.uuid4().hex
-    by_value = (address, cls) in _by_value
-    timeout = client.settings.call_timeout
+    object_id = object_id or ids.new_chain()  # unique across processes; no system call per object
+    if by_value is None:  # a script's class (__main__) is never importable there: by value from the start
+        by_value = cls.__module__ == "__main__" or (address, cls) in _by_value
+    methods = _methods(cls)
+    if not wait_reply and name is None and durable is None and (address, cls) in _proven:  # durable: needs the reply
+        fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value)
+        proxy = _pipeline.make(address, object_id, cls.__name__, methods)
+
+        def again() -> RpcObject:
+            return create(address, cls, args, kwargs, detached=detached, attrs=attrs, object_id=object_id,
+                          by_value=True, wait_reply=True)
+
+        _pipeline.track(proxy, fut, f"creating {cls.__name__} on {address}",
+                        lambda info: _created(client, address, info, detached), again, elsewhere)
+        return proxy
     while True:
-        with _class_by_value(cls) if by_value else contextlib.nullcontext():
-            payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
-            if attrs:
-                payload["attrs"] = attrs  # kept across to_dist(), e.g. an agent's agent_id
-            if by_value:
-                payload["blob"] = cloudpickle.dumps(cls)
-                payload["py"] = wire.PY_VERSION
-            header: dict[str, Any] = {"op": wire.CREATE, "obj": object_id, "cls": ref}
-            if name is not None:
-                header["name"] = str(name)
-            if detached:
-                header["detached"] = 1
-            else:
-                client.own(address)
-            if durable is not None:
-                header["ckpt"], header["restarts"] = durable
-            fut = client.request(address, header, payload, timeout=timeout)
+        fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value, durable)
         reply = wait(fut, None, address)
         if reply[0].get("op") == wire.ERR and reply[0].get("kind") == wire.K_NEEDCLASS and not by_value:
             by_value = True
@@ -215,19 +232,67 @@ def create(
             continue
         info = decode_reply(reply, address)
         break
-    limit = info.get("max_message_size") if isinstance(info, dict) else None
-    if isinstance(limit, int):
-        client.peers.set_limit(address, limit)
-    inst = info.get("inst") if isinstance(info, dict) else None
-    if not detached and isinstance(info, dict) and isinstance(info.get("lease_ttl"), (int, float)):
-        client.own(address, float(info["lease_ttl"]))
-    pool = info.get("pool") if isinstance(info, dict) else None
+    info = info if isinstance(info, dict) else {}
+    _created(client, address, info, detached)
+    _proven.add((address, cls))
     durable_info = _durable_info(info, durable, address, None if detached else client.session)
-    proxy = RpcObject(address, object_id, cls.__name__, dict(cls._mesh_methods), pool, inst,  # type: ignore[attr-defined]
-                      durable_info)
+    proxy = RpcObject(address, object_id, cls.__name__, methods, info.get("pool"), info.get("inst"), durable_info)
     if durable_info is not None and not detached and durable_info["max_restarts"]:
         _restart.watch(proxy)
     return proxy
+
+
+def _methods(cls: type) -> dict:
+    """The method table proxies of ``cls`` share (read only; one copy per class, not per proxy)."""
+    table = _tables.get(cls)
+    if table is None:
+        table = _tables[cls] = dict(cls._mesh_methods)  # type: ignore[attr-defined]
+    return table
+
+
+def _send_create(
+    client: Any, address: str, cls: type, args: tuple, kwargs: dict, object_id: str, name: str | None,
+    detached: bool, attrs: dict | None, by_value: bool, durable: tuple[int, int] | None = None,
+) -> Any:
+    payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
+    if attrs:
+        payload["attrs"] = attrs  # kept across to_dist(), e.g. an agent's agent_id
+    header: dict[str, Any] = {"op": wire.CREATE, "obj": object_id, "cls": ref_of(cls)}
+    if name is not None:
+        header["name"] = str(name)
+    if detached:
+        header["detached"] = 1
+    else:
+        client.own(address)
+    if durable is not None:
+        header["ckpt"], header["restarts"] = durable
+    if not by_value:
+        return client.request(address, header, payload, timeout=client.settings.call_timeout)
+    payload["blob"] = _blob(cls)
+    payload["py"] = wire.PY_VERSION
+    with _class_by_value(cls):  # the arguments may hold instances of the module's classes
+        return client.request(address, header, payload, timeout=client.settings.call_timeout)
+
+
+def ref_of(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _blob(cls: type) -> bytes:
+    """The class pickled by value, made once per class (a thousand creations send the same bytes)."""
+    blob = _blobs.get(cls)
+    if blob is None:
+        with _class_by_value(cls):
+            blob = _blobs[cls] = cloudpickle.dumps(cls)
+    return blob
+
+
+def _created(client: Any, address: str, info: dict, detached: bool) -> None:
+    limit = info.get("max_message_size")
+    if isinstance(limit, int):
+        client.peers.set_limit(address, limit)
+    if not detached and isinstance(info.get("lease_ttl"), (int, float)):
+        client.own(address, float(info["lease_ttl"]))
 
 
 def _durable_info(info: Any, durable: tuple[int, int] | None, address: str, sess: str | None) -> dict | None:
@@ -284,6 +349,7 @@ def child_server(*, spare: bool = False, state_store: str | None = None) -> Any:
 
 def stop_child() -> None:
     global _child, _child_used
+    _proven.clear()  # the next session proves each (server, class) again: a server may have restarted
     with _child_lock:
         server, _child = _child, None
         _child_used = False

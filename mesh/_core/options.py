@@ -82,6 +82,11 @@ def check_host(host: Any) -> str:
 
 def is_interface(name: str) -> bool:
     try:
+        ipaddress.ip_address(name.strip("[]").split("%", 1)[0])
+        return False  # an address, not an interface name: no need to list the interfaces (ifaddr, ctypes)
+    except ValueError:
+        pass
+    try:
         import ifaddr
     except ImportError:  # pragma: no cover  (zeroconf depends on it)
         return False

@@ -48,7 +48,7 @@ _MAGIC = b"MSS1"
 _MAC = 32
 _FRAME = struct.Struct("!I")  # a delta in a directory log: its length, then the sealed delta
 _FRAME_BASE = struct.Struct("!Q")  # the version at the start of a base's payload
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")  # never "." or ".." (no leading dot)
 
 
 def state_key(secret: bytes | None) -> bytes:
@@ -104,7 +104,7 @@ class Record(dict):
 
 def check_id(object_id: str) -> str:
     if not isinstance(object_id, str) or not _SAFE_ID.match(object_id):
-        raise StateStoreError(f"object id {object_id!r:.80} cannot name a durable object (letters, digits, - and _ only)")
+        raise StateStoreError(f"object id {object_id!r:.80} cannot name a durable object (letters, digits, '-', '_' and '.', not first)")
     return object_id
 
 

@@ -39,9 +39,8 @@ from mesh._errors import AuthenticationError, CallTimeout, MeshError, ServerUnav
 from mesh.client._client import get_client
 from mesh.client._replies import decode_plain, translate
 
-__all__ = [
-    "MAX_PINGS", "MAX_SERVERS", "ServerInfo", "choose", "close_browser", "mark_dead", "servers", "settled", "survey",
-]
+__all__ = ["MAX_PINGS", "MAX_SERVERS", "ServerInfo", "choose", "close_browser", "mark_dead", "servers", "settled",
+           "survey"]
 
 
 _PING_TIMEOUT = 1.0
@@ -49,6 +48,7 @@ _DEAD_FOR = 5.0  # seconds a server that failed a ping is skipped (doubled per f
 _DEAD_MAX = 60.0
 _FIRST = 0.06  # s: nothing announced this long after the mDNS query went out: no server (use the child)
 _QUIET = 0.04  # s: the first placement waits until no record or answer came for this long
+_QUIET_LIST = 0.15  # s: a listing's quiet time (mDNS responders may delay an answer 120 ms, RFC 6762 s. 6)
 _REFRESH = 1.0  # s: a server's ping is renewed this often in the background
 _IDLE = 60.0  # s: the background refresh stops after this long without a placement or listing
 
@@ -224,6 +224,12 @@ def _record(st: _State, rec: Any, info: ServerInfo | None, error: BaseException 
         st.fails.pop(a, None)
     else:
         exc = translate(error) if error is not None else MeshError("no reply")
+        if isinstance(exc, CallTimeout) and a in st.live and not st.closed:
+            # answered before, slow now (our creations queued there): busy, not gone; a dead or hung
+            # one is told by the transport's heartbeat, which fails the ping (and every call) soon after
+            st.result[a] = (now, None)
+            _cond.notify_all()
+            return
         st.live.pop(a, None)
         st.result[a] = (now, _why(exc))
         fails = st.fails[a] = min(st.fails.get(a, 0) + 1, 16)
@@ -250,8 +256,12 @@ def servers(timeout: float = 1.0) -> list[ServerInfo]:
     Servers that were announced but do not answer this process (down, or
     their secret differs from ours) are left out; :func:`survey` tells them.
 
+    Returns as soon as the answers are in: once every announced server answered its ping and
+    nothing new came for a short quiet time (0.15 s), or about 60 ms after the mDNS query when
+    nothing at all is announced; ``timeout`` bounds the wait for announcements.
+
     Args:
-        timeout: seconds to listen for announcements.
+        timeout: seconds to listen for announcements at most (0: the servers known now).
     """
     return survey(timeout)[0]
 
@@ -262,12 +272,14 @@ def survey(timeout: float = 1.0) -> tuple[list[ServerInfo], list[tuple[Any, str]
     Every candidate is asked again (at most ``MAX_SERVERS``; the others are reported as not tried).
     """
     browser = _get_browser()
-    records = browser.wait(timeout, lambda found: False) if timeout > 0 else browser.servers()
     start = time.monotonic()
     with _cond:
         st = _state
         st.used = start
-        chosen, left = _candidates(records, st, start)
+        if timeout > 0:
+            _settle(browser, st, timeout, quiet=_QUIET_LIST, since=start)
+        records = browser.servers()
+        chosen, left = _candidates(records, st, time.monotonic())
         deadline = start + _PING_TIMEOUT * (len(chosen) // MAX_PINGS + 1) + 1.0
         while not st.closed:
             _send_pings(chosen, st, time.monotonic(), since=start)
@@ -301,8 +313,12 @@ def _why(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- placement
-def _settle(browser: Any, st: _State, window: float) -> None:
-    """Wait until answers stop arriving (see the module docstring); call with ``_cond`` held."""
+def _settle(browser: Any, st: _State, window: float, *, quiet: float = _QUIET, since: float | None = None) -> None:
+    """Wait until answers stop arriving (see the module docstring); call with ``_cond`` held.
+
+    ``quiet``: seconds without news that end it; ``since``: ping every candidate not answered
+    since then (a listing), not only those due for a refresh.
+    """
     start = time.monotonic()
     deadline = start + max(0.0, window)
     st.last_event = start
@@ -314,7 +330,7 @@ def _settle(browser: Any, st: _State, window: float) -> None:
         if new:
             known |= new
             st.last_event = now
-        _send_pings(records, st, now)
+        _send_pings(records, st, now, since=since)
         if now >= deadline:
             return
         if not known:
@@ -324,11 +340,11 @@ def _settle(browser: Any, st: _State, window: float) -> None:
                 return  # nothing announced anywhere: the caller's child server
             wake = first if asked is not None else now + 0.005
         else:
-            quiet = now - st.last_event >= _QUIET
+            still = now - st.last_event >= quiet
             unanswered = [a for a in known if st.result.get(a, (-1.0, None))[0] < start]
-            if quiet and (not unanswered or (st.live and now - st.last_event >= 3 * _QUIET)):
+            if still and (not unanswered or (st.live and now - st.last_event >= 3 * quiet)):
                 return  # every candidate answered (or a slow one is left to the background refresh)
-            wake = st.last_event + (_QUIET if not unanswered or not st.live else 3 * _QUIET)
+            wake = st.last_event + (quiet if not unanswered or not st.live else 3 * quiet)
         _cond.wait(max(0.001, min(wake, deadline, now + 0.05) - now))
 
 

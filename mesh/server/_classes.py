@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import logging
@@ -17,6 +18,8 @@ from mesh._core.methods import is_rpc_class
 __all__ = ["AgentDirError", "ClassResolver", "load_agent_dir"]
 
 log = logging.getLogger("mesh.server")
+
+_MAX_BLOBS = 256  # classes sent by value kept for reuse (then forgotten, all at once)
 
 
 class AgentDirError(Exception):
@@ -36,6 +39,7 @@ class ClassResolver:
         self._by_ref: dict[str, type] = {}
         self._by_name: dict[str, list[type]] = {}
         self._lock = threading.Lock()
+        self._blobs: dict[bytes, type] = {}  # digest of a class sent by value -> the class it made
         for cls in classes:
             self.add(cls)
 
@@ -56,7 +60,7 @@ class ClassResolver:
         cls = self._known(ref)
         if cls is None and not self.no_code:
             if blob is not None:
-                cls = pickle.loads(blob)
+                cls = self._by_value(blob)
             else:
                 cls = _import(ref)
         if cls is None:
@@ -68,6 +72,20 @@ class ClassResolver:
             return None
         if not is_rpc_class(cls):
             raise TypeError(f"{ref} is not a class made with mesh.RpcMeta; refusing to create it")
+        return cls
+
+    def _by_value(self, blob: bytes) -> Any:
+        """Unpickle a class sent by value, once per distinct blob: the thousand objects of a
+        script's class share one class object (as in one process), not one copy each."""
+        key = hashlib.blake2b(blob, digest_size=16).digest()
+        cls = self._blobs.get(key)
+        if cls is None:
+            cls = pickle.loads(blob)
+            if is_rpc_class(cls):
+                with self._lock:
+                    if len(self._blobs) >= _MAX_BLOBS:
+                        self._blobs.clear()
+                    self._blobs[key] = cls
         return cls
 
     def _known(self, ref: str) -> type | None:

@@ -1,0 +1,162 @@
+"""Start-up and memory (issue 16, target 0): a plain server's memory, raw pyzmq beside it; how long a
+server takes to start; and ``init`` of 5 agents against a running server in a fresh process.
+
+    bin/isolated .venv/bin/python benchmarks/footprint.py [--runs 5] [--json PATH]
+
+1. Memory of an idle server after one call (``/proc/PID/smaps_rollup``, as ``smem`` reads it):
+   RSS, PSS and USS (private pages: what the process alone costs), for ``zmq-agent-server start``
+   and for the raw pyzmq server of ``_raw.py``. Target: PSS <= 17 MiB.
+2. Server start: ``zmq-agent-server start --port 0`` until its ready line (a fresh interpreter),
+   and ``AgentServer(...).launch()`` from a process that imported mesh (the child server).
+   Target: child server < 0.1 s.
+3. Init against a running server: a fresh process imports mesh (timed apart), then creates 5
+   agents with ``to_dist={"host":..., "port":...}`` (timed: the "init" figure) and calls each once.
+   Target: init <= 3 ms.
+
+Bytecode as in ``child_start.py``: a primed cache under benchmarks/out/pycache (an installed package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from _common import ROOT, median, table, write_json  # noqa: E402
+from _raw import RawClient, RawServer  # noqa: E402
+
+PYCACHE = os.path.join(HERE, "out", "pycache")
+TARGETS = {"pss_mib": 17.0, "child_start_s": 0.1, "init_s": 0.003}
+
+INIT = r"""
+import json, sys, time
+sys.path[:0] = [{root!r}, {bench!r}]
+t0 = time.perf_counter()
+import mesh
+from _objects import Echo
+t1 = time.perf_counter()
+objs = [Echo(to_dist={{"host": "127.0.0.1", "port": {port}}}) for _ in range(5)]
+t2 = time.perf_counter()
+assert [o.echo(i) for i, o in enumerate(objs)] == list(range(5))
+t3 = time.perf_counter()
+print(json.dumps({{"import_s": t1 - t0, "init_s": t2 - t1, "first_calls_s": t3 - t2}}))
+"""
+
+CHILD = r"""
+import json, sys, time
+sys.path[:0] = [{root!r}]
+import mesh
+t = time.perf_counter()
+s = mesh.AgentServer(port=0, advertise=False).launch(in_subprocess=True)
+t1 = time.perf_counter()
+s.shutdown()
+print(json.dumps({{"child_start_s": t1 - t}}))
+"""
+
+
+def env() -> dict:
+    e = dict(os.environ, MESH_DISCOVERY="0", PYTHONPYCACHEPREFIX=PYCACHE)
+    e.pop("PYTHONDONTWRITEBYTECODE", None)
+    return e
+
+
+def smaps(pid: int) -> dict[str, float]:
+    """Rss, Pss and Uss (Private_Clean + Private_Dirty) of ``pid``, MiB."""
+    got: dict[str, float] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                got[parts[0].rstrip(":")] = int(parts[1]) / 1024
+    return {"rss": got.get("Rss", 0.0), "pss": got.get("Pss", 0.0),
+            "uss": got.get("Private_Clean", 0.0) + got.get("Private_Dirty", 0.0)}
+
+
+def start_server() -> tuple[subprocess.Popen, int, float]:
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "mesh.server", "start", "--port", "0", "--no-advertise"],
+                            stdout=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    seconds = time.perf_counter() - t
+    if "ready on" not in line:
+        proc.kill()
+        raise RuntimeError(f"server did not start: {line!r}")
+    port = int(line.split("ready on ")[1].split()[0].rsplit(":", 1)[1])
+    return proc, port, seconds
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def fresh(code: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    fresh(CHILD.format(root=ROOT))  # prime the bytecode cache
+    mem_mesh, mem_raw, start_s, child_s, init = [], [], [], [], []
+    for _ in range(args.runs):
+        proc, port, seconds = start_server()
+        try:
+            start_s.append(seconds)
+            init.append(fresh(INIT.format(root=ROOT, bench=HERE, port=port)))
+            mem_mesh.append(smaps(proc.pid))
+        finally:
+            stop(proc)
+        with RawServer() as raw:
+            client = RawClient(raw.address)
+            client.echo(1)
+            client.close()
+            mem_raw.append(smaps(raw.pid))
+        child_s.append(fresh(CHILD.format(root=ROOT))["child_start_s"])
+
+    def med(rows: list[dict], key: str) -> float:
+        return median([r[key] for r in rows])
+
+    res = {
+        "server_mib": {k: med(mem_mesh, k) for k in ("rss", "pss", "uss")},
+        "raw_server_mib": {k: med(mem_raw, k) for k in ("rss", "pss", "uss")},
+        "server_start_s": median(start_s), "child_start_s": median(child_s),
+        "init_s": med(init, "init_s"), "init_first_calls_s": med(init, "first_calls_s"), "import_s": med(init, "import_s"),
+        "runs": {"server": mem_mesh, "raw": mem_raw, "start_s": start_s, "child_start_s": child_s, "init": init},
+    }
+    m, r = res["server_mib"], res["raw_server_mib"]
+    rows = [
+        {"figure": "server PSS MiB (RSS / USS)", "mesh": f"{m['pss']:.1f} ({m['rss']:.1f} / {m['uss']:.1f})",
+         "raw pyzmq": f"{r['pss']:.1f} ({r['rss']:.1f} / {r['uss']:.1f})", "target": "PSS <= 17",
+         "ok": m["pss"] <= TARGETS["pss_mib"]},
+        {"figure": "zmq-agent-server start -> ready s", "mesh": f"{res['server_start_s']:.3f}", "raw pyzmq": "",
+         "target": "", "ok": ""},
+        {"figure": "child server launch() s", "mesh": f"{res['child_start_s']:.3f}", "raw pyzmq": "", "target": "< 0.1",
+         "ok": res["child_start_s"] < TARGETS["child_start_s"]},
+        {"figure": "init: 5 agents, running server, fresh process s", "mesh": f"{res['init_s']:.4f}", "raw pyzmq": "",
+         "target": "<= 0.003", "ok": res["init_s"] <= TARGETS["init_s"]},
+        {"figure": "  then one call each s", "mesh": f"{res['init_first_calls_s']:.4f}", "raw pyzmq": "", "target": "", "ok": ""},
+        {"figure": "  import mesh s", "mesh": f"{res['import_s']:.3f}", "raw pyzmq": "", "target": "", "ok": ""},
+    ]
+    print(table(rows, ["figure", "mesh", "raw pyzmq", "target", "ok"]))
+    write_json(args.json, {"benchmark": "footprint", **res})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

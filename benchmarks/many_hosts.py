@@ -1,0 +1,134 @@
+"""Many hosts (issue 16, target 5): servers on H virtual hosts (tests/vlan.py), one client host that
+finds them by discovery and places agents with plain ``to_dist()``.
+
+    bin/isolated .venv/bin/python benchmarks/many_hosts.py [--hosts 5,20,50] [--agents 100000]
+        [--capacity 8] [--json PATH]
+
+For each H: a virtual LAN of H + 1 hosts; a server on each of hosts 1..H (mDNS, a shared secret);
+on host H + 1 a fresh client process measures
+
+- discovery: ``mesh.servers()`` (default timeout 1 s) until it returns, and how many it lists
+  (goal: all H, in <= 1 s; it returns once the answers are in, not at its timeout);
+- creation: ``--agents`` agents with ``to_dist()`` (no host), agents/s (goal: flat in H);
+- placement: the agents per server, the largest deviation from even (goal: within +-10%);
+- one call per agent, every reply read (calls/s).
+
+Servers are separate processes on the 2 shared cores: with 50 hosts they compete with the client,
+so the figures are the machine's, not the network's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for path in (ROOT, os.path.join(ROOT, "tests"), HERE):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from _common import table, write_json  # noqa: E402
+from vlan import LineReader, VirtualLan, in_isolated_netns  # noqa: E402
+
+PORT = 7200
+
+CLIENT = textwrap.dedent('''
+    import json, sys, time
+    import mesh
+    from _million_agents import Small
+    hosts, n = int(sys.argv[1]), int(sys.argv[2])
+    t = time.perf_counter()
+    found = mesh.servers()
+    first = time.perf_counter() - t
+    first_count = len(found)
+    polls = 0
+    while len(found) < hosts and time.perf_counter() - t < 30:
+        polls += 1
+        found = mesh.servers(timeout=0.2)
+    listed = time.perf_counter() - t
+    t = time.perf_counter()
+    agents = [Small(i).to_dist() for i in range(n)]
+    issued = time.perf_counter() - t
+    futs = [a.ping(i) for i, a in enumerate(agents)]
+    created = None
+    wrong = sum(1 for i, f in enumerate(futs) if f.result() != 2 * i)
+    round_s = time.perf_counter() - t - issued
+    placed = {}
+    for a in agents:
+        placed[a._mesh_address] = placed.get(a._mesh_address, 0) + 1
+    print(json.dumps({"servers_s": first, "servers_listed": first_count, "all_listed_s": listed, "polls": polls,
+                      "listed": len(found), "create_s": issued, "round_s": round_s, "wrong": wrong,
+                      "placed": sorted(placed.values())}), flush=True)
+    mesh.shutdown()
+''')
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e.pop("MESH_REGISTRY_DIR", None)  # per-namespace local registries: the hosts find each other over mDNS
+    e.pop("MESH_PEERS", None)
+    e.update({"MESH_SECRET": "many-hosts-benchmark-secret", "MESH_DISCOVERY": "1",
+              "PYTHONPATH": os.pathsep.join([ROOT, HERE])})
+    return e
+
+
+def one(hosts: int, agents: int, capacity: int) -> dict:
+    with VirtualLan(n=hosts + 1, prefix="mh") as lan:
+        readers = []
+        t = time.perf_counter()
+        for i in range(1, hosts + 1):
+            proc = lan.popen(i, [sys.executable, "-m", "mesh.server", "start", "--host", lan.host_ip(i),
+                                 "--port", str(PORT), "--name", f"host{i}", "--capacity", str(capacity),
+                                 "--max-len", str(max(10000, 2 * agents))],
+                             stdout=subprocess.PIPE, text=True, env=env())
+            readers.append(LineReader(proc.stdout))  # type: ignore[arg-type]
+        for r in readers:
+            r.wait_for(lambda line: "ready on" in line, timeout=120)
+        started = time.perf_counter() - t
+        out = lan.run(hosts + 1, [sys.executable, "-c", CLIENT, str(hosts), str(agents)], timeout=1800,
+                      capture_output=True, text=True, env=env(), cwd=ROOT)
+        if out.returncode != 0:
+            raise RuntimeError(f"client failed ({out.returncode}):\n{out.stdout}\n{out.stderr[-4000:]}")
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+    even = agents / hosts
+    res.update({"hosts": hosts, "agents": agents, "servers_started_s": started,
+                "create_per_s": agents / res["create_s"], "calls_per_s": agents / res["round_s"],
+                "max_deviation": max(abs(v - even) for v in res["placed"]) / even if res["placed"] else None})
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hosts", default="5,20,50", help="comma-separated host counts (default 5,20,50)")
+    ap.add_argument("--agents", type=int, default=100_000)
+    ap.add_argument("--capacity", type=int, default=8)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    if not in_isolated_netns():
+        print("run inside bin/isolated: it builds virtual LANs", file=sys.stderr)
+        return 2
+    results = []
+    for h in [int(x) for x in args.hosts.split(",") if x.strip()]:
+        r = one(h, args.agents, args.capacity)
+        results.append(r)
+        print(f"{h} hosts: servers() {r['servers_s']:.3f} s listing {r['servers_listed']}/{h}; "
+              f"create {r['create_per_s']:,.0f}/s; deviation {100 * r['max_deviation']:.1f}%", flush=True)
+    rows = [{"hosts": r["hosts"], "servers() s": r["servers_s"], "listed": f"{r['servers_listed']}/{r['hosts']}",
+             "all listed s": r["all_listed_s"], "agents": r["agents"], "create/s": round(r["create_per_s"]),
+             "max dev from even %": round(100 * r["max_deviation"], 2), "calls/s": round(r["calls_per_s"]),
+             "wrong": r["wrong"]} for r in results]
+    print()
+    print(table(rows, list(rows[0])))
+    write_json(args.json, {"benchmark": "many_hosts", "results": results,
+                           "goals": "servers() <= 1 s listing all; placement within +-10% of even; create/s flat in hosts"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""A million agents on one machine: create N small agents with plain ``to_dist()`` over the servers of
+``zmq-agent-server start --processes 4`` (found by discovery), then one round calling every agent
+once and reading every reply, all from one plain thread; then the same with coroutine agents whose
+reply sleeps a random 0.5-2 s (a stand-in for an LLM call).
+
+    bin/isolated .venv/bin/python benchmarks/million.py [--agents 1000000] [--processes 4]
+        [--capacity 32] [--skip-sleep] [--sleep-agents N] [--json PATH]
+
+Reported: creation time and rate, round time and calls/s, total wall (creation + round; goal
+<= 120 s at 1,000,000), the servers' total RSS (goal <= 2 GiB) and the client's (goal <= 1 GiB),
+peak (VmHWM) and at the end; for the sleeping round, its wall against the longest sleep. The
+progress over time (agents created, replies read) goes to the JSON for benchmarks/plots/.
+
+The servers get their own mDNS service type and local registry, so only they are discovered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from _common import ROOT, table, write_json  # noqa: E402
+
+RUN = uuid.uuid4().hex[:8]
+os.environ["MESH_SERVICE_TYPE"] = f"_mil{RUN}._tcp.local."
+os.environ["MESH_REGISTRY_DIR"] = os.path.join(tempfile.gettempdir(), f"million-{RUN}")
+os.environ.pop("MESH_PEERS", None)
+os.environ["MESH_DISCOVERY"] = "1"
+
+import mesh  # noqa: E402
+from _million_agents import Napper, Small  # noqa: E402
+
+GOAL_WALL, GOAL_SERVER, GOAL_CLIENT = 120.0, 2 * 2**30, 2**30
+
+
+def mem(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of ``pid`` in bytes (0, 0 if gone)."""
+    out = {"VmRSS:": 0, "VmHWM:": 0}
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                key = line.split(None, 1)[0]
+                if key in out:
+                    out[key] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return out["VmRSS:"], out["VmHWM:"]
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def servers_mem(root: int) -> tuple[int, int]:
+    pids = [p for p in descendants(root)]
+    rss = [mem(p) for p in pids]
+    return sum(r for r, _ in rss), sum(h for _, h in rss)
+
+
+def start_servers(processes: int, capacity: int) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, ROOT, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mesh.server", "start", "--port", "0", "--processes", str(processes),
+         "--capacity", str(capacity), "--max-len", "2000000"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the servers exited ({proc.wait()})")
+        if "ready on" in line:
+            break
+    found = []
+    while time.monotonic() < deadline:
+        found = mesh.servers(timeout=1.0)
+        if len(found) >= processes:
+            break
+    if len(found) < processes:
+        raise RuntimeError(f"discovery lists {len(found)} of {processes} servers")
+    return proc
+
+
+def create(cls: type, n: int, samples: list) -> tuple[list, float]:
+    step = max(1, n // 200)
+    t0 = time.perf_counter()
+    agents = []
+    for i in range(n):
+        agents.append(cls(i).to_dist())
+        if i % step == 0:
+            samples.append((time.perf_counter() - t0, i))
+    seconds = time.perf_counter() - t0
+    samples.append((seconds, n))
+    return agents, seconds
+
+
+def round_trip(agents: list, call, check, samples: list, issue_samples: list | None = None) -> tuple[float, int]:
+    """Issue one call per agent, then read every reply in order (one plain thread)."""
+    n = len(agents)
+    step = max(1, n // 200)
+    issue_samples = [] if issue_samples is None else issue_samples
+    t0 = time.perf_counter()
+    futures = []
+    for i, a in enumerate(agents):
+        futures.append(call(a, i))
+        if i % step == 0:
+            issue_samples.append((time.perf_counter() - t0, i))
+    issued = time.perf_counter() - t0
+    issue_samples.append((issued, n))
+    samples.append((issued, 0))
+    wrong = 0
+    for i, f in enumerate(futures):
+        if not check(i, f.result()):
+            wrong += 1
+        if i % step == 0:
+            samples.append((time.perf_counter() - t0, i))
+    seconds = time.perf_counter() - t0
+    samples.append((seconds, n))
+    return seconds, wrong
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--agents", type=int, default=1_000_000)
+    ap.add_argument("--processes", type=int, default=4)
+    ap.add_argument("--capacity", type=int, default=32)
+    ap.add_argument("--sleep-agents", type=int, default=None, help="agents of the sleeping round (default --agents)")
+    ap.add_argument("--skip-sleep", action="store_true", help="leave out the sleeping round")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    proc = start_servers(args.processes, args.capacity)
+    out: dict = {"benchmark": "million", "agents": args.agents, "processes": args.processes, "capacity": args.capacity}
+    rows = []
+    try:
+        srv_base = servers_mem(proc.pid)[0]
+        cli_base = mem(os.getpid())[0]
+        create_samples: list = []
+        agents, create_s = create(Small, args.agents, create_samples)
+        srv_created = servers_mem(proc.pid)
+        round_samples: list = []
+        issue_samples: list = []
+        round_s, wrong = round_trip(agents, lambda a, i: a.ping(i), lambda i, v: v == 2 * i, round_samples, issue_samples)
+        srv = servers_mem(proc.pid)
+        cli = mem(os.getpid())
+        placed: dict[str, int] = {}
+        for a in agents:
+            placed[a._mesh_address] = placed.get(a._mesh_address, 0) + 1
+        n = args.agents
+        out.update({
+            "create_s": create_s, "create_per_s": n / create_s, "round_s": round_s, "calls_per_s": n / round_s,
+            "wall_s": create_s + round_s, "wrong": wrong, "placed": placed,
+            "server_rss": srv[0], "server_hwm": srv[1], "server_rss_base": srv_base,
+            "server_rss_per_agent": (srv_created[0] - srv_base) / n,
+            "client_rss": cli[0], "client_hwm": cli[1], "client_rss_base": cli_base,
+            "client_per_agent": (cli[0] - cli_base) / n,
+            "progress": {"create": create_samples, "round": round_samples, "issue": issue_samples},
+        })
+        rows += [
+            {"figure": f"create {n:,} agents (plain to_dist)", "value": f"{create_s:.1f} s", "rate": f"{n / create_s:,.0f}/s"},
+            {"figure": "round: one call each, every reply read", "value": f"{round_s:.1f} s", "rate": f"{n / round_s:,.0f} calls/s"},
+            {"figure": "total wall (create + round)", "value": f"{create_s + round_s:.1f} s",
+             "rate": f"goal <= {GOAL_WALL * n / 1e6:.0f} s at this scale"},
+            {"figure": "wrong replies", "value": str(wrong), "rate": ""},
+            {"figure": "servers RSS (sum; peak)", "value": f"{srv[0] / 2**20:.0f} MiB; {srv[1] / 2**20:.0f} MiB",
+             "rate": f"{(srv_created[0] - srv_base) / n:.0f} B/agent"},
+            {"figure": "client RSS (peak)", "value": f"{cli[0] / 2**20:.0f} MiB ({cli[1] / 2**20:.0f})",
+             "rate": f"{(cli[0] - cli_base) / n:.0f} B/agent"},
+            {"figure": "agents per server", "value": " / ".join(str(v) for v in sorted(placed.values())), "rate": ""},
+        ]
+        del agents
+        if not args.skip_sleep:
+            m = args.sleep_agents or args.agents
+            rng = random.Random(16)
+            sleeps = [rng.uniform(0.5, 2.0) for _ in range(m)]
+            nappers, nap_create_s = create(Napper, m, [])
+            nap_samples: list = []
+            nap_s, nap_wrong = round_trip(nappers, lambda a, i: a.nap(sleeps[i]), lambda i, v: v == i, nap_samples)
+            srv = servers_mem(proc.pid)
+            out["sleep"] = {"agents": m, "create_s": nap_create_s, "round_s": nap_s, "longest_sleep_s": max(sleeps),
+                            "wrong": nap_wrong, "server_rss": srv[0], "client_rss": mem(os.getpid())[0],
+                            "progress": nap_samples}
+            rows += [
+                {"figure": f"create {m:,} coroutine agents", "value": f"{nap_create_s:.1f} s", "rate": f"{m / nap_create_s:,.0f}/s"},
+                {"figure": "round, each reply sleeps 0.5-2 s", "value": f"{nap_s:.2f} s",
+                 "rate": f"longest sleep {max(sleeps):.2f} s; {m / nap_s:,.0f} calls/s"},
+                {"figure": "wrong replies (sleeping round)", "value": str(nap_wrong), "rate": ""},
+            ]
+    finally:
+        mesh.shutdown()
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    print()
+    print(table(rows, ["figure", "value", "rate"]))
+    write_json(args.json, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
