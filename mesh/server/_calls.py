@@ -210,13 +210,7 @@ class CallRunner:
     # -------------------------------------------------------- inline calls
     def _run_inline(self, actor: Actor, call: Call) -> None:
         """Run a short call of an idle actor on the I/O thread (see :mod:`mesh.server._inline`)."""
-        me = threading.get_ident()
-        watchdog = self.watchdog
-        watchdog.begin(me)
-        try:
-            self._run_one(actor, call, me)
-        finally:
-            watchdog.end()
+        self._run_one(actor, call, threading.get_ident())
         self.next(actor)
 
     def _hand_off(self, ident: int) -> bool:
@@ -289,7 +283,15 @@ class CallRunner:
                     entry = ok(run_sync(self.streams, stream, fn(*args, **kwargs), _merge(actor, call)))
                 else:
                     t = time.perf_counter()
-                    entry = ok(checked_value(f"{type(actor.obj).__name__}.{call.method}", fn(*args, **kwargs)))
+                    if inline:  # the watchdog covers the method only: after it, this thread sends the reply
+                        self.watchdog.begin(inline)
+                        try:
+                            value = fn(*args, **kwargs)
+                        finally:
+                            self.watchdog.end()
+                    else:
+                        value = fn(*args, **kwargs)
+                    entry = ok(checked_value(f"{type(actor.obj).__name__}.{call.method}", value))
                     t = time.perf_counter() - t
                     if waited:
                         self.inline.waited(type(actor.obj), call.method)
