@@ -58,3 +58,13 @@ def percentile(xs: list[float], p: float) -> float:
     s = sorted(xs)
     k = min(len(s) - 1, max(0, int(round(p / 100 * (len(s) - 1)))))
     return s[k]
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of process ``pid`` (this one if None), all threads, in seconds."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

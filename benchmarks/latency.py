@@ -24,7 +24,7 @@ import time
 
 os.environ.setdefault("MESH_DISCOVERY", "0")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import median, percentile, table, write_json  # noqa: E402
+from _common import cpu_seconds, median, percentile, table, write_json  # noqa: E402
 from _objects import Echo  # noqa: E402
 from _raw import RawClient, RawServer  # noqa: E402
 
@@ -62,14 +62,19 @@ class MeshWireClient:
         self.sock.close(0)
 
 
-def time_calls(fn, arg: str, n: int) -> list[float]:
+def time_calls(fn, arg: str, n: int, cpu: dict | None = None, server_pid: int | None = None) -> list[float]:
+    """Time ``n`` calls; ``cpu`` (if given) gets the CPU µs per call of this process and of ``server_pid``."""
     clock = time.perf_counter
     out = []
     append = out.append
+    c0, s0 = cpu_seconds(), cpu_seconds(server_pid) if server_pid else 0.0
     for _ in range(n):
         t = clock()
         fn(arg)
         append(clock() - t)
+    if cpu is not None:
+        cpu["client_cpu_us"] = (cpu_seconds() - c0) / n * 1e6
+        cpu["server_cpu_us"] = (cpu_seconds(server_pid) - s0) / n * 1e6 if server_pid else float("nan")
     return out
 
 
@@ -93,13 +98,16 @@ def main() -> int:
         assert wire.echo("hello") == "hello"
         results: dict[str, list[dict]] = {"mesh": [], "raw": [], "raw->mesh server": []}
         for rep in range(args.reps):
-            for name, fn in (("mesh", obj.echo), ("raw", raw.echo), ("raw->mesh server", wire.echo)):
+            for name, fn, pid in (("mesh", obj.echo, server.pid), ("raw", raw.echo, raw_server.pid),
+                                  ("raw->mesh server", wire.echo, server.pid)):
                 time_calls(fn, "hello", args.warmup)
-                xs = time_calls(fn, "hello", args.calls)
+                cpu: dict = {}
+                xs = time_calls(fn, "hello", args.calls, cpu, pid)
                 results[name].append({"median_us": median(xs) * 1e6, "p99_us": percentile(xs, 99) * 1e6,
-                                      "mean_us": sum(xs) / len(xs) * 1e6})
+                                      "mean_us": sum(xs) / len(xs) * 1e6, **cpu})
                 print(f"rep {rep + 1} {name}: median {results[name][-1]['median_us']:.1f} us, "
-                      f"p99 {results[name][-1]['p99_us']:.1f} us", flush=True)
+                      f"p99 {results[name][-1]['p99_us']:.1f} us, CPU per call: client {cpu['client_cpu_us']:.1f} us, "
+                      f"server {cpu['server_cpu_us']:.1f} us", flush=True)
         wire.close()
     finally:
         raw.close()
@@ -109,16 +117,17 @@ def main() -> int:
 
     summary = {}
     for name, reps in results.items():
-        summary[name] = {k: median([r[k] for r in reps]) for k in ("median_us", "p99_us", "mean_us")}
+        summary[name] = {k: median([r[k] for r in reps])
+                         for k in ("median_us", "p99_us", "mean_us", "client_cpu_us", "server_cpu_us")}
     ratio = summary["mesh"]["median_us"] / summary["raw"]["median_us"]
     ratio_p99 = summary["mesh"]["p99_us"] / summary["raw"]["p99_us"]
     rows = [{"impl": name, **s} for name, s in summary.items()]
     server_share = summary["raw->mesh server"]["median_us"] - summary["raw"]["median_us"]
     client_share = summary["mesh"]["median_us"] - summary["raw->mesh server"]["median_us"]
     rows.append({"impl": "ratio mesh/raw", "median_us": ratio, "p99_us": ratio_p99,
-                 "mean_us": summary["mesh"]["mean_us"] / summary["raw"]["mean_us"]})
+                 "mean_us": summary["mesh"]["mean_us"] / summary["raw"]["mean_us"], "client_cpu_us": "", "server_cpu_us": ""})
     print()
-    print(table(rows, ["impl", "median_us", "p99_us", "mean_us"]))
+    print(table(rows, ["impl", "median_us", "p99_us", "mean_us", "client_cpu_us", "server_cpu_us"]))
     ok = ratio <= TARGET
     print(f"\nmesh overhead over raw (medians): server side {server_share:.1f} us, client side {client_share:.1f} us")
     print(f"median ratio mesh/raw {ratio:.2f}x (target <= {TARGET}x): {'PASS' if ok else 'MISS'}")

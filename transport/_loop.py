@@ -94,6 +94,25 @@ class Loop:
     def on_thread(self) -> bool:
         return threading.get_ident() == self.ident
 
+    def hand_off(self, ident: int) -> bool:
+        """A handler running on I/O thread ``ident`` must wait (or runs long): a new thread takes
+        the loop over, and ``ident`` leaves it once its handler returns (it touches no socket
+        after that: what it sends goes through :meth:`submit`). Thread-safe; False if ``ident``
+        is no longer the I/O thread (handed off already) or the loop ended.
+
+        The caller guarantees that thread ``ident`` is inside a handler and stays there until
+        this returns (no socket of the loop is in use by it meanwhile).
+        """
+        with self._wake_lock:
+            if self._dead or self.ident != ident:
+                return False
+            started = threading.Event()
+            thread = threading.Thread(target=self._run, args=(started,), name=self.thread.name, daemon=True)
+            self.thread = thread
+            thread.start()
+        started.wait()
+        return True
+
     # ------------------------------------------------------------ any thread
     def submit(self, cmd: Command) -> None:
         """Queue ``cmd`` for the I/O thread and wake it."""
@@ -144,24 +163,29 @@ class Loop:
             except Exception:
                 log.exception("aborting an I/O command failed")
 
-    def _run(self) -> None:
-        self.ident = threading.get_ident()
-        self._started.set()
+    def _run(self, started: threading.Event | None = None) -> None:
+        me = self.ident = threading.get_ident()
+        (started or self._started).set()
         try:
             self._loop()
         except Exception:  # pragma: no cover - a bug; keep the process alive
             log.exception("mesh I/O thread crashed")
         finally:
-            try:
-                self._teardown()
-            finally:
-                with self._wake_lock:
-                    self._dead = True
-                    os.close(self._wake_r)
-                    os.close(self._wake_w)
+            if self.ident == me:  # a thread that handed the loop off leaves the teardown to its successor
+                try:
+                    self._teardown()
+                finally:
+                    with self._wake_lock:
+                        self._dead = True
+                        os.close(self._wake_r)
+                        os.close(self._wake_w)
 
     def _loop(self) -> None:
         poller, handlers, wake_r = self._poller, self._handlers, self._wake_r
+        me = self.ident
+        self._woken = False  # a successor (hand_off): its predecessor left without clearing it
+        if self._drain():
+            return
         while True:
             try:
                 events = poller.poll(self._next_timeout())
@@ -183,6 +207,8 @@ class Loop:
                     handler(mask)
                 except Exception:
                     log.exception("error handling socket event")
+                if self.ident != me:  # the handler handed the loop to another thread (hand_off)
+                    return
             self._woken = False
             if self._drain():
                 return

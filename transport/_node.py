@@ -140,6 +140,11 @@ class Node:
     def on_io_thread(self) -> bool:
         return threading.get_ident() == self._loop.ident
 
+    def hand_off_io(self, ident: int) -> bool:
+        """A request handler running on I/O thread ``ident`` is about to wait or runs long: a new
+        thread takes the I/O loop over (see :meth:`transport._loop.Loop.hand_off`). Thread-safe."""
+        return self._loop.hand_off(ident)
+
     # ------------------------------------------------------------ clients
     def next_id(self) -> int:
         """A fresh request id (thread-safe)."""

@@ -148,7 +148,7 @@ class Routers:
         try:
             self._read_requests(router, sock)
         finally:
-            if router.on_burst_end is not None:
+            if router.on_burst_end is not None and self.loop.on_thread():  # (not after a hand-off)
                 try:
                     router.on_burst_end()
                 except Exception:
@@ -173,6 +173,8 @@ class Routers:
                 router.handler(router, identity, header, body, buffers)
             except Exception:
                 log.exception("request handler failed")
+            if not self.loop.on_thread():  # the handler handed the loop off (Loop.hand_off): leave it
+                return
 
     # ------------------------------------------------------------- replies
     def send(self, router: Router, frames: list) -> None:

@@ -265,14 +265,18 @@ def connection_event(conn: Link, msg: dict, secure: bool) -> Exception | None:
     return None
 
 
+# The backend's own methods: pyzmq's sugar layer over them (a buffer check per frame, flags
+# combined as enum members) costs ~2 µs a frame, several times libzmq's own work on a small message.
+_send = zmq.backend.Socket.send
+_recv = zmq.backend.Socket.recv
+_get = zmq.backend.Socket.get
+
+
 def send_blocking(sock: zmq.Socket, frames: list) -> None:
     """Send, blocking while the queue is full; frames past the third go zero-copy."""
-    if len(frames) <= 3:
-        sock.send_multipart(frames)
-        return
     last = len(frames) - 1
     for i, frame in enumerate(frames):
-        sock.send(frame, SNDMORE if i < last else 0, copy=i < 3)
+        _send(sock, frame, SNDMORE if i < last else 0, i < 3)
 
 
 def send(sock: zmq.Socket, frames: list, small: int) -> None:
@@ -280,22 +284,19 @@ def send(sock: zmq.Socket, frames: list, small: int) -> None:
 
     A zero-copy send of a small frame costs more than copying it (a Frame
     object per part), so only the trailing buffer frames use ``copy=False``.
+    Only the first frame can fail with ``Again`` (a multipart message is queued whole or not at all).
 
     Raises:
         zmq.Again: the queue is full (nothing was sent).
     """
-    if len(frames) <= small:
-        sock.send_multipart(frames, flags=NOBLOCK)
-        return
     last = len(frames) - 1
     for i, frame in enumerate(frames):
-        sock.send(frame, NOBLOCK_MORE if i < last else NOBLOCK, copy=i < small)
+        _send(sock, frame, NOBLOCK_MORE if i < last else NOBLOCK, i < small)
 
 
 def recv(sock: zmq.Socket, small: int) -> list[Any]:
     """Receive one multipart message: small leading frames as bytes, buffers as zmq.Frame."""
-    frames = [sock.recv(NOBLOCK)]
-    get = sock.get  # ints, not getsockopt's enums: this runs for every frame
-    while get(RCVMORE):
-        frames.append(sock.recv(0, len(frames) < small))
+    frames = [_recv(sock, NOBLOCK)]
+    while _get(sock, RCVMORE):
+        frames.append(_recv(sock, 0, len(frames) < small))
     return frames

@@ -7,6 +7,7 @@ The client reads a proxy's table to know whether a call waits (``SYNC``) or retu
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 __all__ = ["ASYNC", "ASYNC_MSG", "STREAM", "STREAM_MSG", "SYNC", "is_rpc_class", "method_table", "runs_on_loop"]
 
@@ -58,4 +59,19 @@ def runs_on_loop(cls: type, name: str, fn: object) -> bool:
     wait), and so does an async generator function (``@stream_func async def ... yield``). (An
     agent's inherited ``__call__`` is of its ``reply``'s kind: see ``mesh._agent``.)
     """
-    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+    key = getattr(fn, "__func__", fn)  # a bound method: its function (one check per function, not per call)
+    try:
+        return _ON_LOOP[key]
+    except (KeyError, TypeError):  # TypeError: an unhashable callable
+        pass
+    on_loop = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+    try:
+        if len(_ON_LOOP) > 4096:  # functions made at run time: keep the cache bounded
+            _ON_LOOP.clear()
+        _ON_LOOP[key] = on_loop
+    except TypeError:
+        pass
+    return on_loop
+
+
+_ON_LOOP: dict[Any, bool] = {}

@@ -229,6 +229,11 @@ def _refuse_awaitables(proxy: RpcObject, name: str, args: tuple, kwargs: dict) -
     (Mesh futures are awaitable too, but they travel: the server reads them itself.)
     """
     aio = sys.modules.get("asyncio")
+    fut = aio.Future if aio is not None else ()
+    coro = types.CoroutineType
+    if not any(type(a) is coro or isinstance(a, fut) for a in args) and not (
+            kwargs and any(type(v) is coro or isinstance(v, fut) for v in kwargs.values())):
+        return  # the common case, checked without naming each argument (this runs on every call)
     for label, arg in [*((str(i + 1), a) for i, a in enumerate(args)), *((repr(k), v) for k, v in kwargs.items())]:
         kind = type(arg)
         if kind is types.CoroutineType:

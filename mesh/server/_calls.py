@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 import traceback
 import types
 from typing import Any, Callable
@@ -25,6 +26,7 @@ from mesh._core.wire import Entry
 from mesh._errors import Cancelled, DeadlineExceeded, RemoteError, ResultExpired, ServerUnavailable
 from mesh.server._aio import Aio, Job
 from mesh.server._cancel import Cancels
+from mesh.server._inline import InlinePolicy, Watchdog
 from mesh.server._mailbox import Actor, Call
 from mesh.server._results import Results, shut_down
 from mesh.server._stats import CallStats
@@ -113,21 +115,43 @@ class CallRunner:
         self.aio = aio or Aio()  # coroutine methods run there
         self.results = results
         self._accepting = accepting
-        self.io_ident: int | None = None  # the I/O thread, set by the server
+        self._io_ident: int | None = None  # the I/O thread, set by the server (or followed on its node)
+        self.node: Any = None  # the transport Node (set by the host): inline calls need its hand_off_io
         self._ready: list[tuple[Actor, Call]] = []
         self.stats = CallStats()  # calls, errors and latency by class and method (status, /metrics)
         # a durable object's call that ended: checkpoint it before the reply (mesh.server._checkpoint)
         self.checkpoint: Callable[[Actor, Entry], Entry] = lambda actor, entry: entry
         self.cancels = Cancels(self)  # calls with a task id or a deadline, for op cancel
+        self.inline = InlinePolicy()  # which methods are short enough to run on the I/O thread
+        self.watchdog = Watchdog(self._hand_off)
 
-    def admit(self, actor: Actor, call: Call) -> None:
-        """Run ``call`` now, or leave it in the mailbox (I/O thread or a worker)."""
+    @property
+    def io_ident(self) -> int | None:
+        """The I/O thread now (it changes when an inline call hands the loop off)."""
+        node = self.node
+        return node.io_ident if node is not None else self._io_ident
+
+    @io_ident.setter
+    def io_ident(self, ident: int | None) -> None:
+        self._io_ident = ident
+
+    def admit(self, actor: Actor, call: Call, inline: bool = False) -> None:
+        """Run ``call`` now, or leave it in the mailbox (I/O thread or a worker).
+
+        ``inline``: the I/O thread read it from a request; if the actor is idle and the method
+        is known to be short (:mod:`mesh.server._inline`), it runs right here.
+        """
         admitted = actor.admit(call)
         if admitted is False:
             return
         if admitted is not True:
             self.unrun(call, wire.err_entry(wire.K_NOTFOUND, f"object {actor.id} is gone: {admitted}"))
         elif threading.get_ident() == self.io_ident:
+            if (inline and actor.running == 1 and actor.durable is None and self.node is not None
+                    and self.inline.allows(type(actor.obj), call.method)
+                    and not (call.keep and self.streams.states and call.task in self.streams.states)):
+                self._run_inline(actor, call)
+                return
             self._ready.append((actor, call))
             if len(self._ready) >= _READY_MAX:
                 self.start_ready()
@@ -183,18 +207,51 @@ class CallRunner:
                 return
         self.workers.submit(lambda: self._run(actor, next_call))
 
-    def _run_one(self, actor: Actor, call: Call) -> bool:
-        """Run ``call`` here, or hand it to the event loop if it is a coroutine method (True)."""
+    # -------------------------------------------------------- inline calls
+    def _run_inline(self, actor: Actor, call: Call) -> None:
+        """Run a short call of an idle actor on the I/O thread (see :mod:`mesh.server._inline`)."""
+        self._run_one(actor, call, threading.get_ident())
+        self.next(actor)
+
+    def _hand_off(self, ident: int) -> bool:
+        """Inline call on thread ``ident`` waits or stalls: a new thread takes the I/O loop."""
+        if ident != self.io_ident or self.node is None:
+            return False
+        self.start_ready()  # what the burst made runnable so far: the old thread will not
+        return self.node.hand_off_io(ident)
+
+    def _run_one(self, actor: Actor, call: Call, inline: int = 0) -> bool:
+        """Run ``call`` here, or hand it to the event loop if it is a coroutine method (True).
+
+        ``inline``: the ident of the I/O thread running it (:meth:`_run_inline`), else 0 (a worker).
+        """
         chain = call.chain
+        waited = False
 
-        def on_block() -> None:
-            for c in actor.block(chain):
-                self.workers.submit(lambda c=c: self._run(actor, c))
-            self.workers.block()
+        if inline:
+            def on_block() -> None:
+                nonlocal waited
+                waited = True
+                with self.watchdog.lock:
+                    if self.watchdog.current is not None:
+                        self.watchdog.current = None
+                        self._hand_off(inline)
+                for c in actor.block(chain):
+                    self._submit(actor, c)
 
-        def on_unblock() -> None:
-            self.workers.unblock()
-            actor.unblock(chain)
+            def on_unblock() -> None:
+                actor.unblock(chain)
+        else:
+            def on_block() -> None:
+                nonlocal waited
+                waited = True
+                for c in actor.block(chain):
+                    self.workers.submit(lambda c=c: self._run(actor, c))
+                self.workers.block()
+
+            def on_unblock() -> None:
+                self.workers.unblock()
+                actor.unblock(chain)
 
         if not self._accepting():
             self.unrun(call, shut_down())
@@ -225,9 +282,25 @@ class CallRunner:
                 if stream is not None:  # a generator: its items go to the stream's readers as it runs
                     entry = ok(run_sync(self.streams, stream, fn(*args, **kwargs), _merge(actor, call)))
                 else:
-                    entry = ok(checked_value(f"{type(actor.obj).__name__}.{call.method}", fn(*args, **kwargs)))
+                    t = time.perf_counter()
+                    if inline:  # the watchdog covers the method only: after it, this thread sends the reply
+                        self.watchdog.begin(inline)
+                        try:
+                            value = fn(*args, **kwargs)
+                        finally:
+                            self.watchdog.end()
+                    else:
+                        value = fn(*args, **kwargs)
+                    entry = ok(checked_value(f"{type(actor.obj).__name__}.{call.method}", value))
+                    t = time.perf_counter() - t
+                    if waited:
+                        self.inline.waited(type(actor.obj), call.method)
+                    else:
+                        self.inline.record(type(actor.obj), call.method, t)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
             entry = call_error(exc)
+            if waited:
+                self.inline.waited(type(actor.obj), call.method)
         finally:
             context.set_context(None, None, None)
         actor.served += 1

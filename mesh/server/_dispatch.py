@@ -168,7 +168,7 @@ class Servicer:
             if stopped is not None:  # cancelled before it arrived, or out of time: it never runs
                 self.calls.unrun(call, stopped)
                 return
-        self.calls.admit(actor, call)
+        self.calls.admit(actor, call, True)
 
     def _op_cancel(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
         why = wire.WHY_DEADLINE if header.get("why") == wire.WHY_DEADLINE else wire.WHY_CANCEL

@@ -92,6 +92,8 @@ class Host:
             servicer.close(0)
             raise
         servicer.io_ident = node.io_ident
+        if hasattr(node, "hand_off_io"):
+            servicer.calls.node = node  # follows the I/O thread; lets short calls run inline on it
         servicer.router = self.router
         servicer.streams.call_soon = node.call_soon  # streams push their items from the I/O thread
         port = self.router.port
