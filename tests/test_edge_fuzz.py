@@ -22,7 +22,8 @@ class Quiet(mesh.AgentBase):
 @pytest.fixture(scope="module")
 def edge_url():
     srv = mesh.AgentServer(http_port=0, http_max_body=2048, advertise=False).launch(in_subprocess=False)
-    Quiet(name="q", to_dist={"host": srv.host, "port": srv.port})
+    # detached: the module's tests share it, and each test's clean-up ends the session that made it
+    Quiet(name="q", to_dist={"host": srv.host, "port": srv.port, "detached": True})
     try:
         yield srv.http_url
     finally:
