@@ -21,14 +21,18 @@ asyncio is imported by the first await (``import mesh`` does not import it).
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 import weakref
 from typing import Any
 
+from mesh._core import redis_results
 from mesh._core.context import blocking
 
-__all__ = ["value_of"]
+__all__ = ["PENDING", "pool_read", "pooled_value", "value_of"]
+
+PENDING = object()  # a future's value not read yet (mesh.client._future)
 
 asyncio: Any = None
 
@@ -110,3 +114,38 @@ def _waker(loop: Any) -> _Waker:
             if waker is None:
                 waker = _wakers[loop] = _Waker(loop)
     return waker
+
+
+# -- the producer is unreachable and has a Redis pool: an await reads it on a thread -----------------
+def pool_read(url: str, task: str, exc: BaseException, secret: Any) -> Any:
+    """Read ``task`` from the Redis pool at ``url`` on a thread of its own (rare: the producer is
+    unreachable), never on the loop: a future of ``(entry, None)``, or ``(None, exc)`` when Redis has
+    nothing or cannot be read (the reader then gets the producer's failure ``exc``, as ``result()``)."""
+    fut: concurrent.futures.Future = concurrent.futures.Future()
+
+    def read() -> None:
+        try:
+            entry = redis_results.fetch(url, task, secret=secret)
+        except Exception:  # noqa: BLE001 - Redis down too: report the producer's failure
+            entry = None
+        fut.set_result((entry, None if entry is not None else exc))
+
+    threading.Thread(target=read, name="mesh-pool-read", daemon=True).start()
+    return fut
+
+
+def pooled_value(fut: Any, decode: Any) -> tuple[bool, Any]:
+    """``_mesh_try_read`` of ``fut`` while its pool read is out (``(False, that read)``), or once it is back."""
+    d = fut.__dict__
+    pooled = d["_mesh_pooled"]
+    if not pooled.done():
+        return False, pooled
+    d["_mesh_pooled"] = None  # used once: a failure is not cached, as in result() (the next read asks again)
+    entry, exc = pooled.result()
+    if entry is None:
+        raise exc
+    value = decode(entry, d["_mesh_address"])
+    with d["_mesh_lock"]:
+        if d["_mesh_value"] is PENDING:
+            d["_mesh_value"] = value
+    return True, d["_mesh_value"]
