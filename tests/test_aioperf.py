@@ -55,7 +55,7 @@ def test_await_reads_a_dead_producers_redis_pool_without_blocking_the_loop(monke
 
     async def main():
         ticks = 0
-        reader = asyncio.ensure_future(fut)
+        reader = asyncio.create_task(_awaited(fut))
         while not readers:  # the Redis read has started...
             await asyncio.sleep(0.01)
         for _ in range(20):  # ...and the loop keeps running meanwhile
@@ -197,3 +197,80 @@ def test_coroutine_calls_to_many_objects_interleave_beyond_capacity(spawn_server
     futs = [a.record(i) for i, a in enumerate(agents)]
     assert wait_until(lambda: all(f.done() for f in futs), timeout=30)
     assert [f.result(0) for f in futs] == list(range(200))
+
+
+# ------------------------------------------------------------- client: mesh futures as asyncio futures
+class Calc(metaclass=mesh.RpcMeta):
+    def echo(self, x):
+        return x
+
+    def boom(self, x):
+        raise KeyError(x)
+
+    async def nap(self, s, x):
+        await asyncio.sleep(s)
+        return x
+
+    async def gathers(self, other, n):  # a server coroutine: gather there still goes through Tasks
+        return list(await asyncio.gather(*(other.echo.remote(i) for i in range(n))))
+
+    def big(self, n):
+        return b"b" * n
+
+
+def test_gather_wait_and_as_completed_take_mesh_futures_as_asyncio_futures(spawn_server):
+    srv = spawn_server(port=0)
+    where = {"host": "127.0.0.1", "port": srv.port}
+    c, other = Calc(to_dist=where), Calc(to_dist=where)
+    outside = c.echo.remote(0)
+    assert not asyncio.isfuture(outside)  # outside a running loop: an awaitable, as before
+
+    async def main():
+        futs = [c.echo.remote(i) for i in range(300)]
+        assert asyncio.isfuture(futs[0]) and asyncio.ensure_future(futs[0]) is futs[0]
+        assert await asyncio.gather(*futs) == list(range(300))
+        big = c.big.remote(200_000)  # a big value is fetched before the callback says done
+        assert await asyncio.gather(big, c.echo.remote("x")) == [b"b" * 200_000, "x"]
+        with pytest.raises(KeyError):
+            await asyncio.gather(c.echo.remote(1), c.boom.remote("k"))
+        got = await asyncio.gather(c.boom.remote("k"), c.echo.remote(2), return_exceptions=True)
+        assert isinstance(got[0], KeyError) and isinstance(got[0], mesh.RemoteError) and got[1] == 2
+        order = [await f for f in asyncio.as_completed([c.nap(0.3, "slow"), other.nap(0, "quick")], timeout=20)]
+        assert order == ["quick", "slow"]
+        slow, quick = c.nap(0.3, 1), other.nap(0, 2)
+        done, pending = await asyncio.wait([slow, quick], return_when=asyncio.FIRST_COMPLETED)
+        assert done == {quick} and pending == {slow}
+        assert await slow == 1
+        seen: list = []
+        f = c.echo.remote(5)
+        f.add_done_callback(seen.append)
+        f.add_done_callback(lambda _f: seen.append("second"))
+        assert f.remove_done_callback(seen.append) == 1
+        assert await f == 5
+        await asyncio.sleep(0)
+        assert seen == ["second"] and f.exception() is None and not f.cancelled()
+        # inside a server's coroutine: gathered through Tasks (the awaits let the chain re-enter)
+        assert await c.gathers(other, 50) == list(range(50))
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert outside.result(timeout=10) == 0
+
+
+def test_cancelling_a_gather_cancels_its_mesh_calls(spawn_server):
+    srv = spawn_server(port=0)
+    where = {"host": "127.0.0.1", "port": srv.port}
+    a, b = Calc(to_dist=where), Calc(to_dist=where)
+
+    async def main():
+        futs = [a.nap(30, 1), b.nap(30, 2)]
+        gathered = asyncio.gather(*futs)
+        await asyncio.sleep(0.2)
+        gathered.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gathered
+        return futs
+
+    futs = asyncio.run(asyncio.wait_for(main(), 30))
+    for f in futs:
+        with pytest.raises(mesh.Cancelled):
+            f.result(timeout=10)

@@ -22,15 +22,17 @@ asyncio is imported by the first await (``import mesh`` does not import it).
 from __future__ import annotations
 
 import concurrent.futures
+import sys
 import threading
 import time
 import weakref
 from typing import Any
 
 from mesh._core import redis_results
-from mesh._core.context import blocking
+from mesh._core.context import blocking, current_chain
+from mesh._errors import Cancelled
 
-__all__ = ["PENDING", "pool_read", "pooled_value", "value_of"]
+__all__ = ["PENDING", "AioFuture", "pool_read", "pooled_value", "value_of"]
 
 PENDING = object()  # a future's value not read yet (mesh.client._future)
 
@@ -97,8 +99,11 @@ class _Waker:
     def flush(self) -> None:  # the loop's thread
         with self.lock:
             due, self.due = self.due, None
+        future = asyncio.Future
         for waiter in due or ():
-            if not waiter.done():  # cancelled meanwhile: the awaiting task went away
+            if not isinstance(waiter, future):  # a check of AioFuture.add_done_callback
+                waiter()
+            elif not waiter.done():  # cancelled meanwhile: the awaiting task went away
                 waiter.set_result(None)
 
 
@@ -149,3 +154,108 @@ def pooled_value(fut: Any, decode: Any) -> tuple[bool, Any]:
         if d["_mesh_value"] is PENDING:
             d["_mesh_value"] = value
     return True, d["_mesh_value"]
+
+
+# -- asyncio's future protocol: gather / wait / as_completed take a mesh future as it is ---------------
+class AioFuture:
+    """What ``asyncio.isfuture`` asks of a future, for the futures of a client's event loop.
+
+    ``asyncio.gather(*futs)`` (and ``wait``, ``as_completed``, ``ensure_future``) would otherwise
+    wrap every mesh future in a Task; as an asyncio future it takes a done-callback instead,
+    called on the loop once the value can be read without blocking (the same reads as an
+    ``await``). Only inside a running loop, and not inside a server's call (there a wait must
+    go through an ``await``, which lets calls of the same chain re-enter): elsewhere
+    ``asyncio.isfuture`` is false and asyncio treats the future as an awaitable, as before.
+    """
+
+    __slots__ = ()
+
+    @property
+    def _asyncio_future_blocking(self) -> bool | None:
+        aio = sys.modules.get("asyncio")
+        if aio is None or aio._get_running_loop() is None or current_chain() is not None:
+            return None
+        return False
+
+    @_asyncio_future_blocking.setter
+    def _asyncio_future_blocking(self, value: Any) -> None:  # set by a Task that awaits it: not needed
+        pass
+
+    def get_loop(self) -> Any:
+        """The running loop (a mesh future belongs to no loop: it serves the one asking)."""
+        return _module().get_running_loop()
+
+    def cancelled(self) -> bool:
+        """True once reading it raises :class:`mesh.Cancelled` (its task was cancelled: asyncio then
+        raises ``CancelledError`` out of a gather, as for a cancelled child)."""
+        try:
+            return isinstance(self.exception(), Cancelled)
+        except Exception:  # noqa: BLE001 - not done yet
+            return False
+
+    def _make_cancelled_error(self) -> BaseException:
+        return _module().CancelledError()
+
+    def exception(self) -> BaseException | None:
+        """The error reading the value raises, or None; ``asyncio.InvalidStateError`` while it would block."""
+        d = self.__dict__  # type: ignore[attr-defined]
+        if d["_mesh_value"] is not PENDING:
+            return None
+        if d.get("_mesh_aio_exc") is not None:
+            return d["_mesh_aio_exc"]
+        try:
+            done, _got = self._mesh_try_read()  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - that is the answer
+            return exc
+        if not done:
+            raise _module().InvalidStateError("the mesh future is not done yet")
+        return None
+
+    def add_done_callback(self, fn: Any, *, context: Any = None) -> None:
+        """``fn(self)`` on the running loop once the value (or its error) can be read without blocking."""
+        loop = _module().get_running_loop()
+        d = self.__dict__  # type: ignore[attr-defined]
+        entry = [fn, True]
+        d.setdefault("_mesh_aio_cbs", []).append(entry)
+        waker = _waker(loop)
+        at = d.get("_mesh_deadline")
+
+        def check() -> None:  # the loop's thread
+            if not entry[1]:
+                return
+            try:
+                if at is not None and time.monotonic() >= at:
+                    self.result(0)  # type: ignore[attr-defined]  # the value if it is here, else DeadlineExceeded
+                    done = True
+                else:
+                    done, got = self._mesh_try_read()  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - exception() reports it
+                d["_mesh_aio_exc"] = exc
+                done = True
+            if not done:
+                got.add_done_callback(lambda _f: waker.wake(check))
+                return
+            entry[1] = False
+            loop.call_soon(fn, self, context=context)
+
+        if at is not None:
+            loop.call_at(at, check)
+        check()
+
+    def remove_done_callback(self, fn: Any) -> int:
+        """Forget the callbacks ``fn`` (not called any more); how many there were."""
+        removed = 0
+        for entry in self.__dict__.get("_mesh_aio_cbs", ()):  # type: ignore[attr-defined]
+            if entry[0] == fn and entry[1]:
+                entry[1] = False
+                removed += 1
+        return removed
+
+
+def _module() -> Any:
+    global asyncio
+    if asyncio is None:
+        import asyncio as _asyncio
+
+        asyncio = _asyncio
+    return asyncio

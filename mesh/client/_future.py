@@ -20,7 +20,7 @@ from typing import Any
 from mesh._core import redis_results, runtime, settings, wire
 from mesh._errors import CallTimeout, MeshError, OutcomeUnknown, ServerUnavailable
 from mesh._msg import Msg
-from mesh.client._aio import PENDING as _PENDING, pool_read, pooled_value, value_of
+from mesh.client._aio import PENDING as _PENDING, AioFuture, pool_read, pooled_value, value_of
 from mesh.client._cancel import cancel_future, past_deadline
 from mesh.client._holders import counting, lend, report
 from mesh.client._operators import install as install_operators
@@ -53,7 +53,7 @@ class no_waiting:
         _no_wait.on = False
 
 
-class _FutureMixin:
+class _FutureMixin(AioFuture):
     """The machinery shared by AsyncResult and Placeholder."""
 
     _mesh_kind = "a future"
@@ -178,7 +178,7 @@ class _FutureMixin:
                 return decode_reply(entry, d["_mesh_address"])
         raise exc  # not cached: see _mesh_after_loss
 
-    def cancel(self) -> bool:
+    def cancel(self, msg: Any = None) -> bool:
         """Stop the task, and every call it made (transitively, on every server).
 
         A queued call never runs; a running coroutine gets ``CancelledError`` at its next

@@ -23,7 +23,7 @@ from mesh._core import wire
 from mesh._core.methods import STREAM_MSG, runs_on_loop
 from mesh._core.wire import Entry
 from mesh._errors import Cancelled, DeadlineExceeded, RemoteError, ResultExpired, ServerUnavailable
-from mesh.server import _loop_calls
+from mesh.server._loop_calls import loop_job, start as start_on_loop
 from mesh.server._aio import Aio, Job
 from mesh.server._cancel import Cancels
 from mesh.server._mailbox import Actor, Call
@@ -128,7 +128,7 @@ class CallRunner:
             return
         if admitted is not True:
             self.unrun(call, wire.err_entry(wire.K_NOTFOUND, f"object {actor.id} is gone: {admitted}"))
-        elif _loop_calls.start(self, actor, call):  # a small coroutine call: to the event loop, no worker
+        elif start_on_loop(self, actor, call):  # a small coroutine call: to the event loop, no worker
             return
         elif threading.get_ident() == self.io_ident:
             self._ready.append((actor, call))
@@ -149,7 +149,7 @@ class CallRunner:
     def next(self, actor: Actor) -> None:
         """Start the next call of the actor's mailbox on a worker, if any."""
         call = actor.take_next()
-        if call is not None and not _loop_calls.start(self, actor, call):
+        if call is not None and not start_on_loop(self, actor, call):
             self._submit(actor, call)
 
     def _submit(self, actor: Actor, call: Call) -> None:
@@ -243,7 +243,7 @@ class CallRunner:
     # ------------------------------------------------------------ coroutines
     def _to_loop(self, actor: Actor, call: Call, fn: Callable, args: Any, kwargs: Any) -> bool:
         """Start a coroutine call on the event loop; it holds the actor's mailbox until it ends."""
-        job = _loop_calls.loop_job(self, actor, call)
+        job = loop_job(self, actor, call)
         scope = call.scope
         if scope is not None:
             scope.job = job
