@@ -227,8 +227,14 @@ def test_gather_wait_and_as_completed_take_mesh_futures_as_asyncio_futures(spawn
 
     async def main():
         futs = [c.echo.remote(i) for i in range(300)]
-        assert asyncio.isfuture(futs[0]) and asyncio.ensure_future(futs[0]) is futs[0]
-        assert await asyncio.gather(*futs) == list(range(300))
+        assert not asyncio.isfuture(futs[0])  # asked by anything but gather / wait / as_completed
+        task = asyncio.ensure_future(futs[0])
+        assert task is not futs[0] and await task == 0
+        with pytest.raises(asyncio.TimeoutError):  # wait_for keeps its meaning: the call goes on
+            await asyncio.wait_for(c.nap(0.5, "late"), 0.05)
+        gathered = asyncio.gather(*futs)
+        assert gathered._children[0] is futs[0]  # taken as it is: no Task per future
+        assert await gathered == list(range(300))
         big = c.big.remote(200_000)  # a big value is fetched before the callback says done
         assert await asyncio.gather(big, c.echo.remote("x")) == [b"b" * 200_000, "x"]
         with pytest.raises(KeyError):

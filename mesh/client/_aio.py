@@ -22,6 +22,7 @@ asyncio is imported by the first await (``import mesh`` does not import it).
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import sys
 import threading
 import time
@@ -158,14 +159,16 @@ def pooled_value(fut: Any, decode: Any) -> tuple[bool, Any]:
 
 # -- asyncio's future protocol: gather / wait / as_completed take a mesh future as it is ---------------
 class AioFuture:
-    """What ``asyncio.isfuture`` asks of a future, for the futures of a client's event loop.
+    """What ``asyncio.isfuture`` asks of a future, for ``asyncio.gather``, ``wait`` and ``as_completed``.
 
-    ``asyncio.gather(*futs)`` (and ``wait``, ``as_completed``, ``ensure_future``) would otherwise
-    wrap every mesh future in a Task; as an asyncio future it takes a done-callback instead,
+    They would otherwise wrap every mesh future in a Task (10,000 futures: 10,000 Tasks, the
+    larger part of a gather's cost); as an asyncio future it takes a done-callback instead,
     called on the loop once the value can be read without blocking (the same reads as an
-    ``await``). Only inside a running loop, and not inside a server's call (there a wait must
-    go through an ``await``, which lets calls of the same chain re-enter): elsewhere
-    ``asyncio.isfuture`` is false and asyncio treats the future as an awaitable, as before.
+    ``await``). Only for those three (``wait_for`` on a timeout would cancel the call and read
+    it: it keeps a Task, as before), inside a running loop, and not inside a server's call
+    (there a wait goes through an ``await``, which lets calls of the same chain re-enter).
+    Cancelling a gather cancels its mesh calls (``cancel()``); ``cancelled()`` is true once
+    reading the future raises :class:`mesh.Cancelled`.
     """
 
     __slots__ = ()
@@ -175,7 +178,15 @@ class AioFuture:
         aio = sys.modules.get("asyncio")
         if aio is None or aio._get_running_loop() is None or current_chain() is not None:
             return None
-        return False
+        frame = sys._getframe(1)  # asyncio.isfuture, then ensure_future, then who asks
+        for _ in range(6):
+            frame = frame.f_back  # type: ignore[assignment]
+            if frame is None:
+                break
+            code = frame.f_code
+            if code.co_name in _TAKERS and code.co_filename.endswith(_TASKS):
+                return False
+        return None  # wait_for, shield, ensure_future...: a Task awaits it, as before
 
     @_asyncio_future_blocking.setter
     def _asyncio_future_blocking(self, value: Any) -> None:  # set by a Task that awaits it: not needed
@@ -250,6 +261,12 @@ class AioFuture:
                 entry[1] = False
                 removed += 1
         return removed
+
+
+# asyncio functions that take a mesh future as an asyncio future: they only add done-callbacks
+# (wait_for would cancel it on a timeout and read it: there it stays an awaitable a Task runs)
+_TAKERS = frozenset(("gather", "wait", "as_completed"))
+_TASKS = os.path.join("asyncio", "tasks.py")
 
 
 def _module() -> Any:
