@@ -280,3 +280,34 @@ def test_cancelling_a_gather_cancels_its_mesh_calls(spawn_server):
     for f in futs:
         with pytest.raises(mesh.Cancelled):
             f.result(timeout=10)
+
+
+# ------------------------------------------------------------- the server process's collector
+def test_a_dedicated_server_process_collects_less_often_unless_told_not_to(monkeypatch):
+    import gc
+
+    from mesh.server import _gc
+
+    before = gc.get_threshold()
+    try:
+        monkeypatch.setenv(_gc.ENV, "default")
+        assert _gc.tune() is False and gc.get_threshold() == before
+        monkeypatch.delenv(_gc.ENV)
+        assert _gc.tune() is True
+        assert gc.get_threshold() == _gc.THRESHOLDS and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_a_server_inside_an_application_leaves_its_collector_alone():
+    import gc
+
+    before = gc.get_threshold()
+    srv = mesh.AgentServer(port=0, advertise=False).launch(in_subprocess=False)
+    try:
+        obj = Coro(to_dist={"host": "127.0.0.1", "port": srv.port})
+        assert obj.record(1).result(timeout=30) == 1
+        assert gc.get_threshold() == before
+    finally:
+        srv.shutdown()
