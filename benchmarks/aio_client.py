@@ -9,6 +9,10 @@
    (``await asyncio.gather(...)``), against the threaded async figure of the same run
    (``futs = [obj.future_noop(i) ...]`` then ``.result()`` each), calls/s (goal: at least equal).
 
+Raw pyzmq (``benchmarks/_raw.py``: a DEALER/ROUTER + msgpack echo server in a subprocess) is
+measured in the same run: its round trip beside the round trips, its pipelined echo beside the
+throughputs. The load average is printed: the machine may be shared.
+
     bin/isolated .venv/bin/python benchmarks/aio_client.py [--calls 10000] [--trips 2000] [--reps 3] [--json PATH]
 """
 
@@ -16,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 
 import _common  # noqa: F401 - puts the repository on sys.path
 from _aio_objects import Noop
+from _raw import RawClient, RawServer
 
 import mesh
 from _common import median, percentile, table, write_json
@@ -28,9 +34,13 @@ from _common import median, percentile, table, write_json
 GOAL_RT = 1.3
 
 
-def round_trips(obj, trips: int) -> dict[str, list[float]]:
+def round_trips(obj, trips: int, raw: RawClient) -> dict[str, list[float]]:
     per: dict[str, list[float]] = {"threaded sync call": [], "await async def": [], "await .remote() (sync def)": [],
-                                   "threaded async def .result()": []}
+                                   "threaded async def .result()": [], "raw pyzmq echo": []}
+    for i in range(trips):
+        t = time.perf_counter()
+        raw.echo(i)
+        per["raw pyzmq echo"].append(time.perf_counter() - t)
     for _ in range(trips // 10):  # warm-up
         obj.sync_noop(0)
     for i in range(trips):
@@ -58,7 +68,10 @@ def round_trips(obj, trips: int) -> dict[str, list[float]]:
     return per
 
 
-def throughput(obj, calls: int) -> dict[str, float]:
+def throughput(obj, calls: int, raw: RawClient) -> dict[str, float]:
+    t = time.perf_counter()
+    assert raw.pipelined(calls)[-1] == calls - 1
+    raw_rate = calls / (time.perf_counter() - t)
     t = time.perf_counter()
     futs = [obj.future_noop(i) for i in range(calls)]
     assert [f.result(timeout=120) for f in futs][-1] == calls - 1
@@ -74,7 +87,7 @@ def throughput(obj, calls: int) -> dict[str, float]:
     remote = asyncio.run(gathered(obj.sync_noop.remote))
     future = asyncio.run(gathered(obj.future_noop))
     return {"threaded async (.result())": threaded, "asyncio gather .remote()": remote,
-            "asyncio gather @async_func": future}
+            "asyncio gather @async_func": future, "raw pyzmq pipelined": raw_rate}
 
 
 def main() -> int:
@@ -84,24 +97,31 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args()
+    load = os.getloadavg()
     srv = mesh.AgentServer(port=0, advertise=False).launch(in_subprocess=True)
+    raw_server = RawServer()
+    raw = RawClient(raw_server.address)
     try:
         obj = Noop(to_dist={"host": "127.0.0.1", "port": srv.port})
         trips: dict[str, list[float]] = {}
         tputs: dict[str, list[float]] = {}
         for _ in range(args.reps):
-            for k, v in round_trips(obj, args.trips).items():
+            for k, v in round_trips(obj, args.trips, raw).items():
                 trips.setdefault(k, []).extend(v)
-            for k, v in throughput(obj, args.calls).items():
+            for k, v in throughput(obj, args.calls, raw).items():
                 tputs.setdefault(k, []).append(v)
     finally:
+        raw.close()
+        raw_server.stop()
         srv.shutdown()
         mesh.shutdown()
+    load = [round(x, 2) for x in (*load, *os.getloadavg())]
     base = median(trips["threaded sync call"])
     rt_rows = [{"call": k, "median_us": median(v) * 1e6, "p99_us": percentile(v, 99) * 1e6,
                 "vs_threaded": median(v) / base} for k, v in trips.items()]
     threaded = median(tputs["threaded async (.result())"])
     tp_rows = [{"calls": k, "calls_per_s": median(v), "vs_threaded": median(v) / threaded} for k, v in tputs.items()]
+    print(f"load average (1, 5, 15 min) before: {load[:3]}, after: {load[3:]}; {os.cpu_count()} cores")
     print(f"round trip, no-op, {args.trips} x {args.reps} (goal: await within {GOAL_RT}x of the threaded sync call)")
     print(table(rt_rows, ["call", "median_us", "p99_us", "vs_threaded"]))
     print(f"\nthroughput, {args.calls} calls to one object, median of {args.reps} (goal: asyncio >= threaded)")
@@ -110,7 +130,7 @@ def main() -> int:
     tp_pass = tp_rows[1]["vs_threaded"] >= 1.0
     print(f"\nround trip goal: {'PASS' if rt_pass else 'MISS'}; throughput goal: {'PASS' if tp_pass else 'MISS'}")
     write_json(args.json, {"benchmark": "aio_client", "round_trip": rt_rows, "throughput": tp_rows,
-                           "calls": args.calls, "trips": args.trips, "reps": args.reps,
+                           "load": load, "calls": args.calls, "trips": args.trips, "reps": args.reps,
                            "round_trip_pass": rt_pass, "throughput_pass": tp_pass})
     return 0
 

@@ -30,6 +30,7 @@ from mesh.client._replies import decode_plain, wait
 from mesh.client._selection import survey
 from mesh.server import AgentServer
 from mesh.server._classes import AgentDirError
+from mesh.server._gc import tune as tune_gc
 from mesh.server._launcher import read_parent_config, ready_info, ready_line, watch_parent
 
 __all__ = ["MIN_SECRET_BYTES", "main"]
@@ -236,6 +237,7 @@ def _start(args: argparse.Namespace) -> int:
             args, custom_agent_classes=classes, secret=secret, local_mode=True if _truthy(args.local_mode) else None,
         ))
         server.launch(in_subprocess=False)
+        tune_gc()  # this process is the server's own: fewer full collections of its many objects
     except (ValueError, AgentDirError, OSError) as exc:
         _refuse(args, str(exc))
         return 2

@@ -21,14 +21,21 @@ asyncio is imported by the first await (``import mesh`` does not import it).
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+import sys
 import threading
 import time
 import weakref
 from typing import Any
 
-from mesh._core.context import blocking
+from mesh._core import redis_results
+from mesh._core.context import blocking, current_chain
+from mesh._errors import Cancelled
 
-__all__ = ["value_of"]
+__all__ = ["PENDING", "AioFuture", "pool_read", "pooled_value", "value_of"]
+
+PENDING = object()  # a future's value not read yet (mesh.client._future)
 
 asyncio: Any = None
 
@@ -93,8 +100,11 @@ class _Waker:
     def flush(self) -> None:  # the loop's thread
         with self.lock:
             due, self.due = self.due, None
+        future = asyncio.Future
         for waiter in due or ():
-            if not waiter.done():  # cancelled meanwhile: the awaiting task went away
+            if not isinstance(waiter, future):  # a check of AioFuture.add_done_callback
+                waiter()
+            elif not waiter.done():  # cancelled meanwhile: the awaiting task went away
                 waiter.set_result(None)
 
 
@@ -110,3 +120,159 @@ def _waker(loop: Any) -> _Waker:
             if waker is None:
                 waker = _wakers[loop] = _Waker(loop)
     return waker
+
+
+# -- the producer is unreachable and has a Redis pool: an await reads it on a thread -----------------
+def pool_read(url: str, task: str, exc: BaseException, secret: Any) -> Any:
+    """Read ``task`` from the Redis pool at ``url`` on a thread of its own (rare: the producer is
+    unreachable), never on the loop: a future of ``(entry, None)``, or ``(None, exc)`` when Redis has
+    nothing or cannot be read (the reader then gets the producer's failure ``exc``, as ``result()``)."""
+    fut: concurrent.futures.Future = concurrent.futures.Future()
+
+    def read() -> None:
+        try:
+            entry = redis_results.fetch(url, task, secret=secret)
+        except Exception:  # noqa: BLE001 - Redis down too: report the producer's failure
+            entry = None
+        fut.set_result((entry, None if entry is not None else exc))
+
+    threading.Thread(target=read, name="mesh-pool-read", daemon=True).start()
+    return fut
+
+
+def pooled_value(fut: Any, decode: Any) -> tuple[bool, Any]:
+    """``_mesh_try_read`` of ``fut`` while its pool read is out (``(False, that read)``), or once it is back."""
+    d = fut.__dict__
+    pooled = d["_mesh_pooled"]
+    if not pooled.done():
+        return False, pooled
+    d["_mesh_pooled"] = None  # used once: a failure is not cached, as in result() (the next read asks again)
+    entry, exc = pooled.result()
+    if entry is None:
+        raise exc
+    value = decode(entry, d["_mesh_address"])
+    with d["_mesh_lock"]:
+        if d["_mesh_value"] is PENDING:
+            d["_mesh_value"] = value
+    return True, d["_mesh_value"]
+
+
+# -- asyncio's future protocol: gather / wait / as_completed take a mesh future as it is ---------------
+class AioFuture:
+    """What ``asyncio.isfuture`` asks of a future, for ``asyncio.gather``, ``wait`` and ``as_completed``.
+
+    They would otherwise wrap every mesh future in a Task (10,000 futures: 10,000 Tasks, the
+    larger part of a gather's cost); as an asyncio future it takes a done-callback instead,
+    called on the loop once the value can be read without blocking (the same reads as an
+    ``await``). Only for those three (``wait_for`` on a timeout would cancel the call and read
+    it: it keeps a Task, as before), inside a running loop, and not inside a server's call
+    (there a wait goes through an ``await``, which lets calls of the same chain re-enter).
+    Cancelling a gather cancels its mesh calls (``cancel()``); ``cancelled()`` is true once
+    reading the future raises :class:`mesh.Cancelled`.
+    """
+
+    __slots__ = ()
+
+    @property
+    def _asyncio_future_blocking(self) -> bool | None:
+        aio = sys.modules.get("asyncio")
+        if aio is None or aio._get_running_loop() is None or current_chain() is not None:
+            return None
+        frame = sys._getframe(1)  # asyncio.isfuture, then ensure_future, then who asks
+        for _ in range(6):
+            frame = frame.f_back  # type: ignore[assignment]
+            if frame is None:
+                break
+            code = frame.f_code
+            if code.co_name in _TAKERS and code.co_filename.endswith(_TASKS):
+                return False
+        return None  # wait_for, shield, ensure_future...: a Task awaits it, as before
+
+    @_asyncio_future_blocking.setter
+    def _asyncio_future_blocking(self, value: Any) -> None:  # set by a Task that awaits it: not needed
+        pass
+
+    def get_loop(self) -> Any:
+        """The running loop (a mesh future belongs to no loop: it serves the one asking)."""
+        return _module().get_running_loop()
+
+    def cancelled(self) -> bool:
+        """True once reading it raises :class:`mesh.Cancelled` (its task was cancelled: asyncio then
+        raises ``CancelledError`` out of a gather, as for a cancelled child)."""
+        try:
+            return isinstance(self.exception(), Cancelled)
+        except Exception:  # noqa: BLE001 - not done yet
+            return False
+
+    def _make_cancelled_error(self) -> BaseException:
+        return _module().CancelledError()
+
+    def exception(self) -> BaseException | None:
+        """The error reading the value raises, or None; ``asyncio.InvalidStateError`` while it would block."""
+        d = self.__dict__  # type: ignore[attr-defined]
+        if d["_mesh_value"] is not PENDING:
+            return None
+        if d.get("_mesh_aio_exc") is not None:
+            return d["_mesh_aio_exc"]
+        try:
+            done, _got = self._mesh_try_read()  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - that is the answer
+            return exc
+        if not done:
+            raise _module().InvalidStateError("the mesh future is not done yet")
+        return None
+
+    def add_done_callback(self, fn: Any, *, context: Any = None) -> None:
+        """``fn(self)`` on the running loop once the value (or its error) can be read without blocking."""
+        loop = _module().get_running_loop()
+        d = self.__dict__  # type: ignore[attr-defined]
+        entry = [fn, True]
+        d.setdefault("_mesh_aio_cbs", []).append(entry)
+        waker = _waker(loop)
+        at = d.get("_mesh_deadline")
+
+        def check() -> None:  # the loop's thread
+            if not entry[1]:
+                return
+            try:
+                if at is not None and time.monotonic() >= at:
+                    self.result(0)  # type: ignore[attr-defined]  # the value if it is here, else DeadlineExceeded
+                    done = True
+                else:
+                    done, got = self._mesh_try_read()  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - exception() reports it
+                d["_mesh_aio_exc"] = exc
+                done = True
+            if not done:
+                got.add_done_callback(lambda _f: waker.wake(check))
+                return
+            entry[1] = False
+            loop.call_soon(fn, self, context=context)
+
+        if at is not None:
+            loop.call_at(at, check)
+        check()
+
+    def remove_done_callback(self, fn: Any) -> int:
+        """Forget the callbacks ``fn`` (not called any more); how many there were."""
+        removed = 0
+        for entry in self.__dict__.get("_mesh_aio_cbs", ()):  # type: ignore[attr-defined]
+            if entry[0] == fn and entry[1]:
+                entry[1] = False
+                removed += 1
+        return removed
+
+
+# asyncio functions that take a mesh future as an asyncio future: they only add done-callbacks
+# (wait_for would cancel it on a timeout and read it: there it stays an awaitable a Task runs)
+_TAKERS = frozenset(("gather", "wait", "as_completed"))
+_TASKS = os.path.join("asyncio", "tasks.py")
+
+
+def _module() -> Any:
+    global asyncio
+    if asyncio is None:
+        import asyncio as _asyncio
+
+        asyncio = _asyncio
+    return asyncio

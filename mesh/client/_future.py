@@ -20,7 +20,7 @@ from typing import Any
 from mesh._core import redis_results, runtime, settings, wire
 from mesh._errors import CallTimeout, MeshError, OutcomeUnknown, ServerUnavailable
 from mesh._msg import Msg
-from mesh.client._aio import value_of
+from mesh.client._aio import PENDING as _PENDING, AioFuture, pool_read, pooled_value, value_of
 from mesh.client._cancel import cancel_future, past_deadline
 from mesh.client._holders import counting, lend, report
 from mesh.client._operators import install as install_operators
@@ -29,7 +29,6 @@ from mesh.client._replies import decode_reply, wait
 
 __all__ = ["AsyncResult", "NeedWait", "Placeholder", "is_future", "no_waiting", "resolve"]
 
-_PENDING = object()
 _no_wait = threading.local()  # set while an await reads a future (see mesh.client._aio)
 
 
@@ -54,7 +53,7 @@ class no_waiting:
         _no_wait.on = False
 
 
-class _FutureMixin:
+class _FutureMixin(AioFuture):
     """The machinery shared by AsyncResult and Placeholder."""
 
     _mesh_kind = "a future"
@@ -167,6 +166,9 @@ class _FutureMixin:
     def _mesh_from_pool(self, exc: ServerUnavailable) -> Any:
         """The producer is unreachable: read the value from its Redis pool, if it has one."""
         d = self.__dict__
+        if d.get("_mesh_pool") and getattr(_no_wait, "on", False):  # an await: Redis is read on a thread
+            d["_mesh_pooled"] = pool_read(d["_mesh_pool"], d["_mesh_task"], exc, settings.current().secret)
+            raise NeedWait(d["_mesh_pooled"])
         if d.get("_mesh_pool"):
             try:
                 entry = redis_results.fetch(d["_mesh_pool"], d["_mesh_task"], secret=settings.current().secret)
@@ -176,7 +178,7 @@ class _FutureMixin:
                 return decode_reply(entry, d["_mesh_address"])
         raise exc  # not cached: see _mesh_after_loss
 
-    def cancel(self) -> bool:
+    def cancel(self, msg: Any = None) -> bool:
         """Stop the task, and every call it made (transitively, on every server).
 
         A queued call never runs; a running coroutine gets ``CancelledError`` at its next
@@ -235,6 +237,8 @@ class _FutureMixin:
     def _mesh_try_read(self) -> tuple[bool, Any]:
         """``(True, value)`` (or raise as :meth:`result`), or ``(False, transport future to wait for)``."""
         d = self.__dict__
+        if d.get("_mesh_pooled") is not None:  # a read of the producer's Redis pool, started by an await
+            return pooled_value(self, decode_reply)
         pending = d["_mesh_call"] if d["_mesh_fetch"] is None else d["_mesh_fetch"]
         if pending is not None and d["_mesh_value"] is _PENDING and not pending.done():
             return False, pending  # the common case, without going through result() and NeedWait

@@ -24,6 +24,7 @@ from mesh._core import wire
 from mesh._core.methods import STREAM_MSG, runs_on_loop
 from mesh._core.wire import Entry
 from mesh._errors import Cancelled, DeadlineExceeded, RemoteError, ResultExpired, ServerUnavailable
+from mesh.server._loop_calls import loop_job, start as start_on_loop
 from mesh.server._aio import Aio, Job
 from mesh.server._cancel import Cancels
 from mesh.server._inline import InlinePolicy, Watchdog
@@ -146,6 +147,8 @@ class CallRunner:
             return
         if admitted is not True:
             self.unrun(call, wire.err_entry(wire.K_NOTFOUND, f"object {actor.id} is gone: {admitted}"))
+        elif start_on_loop(self, actor, call):  # a small coroutine call: to the event loop, no worker
+            return
         elif threading.get_ident() == self.io_ident:
             if (inline and actor.running == 1 and actor.durable is None and self.node is not None
                     and self.inline.allows(type(actor.obj), call.method)
@@ -170,7 +173,7 @@ class CallRunner:
     def next(self, actor: Actor) -> None:
         """Start the next call of the actor's mailbox on a worker, if any."""
         call = actor.take_next()
-        if call is not None:
+        if call is not None and not start_on_loop(self, actor, call):
             self._submit(actor, call)
 
     def _submit(self, actor: Actor, call: Call) -> None:
@@ -313,17 +316,8 @@ class CallRunner:
     # ------------------------------------------------------------ coroutines
     def _to_loop(self, actor: Actor, call: Call, fn: Callable, args: Any, kwargs: Any) -> bool:
         """Start a coroutine call on the event loop; it holds the actor's mailbox until it ends."""
-        chain = call.chain
-
-        def on_block() -> None:  # a step (or a thread it started) waits on another mesh task
-            for c in actor.block(chain):
-                self._submit(actor, c)
-
-        def on_unblock() -> None:
-            actor.unblock(chain)
-
-        job = Job(f"{type(actor.obj).__name__}.{call.method}", chain, on_block, on_unblock)
-        scope = job.scope = call.scope
+        job = loop_job(self, actor, call)
+        scope = call.scope
         if scope is not None:
             scope.job = job
         return self.aio.submit(job, lambda: self._main(actor, call, job, fn, args, kwargs))
