@@ -127,7 +127,7 @@ def test_a_stalled_inline_call_does_not_stop_the_server(server: mesh.AgentServer
         assert stuck.result(10) == "open"
     finally:
         _gate.set()
-    wait_until(lambda: not _servicer(server).calls.inline.allows(Gate, "wait"))  # slow: back to workers
+    wait_until(lambda: not _servicer(server).calls.inline.allows(Gate, "wait"), timeout=30)  # slow: back to workers
     assert g.wait() == "open"
 
 

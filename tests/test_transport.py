@@ -118,7 +118,7 @@ def test_frozen_server_is_declared_dead_within_the_heartbeat_timeout(spawn_serve
         t = time.perf_counter()
         with pytest.raises(mesh.ServerUnavailable):
             fut.result(timeout=20)
-        assert time.perf_counter() - t < 6
+        assert time.perf_counter() - t < 12  # ~3 s expected; generous for a loaded machine, far below 20
     finally:
         os.kill(srv.pid, signal.SIGCONT)
 
