@@ -12,6 +12,13 @@ subscribes straight to the producer, from the first item.
 The reader acknowledges what it consumed (one-way ``stream_ack``): the producer sends at most a
 window past that, and its generator waits while it is that far ahead of its slowest reader.
 A reader dropped before the end (``break`` out of a ``for``) tells the producer it leaves.
+
+A stream made under ``mesh.deadline()`` (the call's future keeps ``_mesh_deadline``): while its
+generator has not ended, every read ends at the deadline with ``DeadlineExceeded``, even if the
+producer cannot be reached; a stream that ended in time is read whole whenever it is read.
+Cancelling the asyncio task of an ``async for`` / ``await stream`` cancels the stream (when this
+process made the call: ``mesh.client._cancel.abandon``); Ctrl-C in a ``for`` / ``result()`` runs
+the Ctrl-C cancel of ``mesh.client._replies``.
 """
 
 from __future__ import annotations
@@ -26,10 +33,11 @@ from typing import Any
 import transport
 from mesh._core import ids, stream_items, wire
 from mesh._core.context import blocking
-from mesh._errors import CallTimeout, Cancelled, MeshError, RemoteError, ResultExpired
+from mesh._errors import CallTimeout, Cancelled, DeadlineExceeded, MeshError, RemoteError, ResultExpired
+from mesh.client._cancel import abandon, past_deadline
 from mesh.client._client import get_client
 from mesh.client._future import Placeholder, _FutureMixin
-from mesh.client._replies import decode_reply, translate
+from mesh.client._replies import decode_reply, interrupted, translate
 
 __all__ = ["Stream", "StreamingPlaceholder"]
 
@@ -39,9 +47,12 @@ _ACK_EVERY = 128  # items consumed between two acks, at most (and one whenever t
 class _Reader:
     """One reading of a stream: its subscription's parts as they come, decoded as they are read."""
 
-    def __init__(self, address: str, task: str, inst: str | None) -> None:
+    def __init__(self, address: str, task: str, inst: str | None, owner: Any = None) -> None:
         self.address = address
         self.task = task
+        # the stream's deadline (mesh.deadline() around the call), while its call is unanswered
+        self.owner = owner
+        self.at = None if owner is None else owner.__dict__.get("_mesh_deadline")
         self.ref = ids.new_chain()
         self.cond = threading.Condition(threading.Lock())
         self.parts: collections.deque[tuple] = collections.deque()
@@ -78,10 +89,13 @@ class _Reader:
 
         Raises:
             RemoteError: the generator raised (after the items it made before).
+            DeadlineExceeded: the stream's own deadline passed before its generator ended.
             CallTimeout: ``deadline`` passed first.
             MeshError: the producer failed, was lost, or sent something malformed.
         """
         while True:
+            if self.at is not None and self._late():
+                raise self._fail(past_deadline(self.owner))
             if self.items:
                 body, buffers = self.items.popleft()
                 try:
@@ -99,11 +113,18 @@ class _Reader:
                 if part is None and not self.fut.done():
                     if not wait:
                         return False, self
-                    left = None if deadline is None else deadline - time.monotonic()
+                    until = deadline if self.at is None or (deadline is not None and deadline < self.at) else self.at
+                    left = None if until is None else until - time.monotonic()
                     if left is not None and left <= 0:
+                        if until is not deadline:
+                            continue  # the stream's deadline: checked at the top
                         raise CallTimeout(f"no item of stream {self.task} from {self.address} within the timeout")
                     with blocking():  # a server worker reading a stream frees its slot meanwhile
-                        self.cond.wait(left)
+                        try:
+                            self.cond.wait(left)
+                        except KeyboardInterrupt:  # Ctrl-C: what this process started is cancelled
+                            interrupted()
+                            raise
                     continue
             if part is not None:
                 self._take(part)
@@ -111,6 +132,21 @@ class _Reader:
             self.finished = True
             self._end()
             return False, None
+
+    def _late(self) -> bool:
+        """The stream's deadline passed, and its generator did not end in time (or failed)."""
+        if time.monotonic() < self.at:  # type: ignore[operator]
+            return False
+        call = self.owner.__dict__.get("_mesh_call")
+        if call is not None and call.done():
+            try:
+                in_time = call.result()[0].get("op") == wire.OK
+            except BaseException:  # noqa: BLE001 - a failed call: the deadline error stands
+                in_time = False
+            if in_time:  # ended before its deadline: read whole, whenever
+                self.at = None
+                return False
+        return True
 
     def _take(self, part: tuple) -> None:
         header, body, buffers = part
@@ -167,6 +203,9 @@ class _Reader:
                 if self.parts or self.fut.done():
                     continue
                 self.waiter = (loop, fut)
+            if self.at is not None:  # wake at the stream's deadline (the loop's clock is monotonic)
+                timer = loop.call_at(self.at, _set_done, fut)
+                fut.add_done_callback(lambda _f, t=timer: t.cancel())
             with blocking():
                 await fut
 
@@ -190,7 +229,7 @@ class _Streaming:
         if d.get("_mesh_items") is not None:
             return iter(d["_mesh_items"])
         self._mesh_check_cancelled()
-        return _items(self, _Reader(d["_mesh_address"], d["_mesh_task"], d.get("_mesh_inst")))
+        return _items(self, _Reader(d["_mesh_address"], d["_mesh_task"], d.get("_mesh_inst"), self))
 
     def __aiter__(self) -> Any:
         d = self.__dict__
@@ -215,8 +254,11 @@ class _Streaming:
         return stopped
 
     def _mesh_check_cancelled(self) -> None:
-        if self.__dict__.get("_mesh_cancelled"):
-            raise Cancelled(f"stream {self.__dict__['_mesh_task']} was cancelled")
+        d = self.__dict__
+        if d.get("_mesh_cancelled"):
+            raise Cancelled(f"stream {d['_mesh_task']} was cancelled")
+        if isinstance(d["_mesh_exc"], (Cancelled, DeadlineExceeded)):  # kept: every later read raises it too
+            raise d["_mesh_exc"]
 
 
 def _items(owner: Any, reader: _Reader) -> Any:
@@ -238,11 +280,15 @@ async def _aitems(owner: Any, cached: list | None) -> Any:
             yield item
         return
     d = owner.__dict__
-    reader = _Reader(d["_mesh_address"], d["_mesh_task"], d.get("_mesh_inst"))
+    reader = _Reader(d["_mesh_address"], d["_mesh_task"], d.get("_mesh_inst"), owner)
     try:
         while True:
             owner._mesh_check_cancelled()
-            more, item = await reader.anext()
+            try:
+                more, item = await reader.anext()
+            except sys.modules["asyncio"].CancelledError:  # the reading task was cancelled: so is the stream
+                abandon(owner)
+                raise
             if not more:
                 return
             yield item
@@ -277,7 +323,7 @@ class Stream(_Streaming, _FutureMixin):
             raise d["_mesh_exc"]
         self._mesh_check_cancelled()
         deadline = None if timeout is None else time.monotonic() + timeout
-        reader = _Reader(d["_mesh_address"], d["_mesh_task"], d.get("_mesh_inst"))
+        reader = _Reader(d["_mesh_address"], d["_mesh_task"], d.get("_mesh_inst"), self)
         items = []
         try:
             while True:
@@ -285,7 +331,7 @@ class Stream(_Streaming, _FutureMixin):
                 if not more:
                     break
                 items.append(item)
-        except (RemoteError, Cancelled, ResultExpired) as exc:  # final: a later read raises it too
+        except (RemoteError, Cancelled, ResultExpired, DeadlineExceeded) as exc:  # final: a later read raises it too
             d["_mesh_exc"] = exc
             raise
         finally:
@@ -317,7 +363,8 @@ class Stream(_Streaming, _FutureMixin):
 
     def __repr__(self) -> str:
         d = self.__dict__
-        state = "done" if d.get("_mesh_items") is not None else "cancelled" if d.get("_mesh_cancelled") else "open"
+        state = "done" if d.get("_mesh_items") is not None else "cancelled" if d.get("_mesh_cancelled") else (
+            "failed" if d["_mesh_exc"] is not None else "open")
         return f"<Stream {state} task={d['_mesh_task']} producer={d['_mesh_address']}>"
 
 
