@@ -56,12 +56,13 @@ _packb = msgpack.packb
 
 
 class _Sub:
-    __slots__ = ("reply", "ref", "sess", "sent", "acked")
+    __slots__ = ("reply", "ref", "sess", "sent", "acked", "chain")
 
-    def __init__(self, reply: Callable[[Entry], None], ref: str, sess: str | None, start: int) -> None:
+    def __init__(self, reply: Callable[[Entry], None], ref: str, sess: str | None, start: int, chain: str | None = None) -> None:
         self.reply = reply
         self.ref = ref
         self.sess = sess
+        self.chain = chain  # the reader's call chain: let into the producer's object while it is paused
         self.sent = start  # items pushed to it
         self.acked = start  # items it consumed
 
@@ -86,6 +87,7 @@ class StreamState:
         self.atask: Any = None
         self.waiter: Any = None
         self.dropped = False
+        self.host: Any = None  # (actor, submit) of the running call: a pause lets its readers' chains in
 
     def slowest(self) -> int:
         return min(s.acked for s in self.subs.values()) if self.subs else self.mark
@@ -298,8 +300,9 @@ class Streams:
                 problem = wire.err_entry(wire.K_UNAVAILABLE, f"stream {state.task} has {SUBS_MAX} readers already")
             else:
                 problem = None
-                state.subs[header["ref"]] = _Sub(reply, header["ref"], header.get("sess"), min(start, len(state.items)))
-                state.relow()
+                state.subs[header["ref"]] = _Sub(
+                    reply, header["ref"], header.get("sess"), min(start, len(state.items)), header.get("chain"))
+                state.wake()  # a paused generator lets this reader's chain in too
         if problem is not None:
             reply(problem)
             return
