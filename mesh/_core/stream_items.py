@@ -24,11 +24,14 @@ __all__ = ["MAX_ITEMS", "pack", "unpack"]
 MAX_ITEMS = 1 << 16  # items in one batch a reader accepts
 
 
-def pack(items: list[tuple[bytes, list[bytes]]]) -> tuple[bytes, list[bytes]]:
-    """One message's body and buffers for ``items`` (``(body, buffers)`` pairs)."""
+def pack(items: list[tuple[bytes, list[bytes]]], framed: bool = True) -> tuple[bytes, list[bytes]]:
+    """One message's body and buffers for ``items`` (``(body, buffers)`` pairs).
+
+    ``framed``: some item may have buffers (False: none has, they are not looked for).
+    """
     counts: list[int] = []
     buffers: list[bytes] = []
-    if any(bufs for _, bufs in items):
+    if framed and any(bufs for _, bufs in items):
         counts = [len(bufs) for _, bufs in items]
         for _, bufs in items:
             buffers.extend(bufs)

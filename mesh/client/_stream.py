@@ -88,13 +88,17 @@ def _items(owner: Any, reader: Reader, own: bool = False) -> Any:
     ``own``: the reading's chain is set for the loop's body (calls made there carry it), until the end.
     """
     token = reading_chain.set(reader.chain) if own else None
+    d = owner.__dict__
     try:
         while True:
             owner._mesh_check_cancelled()
-            more, item = reader.next()
-            if not more:
+            batch = reader.take()  # the items here now: yielded without going back to the reader each time
+            if batch is None:
                 return
-            yield item
+            for item in batch:
+                if d.get("_mesh_cancelled") or d["_mesh_exc"] is not None:
+                    owner._mesh_check_cancelled()
+                yield item
     finally:
         reader.close()
         _unset(token)
@@ -121,13 +125,16 @@ async def _aitems(owner: Any, cached: list | None) -> Any:
         while True:
             owner._mesh_check_cancelled()
             try:
-                more, item = await reader.anext()
+                batch = await reader.atake()
             except sys.modules["asyncio"].CancelledError:  # the reading task was cancelled: so is the stream
                 abandon(owner)
                 raise
-            if not more:
+            if batch is None:
                 return
-            yield item
+            for item in batch:
+                if d.get("_mesh_cancelled") or d["_mesh_exc"] is not None:
+                    owner._mesh_check_cancelled()
+                yield item
     finally:
         reader.close()
         _unset(token)
@@ -164,10 +171,10 @@ class Stream(_Streaming, _FutureMixin):
         items = []
         try:
             while True:
-                more, item = reader.next(deadline)
-                if not more:
+                batch = reader.take(deadline)
+                if batch is None:
                     break
-                items.append(item)
+                items += batch
         except (RemoteError, Cancelled, ResultExpired, DeadlineExceeded) as exc:  # final: a later read raises it too
             d["_mesh_exc"] = exc
             raise

@@ -16,6 +16,8 @@ import time
 import weakref
 from typing import Any
 
+import msgpack
+
 import transport
 from mesh._core import ids, stream_items, wire
 from mesh._core.context import blocking, current_chain
@@ -76,8 +78,9 @@ class Reader:
                 pass
 
     # -- the reading thread ---------------------------------------------------------------------
-    def next(self, deadline: float | None = None, *, wait: bool = True) -> tuple[bool, Any]:
-        """``(True, item)``; ``(False, None)`` at the end; ``(False, self)`` when ``wait`` is off and nothing is here yet.
+    def take(self, deadline: float | None = None, *, wait: bool = True) -> Any:
+        """The items that are here, decoded (a list of at least one, waiting for it); ``None`` at the
+        end; ``self`` when ``wait`` is off and nothing is here yet.
 
         Raises:
             RemoteError: the generator raised (after the items it made before).
@@ -89,22 +92,14 @@ class Reader:
             if self.at is not None and self._late():
                 raise self._fail(past_deadline(self.owner))
             if self.items:
-                body, buffers = self.items.popleft()
-                try:
-                    value = transport.decode(body, buffers)
-                except transport.CodecError as exc:
-                    raise self._fail(MeshError(f"cannot decode an item of stream {self.task} from {self.address}: {exc}")) from None
-                self.consumed += 1
-                if self.consumed - self.acked >= _ACK_EVERY or (not self.items and not self.parts):
-                    self._ack()
-                return True, value
+                return self._decoded()
             if self.finished:
-                return False, None
+                return None
             with self.cond:
                 part = self.parts.popleft() if self.parts else None
                 if part is None and not self.fut.done():
                     if not wait:
-                        return False, self
+                        return self
                     until = deadline if self.at is None or (deadline is not None and deadline < self.at) else self.at
                     left = None if until is None else until - time.monotonic()
                     if left is not None and left <= 0:
@@ -123,7 +118,40 @@ class Reader:
                 continue
             self.finished = True
             self._end()
-            return False, None
+            return None
+
+    def next(self, deadline: float | None = None, *, wait: bool = True) -> tuple[bool, Any]:
+        """One item: ``(True, item)``; ``(False, None)`` at the end; ``(False, self)`` (``wait`` off, none here)."""
+        ready = self.__dict__.setdefault("ready", collections.deque())
+        if not ready:
+            got = self.take(deadline, wait=wait)
+            if got is None or got is self:
+                return False, got
+            ready.extend(got)
+        return True, ready.popleft()
+
+    def _decoded(self) -> list:
+        """Decode the items here (all of them, or those before one that fails: it fails next time)."""
+        items, out = self.items, []
+        while items:
+            body, buffers = items[0]
+            try:
+                if buffers:
+                    raise _Ext
+                value = _unpackb(body, raw=False, strict_map_key=False, ext_hook=_ext)  # plain msgpack: the fast way
+            except Exception:  # noqa: BLE001 - an ext value (tuple, pickle, buffer), or malformed: the codec says which
+                try:
+                    value = transport.decode(body, buffers)
+                except transport.CodecError as exc:
+                    if out:
+                        break
+                    raise self._fail(MeshError(f"cannot decode an item of stream {self.task} from {self.address}: {exc}")) from None
+            items.popleft()
+            out.append(value)
+        self.consumed += len(out)
+        if self.consumed - self.acked >= _ACK_EVERY or (not items and not self.parts):
+            self._ack()
+        return out
 
     def _late(self) -> bool:
         """The stream's deadline passed, and its generator did not end in time (or failed)."""
@@ -182,12 +210,12 @@ class Reader:
         except Exception:  # never raise from a finalizer
             pass
 
-    async def anext(self) -> tuple[bool, Any]:
-        """As :meth:`next`, awaiting (the running loop is never blocked)."""
+    async def atake(self) -> list | None:
+        """As :meth:`take`, awaiting (the running loop is never blocked)."""
         aio = sys.modules["asyncio"]
         while True:
-            got = self.next(wait=False)
-            if got[1] is not self:
+            got = self.take(wait=False)
+            if got is not self:
                 return got
             loop = aio.get_running_loop()
             fut = loop.create_future()
@@ -200,6 +228,17 @@ class Reader:
                 fut.add_done_callback(lambda _f, t=timer: t.cancel())
             with blocking():
                 await fut
+
+
+class _Ext(Exception):
+    """An item that is not plain msgpack: ``transport.decode`` reads it."""
+
+
+def _ext(code: int, data: bytes) -> Any:
+    raise _Ext
+
+
+_unpackb = msgpack.unpackb
 
 
 def _arrived(me: weakref.ref, part: tuple | None) -> None:
