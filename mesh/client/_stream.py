@@ -99,6 +99,7 @@ def _items(owner: Any, reader: Reader, own: bool = False) -> Any:
                 if d.get("_mesh_cancelled") or d["_mesh_exc"] is not None:
                     owner._mesh_check_cancelled()
                 yield item
+            reader.used(len(batch))  # read: the producer may make that many more
     finally:
         reader.close()
         _unset(token)
@@ -135,6 +136,7 @@ async def _aitems(owner: Any, cached: list | None) -> Any:
                 if d.get("_mesh_cancelled") or d["_mesh_exc"] is not None:
                     owner._mesh_check_cancelled()
                 yield item
+            reader.used(len(batch))
     finally:
         reader.close()
         _unset(token)
@@ -175,6 +177,7 @@ class Stream(_Streaming, _FutureMixin):
                 if batch is None:
                     break
                 items += batch
+                reader.used(len(batch))
         except (RemoteError, Cancelled, ResultExpired, DeadlineExceeded) as exc:  # final: a later read raises it too
             d["_mesh_exc"] = exc
             raise

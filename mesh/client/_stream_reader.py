@@ -34,6 +34,7 @@ _ACK_EVERY = 128  # items consumed between two acks, at most (and one whenever t
 class Reader:
     """One reading of a stream: its subscription's parts as they come, decoded as they are read."""
 
+    pending = 0  # items received, not handed out yet
     at: float | None = None  # the stream's deadline while its generator has not ended
     owner: Any = None  # the Stream read (its deadline, its call)
     chain: str | None = None  # the reader's call chain, sent with its subscription
@@ -54,7 +55,8 @@ class Reader:
         self.finished = False  # the end was read (or the reading failed)
         client = self.client = get_client()
         client.own(address)  # our lease keeps our subscription (and the items held for it) alive
-        header = {"op": wire.STREAM, "task": task, "ref": self.ref, "id": client.node.next_id(), "sess": client.session}
+        header = {"op": wire.STREAM, "task": task, "ref": self.ref, "id": client.node.next_id(), "sess": client.session,
+                  "inline": 1}  # batches of plain items may come inline (one unpackb for all)
         if inst:
             header["inst"] = inst
         self.chain = chain or current_chain()
@@ -80,7 +82,8 @@ class Reader:
     # -- the reading thread ---------------------------------------------------------------------
     def take(self, deadline: float | None = None, *, wait: bool = True) -> Any:
         """The items that are here, decoded (a list of at least one, waiting for it); ``None`` at the
-        end; ``self`` when ``wait`` is off and nothing is here yet.
+        end; ``self`` when ``wait`` is off and nothing is here yet. Say :meth:`used` once they are
+        consumed (the producer's credit counts only those).
 
         Raises:
             RemoteError: the generator raised (after the items it made before).
@@ -128,12 +131,16 @@ class Reader:
             if got is None or got is self:
                 return False, got
             ready.extend(got)
+        self.used(1)
         return True, ready.popleft()
 
     def _decoded(self) -> list:
         """Decode the items here (all of them, or those before one that fails: it fails next time)."""
         items, out = self.items, []
         while items:
+            if type(items[0]) is _Values:  # an inline batch: decoded already
+                out += items.popleft()
+                continue
             body, buffers = items[0]
             try:
                 if buffers:
@@ -148,10 +155,14 @@ class Reader:
                     raise self._fail(MeshError(f"cannot decode an item of stream {self.task} from {self.address}: {exc}")) from None
             items.popleft()
             out.append(value)
-        self.consumed += len(out)
-        if self.consumed - self.acked >= _ACK_EVERY or (not items and not self.parts):
-            self._ack()
         return out
+
+    def used(self, count: int) -> None:
+        """``count`` more items handed out by :meth:`take` were consumed: ack them (at times)."""
+        self.consumed += count
+        self.pending -= count
+        if self.consumed - self.acked >= _ACK_EVERY or (not self.items and not self.parts):
+            self._ack()
 
     def _late(self) -> bool:
         """The stream's deadline passed, and its generator did not end in time (or failed)."""
@@ -170,13 +181,19 @@ class Reader:
 
     def _take(self, part: tuple) -> None:
         header, body, buffers = part
+        inline = header.get("inline") == 1 and not buffers
         try:
-            batch = stream_items.unpack(body, buffers)
+            batch = _Values(stream_items.unpack_inline(body)) if inline else stream_items.unpack(body, buffers)
         except ValueError as exc:
             raise self._fail(MeshError(f"{self.address}: malformed part of stream {self.task}: {exc}")) from None
-        if header.get("at") != self.consumed + len(self.items):
+        if header.get("at") != self.consumed + self.pending:
             raise self._fail(MeshError(f"{self.address}: stream {self.task} skipped items (got item {header.get('at')!r})"))
-        self.items.extend(batch)
+        self.pending += len(batch)
+        if inline:
+            if batch:
+                self.items.append(batch)
+        else:
+            self.items.extend(batch)
 
     def _end(self) -> None:
         """How the stream ended: nothing for an ``ok``, else its error."""
@@ -228,6 +245,10 @@ class Reader:
                 fut.add_done_callback(lambda _f, t=timer: t.cancel())
             with blocking():
                 await fut
+
+
+class _Values(list):
+    """The items of an inline batch, decoded (one entry of ``Reader.items``)."""
 
 
 class _Ext(Exception):

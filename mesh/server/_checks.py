@@ -102,6 +102,7 @@ def check_header(header: dict) -> str | None:
         problem = (
             _text(header, "task", ID_MAX, required=True) or _text(header, "ref", ID_MAX, required=True)
             or _text(header, "inst", ID_MAX) or _text(header, "chain", ID_MAX) or _count(header, "from")
+            or _flag(header, "inline")
         )
     elif op == wire.STREAM_ACK:
         problem = (

@@ -79,11 +79,12 @@ _FIRST_WAIT = 0.005  # s a generator waits at most for the push of an item it ma
 
 
 def _let_push(state: StreamState) -> None:
-    """An item made after a pause: let the I/O thread push it now, before the generator goes on.
+    """Let the I/O thread push what is pending now, before the generator goes on.
 
-    Without this, a generator that then makes items without pausing holds the GIL, and the I/O
-    thread waits for its switch interval (5 ms) to send the first item: it would reach its
-    readers that much later. Costs nothing to a generator already making items fast.
+    Done for an item made after a pause (not for the next ones: waiting for each push would cost
+    more than it gives). Without it, a generator that makes items without pausing holds the GIL,
+    and the I/O thread gets it only at the interpreter's switch interval (5 ms): the first item
+    would reach its readers that much later.
     """
     with state.cond:
         if state.flushing and state.subs:

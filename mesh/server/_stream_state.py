@@ -13,9 +13,12 @@ __all__ = ["StreamState"]
 
 
 class _Sub:
-    __slots__ = ("reply", "ref", "sess", "sent", "acked", "chain")
+    __slots__ = ("reply", "ref", "sess", "sent", "acked", "chain", "inline")
 
-    def __init__(self, reply: Callable[[Entry], None], ref: str, sess: str | None, start: int, chain: str | None = None) -> None:
+    def __init__(
+        self, reply: Callable[[Entry], None], ref: str, sess: str | None, start: int, chain: str | None = None, inline: bool = False,
+    ) -> None:
+        self.inline = inline  # it reads batches of plain items in the inline form (stream_items.pack_inline)
         self.reply = reply
         self.ref = ref
         self.sess = sess
@@ -29,7 +32,8 @@ class StreamState:
 
     def __init__(self, task: str) -> None:
         self.task = task
-        self.cond = threading.Condition(threading.Lock())
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
         self.items: list[tuple[bytes, list[bytes]] | None] = []  # None: dropped (byte budget)
         self.cum = [0]  # cum[i]: bytes of items[:i]
         self.base = 0  # the first item still kept
@@ -42,6 +46,7 @@ class StreamState:
         self.flushing = False  # a push is scheduled on the I/O thread
         self.pushed = 0  # scheduled pushes done (sent)
         self.framed = 0  # items with buffer frames (none: batches skip looking for them)
+        self.plain = True  # every item so far is a plain scalar (batches may go inline)
         self.loop: Any = None  # an async generator's loop, task, and its waiter for room
         self.atask: Any = None
         self.waiter: Any = None

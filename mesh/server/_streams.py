@@ -37,13 +37,16 @@ from typing import Any, Callable
 
 import transport
 from mesh._core import stream_items, wire
+from mesh._core.stream_items import MAX_ITEMS
 from mesh._core.wire import Entry
 from mesh._errors import Cancelled
 from mesh.server._stream_state import StreamState, _Sub
 
 __all__ = ["WINDOW", "WINDOW_BYTES", "StreamState", "Streams"]  # StreamState: from mesh.server._stream_state
 
-WINDOW = int(os.environ.get("MESH_STREAM_WINDOW", 1024))  # items a generator may be ahead of its slowest reader
+# items a generator may be ahead of its slowest reader (small items: fewer pauses for acks; the
+# bytes bound below is what bounds memory)
+WINDOW = int(os.environ.get("MESH_STREAM_WINDOW", 16384))
 WINDOW_BYTES = int(os.environ.get("MESH_STREAM_WINDOW_BYTES", 8 << 20))  # and bytes
 BATCH_BYTES = 1 << 20  # bytes of items in one push (a larger item goes alone)
 SUBS_MAX = 1024  # readers subscribed to one stream at once
@@ -174,7 +177,8 @@ class Streams:
             buffers = [b if type(b) is bytes else bytes(b) for b in buffers]
             entry, size = (body, buffers), len(body) + sum(len(b) for b in buffers) + _ITEM_OVERHEAD
             state.framed += bool(buffers)
-        with state.cond:
+            state.plain = False
+        with state.lock:  # (the lock of state.cond: the plain lock's with is cheaper)
             if state.stopping:
                 raise Cancelled("the stream was stopped")
             cum = state.cum
@@ -240,7 +244,8 @@ class Streams:
             else:
                 problem = None
                 state.subs[header["ref"]] = _Sub(
-                    reply, header["ref"], header.get("sess"), min(start, len(state.items)), header.get("chain"))
+                    reply, header["ref"], header.get("sess"), min(start, len(state.items)), header.get("chain"),
+                    bool(header.get("inline")))
                 state.wake()  # a paused generator lets this reader's chain in too
         if problem is not None:
             reply(problem)
@@ -295,12 +300,15 @@ class Streams:
         self.call_soon(self._push, state)
 
     def _push(self, state: StreamState, force: bool = False) -> None:
-        """Send each reader the items it may have now, and the end to readers that have them all."""
+        """Send each reader the items it may have now, and the end to readers that have them all.
+
+        The scheduled push (``force`` off; a forced one leaves that one scheduled) stays the
+        scheduled one until it sent: items put meanwhile schedule no other (no wake-up of this
+        thread per batch); it goes again at once if items (or the end) came while it sent.
+        """
         sends: list[tuple[_Sub, Entry]] = []
         with state.cond:
-            if not force:  # the scheduled push (a forced one leaves that one scheduled)
-                state.flushing = False
-            n = len(state.items)
+            n, ended = len(state.items), state.end is not None
             for sub in list(state.subs.values()):
                 if sub.sent < state.base:
                     del state.subs[sub.ref]
@@ -311,9 +319,14 @@ class Streams:
                 if at < hi:  # within the reader's byte credit too (at least one item: a large one goes alone)
                     hi = max(at + 1, bisect_right(cum, cum[sub.acked] + self.window_bytes, at + 1, hi + 1) - 1)
                 while at < hi:  # batches of BATCH_BYTES at most (or one larger item)
-                    end = max(at + 1, bisect_right(cum, cum[at] + BATCH_BYTES, at + 1, hi + 1) - 1)
-                    body, buffers = stream_items.pack(state.items[at:end], state.framed)  # type: ignore[arg-type]
-                    sends.append((sub, ({"op": wire.OK, "more": 1, "at": at}, body, buffers)))
+                    end = min(at + MAX_ITEMS, max(at + 1, bisect_right(cum, cum[at] + BATCH_BYTES, at + 1, hi + 1) - 1))
+                    if sub.inline and state.plain:
+                        part = {"op": wire.OK, "more": 1, "at": at, "inline": 1}
+                        body, buffers = stream_items.pack_inline([b for b, _ in state.items[at:end]]), []  # type: ignore[misc]
+                    else:
+                        part = {"op": wire.OK, "more": 1, "at": at}
+                        body, buffers = stream_items.pack(state.items[at:end], state.framed)  # type: ignore[arg-type]
+                    sends.append((sub, (part, body, buffers)))
                     at = sub.sent = end
                 if state.end is not None and sub.sent >= n:
                     del state.subs[sub.ref]
@@ -325,6 +338,10 @@ class Streams:
             with state.cond:  # sent: a generator waiting for the item it made after a pause goes on
                 state.pushed += 1
                 state.cond.notify_all()
+                again = bool(state.subs) and (len(state.items) > n or (not ended and state.end is not None))
+                state.flushing = again
+            if again:
+                self.call_soon(self._push, state)
 
 
 def _end_entry(end: Entry, count: int) -> Entry:
