@@ -159,3 +159,38 @@ def test_wait_with_a_timeout_shorter_than_the_deadline_returns_pending_futures(s
     done, pending = mesh.wait([fut], timeout=0.2)
     assert done == [] and pending == [fut]
     assert fut.cancel() is True
+
+
+class Deaf(metaclass=RpcMeta):
+    """A sync generator that never looks at mesh.cancelled(): only its next yield can stop it."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    @stream_func
+    def ticks(self):
+        try:
+            while True:
+                yield time.monotonic()
+                time.sleep(0.01)
+        finally:
+            self.closed += 1
+
+
+def test_a_deadline_closes_a_sync_generator_that_never_checks(server):
+    deaf = Deaf(to_dist=on(server))
+    with mesh.deadline(0.3):
+        stream = deaf.ticks()
+    with pytest.raises(mesh.DeadlineExceeded):
+        stream.result()
+    wait_until(lambda: deaf.closed == 1, timeout=10)
+
+
+def test_the_generic_cancel_closes_a_sync_generator_that_never_checks(server):
+    from mesh.client._cancel import cancel_future  # op cancel (what Ctrl-C and the cascade send)
+
+    deaf = Deaf(to_dist=on(server))
+    stream = deaf.ticks()
+    assert isinstance(next(iter(stream)), float)
+    assert cancel_future(stream) is True
+    wait_until(lambda: deaf.closed == 1, timeout=10)
