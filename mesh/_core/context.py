@@ -19,7 +19,17 @@ from typing import Any
 
 __all__ = ["blocking", "current_chain", "current_scope", "reading_chain", "set_context"]
 
-_local = threading.local()
+class _Local(threading.local):
+    """Per-thread context; the class defaults make a read on a thread that set nothing cheap
+    (a miss on a plain ``threading.local`` costs ~0.4 us: every call reads it)."""
+
+    chain: str | None = None
+    scope: Any = None
+    on_block: Callable[[], None] | None = None
+    on_unblock: Callable[[], None] | None = None
+
+
+_local = _Local()
 # the chain of a stream reading (a for / async for) in code that runs for no call (a client):
 # the calls made in the loop's body carry it, so a paused producer lets them in (mesh.client._stream)
 _reading: contextvars.ContextVar[str | None] = contextvars.ContextVar("mesh_reading_chain", default=None)
