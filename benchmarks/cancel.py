@@ -81,7 +81,9 @@ def raw_three_hops(reps: int) -> list[float]:
 
 
 def deadline_round(servers: list, calls: int, seconds: float, concurrent: bool) -> tuple[list[float], list[float]]:
-    hops = [Hop(to_dist={"host": s.host, "port": s.port}) for s in servers for _ in range(max(1, calls // len(servers)))]
+    # one hop per call: a second call on a hop would queue behind the first and, never started by the
+    # deadline, never run (so its finally, waited for below, only ran when it won a race)
+    hops = [Hop(to_dist={"host": s.host, "port": s.port}) for s in servers for _ in range(max(1, -(-calls // len(servers))))]
     with mesh.deadline(seconds) as d:
         futs = [hops[i % len(hops)].sleep(5) for i in range(calls)]
     at = d.at

@@ -126,6 +126,7 @@ def main() -> int:
     ap.add_argument("--start-delay", type=float, default=0.3, help="s the generator waits before its first item")
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args()
+    load_before = os.getloadavg()
     mesh.init(discovery=False)
     p = mesh.AgentServer(port=0, advertise=False).launch(in_subprocess=True)
     q = mesh.AgentServer(port=0, advertise=False).launch(in_subprocess=True)
@@ -167,10 +168,13 @@ def main() -> int:
                      "pass": "" if name == "raw" else ("PASS" if passed else "MISS")})
     print()
     print(table(rows, ["reader", "items/s", "first item ms", "raw/this", "pass"]))
+    load = {"before": load_before, "after": os.getloadavg(), "cpus": os.cpu_count()}
     print(f"\n{args.items:,} items of 16 bytes, median of {args.reps} runs; targets: raw/mesh <= {TARGET_RATIO}, "
           f"first item <= {TARGET_FIRST_MS} ms: {'PASS' if ok else 'MISS'}")
+    print(f"machine: {load['cpus']} CPUs, load average (1, 5, 15 min) before {load_before[0]:.1f} {load_before[1]:.1f} "
+          f"{load_before[2]:.1f}, after {load['after'][0]:.1f} {load['after'][1]:.1f} {load['after'][2]:.1f}")
     write_json(args.json, {
-        "benchmark": "streams", "items": args.items, "item_bytes": 16, "reps": args.reps, "runs": runs,
+        "benchmark": "streams", "load": load, "items": args.items, "item_bytes": 16, "reps": args.reps, "runs": runs,
         "summary": summary, "target": f"raw/mesh <= {TARGET_RATIO} and first item <= {TARGET_FIRST_MS} ms", "pass": ok,
     })
     return 0

@@ -11,6 +11,7 @@ from mesh._core import redis_results, runtime, settings as _settings, wire
 from mesh._core.address import normalize_address
 from mesh._errors import AgentNotFound, MeshError
 from mesh.client import RpcObject, servers
+from mesh.client._cancel import exiting
 from mesh.client._client import get_client, shutdown_client
 from mesh.client._replies import decode_reply, wait
 from mesh.client._selection import close_browser
@@ -133,3 +134,4 @@ def delete(obj: RpcObject) -> None:
 
 
 atexit.register(shutdown)
+atexit.register(exiting)  # runs first (last registered): a Ctrl-C exit cancels what it started, then shutdown

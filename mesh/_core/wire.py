@@ -129,7 +129,7 @@ HEADER_KEYS = (
     # 1.3: tracing
     "traceparent", "tracestate",
     # 1.3: streams
-    "stream", "ref", "from", "at", "more", "end", "close",
+    "stream", "ref", "from", "at", "more", "end", "close", "inline",
     # 1.3: durable agents
     "ckpt", "restarts", "restore",
     # 1.3: deadlines and cancel

@@ -16,6 +16,10 @@ Inside a server coroutine (a method running on the server's loop) the whole wait
 (A -> B -> A), as for a worker thread that waits. The server's step wrapper gives every
 step of the call the call's context, so the hooks run in it when the wait starts and ends.
 
+Cancelling the awaiting asyncio task (``task.cancel()``, ``asyncio.wait_for``'s timeout, Ctrl-C
+under ``asyncio.run()``) cancels the remote call too, when this process made it
+(``mesh.client._cancel.abandon``), as asyncio cancels a future a cancelled task awaits.
+
 asyncio is imported by the first await (``import mesh`` does not import it).
 """
 
@@ -32,6 +36,7 @@ from typing import Any
 from mesh._core import redis_results
 from mesh._core.context import blocking, current_chain
 from mesh._errors import Cancelled
+from mesh.client._cancel import abandon
 
 __all__ = ["PENDING", "AioFuture", "pool_read", "pooled_value", "value_of"]
 
@@ -49,7 +54,11 @@ async def value_of(fut: Any) -> Any:
     at = fut.__dict__.get("_mesh_deadline")  # made under mesh.deadline(): the await ends by then
     with blocking():  # in a server coroutine: same-chain calls may enter the waiting object
         while True:
-            await _ready(got, at)
+            try:
+                await _ready(got, at)
+            except asyncio.CancelledError:  # the awaiting task was cancelled: so is the remote call
+                abandon(fut)
+                raise
             if at is not None and time.monotonic() >= at:
                 return fut.result(0)  # the value if it is here, else DeadlineExceeded
             done, got = fut._mesh_try_read()

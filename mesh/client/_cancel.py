@@ -10,19 +10,26 @@ inside a running call (its children), and Ctrl-C.
   was queued or running and is now stopped. Reading the future then raises ``Cancelled``.
 * Ctrl-C (``KeyboardInterrupt``) in a wait cancels every call of this process's session on the
   servers it called, waiting at most :data:`_INTERRUPT_WAIT` s for their answers.
+* An ``await`` of a future whose asyncio task is cancelled (:func:`abandon`) cancels the remote
+  task too, as cancelling a task cancels the asyncio future it awaits. Under ``asyncio.run()``,
+  Ctrl-C reaches us that way (its runner cancels the main task instead of raising
+  ``KeyboardInterrupt`` in our wait), so it then runs the same Ctrl-C cancel as a sync wait.
 """
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
 from typing import Any
 
-from mesh._core import ids, wire
+from mesh._core import ids, runtime, wire
+from mesh._core.cancel import send_cancel
 from mesh._errors import CallTimeout, Cancelled, DeadlineExceeded, MeshError
 from mesh.client._client import get_client
 from mesh.client._replies import decode_reply, set_interrupt_hook, wait
 
-__all__ = ["cancel_future", "cancel_started", "past_deadline", "stamp", "sync_call", "track"]
+__all__ = ["abandon", "cancel_future", "cancel_started", "exiting", "past_deadline", "stamp", "sync_call", "track"]
 
 _CANCEL_TIMEOUT = 5.0  # seconds fut.cancel() waits for the producer's answer
 _INTERRUPT_WAIT = 0.5  # seconds Ctrl-C waits for the servers to confirm the cancels
@@ -116,6 +123,49 @@ def cancel_future(fut: Any) -> bool:
     return stopped
 
 
+def abandon(fut: Any) -> None:
+    """An ``await`` of ``fut`` (or an ``async for`` of a stream) was cancelled: its asyncio task was.
+
+    The remote task is cancelled too (one-way: the loop never waits for the answer), when this
+    process made the call and it has not ended; ``asyncio.shield(fut)`` keeps it running. A copy
+    of a future (passed to this process) is left alone: its task is someone else's to stop. When
+    the cancel is ``asyncio.run()``'s answer to Ctrl-C, everything this process started is
+    cancelled, as Ctrl-C in a sync wait does.
+    """
+    interrupt = _runner_interrupt()
+    if interrupt is not None and interrupt != _handled[0]:
+        _handled[0] = interrupt
+        _on_interrupt()
+    d = fut.__dict__
+    call = d.get("_mesh_call")
+    if call is None:
+        return
+    if not call.done():
+        send_cancel(d["_mesh_address"], d["_mesh_task"])
+        return
+    forward = d.get("_mesh_forward")  # its value is another call's future: that one is still the work
+    if forward is not None and not forward.done():
+        send_cancel(forward.__dict__["_mesh_address"], forward.__dict__["_mesh_task"])
+
+
+def _runner_interrupt() -> tuple[int, int] | None:
+    """``(runner id, interrupt count)`` while ``asyncio.run()``'s runner handles a Ctrl-C, else None.
+
+    Its SIGINT handler is ``functools.partial(runner._on_sigint, main_task=...)``, and it counts
+    the interrupts in ``_interrupt_count`` (CPython 3.11 to 3.13); anything else: None.
+    """
+    try:
+        handler = signal.getsignal(signal.SIGINT)
+    except (ValueError, OSError):
+        return None
+    runner = getattr(getattr(handler, "func", None), "__self__", None)
+    count = getattr(runner, "_interrupt_count", 0)
+    return (id(runner), count) if type(count) is int and count > 0 else None
+
+
+_handled: list[Any] = [None]  # the last asyncio.run() interrupt whose cancels were sent
+
+
 def cancel_started() -> None:
     """Ctrl-C: cancel every call this process's session has queued or running on the servers it called."""
     client = get_client()
@@ -133,11 +183,29 @@ def cancel_started() -> None:
             continue
 
 
+def exiting() -> None:
+    """At exit (before the child server stops): a process ended by Ctrl-C cancels what it started.
+
+    Covers a Ctrl-C that met no wait on a mesh future (``asyncio.run()`` interrupted between
+    awaits, a ``time.sleep``): the interpreter keeps the uncaught exception in ``sys.last_value``.
+    Skipped when the Ctrl-C cancel ran a moment ago (in the wait the interrupt came through).
+    """
+    if not isinstance(getattr(sys, "last_value", None), KeyboardInterrupt) or runtime.current(create=False) is None:
+        return
+    if time.monotonic() - _last_interrupt[0] > _RECENT:
+        _on_interrupt()
+
+
+_RECENT = 2.0  # s: a Ctrl-C cancel this recent covers the interrupt the process dies of
+_last_interrupt = [float("-inf")]  # time.monotonic() of the last Ctrl-C cancel
+
+
 def _on_interrupt() -> None:
     global _interrupting
     if _interrupting:  # a second Ctrl-C while the first one's cancels are out
         return
     _interrupting = True
+    _last_interrupt[0] = time.monotonic()
     try:
         cancel_started()
     except Exception:  # noqa: BLE001 - never hide the KeyboardInterrupt behind a failed cancel

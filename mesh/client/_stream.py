@@ -3,7 +3,7 @@ of an agent whose ``reply`` streams.
 
 A ``Stream`` is a future (``(producer address, task id)``, counted as a holder like any other:
 see ``mesh.client._holders``) whose value is a sequence of items. Each reading (a ``for``, an
-``async for``, :meth:`Stream.result`) is a :class:`_Reader`: one ``stream`` request to the
+``async for``, :meth:`Stream.result`) is a :class:`~mesh.client._stream_reader.Reader`: one ``stream`` request to the
 producer, answered in parts: the producer pushes the items as its generator makes them, in
 batches, then ends the request with how the generator ended. Nothing is fetched until a reader
 starts, so a caller that only passes a stream on receives none of its items: whoever reads it
@@ -12,175 +12,32 @@ subscribes straight to the producer, from the first item.
 The reader acknowledges what it consumed (one-way ``stream_ack``): the producer sends at most a
 window past that, and its generator waits while it is that far ahead of its slowest reader.
 A reader dropped before the end (``break`` out of a ``for``) tells the producer it leaves.
+
+A stream made under ``mesh.deadline()`` (the call's future keeps ``_mesh_deadline``): while its
+generator has not ended, every read ends at the deadline with ``DeadlineExceeded``, even if the
+producer cannot be reached; a stream that ended in time is read whole whenever it is read.
+Cancelling the asyncio task of an ``async for`` / ``await stream`` cancels the stream (when this
+process made the call: ``mesh.client._cancel.abandon``); Ctrl-C in a ``for`` / ``result()`` runs
+the Ctrl-C cancel of ``mesh.client._replies``.
 """
 
 from __future__ import annotations
 
-import collections
 import sys
-import threading
 import time
-import weakref
 from typing import Any
 
-import transport
-from mesh._core import ids, stream_items, wire
-from mesh._core.context import blocking
-from mesh._errors import CallTimeout, Cancelled, MeshError, RemoteError, ResultExpired
+from mesh._core import ids, wire
+from mesh._core.context import current_chain, reading_chain
+from mesh._errors import Cancelled, DeadlineExceeded, MeshError, RemoteError, ResultExpired
+from mesh.client._cancel import abandon
 from mesh.client._client import get_client
 from mesh.client._future import Placeholder, _FutureMixin
-from mesh.client._replies import decode_reply, translate
+from mesh.client._stream_reader import Reader
 
 __all__ = ["Stream", "StreamingPlaceholder"]
 
-_ACK_EVERY = 128  # items consumed between two acks, at most (and one whenever the reader caught up)
-
-
-class _Reader:
-    """One reading of a stream: its subscription's parts as they come, decoded as they are read."""
-
-    def __init__(self, address: str, task: str, inst: str | None) -> None:
-        self.address = address
-        self.task = task
-        self.ref = ids.new_chain()
-        self.cond = threading.Condition(threading.Lock())
-        self.parts: collections.deque[tuple] = collections.deque()
-        self.items: collections.deque[tuple] = collections.deque()  # (body, buffers) not yet decoded
-        self.consumed = 0
-        self.acked = 0
-        self.waiter: Any = None  # (loop, asyncio future) of an async reader waiting for a part
-        self.finished = False  # the end was read (or the reading failed)
-        client = self.client = get_client()
-        client.own(address)  # our lease keeps our subscription (and the items held for it) alive
-        header = {"op": wire.STREAM, "task": task, "ref": self.ref, "id": client.node.next_id(), "sess": client.session}
-        if inst:
-            header["inst"] = inst
-        me = weakref.ref(self)
-        self.fut = client.node.request(address, header, wire.NIL, (), on_part=lambda part: _arrived(me, part))
-        self.fut.add_done_callback(lambda _f: _arrived(me, None))
-
-    # -- the I/O thread -------------------------------------------------------------------------
-    def arrived(self, part: tuple | None) -> None:
-        with self.cond:
-            if part is not None:
-                self.parts.append(part)
-            self.cond.notify_all()
-            waiter, self.waiter = self.waiter, None
-        if waiter is not None:
-            try:
-                waiter[0].call_soon_threadsafe(_set_done, waiter[1])
-            except RuntimeError:  # that loop closed
-                pass
-
-    # -- the reading thread ---------------------------------------------------------------------
-    def next(self, deadline: float | None = None, *, wait: bool = True) -> tuple[bool, Any]:
-        """``(True, item)``; ``(False, None)`` at the end; ``(False, self)`` when ``wait`` is off and nothing is here yet.
-
-        Raises:
-            RemoteError: the generator raised (after the items it made before).
-            CallTimeout: ``deadline`` passed first.
-            MeshError: the producer failed, was lost, or sent something malformed.
-        """
-        while True:
-            if self.items:
-                body, buffers = self.items.popleft()
-                try:
-                    value = transport.decode(body, buffers)
-                except transport.CodecError as exc:
-                    raise self._fail(MeshError(f"cannot decode an item of stream {self.task} from {self.address}: {exc}")) from None
-                self.consumed += 1
-                if self.consumed - self.acked >= _ACK_EVERY or (not self.items and not self.parts):
-                    self._ack()
-                return True, value
-            if self.finished:
-                return False, None
-            with self.cond:
-                part = self.parts.popleft() if self.parts else None
-                if part is None and not self.fut.done():
-                    if not wait:
-                        return False, self
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        raise CallTimeout(f"no item of stream {self.task} from {self.address} within the timeout")
-                    with blocking():  # a server worker reading a stream frees its slot meanwhile
-                        self.cond.wait(left)
-                    continue
-            if part is not None:
-                self._take(part)
-                continue
-            self.finished = True
-            self._end()
-            return False, None
-
-    def _take(self, part: tuple) -> None:
-        header, body, buffers = part
-        try:
-            batch = stream_items.unpack(body, buffers)
-        except ValueError as exc:
-            raise self._fail(MeshError(f"{self.address}: malformed part of stream {self.task}: {exc}")) from None
-        if header.get("at") != self.consumed + len(self.items):
-            raise self._fail(MeshError(f"{self.address}: stream {self.task} skipped items (got item {header.get('at')!r})"))
-        self.items.extend(batch)
-
-    def _end(self) -> None:
-        """How the stream ended: nothing for an ``ok``, else its error."""
-        try:
-            reply = self.fut.result()
-        except BaseException as exc:
-            raise translate(exc) from None
-        decode_reply(reply, self.address)
-
-    def _fail(self, exc: BaseException) -> BaseException:
-        self.close()
-        self.finished = True
-        return exc
-
-    def _ack(self, close: bool = False) -> None:
-        self.acked = self.consumed
-        header = {"op": wire.STREAM_ACK, "task": self.task, "ref": self.ref, "at": self.consumed, "sess": self.client.session}
-        if close:
-            header["close"] = 1
-        self.client.node.send(self.address, header)
-
-    def close(self) -> None:
-        """Leave before the end: the producer stops pushing to this reader."""
-        if not self.fut.done():
-            self._ack(close=True)
-
-    def __del__(self) -> None:
-        try:
-            if not self.finished:
-                self.close()
-        except Exception:  # never raise from a finalizer
-            pass
-
-    async def anext(self) -> tuple[bool, Any]:
-        """As :meth:`next`, awaiting (the running loop is never blocked)."""
-        aio = sys.modules["asyncio"]
-        while True:
-            got = self.next(wait=False)
-            if got[1] is not self:
-                return got
-            loop = aio.get_running_loop()
-            fut = loop.create_future()
-            with self.cond:
-                if self.parts or self.fut.done():
-                    continue
-                self.waiter = (loop, fut)
-            with blocking():
-                await fut
-
-
-def _arrived(me: weakref.ref, part: tuple | None) -> None:
-    reader = me()
-    if reader is not None:
-        reader.arrived(part)
-
-
-def _set_done(fut: Any) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
+_Reader = Reader  # its former name here
 
 class _Streaming:
     """Reading a future's task as a stream of items: ``for``, ``async for``, ``cancel()``."""
@@ -190,7 +47,10 @@ class _Streaming:
         if d.get("_mesh_items") is not None:
             return iter(d["_mesh_items"])
         self._mesh_check_cancelled()
-        return _items(self, _Reader(d["_mesh_address"], d["_mesh_task"], d.get("_mesh_inst")))
+        chain = current_chain()
+        own = chain is None  # outside any call: the loop's body gets a chain of its own
+        reader = Reader(d["_mesh_address"], d["_mesh_task"], d.get("_mesh_inst"), self, chain or ids.new_chain())
+        return _items(self, reader, own)
 
     def __aiter__(self) -> Any:
         d = self.__dict__
@@ -215,21 +75,42 @@ class _Streaming:
         return stopped
 
     def _mesh_check_cancelled(self) -> None:
-        if self.__dict__.get("_mesh_cancelled"):
-            raise Cancelled(f"stream {self.__dict__['_mesh_task']} was cancelled")
+        d = self.__dict__
+        if d.get("_mesh_cancelled"):
+            raise Cancelled(f"stream {d['_mesh_task']} was cancelled")
+        if isinstance(d["_mesh_exc"], (Cancelled, DeadlineExceeded)):  # kept: every later read raises it too
+            raise d["_mesh_exc"]
 
 
-def _items(owner: Any, reader: _Reader) -> Any:
-    """The items of one reading (a generator: ``break`` closes it, and the reader leaves)."""
+def _items(owner: Any, reader: Reader, own: bool = False) -> Any:
+    """The items of one reading (a generator: ``break`` closes it, and the reader leaves).
+
+    ``own``: the reading's chain is set for the loop's body (calls made there carry it), until the end.
+    """
+    token = reading_chain.set(reader.chain) if own else None
+    d = owner.__dict__
     try:
         while True:
             owner._mesh_check_cancelled()
-            more, item = reader.next()
-            if not more:
+            batch = reader.take()  # the items here now: yielded without going back to the reader each time
+            if batch is None:
                 return
-            yield item
+            for item in batch:
+                if d.get("_mesh_cancelled") or d["_mesh_exc"] is not None:
+                    owner._mesh_check_cancelled()
+                yield item
+            reader.used(len(batch))  # read: the producer may make that many more
     finally:
         reader.close()
+        _unset(token)
+
+
+def _unset(token: Any) -> None:
+    if token is not None:
+        try:
+            reading_chain.reset(token)
+        except ValueError:  # finished in another context (a generator collected elsewhere)
+            reading_chain.set(None)
 
 
 async def _aitems(owner: Any, cached: list | None) -> Any:
@@ -238,16 +119,27 @@ async def _aitems(owner: Any, cached: list | None) -> Any:
             yield item
         return
     d = owner.__dict__
-    reader = _Reader(d["_mesh_address"], d["_mesh_task"], d.get("_mesh_inst"))
+    chain = current_chain()
+    reader = Reader(d["_mesh_address"], d["_mesh_task"], d.get("_mesh_inst"), owner, chain or ids.new_chain())
+    token = reading_chain.set(reader.chain) if chain is None else None
     try:
         while True:
             owner._mesh_check_cancelled()
-            more, item = await reader.anext()
-            if not more:
+            try:
+                batch = await reader.atake()
+            except sys.modules["asyncio"].CancelledError:  # the reading task was cancelled: so is the stream
+                abandon(owner)
+                raise
+            if batch is None:
                 return
-            yield item
+            for item in batch:
+                if d.get("_mesh_cancelled") or d["_mesh_exc"] is not None:
+                    owner._mesh_check_cancelled()
+                yield item
+            reader.used(len(batch))
     finally:
         reader.close()
+        _unset(token)
 
 
 class Stream(_Streaming, _FutureMixin):
@@ -277,15 +169,16 @@ class Stream(_Streaming, _FutureMixin):
             raise d["_mesh_exc"]
         self._mesh_check_cancelled()
         deadline = None if timeout is None else time.monotonic() + timeout
-        reader = _Reader(d["_mesh_address"], d["_mesh_task"], d.get("_mesh_inst"))
+        reader = Reader(d["_mesh_address"], d["_mesh_task"], d.get("_mesh_inst"), self)
         items = []
         try:
             while True:
-                more, item = reader.next(deadline)
-                if not more:
+                batch = reader.take(deadline)
+                if batch is None:
                     break
-                items.append(item)
-        except (RemoteError, Cancelled, ResultExpired) as exc:  # final: a later read raises it too
+                items += batch
+                reader.used(len(batch))
+        except (RemoteError, Cancelled, ResultExpired, DeadlineExceeded) as exc:  # final: a later read raises it too
             d["_mesh_exc"] = exc
             raise
         finally:
@@ -317,7 +210,8 @@ class Stream(_Streaming, _FutureMixin):
 
     def __repr__(self) -> str:
         d = self.__dict__
-        state = "done" if d.get("_mesh_items") is not None else "cancelled" if d.get("_mesh_cancelled") else "open"
+        state = "done" if d.get("_mesh_items") is not None else "cancelled" if d.get("_mesh_cancelled") else (
+            "failed" if d["_mesh_exc"] is not None else "open")
         return f"<Stream {state} task={d['_mesh_task']} producer={d['_mesh_address']}>"
 
 

@@ -4,6 +4,10 @@ No polling: every future gets a done-callback (run by the I/O thread when its re
 that records it under one condition; the waiting thread sleeps on that condition. A server
 worker that waits here is inside ``blocking()``, like any wait on a mesh future.
 
+A future made under ``mesh.deadline()`` counts as done (failed: reading it raises
+``DeadlineExceeded``) at its deadline if its reply has not come by then, so a wait ends then
+even when its producer cannot be reached.
+
 Any object with ``_mesh_on_done(fn)`` is accepted (``AsyncResult``, ``Placeholder``, and
 ``Stream`` when it has the hook). In asyncio code, use ``asyncio.wait`` / ``asyncio.gather`` /
 ``asyncio.as_completed``: the futures are awaitables.
@@ -18,6 +22,7 @@ from typing import Any
 
 from mesh._core.context import blocking
 from mesh._errors import CallTimeout
+from mesh.client._cancel import past_deadline
 from mesh.client._replies import interrupted
 
 __all__ = ["as_completed", "wait"]
@@ -29,27 +34,58 @@ class _Finished:
     def __init__(self, futures: list[Any]) -> None:
         self.cond = threading.Condition(threading.Lock())
         self.order: list[int] = []
+        self.seen: set[int] = set()
+        self.futures = futures
         for fut in futures:
             if not callable(getattr(fut, "_mesh_on_done", None)):
                 raise TypeError(f"futures must be mesh futures (AsyncResult, Placeholder, Stream), not {type(fut).__name__}")
+        # (deadline, index) of the futures made under mesh.deadline(), earliest first
+        self.due = sorted((d["_mesh_deadline"], i) for i, fut in enumerate(futures)
+                          if (d := getattr(fut, "__dict__", {})).get("_mesh_deadline") is not None)
         for i, fut in enumerate(futures):
             fut._mesh_on_done(lambda i=i: self._done(i))
 
     def _done(self, index: int) -> None:  # any thread
         with self.cond:
+            if index in self.seen:  # done by its reply and at its deadline: counted once
+                return
+            self.seen.add(index)
             self.order.append(index)
             self.cond.notify_all()
+
+    def _overdue(self, now: float) -> float | None:
+        """Futures whose deadline passed count as done (caller holds ``cond``); the next deadline."""
+        due = self.due
+        while due and due[0][0] <= now:
+            _, index = due.pop(0)
+            if index not in self.seen:
+                fut = self.futures[index]
+                if not fut.done():
+                    past_deadline(fut)  # reading it raises DeadlineExceeded, as its result() would now
+                self.seen.add(index)
+                self.order.append(index)
+        while due and due[0][1] in self.seen:
+            due.pop(0)
+        return due[0][0] if due else None
 
     def wait_for(self, count: int, deadline: float | None) -> int:
         """Wait until ``count`` futures finished or the deadline passed; how many finished."""
         with self.cond:
+            if self.due:
+                self._overdue(time.monotonic())
             if len(self.order) >= count:
                 return len(self.order)
             with blocking():
                 while len(self.order) < count:
-                    left = None if deadline is None else deadline - time.monotonic()
+                    now = time.monotonic()
+                    due = self._overdue(now) if self.due else None
+                    if len(self.order) >= count:
+                        break
+                    left = None if deadline is None else deadline - now
                     if left is not None and left <= 0:
                         break
+                    if due is not None and (left is None or due - now < left):
+                        left = max(0.0, due - now)
                     try:
                         self.cond.wait(left)
                     except KeyboardInterrupt:  # Ctrl-C: what this process started is cancelled

@@ -283,6 +283,7 @@ class CallRunner:
             else:
                 stream = self.streams.states.get(call.task) if call.keep and self.streams.states else None
                 if stream is not None:  # a generator: its items go to the stream's readers as it runs
+                    stream.host = (actor, self._submit)  # its readers' chains may enter while it is paused
                     entry = ok(run_sync(self.streams, stream, fn(*args, **kwargs), _merge(actor, call)))
                 else:
                     t = time.perf_counter()
@@ -331,6 +332,7 @@ class CallRunner:
             value = fn(*args, **kwargs)
             stream = self.streams.states.get(call.task) if call.keep and self.streams.states else None
             if stream is not None:  # an async generator: its items go to the stream's readers as it runs
+                stream.host = (actor, self._submit)
                 value = await run_async(self.streams, stream, value, _merge(actor, call))
             elif type(value) is types.CoroutineType:  # an async def (or AgentBase.__call__ forwarding to one)
                 value = await value

@@ -150,10 +150,12 @@ class Cancels:
                 self._stuck.add(scope)
             call, actor, job = scope.call, scope.actor, scope.job
         runner = self._runner
-        runner.answer(call, stopped_entry(scope.task, why))
         streams = getattr(runner, "streams", None)
         if state == RUNNING and streams is not None and streams.states and scope.task in streams.states:
-            streams.stop(scope.task)  # a stream's generator: closed at its next item (sync ones too)
+            # a stream's generator: closed at its next item (sync ones too); before the answer,
+            # which ends the stream for its readers (and after which stop() sees it as ended)
+            streams.stop(scope.task)
+        runner.answer(call, stopped_entry(scope.task, why))
         if state == QUEUED and actor is not None and actor.withdraw(call):
             scope.call = scope.actor = None
             runner.drop_body(call.body, call.buffers)  # futures in its arguments are released

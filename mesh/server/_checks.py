@@ -101,7 +101,8 @@ def check_header(header: dict) -> str | None:
     elif op == wire.STREAM:
         problem = (
             _text(header, "task", ID_MAX, required=True) or _text(header, "ref", ID_MAX, required=True)
-            or _text(header, "inst", ID_MAX) or _count(header, "from")
+            or _text(header, "inst", ID_MAX) or _text(header, "chain", ID_MAX) or _count(header, "from")
+            or _flag(header, "inline")
         )
     elif op == wire.STREAM_ACK:
         problem = (

@@ -5,11 +5,18 @@ is a window ahead of its slowest reader); an async generator runs on the server'
 by awaiting a future that an ack resolves). Stopping (``Streams.stop``) makes the next item
 raise ``Cancelled`` (an async one is also cancelled at its current await), and the generator
 is closed, so its ``finally`` runs.
+
+A paused generator keeps its object (one call at a time: other calls wait until it ends), but
+never deadlocks with its readers: while it waits for one, calls of that reader's call chain may
+enter the object (as calls of the generator's own chain may), so a reader that calls back into
+the producer's object, directly or through other agents, lets it go on. A reader sends its chain
+with its subscription (a client's ``for`` loop gives the calls of its body one chain).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 import types
 from typing import Any
 
@@ -39,25 +46,82 @@ def _chunk(item: Any, cls_name: str) -> Any:
     return item
 
 
+class _Readers:
+    """While a generator is paused: the call chains of its readers may enter its object."""
+
+    def __init__(self, state: StreamState) -> None:
+        self.state = state
+        self.chains: set[str] = set()
+
+    def let_in(self) -> None:
+        """Let in the chains of readers subscribed now (caller holds ``state.cond``)."""
+        host = self.state.host
+        if host is None:
+            return
+        actor, submit = host
+        for sub in self.state.subs.values():
+            chain = sub.chain
+            if chain is not None and chain not in self.chains:
+                self.chains.add(chain)
+                for call in actor.block(chain):  # its calls already queued there run now
+                    submit(actor, call)
+
+    def close(self) -> None:
+        if self.chains:
+            actor = self.state.host[0]
+            for chain in self.chains:
+                actor.unblock(chain)
+            self.chains.clear()
+
+
+_IDLE = 0.001  # s since the generator's previous item: then the I/O thread is idle, and gets its turn
+_FIRST_WAIT = 0.005  # s a generator waits at most for the push of an item it made after a pause
+
+
+def _let_push(state: StreamState) -> None:
+    """Let the I/O thread push what is pending now, before the generator goes on.
+
+    Done for an item made after a pause (not for the next ones: waiting for each push would cost
+    more than it gives). Without it, a generator that makes items without pausing holds the GIL,
+    and the I/O thread gets it only at the interpreter's switch interval (5 ms): the first item
+    would reach its readers that much later.
+    """
+    with state.cond:
+        if state.flushing and state.subs:
+            pushed, end = state.pushed, time.monotonic() + _FIRST_WAIT
+            while state.pushed == pushed and not state.stopping and (left := end - time.monotonic()) > 0:
+                state.cond.wait(left)  # until that push was sent (Streams._push notifies)
+
+
 def _wait_room(streams: Streams, state: StreamState) -> None:
-    with blocking():  # a paused generator frees its worker's slot (and lets its call chain re-enter)
-        with state.cond:
-            while not state.stopping and state.full(streams.window, streams.window_bytes):
-                state.cond.wait(1.0)
-            if state.stopping:
-                raise Cancelled("the stream was stopped")
+    readers = _Readers(state)
+    try:
+        with blocking():  # a paused generator frees its worker's slot (and lets its call chain re-enter)
+            with state.cond:
+                while not state.stopping and state.full(streams.window, streams.window_bytes):
+                    readers.let_in()
+                    state.cond.wait(1.0)
+                if state.stopping:
+                    raise Cancelled("the stream was stopped")
+    finally:
+        readers.close()
 
 
 async def _await_room(streams: Streams, state: StreamState) -> None:
-    while True:
-        with state.cond:
-            if state.stopping:
-                raise Cancelled("the stream was stopped")
-            if not state.full(streams.window, streams.window_bytes):
-                return
-            waiter = state.waiter = state.loop.create_future()
-        with blocking():
-            await waiter
+    readers = _Readers(state)
+    try:
+        while True:
+            with state.cond:
+                if state.stopping:
+                    raise Cancelled("the stream was stopped")
+                if not state.full(streams.window, streams.window_bytes):
+                    return
+                readers.let_in()
+                waiter = state.waiter = state.loop.create_future()
+            with blocking():
+                await waiter
+    finally:
+        readers.close()
 
 
 def run_sync(streams: Streams, state: StreamState, value: Any, merge: str | None = None) -> Any:
@@ -71,12 +135,17 @@ def run_sync(streams: Streams, state: StreamState, value: Any, merge: str | None
         raise TypeError("an async generator must be defined with async def ... yield to stream")
     it = value if hasattr(value, "__next__") else iter(value)
     chunks: list[Any] = []
+    last = 0.0
     try:
         for item in it:
             if merge is not None:
                 chunks.append(_chunk(item, merge))
             if streams.put(state, item):
                 _wait_room(streams, state)
+            now = time.monotonic()
+            if now - last > _IDLE and state.flushing:
+                _let_push(state)
+            last = now
     finally:
         close = getattr(it, "close", None)
         if close is not None:

@@ -30,19 +30,23 @@ from __future__ import annotations
 import os
 import threading
 import time
+from bisect import bisect_right
 from collections import OrderedDict
 from typing import Any, Callable
 
-import msgpack
 
 import transport
 from mesh._core import stream_items, wire
+from mesh._core.stream_items import MAX_ITEMS
 from mesh._core.wire import Entry
 from mesh._errors import Cancelled
+from mesh.server._stream_state import StreamState, _Sub
 
-__all__ = ["WINDOW", "WINDOW_BYTES", "StreamState", "Streams"]
+__all__ = ["WINDOW", "WINDOW_BYTES", "StreamState", "Streams"]  # StreamState: from mesh.server._stream_state
 
-WINDOW = int(os.environ.get("MESH_STREAM_WINDOW", 1024))  # items a generator may be ahead of its slowest reader
+# items a generator may be ahead of its slowest reader (small items: fewer pauses for acks; the
+# bytes bound below is what bounds memory)
+WINDOW = int(os.environ.get("MESH_STREAM_WINDOW", 16384))
 WINDOW_BYTES = int(os.environ.get("MESH_STREAM_WINDOW_BYTES", 8 << 20))  # and bytes
 BATCH_BYTES = 1 << 20  # bytes of items in one push (a larger item goes alone)
 SUBS_MAX = 1024  # readers subscribed to one stream at once
@@ -52,69 +56,6 @@ _SEEN_MAX = 100_000
 _ITEM_OVERHEAD = 64  # bytes an item costs besides its encoding
 _INLINE = 64 * 1024  # bytes and str shorter than this are plain msgpack (transport.encode's threshold)
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-_packb = msgpack.packb
-
-
-class _Sub:
-    __slots__ = ("reply", "ref", "sess", "sent", "acked")
-
-    def __init__(self, reply: Callable[[Entry], None], ref: str, sess: str | None, start: int) -> None:
-        self.reply = reply
-        self.ref = ref
-        self.sess = sess
-        self.sent = start  # items pushed to it
-        self.acked = start  # items it consumed
-
-
-class StreamState:
-    """One stream: its items, its readers, and whether its generator should stop."""
-
-    def __init__(self, task: str) -> None:
-        self.task = task
-        self.cond = threading.Condition(threading.Lock())
-        self.items: list[tuple[bytes, list[bytes]] | None] = []  # None: dropped (byte budget)
-        self.cum = [0]  # cum[i]: bytes of items[:i]
-        self.base = 0  # the first item still kept
-        self.end: Entry | None = None  # how it ended
-        self.subs: dict[str, _Sub] = {}
-        self.mark = 0  # the furthest any reader got (paces a generator while nobody is subscribed)
-        self.low = 0  # slowest(), kept up to date under ``cond`` (relow) for the producer's check
-        self.nbytes = 0  # bytes of the items kept
-        self.stopping = False
-        self.flushing = False  # a push is scheduled on the I/O thread
-        self.loop: Any = None  # an async generator's loop, task, and its waiter for room
-        self.atask: Any = None
-        self.waiter: Any = None
-        self.dropped = False
-
-    def slowest(self) -> int:
-        return min(s.acked for s in self.subs.values()) if self.subs else self.mark
-
-    def relow(self) -> None:
-        """Readers changed (caller holds ``cond``)."""
-        self.low = max(self.base, self.slowest())
-
-    def full(self, window: int, window_bytes: int) -> bool:
-        low = self.low
-        n = len(self.items)
-        return n - low >= window or (n > low and self.cum[n] - self.cum[low] >= window_bytes)
-
-    def wake(self) -> None:
-        """Readers changed, or the producer must stop: caller holds ``cond``."""
-        self.relow()
-        self.cond.notify_all()
-        waiter, loop = self.waiter, self.loop
-        if waiter is not None and loop is not None:
-            self.waiter = None
-            try:
-                loop.call_soon_threadsafe(_set_done, waiter)
-            except RuntimeError:  # the loop closed
-                pass
-
-
-def _set_done(fut: Any) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class Streams:
@@ -229,24 +170,28 @@ class Streams:
         if (kind is bytes or kind is str) and len(item) < _INLINE or kind is float or kind is bool or item is None or (
             kind is int and _INT_MIN <= item <= _INT_MAX
         ):
-            body, buffers, size = _packb(item, use_bin_type=True), [], _ITEM_OVERHEAD  # as transport.encode would
+            body = state.pack(item)  # as transport.encode would
+            entry, size = (body, ()), len(body) + _ITEM_OVERHEAD
         else:
             body, buffers = transport.encode(item)
             buffers = [b if type(b) is bytes else bytes(b) for b in buffers]
-            size = sum(len(b) for b in buffers) + _ITEM_OVERHEAD
-        size += len(body)
-        with state.cond:
+            entry, size = (body, buffers), len(body) + sum(len(b) for b in buffers) + _ITEM_OVERHEAD
+            state.framed += bool(buffers)
+            state.plain = False
+        with state.lock:  # (the lock of state.cond: the plain lock's with is cheaper)
             if state.stopping:
                 raise Cancelled("the stream was stopped")
-            items, cum = state.items, state.cum
-            items.append((body, buffers))
-            cum.append(cum[-1] + size)
+            cum = state.cum
+            state.items.append(entry)
+            total = cum[-1] + size
+            cum.append(total)
             state.nbytes += size
-            push = not state.flushing and bool(state.subs)
-            if push:
-                state.flushing = True
-            n, low = len(items), state.low
-            full = n - low >= self.window or cum[n] - cum[low] >= self.window_bytes
+            if state.flushing or not state.subs:
+                push = False
+            else:
+                push = state.flushing = True
+            n, low = len(cum) - 1, state.low
+            full = n - low >= self.window or total - cum[low] >= self.window_bytes
         if push:
             self.call_soon(self._push, state)
         if (state.nbytes > self.budget or not n & 255) and sum(st.nbytes for st in list(self.states.values())) > self.budget:
@@ -298,8 +243,10 @@ class Streams:
                 problem = wire.err_entry(wire.K_UNAVAILABLE, f"stream {state.task} has {SUBS_MAX} readers already")
             else:
                 problem = None
-                state.subs[header["ref"]] = _Sub(reply, header["ref"], header.get("sess"), min(start, len(state.items)))
-                state.relow()
+                state.subs[header["ref"]] = _Sub(
+                    reply, header["ref"], header.get("sess"), min(start, len(state.items)), header.get("chain"),
+                    bool(header.get("inline")))
+                state.wake()  # a paused generator lets this reader's chain in too
         if problem is not None:
             reply(problem)
             return
@@ -353,37 +300,48 @@ class Streams:
         self.call_soon(self._push, state)
 
     def _push(self, state: StreamState, force: bool = False) -> None:
-        """Send each reader the items it may have now, and the end to readers that have them all."""
+        """Send each reader the items it may have now, and the end to readers that have them all.
+
+        The scheduled push (``force`` off; a forced one leaves that one scheduled) stays the
+        scheduled one until it sent: items put meanwhile schedule no other (no wake-up of this
+        thread per batch); it goes again at once if items (or the end) came while it sent.
+        """
         sends: list[tuple[_Sub, Entry]] = []
         with state.cond:
-            if not force:  # the scheduled push (a forced one leaves that one scheduled)
-                state.flushing = False
-            n = len(state.items)
+            n, ended = len(state.items), state.end is not None
             for sub in list(state.subs.values()):
                 if sub.sent < state.base:
                     del state.subs[sub.ref]
                     sends.append((sub, _expired(state.task, "items were dropped (byte budget) before this reader read them")))
                     continue
+                cum, at = state.cum, sub.sent
                 hi = min(n, sub.acked + self.window)
-                while sub.sent < hi:
-                    at, batch, size = sub.sent, [], 0
-                    while sub.sent < hi and (not batch or size < BATCH_BYTES):
-                        if state.cum[sub.sent + 1] - state.cum[sub.acked] > self.window_bytes and batch:
-                            hi = sub.sent  # past the reader's byte credit
-                            break
-                        batch.append(state.items[sub.sent])
-                        size += state.cum[sub.sent + 1] - state.cum[sub.sent]
-                        sub.sent += 1
-                    if not batch:
-                        break
-                    body, buffers = stream_items.pack(batch)  # type: ignore[arg-type]
-                    sends.append((sub, ({"op": wire.OK, "more": 1, "at": at}, body, buffers)))
+                if at < hi:  # within the reader's byte credit too (at least one item: a large one goes alone)
+                    hi = max(at + 1, bisect_right(cum, cum[sub.acked] + self.window_bytes, at + 1, hi + 1) - 1)
+                while at < hi:  # batches of BATCH_BYTES at most (or one larger item)
+                    end = min(at + MAX_ITEMS, max(at + 1, bisect_right(cum, cum[at] + BATCH_BYTES, at + 1, hi + 1) - 1))
+                    if sub.inline and state.plain:
+                        part = {"op": wire.OK, "more": 1, "at": at, "inline": 1}
+                        body, buffers = stream_items.pack_inline([b for b, _ in state.items[at:end]]), []  # type: ignore[misc]
+                    else:
+                        part = {"op": wire.OK, "more": 1, "at": at}
+                        body, buffers = stream_items.pack(state.items[at:end], state.framed)  # type: ignore[arg-type]
+                    sends.append((sub, (part, body, buffers)))
+                    at = sub.sent = end
                 if state.end is not None and sub.sent >= n:
                     del state.subs[sub.ref]
                     sends.append((sub, _end_entry(state.end, n)))
             state.relow()
         for sub, entry in sends:
             sub.reply(entry)
+        if not force:
+            with state.cond:  # sent: a generator waiting for the item it made after a pause goes on
+                state.pushed += 1
+                state.cond.notify_all()
+                again = bool(state.subs) and (len(state.items) > n or (not ended and state.end is not None))
+                state.flushing = again
+            if again:
+                self.call_soon(self._push, state)
 
 
 def _end_entry(end: Entry, count: int) -> Entry:
