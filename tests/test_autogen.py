@@ -27,7 +27,7 @@ from autogen_core import (  # noqa: E402
     message_handler,
     type_subscription,
 )
-from conftest import ROOT, TESTS  # noqa: E402
+from conftest import ROOT, TESTS, freeze  # noqa: E402
 from vlan import LineReader  # noqa: E402
 
 import mesh  # noqa: E402
@@ -390,7 +390,7 @@ def test_frozen_host_does_not_stop_publishes_or_send_message(procs):
             await Chatty.register(w2, "b", lambda: Chatty("w2"))
             await w2.publish_message(Ping(text="round 1"), DefaultTopicId())
             await until(lambda: len(LOG) == 4)  # a and b get round 1, then each other's n=1
-            os.kill(host.pid, signal.SIGSTOP)
+            freeze(host.pid)
             try:
                 LOG.clear()
                 await w1.publish_message(Ping(text="round 2"), DefaultTopicId())
@@ -459,7 +459,7 @@ def test_send_message_to_a_dead_worker_raises_within_the_heartbeat_timeout(procs
             (w,) = m.workers
             await Recorder.register(w, "local", lambda: Recorder("w"))  # registers Ping's serializer here
             await until(lambda: w._holders("worker1"), timeout=10)
-            os.kill(victim.pid, signal.SIGSTOP)  # frozen: no answer will ever come
+            freeze(victim.pid)  # frozen: no answer will ever come
             t0 = time.monotonic()
             with pytest.raises(mesh.ServerUnavailable) as info:
                 await w.send_message(Ping(text="?"), AgentId("worker1", "default"))

@@ -14,6 +14,7 @@ from autogen_core import AgentId, MessageContext, RoutedAgent, TopicId, TypeSubs
 
 import mesh  # noqa: E402
 from mesh.autogen import MeshWorkerRuntime, MeshWorkerRuntimeHost  # noqa: E402
+from tests.conftest import freeze
 
 
 @dataclass
@@ -96,7 +97,7 @@ def test_a_worker_joining_while_the_host_is_frozen_is_the_one_thing_that_waits()
                 await w2.start()
                 await Sink.register(w1, "sink", Sink)
                 await Sink.register(w2, "local", Sink)
-                os.kill(host.pid, signal.SIGSTOP)
+                freeze(host.pid)
                 try:
                     joining = asyncio.ensure_future(late.start())
                     done, _ = await asyncio.wait({joining}, timeout=1.5)

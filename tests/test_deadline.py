@@ -12,6 +12,7 @@ import pytest
 import mesh
 from cancel_agents import Worker
 from conftest import wait_until
+from tests.conftest import freeze
 
 
 def on(srv) -> dict:
@@ -122,7 +123,7 @@ def test_a_method_sees_its_deadline_pass_as_cancelled(server):
 def test_the_reader_gets_deadline_exceeded_even_when_the_server_is_unreachable(spawn_server):
     srv = spawn_server()
     w = Worker(to_dist=on(srv))
-    os.kill(srv.pid, signal.SIGSTOP)
+    freeze(srv.pid)
     try:
         t0 = time.monotonic()
         with mesh.deadline(0.5):

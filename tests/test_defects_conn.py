@@ -18,6 +18,7 @@ from agents_lib import Producer, Store
 from conftest import wait_until
 from transport import _direct, _log, _routers, _window
 from transport._framing import SIGNATURE, pack_header
+from tests.conftest import freeze
 
 
 class Spin(metaclass=mesh.RpcMeta):
@@ -119,7 +120,7 @@ def test_first_sync_call_after_a_stall_is_not_reported_failed(spawn_server, monk
     srv = spawn_server(port=0)
     store = Store(to_dist=_on(srv))
     assert store.add(1) == 1  # this thread's own socket now exists, then sits idle
-    os.kill(srv.pid, signal.SIGSTOP)
+    freeze(srv.pid)
     time.sleep(2.5)  # the stall (not a synchronisation): longer than the heartbeat timeout
     os.kill(srv.pid, signal.SIGCONT)
     time.sleep(0.5)  # the server is back before the thread calls again
@@ -133,7 +134,7 @@ def test_call_lost_after_sending_is_outcome_unknown_not_plain_unavailable(spawn_
     srv = spawn_server(port=0)
     store = Store(to_dist=_on(srv))
     assert store.add(1) == 1
-    os.kill(srv.pid, signal.SIGSTOP)
+    freeze(srv.pid)
     try:
         with pytest.raises(mesh.OutcomeUnknown):  # a ServerUnavailable that says "it may have run"
             store.add(1)
@@ -152,7 +153,7 @@ def test_async_result_survives_a_short_stall_of_its_producer(spawn_server, monke
     srv = spawn_server(port=0)
     prod = Producer(to_dist=_on(srv))
     fut = prod.make(10, delay=0.5)
-    os.kill(srv.pid, signal.SIGSTOP)
+    freeze(srv.pid)
     threading.Timer(2.0, os.kill, (srv.pid, signal.SIGCONT)).start()
     # the connection is lost at the heartbeat; the future asks the producer again, which is back
     assert fut.result(timeout=30) == b"p" * 10
@@ -164,7 +165,7 @@ def test_failed_future_is_not_cached_and_is_fetched_again(spawn_server, monkeypa
     srv = spawn_server(port=0)
     prod = Producer(to_dist=_on(srv))
     fut = prod.make(10, delay=1.0)
-    os.kill(srv.pid, signal.SIGSTOP)
+    freeze(srv.pid)
     try:
         with pytest.raises(mesh.ServerUnavailable):
             fut.result(timeout=30)  # lost, and the producer is still frozen: it fails
@@ -300,7 +301,7 @@ def test_frozen_server_fails_a_sync_call_within_about_the_heartbeat_timeout(spaw
     srv = spawn_server(port=0)
     store = Store(to_dist=_on(srv))
     store.add(1)
-    os.kill(srv.pid, signal.SIGSTOP)
+    freeze(srv.pid)
     try:
         t = time.monotonic()
         with pytest.raises(mesh.ServerUnavailable):

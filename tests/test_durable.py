@@ -22,6 +22,7 @@ import mesh
 from mesh import _placement
 from mesh._core import ckpt_log
 from mesh._core.stores import open_store
+from tests.conftest import freeze
 
 
 def ckpt(store_dir: str, object_id: str) -> tuple[int, object]:
@@ -339,7 +340,7 @@ def test_a_frozen_server_is_replaced_and_its_stale_copy_cannot_overwrite_the_che
     c = Counter(to_dist=on(srv, checkpoint=True, max_restarts=1))
     c.add(1)
     old = c._mesh_address
-    os.kill(srv.pid, signal.SIGSTOP)  # a partitioned host: only the heartbeat timeout tells
+    freeze(srv.pid)  # a partitioned host: only the heartbeat timeout tells
     try:
         assert call_after_death(c.add, 1) == 2
         assert c._mesh_address != old

@@ -16,6 +16,7 @@ import mesh
 from cancel_agents import Worker
 from conftest import wait_until
 from mesh import RpcMeta, stream_func
+from tests.conftest import freeze
 
 
 class Slow(metaclass=RpcMeta):
@@ -105,7 +106,7 @@ def test_a_stream_read_ends_at_its_deadline_when_the_producer_is_unreachable(spa
     srv = spawn_server()
     slow = Slow(to_dist=on(srv))
     assert list(slow.quick(2)) == [0, 1]  # connected and served once
-    os.kill(srv.pid, signal.SIGSTOP)
+    freeze(srv.pid)
     try:
         t0 = time.monotonic()
         with mesh.deadline(0.5):
@@ -134,7 +135,7 @@ def test_wait_and_as_completed_end_at_the_deadline_of_their_futures(spawn_server
     w = Worker(to_dist=on(srv))
     slow = Slow(to_dist=on(srv))
     assert w.mark("x").result() == "x"
-    os.kill(srv.pid, signal.SIGSTOP)  # nothing will answer: only the deadline can end the wait
+    freeze(srv.pid)  # nothing will answer: only the deadline can end the wait
     try:
         t0 = time.monotonic()
         with mesh.deadline(0.5):

@@ -15,6 +15,7 @@ from conftest import wait_until
 import mesh
 import transport
 from transport._codec import EXT_BUFREF, EXT_PICKLED
+from tests.conftest import freeze
 
 
 class Thing:
@@ -113,7 +114,7 @@ def test_frozen_server_is_declared_dead_within_the_heartbeat_timeout(spawn_serve
     srv = spawn_server(port=0)
     prod = Producer(to_dist={"host": srv.host, "port": srv.port})
     fut = prod.make(10, delay=30)
-    os.kill(srv.pid, signal.SIGSTOP)
+    freeze(srv.pid)
     try:
         t = time.perf_counter()
         with pytest.raises(mesh.ServerUnavailable):
