@@ -176,3 +176,17 @@ def freeze(pid: int, timeout: float = 10.0) -> None:
     """
     os.kill(pid, signal.SIGSTOP)
     wait_until(lambda: _all_threads_stopped(pid), timeout=timeout)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A private redis-server for one test (skipped where none is installed); its URL."""
+    from redis_server import RedisServer  # a helper of tests/ (on sys.path above); most tests never need it
+
+    if RedisServer.binary is None:
+        pytest.skip("redis-server is not installed")
+    srv = RedisServer().start()
+    try:
+        yield srv.url
+    finally:
+        srv.stop()

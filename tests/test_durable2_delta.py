@@ -13,24 +13,12 @@ import cloudpickle
 import pytest
 from conftest import ROOT
 from hypothesis import HealthCheck, given, settings, strategies as st
-from redis_server import RedisServer
 
 import mesh
 from mesh._core import ckpt_log
 from mesh._core.ckpt_log import MAX_DELTAS, Chain, apply, decode_delta, diff, encode_delta
 from mesh._core.state_store import DirectoryStore, seal, state_key
 from mesh._core.stores import open_store
-
-
-@pytest.fixture
-def redis_url():
-    if RedisServer.binary is None:
-        pytest.skip("redis-server is not installed")
-    srv = RedisServer().start()
-    try:
-        yield srv.url
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(params=["directory", "redis"])

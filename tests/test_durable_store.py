@@ -21,17 +21,6 @@ from mesh._core.stores import open_store
 needs_redis = pytest.mark.skipif(RedisServer.binary is None, reason="redis-server is not installed")
 
 
-@pytest.fixture
-def redis_url():
-    if RedisServer.binary is None:
-        pytest.skip("redis-server is not installed")
-    srv = RedisServer().start()
-    try:
-        yield srv.url
-    finally:
-        srv.stop()
-
-
 @pytest.fixture(params=["directory", "redis"])
 def any_store(request, tmp_path):
     if request.param == "directory":
