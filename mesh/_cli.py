@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import transport
-from mesh import _top as top
+from mesh import _listing as listing, _top as top
 from mesh import _views as views
 from mesh._api import init, shutdown
 from mesh._core import wire
@@ -370,19 +370,15 @@ def _list(args: argparse.Namespace) -> int:
         return 1
     try:
         found, failed = survey(timeout=args.timeout)
+        reports = listing.fetch_reports(found, timeout=max(args.timeout, 2.0))  # e.g. an AutoGen host's types
     finally:
         shutdown()
     for rec, why in failed:
         print(f"zmq-agent-server: also announced, not usable from here: {rec.name} {rec.address}: {why}", file=sys.stderr)
     if args.json:
-        print(json.dumps([s.to_dict() for s in found], indent=2))
+        print(json.dumps(listing.json_rows(found, reports), indent=2))
         return 0
-    if not found:
-        print("no servers found")
-        return 0
-    print(f"{'NAME':<40} {'ADDRESS':<28} {'CAPACITY':>8} {'LOAD':>5} {'AGENTS':>6} {'AUTH':>5}")
-    for s in found:
-        print(f"{s.name:<40} {s.address:<28} {s.capacity:>8} {s.load:>5} {s.agents:>6} {'yes' if s.auth else 'no':>5}")
+    print("\n".join(listing.text_lines(found, reports)))
     return 0
 
 

@@ -262,7 +262,7 @@ class Servicer:
     def info(self) -> dict[str, Any]:
         return admin_info(
             name=self.name, capacity=self.capacity, load=self.workers.load, agents=len(self.objects),
-            started=self.started, max_message_size=self.max_message_size,
+            started=self.started, max_message_size=self.max_message_size, reports=len(self.objects.reporting),
         )
 
     def _op_ping(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
