@@ -94,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
 
     top.add_arguments(sub.add_parser("top", help="live view of servers: agents, queues, calls/s, errors, p99"))
 
-    sp = sub.add_parser("stop", help="ask a server to shut down cleanly")
+    sp = sub.add_parser("stop", help="ask a server to shut down cleanly", epilog=(
+        "Exit status: 0 once the server confirmed; 1 if it could not be asked (unreachable, no reply within "
+        "--timeout, refused); 3 if the connection closed before its confirmation (it may or may not be stopping)."))
     sp.add_argument("address", help="tcp://host:port or host:port")
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
     sp.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
@@ -345,12 +347,17 @@ def _top(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
+    """Exit 0 once the server confirmed (it replies before it closes); 1 if the request failed; 3 if the
+    connection closed after the request went out but before the reply (it may or may not be stopping)."""
     if not _client_secret(args):
         return 1
     try:
         _admin(args.address, wire.STOP, args.timeout)
-    except OutcomeUnknown:  # the stop was delivered and the connection went with the server: it stopped
-        pass
+    except OutcomeUnknown:
+        _fail(args, f"{args.address}: the connection closed before the server confirmed the stop: it may or may "
+                    f"not be stopping (see zmq-agent-server status {args.address})", address=args.address,
+              confirmed=False)
+        return 3
     except (MeshError, ValueError) as exc:
         _fail(args, str(exc), address=args.address)
         return 1
