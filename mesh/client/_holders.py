@@ -153,7 +153,7 @@ def _is_holder(d: dict) -> bool:
 
 def _children(d: dict) -> list:
     """The refs a report names: the copies made in call arguments, and the pinned mark."""
-    return [*d["_mesh_children"], wire.PINNED_REF] if d["_mesh_pinned"] else list(d["_mesh_children"])
+    return [*d["_mesh_children"], wire.PINNED_REF] if d["_mesh_pinned"] else d["_mesh_children"]
 
 
 def report(d: dict) -> None:
@@ -182,6 +182,6 @@ def release_lenders(queue: ReleaseQueue) -> None:
         d = holder.__dict__
         if not _is_holder(d):
             continue
-        queue.add(d["_mesh_address"], [d["_mesh_task"], d["_mesh_ref"], _children(d)])
+        queue.add(d["_mesh_address"], [d["_mesh_task"], d["_mesh_ref"], list(_children(d))])
         d["_mesh_ref"] = None  # reported: the finalizer stays silent
     _lenders.clear()
