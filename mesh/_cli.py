@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import transport
-from mesh import _top as top
+from mesh import _listing as listing, _top as top
 from mesh import _views as views
 from mesh._api import init, shutdown
 from mesh._core import wire
@@ -94,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
 
     top.add_arguments(sub.add_parser("top", help="live view of servers: agents, queues, calls/s, errors, p99"))
 
-    sp = sub.add_parser("stop", help="ask a server to shut down cleanly")
+    sp = sub.add_parser("stop", help="ask a server to shut down cleanly", epilog=(
+        "Exit status: 0 once the server confirmed; 1 if it could not be asked (unreachable, no reply within "
+        "--timeout, refused); 3 if the connection closed before its confirmation (it may or may not be stopping)."))
     sp.add_argument("address", help="tcp://host:port or host:port")
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
     sp.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
@@ -345,12 +347,17 @@ def _top(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
+    """Exit 0 once the server confirmed (it replies before it closes); 1 if the request failed; 3 if the
+    connection closed after the request went out but before the reply (it may or may not be stopping)."""
     if not _client_secret(args):
         return 1
     try:
         _admin(args.address, wire.STOP, args.timeout)
-    except OutcomeUnknown:  # the stop was delivered and the connection went with the server: it stopped
-        pass
+    except OutcomeUnknown:
+        _fail(args, f"{args.address}: the connection closed before the server confirmed the stop: it may or may "
+                    f"not be stopping (see zmq-agent-server status {args.address})", address=args.address,
+              confirmed=False)
+        return 3
     except (MeshError, ValueError) as exc:
         _fail(args, str(exc), address=args.address)
         return 1
@@ -370,19 +377,15 @@ def _list(args: argparse.Namespace) -> int:
         return 1
     try:
         found, failed = survey(timeout=args.timeout)
+        reports = listing.fetch_reports(found, timeout=max(args.timeout, 2.0))  # e.g. an AutoGen host's types
     finally:
         shutdown()
     for rec, why in failed:
         print(f"zmq-agent-server: also announced, not usable from here: {rec.name} {rec.address}: {why}", file=sys.stderr)
     if args.json:
-        print(json.dumps([s.to_dict() for s in found], indent=2))
+        print(json.dumps(listing.json_rows(found, reports), indent=2))
         return 0
-    if not found:
-        print("no servers found")
-        return 0
-    print(f"{'NAME':<40} {'ADDRESS':<28} {'CAPACITY':>8} {'LOAD':>5} {'AGENTS':>6} {'AUTH':>5}")
-    for s in found:
-        print(f"{s.name:<40} {s.address:<28} {s.capacity:>8} {s.load:>5} {s.agents:>6} {'yes' if s.auth else 'no':>5}")
+    print("\n".join(listing.text_lines(found, reports)))
     return 0
 
 

@@ -493,9 +493,6 @@ def test_agent_not_found(server):
         b.get()
 
 
-@pytest.mark.xfail(strict=True, reason="a future pickled outside call arguments is 'pinned' and never "
-                   "reports, so its result stays held by the session past max_len/max_expire_time "
-                   "(see NOTES-contract.md)")
 def test_result_expired_loose_result():
     # a future pickled elsewhere than into call arguments is "loose": max_len bounds it
     # once no live future holds it (API.md, Futures + asyncio "Scale without surprises")

@@ -72,6 +72,9 @@ CANCEL = "cancel"  # 1.3: cancel a task (and what it started), or a session's ta
 OPS = (PING, CREATE, CALL, GETATTR, RESULT, DELETE, LOOKUP, STATUS, STOP, LEASE, BYE, RELEASE, STREAM, STREAM_ACK,
        STREAM_STOP, CANCEL)
 ONE_WAY = frozenset((LEASE, BYE, RELEASE, STREAM_ACK))
+# 1.4: among a ``release`` item's child refs: the holder was also pickled elsewhere (to disk, into a
+# result), so copies may still be read: once no counted holder is left the result is loose, not dropped
+PINNED_REF = "~pinned"
 
 OK = "ok"
 ERR = "err"

@@ -22,7 +22,7 @@ from mesh._errors import CallTimeout, MeshError, OutcomeUnknown, ServerUnavailab
 from mesh._msg import Msg
 from mesh.client._aio import PENDING as _PENDING, AioFuture, pool_read, pooled_value, value_of
 from mesh.client._cancel import cancel_future, past_deadline
-from mesh.client._holders import counting, lend, report
+from mesh.client._holders import counting, lend, pin, report
 from mesh.client._operators import install as install_operators
 from mesh.client._client import get_client
 from mesh.client._replies import decode_reply, wait
@@ -86,7 +86,7 @@ class _FutureMixin(AioFuture):
         d["_mesh_lock"] = threading.Lock()
         d["_mesh_ref"] = "" if call is not None else ref  # "" the owner; None an uncounted copy
         d["_mesh_children"] = []  # refs of the borrowers this holder made
-        d["_mesh_pinned"] = False  # pickled where it may be read many times: never released
+        d["_mesh_pinned"] = False  # pickled where it may be read many times: loosened, never dropped
         d["_mesh_pid"] = os.getpid()  # a copy inherited by a forked child is not a holder
 
     # -- public API ---------------------------------------------------------
@@ -267,7 +267,7 @@ class _FutureMixin(AioFuture):
             if counting() and d.get("_mesh_pid") == os.getpid():
                 ref = lend(self)
             else:
-                d["_mesh_pinned"] = True
+                pin(self)
         return (
             _rebuild,
             (type(self) is Placeholder, d["_mesh_address"], d["_mesh_task"], d.get("_mesh_pool"), ref, d.get("_mesh_inst")),

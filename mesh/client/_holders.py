@@ -8,8 +8,11 @@ and each copy unpickled from call arguments (a *borrower*, with its own ref id).
   :func:`counted_pickles` is on while the client encodes them) names a new borrower with a fresh
   ref id and records it among its *children*. A send that fails takes those refs back
   (:func:`take_back`): the borrowers will never exist.
-- A holder pickled anywhere else (into a result, to disk, by ``copy``) is *pinned*: a pickle can
-  be read any number of times there, so it never reports, and the task is kept until it expires.
+- A holder pickled anywhere else (into a result, to disk, by ``copy``) is *pinned* (:func:`pin`): a
+  pickle can be read any number of times there, so when it is collected (or its session ends) its
+  report names :data:`~mesh._core.wire.PINNED_REF` among its children, sent at once: once no counted
+  holder is left, the producer keeps the result as a *loose* one (``max_len`` / ``max_expire_time``
+  bound it) instead of dropping it.
 - When a holder is garbage-collected it reports ``task`` (an owner that made no copies) or
   ``[task, ref, children]`` to the producer (:func:`report`). Reports are queued (a finalizer may
   run on any thread at any moment) and go out in batches as ``op: release``
@@ -32,11 +35,11 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from mesh._core import ids
+from mesh._core import ids, wire
 
 __all__ = [
-    "ReleaseQueue", "activate", "counted_pickles", "counting", "deactivate", "lend", "release_lenders", "report",
-    "take_back",
+    "ReleaseQueue", "activate", "counted_pickles", "counting", "deactivate", "lend", "pin", "release_lenders",
+    "report", "take_back",
 ]
 
 _local = threading.local()
@@ -74,6 +77,13 @@ def lend(holder: Any) -> str:
     if made is not None:
         made.append((holder, ref))
     return ref
+
+
+def pin(holder: Any) -> None:
+    """``holder`` is pickled outside call arguments: copies may be read any number of times, so its
+    result becomes loose (not dropped) once no counted holder is left, also when the session ends."""
+    holder.__dict__["_mesh_pinned"] = True
+    _lenders[id(holder)] = holder
 
 
 def take_back(made: list) -> None:
@@ -138,7 +148,12 @@ def deactivate(queue: ReleaseQueue) -> None:
 
 
 def _is_holder(d: dict) -> bool:
-    return d.get("_mesh_ref") is not None and not d.get("_mesh_pinned", True) and d.get("_mesh_pid") == os.getpid()
+    return d.get("_mesh_ref") is not None and "_mesh_pinned" in d and d.get("_mesh_pid") == os.getpid()
+
+
+def _children(d: dict) -> list:
+    """The refs a report names: the copies made in call arguments, and the pinned mark."""
+    return [*d["_mesh_children"], wire.PINNED_REF] if d["_mesh_pinned"] else d["_mesh_children"]
 
 
 def report(d: dict) -> None:
@@ -147,18 +162,18 @@ def report(d: dict) -> None:
         queue = _active
         if not _is_holder(d) or queue is None or not queue.open():
             return
-        children = d["_mesh_children"]
+        children = _children(d)
         big = d.get("_mesh_big", False)
         if d["_mesh_ref"] == "" and not children:  # the owner, never shared
             queue.add(d["_mesh_address"], d["_mesh_task"], now=big)
-        else:
-            queue.add(d["_mesh_address"], [d["_mesh_task"], d["_mesh_ref"], children], now=big)
+        else:  # a pinned one at once: what it held may soon be pushed out by newer loose results
+            queue.add(d["_mesh_address"], [d["_mesh_task"], d["_mesh_ref"], children], now=big or d["_mesh_pinned"])
     except Exception:  # never raise from a finalizer (e.g. at interpreter exit)
         pass
 
 
 def release_lenders(queue: ReleaseQueue) -> None:
-    """The session ends: every live holder that passed copies on lets go now, naming the copies.
+    """The session ends: every live holder that passed copies on (or was pinned) lets go now, naming the copies.
 
     Sent before the client's ``bye``, so the producer keeps those results for the copies (as loose
     results) and drops the rest with the session. The holders send nothing more when collected.
@@ -167,6 +182,6 @@ def release_lenders(queue: ReleaseQueue) -> None:
         d = holder.__dict__
         if not _is_holder(d):
             continue
-        queue.add(d["_mesh_address"], [d["_mesh_task"], d["_mesh_ref"], list(d["_mesh_children"])])
+        queue.add(d["_mesh_address"], [d["_mesh_task"], d["_mesh_ref"], list(_children(d))])
         d["_mesh_ref"] = None  # reported: the finalizer stays silent
     _lenders.clear()

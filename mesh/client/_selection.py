@@ -64,6 +64,7 @@ class ServerInfo:
     agents: int = 0
     auth: bool = False
     sources: tuple[str, ...] = ()
+    reports: int = 0  # objects there with their own report (an AutoGen host's directory): ``list`` shows them
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,8 +90,7 @@ def _server_info(reply: tuple, rec: Any) -> ServerInfo:
         capacity=number("capacity", rec.capacity or 0),
         load=number("load", 0),
         agents=number("agents", 0),
-        auth=bool(rec.auth),
-        sources=tuple(sorted(rec.sources)),
+        auth=bool(rec.auth), sources=tuple(sorted(rec.sources)), reports=number("reports", 0),
     )
 
 

@@ -16,8 +16,10 @@ from mesh.server._mailbox import Actor
 __all__ = ["durable_cell", "info", "restorable_lines", "rss", "status"]
 
 
-def info(*, name: str, capacity: int, load: int, agents: int, started: float, max_message_size: int) -> dict[str, Any]:
-    """The ``ping`` reply."""
+def info(
+    *, name: str, capacity: int, load: int, agents: int, started: float, max_message_size: int, reports: int = 0,
+) -> dict[str, Any]:
+    """The ``ping`` reply; ``reports``: objects with their own report (``__mesh_status__``), only when some."""
     return {
         "name": name,
         "capacity": capacity,
@@ -28,6 +30,7 @@ def info(*, name: str, capacity: int, load: int, agents: int, started: float, ma
         "uptime": time.time() - started,
         "max_message_size": max_message_size,
         "pid": os.getpid(),
+        **({"reports": reports} if reports else {}),
     }
 
 

@@ -262,7 +262,7 @@ class Servicer:
     def info(self) -> dict[str, Any]:
         return admin_info(
             name=self.name, capacity=self.capacity, load=self.workers.load, agents=len(self.objects),
-            started=self.started, max_message_size=self.max_message_size,
+            started=self.started, max_message_size=self.max_message_size, reports=len(self.objects.reporting),
         )
 
     def _op_ping(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
@@ -285,6 +285,7 @@ class Servicer:
         reply(ok(self.status()))
 
     def _op_stop(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
+        self.stop_answered = True  # close() says so: the socket stays open until the reply is out
         reply(ok(None))
         threading.Thread(target=self.on_stop, name="mesh-stop", daemon=True).start()
 
@@ -293,7 +294,7 @@ class Servicer:
         """Stop accepting; fail queued calls; let running ones finish within ``grace``.
 
         Returns:
-            True if calls were running or queued: their replies have just been sent.
+            True if calls were running or queued, or a ``stop`` was answered: their replies have just been sent.
         """
         self.accepting = False
         aio = self.calls.aio
@@ -313,4 +314,4 @@ class Servicer:
         self.workers.close(0.0 if cancels.stuck() else 0.5)
         cancels.close()
         self.results.close()
-        return busy or bool(queued)
+        return busy or bool(queued) or getattr(self, "stop_answered", False)

@@ -10,7 +10,9 @@ protocol is ``mesh.client._holders``.
 
 A task whose caller has a session is *held* while that session lives: its result is bounded by
 bytes only. When the session ends, its held tasks go with it, unless a copy passed on still
-holds them (then they are *loose*: bounded by ``max_len`` / ``max_expire_time``).
+holds them (then they are *loose*: bounded by ``max_len`` / ``max_expire_time``). A holder that was
+also pickled elsewhere (to disk, into a result) names ``wire.PINNED_REF`` among its children: copies
+of it may still be read, so when no holder is left the task is loosened, not released.
 
 Pure bookkeeping, not thread-safe: :class:`~mesh.server._results.Results` calls it under its lock
 and acts on the answers (release or loosen a result).
@@ -21,6 +23,8 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from typing import Any
+
+from mesh._core.wire import PINNED_REF
 
 __all__ = ["REFS_MAX", "Holders"]
 
@@ -36,6 +40,8 @@ class Holders:
         self._refs: OrderedDict[str, list[Any]] = OrderedDict()
         # session -> tasks its caller still holds (running or stored)
         self._held: dict[str, set[str]] = {}
+        # tracked tasks a pickled copy may still read (a holder named PINNED_REF): loosened, never released
+        self._pinned: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._refs)
@@ -63,12 +69,16 @@ class Holders:
             because the table is full, whose results are loose from now on.
         """
         forgotten = []
+        if PINNED_REF in children:
+            children = [c for c in children if c != PINNED_REF]
+            self._pinned.add(task)
         refs = self._refs.get(task)
         if refs is None:
             refs = self._refs[task] = [{""}, set(), None]  # the owner ("") always holds it at first
             if len(self._refs) > self.refs_max:
                 old, (_, _, old_owner) = self._refs.popitem(last=False)
                 self.unhold(old_owner, old)
+                self._pinned.discard(old)
                 forgotten.append(old)
         live, gone_early = refs[0], refs[1]
         if ref == "":
@@ -87,8 +97,16 @@ class Holders:
         del self._refs[task]
         return True, refs[2], forgotten
 
+    def pinned(self, task: str) -> bool:
+        """A holder of ``task`` (no longer tracked) was pickled elsewhere: loosen it, do not release it."""
+        if task in self._pinned:
+            self._pinned.discard(task)
+            return True
+        return False
+
     def end_session(self, sess: str) -> tuple[list[str], list[str]]:
-        """The session ended: ``(tasks to release, tasks to loosen)`` (copies passed on still hold those)."""
+        """The session ended: ``(tasks to release, tasks to loosen)`` (copies passed on, or pickled
+        elsewhere, still hold those)."""
         release, loosen = [], []
         for task in self._held.pop(sess, ()):
             refs = self._refs.get(task)
@@ -98,6 +116,9 @@ class Holders:
                     loosen.append(task)
                     continue
                 del self._refs[task]
+                if self.pinned(task):
+                    loosen.append(task)
+                    continue
             release.append(task)
         return release, loosen
 
@@ -108,3 +129,4 @@ class Holders:
     def forget(self, tasks: list[str]) -> None:
         for task in tasks:
             self._refs.pop(task, None)
+            self._pinned.discard(task)

@@ -36,6 +36,7 @@ class Objects:
         self.checkpoints = checkpoints
         self.actors: dict[str, Actor] = {}
         self.names: dict[str, str] = {}  # registered name -> object id (detached objects)
+        self.reporting: set[str] = set()  # ids of objects with their own report (``__mesh_status__``)
         self._lock = threading.Lock()
 
     def get(self, object_id: str) -> Actor | None:
@@ -123,6 +124,8 @@ class Objects:
             reply(wire.err_entry(wire.K_BADREQUEST, str(exc)) if bad else remote_error(exc))
             return
         actor.cls_name = type(actor.obj).__name__
+        if getattr(type(actor.obj), "__mesh_status__", None) is not None and actor.id in self.actors:
+            self.reporting.add(actor.id)  # counted in ``ping``: ``zmq-agent-server list`` asks for its status
         reply(ok({"methods": getattr(type(actor.obj), "_mesh_methods", {}), "cls": actor.cls_name, **self._created(),
                   **extra}))
         self.runner.next(actor)
@@ -145,6 +148,7 @@ class Objects:
         """The object goes: its queued calls are answered ``notfound``."""
         with self._lock:
             self.actors.pop(actor.id, None)
+            self.reporting.discard(actor.id)
             if actor.name is not None and self.names.get(actor.name) == actor.id:
                 del self.names[actor.name]
         for call in actor.fail(why):

@@ -218,10 +218,14 @@ class Results:
                 continue
             with self._lock:
                 done, owner, forgotten = self.holders.gone(item[0], item[1], item[2], sess)
+                pinned = done and self.holders.pinned(item[0])
+                if pinned:  # a pickled copy may still read it: loose now (stored loose if it still runs)
+                    self.holders.unhold(owner, item[0])
+                    forgotten.append(item[0])
                 loosen = [t for t in forgotten if t not in self._pending]
-            for task in loosen:  # forgotten: loose from now on (max_len / max_expire_time)
+            for task in loosen:  # forgotten or pinned: loose from now on (max_len / max_expire_time)
                 self.pool.loosen(task)
-            if done:
+            if done and not pinned:
                 self.release(item[0], owner)
 
     def release(self, task: str, owner: str | None = None) -> None:
