@@ -124,7 +124,8 @@ def main() -> int:
             print(f"{n:,} bytes: mesh {median(res['mesh_s']) * 1e3:.1f} ms, raw {median(res['raw_s']) * 1e3:.1f} ms, "
                   f"caller received {max(res['caller_received_bytes'])} B; minor faults per transfer (median) "
                   + ", ".join(f"{k} {median(v):.0f}" for k, v in faults.items()), flush=True)
-        rss = {"S1": _rss_mib(s1.pid), "S2": _rss_mib(s2.pid), "raw_S1": _rss_mib(r1.pid), "raw_S2": _rss_mib(r2.pid)}
+        rss = {"S1": _rss_mib(s1.pid), "S2": _rss_mib(s2.pid), "raw_S1": _rss_mib(r1.pid), "raw_S2": _rss_mib(r2.pid),
+               "S1_peak": _rss_mib(s1.pid, "VmHWM:"), "raw_S1_peak": _rss_mib(r1.pid, "VmHWM:")}
     finally:
         raw1.close()
         raw2.close()
@@ -155,7 +156,7 @@ def main() -> int:
     print(table(rows, ["bytes", "mesh ms", "raw ms", "ratio", "mesh MB/s", "caller rx B (max)", "faults S1/S2 mesh",
                        "faults S1/S2 raw", "pass"]))
     print(f"\nservers' RSS after the run: S1 (producer) {rss['S1']:.0f} MiB, S2 (consumer) {rss['S2']:.0f} MiB "
-          f"(raw {rss['raw_S1']:.0f} / {rss['raw_S2']:.0f} MiB)")
+          f"(raw {rss['raw_S1']:.0f} / {rss['raw_S2']:.0f} MiB); S1's peak {rss['S1_peak']:.0f} MiB (raw {rss['raw_S1_peak']:.0f})")
     print(f"failed transfers (retried): {len(errors)} of {attempts[0]} mesh transfers (warm-up included)")
     print(f"targets: ratio <= {TARGET_RATIO}x, caller received < {TARGET_BYTES} B: {'PASS' if ok else 'MISS'}")
     write_json(args.json, {
@@ -171,10 +172,10 @@ def _minflt(pid: int) -> int:
         return int(fh.read().rsplit(")", 1)[1].split()[7])
 
 
-def _rss_mib(pid: int) -> float:
+def _rss_mib(pid: int, field: str = "VmRSS:") -> float:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     return 0.0
 

@@ -14,11 +14,12 @@ so some runs paid it on every transfer and others did not.
 A server's own process therefore fixes the threshold at :data:`MMAP_THRESHOLD` (32 MiB, the
 largest glibc accepts) and trims the free top of a heap back to the system only past
 :data:`TRIM_THRESHOLD`: freed blocks up to 32 MiB are reused by the next value (bigger ones are
-still mapped and unmapped per value), and each heap keeps at most 64 MiB of free memory.
+still mapped and unmapped per value), and each heap keeps at most 32 MiB of free memory at its
+top (glibc's own dynamic threshold, after freeing one 10 MB block, keeps 20 MB).
 
 Only in the server's own process, only with glibc, and not when the environment already tunes
-``malloc`` (any ``MALLOC_*_`` variable: the operator's choice stands). ``MESH_SERVER_MALLOC=default``
-keeps glibc's behaviour.
+``malloc`` (any ``MALLOC_*_`` variable or a ``glibc.malloc`` tunable: the operator's choice
+stands). ``MESH_SERVER_MALLOC=default`` keeps glibc's behaviour.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ __all__ = ["ENV", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "tune"]
 
 ENV = "MESH_SERVER_MALLOC"
 MMAP_THRESHOLD = 32 * 2**20  # glibc refuses more (HEAP_MAX_SIZE / 2 on 64-bit)
-TRIM_THRESHOLD = 64 * 2**20
+TRIM_THRESHOLD = 32 * 2**20  # what glibc itself would pick (2x) after freeing a 16 MiB block
 _M_TRIM_THRESHOLD = -1  # mallopt parameters, <malloc.h>
 _M_MMAP_THRESHOLD = -3
 
@@ -40,7 +41,9 @@ def tune() -> bool:
     """Set glibc's thresholds for this process; False if not done (not glibc, opted out, already tuned)."""
     if os.environ.get(ENV, "").strip().lower() == "default" or not sys.platform.startswith("linux"):
         return False
-    if any(k.startswith("MALLOC_") and k.endswith("_") for k in os.environ):
+    if any(k.startswith("MALLOC_") and k.endswith("_") for k in os.environ) or "glibc.malloc." in os.environ.get(
+        "GLIBC_TUNABLES", ""
+    ):
         return False
     try:
         libc = ctypes.CDLL(None)  # the process's own symbols: libc's mallopt (find_library would run ldconfig)
