@@ -31,6 +31,7 @@ from mesh.client._selection import survey
 from mesh.server import AgentServer
 from mesh.server._classes import AgentDirError
 from mesh.server._gc import tune as tune_gc
+from mesh.server._malloc import tune as tune_malloc
 from mesh.server._launcher import read_parent_config, ready_info, ready_line, watch_parent
 
 __all__ = ["MIN_SECRET_BYTES", "main"]
@@ -234,6 +235,7 @@ def _start(args: argparse.Namespace) -> int:
         _check_secret_length(transport.secret_from_env(), "MESH_SECRET")
     if secret:
         init(secret=secret)  # outgoing fetches to other servers use it too
+    tune_malloc()  # this process is the server's own: large values reuse freed memory (mesh.server._malloc)
     try:
         server = AgentServer(**ServerOptions.from_args(
             args, custom_agent_classes=classes, secret=secret, local_mode=True if _truthy(args.local_mode) else None,

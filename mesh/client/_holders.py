@@ -163,13 +163,24 @@ def report(d: dict) -> None:
         if not _is_holder(d) or queue is None or not queue.open():
             return
         children = _children(d)
-        big = d.get("_mesh_big", False)
+        big = d.get("_mesh_big", False) or _big_reply(d.get("_mesh_call"))
         if d["_mesh_ref"] == "" and not children:  # the owner, never shared
             queue.add(d["_mesh_address"], d["_mesh_task"], now=big)
         else:  # a pinned one at once: what it held may soon be pushed out by newer loose results
             queue.add(d["_mesh_address"], [d["_mesh_task"], d["_mesh_ref"], children], now=big or d["_mesh_pinned"])
     except Exception:  # never raise from a finalizer (e.g. at interpreter exit)
         pass
+
+
+def _big_reply(call: Any) -> bool:
+    """The call's reply said its result is large (``big``: kept by the producer, not pushed)."""
+    if call is None or not call.done():
+        return False
+    try:
+        reply = call.result(0)
+    except BaseException:  # noqa: BLE001 - a failed call holds no value
+        return False
+    return type(reply) is tuple and bool(reply[0].get("big"))
 
 
 def release_lenders(queue: ReleaseQueue) -> None:
