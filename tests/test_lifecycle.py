@@ -176,8 +176,13 @@ def test_graceful_shutdown_finishes_running_calls_and_fails_queued_ones(spawn_se
     prod = Producer(to_dist={"host": srv.host, "port": srv.port})
     running = prod.make(10, delay=1.0)
     queued = prod.make(20)  # same actor: waits behind the running call
-    # "load" also counts calls handed to the pool that no worker has taken yet: wait until one runs
-    wait_until(lambda: status(srv)["running"] >= 1, timeout=5)
+    # wait until `running` runs and `queued` waits: a worker busy with the (pipelined) constructor
+    # also counts as running, and then both calls are still in the mailbox
+    def one_running_one_queued() -> bool:
+        s = status(srv)
+        return s["running"] >= 1 and s["queued"] == 1
+
+    wait_until(one_running_one_queued, timeout=5)
     os.kill(srv.pid, signal.SIGTERM)
     assert running.result(timeout=10) == b"p" * 10
     with pytest.raises(mesh.ServerUnavailable):
