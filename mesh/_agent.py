@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-import uuid
 from typing import Any, Callable, Self
 
+from mesh._core.ids import uuid4_hex
 from mesh._msg import Msg
 from mesh._core.methods import STREAM
 from mesh._rpc import RpcMeta, _to_dist, async_func, stream_func
@@ -47,7 +47,7 @@ class AgentBase(metaclass=RpcMeta):
 
     def __init__(self, name: str, **kwargs: Any) -> None:
         self.name = name
-        self.agent_id = uuid.uuid4().hex
+        self.agent_id = uuid4_hex()
         self.memory: list[Msg] = []
         for key, value in kwargs.items():
             setattr(self, key, value)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime
-import uuid
 from typing import Any
+
+from mesh._core.ids import uuid4_hex
 
 __all__ = ["Msg"]
 
@@ -35,7 +36,7 @@ class Msg:
         metadata: Any = None,
         **extra: Any,
     ) -> None:
-        self.id: str = extra.pop("id", None) or uuid.uuid4().hex
+        self.id: str = extra.pop("id", None) or uuid4_hex()
         self.timestamp: str = extra.pop("timestamp", None) or datetime.datetime.now().strftime(
             "%Y-%m-%d %H:%M:%S.%f"
         )

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import struct
 import threading
 import time
@@ -366,6 +365,8 @@ class DirectoryStore(StateStore):
         self._replace(object_id, f"act.{gen:08d}", blob)
 
     def drop(self, object_id: str) -> None:
+        import shutil  # here: it pulls in bz2, lzma and zlib, which a plain server never needs
+
         shutil.rmtree(self._dir(object_id), ignore_errors=True)
 
     def ids(self) -> list[str]:
