@@ -59,12 +59,21 @@ if TYPE_CHECKING:  # what static checkers see: the same names, imported eagerly
     from mesh.server import AgentServer, RpcAgentServerLauncher
 
 
+# True in a ``zmq-agent-server start`` process (set by ``mesh._cli``): there the agents' modules that
+# read ``mesh.RpcMeta``, ``mesh.AgentBase``... do not load the client side; it loads when first used
+# (a proxy arrives, an agent creates another one). Elsewhere the first such name loads the client side
+# at once, so that ``import mesh`` + class definitions pay the imports, not the first ``to_dist()``.
+_serving = False
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is not None:
         if module != "mesh.server":
             # the client side in use: its lifecycle (``mesh.shutdown`` at exit) and placement come with it
             importlib.import_module("mesh._api")
+            if not _serving:
+                importlib.import_module("mesh._placement")
         importlib.import_module("mesh.edge")  # light: registers the HTTP edge's starter with the server host
         value = getattr(importlib.import_module(module), name)
         globals()[name] = value
