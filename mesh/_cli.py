@@ -196,9 +196,7 @@ def _truthy(text: str | None) -> bool:
 
 
 def _start(args: argparse.Namespace) -> int:
-    import mesh
-
-    mesh._serving = True  # this process serves: agents' modules do not load the client side (mesh/__init__)
+    sys.modules["mesh"]._serving = True  # type: ignore[attr-defined]  # a server: agents' modules load no client side
     try:  # the address first: a bad one is reported as such, not as a missing secret
         args.host = check_host(args.host)
     except ValueError as exc:
