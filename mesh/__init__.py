@@ -78,8 +78,10 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(module), name)
         globals()[name] = value
         return value
-    if name == "a2a" or name.startswith("_"):  # a submodule not imported yet (mesh.a2a: extra [http])
+    if not name.startswith("__"):  # a submodule not imported yet: mesh.client, mesh._placement, mesh.a2a (extra [http])
         try:
+            if name == "client":
+                importlib.import_module("mesh._api")  # the client's lifecycle comes with it
             return importlib.import_module(f"mesh.{name}")
         except ModuleNotFoundError as exc:
             if exc.name != f"mesh.{name}":
