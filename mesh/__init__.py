@@ -7,8 +7,8 @@ by itself. See ``README.md`` and ``docs/guide.md``.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING, Any as _Any
 
 from mesh._errors import (
     AgentNotFound,
@@ -47,7 +47,7 @@ _LAZY = {
     "AgentServer": "mesh.server", "RpcAgentServerLauncher": "mesh.server",
 }
 
-if TYPE_CHECKING:  # what static checkers see: the same names, imported eagerly
+if _TYPE_CHECKING:  # what static checkers see: the same names, imported eagerly
     from mesh._agent import AgentBase
     from mesh._api import delete, get, init, shutdown
     from mesh._core.cancel import cancelled, check_cancelled, deadline, time_left
@@ -66,23 +66,23 @@ if TYPE_CHECKING:  # what static checkers see: the same names, imported eagerly
 _serving = False
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     module = _LAZY.get(name)
     if module is not None:
         if module != "mesh.server":
             # the client side in use: its lifecycle (``mesh.shutdown`` at exit) and placement come with it
-            importlib.import_module("mesh._api")
+            _importlib.import_module("mesh._api")
             if not _serving:
-                importlib.import_module("mesh._placement")
-        importlib.import_module("mesh.edge")  # light: registers the HTTP edge's starter with the server host
-        value = getattr(importlib.import_module(module), name)
+                _importlib.import_module("mesh._placement")
+        _importlib.import_module("mesh.edge")  # light: registers the HTTP edge's starter with the server host
+        value = getattr(_importlib.import_module(module), name)
         globals()[name] = value
         return value
     if not name.startswith("__"):  # a submodule not imported yet: mesh.client, mesh._placement, mesh.a2a (extra [http])
         try:
             if name == "client":
-                importlib.import_module("mesh._api")  # the client's lifecycle comes with it
-            return importlib.import_module(f"mesh.{name}")
+                _importlib.import_module("mesh._api")  # the client's lifecycle comes with it
+            return _importlib.import_module(f"mesh.{name}")
         except ModuleNotFoundError as exc:
             if exc.name != f"mesh.{name}":
                 raise
