@@ -70,10 +70,11 @@ def __getattr__(name: str) -> _Any:
     module = _LAZY.get(name)
     if module is not None:
         if module != "mesh.server":
-            # the client side in use: its lifecycle (``mesh.shutdown`` at exit) and placement come with it
-            _importlib.import_module("mesh._api")
+            # the client side in use: placement, then its lifecycle (``mesh.shutdown`` at exit), in the
+            # order the eager package imported them (atexit hooks run in reverse: exiting, shutdown, stop_child)
             if not _serving:
                 _importlib.import_module("mesh._placement")
+            _importlib.import_module("mesh._api")
         _importlib.import_module("mesh.edge")  # light: registers the HTTP edge's starter with the server host
         value = getattr(_importlib.import_module(module), name)
         globals()[name] = value
