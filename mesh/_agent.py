@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-import uuid
+import sys
 from typing import Any, Callable, Self
 
+from mesh._core.ids import uuid4_hex
 from mesh._msg import Msg
 from mesh._core.methods import STREAM
 from mesh._rpc import RpcMeta, _to_dist, async_func, stream_func
-from mesh.client import is_future, resolve
 
 __all__ = ["AgentBase"]
 
@@ -47,7 +47,7 @@ class AgentBase(metaclass=RpcMeta):
 
     def __init__(self, name: str, **kwargs: Any) -> None:
         self.name = name
-        self.agent_id = uuid.uuid4().hex
+        self.agent_id = uuid4_hex()
         self.memory: list[Msg] = []
         for key, value in kwargs.items():
             setattr(self, key, value)
@@ -152,7 +152,16 @@ def _not_a_msg(cls_name: str, value: Any) -> TypeError:
 
 
 def _is_msg(value: Any) -> bool:
-    return isinstance(value, Msg) or is_future(value)  # a future may hold a Msg: not waited for here
+    if isinstance(value, Msg):
+        return True
+    client = sys.modules.get("mesh.client")  # no future exists in a process that never loaded the client
+    return client is not None and client.is_future(value)  # a future may hold a Msg: not waited for here
+
+
+def resolve(value: Any) -> Any:
+    """``mesh.client.resolve`` when the client is loaded (only then can ``value`` hold a future)."""
+    client = sys.modules.get("mesh.client")
+    return value if client is None else client.resolve(value)
 
 
 def _checked_reply(fn: Callable, cls_name: str) -> Callable:

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import atexit
 import logging
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-from mesh import _pipeline, _placement
-from mesh._core import redis_results, runtime, settings as _settings, wire
+from mesh._core import runtime, settings as _settings, wire
 from mesh._core.address import normalize_address
 from mesh._errors import AgentNotFound, MeshError
-from mesh.client import RpcObject, servers
-from mesh.client._cancel import exiting
-from mesh.client._client import get_client, shutdown_client
-from mesh.client._replies import decode_reply, wait
-from mesh.client._selection import close_browser
 
-__all__ = ["delete", "get", "init", "servers", "shutdown"]
+if TYPE_CHECKING:
+    from mesh.client import RpcObject
+
+# Light on purpose: ``zmq-agent-server start`` calls ``init`` and ``shutdown`` and must not load the
+# client side for that. ``shutdown`` closes only what this process loaded; ``get`` and ``delete`` import the
+# client when called.
+
+__all__ = ["delete", "get", "init", "shutdown"]
 
 log = logging.getLogger("mesh")
 
@@ -65,15 +67,23 @@ def init(**settings: Any) -> None:
 
 def shutdown() -> None:
     """Close the mesh in this process: stop the child server, discovery and sockets. Idempotent."""
-    _placement.stop_child()
-    close_browser()
+    placement = sys.modules.get("mesh._placement")
+    if placement is not None:
+        placement.stop_child()
+    selection = sys.modules.get("mesh.client._selection")
+    if selection is not None:
+        selection.close_browser()
     _close_client()
-    redis_results.close_fetch_clients()
+    redis_results = sys.modules.get("mesh._core.redis_results")
+    if redis_results is not None:
+        redis_results.close_fetch_clients()
 
 
 def _close_client() -> None:
     """End the client's session (releases, ``bye``), then close the process's Node."""
-    shutdown_client()
+    client = sys.modules.get("mesh.client._client")
+    if client is not None:
+        client.shutdown_client()
     rt = runtime.current(create=False)
     if rt is not None and rt.producers:  # servers of this process still serve on its Node: they keep it
         rt.client_closed = True  # the last of them to stop closes it
@@ -92,6 +102,11 @@ def get(name: str, host: str | None = None, port: int | str | None = None, *, ti
     Raises:
         AgentNotFound: no server knows that name.
     """
+    from mesh import _placement
+    from mesh.client import RpcObject, servers
+    from mesh.client._client import get_client
+    from mesh.client._replies import decode_reply, wait
+
     if host is not None:
         addresses = [normalize_address(host, port)]
     else:
@@ -123,6 +138,10 @@ def delete(obj: RpcObject) -> None:
         AgentNotFound: it was already gone.
         TypeError: ``obj`` is not a proxy.
     """
+    from mesh import _pipeline
+    from mesh.client import RpcObject
+    from mesh.client._client import get_client
+
     if not isinstance(obj, RpcObject):
         raise TypeError(f"mesh.delete takes a remote object (RpcObject), not {type(obj).__name__}")
     try:
@@ -133,5 +152,11 @@ def delete(obj: RpcObject) -> None:
     get_client().call(address, {"op": wire.DELETE, "obj": obj._mesh_id}, None, timeout=10.0)
 
 
+def _exiting() -> None:
+    cancel = sys.modules.get("mesh.client._cancel")
+    if cancel is not None:
+        cancel.exiting()
+
+
 atexit.register(shutdown)
-atexit.register(exiting)  # runs first (last registered): a Ctrl-C exit cancels what it started, then shutdown
+atexit.register(_exiting)  # runs first (last registered): a Ctrl-C exit cancels what it started, then shutdown

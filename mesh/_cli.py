@@ -25,9 +25,6 @@ from mesh._core import wire
 from mesh._core.address import normalize_address
 from mesh._core.options import ServerOptions, check_host
 from mesh._errors import MeshError, OutcomeUnknown
-from mesh.client._client import get_client
-from mesh.client._replies import decode_plain, wait
-from mesh.client._selection import survey
 from mesh.server import AgentServer
 from mesh.server._classes import AgentDirError
 from mesh.server._gc import tune as tune_gc
@@ -202,6 +199,7 @@ def _truthy(text: str | None) -> bool:
 
 
 def _start(args: argparse.Namespace) -> int:
+    sys.modules["mesh"]._serving = True  # type: ignore[attr-defined]  # a server: agents' modules load no client side
     try:  # the address first: a bad one is reported as such, not as a missing secret
         args.host = check_host(args.host)
     except ValueError as exc:
@@ -310,6 +308,9 @@ def _start_siblings(args: argparse.Namespace, first: Any, classes: list[type], s
 
 
 def _admin(address: str, op: str, timeout: float) -> Any:
+    from mesh.client._client import get_client  # the client side: not loaded by `start`
+    from mesh.client._replies import decode_plain, wait
+
     addr = normalize_address(address)
     fut = get_client().request(addr, {"op": op}, None, timeout=timeout)
     try:
@@ -377,6 +378,8 @@ def _list(args: argparse.Namespace) -> int:
         os.environ["MESH_REDIS_DISCOVERY_URL"] = args.redis_url
     if not _client_secret(args):
         return 1
+    from mesh.client._selection import survey  # the client side: not loaded by `start`
+
     try:
         found, failed = survey(timeout=args.timeout)
         reports = listing.fetch_reports(found, timeout=max(args.timeout, 2.0))  # e.g. an AutoGen host's types

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import datetime
-import uuid
+import os
 from typing import Any
 
 __all__ = ["Msg"]
 
 _FIELDS = ("id", "timestamp", "name", "content", "role", "url", "metadata")
+
+
+def _uuid4_hex() -> str:
+    """What ``uuid.uuid4().hex`` gives, without importing ``uuid`` (and ``platform``) into a plain server."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    return b.hex()
 
 
 class Msg:
@@ -35,7 +43,7 @@ class Msg:
         metadata: Any = None,
         **extra: Any,
     ) -> None:
-        self.id: str = extra.pop("id", None) or uuid.uuid4().hex
+        self.id: str = extra.pop("id", None) or _uuid4_hex()
         self.timestamp: str = extra.pop("timestamp", None) or datetime.datetime.now().strftime(
             "%Y-%m-%d %H:%M:%S.%f"
         )

@@ -6,9 +6,8 @@ import inspect
 from typing import Any, Callable, TypeVar
 
 from mesh._core.methods import ASYNC, STREAM, SYNC, method_table
-from mesh._placement import DistConf, place
 
-__all__ = ["DistConf", "RpcMeta", "async_func", "stream_func", "sync_func"]
+__all__ = ["RpcMeta", "async_func", "stream_func", "sync_func"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,10 +62,14 @@ class RpcMeta(type):
             except AttributeError:  # __slots__ without __dict__: to_dist() will say so
                 pass
             return obj
+        from mesh._placement import place  # the client side, loaded on first placement (not by a server)
+
         return place(cls, args, kwargs, _conf(to_dist))
 
 
-def _conf(to_dist: Any) -> DistConf:
+def _conf(to_dist: Any) -> Any:
+    from mesh._placement import DistConf
+
     if to_dist is True:
         return DistConf()
     if isinstance(to_dist, dict):
@@ -93,6 +96,8 @@ def _to_dist(self: Any, host: str | None = None, port: int | str | None = None, 
     init = getattr(self, "__dict__", {}).get("_mesh_init_args")
     if init is None:
         raise TypeError(f"{type(self).__name__} object has no recorded constructor arguments; use to_dist= in the constructor")
+    from mesh._placement import DistConf, place  # the client side, loaded on first placement
+
     conf = DistConf(host=host, port=port, **options)
     agent_id = getattr(self, "__dict__", {}).get("agent_id")
     if isinstance(agent_id, str):

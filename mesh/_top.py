@@ -18,8 +18,6 @@ from typing import Any
 from mesh._core import wire
 from mesh._core.address import normalize_address
 from mesh._errors import MeshError
-from mesh.client._client import get_client
-from mesh.client._replies import decode_plain, wait
 from mesh.server._stats import quantile
 
 __all__ = ["add_arguments", "fetch", "render", "run", "summarize"]
@@ -45,6 +43,9 @@ def _positive(text: str) -> float:
 
 def fetch(address: str, timeout: float) -> dict[str, Any]:
     """One server's status, or ``{"address": ..., "error": why}``."""
+    from mesh.client._client import get_client  # the client side: `zmq-agent-server start` never loads it
+    from mesh.client._replies import decode_plain, wait
+
     try:
         addr = normalize_address(address)
         fut = get_client().request(addr, {"op": wire.STATUS}, None, timeout=timeout)

@@ -14,12 +14,16 @@ that has not proven the secret ever reaches the codec (and its unpickler).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 
 import zmq
 from zmq.utils import z85
+
+try:  # the C module: ``hashlib`` would load OpenSSL's libcrypto too (1.5-3 MiB of a plain server's memory)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover  (not CPython)
+    from hashlib import blake2b
 
 __all__ = ["Keys", "derive_keys", "secret_from_env", "read_secret_file"]
 
@@ -38,6 +42,8 @@ class Keys:
     @property
     def domain(self) -> bytes:
         """ZAP domain for routers using these keys (one per distinct secret)."""
+        import hashlib  # only servers and clients with a secret pay for OpenSSL
+
         return b"mesh-" + hashlib.sha256(self.server_public).hexdigest()[:16].encode()
 
 
@@ -53,7 +59,7 @@ def derive_keys(secret: bytes | str) -> Keys:
         raise ValueError("the shared secret is empty")
 
     def keypair(role: bytes) -> tuple[bytes, bytes]:
-        raw = hashlib.blake2b(secret, digest_size=32, person=b"zmq-agent-mesh", salt=role).digest()
+        raw = blake2b(secret, digest_size=32, person=b"zmq-agent-mesh", salt=role).digest()
         sec = z85.encode(raw)
         return zmq.curve_public(sec), sec
 

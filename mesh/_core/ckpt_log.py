@@ -27,7 +27,6 @@ acknowledged, so it is left out.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import threading
 from typing import Any
@@ -35,6 +34,11 @@ from typing import Any
 import msgpack
 
 from mesh._core.state_store import StateStore, StateStoreError, seal, unseal
+
+try:  # the C module: ``hashlib`` would load OpenSSL's libcrypto too (1.5-3 MiB of a plain server's memory)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover  (not CPython)
+    from hashlib import blake2b
 
 __all__ = ["MAX_DELTAS", "Chain", "apply", "decode_delta", "diff", "digest", "encode_delta", "read"]
 
@@ -48,7 +52,7 @@ _MAX_PATCHES = 32
 
 
 def digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
+    return blake2b(data, digest_size=16).digest()
 
 
 def _first_diff(a: bytes, b: bytes, i: int, n: int) -> int:

@@ -15,8 +15,6 @@ unpack with :func:`unpack`. redis-py is an optional dependency, imported on firs
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import threading
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +22,11 @@ from urllib.parse import urlsplit, urlunsplit
 import msgpack
 
 from mesh._core.wire import Entry
+
+try:
+    from _operator import _compare_digest  # hmac.compare_digest, without importing hmac (and OpenSSL)
+except ImportError:  # pragma: no cover  (not CPython)
+    from hmac import compare_digest as _compare_digest
 
 __all__ = ["RedisPoolError", "close_fetch_clients", "fetch", "mac_key", "make_client", "pack", "redis_module",
            "result_key", "safe_url", "unpack"]
@@ -93,10 +96,15 @@ def mac_key(secret: bytes | str) -> bytes:
     """The key that signs results in Redis, derived from the mesh's shared secret."""
     if isinstance(secret, str):
         secret = secret.encode()
+    import hashlib  # here, not at the top: a plain server (no Redis pool) never loads OpenSSL's libcrypto
+
     return hashlib.blake2b(secret, digest_size=32, person=b"zmq-agent-mesh", salt=b"redis-pool").digest()
 
 
 def _mac(key: bytes, task: str, packed: bytes) -> bytes:
+    import hashlib
+    import hmac
+
     m = hmac.new(key, task.encode() + b"\0", hashlib.sha256)
     m.update(packed)
     return m.digest()
@@ -113,7 +121,7 @@ def pack(task: str, entry: Entry, key: bytes | None) -> bytes:
 def unpack(task: str, blob: bytes, key: bytes | None, where: str) -> Entry:
     if blob[:4] == _SIGNED:
         packed = memoryview(blob)[4 + _MAC_LEN:]
-        if key is not None and not hmac.compare_digest(blob[4:4 + _MAC_LEN], _mac(key, task, packed)):
+        if key is not None and not _compare_digest(blob[4:4 + _MAC_LEN], _mac(key, task, packed)):
             raise RedisPoolError(
                 f"result {task} in the pool at {where} is not signed with this mesh's secret: "
                 "refused (written by a peer without the secret, or tampered with)"

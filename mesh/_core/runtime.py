@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 import transport
 from mesh._core import settings as _settings
+from mesh._core.ids import uuid4_hex
 from mesh._core.context import blocking
 
 __all__ = ["Runtime", "current", "release_if_unused", "reset"]
@@ -41,7 +41,7 @@ class Runtime:
             window=settings.max_inflight,
         )
         self.node.window_wait_hook = blocking  # a worker waiting for the window frees its slot
-        self.session = uuid.uuid4().hex
+        self.session = uuid4_hex()
         self.pid = os.getpid()
         # servers hosted in this process, by address: a fetch from one of them skips the network
         self.producers: dict[str, Producer] = {}

@@ -30,17 +30,23 @@ power cut or a kernel crash (the last checkpoints may then be lost, never torn).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import re
-import shutil
 import struct
 import threading
 import time
 
 from mesh._errors import StateStoreError
+
+try:  # the C module: ``hashlib`` would load OpenSSL's libcrypto too (1.5-3 MiB of a plain server's memory)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover  (not CPython)
+    from hashlib import blake2b
+try:
+    from _operator import _compare_digest as compare_digest  # what hmac.compare_digest is, without hmac's OpenSSL
+except ImportError:  # pragma: no cover  (not CPython)
+    from hmac import compare_digest
 
 __all__ = ["DirectoryStore", "Record", "StateStore", "StateStoreError", "check_id", "seal", "state_key", "unseal"]
 
@@ -55,11 +61,11 @@ def state_key(secret: bytes | None) -> bytes:
     """The MAC key of sealed values ('' without a secret: a plain checksum)."""
     if not secret:
         return b""
-    return hashlib.blake2b(secret, digest_size=32, person=b"zmq-agent-mesh", salt=b"state-store").digest()
+    return blake2b(secret, digest_size=32, person=b"zmq-agent-mesh", salt=b"state-store").digest()
 
 
 def _mac(key: bytes, kind: str, object_id: str, payload: bytes | memoryview) -> bytes:
-    m = hashlib.blake2b(key=key, digest_size=_MAC, person=b"mesh-state")
+    m = blake2b(key=key, digest_size=_MAC, person=b"mesh-state")
     m.update(f"{kind}\0{object_id}\0".encode())
     m.update(payload)
     return m.digest()
@@ -75,7 +81,7 @@ def unseal(key: bytes, kind: str, object_id: str, blob: bytes, where: str) -> by
         raise StateStoreError(f"the {kind} of object {object_id} in the state store {where} is corrupted "
                               f"({len(blob)} bytes, not a sealed value): refused")
     payload = blob[4 + _MAC:]
-    if not hmac.compare_digest(blob[4:4 + _MAC], _mac(key, kind, object_id, payload)):
+    if not compare_digest(blob[4:4 + _MAC], _mac(key, kind, object_id, payload)):
         why = "not signed with this mesh's secret, or tampered with" if key else "checksum mismatch (truncated or altered)"
         raise StateStoreError(f"the {kind} of object {object_id} in the state store {where} is corrupted: {why}: refused")
     return payload
@@ -359,6 +365,8 @@ class DirectoryStore(StateStore):
         self._replace(object_id, f"act.{gen:08d}", blob)
 
     def drop(self, object_id: str) -> None:
+        import shutil  # here: it pulls in bz2, lzma and zlib, which a plain server never needs
+
         shutil.rmtree(self._dir(object_id), ignore_errors=True)
 
     def ids(self) -> list[str]:

@@ -19,6 +19,7 @@ The creator of a non-detached object keeps a lease on wherever it went (:func:`_
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
@@ -129,7 +130,9 @@ def recover(proxy: Any, failed_at: str) -> None:
 
 
 def _restart(proxy: Any, record: dict, excluded: set[str]) -> tuple[int, str, Any]:
-    if placer is None:  # pragma: no cover  (mesh._placement installs it on import)
+    if placer is None:  # a server process loads placement (a layer above) only when first needed
+        importlib.import_module("mesh._placement")  # installs placer
+    if placer is None:  # pragma: no cover
         raise ServerUnavailable(f"{proxy!r}: cannot restart it: no placement here")
     client = get_client()
     last: BaseException | None = None

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mesh._core.address import normalize_address
 from mesh._core.options import ServerOptions
 from mesh.server._dispatch import Servicer
 from mesh.server._host import Host
 from mesh.server._launcher import http_url, ready_info, ready_line, start_process, stop_process
+
+if TYPE_CHECKING:
+    import subprocess  # a plain server never starts one: the module (~0.5 MiB) loads when a child is launched
 
 __all__ = ["AgentServer", "RpcAgentServerLauncher"]
 

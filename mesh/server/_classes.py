@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import logging
@@ -14,6 +13,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from mesh._core.methods import is_rpc_class
+
+try:  # the C module: ``hashlib`` would load OpenSSL's libcrypto too (1.5-3 MiB of a plain server's memory)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover  (not CPython)
+    from hashlib import blake2b
 
 __all__ = ["AgentDirError", "ClassResolver", "load_agent_dir"]
 
@@ -77,7 +81,7 @@ class ClassResolver:
     def _by_value(self, blob: bytes) -> Any:
         """Unpickle a class sent by value, once per distinct blob: the thousand objects of a
         script's class share one class object (as in one process), not one copy each."""
-        key = hashlib.blake2b(blob, digest_size=16).digest()
+        key = blake2b(blob, digest_size=16).digest()
         cls = self._blobs.get(key)
         if cls is None:
             cls = pickle.loads(blob)

@@ -18,11 +18,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from typing import Any, Callable
 
 import transport
-from mesh._core import tracing, wire
+from mesh._core import ids, tracing, wire
 from mesh._core.wire import Entry
 from mesh.server._aio import Aio
 from mesh.server._admin import info as admin_info, status as admin_status
@@ -71,7 +70,7 @@ class Servicer:
         self.on_stop = on_stop
         self.pool_url = pool_url  # a Redis pool that consumers may read while this server is down
         self.started = time.time()
-        self.instance = uuid.uuid4().hex  # tells fetches for an earlier run of this server apart
+        self.instance = ids.uuid4_hex()  # tells fetches for an earlier run of this server apart
         self.accepting = True
         self.workers = WorkerPool(capacity, name=f"mesh-{name}")
         self.results = Results(pool, name)

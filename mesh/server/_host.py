@@ -6,6 +6,7 @@ the socket open a moment so the last replies leave before it closes.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
@@ -118,7 +119,9 @@ class Host:
             ValueError: the [http] extra is missing, or the edge cannot start (port in use...).
         """
         try:
-            if _http_edge is None:  # pragma: no cover  (mesh/__init__ imports mesh.edge)
+            if _http_edge is None:  # a plain `zmq-agent-server start` loads the edge (a layer above) only now
+                importlib.import_module("mesh.edge")  # registers itself: set_http_edge
+            if _http_edge is None:  # pragma: no cover
                 raise ValueError("HTTP serving is not available: import mesh.edge")
             self._edge = _http_edge(servicer, self.options, self.address or "")
         except BaseException:

@@ -13,16 +13,18 @@ import pickle
 import re
 import select
 import struct
-import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
 from mesh._core.address import normalize_address
 from mesh._core.options import WILDCARD, ServerOptions, is_interface
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = [
     "client_addresses", "http_url", "read_parent_config", "ready_info", "ready_line", "start_process", "stop_process",
@@ -40,6 +42,8 @@ def start_process(options: ServerOptions, timeout: float = 60.0) -> tuple[subpro
     Raises:
         RuntimeError: it exited or gave no ready line within ``timeout``.
     """
+    import subprocess  # here: a plain server never starts a process, and the module costs ~0.5 MiB
+
     args = [sys.executable, "-m", "mesh.server", "start", *options.to_argv(), "--parent-stdin"]
     env = dict(os.environ)
     env["MESH_SYS_PATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -77,6 +81,8 @@ def stop_process(proc: subprocess.Popen, timeout: float) -> None:
         except (OSError, AttributeError):
             pass
         proc.terminate()
+        import subprocess
+
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
