@@ -207,6 +207,7 @@ def create(
         RemoteError: the constructor raised there.
     """
     _check_resolves(address)
+    address = _pipeline.shared(address)
     client = get_client()
     object_id = object_id or ids.new_chain()  # unique across processes; no system call per object
     if by_value is None:  # a script's class (__main__) is never importable there: by value from the start
@@ -236,7 +237,8 @@ def create(
     _created(client, address, info, detached)
     _proven.add((address, cls))
     durable_info = _durable_info(info, durable, address, None if detached else client.session)
-    proxy = RpcObject(address, object_id, cls.__name__, methods, info.get("pool"), info.get("inst"), durable_info)
+    proxy = RpcObject(address, object_id, cls.__name__, methods, _pipeline.shared(info.get("pool")),
+                      _pipeline.shared(info.get("inst")), durable_info)
     if durable_info is not None and not detached and durable_info["max_restarts"]:
         _restart.watch(proxy)
     return proxy
@@ -254,7 +256,8 @@ def _send_create(
     client: Any, address: str, cls: type, args: tuple, kwargs: dict, object_id: str, name: str | None,
     detached: bool, attrs: dict | None, by_value: bool, durable: tuple[int, int] | None = None,
 ) -> Any:
-    payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
+    # args as a list: a tuple is encoded as an extension value (a nested msgpack), a list is plain
+    payload: dict[str, Any] = {"args": list(args), "kwargs": kwargs}
     if attrs:
         payload["attrs"] = attrs  # kept across to_dist(), e.g. an agent's agent_id
     header: dict[str, Any] = {"op": wire.CREATE, "obj": object_id, "cls": ref_of(cls)}

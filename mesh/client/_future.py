@@ -12,11 +12,14 @@ Releasing results: every handle is a *holder* of the task; the protocol (caller 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
+from transport import ReplyFuture
 from mesh._core import redis_results, runtime, settings, wire
 from mesh._errors import CallTimeout, MeshError, OutcomeUnknown, ServerUnavailable
 from mesh._msg import Msg
@@ -30,6 +33,58 @@ from mesh.client._replies import decode_reply, wait
 __all__ = ["AsyncResult", "NeedWait", "Placeholder", "is_future", "no_waiting", "resolve"]
 
 _no_wait = threading.local()  # set while an await reads a future (see mesh.client._aio)
+
+# Shared by every future, so that a million unread futures cost no lock or list each:
+# ``_mesh_lock`` guards a few instructions only and is never held while waiting or sending;
+# ``_mesh_children`` is this empty tuple until the future is lent (mesh.client._holders);
+# ``_mesh_pid`` is one int object per process.
+_SHORT = threading.Lock()
+_NO_CHILDREN: tuple = ()
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+_OK_HEADER = {"op": wire.OK}  # the header of a compacted reply (read only: readers only .get() it)
+
+
+class _Replied:
+    """A call's plain ``ok`` reply, kept without the transport future, its header and frame list.
+
+    It stands in for the done transport future in ``_mesh_call`` (``done``, ``result``,
+    ``exception``, ``add_done_callback``), so every reader of ``_mesh_call`` works unchanged:
+    a million unread results keep ~50 bytes each instead of ~500.
+    """
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def done(self) -> bool:
+        return True
+
+    def result(self, timeout: float | None = None) -> tuple:
+        return _OK_HEADER, self.body, []
+
+    def exception(self, timeout: float | None = None) -> None:
+        return None
+
+    def add_done_callback(self, fn: Any) -> None:
+        fn(self)
+
+
+def _compact(ref: weakref.ref, fut: Any) -> None:
+    """The call's reply came (I/O thread): a plain small ``ok`` is kept as a :class:`_Replied`."""
+    owner = ref()
+    if owner is None:
+        return
+    try:
+        header, body, buffers = fut.result()
+    except BaseException:  # noqa: BLE001 - a failure stays on the transport future
+        return
+    if buffers or type(body) is not bytes or header.get("op") != wire.OK or header.get("big"):
+        return
+    d = owner.__dict__
+    if d.get("_mesh_call") is fut:  # atomic under the GIL; no lock: the I/O thread never waits here
+        d["_mesh_call"] = _Replied(body)
 
 
 class NeedWait(BaseException):
@@ -83,11 +138,13 @@ class _FutureMixin(AioFuture):
         d["_mesh_fetch"] = None
         d["_mesh_value"] = _PENDING
         d["_mesh_exc"] = None
-        d["_mesh_lock"] = threading.Lock()
+        d["_mesh_lock"] = _SHORT  # shared: short sections only
         d["_mesh_ref"] = "" if call is not None else ref  # "" the owner; None an uncounted copy
-        d["_mesh_children"] = []  # refs of the borrowers this holder made
+        d["_mesh_children"] = _NO_CHILDREN  # refs of the borrowers this holder made (a list once lent)
         d["_mesh_pinned"] = False  # pickled where it may be read many times: never released
-        d["_mesh_pid"] = os.getpid()  # a copy inherited by a forked child is not a holder
+        d["_mesh_pid"] = _pid[0]  # a copy inherited by a forked child is not a holder
+        if call is not None and type(call) is ReplyFuture:  # keep only the body of a plain reply
+            call.add_done_callback(functools.partial(_compact, weakref.ref(self)))
 
     # -- public API ---------------------------------------------------------
     def result(self, timeout: float | None = None) -> Any:
@@ -214,20 +271,24 @@ class _FutureMixin(AioFuture):
 
     def _mesh_start_fetch(self) -> concurrent.futures.Future:
         d = self.__dict__
-        with d["_mesh_lock"]:
-            fut = d["_mesh_fetch"]
-            if fut is None:
-                rt = runtime.current(create=False)
-                local = rt.producers.get(d["_mesh_address"]) if rt is not None else None
-                if local is not None:
-                    fut = local(d["_mesh_task"], d.get("_mesh_inst"))
-                else:
-                    header = {"op": wire.RESULT, "task": d["_mesh_task"]}
-                    if d.get("_mesh_inst"):
-                        header["inst"] = d["_mesh_inst"]
-                    fut = get_client().request(d["_mesh_address"], header, None)
-                d["_mesh_fetch"] = fut
+        fut = d["_mesh_fetch"]
+        if fut is not None:
             return fut
+        # sent without a lock held (the send may wait for the window); two racing readers may
+        # both ask: the first fetch kept wins, the other is a harmless read
+        rt = runtime.current(create=False)
+        local = rt.producers.get(d["_mesh_address"]) if rt is not None else None
+        if local is not None:
+            fut = local(d["_mesh_task"], d.get("_mesh_inst"))
+        else:
+            header = {"op": wire.RESULT, "task": d["_mesh_task"]}
+            if d.get("_mesh_inst"):
+                header["inst"] = d["_mesh_inst"]
+            fut = get_client().request(d["_mesh_address"], header, None)
+        with _SHORT:
+            if d["_mesh_fetch"] is None:
+                d["_mesh_fetch"] = fut
+            return d["_mesh_fetch"]
 
     def _mesh_wait(self, fut: concurrent.futures.Future, deadline: float | None) -> tuple:
         if not fut.done() and getattr(_no_wait, "on", False):
