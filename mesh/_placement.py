@@ -16,12 +16,13 @@ from typing import Any
 
 import cloudpickle
 
-from mesh import _pipeline
+import transport
+from mesh import _create_many, _pipeline
 from mesh._core import ids, settings as _settings, wire
 from mesh._core.address import check_resolves, normalize_address
 from mesh._errors import MeshError, ServerUnavailable
 from mesh.client import RpcObject, _restart
-from mesh.client._client import get_client
+from mesh.client._client import cannot_send, get_client
 from mesh.client._replies import decode_reply, wait
 from mesh.client._selection import choose, mark_dead, settled
 from mesh.server import AgentServer
@@ -214,7 +215,9 @@ def create(
         by_value = cls.__module__ == "__main__" or (address, cls) in _by_value
     methods = _methods(cls)
     if not wait_reply and name is None and durable is None and (address, cls) in _proven:  # durable: needs the reply
-        fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value)
+        fut = _batched(client, address, cls, args, kwargs, object_id, detached, attrs, by_value)
+        if fut is None:
+            fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value)
         proxy = _pipeline.make(address, object_id, cls.__name__, methods)
 
         def again() -> RpcObject:
@@ -242,6 +245,27 @@ def create(
     if durable_info is not None and not detached and durable_info["max_restarts"]:
         _restart.watch(proxy)
     return proxy
+
+
+def _batched(client: Any, address: str, cls: type, args: tuple, kwargs: dict, object_id: str, detached: bool,
+             attrs: dict | None, by_value: bool) -> Any:
+    """Queue a pipelined creation in a ``create_many`` batch (:mod:`mesh._create_many`): its
+    transport future, or None (send a ``create``: large arguments, or a server older than 1.4)."""
+    if address in _create_many.old:
+        return None
+    try:
+        if by_value:
+            with _class_by_value(cls):  # the arguments may hold instances of the module's classes
+                item = _create_many.encode_item(args, kwargs, attrs)
+        else:
+            item = _create_many.encode_item(args, kwargs, attrs)
+    except transport.CodecError as exc:
+        raise cannot_send({"op": wire.CREATE, "cls": ref_of(cls)}, {"args": args, "kwargs": kwargs}, exc) from exc
+    if item is None:
+        return None
+    if not detached:
+        client.own(address)
+    return _create_many.add(client, address, ref_of(cls), object_id, item, detached, _blob(cls) if by_value else None)
 
 
 def _methods(cls: type) -> dict:
@@ -353,6 +377,7 @@ def child_server(*, spare: bool = False, state_store: str | None = None) -> Any:
 def stop_child() -> None:
     global _child, _child_used
     _proven.clear()  # the next session proves each (server, class) again: a server may have restarted
+    _create_many.abandon()
     with _child_lock:
         server, _child = _child, None
         _child_used = False

@@ -13,7 +13,7 @@ import pickle
 import tracemalloc
 
 import mesh
-from mesh.client import _future
+from mesh.client import _lean
 
 
 class Leaf(metaclass=mesh.RpcMeta):
@@ -58,7 +58,7 @@ def test_an_unread_plain_reply_keeps_only_its_body(spawn_server):
     leaf = Leaf(1, to_dist=on(srv))
     futures = [leaf.twice(i) for i in range(200)]
     _wait_done(futures)
-    assert all(type(f._mesh_call) is _future._Replied for f in futures)
+    assert all(type(f._mesh_call) is _lean.Replied for f in futures)
     assert [f.result() for f in futures] == [2 * i + 1 for i in range(200)]
     assert all(f.done() for f in futures)
 
@@ -68,7 +68,7 @@ def test_a_compacted_future_keeps_every_behaviour(spawn_server):
     leaf = Leaf(3, to_dist=on(srv))
     f = leaf.twice(5)
     _wait_done([f])
-    assert type(f._mesh_call) is _future._Replied
+    assert type(f._mesh_call) is _lean.Replied
     assert f.cancel() is False  # done: nothing to stop
     assert f + 1 == 14 and f == 13
     assert list(mesh.as_completed([f])) == [f]
@@ -84,7 +84,7 @@ def test_an_error_reply_is_not_compacted(spawn_server):
     leaf = Leaf(3, to_dist=on(srv))
     f = leaf.twice("x")
     _wait_done([f])
-    assert type(f._mesh_call) is not _future._Replied
+    assert type(f._mesh_call) is not _lean.Replied
     try:
         f.result()
     except mesh.RemoteError as exc:

@@ -22,6 +22,7 @@ Operations (requests)::
     stream_ack  one-way                       I/O thread (1.3): items consumed (credit), or leave
     stream_stop {stopped}                     I/O thread (1.3): close a stream's generator
     cancel    true if it stopped the task     I/O thread (1.3)
+    create_many {info, items}                 workers, one reply for all (1.4): pipelined creation
 
 Replies are ``ok`` or ``err``; an ``err`` carries a ``kind``.
 """
@@ -72,6 +73,8 @@ CANCEL = "cancel"  # 1.3: cancel a task (and what it started), or a session's ta
 OPS = (PING, CREATE, CALL, GETATTR, RESULT, DELETE, LOOKUP, STATUS, STOP, LEASE, BYE, RELEASE, STREAM, STREAM_ACK,
        STREAM_STOP, CANCEL)
 ONE_WAY = frozenset((LEASE, BYE, RELEASE, STREAM_ACK))
+CREATE_MANY = "create_many"  # 1.4: many objects of one class in one request (pipelined creation)
+OPS = (*OPS, CREATE_MANY)
 
 OK = "ok"
 ERR = "err"
@@ -139,3 +142,4 @@ HEADER_KEYS = (
 # values of a cancel's ``why``: the error kind the stopped call is answered with
 WHY_CANCEL = K_CANCELLED
 WHY_DEADLINE = K_DEADLINE
+HEADER_KEYS = (*HEADER_KEYS, "objs")  # 1.4: create_many

@@ -14,7 +14,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import os
-import threading
 import time
 import weakref
 from typing import Any
@@ -26,87 +25,13 @@ from mesh._msg import Msg
 from mesh.client._aio import PENDING as _PENDING, AioFuture, pool_read, pooled_value, value_of
 from mesh.client._cancel import cancel_future, past_deadline
 from mesh.client._holders import counting, lend, report
+from mesh.client._lean import NO_CHILDREN as _NO_CHILDREN, SHORT as _SHORT, NeedWait, compact as _compact, no_waiting
+from mesh.client._lean import _no_wait, pid as _pid
 from mesh.client._operators import install as install_operators
 from mesh.client._client import get_client
 from mesh.client._replies import decode_reply, wait
 
 __all__ = ["AsyncResult", "NeedWait", "Placeholder", "is_future", "no_waiting", "resolve"]
-
-_no_wait = threading.local()  # set while an await reads a future (see mesh.client._aio)
-
-# Shared by every future, so that a million unread futures cost no lock or list each:
-# ``_mesh_lock`` guards a few instructions only and is never held while waiting or sending;
-# ``_mesh_children`` is this empty tuple until the future is lent (mesh.client._holders);
-# ``_mesh_pid`` is one int object per process.
-_SHORT = threading.Lock()
-_NO_CHILDREN: tuple = ()
-_pid = [os.getpid()]
-os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
-_OK_HEADER = {"op": wire.OK}  # the header of a compacted reply (read only: readers only .get() it)
-
-
-class _Replied:
-    """A call's plain ``ok`` reply, kept without the transport future, its header and frame list.
-
-    It stands in for the done transport future in ``_mesh_call`` (``done``, ``result``,
-    ``exception``, ``add_done_callback``), so every reader of ``_mesh_call`` works unchanged:
-    a million unread results keep ~50 bytes each instead of ~500.
-    """
-
-    __slots__ = ("body",)
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    def done(self) -> bool:
-        return True
-
-    def result(self, timeout: float | None = None) -> tuple:
-        return _OK_HEADER, self.body, []
-
-    def exception(self, timeout: float | None = None) -> None:
-        return None
-
-    def add_done_callback(self, fn: Any) -> None:
-        fn(self)
-
-
-def _compact(ref: weakref.ref, fut: Any) -> None:
-    """The call's reply came (I/O thread): a plain small ``ok`` is kept as a :class:`_Replied`."""
-    owner = ref()
-    if owner is None:
-        return
-    try:
-        header, body, buffers = fut.result()
-    except BaseException:  # noqa: BLE001 - a failure stays on the transport future
-        return
-    if buffers or type(body) is not bytes or header.get("op") != wire.OK or header.get("big"):
-        return
-    d = owner.__dict__
-    if d.get("_mesh_call") is fut:  # atomic under the GIL; no lock: the I/O thread never waits here
-        d["_mesh_call"] = _Replied(body)
-
-
-class NeedWait(BaseException):
-    """Raised by a read made under :func:`no_waiting` instead of blocking: wait for ``fut``, then read again.
-
-    A ``BaseException``: no ``except Exception`` on the way treats it as the read's failure.
-    """
-
-    def __init__(self, fut: Any) -> None:
-        super().__init__()
-        self.fut = fut
-
-
-class no_waiting:
-    """Within it, reading a future raises :class:`NeedWait` where it would block (this thread only)."""
-
-    def __enter__(self) -> None:
-        _no_wait.on = True
-
-    def __exit__(self, *exc: Any) -> None:
-        _no_wait.on = False
-
 
 class _FutureMixin(AioFuture):
     """The machinery shared by AsyncResult and Placeholder."""

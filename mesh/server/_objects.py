@@ -13,6 +13,7 @@ from mesh._errors import CheckpointError
 from mesh.server._calls import CallRunner, call_error, ok, remote_error
 from mesh.server._checkpoint import Checkpoints, Moved, NotInStore, apply_state
 from mesh.server._classes import ClassResolver
+from mesh.server._create_many import BUILT, Batch, parse_body
 from mesh.server._mailbox import Actor
 
 __all__ = ["Objects"]
@@ -92,7 +93,38 @@ class Objects:
         elif cls_ref in self._slow or actor.durable is not None:
             self.runner.workers.submit(lambda: self._construct(actor, cls_ref, body, buffers, reply, header))
         else:
-            self._enqueue((actor, cls_ref, body, buffers, reply, header))
+            self._enqueue((actor, cls_ref, body, buffers, reply, header, None))
+
+    def create_many(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
+        """Op ``create_many`` (header checked; see ``mesh.server._create_many``): register every
+        object, then build them in turn; one reply when the last is built."""
+        ids, cls_ref = header["objs"], header["cls"]
+        parsed = parse_body(body, len(ids)) if not buffers else "unexpected buffer frames"
+        if isinstance(parsed, str):  # refused whole, before anything changes
+            reply(wire.err_entry(wire.K_BADREQUEST, f"malformed create_many request: {parsed}"))
+            return
+        items, blob, py = parsed
+        extra = {"blob": blob, "py": py} if blob is not None else {}
+        session = None if header.get("detached") else header.get("sess")
+        batch = Batch(len(ids), reply, self._created)
+        short = cls_ref.rpartition(":")[2]
+        jobs = []
+        with self._lock:
+            for i, object_id in enumerate(ids):
+                if object_id in self.actors:
+                    jobs.append((i, None))
+                    continue
+                actor = self.actors[object_id] = Actor(object_id, short, session, None)
+                jobs.append((i, actor))
+        for i, actor in jobs:
+            if actor is None:
+                batch.done(i, wire.err_entry(wire.K_BADREQUEST, f"object id {ids[i]!r} already exists"))
+                continue
+            job = (actor, cls_ref, items[i], [], lambda entry, i=i: batch.done(i, entry), _NO_HEADER, extra)
+            if cls_ref in self._slow:
+                self.runner.workers.submit(lambda job=job: self._construct(*job[:6], extra=job[6]))
+            else:
+                self._enqueue(job)
 
     def _enqueue(self, job: tuple) -> None:
         """Queue a construction (I/O thread); start a drain if none runs, or another if it stalls."""
@@ -142,7 +174,7 @@ class Objects:
             if resubmit:
                 self._resubmit()
                 return
-            self._construct(*job, on_block=hand_off)
+            self._construct(*job[:6], extra=job[6], on_block=hand_off)
             if time.monotonic() - started > SLOW:
                 self._slow.add(job[1])
 
@@ -174,10 +206,15 @@ class Objects:
     def _construct(
         self, actor: Actor, cls_ref: str, body: Any, buffers: list, reply: Reply, header: dict,
         payload: Any = None, state: tuple | None = None, on_block: Callable[[], None] | None = None,
+        extra: dict | None = None,
     ) -> None:
+        """Build one object (worker). ``extra``: an item of a ``create_many`` (the batch's class
+        blob, if any; answered ``BUILT``, the batch's reply carries the shared fields)."""
         try:
             if payload is None:
                 payload = transport.decode(body, buffers)
+                if extra:
+                    payload = {**payload, **extra} if isinstance(payload, dict) else payload
             blob = payload.get("blob")
             if blob is not None and payload.get("py") not in (None, wire.PY_VERSION):
                 raise RuntimeError(
@@ -207,6 +244,10 @@ class Objects:
             reply(wire.err_entry(wire.K_BADREQUEST, str(exc)) if bad else remote_error(exc))
             return
         actor.cls_name = type(actor.obj).__name__
+        if extra is not None:
+            reply(BUILT)
+            self.runner.next(actor)
+            return
         reply(ok({"methods": getattr(type(actor.obj), "_mesh_methods", {}), "cls": actor.cls_name, **self._created(),
                   **extra}))
         self.runner.next(actor)
@@ -288,6 +329,9 @@ class Objects:
         for actor in list(self.actors.values()):
             queued.extend(actor.fail(why, keep_reason=True))
         return queued
+
+
+_NO_HEADER: dict = {}  # a create_many item's header fields for _construct (none: not durable, not named)
 
 
 def _nothing() -> None:
