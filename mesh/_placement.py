@@ -54,6 +54,7 @@ _blobs: weakref.WeakKeyDictionary[type, bytes] = weakref.WeakKeyDictionary()  # 
 # AgentScope's to_dist options that have no meaning here: accepted, so migrated code runs
 _AGENTSCOPE_OPTIONS = {"max_pool_size", "max_timeout_seconds", "local_mode", "lazy_launch", "max_expire_time"}
 _pickle_lock = threading.RLock()
+_PLAIN_OPTIONS = frozenset(("host", "port", "name", "detached", "_attrs", "checkpoint", "max_restarts"))
 
 
 def place(cls: type, args: tuple, kwargs: dict, conf: DistConf, *, wait_reply: bool = False) -> RpcObject:
@@ -61,12 +62,11 @@ def place(cls: type, args: tuple, kwargs: dict, conf: DistConf, *, wait_reply: b
 
     ``wait_reply``: never pipeline (see :func:`create`).
     """
-    unknown = set(conf) - {"host", "port", "name", "detached", "_attrs", "checkpoint", "max_restarts"} - _AGENTSCOPE_OPTIONS
-    if unknown:
-        raise TypeError(f"unknown to_dist option(s): {', '.join(sorted(unknown))}")
-    ignored = set(conf) & _AGENTSCOPE_OPTIONS
-    if ignored:
-        log.debug("to_dist ignores AgentScope option(s): %s", ", ".join(sorted(ignored)))
+    if not _PLAIN_OPTIONS.issuperset(conf):  # (the common case: nothing to check further)
+        unknown = set(conf) - _PLAIN_OPTIONS - _AGENTSCOPE_OPTIONS
+        if unknown:
+            raise TypeError(f"unknown to_dist option(s): {', '.join(sorted(unknown))}")
+        log.debug("to_dist ignores AgentScope option(s): %s", ", ".join(sorted(set(conf) & _AGENTSCOPE_OPTIONS)))
     options: dict[str, Any] = {"name": conf.get("name"), "detached": bool(conf.get("detached")),
                                "attrs": conf.get("_attrs"), "durable": _durable_options(conf), "wait_reply": wait_reply}
     host, port = conf.get("host"), conf.get("port")
