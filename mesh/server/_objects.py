@@ -104,7 +104,7 @@ class Objects:
             reply(wire.err_entry(wire.K_BADREQUEST, f"malformed create_many request: {parsed}"))
             return
         items, blob, py = parsed
-        extra = {"blob": blob, "py": py} if blob is not None else {}
+        many = {"blob": blob, "py": py} if blob is not None else {}
         session = None if header.get("detached") else header.get("sess")
         batch = Batch(len(ids), reply, self._created)
         short = cls_ref.rpartition(":")[2]
@@ -120,9 +120,9 @@ class Objects:
             if actor is None:
                 batch.done(i, wire.err_entry(wire.K_BADREQUEST, f"object id {ids[i]!r} already exists"))
                 continue
-            job = (actor, cls_ref, items[i], [], lambda entry, i=i: batch.done(i, entry), _NO_HEADER, extra)
+            job = (actor, cls_ref, items[i], [], lambda entry, i=i: batch.done(i, entry), _NO_HEADER, many)
             if cls_ref in self._slow:
-                self.runner.workers.submit(lambda job=job: self._construct(*job[:6], extra=job[6]))
+                self.runner.workers.submit(lambda job=job: self._construct(*job[:6], many=job[6]))
             else:
                 self._enqueue(job)
 
@@ -174,7 +174,7 @@ class Objects:
             if resubmit:
                 self._resubmit()
                 return
-            self._construct(*job[:6], extra=job[6], on_block=hand_off)
+            self._construct(*job[:6], many=job[6], on_block=hand_off)
             if time.monotonic() - started > SLOW:
                 self._slow.add(job[1])
 
@@ -206,15 +206,15 @@ class Objects:
     def _construct(
         self, actor: Actor, cls_ref: str, body: Any, buffers: list, reply: Reply, header: dict,
         payload: Any = None, state: tuple | None = None, on_block: Callable[[], None] | None = None,
-        extra: dict | None = None,
+        many: dict | None = None,
     ) -> None:
-        """Build one object (worker). ``extra``: an item of a ``create_many`` (the batch's class
+        """Build one object (worker). ``many``: an item of a ``create_many`` (the batch's class
         blob, if any; answered ``BUILT``, the batch's reply carries the shared fields)."""
         try:
             if payload is None:
                 payload = transport.decode(body, buffers)
-                if extra:
-                    payload = {**payload, **extra} if isinstance(payload, dict) else payload
+                if many:
+                    payload = {**payload, **many} if isinstance(payload, dict) else payload
             blob = payload.get("blob")
             if blob is not None and payload.get("py") not in (None, wire.PY_VERSION):
                 raise RuntimeError(
@@ -244,7 +244,7 @@ class Objects:
             reply(wire.err_entry(wire.K_BADREQUEST, str(exc)) if bad else remote_error(exc))
             return
         actor.cls_name = type(actor.obj).__name__
-        if extra is not None:
+        if many is not None:
             reply(BUILT)
             self.runner.next(actor)
             return
