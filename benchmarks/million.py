@@ -84,20 +84,28 @@ def start_servers(processes: int, capacity: int) -> subprocess.Popen:
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the servers exited ({proc.wait()})")
-        if "ready on" in line:
-            break
-    found = []
-    while time.monotonic() < deadline:
-        found = mesh.servers(timeout=1.0)
-        if len(found) >= processes:
-            break
-    if len(found) < processes:
-        raise RuntimeError(f"discovery lists {len(found)} of {processes} servers")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the servers exited ({proc.wait()})")
+            if "ready on" in line:
+                break
+        found = []
+        while time.monotonic() < deadline:
+            found = mesh.servers(timeout=1.0)
+            if len(found) >= processes:
+                break
+        if len(found) < processes:
+            raise RuntimeError(f"discovery lists {len(found)} of {processes} servers")
+    except BaseException:  # never leave the servers running
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
     return proc
 
 
