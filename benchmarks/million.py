@@ -84,20 +84,28 @@ def start_servers(processes: int, capacity: int) -> subprocess.Popen:
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the servers exited ({proc.wait()})")
-        if "ready on" in line:
-            break
-    found = []
-    while time.monotonic() < deadline:
-        found = mesh.servers(timeout=1.0)
-        if len(found) >= processes:
-            break
-    if len(found) < processes:
-        raise RuntimeError(f"discovery lists {len(found)} of {processes} servers")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the servers exited ({proc.wait()})")
+            if "ready on" in line:
+                break
+        found = []
+        while time.monotonic() < deadline:
+            found = mesh.servers(timeout=1.0)
+            if len(found) >= processes:
+                break
+        if len(found) < processes:
+            raise RuntimeError(f"discovery lists {len(found)} of {processes} servers")
+    except BaseException:  # never leave the servers running
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
     return proc
 
 
@@ -169,7 +177,8 @@ def main() -> int:
         out.update({
             "create_s": create_s, "create_per_s": n / create_s, "round_s": round_s, "calls_per_s": n / round_s,
             "wall_s": create_s + round_s, "wrong": wrong, "placed": placed,
-            "server_rss": srv[0], "server_hwm": srv[1], "server_rss_base": srv_base,
+            "server_rss": srv[0], "server_hwm": srv[1], "server_rss_base": srv_base, "server_rss_created": srv_created[0],
+            "load": os.getloadavg(),
             "server_rss_per_agent": (srv_created[0] - srv_base) / n,
             "client_rss": cli[0], "client_hwm": cli[1], "client_rss_base": cli_base,
             "client_per_agent": (cli[0] - cli_base) / n,
@@ -181,11 +190,14 @@ def main() -> int:
             {"figure": "total wall (create + round)", "value": f"{create_s + round_s:.1f} s",
              "rate": f"goal <= {GOAL_WALL * n / 1e6:.0f} s at this scale"},
             {"figure": "wrong replies", "value": str(wrong), "rate": ""},
-            {"figure": "servers RSS (sum; peak)", "value": f"{srv[0] / 2**20:.0f} MiB; {srv[1] / 2**20:.0f} MiB",
+            {"figure": "servers RSS after creation (sum)", "value": f"{srv_created[0] / 2**20:.0f} MiB",
              "rate": f"{(srv_created[0] - srv_base) / n:.0f} B/agent"},
+            {"figure": "servers RSS after the round (sum; peak)", "value": f"{srv[0] / 2**20:.0f} MiB; {srv[1] / 2**20:.0f} MiB",
+             "rate": f"{(srv[0] - srv_base) / n:.0f} B/agent (results held)"},
             {"figure": "client RSS (peak)", "value": f"{cli[0] / 2**20:.0f} MiB ({cli[1] / 2**20:.0f})",
              "rate": f"{(cli[0] - cli_base) / n:.0f} B/agent"},
             {"figure": "agents per server", "value": " / ".join(str(v) for v in sorted(placed.values())), "rate": ""},
+            {"figure": "load average (1 min) at the end", "value": f"{os.getloadavg()[0]:.1f}", "rate": ""},
         ]
         del agents
         if not args.skip_sleep:

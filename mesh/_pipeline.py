@@ -24,7 +24,7 @@ from mesh._errors import MeshError, RemoteError, ServerUnavailable
 from mesh.client import RpcObject
 from mesh.client._replies import decode_reply, translate, wait
 
-__all__ = ["CreatingObject", "make", "pending", "settle", "track"]
+__all__ = ["CreatingObject", "make", "pending", "settle", "shared", "track"]
 
 
 class _Entry:
@@ -131,9 +131,25 @@ def _handle(proxy: RpcObject, entry: _Entry) -> None:
             entry.fut = None
 
 
+def shared(text: Any) -> Any:
+    """One string object for equal server addresses, runs and pools: a million proxies of four
+    servers then hold four copies, not a million (bounded: past 4,096 distinct, as given)."""
+    if type(text) is not str:
+        return text
+    kept = _strings.get(text)
+    if kept is None:
+        if len(_strings) >= 4096:
+            return text
+        kept = _strings.setdefault(text, text)
+    return kept
+
+
+_strings: dict[str, str] = {}
+
+
 def _ready(proxy: RpcObject, info: dict, done: Callable[[dict], None]) -> None:
-    object.__setattr__(proxy, "_mesh_pool", info.get("pool"))
-    object.__setattr__(proxy, "_mesh_inst", info.get("inst"))
+    object.__setattr__(proxy, "_mesh_pool", shared(info.get("pool")))
+    object.__setattr__(proxy, "_mesh_inst", shared(info.get("inst")))
     done(info)
     if type(proxy) is CreatingObject:
         object.__setattr__(proxy, "__class__", RpcObject)  # a plain proxy from now on: no check per use

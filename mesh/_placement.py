@@ -16,12 +16,13 @@ from typing import Any
 
 import cloudpickle
 
-from mesh import _pipeline
+import transport
+from mesh import _create_many, _pipeline
 from mesh._core import ids, settings as _settings, wire
 from mesh._core.address import check_resolves, normalize_address
 from mesh._errors import MeshError, ServerUnavailable
 from mesh.client import RpcObject, _restart
-from mesh.client._client import get_client
+from mesh.client._client import cannot_send, get_client
 from mesh.client._replies import decode_reply, wait
 from mesh.client._selection import choose, mark_dead, settled
 from mesh.server import AgentServer
@@ -53,6 +54,7 @@ _blobs: weakref.WeakKeyDictionary[type, bytes] = weakref.WeakKeyDictionary()  # 
 # AgentScope's to_dist options that have no meaning here: accepted, so migrated code runs
 _AGENTSCOPE_OPTIONS = {"max_pool_size", "max_timeout_seconds", "local_mode", "lazy_launch", "max_expire_time"}
 _pickle_lock = threading.RLock()
+_PLAIN_OPTIONS = frozenset(("host", "port", "name", "detached", "_attrs", "checkpoint", "max_restarts"))
 
 
 def place(cls: type, args: tuple, kwargs: dict, conf: DistConf, *, wait_reply: bool = False) -> RpcObject:
@@ -60,12 +62,11 @@ def place(cls: type, args: tuple, kwargs: dict, conf: DistConf, *, wait_reply: b
 
     ``wait_reply``: never pipeline (see :func:`create`).
     """
-    unknown = set(conf) - {"host", "port", "name", "detached", "_attrs", "checkpoint", "max_restarts"} - _AGENTSCOPE_OPTIONS
-    if unknown:
-        raise TypeError(f"unknown to_dist option(s): {', '.join(sorted(unknown))}")
-    ignored = set(conf) & _AGENTSCOPE_OPTIONS
-    if ignored:
-        log.debug("to_dist ignores AgentScope option(s): %s", ", ".join(sorted(ignored)))
+    if not _PLAIN_OPTIONS.issuperset(conf):  # (the common case: nothing to check further)
+        unknown = set(conf) - _PLAIN_OPTIONS - _AGENTSCOPE_OPTIONS
+        if unknown:
+            raise TypeError(f"unknown to_dist option(s): {', '.join(sorted(unknown))}")
+        log.debug("to_dist ignores AgentScope option(s): %s", ", ".join(sorted(set(conf) & _AGENTSCOPE_OPTIONS)))
     options: dict[str, Any] = {"name": conf.get("name"), "detached": bool(conf.get("detached")),
                                "attrs": conf.get("_attrs"), "durable": _durable_options(conf), "wait_reply": wait_reply}
     host, port = conf.get("host"), conf.get("port")
@@ -207,13 +208,16 @@ def create(
         RemoteError: the constructor raised there.
     """
     _check_resolves(address)
+    address = _pipeline.shared(address)
     client = get_client()
     object_id = object_id or ids.new_chain()  # unique across processes; no system call per object
     if by_value is None:  # a script's class (__main__) is never importable there: by value from the start
         by_value = cls.__module__ == "__main__" or (address, cls) in _by_value
     methods = _methods(cls)
     if not wait_reply and name is None and durable is None and (address, cls) in _proven:  # durable: needs the reply
-        fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value)
+        fut = _batched(client, address, cls, args, kwargs, object_id, detached, attrs, by_value)
+        if fut is None:
+            fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value)
         proxy = _pipeline.make(address, object_id, cls.__name__, methods)
 
         def again() -> RpcObject:
@@ -236,10 +240,32 @@ def create(
     _created(client, address, info, detached)
     _proven.add((address, cls))
     durable_info = _durable_info(info, durable, address, None if detached else client.session)
-    proxy = RpcObject(address, object_id, cls.__name__, methods, info.get("pool"), info.get("inst"), durable_info)
+    proxy = RpcObject(address, object_id, cls.__name__, methods, _pipeline.shared(info.get("pool")),
+                      _pipeline.shared(info.get("inst")), durable_info)
     if durable_info is not None and not detached and durable_info["max_restarts"]:
         _restart.watch(proxy)
     return proxy
+
+
+def _batched(client: Any, address: str, cls: type, args: tuple, kwargs: dict, object_id: str, detached: bool,
+             attrs: dict | None, by_value: bool) -> Any:
+    """Queue a pipelined creation in a ``create_many`` batch (:mod:`mesh._create_many`): its
+    transport future, or None (send a ``create``: large arguments, or a server older than 1.4)."""
+    if address in _create_many.old:
+        return None
+    try:
+        if by_value:
+            with _class_by_value(cls):  # the arguments may hold instances of the module's classes
+                item = _create_many.encode_item(args, kwargs, attrs)
+        else:
+            item = _create_many.encode_item(args, kwargs, attrs)
+    except transport.CodecError as exc:
+        raise cannot_send({"op": wire.CREATE, "cls": ref_of(cls)}, {"args": args, "kwargs": kwargs}, exc) from exc
+    if item is None:
+        return None
+    if not detached:
+        client.own(address)
+    return _create_many.add(client, address, ref_of(cls), object_id, item, detached, _blob(cls) if by_value else None)
 
 
 def _methods(cls: type) -> dict:
@@ -254,7 +280,8 @@ def _send_create(
     client: Any, address: str, cls: type, args: tuple, kwargs: dict, object_id: str, name: str | None,
     detached: bool, attrs: dict | None, by_value: bool, durable: tuple[int, int] | None = None,
 ) -> Any:
-    payload: dict[str, Any] = {"args": args, "kwargs": kwargs}
+    # args as a list: a tuple is encoded as an extension value (a nested msgpack), a list is plain
+    payload: dict[str, Any] = {"args": list(args), "kwargs": kwargs}
     if attrs:
         payload["attrs"] = attrs  # kept across to_dist(), e.g. an agent's agent_id
     header: dict[str, Any] = {"op": wire.CREATE, "obj": object_id, "cls": ref_of(cls)}
@@ -350,6 +377,7 @@ def child_server(*, spare: bool = False, state_store: str | None = None) -> Any:
 def stop_child() -> None:
     global _child, _child_used
     _proven.clear()  # the next session proves each (server, class) again: a server may have restarted
+    _create_many.abandon()
     with _child_lock:
         server, _child = _child, None
         _child_used = False

@@ -22,6 +22,7 @@ Operations (requests)::
     stream_ack  one-way                       I/O thread (1.3): items consumed (credit), or leave
     stream_stop {stopped}                     I/O thread (1.3): close a stream's generator
     cancel    true if it stopped the task     I/O thread (1.3)
+    create_many {info, items}                 workers, one reply for all (1.4): pipelined creation
 
 Replies are ``ok`` or ``err``; an ``err`` carries a ``kind``.
 """
@@ -75,6 +76,8 @@ ONE_WAY = frozenset((LEASE, BYE, RELEASE, STREAM_ACK))
 # 1.4: among a ``release`` item's child refs: the holder was also pickled elsewhere (to disk, into a
 # result), so copies may still be read: once no counted holder is left the result is loose, not dropped
 PINNED_REF = "~pinned"
+CREATE_MANY = "create_many"  # 1.4: many objects of one class in one request (pipelined creation)
+OPS = (*OPS, CREATE_MANY)
 
 OK = "ok"
 ERR = "err"
@@ -142,3 +145,4 @@ HEADER_KEYS = (
 # values of a cancel's ``why``: the error kind the stopped call is answered with
 WHY_CANCEL = K_CANCELLED
 WHY_DEADLINE = K_DEADLINE
+HEADER_KEYS = (*HEADER_KEYS, "objs")  # 1.4: create_many

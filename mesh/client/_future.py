@@ -12,46 +12,26 @@ Releasing results: every handle is a *holder* of the task; the protocol (caller 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
-import threading
 import time
+import weakref
 from typing import Any
 
+from transport import ReplyFuture
 from mesh._core import redis_results, runtime, settings, wire
 from mesh._errors import CallTimeout, MeshError, OutcomeUnknown, ServerUnavailable
 from mesh._msg import Msg
 from mesh.client._aio import PENDING as _PENDING, AioFuture, pool_read, pooled_value, value_of
 from mesh.client._cancel import cancel_future, past_deadline
 from mesh.client._holders import counting, lend, pin, report
+from mesh.client._lean import NO_CHILDREN as _NO_CHILDREN, SHORT as _SHORT, NeedWait, compact as _compact, no_waiting
+from mesh.client._lean import _no_wait, pid as _pid
 from mesh.client._operators import install as install_operators
 from mesh.client._client import get_client
 from mesh.client._replies import decode_reply, wait
 
 __all__ = ["AsyncResult", "NeedWait", "Placeholder", "is_future", "no_waiting", "resolve"]
-
-_no_wait = threading.local()  # set while an await reads a future (see mesh.client._aio)
-
-
-class NeedWait(BaseException):
-    """Raised by a read made under :func:`no_waiting` instead of blocking: wait for ``fut``, then read again.
-
-    A ``BaseException``: no ``except Exception`` on the way treats it as the read's failure.
-    """
-
-    def __init__(self, fut: Any) -> None:
-        super().__init__()
-        self.fut = fut
-
-
-class no_waiting:
-    """Within it, reading a future raises :class:`NeedWait` where it would block (this thread only)."""
-
-    def __enter__(self) -> None:
-        _no_wait.on = True
-
-    def __exit__(self, *exc: Any) -> None:
-        _no_wait.on = False
-
 
 class _FutureMixin(AioFuture):
     """The machinery shared by AsyncResult and Placeholder."""
@@ -83,11 +63,13 @@ class _FutureMixin(AioFuture):
         d["_mesh_fetch"] = None
         d["_mesh_value"] = _PENDING
         d["_mesh_exc"] = None
-        d["_mesh_lock"] = threading.Lock()
+        d["_mesh_lock"] = _SHORT  # shared: short sections only
         d["_mesh_ref"] = "" if call is not None else ref  # "" the owner; None an uncounted copy
-        d["_mesh_children"] = []  # refs of the borrowers this holder made
+        d["_mesh_children"] = _NO_CHILDREN  # refs of the borrowers this holder made (a list once lent)
         d["_mesh_pinned"] = False  # pickled where it may be read many times: loosened, never dropped
-        d["_mesh_pid"] = os.getpid()  # a copy inherited by a forked child is not a holder
+        d["_mesh_pid"] = _pid[0]  # a copy inherited by a forked child is not a holder
+        if call is not None and type(call) is ReplyFuture:  # keep only the body of a plain reply
+            call.add_done_callback(functools.partial(_compact, weakref.ref(self)))
 
     # -- public API ---------------------------------------------------------
     def result(self, timeout: float | None = None) -> Any:
@@ -214,20 +196,24 @@ class _FutureMixin(AioFuture):
 
     def _mesh_start_fetch(self) -> concurrent.futures.Future:
         d = self.__dict__
-        with d["_mesh_lock"]:
-            fut = d["_mesh_fetch"]
-            if fut is None:
-                rt = runtime.current(create=False)
-                local = rt.producers.get(d["_mesh_address"]) if rt is not None else None
-                if local is not None:
-                    fut = local(d["_mesh_task"], d.get("_mesh_inst"))
-                else:
-                    header = {"op": wire.RESULT, "task": d["_mesh_task"]}
-                    if d.get("_mesh_inst"):
-                        header["inst"] = d["_mesh_inst"]
-                    fut = get_client().request(d["_mesh_address"], header, None)
-                d["_mesh_fetch"] = fut
+        fut = d["_mesh_fetch"]
+        if fut is not None:
             return fut
+        # sent without a lock held (the send may wait for the window); two racing readers may
+        # both ask: the first fetch kept wins, the other is a harmless read
+        rt = runtime.current(create=False)
+        local = rt.producers.get(d["_mesh_address"]) if rt is not None else None
+        if local is not None:
+            fut = local(d["_mesh_task"], d.get("_mesh_inst"))
+        else:
+            header = {"op": wire.RESULT, "task": d["_mesh_task"]}
+            if d.get("_mesh_inst"):
+                header["inst"] = d["_mesh_inst"]
+            fut = get_client().request(d["_mesh_address"], header, None)
+        with _SHORT:
+            if d["_mesh_fetch"] is None:
+                d["_mesh_fetch"] = fut
+            return d["_mesh_fetch"]
 
     def _mesh_wait(self, fut: concurrent.futures.Future, deadline: float | None) -> tuple:
         if not fut.done() and getattr(_no_wait, "on", False):

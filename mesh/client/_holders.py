@@ -71,7 +71,10 @@ def counted_pickles() -> Iterator[list]:
 def lend(holder: Any) -> str:
     """``holder`` is pickled into call arguments: a new borrower's ref, recorded as its child."""
     ref = ids.new_chain()
-    holder.__dict__["_mesh_children"].append(ref)
+    d = holder.__dict__
+    if type(d["_mesh_children"]) is not list:  # a shared empty tuple until the first copy
+        d["_mesh_children"] = []
+    d["_mesh_children"].append(ref)
     _lenders[id(holder)] = holder
     made = getattr(_local, "counting", None)
     if made is not None:
@@ -90,7 +93,7 @@ def take_back(made: list) -> None:
     """Arguments that will not be sent: the borrowers pickled into them will never exist."""
     for holder, ref in made:
         children = holder.__dict__.get("_mesh_children")
-        if children is not None and ref in children:
+        if type(children) is list and ref in children:
             children.remove(ref)
 
 

@@ -74,6 +74,18 @@ def _release_item(item: Any) -> str | None:
     return None
 
 
+def _ids(header: dict, key: str) -> str | None:
+    value = header.get(key)
+    if type(value) is not list or not value:
+        return f"'{key}' must be a non-empty list of ids"
+    if len(value) > LIST_MAX:
+        return f"'{key}' has {len(value)} items, over the limit of {LIST_MAX}"
+    for item in value:
+        if type(item) is not str or not item or len(item) > ID_MAX:
+            return f"each id of '{key}' must be a non-empty string of at most {ID_MAX} characters"
+    return None
+
+
 def check_header(header: dict) -> str | None:
     """What is wrong with a request's header (types and sizes of every field it uses), or None.
 
@@ -124,6 +136,8 @@ def check_header(header: dict) -> str | None:
             or _text(header, "name", NAME_MAX) or _flag(header, "detached")
             or _count(header, "ckpt", 2) or _count(header, "restarts", 1_000_000) or _count(header, "restore", 1_000_000)
         )
+    elif op == wire.CREATE_MANY:
+        problem = _ids(header, "objs") or _text(header, "cls", CLS_MAX, required=True, empty=False) or _flag(header, "detached")
     elif op == wire.GETATTR:
         problem = _text(header, "obj", ID_MAX, required=True) or _text(header, "m", NAME_MAX, required=True)
     elif op == wire.DELETE:

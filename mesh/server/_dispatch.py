@@ -87,6 +87,7 @@ class Servicer:
             wire.CALL: self._op_call,
             wire.RESULT: self._op_result,
             wire.CREATE: self.objects.create,
+            wire.CREATE_MANY: self.objects.create_many,
             wire.GETATTR: self.objects.getattr,
             wire.DELETE: self.objects.delete,
             wire.PING: self._op_ping,

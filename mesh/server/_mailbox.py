@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 from collections import deque
 from typing import Any, Callable
 
@@ -40,6 +41,10 @@ class Call:
         self.scope: Any = None  # its cancel scope (mesh.server._cancel), with a task id or a deadline
 
 
+_NO_QUEUE: tuple = ()  # an actor's empty mailbox (shared; a deque is made when a call waits)
+_NO_BLOCKED = types.MappingProxyType({})  # no running call waits (shared, read only)
+
+
 class Actor:
     """An object of this server and its mailbox."""
 
@@ -51,9 +56,9 @@ class Actor:
         self.obj: Any = None
         self.cls_name = cls_name
         self.lock = threading.Lock()
-        self.queue: deque[Call] = deque()
+        self.queue: deque[Call] | tuple = _NO_QUEUE  # a deque while calls wait (760 bytes: not for every actor)
         self.running = 1  # the constructor runs first
-        self.blocked: dict[Any, int] = {}  # chain -> running calls of it that wait
+        self.blocked: Any = _NO_BLOCKED  # chain -> running calls of it that wait (a dict while any)
         self.served = 0
         self.session = session
         self.created = time.time()
@@ -69,15 +74,17 @@ class Actor:
             if self.running == 0 or (call.chain is not None and self.blocked.get(call.chain)):
                 self.running += 1
                 return True
-            self.queue.append(call)
+            if self.queue is _NO_QUEUE:
+                self.queue = deque()
+            self.queue.append(call)  # type: ignore[union-attr]
             return False
 
     def withdraw(self, call: Call) -> bool:
         """Take a queued call out of the mailbox (it was cancelled); False if it is not queued (any more)."""
         with self.lock:
             try:
-                self.queue.remove(call)
-            except ValueError:
+                self.queue.remove(call)  # type: ignore[union-attr]
+            except (ValueError, AttributeError):  # not queued (or nothing is: the shared empty tuple)
                 return False
             return True
 
@@ -88,18 +95,23 @@ class Actor:
             if self.running or not self.queue:
                 return None
             self.running = 1
-            return self.queue.popleft()
+            call = self.queue.popleft()  # type: ignore[union-attr]
+            if not self.queue:
+                self.queue = _NO_QUEUE
+            return call
 
     def block(self, chain: Any) -> list[Call]:
         """A running call of ``chain`` waits on another task: the queued calls of that chain, now running."""
         ready: list[Call] = []
         with self.lock:
+            if self.blocked is _NO_BLOCKED:
+                self.blocked = {}
             self.blocked[chain] = self.blocked.get(chain, 0) + 1
-            if chain is not None:
+            if chain is not None and self.queue:
                 keep: deque[Call] = deque()
                 for c in self.queue:
                     (ready if c.chain == chain else keep).append(c)
-                self.queue = keep
+                self.queue = keep if keep else _NO_QUEUE
                 self.running += len(ready)
         return ready
 
@@ -109,12 +121,14 @@ class Actor:
             n = self.blocked.get(chain, 1) - 1
             if n:
                 self.blocked[chain] = n
-            else:
+            elif self.blocked:
                 self.blocked.pop(chain, None)
+                if not self.blocked:
+                    self.blocked = _NO_BLOCKED
 
     def fail(self, why: str, keep_reason: bool = False) -> list[Call]:
         """The actor is gone (deleted, its constructor failed, the server stops): its queued calls, taken out."""
         with self.lock:
             self.failed = (self.failed or why) if keep_reason else why
-            queued, self.queue = list(self.queue), deque()
+            queued, self.queue = list(self.queue), _NO_QUEUE
         return queued
