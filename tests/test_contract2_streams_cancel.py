@@ -308,3 +308,16 @@ def test_time_left_counts_down_inside_remote_coroutine(server):
 
     left = asyncio.run(asyncio.wait_for(main(), 10))
     assert isinstance(left, float) and 0 < left <= 5
+
+
+def test_stream_cancel_answer_agrees_with_what_readers_get(server):
+    # cancel() right after the call, on an idle actor: the stop may come before or after the
+    # generator ran; True must mean "stopped" (readers get Cancelled), False "it finished" (all items)
+    src = Src(to_dist=on(server))
+    for _ in range(20):
+        s = src.count(2)
+        if s.cancel():
+            with pytest.raises(mesh.Cancelled):
+                s.result(timeout=10)
+        else:
+            assert s.result(timeout=10) == [0, 1]
