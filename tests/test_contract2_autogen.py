@@ -153,6 +153,9 @@ def test_publish_reaches_each_subscription_once_not_the_sender():
         await _until(lambda: {e[0] for e in LOG if e[-1] == "hello"} == {"h1", "h2"})
         await w1.publish_message(Note("scoop"), TopicId("news", "src7"))
         await _until(lambda: ("reporter", "src7", "scoop") in LOG)  # the topic source is the key
+        await w2.add_subscription(TypeSubscription("alerts", "rep"))  # added at run time, on another worker
+        await w1.publish_message(Note("alarm"), TopicId("alerts", "src9"))
+        await _until(lambda: ("reporter", "src9", "alarm") in LOG)
         # an agent that publishes does not receive its own message
         await w1.send_message(Note("echo-from-hearer"), AgentId("h1", "default"))
         await _until(lambda: ("h2", "h2", "default", "from h1") in LOG)
