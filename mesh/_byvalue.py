@@ -31,8 +31,14 @@ class _Pickler(cloudpickle.Pickler):
     dispatch_table = ChainMap({types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table)
 
 
+# a cloudpickle without these internals (another major version): its own dumps, as before
+_USABLE = hasattr(_cp, "_code_reduce") and isinstance(getattr(cloudpickle.Pickler, "dispatch_table", None), ChainMap)
+
+
 def dumps(obj: Any) -> bytes:
     """``cloudpickle.dumps(obj)``, keeping the file names of code pickled by value."""
+    if not _USABLE:
+        return cloudpickle.dumps(obj)
     buf = io.BytesIO()
     _Pickler(buf, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(obj)
     return buf.getvalue()
