@@ -66,7 +66,10 @@ class RemoteError(MeshError):
         text = f"{remote_type}: {message}"
         if remote_traceback:
             text += "\n\nremote traceback:\n```\n" + remote_traceback.rstrip() + "\n```"
-        super().__init__(text)
+        try:
+            super().__init__(text)
+        except TypeError:  # a mixed-in class whose __init__ wants its own arguments (json's JSONDecodeError)
+            Exception.__init__(self, text)
 
     def __reduce__(self):  # keep the fields when pickled (e.g. forwarded as a result)
         fields = (self.remote_type, self.remote_message, self.remote_traceback, self.remote_class)
@@ -118,7 +121,7 @@ def _typed_class(cls: type) -> type | None:
         return sub
     try:
         sub = type(f"Remote{cls.__name__}", (RemoteError, cls), {"__module__": __name__, "__qualname__": f"Remote{cls.__name__}"})
-        sub("T", "probe")  # one text argument must build it (e.g. UnicodeDecodeError needs five)
+        sub("T", "probe")  # it builds (an __init__ that wants other arguments is skipped: RemoteError.__init__)
     except Exception:  # noqa: BLE001 - a layout conflict, a metaclass, an __init_subclass__ that refuses
         sub = None
     with _typed_lock:

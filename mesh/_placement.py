@@ -17,7 +17,7 @@ from typing import Any
 import cloudpickle
 
 import transport
-from mesh import _create_many, _pipeline
+from mesh import _byvalue, _create_many, _pipeline
 from mesh._core import ids, settings as _settings, wire
 from mesh._core.address import check_resolves, normalize_address
 from mesh._errors import MeshError, ServerUnavailable
@@ -310,7 +310,7 @@ def _blob(cls: type) -> bytes:
     blob = _blobs.get(cls)
     if blob is None:
         with _class_by_value(cls):
-            blob = _blobs[cls] = cloudpickle.dumps(cls)
+            blob = _blobs[cls] = _byvalue.dumps(cls)
     return blob
 
 

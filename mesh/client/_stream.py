@@ -33,6 +33,7 @@ from mesh._errors import Cancelled, DeadlineExceeded, MeshError, RemoteError, Re
 from mesh.client._cancel import abandon
 from mesh.client._client import get_client
 from mesh.client._future import Placeholder, _FutureMixin
+from mesh.client._replies import decode_reply, wait
 from mesh.client._stream_reader import Reader
 
 __all__ = ["Stream", "StreamingPlaceholder"]
@@ -65,8 +66,13 @@ class _Streaming:
         """
         d = self.__dict__
         header = {"op": wire.STREAM_STOP, "task": d["_mesh_task"]}
+        address = d["_mesh_address"]
         try:
-            answer = get_client().call(d["_mesh_address"], header, None, timeout=get_client().settings.call_timeout)
+            # on the I/O thread's socket, as the call was sent: it arrives after the call, never before
+            # (a stop that overtook the call found no task and said "not stopped", yet stopped it)
+            client = get_client()
+            fut = client.request(address, header, None, timeout=client.settings.call_timeout)
+            answer = decode_reply(wait(fut, None, address), address)
         except MeshError:
             return False
         stopped = bool(isinstance(answer, dict) and answer.get("stopped"))

@@ -103,10 +103,13 @@ def wait(futures: Iterable[Any], num_returns: int = 1, timeout: float | None = N
     holds those that finished by then (maybe none).
 
     Raises:
-        ValueError: ``num_returns`` is negative or greater than the number of futures.
+        ValueError: ``num_returns`` is negative or greater than the number of futures (an empty
+            ``futures`` gives ``([], [])``, as ``ray.wait([])`` does).
         TypeError: something else than a mesh future is given.
     """
     futures = list(futures)
+    if not futures:  # as ray.wait([]): nothing to wait for, whatever num_returns says
+        return [], []
     if num_returns < 0 or num_returns > len(futures):
         raise ValueError(f"num_returns must be between 0 and the number of futures ({len(futures)}), not {num_returns}")
     deadline = None if timeout is None else time.monotonic() + timeout
