@@ -17,6 +17,11 @@ Reliability rules (see ENGINEERING.md A4-A9):
   handshake succeeds, at most ``connect_timeout``. A refused connection or a
   failed handshake fails it at once.
 * Replies are matched by request id; late or unknown replies are dropped.
+* Batches (1.4): once a peer's reply announced ``batch: <bytes>``, small requests
+  (no buffer frames) wait in its outbox until the loop's turn ends, then go as
+  one ``batch`` message (a lone request alone, so nothing waits when nothing
+  queues). A batch is sent whole or not at all; its requests stay separate
+  (ids, deadlines, failures). Batched replies are split and matched one by one.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from typing import Any, Callable
 import zmq
 
 from transport._errors import FrameError, PeerLost, PeerUnavailable, RequestTimeout, TransportError
-from transport._framing import split_frames
+from transport._framing import (
+    BATCH, BATCH_BYTES, BATCH_HEADER, BATCH_ITEM_MAX, BATCH_MAX, SIGNATURE, pack_batch, split_batch, split_frames,
+)
 from transport._future import ReplyFuture
 from transport._log import log
 from transport._loop import Command, Loop
@@ -56,7 +63,8 @@ _POLL_BOTH = int(zmq.POLLIN) | POLLOUT
 class Peer(Link):
     """One remote endpoint: its data and control connections, what waits to go, what is out."""
 
-    __slots__ = ("sock", "mon", "outbox", "pending", "connect_deadline", "ctl", "ctl_mon", "ctl_up", "ctl_outbox", "ctl_lost")
+    __slots__ = ("sock", "mon", "outbox", "pending", "connect_deadline", "ctl", "ctl_mon", "ctl_up", "ctl_outbox", "ctl_lost",
+                 "batch", "pollout")
 
     def __init__(self, endpoint: str, deadline: float) -> None:
         super().__init__(endpoint)
@@ -71,6 +79,8 @@ class Peer(Link):
         self.outbox: list[tuple[int, list[Any]]] = []  # (request id or 0 for one-way, frames)
         self.pending: set[int] = set()
         self.connect_deadline = deadline
+        self.batch = 0  # bytes of a batch the peer reads (its replies announce it); 0: send single messages
+        self.pollout = False  # the data socket is polled for POLLOUT (the outbox waits for room)
 
 
 class Pending(Command):
@@ -112,6 +122,8 @@ class Dealers:
         self.secure = recipe.keys is not None
         self.peers: dict[str, Peer] = {}
         self.requests: dict[int, Pending] = {}
+        self.due: set[Peer] = set()  # peers whose outbox goes out when the loop's turn ends
+        loop.flushers.append(self.flush)
 
     # ------------------------------------------------------------ commands
     def start(self, req: Pending) -> None:
@@ -176,14 +188,35 @@ class Dealers:
         return peer
 
     def _send(self, peer: Peer, frames: list, rid: int = 0) -> None:
+        if peer.batch:  # held until the turn ends: what queues up meanwhile goes in one batch
+            outbox = peer.outbox
+            outbox.append((rid, frames))
+            if len(outbox) >= BATCH_MAX:
+                self._flush_outbox(peer)
+            else:
+                self.due.add(peer)
+            return
         if peer.outbox:  # keep order behind the backlog
             peer.outbox.append((rid, frames))
             return
-        if not self._try_send(peer, frames, rid):
+        if not self._try_send(peer, frames, (rid,)):
             peer.outbox.append((rid, frames))
+            self._poll_out(peer)
+
+    def flush(self) -> None:
+        """The loop's turn ends: send the outboxes that wait for it."""
+        due = self.due
+        while due:
+            peer = due.pop()
+            if peer.up and peer.sock is not None and self.peers.get(peer.endpoint) is peer:
+                self._flush_outbox(peer)
+
+    def _poll_out(self, peer: Peer) -> None:
+        if not peer.pollout:
+            peer.pollout = True
             self.loop.modify(peer.sock, _POLL_BOTH)
 
-    def _try_send(self, peer: Peer, frames: list, rid: int) -> bool:
+    def _try_send(self, peer: Peer, frames: list, rids: tuple | list) -> bool:
         """Send now; False if the peer's queue is full (the caller keeps the frames)."""
         try:
             send(peer.sock, frames, 3)
@@ -191,21 +224,52 @@ class Dealers:
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:
-            self.fail(rid, PeerUnavailable(peer.endpoint, f"send failed: {exc}"))
+            for rid in rids:
+                self.fail(rid, PeerUnavailable(peer.endpoint, f"send failed: {exc}"))
         return True
 
     def _flush_outbox(self, peer: Peer) -> None:
         outbox = peer.outbox
-        while outbox:
-            rid, frames = outbox[0]
-            if rid and rid not in self.requests:  # timed out or cancelled meanwhile
-                outbox.pop(0)
+        requests = self.requests
+        limit = peer.batch
+        n = len(outbox)
+        i = 0
+        while i < n:
+            rid, frames = outbox[i]
+            if rid and rid not in requests:  # timed out or cancelled meanwhile
+                i += 1
                 continue
-            if not self._try_send(peer, frames, rid):
-                self.loop.modify(peer.sock, _POLL_BOTH)
+            j = i + 1
+            rids: tuple | list = (rid,)
+            if limit and len(frames) == 3 and len(frames[1]) + len(frames[2]) <= BATCH_ITEM_MAX:
+                parts = [frames[1], frames[2]]
+                rids = [rid]
+                size = len(frames[1]) + len(frames[2])
+                while j < n and len(rids) < BATCH_MAX:
+                    rid2, more = outbox[j]
+                    if rid2 and rid2 not in requests:
+                        j += 1
+                        continue
+                    if len(more) != 3:
+                        break
+                    size += len(more[1]) + len(more[2]) + 8
+                    if size > limit:
+                        break
+                    parts.append(more[1])
+                    parts.append(more[2])
+                    rids.append(rid2)
+                    j += 1
+                if len(rids) > 1:
+                    frames = [SIGNATURE, BATCH_HEADER, pack_batch(parts)]
+            if not self._try_send(peer, frames, rids):
+                del outbox[:i]
+                self._poll_out(peer)
                 return
-            outbox.pop(0)
-        self.loop.modify(peer.sock, zmq.POLLIN)
+            i = j
+        outbox.clear()
+        if peer.pollout:
+            peer.pollout = False
+            self.loop.modify(peer.sock, zmq.POLLIN)
 
     def _ctl_send(self, peer: Peer, frames: list) -> None:
         """A one-way message on the control connection; dropped if it is not up or full."""
@@ -258,18 +322,37 @@ class Dealers:
             counters.received += sum(map(len, frames))
             try:
                 header, body, buffers = split_frames(frames)
+                if header["op"] == BATCH:
+                    items = split_batch(body)
+                else:
+                    if not peer.batch:
+                        self._learn(peer, header)
+                    self._reply(peer, header, body, buffers)
+                    continue
             except FrameError as exc:
                 self.warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, exc)
                 continue
-            rid = header.get("re")
-            if "more" in header and self._part(rid, header, body, buffers):
-                continue  # one part of a reply in parts: the request stays pending
-            req = self.finish(rid) if isinstance(rid, int) else None
-            if req is None:
-                log.debug("dropping late or unknown reply %r from %s", rid, peer.endpoint)
-                continue
-            if not req.future.done():
-                req.future.set_result((header, body, buffers))
+            for item in items:
+                if type(item) is tuple:
+                    self._reply(peer, item[0], item[1], [])
+                else:
+                    self.warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, item)
+
+    def _learn(self, peer: Peer, header: dict) -> None:
+        cap = header.get("batch")  # the peer reads batches of up to this many bytes
+        if type(cap) is int and cap >= 2 * BATCH_ITEM_MAX:
+            peer.batch = min(cap, BATCH_BYTES)
+
+    def _reply(self, peer: Peer, header: dict, body: Any, buffers: list) -> None:
+        rid = header.get("re")
+        if "more" in header and self._part(rid, header, body, buffers):
+            return  # one part of a reply in parts: the request stays pending
+        req = self.finish(rid) if isinstance(rid, int) else None
+        if req is None:
+            log.debug("dropping late or unknown reply %r from %s", rid, peer.endpoint)
+            return
+        if not req.future.done():
+            req.future.set_result((header, body, buffers))
 
     def _part(self, rid: Any, header: dict, body: Any, buffers: list) -> bool:
         """A reply with ``more``: hand it to its request's ``on_part`` (a :class:`PartsFuture`), if it has one."""
@@ -295,6 +378,7 @@ class Dealers:
         for msg in monitor_events(peer.mon):
             if msg["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 peer.up = True
+                peer.pollout = True  # (the outbox's flush sets the poll mask)
                 self._flush_outbox(peer)
                 continue
             exc = connection_event(peer, msg, self.secure)

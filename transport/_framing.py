@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import threading
+
 import msgpack
 
 from transport._errors import FrameError, VersionMismatch
@@ -30,9 +32,14 @@ __all__ = [
     "PROTOCOL_MAJOR",
     "PROTOCOL_MINOR",
     "SIGNATURE",
+    "BATCH",
+    "BATCH_BYTES",
+    "BATCH_MAX",
     "FrameError",
     "VersionMismatch",
+    "pack_batch",
     "pack_header",
+    "split_batch",
     "split_frames",
 ]
 
@@ -42,11 +49,24 @@ SIGNATURE = b"AMSH" + bytes([PROTOCOL_MAJOR])
 
 # A header is small; anything bigger is hostile or broken.
 MAX_HEADER_BYTES = 64 * 1024
+_local = threading.local()
+
+# A batch (1.4): many messages without buffer frames in one ZeroMQ message, header ``{"op": "batch"}``,
+# body a msgpack array ``[header 1 (bin), body 1 (bin), header 2, body 2, ...]``. See PROTOCOL.md.
+BATCH = "batch"
+BATCH_MAX = 1024  # messages in one batch, at most (a receiver refuses more)
+BATCH_BYTES = 1 << 20  # a sender's bound on a batch's body (a server announces its own, maybe smaller)
+BATCH_ITEM_MAX = 64 * 1024  # a message whose header + body is larger goes on its own
+BATCH_HEADER = msgpack.packb({"op": BATCH}, use_bin_type=True)
 
 
 def pack_header(header: dict[str, Any]) -> bytes:
-    """Encode a header map."""
-    return msgpack.packb(header, use_bin_type=True)
+    """Encode a header map (with this thread's packer: a Packer is not thread-safe)."""
+    try:
+        return _local.packer.pack(header)
+    except AttributeError:
+        _local.packer = msgpack.Packer(use_bin_type=True)
+        return _local.packer.pack(header)
 
 
 def split_frames(frames: list[Any]) -> tuple[dict[str, Any], Any, list[Any]]:
@@ -69,7 +89,10 @@ def split_frames(frames: list[Any]) -> tuple[dict[str, Any], Any, list[Any]]:
         if len(sig) == 5 and sig[:4] == b"AMSH":
             raise VersionMismatch(sig[4], PROTOCOL_MAJOR)
         raise FrameError("bad signature frame: not a mesh peer")
-    raw = _as_bytes(frames[1])
+    return _header(_as_bytes(frames[1])), frames[2], list(frames[3:])
+
+
+def _header(raw: bytes) -> dict[str, Any]:
     if len(raw) > MAX_HEADER_BYTES:
         raise FrameError(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
     try:
@@ -78,7 +101,45 @@ def split_frames(frames: list[Any]) -> tuple[dict[str, Any], Any, list[Any]]:
         raise FrameError(f"undecodable header: {exc}") from None
     if not isinstance(header, dict) or not isinstance(header.get("op"), str):
         raise FrameError("header is not a map with a string 'op'")
-    return header, frames[2], list(frames[3:])
+    return header
+
+
+def pack_batch(parts: list[bytes]) -> bytes:
+    """The body of a batch: ``parts`` is ``[header 1, body 1, header 2, body 2, ...]`` (encoded)."""
+    return msgpack.packb(parts, use_bin_type=True)
+
+
+def split_batch(body: Any) -> list[tuple[dict[str, Any], bytes] | FrameError]:
+    """The messages of a batch's body: ``(header, body)`` each, or the :class:`FrameError` of an
+    item that is malformed (one bad item fails only itself).
+
+    Raises:
+        FrameError: the body is not an array of an even number (at most ``2 * BATCH_MAX``) of bins.
+    """
+    data = _as_bytes(body)
+    try:
+        parts = msgpack.unpackb(data, raw=False, use_list=True, ext_hook=_no_ext, max_array_len=2 * BATCH_MAX,
+                                max_map_len=0, max_ext_len=0)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise FrameError(f"undecodable batch: {type(exc).__name__}: {exc}") from None
+    if type(parts) is not list or len(parts) % 2 or not all(type(p) is bytes for p in parts):
+        raise FrameError("a batch is not an array of header and body bins")
+    out: list[tuple[dict[str, Any], bytes] | FrameError] = []
+    for i in range(0, len(parts), 2):
+        try:
+            header = _header(parts[i])
+        except FrameError as exc:
+            out.append(exc)
+            continue
+        if header["op"] == BATCH:
+            out.append(FrameError("a batch inside a batch"))
+            continue
+        out.append((header, parts[i + 1]))
+    return out
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise FrameError(f"ext type {code} in a batch")
 
 
 def _as_bytes(frame: Any) -> bytes:

@@ -83,6 +83,7 @@ class Loop:
         self._due: list[tuple[float, int, Callable[[Any], None], Any]] = []  # heap of call_at entries
         self._seq = itertools.count()
         self.timers: list[list] = []  # [next_due, interval, fn]
+        self.flushers: list[Callable[[], None]] = []  # run at the end of each turn (send what was staged)
         self.ident = 0
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = threading.Event()
@@ -187,6 +188,7 @@ class Loop:
         if self._drain():
             return
         while True:
+            self._flush()  # before the thread may sleep: what this turn staged goes out now
             try:
                 events = poller.poll(self._next_timeout())
             except zmq.ZMQError as exc:
@@ -231,6 +233,13 @@ class Loop:
             except Exception as exc:
                 log.exception("error in I/O command %s", type(cmd).__name__)
                 cmd.failed(exc)
+
+    def _flush(self) -> None:
+        for fn in self.flushers:
+            try:
+                fn()
+            except Exception:
+                log.exception("I/O flush failed")
 
     def _next_timeout(self) -> int:
         due = [t[0] for t in self.timers]

@@ -22,6 +22,7 @@ Operations (requests)::
     stream_ack  one-way                       I/O thread (1.3): items consumed (credit), or leave
     stream_stop {stopped}                     I/O thread (1.3): close a stream's generator
     cancel    true if it stopped the task     I/O thread (1.3)
+    batch     none: each message its own      the transport (1.4): many messages in one
 
 Replies are ``ok`` or ``err``; an ``err`` carries a ``kind``.
 """
@@ -68,9 +69,11 @@ STREAM_ACK = "stream_ack"
 STREAM_STOP = "stream_stop"
 
 CANCEL = "cancel"  # 1.3: cancel a task (and what it started), or a session's tasks
+# 1.4: many messages in one (transport/_framing.py splits it; its messages are served one by one)
+BATCH = "batch"
 
 OPS = (PING, CREATE, CALL, GETATTR, RESULT, DELETE, LOOKUP, STATUS, STOP, LEASE, BYE, RELEASE, STREAM, STREAM_ACK,
-       STREAM_STOP, CANCEL)
+       STREAM_STOP, CANCEL, BATCH)
 ONE_WAY = frozenset((LEASE, BYE, RELEASE, STREAM_ACK))
 
 OK = "ok"
@@ -134,6 +137,8 @@ HEADER_KEYS = (
     "ckpt", "restarts", "restore",
     # 1.3: deadlines and cancel
     "dl", "why", "all",
+    # 1.4: batches (a reply announces the largest batch its sender reads)
+    "batch",
 )
 
 # values of a cancel's ``why``: the error kind the stopped call is answered with
