@@ -17,7 +17,8 @@ Reliability rules (see ENGINEERING.md A4-A9):
   handshake succeeds, at most ``connect_timeout``. A refused connection or a
   failed handshake fails it at once.
 * Replies are matched by request id; late or unknown replies are dropped.
-* Batches (1.4): once a peer's reply announced ``batch: <bytes>``, small requests
+* Batches (1.4): once a peer announced ``X-Mesh-Batch: <bytes>`` (ZMTP metadata of
+  its connection, read from its first reply), small requests
   (no buffer frames) wait in its outbox until the loop's turn ends, then go as
   one ``batch`` message (a lone request alone, so nothing waits when nothing
   queues). A batch is sent whole or not at all; its requests stay separate
@@ -33,7 +34,7 @@ import zmq
 
 from transport._errors import FrameError, PeerLost, PeerUnavailable, RequestTimeout, TransportError
 from transport._framing import (
-    BATCH, BATCH_BYTES, BATCH_HEADER, BATCH_ITEM_MAX, BATCH_MAX, SIGNATURE, pack_batch, split_batch, split_frames,
+    BATCH, BATCH_BYTES, BATCH_HEADER, BATCH_ITEM_MAX, BATCH_MAX, BATCH_PROPERTY, SIGNATURE, pack_batch, split_batch, split_frames,
 )
 from transport._future import ReplyFuture
 from transport._log import log
@@ -64,7 +65,7 @@ class Peer(Link):
     """One remote endpoint: its data and control connections, what waits to go, what is out."""
 
     __slots__ = ("sock", "mon", "outbox", "pending", "connect_deadline", "ctl", "ctl_mon", "ctl_up", "ctl_outbox", "ctl_lost",
-                 "batch", "pollout")
+                 "batch", "probe", "pollout")
 
     def __init__(self, endpoint: str, deadline: float) -> None:
         super().__init__(endpoint)
@@ -79,7 +80,8 @@ class Peer(Link):
         self.outbox: list[tuple[int, list[Any]]] = []  # (request id or 0 for one-way, frames)
         self.pending: set[int] = set()
         self.connect_deadline = deadline
-        self.batch = 0  # bytes of a batch the peer reads (its replies announce it); 0: send single messages
+        self.batch = 0  # bytes of a batch the peer reads (its handshake says); 0: send single messages
+        self.probe = True  # the next reply's metadata tells whether the peer reads batches
         self.pollout = False  # the data socket is polled for POLLOUT (the outbox waits for room)
 
 
@@ -318,15 +320,13 @@ class Dealers:
         for _ in range(256):
             if not sock.get(EVENTS) & POLLIN:  # cheaper than an Again exception
                 return
-            frames = recv(sock, 3)
+            frames = recv(sock, 3) if not peer.probe else self._probe(peer)
             counters.received += sum(map(len, frames))
             try:
                 header, body, buffers = split_frames(frames)
                 if header["op"] == BATCH:
                     items = split_batch(body)
                 else:
-                    if not peer.batch:
-                        self._learn(peer, header)
                     self._reply(peer, header, body, buffers)
                     continue
             except FrameError as exc:
@@ -338,10 +338,20 @@ class Dealers:
                 else:
                     self.warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, item)
 
-    def _learn(self, peer: Peer, header: dict) -> None:
-        cap = header.get("batch")  # the peer reads batches of up to this many bytes
-        if type(cap) is int and cap >= 2 * BATCH_ITEM_MAX:
-            peer.batch = min(cap, BATCH_BYTES)
+    def _probe(self, peer: Peer) -> list:
+        """Receive a reply, reading the connection's metadata: does the peer read batches?"""
+        sock = peer.sock
+        first = sock.recv(zmq.NOBLOCK, copy=False)
+        peer.probe = False
+        try:
+            cap = int(first.get(BATCH_PROPERTY))
+        except (zmq.ZMQError, ValueError, TypeError):  # not announced (a 1.3 peer), or garbage
+            cap = 0
+        peer.batch = min(cap, BATCH_BYTES) if cap >= 2 * BATCH_ITEM_MAX else 0
+        frames: list[Any] = [first.bytes]
+        while sock.get(zmq.RCVMORE):
+            frames.append(sock.recv(0, copy=len(frames) < 3))
+        return frames
 
     def _reply(self, peer: Peer, header: dict, body: Any, buffers: list) -> None:
         rid = header.get("re")
@@ -378,6 +388,7 @@ class Dealers:
         for msg in monitor_events(peer.mon):
             if msg["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 peer.up = True
+                peer.batch, peer.probe = 0, True  # (a new connection: its metadata may differ)
                 peer.pollout = True  # (the outbox's flush sets the poll mask)
                 self._flush_outbox(peer)
                 continue

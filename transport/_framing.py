@@ -35,6 +35,7 @@ __all__ = [
     "BATCH",
     "BATCH_BYTES",
     "BATCH_MAX",
+    "BATCH_PROPERTY",
     "FrameError",
     "VersionMismatch",
     "pack_batch",
@@ -58,6 +59,9 @@ BATCH_MAX = 1024  # messages in one batch, at most (a receiver refuses more)
 BATCH_BYTES = 1 << 20  # a sender's bound on a batch's body (a server announces its own, maybe smaller)
 BATCH_ITEM_MAX = 64 * 1024  # a message whose header + body is larger goes on its own
 BATCH_HEADER = msgpack.packb({"op": BATCH}, use_bin_type=True)
+# A server that reads batches says so in the ZMTP handshake: this metadata property, the most bytes
+# of a batch body it reads (so no message of the protocol changes for a peer that does not look)
+BATCH_PROPERTY = "X-Mesh-Batch"
 
 
 def pack_header(header: dict[str, Any]) -> bytes:

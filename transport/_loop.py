@@ -227,6 +227,7 @@ class Loop:
             except queue.Empty:
                 return False
             if cmd is _STOP:
+                self._flush()  # what was staged before the stop still goes (last calls, bye)
                 return True
             try:
                 cmd.run()

@@ -10,7 +10,7 @@
   to the handler as if it had come alone (a malformed one fails only itself).
   A client that sent a batch gets its small replies batched too, when several
   are ready in one turn of the loop; a lone reply goes out at once, alone.
-  Single replies to other clients announce ``batch: <bytes>`` in their header.
+  The ROUTER announces batches in the ZMTP handshake (metadata ``X-Mesh-Batch``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import zmq
 
 from transport._errors import FrameError, VersionMismatch
 from transport._framing import (
-    BATCH, BATCH_BYTES, BATCH_HEADER, BATCH_ITEM_MAX, BATCH_MAX, SIGNATURE, pack_batch,
+    BATCH, BATCH_BYTES, BATCH_HEADER, BATCH_ITEM_MAX, BATCH_MAX, BATCH_PROPERTY, SIGNATURE, pack_batch,
     pack_header, split_batch, split_frames,
 )
 from transport._future import ReplyFuture
@@ -78,7 +78,7 @@ class Router:
         self.batchers: set[bytes] = set()
         self.pending: collections.deque = collections.deque()
         self.staged: dict[bytes, list] = {}
-        # announced in single replies: the largest batch this server reads (0: none, a small limit)
+        # announced in the handshake (BATCH_PROPERTY): the largest batch this server reads (0: none)
         self.announce = BATCH_BYTES if max_message_size < 0 else min(BATCH_BYTES, max_message_size - 4096)
         if self.announce < 2 * BATCH_ITEM_MAX:
             self.announce = 0
@@ -86,7 +86,7 @@ class Router:
     def reply(self, identity: bytes, header: dict, body: bytes = b"\xc0", buffers: list | tuple = ()) -> None:
         """Send a reply to ``identity``; thread-safe, never blocks."""
         servers = self._servers
-        if not buffers and identity in self.batchers:
+        if identity in self.batchers and not buffers:
             raw = pack_header(header)
             if len(raw) + len(body) <= BATCH_ITEM_MAX:
                 if threading.get_ident() == servers.loop.ident:
@@ -94,9 +94,6 @@ class Router:
                 else:
                     servers.loop.submit(Call(servers.stage, self, identity, raw, body))
                 return
-        elif self.announce:
-            header = {**header, "batch": self.announce}
-            raw = pack_header(header)
         else:
             raw = pack_header(header)
         frames = [identity, SIGNATURE, raw, body, *buffers]
@@ -152,7 +149,8 @@ class Routers:
             if zap is not None:
                 self.loop.add(zap, self.zap.on_readable)
             self.zap.allow(router.keys)
-        sock, router.port, router.endpoint = bind_router(self.ctx, host, port, router.max_message_size, router.keys)
+        metadata = f"{BATCH_PROPERTY}:{router.announce}".encode() if router.announce else b""
+        sock, router.port, router.endpoint = bind_router(self.ctx, host, port, router.max_message_size, router.keys, metadata)
         router.sock = sock
         self.routers.append(router)
         self.loop.add(sock, lambda _mask: self._on_request(router))

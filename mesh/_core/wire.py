@@ -137,8 +137,6 @@ HEADER_KEYS = (
     "ckpt", "restarts", "restore",
     # 1.3: deadlines and cancel
     "dl", "why", "all",
-    # 1.4: batches (a reply announces the largest batch its sender reads)
-    "batch",
 )
 
 # values of a cancel's ``why``: the error kind the stopped call is answered with

@@ -212,9 +212,11 @@ class Results:
     # -- release ----------------------------------------------------------------------------------
     def release_items(self, items: list, sess: str | None) -> None:
         """Op ``release``: each item is an owner's task id or ``[task, ref, children]`` (a holder gone)."""
+        plain = [item for item in items if type(item) is str]  # the owner's handles, never shared
+        if plain:
+            self._release_plain(plain, sess)
         for item in items:  # checked by check_header()
-            if type(item) is str:  # the owner's handle, never shared
-                self.release(item, sess)
+            if type(item) is str:
                 continue
             with self._lock:
                 done, owner, forgotten = self.holders.gone(item[0], item[1], item[2], sess)
@@ -223,6 +225,28 @@ class Results:
                 self.pool.loosen(task)
             if done:
                 self.release(item[0], owner)
+
+    def _release_plain(self, tasks: list[str], owner: str | None) -> None:
+        """:meth:`release` of many tasks of one owner, under one lock (a ``release`` of a batch)."""
+        on_release = self.on_release
+        if on_release is not None:
+            for task in tasks:
+                on_release(task)
+        drop = []
+        with self._lock:
+            unhold, pending, discard = self.holders.unhold, self._pending, self._discard
+            for task in tasks:
+                unhold(owner, task)
+                if task in pending:  # still running: drop the result when it ends
+                    discard.add(task)
+                else:
+                    drop.append(task)
+        many = getattr(self.pool, "release_many", None)
+        if many is not None:
+            many(drop)
+        else:
+            for task in drop:
+                self.pool.release(task)
 
     def release(self, task: str, owner: str | None = None) -> None:
         """Nobody holds ``task`` any more: drop its result (when it ends, if it still runs)."""
