@@ -78,6 +78,7 @@ class Router:
         self.batchers: set[bytes] = set()
         self.pending: collections.deque = collections.deque()
         self.staged: dict[bytes, list] = {}
+        self.batches_in = self.batches_out = 0  # batch messages read / sent (tests, status)
         # announced in the handshake (BATCH_PROPERTY): the largest batch this server reads (0: none)
         self.announce = BATCH_BYTES if max_message_size < 0 else min(BATCH_BYTES, max_message_size - 4096)
         if self.announce < 2 * BATCH_ITEM_MAX:
@@ -216,6 +217,7 @@ class Routers:
                 header, body, buffers = split_frames(frames[1:])
                 if header["op"] == BATCH:
                     items = split_batch(body)
+                    router.batches_in += 1
                     if len(router.batchers) >= _BATCHERS_MAX:
                         router.batchers.clear()
                     router.batchers.add(identity)
@@ -282,6 +284,7 @@ class Routers:
         if len(parts) == 2:
             self.send(router, [identity, SIGNATURE, parts[0], parts[1]])
         else:
+            router.batches_out += 1
             self.send(router, [identity, SIGNATURE, BATCH_HEADER, pack_batch(parts)])
 
     def send(self, router: Router, frames: list) -> None:
