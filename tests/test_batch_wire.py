@@ -17,7 +17,6 @@ import zmq
 import mesh
 import transport
 from mesh._core import wire
-from tests.conftest import wait_until
 from transport._framing import (
     BATCH, BATCH_HEADER, BATCH_MAX, BATCH_PROPERTY, SIGNATURE, FrameError, pack_batch, pack_header, split_batch,
 )
@@ -40,7 +39,7 @@ def test_a_batch_round_trips_in_order(n):
     headers = [{"op": "call", "id": i, "m": "x" * (i % 300)} for i in range(n)]
     bodies = [bytes([i % 256]) * (i * 37 % 70_000) for i in range(n)]
     parts: list = []
-    for h, b in zip(headers, bodies):
+    for h, b in zip(headers, bodies, strict=True):
         parts += [pack_header(h), b]
     items = split_batch(pack_batch(parts))
     assert [item[0] for item in items] == headers
