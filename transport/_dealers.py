@@ -17,12 +17,8 @@ Reliability rules (see ENGINEERING.md A4-A9):
   handshake succeeds, at most ``connect_timeout``. A refused connection or a
   failed handshake fails it at once.
 * Replies are matched by request id; late or unknown replies are dropped.
-* Batches (1.4): once a peer announced ``X-Mesh-Batch: <bytes>`` (ZMTP metadata of
-  its connection, read from its first reply), small requests
-  (no buffer frames) wait in its outbox until the loop's turn ends, then go as
-  one ``batch`` message (a lone request alone, so nothing waits when nothing
-  queues). A batch is sent whole or not at all; its requests stay separate
-  (ids, deadlines, failures). Batched replies are split and matched one by one.
+* Batches (1.4): see :mod:`transport._peer`; small requests queued for a peer
+  that announced batches go in one message when the loop's turn ends.
 """
 
 from __future__ import annotations
@@ -32,84 +28,30 @@ from typing import Any, Callable
 
 import zmq
 
-from transport._errors import FrameError, PeerLost, PeerUnavailable, RequestTimeout, TransportError
-from transport._framing import (
-    BATCH, BATCH_BYTES, BATCH_HEADER, BATCH_ITEM_MAX, BATCH_MAX, BATCH_PROPERTY, SIGNATURE, pack_batch, split_batch, split_frames,
-)
-from transport._future import ReplyFuture
+from transport._errors import FrameError, PeerLost, PeerUnavailable, RequestTimeout
+from transport._framing import BATCH, BATCH_MAX, split_batch, split_frames
 from transport._log import log
-from transport._loop import Command, Loop
+from transport._loop import Loop
 from transport._sockets import (
     EVENTS,
     POLLIN,
     POLLOUT,
     Counters,
     DealerRecipe,
-    Link,
     close_monitored,
     connection_event,
     monitor_events,
     recv,
     send,
 )
+from transport._peer import Peer, Pending, probe, take_batch
 from transport._window import Window
 
-__all__ = ["CTL_GRACE", "Dealers", "Peer", "Pending"]
+__all__ = ["CTL_GRACE", "Dealers", "Peer", "Pending"]  # Peer: from transport._peer
 
 CTL_GRACE = 0.1  # s: after the control connection goes, the data connection's own event may come
 _CTL_OUTBOX = 16  # control messages held until the control connection is up (leases: a few)
 _POLL_BOTH = int(zmq.POLLIN) | POLLOUT
-
-
-class Peer(Link):
-    """One remote endpoint: its data and control connections, what waits to go, what is out."""
-
-    __slots__ = ("sock", "mon", "outbox", "pending", "connect_deadline", "ctl", "ctl_mon", "ctl_up", "ctl_outbox", "ctl_lost",
-                 "batch", "probe", "pollout")
-
-    def __init__(self, endpoint: str, deadline: float) -> None:
-        super().__init__(endpoint)
-        self.sock: zmq.Socket | None = None
-        self.mon: zmq.Socket | None = None
-        # The control connection: heartbeats and leases, never behind queued calls.
-        self.ctl: zmq.Socket | None = None
-        self.ctl_mon: zmq.Socket | None = None
-        self.ctl_up = False
-        self.ctl_outbox: list[list] = []  # control messages sent before it was up
-        self.ctl_lost = 0.0  # when the control connection went (0: it did not)
-        self.outbox: list[tuple[int, list[Any]]] = []  # (request id or 0 for one-way, frames)
-        self.pending: set[int] = set()
-        self.connect_deadline = deadline
-        self.batch = 0  # bytes of a batch the peer reads (its handshake says); 0: send single messages
-        self.probe = True  # the next reply's metadata tells whether the peer reads batches
-        self.pollout = False  # the data socket is polled for POLLOUT (the outbox waits for room)
-
-
-class Pending(Command):
-    """A request: submitted as a command, then kept until its reply, failure or deadline."""
-
-    __slots__ = ("dealers", "rid", "endpoint", "frames", "future", "deadline")
-
-    def __init__(self, dealers: Dealers, rid: int, endpoint: str, frames: list | None, future: ReplyFuture, deadline: float | None) -> None:
-        self.dealers = dealers
-        self.rid = rid
-        self.endpoint = endpoint
-        self.frames = frames
-        self.future = future
-        self.deadline = deadline
-
-    def run(self) -> None:
-        self.dealers.start(self)
-
-    def failed(self, exc: Exception) -> None:
-        if not self.future.done():
-            if self.dealers.window.size and self.rid not in self.dealers.requests:
-                self.dealers.window.free(self.endpoint)
-            self.future.set_exception(TransportError(f"cannot send: {exc}"))
-
-    def abort(self, exc: Exception) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
 
 
 class Dealers:
@@ -207,9 +149,8 @@ class Dealers:
 
     def flush(self) -> None:
         """The loop's turn ends: send the outboxes that wait for it."""
-        due = self.due
-        while due:
-            peer = due.pop()
+        while self.due:
+            peer = self.due.pop()
             if peer.up and peer.sock is not None and self.peers.get(peer.endpoint) is peer:
                 self._flush_outbox(peer)
 
@@ -241,28 +182,10 @@ class Dealers:
             if rid and rid not in requests:  # timed out or cancelled meanwhile
                 i += 1
                 continue
-            j = i + 1
-            rids: tuple | list = (rid,)
-            if limit and len(frames) == 3 and len(frames[1]) + len(frames[2]) <= BATCH_ITEM_MAX:
-                parts = [frames[1], frames[2]]
-                rids = [rid]
-                size = len(frames[1]) + len(frames[2])
-                while j < n and len(rids) < BATCH_MAX:
-                    rid2, more = outbox[j]
-                    if rid2 and rid2 not in requests:
-                        j += 1
-                        continue
-                    if len(more) != 3:
-                        break
-                    size += len(more[1]) + len(more[2]) + 8
-                    if size > limit:
-                        break
-                    parts.append(more[1])
-                    parts.append(more[2])
-                    rids.append(rid2)
-                    j += 1
-                if len(rids) > 1:
-                    frames = [SIGNATURE, BATCH_HEADER, pack_batch(parts)]
+            if limit and len(frames) == 3:
+                frames, rids, j = take_batch(outbox, i, requests, limit)
+            else:
+                rids, j = (rid,), i + 1
             if not self._try_send(peer, frames, rids):
                 del outbox[:i]
                 self._poll_out(peer)
@@ -320,7 +243,7 @@ class Dealers:
         for _ in range(256):
             if not sock.get(EVENTS) & POLLIN:  # cheaper than an Again exception
                 return
-            frames = recv(sock, 3) if not peer.probe else self._probe(peer)
+            frames = recv(sock, 3) if not peer.probe else probe(peer)
             counters.received += sum(map(len, frames))
             try:
                 header, body, buffers = split_frames(frames)
@@ -337,21 +260,6 @@ class Dealers:
                     self._reply(peer, item[0], item[1], [])
                 else:
                     self.warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, item)
-
-    def _probe(self, peer: Peer) -> list:
-        """Receive a reply, reading the connection's metadata: does the peer read batches?"""
-        sock = peer.sock
-        first = sock.recv(zmq.NOBLOCK, copy=False)
-        peer.probe = False
-        try:
-            cap = int(first.get(BATCH_PROPERTY))
-        except (zmq.ZMQError, ValueError, TypeError):  # not announced (a 1.3 peer), or garbage
-            cap = 0
-        peer.batch = min(cap, BATCH_BYTES) if cap >= 2 * BATCH_ITEM_MAX else 0
-        frames: list[Any] = [first.bytes]
-        while sock.get(zmq.RCVMORE):
-            frames.append(sock.recv(0, copy=len(frames) < 3))
-        return frames
 
     def _reply(self, peer: Peer, header: dict, body: Any, buffers: list) -> None:
         rid = header.get("re")
