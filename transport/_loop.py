@@ -220,7 +220,10 @@ class Loop:
                 self._run_timers()
 
     def _drain(self) -> bool:
+        """Run the queued commands; True when this thread must leave the loop (stopped, or a
+        command's handler handed the loop to another thread: it must not run one more)."""
         q = self._queue
+        me = self.ident
         while True:
             try:
                 cmd = q.get_nowait()
@@ -234,6 +237,8 @@ class Loop:
             except Exception as exc:
                 log.exception("error in I/O command %s", type(cmd).__name__)
                 cmd.failed(exc)
+            if self.ident != me:  # handed off (a request handler run by this command waited)
+                return True
 
     def _flush(self) -> None:
         for fn in self.flushers:
