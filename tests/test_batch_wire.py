@@ -132,6 +132,8 @@ def _raw_router(metadata: bytes | None):
     """A ROUTER answering every request: a 1.3 server (no metadata) or one that announces batches."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
+    sock.sndhwm = 0  # a ROUTER drops what is past its high-water mark: never, here (a loaded machine)
+    sock.rcvhwm = 0
     if metadata:
         sock.setsockopt(zmq.METADATA, metadata)
     port = sock.bind_to_random_port("tcp://127.0.0.1")
