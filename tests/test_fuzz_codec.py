@@ -4,6 +4,7 @@ Decode entry points covered (issue 10, point 1):
 
 - ``transport.decode`` (value bodies and buffer frames; ``allow_pickle`` both ways)
 - ``transport._framing.split_frames`` (signature + header)
+- ``transport._framing.split_batch`` (the body of a ``batch`` message, protocol 1.4)
 - ``transport._zap.Zap.on_readable`` (ZAP requests), ``transport._sockets.parse_monitor_message``
 - ``discovery._record.record_from_dict`` / ``parse_address`` (registry JSON, Redis values),
   ``LocalRegistry.records`` (registry files), ``discovery._mdns_browser.record_from_info`` (mDNS TXT)
@@ -29,7 +30,7 @@ import transport
 from mesh import Msg
 from transport import _codec
 from transport._codec import EXT_BUFREF, EXT_PICKLED, EXT_TUPLE, MAX_EXT_DEPTH, CodecError, decode, encode
-from transport._framing import FrameError, split_frames
+from transport._framing import FrameError, pack_batch, pack_header, split_batch, split_frames
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -303,6 +304,54 @@ def test_split_frames(frames, signed):
         return
     assert isinstance(header, dict) and isinstance(header["op"], str)
     decodes_cleanly(body, buffers)
+
+
+def _split_batch_cleanly(body) -> None:
+    """split_batch returns (header, body bin) items and FrameErrors, or raises FrameError; nothing else."""
+    try:
+        items = split_batch(body)
+    except FrameError:
+        return
+    for item in items:
+        if isinstance(item, FrameError):
+            continue
+        header, item_body = item
+        assert isinstance(header, dict) and isinstance(header["op"], str) and header["op"] != "batch"
+        assert type(item_body) is bytes
+        decodes_cleanly(item_body)
+
+
+@FAST
+@given(st.binary(max_size=300))
+def test_split_batch_random_bytes(body):
+    _split_batch_cleanly(body)
+
+
+batch_header = st.dictionaries(st.sampled_from(["op", "id", "re", "x"]) | st.text(max_size=4), plain, max_size=4)
+
+
+@FAST
+@given(st.lists(st.tuples(batch_header, st.binary(max_size=20)), max_size=12), st.data())
+def test_split_batch_mutated(items, data):
+    parts = []
+    for header, body in items:
+        parts += [pack_header(header), body]
+    body = bytearray(pack_batch(parts))
+    _split_batch_cleanly(bytes(body))
+    for _ in range(data.draw(st.integers(0, 6))):  # flip, cut or grow some bytes
+        if not body:
+            break
+        i = data.draw(st.integers(0, len(body) - 1))
+        body[i] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        body = body[: data.draw(st.integers(0, len(body)))]
+    _split_batch_cleanly(bytes(body))
+
+
+@FAST
+@given(st.lists(st.one_of(batch_header, plain, st.lists(plain, max_size=3)), max_size=10))
+def test_split_batch_any_msgpack_array(values):
+    _split_batch_cleanly(msgpack.packb(values, use_bin_type=True))
 
 
 @pytest.mark.parametrize(

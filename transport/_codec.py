@@ -26,7 +26,9 @@ never crashes the process):
   deeper: a container nested :data:`MAX_DEPTH` deep is pickled from there on
   (the unpickler is iterative, so deep values still round-trip), and a value
   too deep even for pickle (Python's recursion limit) is refused.
-- plain msgpack arrays and maps nest at most 1024 deep (msgpack's own
+- plain msgpack arrays and maps nest at most 1024 deep (the encoder's fast
+  path sends lists and maps of exact plain types as they are, up to msgpack's
+  own 511 levels; deeper ones take the walk and are pickled from 31 down) (msgpack's own
   iterative stack); declared lengths are bounded by the bytes received.
 - each buffer frame is referenced at most once, so a small body cannot make
   many copies of one large frame.
@@ -71,6 +73,7 @@ _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _KEY_TYPES = (str, int, bytes, float, bool, type(None))
 _BUF_KINDS = {bytes: 0, bytearray: 1, memoryview: 2}
+_local = threading.local()  # a msgpack Packer per thread (a Packer is not thread-safe)
 
 
 def encode(value: Any, *, threshold: int = BUFFER_THRESHOLD) -> tuple[bytes, list[Any]]:
@@ -82,6 +85,19 @@ def encode(value: Any, *, threshold: int = BUFFER_THRESHOLD) -> tuple[bytes, lis
     Raises:
         CodecError: the value cannot be pickled.
     """
+    # Fast path: a value of exact plain types (no tuple, no subclass, no ext) packs as it is, with
+    # this thread's packer. A body under the threshold cannot hold a binary value that should have
+    # been a buffer frame. Anything else (TypeError, OverflowError, too deep, big) takes the walk.
+    try:
+        body = _local.strict.pack(value)
+    except AttributeError:
+        _local.strict = msgpack.Packer(use_bin_type=True, strict_types=True)
+        return encode(value, threshold=threshold)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    else:
+        if len(body) < threshold:
+            return body, []
     buffers: list[Any] = []
     try:
         body = msgpack.packb(_walk(value, buffers, threshold), use_bin_type=True)

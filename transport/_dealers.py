@@ -17,6 +17,8 @@ Reliability rules (see ENGINEERING.md A4-A9):
   handshake succeeds, at most ``connect_timeout``. A refused connection or a
   failed handshake fails it at once.
 * Replies are matched by request id; late or unknown replies are dropped.
+* Batches (1.4): see :mod:`transport._peer`; small requests queued for a peer
+  that announced batches go in one message when the loop's turn ends.
 """
 
 from __future__ import annotations
@@ -26,78 +28,30 @@ from typing import Any, Callable
 
 import zmq
 
-from transport._errors import FrameError, PeerLost, PeerUnavailable, RequestTimeout, TransportError
-from transport._framing import split_frames
-from transport._future import ReplyFuture
+from transport._errors import FrameError, PeerLost, PeerUnavailable, RequestTimeout
+from transport._framing import BATCH, BATCH_MAX, split_batch, split_frames
 from transport._log import log
-from transport._loop import Command, Loop
+from transport._loop import Loop
 from transport._sockets import (
     EVENTS,
     POLLIN,
     POLLOUT,
     Counters,
     DealerRecipe,
-    Link,
     close_monitored,
     connection_event,
     monitor_events,
     recv,
     send,
 )
+from transport._peer import Peer, Pending, probe, take_batch
 from transport._window import Window
 
-__all__ = ["CTL_GRACE", "Dealers", "Peer", "Pending"]
+__all__ = ["CTL_GRACE", "Dealers", "Peer", "Pending"]  # Peer: from transport._peer
 
 CTL_GRACE = 0.1  # s: after the control connection goes, the data connection's own event may come
 _CTL_OUTBOX = 16  # control messages held until the control connection is up (leases: a few)
 _POLL_BOTH = int(zmq.POLLIN) | POLLOUT
-
-
-class Peer(Link):
-    """One remote endpoint: its data and control connections, what waits to go, what is out."""
-
-    __slots__ = ("sock", "mon", "outbox", "pending", "connect_deadline", "ctl", "ctl_mon", "ctl_up", "ctl_outbox", "ctl_lost")
-
-    def __init__(self, endpoint: str, deadline: float) -> None:
-        super().__init__(endpoint)
-        self.sock: zmq.Socket | None = None
-        self.mon: zmq.Socket | None = None
-        # The control connection: heartbeats and leases, never behind queued calls.
-        self.ctl: zmq.Socket | None = None
-        self.ctl_mon: zmq.Socket | None = None
-        self.ctl_up = False
-        self.ctl_outbox: list[list] = []  # control messages sent before it was up
-        self.ctl_lost = 0.0  # when the control connection went (0: it did not)
-        self.outbox: list[tuple[int, list[Any]]] = []  # (request id or 0 for one-way, frames)
-        self.pending: set[int] = set()
-        self.connect_deadline = deadline
-
-
-class Pending(Command):
-    """A request: submitted as a command, then kept until its reply, failure or deadline."""
-
-    __slots__ = ("dealers", "rid", "endpoint", "frames", "future", "deadline")
-
-    def __init__(self, dealers: Dealers, rid: int, endpoint: str, frames: list | None, future: ReplyFuture, deadline: float | None) -> None:
-        self.dealers = dealers
-        self.rid = rid
-        self.endpoint = endpoint
-        self.frames = frames
-        self.future = future
-        self.deadline = deadline
-
-    def run(self) -> None:
-        self.dealers.start(self)
-
-    def failed(self, exc: Exception) -> None:
-        if not self.future.done():
-            if self.dealers.window.size and self.rid not in self.dealers.requests:
-                self.dealers.window.free(self.endpoint)
-            self.future.set_exception(TransportError(f"cannot send: {exc}"))
-
-    def abort(self, exc: Exception) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
 
 
 class Dealers:
@@ -112,6 +66,8 @@ class Dealers:
         self.secure = recipe.keys is not None
         self.peers: dict[str, Peer] = {}
         self.requests: dict[int, Pending] = {}
+        self.due: set[Peer] = set()  # peers whose outbox goes out when the loop's turn ends
+        loop.flushers.append(self.flush)
 
     # ------------------------------------------------------------ commands
     def start(self, req: Pending) -> None:
@@ -176,14 +132,34 @@ class Dealers:
         return peer
 
     def _send(self, peer: Peer, frames: list, rid: int = 0) -> None:
+        if peer.batch:  # held until the turn ends: what queues up meanwhile goes in one batch
+            outbox = peer.outbox
+            outbox.append((rid, frames))
+            if len(outbox) >= BATCH_MAX:
+                self._flush_outbox(peer)
+            else:
+                self.due.add(peer)
+            return
         if peer.outbox:  # keep order behind the backlog
             peer.outbox.append((rid, frames))
             return
-        if not self._try_send(peer, frames, rid):
+        if not self._try_send(peer, frames, (rid,)):
             peer.outbox.append((rid, frames))
+            self._poll_out(peer)
+
+    def flush(self) -> None:
+        """The loop's turn ends: send the outboxes that wait for it."""
+        while self.due:
+            peer = self.due.pop()
+            if peer.up and peer.sock is not None and self.peers.get(peer.endpoint) is peer:
+                self._flush_outbox(peer)
+
+    def _poll_out(self, peer: Peer) -> None:
+        if not peer.pollout:
+            peer.pollout = True
             self.loop.modify(peer.sock, _POLL_BOTH)
 
-    def _try_send(self, peer: Peer, frames: list, rid: int) -> bool:
+    def _try_send(self, peer: Peer, frames: list, rids: tuple | list) -> bool:
         """Send now; False if the peer's queue is full (the caller keeps the frames)."""
         try:
             send(peer.sock, frames, 3)
@@ -191,21 +167,34 @@ class Dealers:
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:
-            self.fail(rid, PeerUnavailable(peer.endpoint, f"send failed: {exc}"))
+            for rid in rids:
+                self.fail(rid, PeerUnavailable(peer.endpoint, f"send failed: {exc}"))
         return True
 
     def _flush_outbox(self, peer: Peer) -> None:
         outbox = peer.outbox
-        while outbox:
-            rid, frames = outbox[0]
-            if rid and rid not in self.requests:  # timed out or cancelled meanwhile
-                outbox.pop(0)
+        requests = self.requests
+        limit = peer.batch
+        n = len(outbox)
+        i = 0
+        while i < n:
+            rid, frames = outbox[i]
+            if rid and rid not in requests:  # timed out or cancelled meanwhile
+                i += 1
                 continue
-            if not self._try_send(peer, frames, rid):
-                self.loop.modify(peer.sock, _POLL_BOTH)
+            if limit and len(frames) == 3:
+                frames, rids, j = take_batch(outbox, i, requests, limit)
+            else:
+                rids, j = (rid,), i + 1
+            if not self._try_send(peer, frames, rids):
+                del outbox[:i]
+                self._poll_out(peer)
                 return
-            outbox.pop(0)
-        self.loop.modify(peer.sock, zmq.POLLIN)
+            i = j
+        outbox.clear()
+        if peer.pollout:
+            peer.pollout = False
+            self.loop.modify(peer.sock, zmq.POLLIN)
 
     def _ctl_send(self, peer: Peer, frames: list) -> None:
         """A one-way message on the control connection; dropped if it is not up or full."""
@@ -254,22 +243,34 @@ class Dealers:
         for _ in range(256):
             if not sock.get(EVENTS) & POLLIN:  # cheaper than an Again exception
                 return
-            frames = recv(sock, 3)
+            frames = recv(sock, 3) if not peer.probe else probe(peer)
             counters.received += sum(map(len, frames))
             try:
                 header, body, buffers = split_frames(frames)
+                if header["op"] == BATCH:
+                    items = split_batch(body)
+                else:
+                    self._reply(peer, header, body, buffers)
+                    continue
             except FrameError as exc:
                 self.warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, exc)
                 continue
-            rid = header.get("re")
-            if "more" in header and self._part(rid, header, body, buffers):
-                continue  # one part of a reply in parts: the request stays pending
-            req = self.finish(rid) if isinstance(rid, int) else None
-            if req is None:
-                log.debug("dropping late or unknown reply %r from %s", rid, peer.endpoint)
-                continue
-            if not req.future.done():
-                req.future.set_result((header, body, buffers))
+            for item in items:
+                if type(item) is tuple:
+                    self._reply(peer, item[0], item[1], [])
+                else:
+                    self.warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, item)
+
+    def _reply(self, peer: Peer, header: dict, body: Any, buffers: list) -> None:
+        rid = header.get("re")
+        if "more" in header and self._part(rid, header, body, buffers):
+            return  # one part of a reply in parts: the request stays pending
+        req = self.finish(rid) if isinstance(rid, int) else None
+        if req is None:
+            log.debug("dropping late or unknown reply %r from %s", rid, peer.endpoint)
+            return
+        if not req.future.done():
+            req.future.set_result((header, body, buffers))
 
     def _part(self, rid: Any, header: dict, body: Any, buffers: list) -> bool:
         """A reply with ``more``: hand it to its request's ``on_part`` (a :class:`PartsFuture`), if it has one."""
@@ -295,6 +296,8 @@ class Dealers:
         for msg in monitor_events(peer.mon):
             if msg["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 peer.up = True
+                peer.batch, peer.probe = 0, True  # (a new connection: its metadata may differ)
+                peer.pollout = True  # (the outbox's flush sets the poll mask)
                 self._flush_outbox(peer)
                 continue
             exc = connection_event(peer, msg, self.secure)

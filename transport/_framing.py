@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import threading
+
 import msgpack
 
 from transport._errors import FrameError, VersionMismatch
@@ -30,9 +32,15 @@ __all__ = [
     "PROTOCOL_MAJOR",
     "PROTOCOL_MINOR",
     "SIGNATURE",
+    "BATCH",
+    "BATCH_BYTES",
+    "BATCH_MAX",
+    "BATCH_PROPERTY",
     "FrameError",
     "VersionMismatch",
+    "pack_batch",
     "pack_header",
+    "split_batch",
     "split_frames",
 ]
 
@@ -42,11 +50,27 @@ SIGNATURE = b"AMSH" + bytes([PROTOCOL_MAJOR])
 
 # A header is small; anything bigger is hostile or broken.
 MAX_HEADER_BYTES = 64 * 1024
+_local = threading.local()
+
+# A batch (1.4): many messages without buffer frames in one ZeroMQ message, header ``{"op": "batch"}``,
+# body a msgpack array ``[header 1 (map), body 1 (bin), header 2, body 2, ...]``. See PROTOCOL.md.
+BATCH = "batch"
+BATCH_MAX = 1024  # messages in one batch, at most (a receiver refuses more)
+BATCH_BYTES = 1 << 20  # a sender's bound on a batch's body (a server announces its own, maybe smaller)
+BATCH_ITEM_MAX = 64 * 1024  # a message whose header + body is larger goes on its own
+BATCH_HEADER = msgpack.packb({"op": BATCH}, use_bin_type=True)
+# A server that reads batches says so in the ZMTP handshake: this metadata property, the most bytes
+# of a batch body it reads (so no message of the protocol changes for a peer that does not look)
+BATCH_PROPERTY = "X-Mesh-Batch"
 
 
 def pack_header(header: dict[str, Any]) -> bytes:
-    """Encode a header map."""
-    return msgpack.packb(header, use_bin_type=True)
+    """Encode a header map (with this thread's packer: a Packer is not thread-safe)."""
+    try:
+        return _local.packer.pack(header)
+    except AttributeError:
+        _local.packer = msgpack.Packer(use_bin_type=True)
+        return _local.packer.pack(header)
 
 
 def split_frames(frames: list[Any]) -> tuple[dict[str, Any], Any, list[Any]]:
@@ -69,7 +93,10 @@ def split_frames(frames: list[Any]) -> tuple[dict[str, Any], Any, list[Any]]:
         if len(sig) == 5 and sig[:4] == b"AMSH":
             raise VersionMismatch(sig[4], PROTOCOL_MAJOR)
         raise FrameError("bad signature frame: not a mesh peer")
-    raw = _as_bytes(frames[1])
+    return _header(_as_bytes(frames[1])), frames[2], list(frames[3:])
+
+
+def _header(raw: bytes) -> dict[str, Any]:
     if len(raw) > MAX_HEADER_BYTES:
         raise FrameError(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
     try:
@@ -78,7 +105,61 @@ def split_frames(frames: list[Any]) -> tuple[dict[str, Any], Any, list[Any]]:
         raise FrameError(f"undecodable header: {exc}") from None
     if not isinstance(header, dict) or not isinstance(header.get("op"), str):
         raise FrameError("header is not a map with a string 'op'")
-    return header, frames[2], list(frames[3:])
+    return header
+
+
+def pack_batch(parts: list[Any]) -> bytes:
+    """The body of a batch from ``[header 1, body 1, header 2, body 2, ...]``, each already encoded.
+
+    The encoded headers (msgpack maps) are spliced in as they are, each body as a bin, so the
+    receiver decodes every header of the batch in one ``unpackb``.
+    """
+    n = len(parts)
+    out: list[Any] = [bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big")]
+    heads = _BIN_HEADS
+    for i in range(0, n, 2):
+        body = parts[i + 1]
+        size = len(body)
+        out.append(parts[i])
+        out.append(heads[size] if size < 256 else (b"\xc5" + size.to_bytes(2, "big") if size < 65536 else b"\xc6" + size.to_bytes(4, "big")))
+        out.append(body)
+    return b"".join(out)
+
+
+_BIN_HEADS = [b"\xc4" + bytes((i,)) for i in range(256)]
+
+
+def split_batch(body: Any) -> list[tuple[dict[str, Any], bytes] | FrameError]:
+    """The messages of a batch's body: ``(header, body)`` each, or the :class:`FrameError` of an
+    item that is malformed (one bad item fails only itself).
+
+    Raises:
+        FrameError: the body is not one msgpack array of (header map, body bin) pairs, at most
+            ``BATCH_MAX`` of them, without extension types.
+    """
+    data = _as_bytes(body)
+    try:
+        parts = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False, ext_hook=_no_ext)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise FrameError(f"undecodable batch: {type(exc).__name__}: {exc}") from None
+    if type(parts) is not list or len(parts) % 2 or len(parts) > 2 * BATCH_MAX:
+        raise FrameError("a batch is not an array of at most 1024 (header, body) pairs")
+    out: list[tuple[dict[str, Any], bytes] | FrameError] = []
+    for i in range(0, len(parts), 2):
+        header, item = parts[i], parts[i + 1]
+        if type(header) is not dict or type(header.get("op")) is not str:
+            out.append(FrameError("header is not a map with a string 'op'"))
+        elif type(item) is not bytes:
+            out.append(FrameError("a body in a batch is not a bin"))
+        elif header["op"] == BATCH:
+            out.append(FrameError("a batch inside a batch"))
+        else:
+            out.append((header, item))
+    return out
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise FrameError(f"ext type {code} in a batch")
 
 
 def _as_bytes(frame: Any) -> bytes:

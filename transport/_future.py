@@ -15,6 +15,11 @@ from transport._errors import FutureTimeout
 __all__ = ["PartsFuture", "ReplyFuture", "FutureTimeout"]
 
 _PENDING = object()
+# Striped locks, each held only for a few instructions. One lock shared by every future made the
+# issuing thread and the I/O thread queue on it (a holder preempted by the GIL switch blocks the
+# other thread for a whole switch interval); a future takes the stripe of its id.
+_STRIPES = 61
+_LOCKS = tuple(threading.Lock() for _ in range(_STRIPES))
 
 
 class ReplyFuture:
@@ -22,7 +27,6 @@ class ReplyFuture:
 
     __slots__ = ("_value", "_exc", "_event", "_callbacks", "__weakref__")
 
-    _lock = threading.Lock()  # shared: held only for a few instructions
 
     def __init__(self) -> None:
         self._value: Any = _PENDING
@@ -43,7 +47,7 @@ class ReplyFuture:
         self._complete(_PENDING, exc)
 
     def _complete(self, value: Any, exc: BaseException | None) -> None:
-        with self._lock:
+        with _LOCKS[(id(self) >> 4) % _STRIPES]:
             if self.done():
                 return
             if exc is not None:
@@ -62,7 +66,7 @@ class ReplyFuture:
             event.set()
 
     def add_done_callback(self, fn: Callable[[ReplyFuture], None]) -> None:
-        with self._lock:
+        with _LOCKS[(id(self) >> 4) % _STRIPES]:
             if not self.done():
                 if self._callbacks is None:
                     self._callbacks = []
@@ -73,7 +77,7 @@ class ReplyFuture:
     def result(self, timeout: float | None = None) -> Any:
         """The reply; raises the failure, or :class:`FutureTimeout`."""
         if not self.done():
-            with self._lock:
+            with _LOCKS[(id(self) >> 4) % _STRIPES]:
                 if not self.done():
                     if self._event is None:
                         self._event = threading.Event()

@@ -83,6 +83,7 @@ class Loop:
         self._due: list[tuple[float, int, Callable[[Any], None], Any]] = []  # heap of call_at entries
         self._seq = itertools.count()
         self.timers: list[list] = []  # [next_due, interval, fn]
+        self.flushers: list[Callable[[], None]] = []  # run at the end of each turn (send what was staged)
         self.ident = 0
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = threading.Event()
@@ -187,6 +188,7 @@ class Loop:
         if self._drain():
             return
         while True:
+            self._flush()  # before the thread may sleep: what this turn staged goes out now
             try:
                 events = poller.poll(self._next_timeout())
             except zmq.ZMQError as exc:
@@ -218,19 +220,32 @@ class Loop:
                 self._run_timers()
 
     def _drain(self) -> bool:
+        """Run the queued commands; True when this thread must leave the loop (stopped, or a
+        command's handler handed the loop to another thread: it must not run one more)."""
         q = self._queue
+        me = self.ident
         while True:
             try:
                 cmd = q.get_nowait()
             except queue.Empty:
                 return False
             if cmd is _STOP:
+                self._flush()  # what was staged before the stop still goes (last calls, bye)
                 return True
             try:
                 cmd.run()
             except Exception as exc:
                 log.exception("error in I/O command %s", type(cmd).__name__)
                 cmd.failed(exc)
+            if self.ident != me:  # handed off (a request handler run by this command waited)
+                return True
+
+    def _flush(self) -> None:
+        for fn in self.flushers:
+            try:
+                fn()
+            except Exception:
+                log.exception("I/O flush failed")
 
     def _next_timeout(self) -> int:
         due = [t[0] for t in self.timers]

@@ -5,6 +5,7 @@ room                what it does
 ==================  ==========================================================
 ``_loop``           the I/O thread: commands + wake pipe, a handler per socket, timers
 ``_dealers``        client side on the loop: a peer per endpoint, outbox, replies
+``_peer``           one peer's state; batches of queued requests (protocol 1.4)
 ``_window``         back-pressure: requests in flight per peer
 ``_routers``        server side on the loop: bound ROUTERs, burst reads, reply backlog
 ``_zap``            which CURVE clients a secured ROUTER accepts

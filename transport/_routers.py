@@ -6,6 +6,11 @@
   backlog, at most ``BACKLOG_MAX`` replies; the retries back off while none go out.
 * A malformed request gets a ``protocol`` error reply (see PROTOCOL.md); it
   never reaches the handler.
+* Batches (1.4): a ``batch`` message is split here and each of its messages goes
+  to the handler as if it had come alone (a malformed one fails only itself).
+  A client that sent a batch gets its small replies batched too, when several
+  are ready in one turn of the loop; a lone reply goes out at once, alone.
+  The ROUTER announces batches in the ZMTP handshake (metadata ``X-Mesh-Batch``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from typing import Any, Callable
 import zmq
 
 from transport._errors import FrameError, VersionMismatch
-from transport._framing import SIGNATURE, pack_header, split_frames
+from transport._framing import (
+    BATCH, BATCH_BYTES, BATCH_HEADER, BATCH_ITEM_MAX, BATCH_MAX, BATCH_PROPERTY, SIGNATURE, pack_batch,
+    pack_header, split_batch, split_frames,
+)
 from transport._future import ReplyFuture
 from transport._log import log
 from transport._loop import Call, Command, Loop
@@ -33,7 +41,8 @@ __all__ = ["BACKLOG_MAX", "Handler", "Router", "Routers"]
 BACKLOG_MAX = 10000
 BACKLOG_POLL_MIN = 5  # ms: retry held replies soon, backing off to the max while none go out
 BACKLOG_POLL_MAX = 200
-_BURST = 256  # requests read from one ROUTER before the loop looks at its other sockets
+_BURST = 1024  # requests (messages, or messages of batches) served from one ROUTER before the loop looks elsewhere
+_BATCHERS_MAX = 65536  # clients remembered as reading batches (past it: forgotten, they get single replies)
 
 Handler = Callable[["Router", bytes, dict, Any, list], None]
 
@@ -64,11 +73,31 @@ class Router:
         self.dropped = 0  # replies dropped for clients past BACKLOG_MAX
         self.received = 0  # bytes of the requests read (frames after the identity)
         self.sent = 0  # bytes of the replies handed to the socket or its backlog
+        # batches: clients that sent one (they read batched replies), messages of batches not served
+        # yet (FIFO, before the socket's next message), replies staged per client until the turn ends
+        self.batchers: set[bytes] = set()
+        self.pending: collections.deque = collections.deque()
+        self.staged: dict[bytes, list] = {}
+        self.batches_in = self.batches_out = 0  # batch messages read / sent (tests, status)
+        # announced in the handshake (BATCH_PROPERTY): the largest batch this server reads (0: none)
+        self.announce = BATCH_BYTES if max_message_size < 0 else min(BATCH_BYTES, max_message_size - 4096)
+        if self.announce < 2 * BATCH_ITEM_MAX:
+            self.announce = 0
 
     def reply(self, identity: bytes, header: dict, body: bytes = b"\xc0", buffers: list | tuple = ()) -> None:
         """Send a reply to ``identity``; thread-safe, never blocks."""
-        frames = [identity, SIGNATURE, pack_header(header), body, *buffers]
         servers = self._servers
+        if identity in self.batchers and not buffers:
+            raw = pack_header(header)
+            if len(raw) + len(body) <= BATCH_ITEM_MAX:
+                if threading.get_ident() == servers.loop.ident:
+                    servers.stage(self, identity, raw, body)
+                else:
+                    servers.loop.submit(Call(servers.stage, self, identity, raw, body))
+                return
+        else:
+            raw = pack_header(header)
+        frames = [identity, SIGNATURE, raw, body, *buffers]
         if threading.get_ident() == servers.loop.ident:
             servers.send(self, frames)
         else:
@@ -112,6 +141,8 @@ class Routers:
         self.backlog_poll = BACKLOG_POLL_MIN  # ms until the next retry of held replies
         self._backlog_due = 0.0
         self._flush_scheduled = False
+        self.staging: set[Router] = set()  # routers with staged replies
+        loop.flushers.append(self.flush)
 
     def bind(self, router: Router, host: str, port: int) -> None:
         if router.keys is not None:
@@ -119,7 +150,8 @@ class Routers:
             if zap is not None:
                 self.loop.add(zap, self.zap.on_readable)
             self.zap.allow(router.keys)
-        sock, router.port, router.endpoint = bind_router(self.ctx, host, port, router.max_message_size, router.keys)
+        metadata = f"{BATCH_PROPERTY}:{router.announce}".encode() if router.announce else b""
+        sock, router.port, router.endpoint = bind_router(self.ctx, host, port, router.max_message_size, router.keys, metadata)
         router.sock = sock
         self.routers.append(router)
         self.loop.add(sock, lambda _mask: self._on_request(router))
@@ -155,30 +187,110 @@ class Routers:
                     log.exception("burst-end handler failed")
 
     def _read_requests(self, router: Router, sock: zmq.Socket) -> None:
-        for _ in range(_BURST):
+        pending = router.pending
+        handler = router.handler
+        on_thread = self.loop.on_thread
+        budget = _BURST
+        while budget > 0:
+            if pending:  # the rest of a batch comes before the socket's next message
+                identity, item = pending.popleft()
+                budget -= 1
+                if type(item) is not tuple:
+                    self._malformed(router, identity, item)
+                    continue
+                try:
+                    handler(router, identity, item[0], item[1], [])
+                except Exception:
+                    log.exception("request handler failed")
+                if not on_thread():  # handed off: the new I/O thread serves the rest, in order
+                    if pending:
+                        self.loop.submit(Call(self._on_request, router))
+                    return
+                continue
             if not sock.get(EVENTS) & POLLIN:
                 return
             frames = recv(sock, 4)
             identity = frames[0]
             router.received += sum(map(len, frames)) - len(identity)
+            budget -= 1
             try:
                 header, body, buffers = split_frames(frames[1:])
+                if header["op"] == BATCH:
+                    items = split_batch(body)
+                    router.batches_in += 1
+                    if len(router.batchers) >= _BATCHERS_MAX:
+                        router.batchers.clear()
+                    router.batchers.add(identity)
+                    pending.extend([(identity, item) for item in items])
+                    continue
             except FrameError as exc:
-                if not isinstance(exc, VersionMismatch):
-                    self.warn("malformed", "malformed request on %s: %s", router.endpoint, exc)
-                error = {"op": "err", "re": None, "kind": "protocol", "msg": str(exc)}
-                self.send(router, [identity, SIGNATURE, pack_header(error), b"\xc0"])
+                self._malformed(router, identity, exc)
                 continue
             try:
-                router.handler(router, identity, header, body, buffers)
+                handler(router, identity, header, body, buffers)
             except Exception:
                 log.exception("request handler failed")
-            if not self.loop.on_thread():  # the handler handed the loop off (Loop.hand_off): leave it
+            if not on_thread():  # the handler handed the loop off (Loop.hand_off): leave it
                 return
+        if pending:  # out of budget: serve the rest after the loop's other work
+            self.loop.submit(Call(self._on_request, router))
+
+    def _malformed(self, router: Router, identity: bytes, exc: Exception) -> None:
+        if not isinstance(exc, VersionMismatch):
+            self.warn("malformed", "malformed request on %s: %s", router.endpoint, exc)
+        error = {"op": "err", "re": None, "kind": "protocol", "msg": str(exc)}
+        self.send(router, [identity, SIGNATURE, pack_header(error), b"\xc0"])
 
     # ------------------------------------------------------------- replies
+    def stage(self, router: Router, identity: bytes, header: bytes, body: bytes) -> None:
+        """Hold a small reply to a client that reads batches until the loop's turn ends (I/O thread)."""
+        if router.backlog.get(identity) is not None:  # held replies count one each (BACKLOG_MAX)
+            self.send(router, [identity, SIGNATURE, header, body])
+            return
+        staged = router.staged.get(identity)
+        if staged is None:
+            router.staged[identity] = [header, body]
+            self.staging.add(router)
+            return
+        staged.append(header)
+        staged.append(body)
+        if len(staged) >= 2 * BATCH_MAX:
+            self._flush_staged(router, identity)
+
+    def flush(self) -> None:
+        """Send the staged replies: one batch per client (a lone reply alone). The loop's turn ended."""
+        staging = self.staging
+        while staging:
+            router = staging.pop()
+            for identity in list(router.staged):
+                self._flush_staged(router, identity)
+
+    def _flush_staged(self, router: Router, identity: bytes) -> None:
+        parts = router.staged.pop(identity)
+        if len(parts) == 2:
+            self.send(router, [identity, SIGNATURE, parts[0], parts[1]])
+            return
+        limit = router.announce or BATCH_BYTES
+        start, size = 0, 0
+        for i in range(0, len(parts), 2):
+            n = len(parts[i]) + len(parts[i + 1]) + 8
+            if size + n > limit and i > start:
+                self._send_batch(router, identity, parts[start:i])
+                start, size = i, 0
+            size += n
+        self._send_batch(router, identity, parts[start:] if start else parts)
+
+    def _send_batch(self, router: Router, identity: bytes, parts: list) -> None:
+        if len(parts) == 2:
+            self.send(router, [identity, SIGNATURE, parts[0], parts[1]])
+        else:
+            router.batches_out += 1
+            self.send(router, [identity, SIGNATURE, BATCH_HEADER, pack_batch(parts)])
+
     def send(self, router: Router, frames: list) -> None:
         """Send a reply, or hold it behind the client's backlog (on the I/O thread)."""
+        if router.staged and frames[0] in router.staged:  # keep order behind what is staged for it
+            self._flush_staged(router, frames[0])
         router.sent += sum(map(len, frames)) - len(frames[0])
         backlog = router.backlog.get(frames[0])
         if backlog is not None:  # keep order behind what waits for this client

@@ -140,8 +140,12 @@ class DealerRecipe:
         return sock, mon
 
 
-def bind_router(ctx: zmq.Context, host: str, port: int, max_message_size: int, keys: Keys | None) -> tuple[zmq.Socket, int, str]:
+def bind_router(
+    ctx: zmq.Context, host: str, port: int, max_message_size: int, keys: Keys | None, metadata: bytes = b"",
+) -> tuple[zmq.Socket, int, str]:
     """A ROUTER bound on ``host:port`` (0: a free port); returns ``(socket, port, endpoint)``.
+
+    ``metadata``: ZMTP metadata (``b"X-Name:value"``) its connections send their peers in the handshake.
 
     With ``keys`` it is a CURVE server in ZAP domain ``keys.domain`` (the caller
     allows the client key in :mod:`transport._zap`).
@@ -168,6 +172,8 @@ def bind_router(ctx: zmq.Context, host: str, port: int, max_message_size: int, k
         sock.setsockopt(zmq.TCP_MAXRT, 30000)
         if max_message_size and max_message_size > 0:
             sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+        if metadata and hasattr(zmq, "METADATA"):  # libzmq 4.3+
+            sock.setsockopt(zmq.METADATA, metadata)
         if keys is not None:
             sock.curve_server = True
             sock.curve_secretkey = keys.server_secret

@@ -55,7 +55,7 @@ class Runtime:
 
     def live(self) -> bool:
         """Usable by this process: not closed, not inherited through a fork."""
-        return self.pid == os.getpid() and not self.closed
+        return self.pid == _pid[0] and not self.closed
 
     def has_routers(self) -> bool:
         """Servers serve on this Node (their connections outlive a settings change)."""
@@ -68,6 +68,12 @@ class Runtime:
 
 _lock = threading.Lock()
 _current: Runtime | None = None
+# this process's pid, kept up to date across forks (live() runs on every call: no system call)
+_pid = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+else:  # pragma: no cover - every POSIX Python has it
+    _pid = type("_Pid", (), {"__getitem__": lambda self, i: os.getpid()})()  # type: ignore[assignment]
 
 
 def current(create: bool = True) -> Runtime | None:

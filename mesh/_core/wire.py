@@ -23,6 +23,7 @@ Operations (requests)::
     stream_stop {stopped}                     I/O thread (1.3): close a stream's generator
     cancel    true if it stopped the task     I/O thread (1.3)
     create_many {info, items}                 workers, one reply for all (1.4): pipelined creation
+    batch     none: each message its own      the transport (1.4): many messages in one
 
 Replies are ``ok`` or ``err``; an ``err`` carries a ``kind``.
 """
@@ -69,9 +70,11 @@ STREAM_ACK = "stream_ack"
 STREAM_STOP = "stream_stop"
 
 CANCEL = "cancel"  # 1.3: cancel a task (and what it started), or a session's tasks
+# 1.4: many messages in one (transport/_framing.py splits it; its messages are served one by one)
+BATCH = "batch"
 
 OPS = (PING, CREATE, CALL, GETATTR, RESULT, DELETE, LOOKUP, STATUS, STOP, LEASE, BYE, RELEASE, STREAM, STREAM_ACK,
-       STREAM_STOP, CANCEL)
+       STREAM_STOP, CANCEL, BATCH)
 ONE_WAY = frozenset((LEASE, BYE, RELEASE, STREAM_ACK))
 # 1.4: among a ``release`` item's child refs: the holder was also pickled elsewhere (to disk, into a
 # result), so copies may still be read: once no counted holder is left the result is loose, not dropped

@@ -28,11 +28,10 @@ and each copy unpickled from call arguments (a *borrower*, with its own ref id).
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from mesh._core import ids, wire
@@ -54,17 +53,21 @@ def counting() -> bool:
     return getattr(_local, "counting", None) is not None
 
 
-@contextlib.contextmanager
-def counted_pickles() -> Iterator[list]:
+class counted_pickles:  # noqa: N801 - used as a context manager, as it was when it was a function
     """Futures pickled inside become counted holders.
 
-    Yields the list of ``(holder, ref)`` made, so that a send that fails can take them back.
+    ``with counted_pickles() as made``: the list of ``(holder, ref)`` made, so that a send that
+    fails can take them back. (A class: cheaper per call than a generator context manager.)
     """
-    made: list = []
-    _local.counting = made
-    try:
-        yield made
-    finally:
+
+    __slots__ = ("made",)
+
+    def __enter__(self) -> list:
+        made = self.made = []
+        _local.counting = made
+        return made
+
+    def __exit__(self, *exc: Any) -> None:
         _local.counting = None
 
 

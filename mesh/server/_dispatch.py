@@ -101,6 +101,7 @@ class Servicer:
             wire.STREAM_ACK: self._op_stream_ack,
             wire.STREAM_STOP: self._op_stream_stop,
             wire.CANCEL: self._op_cancel,
+            wire.BATCH: self._op_batch,
         }
 
     @property
@@ -177,6 +178,11 @@ class Servicer:
             reply(ok(cancels.cancel_session(header["sess"], why)))
         else:  # an unknown or finished task: False, nothing changes
             reply(ok(cancels.cancel(header["task"], why)))
+
+    def _op_batch(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
+        # the transport splits batches (transport._framing.split_batch): one that gets here was
+        # nested in a batch or came another way; nothing in it is served
+        reply(wire.err_entry(wire.K_BADREQUEST, "a batch cannot be served as one request (nested batch?)"))
 
     def _op_result(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
         # a task of an earlier run of this server will never arrive: no grace for it

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -56,7 +55,10 @@ class Results:
         self.holders = Holders()
         self._pending: dict[str, list[Waiter]] = {}
         self._discard: set[str] = set()  # released before they finished
-        self._seen: OrderedDict[str, None] = OrderedDict()  # recent task ids: gone, not "not yet here"
+        # recent task ids (gone, not "not yet here"): the newest, and the generation before it; the
+        # last _SEEN_MAX / 2 at least (two sets: cheaper per call than an ordered dict)
+        self._seen: set[str] = set()
+        self._seen_old: set[str] = set()
         self._early: dict[str, float] = {}  # fetches waiting for their task to arrive -> deadline
         self._lock = threading.Lock()
         self.on_release: Callable[[str], None] | None = None  # told when no holder of a task is left (streams)
@@ -71,9 +73,10 @@ class Results:
         with self._lock:
             self._pending.setdefault(task, [])  # keeps fetches that arrived first
             self._early.pop(task, None)
-            self._seen[task] = None
-            if len(self._seen) > _SEEN_MAX:
-                self._seen.popitem(last=False)
+            seen = self._seen
+            seen.add(task)
+            if len(seen) > _SEEN_MAX // 2:
+                self._seen_old, self._seen = seen, set()
             if sess is not None:
                 self.holders.hold(sess, task)
 
@@ -118,7 +121,7 @@ class Results:
                 if waiters is not None:
                     waiters.append(fn)
                     return
-                unseen = wait_unseen and task not in self._seen
+                unseen = wait_unseen and task not in self._seen and task not in self._seen_old
             if unseen and self._stored is not None and not stored_checked:
                 self._unseen_from_store(task, fn)  # e.g. made by an earlier run: no need to wait for it
                 return
@@ -126,7 +129,7 @@ class Results:
                 if task in self._pending:
                     self._pending[task].append(fn)
                     return
-                if unseen and task not in self._seen and len(self._early) < _EARLY_MAX:
+                if unseen and task not in self._seen and task not in self._seen_old and len(self._early) < _EARLY_MAX:
                     # Not arrived yet: a consumer's fetch can overtake the call that makes the
                     # task (another socket, another route). Wait for it, a bounded time.
                     self._pending[task] = [fn]
@@ -212,9 +215,11 @@ class Results:
     # -- release ----------------------------------------------------------------------------------
     def release_items(self, items: list, sess: str | None) -> None:
         """Op ``release``: each item is an owner's task id or ``[task, ref, children]`` (a holder gone)."""
+        plain = [item for item in items if type(item) is str]  # the owner's handles, never shared
+        if plain:
+            self._release_plain(plain, sess)
         for item in items:  # checked by check_header()
-            if type(item) is str:  # the owner's handle, never shared
-                self.release(item, sess)
+            if type(item) is str:
                 continue
             with self._lock:
                 done, owner, forgotten = self.holders.gone(item[0], item[1], item[2], sess)
@@ -227,6 +232,28 @@ class Results:
                 self.pool.loosen(task)
             if done and not pinned:
                 self.release(item[0], owner)
+
+    def _release_plain(self, tasks: list[str], owner: str | None) -> None:
+        """:meth:`release` of many tasks of one owner, under one lock (a ``release`` of a batch)."""
+        on_release = self.on_release
+        if on_release is not None:
+            for task in tasks:
+                on_release(task)
+        drop = []
+        with self._lock:
+            unhold, pending, discard = self.holders.unhold, self._pending, self._discard
+            for task in tasks:
+                unhold(owner, task)
+                if task in pending:  # still running: drop the result when it ends
+                    discard.add(task)
+                else:
+                    drop.append(task)
+        many = getattr(self.pool, "release_many", None)
+        if many is not None:
+            many(drop)
+        else:
+            for task in drop:
+                self.pool.release(task)
 
     def release(self, task: str, owner: str | None = None) -> None:
         """Nobody holds ``task`` any more: drop its result (when it ends, if it still runs)."""

@@ -116,6 +116,11 @@ class LocalPool:
         with self._lock:
             self._drop(task)
 
+    def release_many(self, tasks: list[str]) -> None:
+        with self._lock:
+            for task in tasks:
+                self._drop(task)
+
     def loosen(self, task: str) -> None:
         """Nobody is known to hold ``task`` any more: bound it by ``max_len`` / ``max_expire_time`` from now."""
         now = time.monotonic()
