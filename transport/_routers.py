@@ -23,7 +23,7 @@ from transport._future import ReplyFuture
 from transport._log import log
 from transport._loop import Call, Command, Loop
 from transport._security import Keys
-from transport._sockets import EVENTS, POLLIN, ROUTER_LINGER, bind_router, recv, send
+from transport._sockets import POLLIN, ROUTER_LINGER, bind_router, recv, send
 from transport._zap import Zap
 
 __all__ = ["BACKLOG_MAX", "Handler", "Router", "Routers"]
@@ -34,6 +34,7 @@ BACKLOG_MAX = 10000
 BACKLOG_POLL_MIN = 5  # ms: retry held replies soon, backing off to the max while none go out
 BACKLOG_POLL_MAX = 200
 _BURST = 256  # requests read from one ROUTER before the loop looks at its other sockets
+_poll = zmq.zmq_poll
 
 Handler = Callable[["Router", bytes, dict, Any, list], None]
 
@@ -68,6 +69,15 @@ class Router:
     def reply(self, identity: bytes, header: dict, body: bytes = b"\xc0", buffers: list | tuple = ()) -> None:
         """Send a reply to ``identity``; thread-safe, never blocks."""
         frames = [identity, SIGNATURE, pack_header(header), body, *buffers]
+        servers = self._servers
+        if threading.get_ident() == servers.loop.ident:
+            servers.send(self, frames)
+        else:
+            servers.loop.submit(Call(servers.send, self, frames))
+
+    def reply_packed(self, identity: bytes, header: bytes, body: Any = b"\xc0", buffers: list | tuple = ()) -> None:
+        """:meth:`reply` with the header already packed (a template, :mod:`transport._templates`)."""
+        frames = [identity, SIGNATURE, header, body, *buffers]
         servers = self._servers
         if threading.get_ident() == servers.loop.ident:
             servers.send(self, frames)
@@ -155,10 +165,15 @@ class Routers:
                     log.exception("burst-end handler failed")
 
     def _read_requests(self, router: Router, sock: zmq.Socket) -> None:
-        for _ in range(_BURST):
-            if not sock.get(EVENTS) & POLLIN:
+        ready = [(sock, POLLIN)]
+        for i in range(_BURST):
+            # the loop's poll found the first one; zmq_poll, not get(EVENTS): pyzmq makes an enum of the option
+            if i and not _poll(ready, 0):
                 return
-            frames = recv(sock, 4)
+            try:
+                frames = recv(sock, 4)
+            except zmq.Again:
+                return
             identity = frames[0]
             router.received += sum(map(len, frames)) - len(identity)
             try:

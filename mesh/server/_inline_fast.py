@@ -1,0 +1,149 @@
+"""The fast lane of a plain sync call: request, inline run and reply in one pass on the I/O thread.
+
+:meth:`~mesh.server._dispatch.Servicer.handle` serves every op through the general machinery (the
+header check, a :class:`~mesh.server._mailbox.Call`, admission, :meth:`CallRunner._run_one`, the
+results store and cancel registry, a reply closure). A request that is a plain sync call (only
+``op``, ``obj``, ``m``, ``id`` and optionally ``chain`` and ``sess``: no task, no deadline, no
+trace context, no buffers) of an idle object whose method may run inline
+(:class:`~mesh.server._inline.InlinePolicy`), on a server that does not trace, needs none of
+that: :class:`FastLane` checks the fields it reads exactly as :func:`~mesh.server._checks.check_header`
+would, admits the call under the actor's lock, runs it and answers with a packed header
+template (:func:`transport.ok_header`). Everything else, and everything it is unsure of, goes to
+``Servicer.handle`` untouched (nothing has changed at that point).
+
+What a run keeps from the general inline path: the call chain and ``blocking()`` hooks (a wait
+hands the I/O loop off and lets the chain's queued calls in, so A->B->A re-enters), the watchdog
+around the method, the inline history, the server's call stats, the session touch, errors as
+``call_error`` entries, and the mailbox's next call after it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import transport
+from mesh._core import context, tracing, wire
+from mesh._core.methods import runs_on_loop
+from mesh.server._calls import call_error, ok, result_of
+from mesh.server._checks import ID_MAX, NAME_MAX
+from mesh.server._mailbox import Actor, Call
+from mesh.server._results import shut_down
+
+__all__ = ["FastLane"]
+
+_get_ident = threading.get_ident
+_monotonic = time.monotonic
+_perf = time.perf_counter
+_decode = transport.decode
+_ok_header = transport.ok_header
+_set_context = context.set_context
+
+
+class FastLane:
+    """The request handler of a server's ROUTER: plain sync calls here, the rest to ``servicer.handle``."""
+
+    __slots__ = ("servicer", "slow", "calls", "actors", "seen")
+
+    def __init__(self, servicer: Any) -> None:
+        self.servicer = servicer
+        self.slow = servicer.handle
+        self.calls = servicer.calls
+        self.actors = servicer.objects.actors
+        self.seen = servicer.sessions.seen  # Sessions.touch, inlined
+
+    def handle(self, router: Any, identity: bytes, header: dict, body: Any, buffers: list) -> None:
+        """Serve one request (I/O thread; never blocks on its own, never raises)."""
+        get = header.get
+        if get("op") != wire.CALL or buffers:
+            return self.slow(router, identity, header, body, buffers)
+        obj, method, rid, chain, sess = get("obj"), get("m"), get("id"), get("chain"), get("sess")
+        if (len(header) != 4 + (chain is not None) + (sess is not None) or type(rid) is not int
+                or type(obj) is not str or len(obj) > ID_MAX or type(method) is not str or len(method) > NAME_MAX
+                or (chain is not None and (type(chain) is not str or len(chain) > ID_MAX))
+                or (sess is not None and (type(sess) is not str or len(sess) > ID_MAX))):
+            return self.slow(router, identity, header, body, buffers)
+        actor = self.actors.get(obj)
+        calls = self.calls
+        if (actor is None or actor.durable is not None or not self.servicer.accepting or calls.node is None
+                or not calls.inline.allows(type(actor.obj), method) or tracing.enabled()):
+            return self.slow(router, identity, header, body, buffers)
+        with actor.lock:  # admission as Actor.admit, for an idle actor only (nothing queued before it)
+            if actor.running or actor.failed:
+                idle = False
+            else:
+                actor.running = idle = 1
+        if not idle:
+            return self.slow(router, identity, header, body, buffers)
+        t0 = _monotonic()
+        if sess is not None:
+            self.seen[sess] = t0
+        self._run(actor, method, chain, body, router, identity, rid, t0)
+
+    def _run(self, actor: Actor, method: str, chain: Any, body: Any, router: Any, identity: bytes, rid: int,
+             t0: float) -> None:
+        calls = self.calls
+        ident = _get_ident()
+        waited = False
+
+        def on_block() -> None:  # as CallRunner._run_one's inline hooks
+            nonlocal waited
+            waited = True
+            watchdog = calls.watchdog
+            with watchdog.lock:
+                if watchdog.current is not None:
+                    watchdog.current = None
+                    calls._hand_off(ident)
+            for c in actor.block(chain):
+                calls._submit(actor, c)
+
+        def on_unblock() -> None:
+            actor.unblock(chain)
+
+        obj = actor.obj
+        cls = type(obj)
+        inline = calls.inline
+        _set_context(chain, on_block, on_unblock, None)
+        try:
+            args, kwargs = _decode(body)
+            if method.startswith("_") and method != "__call__":
+                raise AttributeError(f"{method!r} is private: private methods are never called remotely")
+            fn = getattr(obj, method)
+            if runs_on_loop(cls, method, fn):  # shadowed by a coroutine function: the event loop runs it
+                call = Call(lambda e: _answer(router, identity, rid, e), method, body, [], chain, None, False)
+                call.t0 = t0
+                if calls._to_loop(actor, call, fn, args, kwargs):
+                    return  # its task answers, and starts the actor's next call
+                entry = shut_down()
+            else:
+                watchdog = calls.watchdog
+                t = _perf()
+                watchdog.begin(ident)  # it covers the method only: this thread sends the reply after it
+                try:
+                    value = fn(*args, **kwargs)
+                finally:
+                    watchdog.end()
+                entry = ok(result_of(cls, method, value))
+                if waited:
+                    inline.waited(cls, method)
+                else:
+                    inline.record(cls, method, _perf() - t)
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            entry = call_error(exc)
+            if waited:
+                inline.waited(cls, method)
+        finally:
+            _set_context(None, None, None)
+        actor.served += 1
+        calls.stats.record(actor.cls_name, method, t0, entry[0])
+        _answer(router, identity, rid, entry)
+        calls.next(actor)
+
+
+def _answer(router: Any, identity: bytes, rid: int, entry: Any) -> None:
+    head = entry[0]
+    if len(head) == 1 and head.get("op") == wire.OK:
+        router.reply_packed(identity, _ok_header(rid), entry[1], entry[2])
+    else:
+        router.reply(identity, {**head, "re": rid}, entry[1], entry[2])
