@@ -28,6 +28,7 @@ from transport._log import log
 __all__ = ["Call", "Command", "Loop"]
 
 Handler = Callable[[int], None]  # called with the poll mask of its socket
+_poll = zmq.zmq_poll
 
 
 class Command:
@@ -188,7 +189,7 @@ class Loop:
             return
         while True:
             try:
-                events = poller.poll(self._next_timeout())
+                events = _poll(poller.sockets, self._next_timeout())  # Poller.poll, without its wrapper
             except zmq.ZMQError as exc:
                 if exc.errno == errno.EINTR:
                     continue
@@ -219,6 +220,8 @@ class Loop:
 
     def _drain(self) -> bool:
         q = self._queue
+        if q.empty():  # the common turn: no exception raised and caught to learn it
+            return False
         while True:
             try:
                 cmd = q.get_nowait()

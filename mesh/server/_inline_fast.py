@@ -23,6 +23,8 @@ import threading
 import time
 from typing import Any
 
+import msgpack
+
 import transport
 from mesh._core import context, tracing, wire
 from mesh._core.methods import runs_on_loop
@@ -38,7 +40,16 @@ _monotonic = time.monotonic
 _perf = time.perf_counter
 _decode = transport.decode
 _ok_header = transport.ok_header
-_set_context = context.set_context
+_local = context._local
+_unpackb = msgpack.unpackb
+_packb = msgpack.packb
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # the codec pickles ints outside
+_OK = {"op": wire.OK}  # the header of a plain ok entry made here (never changed: read only)
+_NO_BUFFERS: list = []
+
+
+def _not_plain(code: int, data: bytes) -> Any:
+    raise ValueError("an ext value: decoded by the codec")
 
 
 class FastLane:
@@ -104,9 +115,13 @@ class FastLane:
         obj = actor.obj
         cls = type(obj)
         inline = calls.inline
-        _set_context(chain, on_block, on_unblock, None)
+        local = _local  # context.set_context, inlined (the scope stays None: a sync call without deadline)
+        local.chain, local.on_block, local.on_unblock = chain, on_block, on_unblock
         try:
-            args, kwargs = _decode(body)
+            try:  # plain arguments in one unpack; anything else (a tuple, a pickle...) through the codec
+                args, kwargs = _unpackb(body, raw=False, strict_map_key=False, ext_hook=_not_plain)
+            except Exception:
+                args, kwargs = _decode(body)
             if method.startswith("_") and method != "__call__":
                 raise AttributeError(f"{method!r} is private: private methods are never called remotely")
             fn = getattr(obj, method)
@@ -118,26 +133,34 @@ class FastLane:
                 entry = shut_down()
             else:
                 watchdog = calls.watchdog
-                t = _perf()
+                t = _monotonic()
                 watchdog.begin(ident)  # it covers the method only: this thread sends the reply after it
                 try:
                     value = fn(*args, **kwargs)
                 finally:
                     watchdog.end()
-                entry = ok(result_of(cls, method, value))
+                kind = type(value)
+                if kind is str or kind is float or kind is bool or value is None or (kind is int and _INT_MIN <= value <= _INT_MAX):
+                    entry = _OK, _packb(value), _NO_BUFFERS  # what the codec makes of it
+                else:
+                    entry = ok(result_of(cls, method, value))
                 if waited:
                     inline.waited(cls, method)
                 else:
-                    inline.record(cls, method, _perf() - t)
+                    inline.record(cls, method, _monotonic() - t)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
             entry = call_error(exc)
             if waited:
                 inline.waited(cls, method)
         finally:
-            _set_context(None, None, None)
+            local.chain = local.on_block = local.on_unblock = None
         actor.served += 1
-        calls.stats.record(actor.cls_name, method, t0, entry[0])
-        _answer(router, identity, rid, entry)
+        head = entry[0]
+        calls.stats.record(actor.cls_name, method, t0, head)
+        if head is _OK:
+            router.reply_packed(identity, _ok_header(rid), entry[1])
+        else:
+            _answer(router, identity, rid, entry)
         calls.next(actor)
 
 
