@@ -43,7 +43,8 @@ class Router:
     """A bound ROUTER socket and the handler of its requests.
 
     The handler runs on the I/O thread: it must not block. It answers with
-    :meth:`reply`, from any thread. ``on_burst_end``, if given, runs on the I/O
+    :meth:`reply`, from any thread; it returns True when it answered at once (the burst ends:
+    the loop's next poll, which it makes anyway, finds any request that came meanwhile). ``on_burst_end``, if given, runs on the I/O
     thread after each burst of requests read in one go (for work the handler
     chose to batch).
     """
@@ -185,9 +186,12 @@ class Routers:
                 self.send(router, [identity, SIGNATURE, pack_header(error), b"\xc0"])
                 continue
             try:
-                router.handler(router, identity, header, body, buffers)
+                answered = router.handler(router, identity, header, body, buffers)
             except Exception:
                 log.exception("request handler failed")
+                answered = None
+            if answered is True:  # answered at once (a sync call): the loop's next poll looks for more
+                return
             if not self.loop.on_thread():  # the handler handed the loop off (Loop.hand_off): leave it
                 return
 

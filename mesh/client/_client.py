@@ -36,6 +36,8 @@ SLOW: Any = object()  # Client.sync_call: this call is not for the fast lane (ta
 _TEMPLATES_MAX = 4096  # request header templates kept, per (object, method)
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
+_pack_uint, _pack_str = transport.pack_uint, transport.pack_str
+_OK_RE = transport.ok_header(0)[:-1]  # an ok reply's header up to the value of "re"
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _SCALARS = frozenset((str, float, bool, type(None)))
 
@@ -123,9 +125,10 @@ class Client:
                 6, [("op", wire.CALL), ("obj", object_id), ("m", method), ("sess", self.session)]) + b"\xa5chain"
         node = self.node
         rid = node.next_id()
-        frames = [transport.SIGNATURE, prefix + transport.pack_str(chain) + b"\xa2id" + transport.pack_uint(rid), body]
+        packed = _pack_uint(rid)
+        frames = [transport.SIGNATURE, prefix + _pack_str(chain) + b"\xa2id" + packed, body]
         try:
-            reply = node.call_fast(address, rid, frames, transport.ok_header(rid), self.settings.call_timeout)
+            reply = node.call_fast(address, rid, frames, _OK_RE + packed, self.settings.call_timeout)
         except BaseException as exc:
             raise translate(exc) from None
         if reply is None:  # on the I/O thread, or closed: the general path says what to do

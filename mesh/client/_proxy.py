@@ -10,7 +10,7 @@ from typing import Any
 import transport
 from mesh._core import context, ids, tracing, wire
 from mesh._core.address import normalize_address
-from mesh._core.cancel import outgoing
+from mesh._core.cancel import _user_deadline, outgoing
 from mesh._core.context import current_chain
 from mesh._core.methods import ASYNC, ASYNC_MSG, STREAM, STREAM_MSG, SYNC
 from mesh._errors import RemoteAttributeError, RemoteError, SerializationError
@@ -22,6 +22,8 @@ from mesh.client._replies import decode_reply, wait
 from mesh.client._stream import Stream, StreamingPlaceholder
 
 __all__ = ["RpcObject"]
+
+_modules = sys.modules
 
 
 class RpcObject:
@@ -218,10 +220,9 @@ def _sync_fast(proxy: RpcObject, name: str, args: tuple, kwargs: dict) -> Any:
     thread), with no deadline, no tracing and nothing of ours in flight to the object: the fast
     lane (:meth:`~mesh.client._client.Client.sync_call`). :data:`SLOW` for anything else."""
     local = context._local
-    if local.chain is not None or local.scope is not None or local.on_block is not None:
-        return SLOW
-    scope, at = outgoing()
-    if at is not None or scope is not None or tracing.enabled():
+    if (local.chain is not None or local.scope is not None or local.on_block is not None
+            or _user_deadline.get() is not None  # outgoing()'s deadline, with no scope
+            or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
         return SLOW
     client = get_client()
     object_id = proxy._mesh_id

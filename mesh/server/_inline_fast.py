@@ -64,8 +64,9 @@ class FastLane:
         self.actors = servicer.objects.actors
         self.seen = servicer.sessions.seen  # Sessions.touch, inlined
 
-    def handle(self, router: Any, identity: bytes, header: dict, body: Any, buffers: list) -> None:
-        """Serve one request (I/O thread; never blocks on its own, never raises)."""
+    def handle(self, router: Any, identity: bytes, header: dict, body: Any, buffers: list) -> bool | None:
+        """Serve one request (I/O thread; never blocks on its own, never raises). True: a sync
+        call answered here (the ROUTER's burst ends; see :class:`transport.Router`)."""
         get = header.get
         if get("op") != wire.CALL or buffers:
             return self.slow(router, identity, header, body, buffers)
@@ -91,6 +92,7 @@ class FastLane:
         if sess is not None:
             self.seen[sess] = t0
         self._run(actor, method, chain, body, router, identity, rid, t0)
+        return True
 
     def _run(self, actor: Actor, method: str, chain: Any, body: Any, router: Any, identity: bytes, rid: int,
              t0: float) -> None:
