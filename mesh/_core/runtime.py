@@ -55,7 +55,7 @@ class Runtime:
 
     def live(self) -> bool:
         """Usable by this process: not closed, not inherited through a fork."""
-        return self.pid == os.getpid() and not self.closed
+        return self.pid == _pid and not self.closed  # (every call asks: no getpid() system call)
 
     def has_routers(self) -> bool:
         """Servers serve on this Node (their connections outlive a settings change)."""
@@ -68,6 +68,15 @@ class Runtime:
 
 _lock = threading.Lock()
 _current: Runtime | None = None
+_pid = os.getpid()  # this process's, kept by the fork hook below
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def current(create: bool = True) -> Runtime | None:

@@ -176,6 +176,8 @@ class CallRunner:
 
     def start_ready(self) -> None:
         """Hand the actors made runnable by the last burst to workers (I/O thread)."""
+        if not self._ready:  # (after every burst: mostly nothing)
+            return
         ready, self._ready = self._ready, []
         for actor, call in ready:
             try:
