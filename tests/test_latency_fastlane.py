@@ -44,6 +44,9 @@ class Kit(metaclass=RpcMeta):
     def big(self) -> int:
         return 2**70
 
+    def surrogate(self) -> str:
+        return "\ud800"
+
     def where(self) -> str:
         return threading.current_thread().name
 
@@ -234,3 +237,20 @@ def test_fast_lane_over_curve_with_a_subprocess_server(spawn_server, counted: Co
         assert k.echo(i) == i
     assert counted.client >= 50
     wait_until(lambda: k.echo("x") == "x")
+
+
+def test_values_msgpack_cannot_pack_and_big_bodies_get_the_general_errors(counted: Counted) -> None:
+    srv = mesh.AgentServer(port=0, capacity=8, advertise=False, max_message_size=100_000).launch(in_subprocess=False)
+    try:
+        k = Kit(to_dist={"host": srv.host, "port": srv.port})
+        _warm(srv, Kit, "surrogate", lambda: pytest.raises(mesh.RemoteError, k.surrogate))
+        with pytest.raises(mesh.SerializationError):
+            k.echo("\ud800")  # refused before sending, as by the general path
+        for _ in range(20):  # through the server's fast lane too (once warm): the codec's error entry
+            with pytest.raises(mesh.RemoteError, match="cannot be sent back"):
+                k.surrogate()
+        with pytest.raises(mesh.MessageTooLarge):
+            k.echo("x" * 200_000)  # a plain but big body: the size check still runs
+        assert k.echo("ok") == "ok"
+    finally:
+        srv.shutdown()

@@ -114,7 +114,7 @@ class Client:
         recognised by its packed header, and a plain value is unpacked without the codec.
         """
         body = _plain_body(args, kwargs)
-        if body is None:
+        if body is None or len(body) > transport.BUFFER_THRESHOLD:  # (a big one: the size check of _prepare)
             return SLOW
         key = (object_id, method)
         prefix = self._templates.get(key)
@@ -194,7 +194,10 @@ def _plain_body(args: tuple, kwargs: dict) -> bytes | None:
         for k, v in kwargs.items():
             if type(k) is not str or not _plain(v):
                 return None
-    return _packb([list(args), kwargs], use_bin_type=True)
+    try:
+        return _packb([list(args), kwargs], use_bin_type=True)
+    except Exception:  # e.g. a str that is not valid UTF-8 (a lone surrogate): the codec says what
+        return None
 
 
 def _not_plain(code: int, data: bytes) -> Any:

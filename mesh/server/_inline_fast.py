@@ -141,11 +141,7 @@ class FastLane:
                     value = fn(*args, **kwargs)
                 finally:
                     watchdog.end()
-                kind = type(value)
-                if kind is str or kind is float or kind is bool or value is None or (kind is int and _INT_MIN <= value <= _INT_MAX):
-                    entry = _OK, _packb(value), _NO_BUFFERS  # what the codec makes of it
-                else:
-                    entry = ok(result_of(cls, method, value))
+                entry = _plain_ok(value) or ok(result_of(cls, method, value))
                 if waited:
                     inline.waited(cls, method)
                 else:
@@ -164,6 +160,18 @@ class FastLane:
         else:
             _answer(router, identity, rid, entry)
         calls.next(actor)
+
+
+def _plain_ok(value: Any) -> Any:
+    """The ok entry of a plain result, packed as the codec packs it; None for anything else (or a
+    str that does not encode: the codec's error entry says so)."""
+    kind = type(value)
+    if kind is str or kind is float or kind is bool or value is None or (kind is int and _INT_MIN <= value <= _INT_MAX):
+        try:
+            return _OK, _packb(value), _NO_BUFFERS
+        except Exception:
+            return None
+    return None
 
 
 def _answer(router: Any, identity: bytes, rid: int, entry: Any) -> None:
