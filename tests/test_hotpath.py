@@ -125,6 +125,9 @@ def test_a_stalled_inline_call_does_not_stop_the_server(server: mesh.AgentServer
     _gate.clear()
     try:
         stuck = g.wait.remote()  # runs inline and blocks the I/O thread until the watchdog hands off
+        # it goes out on the client's I/O thread, the sync call below on this thread's own socket:
+        # open only once it runs (else a fast sync call may overtake it and it never waits)
+        wait_until(lambda: _servicer(server).objects.get(g._mesh_id).running >= 1, timeout=10)
         assert opener.open() is True  # served by the new I/O thread while the other one waits
         assert stuck.result(10) == "open"
     finally:

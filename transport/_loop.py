@@ -28,6 +28,7 @@ from transport._log import log
 __all__ = ["Call", "Command", "Loop"]
 
 Handler = Callable[[int], None]  # called with the poll mask of its socket
+_poll = zmq.zmq_poll
 
 
 class Command:
@@ -190,7 +191,7 @@ class Loop:
         while True:
             self._flush()  # before the thread may sleep: what this turn staged goes out now
             try:
-                events = poller.poll(self._next_timeout())
+                events = _poll(poller.sockets, self._next_timeout())  # Poller.poll, without its wrapper
             except zmq.ZMQError as exc:
                 if exc.errno == errno.EINTR:
                     continue
@@ -223,6 +224,8 @@ class Loop:
         """Run the queued commands; True when this thread must leave the loop (stopped, or a
         command's handler handed the loop to another thread: it must not run one more)."""
         q = self._queue
+        if q.empty():  # the common turn: no exception raised and caught to learn it
+            return False
         me = self.ident
         while True:
             try:

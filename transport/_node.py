@@ -229,6 +229,17 @@ class Node:
         with direct.lock:
             return direct.call(header, [SIGNATURE, pack_header(header), body, *buffers], timeout)
 
+    def call_fast(self, endpoint: str, rid: int, frames: list, expect: bytes, timeout: float | None = None) -> Any:
+        """:meth:`call` with the frames made by the caller (``[SIGNATURE, header, body, *buffers]``,
+        the header holding ``id: rid``): the reply's body frame if its header is ``expect`` (a known
+        ``ok``, see :func:`transport._templates.ok_header`), else the split reply. Only from a thread
+        other than the I/O thread (None there, or once closed: use :meth:`call`)."""
+        if self._closed or self.on_io_thread():
+            return None
+        direct = self._direct(endpoint)
+        with direct.lock:
+            return direct.call_fast(rid, frames, expect, timeout)
+
     def _direct(self, endpoint: str) -> Direct:
         mine = getattr(self._local, "sockets", None)
         if mine is None:

@@ -31,7 +31,7 @@ from transport._future import ReplyFuture
 from transport._log import log
 from transport._loop import Call, Command, Loop
 from transport._security import Keys
-from transport._sockets import EVENTS, POLLIN, ROUTER_LINGER, bind_router, recv, send
+from transport._sockets import POLLIN, ROUTER_LINGER, bind_router, recv, send
 from transport._zap import Zap
 
 __all__ = ["BACKLOG_MAX", "Handler", "Router", "Routers"]
@@ -43,6 +43,7 @@ BACKLOG_POLL_MIN = 5  # ms: retry held replies soon, backing off to the max whil
 BACKLOG_POLL_MAX = 200
 _BURST = 1024  # requests (messages, or messages of batches) served from one ROUTER before the loop looks elsewhere
 _BATCHERS_MAX = 65536  # clients remembered as reading batches (past it: forgotten, they get single replies)
+_poll = zmq.zmq_poll
 
 Handler = Callable[["Router", bytes, dict, Any, list], None]
 
@@ -51,7 +52,8 @@ class Router:
     """A bound ROUTER socket and the handler of its requests.
 
     The handler runs on the I/O thread: it must not block. It answers with
-    :meth:`reply`, from any thread. ``on_burst_end``, if given, runs on the I/O
+    :meth:`reply`, from any thread; it returns True when it answered at once (the burst ends:
+    the loop's next poll, which it makes anyway, finds any request that came meanwhile). ``on_burst_end``, if given, runs on the I/O
     thread after each burst of requests read in one go (for work the handler
     chose to batch).
     """
@@ -98,6 +100,15 @@ class Router:
         else:
             raw = pack_header(header)
         frames = [identity, SIGNATURE, raw, body, *buffers]
+        if threading.get_ident() == servers.loop.ident:
+            servers.send(self, frames)
+        else:
+            servers.loop.submit(Call(servers.send, self, frames))
+
+    def reply_packed(self, identity: bytes, header: bytes, body: Any = b"\xc0", buffers: list | tuple = ()) -> None:
+        """:meth:`reply` with the header already packed (a template, :mod:`transport._templates`)."""
+        frames = [identity, SIGNATURE, header, body, *buffers]
+        servers = self._servers
         if threading.get_ident() == servers.loop.ident:
             servers.send(self, frames)
         else:
@@ -190,7 +201,9 @@ class Routers:
         pending = router.pending
         handler = router.handler
         on_thread = self.loop.on_thread
+        ready = [(sock, POLLIN)]
         budget = _BURST
+        polled = True  # the loop's poll found the first one
         while budget > 0:
             if pending:  # the rest of a batch comes before the socket's next message
                 identity, item = pending.popleft()
@@ -207,9 +220,14 @@ class Routers:
                         self.loop.submit(Call(self._on_request, router))
                     return
                 continue
-            if not sock.get(EVENTS) & POLLIN:
+            # zmq_poll, not get(EVENTS): pyzmq makes an enum of the option
+            if not polled and not _poll(ready, 0):
                 return
-            frames = recv(sock, 4)
+            polled = False
+            try:
+                frames = recv(sock, 4)
+            except zmq.Again:
+                return
             identity = frames[0]
             router.received += sum(map(len, frames)) - len(identity)
             budget -= 1
@@ -227,11 +245,14 @@ class Routers:
                 self._malformed(router, identity, exc)
                 continue
             try:
-                handler(router, identity, header, body, buffers)
+                answered = handler(router, identity, header, body, buffers)
             except Exception:
                 log.exception("request handler failed")
+                answered = None
             if not on_thread():  # the handler handed the loop off (Loop.hand_off): leave it
                 return
+            if answered is True:  # answered at once (a sync call): the loop's next poll looks for more
+                break
         if pending:  # out of budget: serve the rest after the loop's other work
             self.loop.submit(Call(self._on_request, router))
 

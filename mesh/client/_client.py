@@ -19,6 +19,8 @@ import types
 from concurrent.futures import Future
 from typing import Any
 
+import msgpack
+
 import transport
 from mesh._core import runtime, wire
 from mesh._core.context import blocking
@@ -28,7 +30,16 @@ from mesh.client._holders import ReleaseQueue, activate, counted_pickles, deacti
 from mesh.client._peers import PeerBook
 from mesh.client._replies import decode_reply, translate
 
-__all__ = ["Client", "cannot_send", "get_client", "shutdown_client"]
+__all__ = ["SLOW", "Client", "cannot_send", "get_client", "shutdown_client"]
+
+SLOW: Any = object()  # Client.sync_call: this call is not for the fast lane (take the general path)
+_TEMPLATES_MAX = 4096  # request header templates kept, per (object, method)
+_packb = msgpack.packb
+_unpackb = msgpack.unpackb
+_pack_uint, _pack_str = transport.pack_uint, transport.pack_str
+_OK_RE = transport.ok_header(0)[:-1]  # an ok reply's header up to the value of "re"
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_SCALARS = frozenset((str, float, bool, type(None)))
 
 
 class Client:
@@ -42,6 +53,7 @@ class Client:
         self.releases = ReleaseQueue(self._send_releases, rt.live)
         self.node.add_timer(0.25, self._renew_leases)
         self.node.add_timer(0.5, self.releases.flush)
+        self._templates: dict[tuple[str, str], bytes] = {}  # (object, method) -> request header prefix
 
     @property
     def settings(self) -> Settings:
@@ -89,6 +101,45 @@ class Client:
             raise translate(exc) from None
         return decode_reply(reply, address)
 
+    def sync_call(self, address: str, object_id: str, method: str, chain: str, args: tuple, kwargs: dict) -> Any:
+        """The fast lane of a plain sync call on this thread's own socket: the decoded value, or
+        :data:`SLOW` when the call needs the general path (:meth:`call`).
+
+        The caller checked what the general path would add: no deadline or cancel scope, no
+        tracing, no ``blocking()`` hooks, no async call in flight to the object, not durable.
+        Here: arguments of plain values only (str, int, float, bool, None, small bytes, and
+        str-keyed kwargs of those), so that nothing is pickled (no counted futures) and the body
+        is what :func:`transport.encode` makes of them. The header is a template per object and
+        method (:func:`transport.map_prefix`) plus the chain and the id; an ``ok`` reply is
+        recognised by its packed header, and a plain value is unpacked without the codec.
+        """
+        body = _plain_body(args, kwargs)
+        if body is None or len(body) > transport.BUFFER_THRESHOLD:  # (a big one: the size check of _prepare)
+            return SLOW
+        key = (object_id, method)
+        prefix = self._templates.get(key)
+        if prefix is None:
+            if len(self._templates) >= _TEMPLATES_MAX:
+                self._templates.clear()
+            prefix = self._templates[key] = transport.map_prefix(
+                6, [("op", wire.CALL), ("obj", object_id), ("m", method), ("sess", self.session)]) + b"\xa5chain"
+        node = self.node
+        rid = node.next_id()
+        packed = _pack_uint(rid)
+        frames = [transport.SIGNATURE, prefix + _pack_str(chain) + b"\xa2id" + packed, body]
+        try:
+            reply = node.call_fast(address, rid, frames, _OK_RE + packed, self.settings.call_timeout)
+        except BaseException as exc:
+            raise translate(exc) from None
+        if reply is None:  # on the I/O thread, or closed: the general path says what to do
+            return SLOW
+        if type(reply) is tuple:  # not a plain ok: an error, or another server's header
+            return decode_reply(reply, address)
+        try:
+            return _unpackb(reply, raw=False, strict_map_key=False, ext_hook=_not_plain)
+        except Exception:  # an ext value (a tuple, a pickle...) or a malformed body: the codec decides
+            return decode_reply(({"op": wire.OK}, reply, []), address)
+
     def _prepare(self, address: str, header: dict, value: Any) -> tuple[bytes, list]:
         # call arguments are decoded exactly once by the server: futures in them become counted holders
         counted = counted_pickles() if header.get("op") in _COUNTED_OPS else contextlib.nullcontext([])
@@ -126,6 +177,31 @@ class Client:
 
 
 _COUNTED_OPS = (wire.CALL, wire.CREATE)
+
+
+def _plain(v: Any) -> bool:
+    t = type(v)
+    return t in _SCALARS or (t is int and _INT_MIN <= v <= _INT_MAX) or (t is bytes and len(v) < transport.BUFFER_THRESHOLD)
+
+
+def _plain_body(args: tuple, kwargs: dict) -> bytes | None:
+    """The body of ``[args, kwargs]`` when every argument is a plain value (else None): the bytes
+    :func:`transport.encode` makes of them, without walking them for pickles and buffers."""
+    for a in args:
+        if type(a) not in _SCALARS and not _plain(a):
+            return None
+    if kwargs:
+        for k, v in kwargs.items():
+            if type(k) is not str or not _plain(v):
+                return None
+    try:
+        return _packb([list(args), kwargs], use_bin_type=True)
+    except Exception:  # e.g. a str that is not valid UTF-8 (a lone surrogate): the codec says what
+        return None
+
+
+def _not_plain(code: int, data: bytes) -> Any:
+    raise ValueError("an ext value: decoded by the codec")
 
 
 def cannot_send(header: dict, value: Any, exc: transport.CodecError) -> SerializationError:

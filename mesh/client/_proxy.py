@@ -8,20 +8,22 @@ import types
 from typing import Any
 
 import transport
-from mesh._core import ids, tracing, wire
+from mesh._core import context, ids, tracing, wire
 from mesh._core.address import normalize_address
-from mesh._core.cancel import outgoing
+from mesh._core.cancel import _user_deadline, outgoing
 from mesh._core.context import current_chain
 from mesh._core.methods import ASYNC, ASYNC_MSG, STREAM, STREAM_MSG, SYNC
 from mesh._errors import RemoteAttributeError, RemoteError, SerializationError
 from mesh.client._cancel import stamp, sync_call, track
 from mesh.client._restart import call as durable_call, failed as durable_failed, prepare as durable_prepare
-from mesh.client._client import get_client
+from mesh.client._client import SLOW, get_client
 from mesh.client._future import AsyncResult, Placeholder
 from mesh.client._replies import decode_reply, wait
 from mesh.client._stream import Stream, StreamingPlaceholder
 
 __all__ = ["RpcObject"]
+
+_modules = sys.modules
 
 
 class RpcObject:
@@ -155,6 +157,10 @@ class _Method:
 
 
 def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -> Any:
+    if mode == SYNC and proxy._mesh_durable is None:
+        value = _sync_fast(proxy, name, args, kwargs)
+        if value is not SLOW:
+            return value
     _refuse_awaitables(proxy, name, args, kwargs)
     header = {
         "op": wire.CALL,
@@ -207,6 +213,23 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
     if span is not None:
         return span.run(proxy._mesh_request, header, [list(args), kwargs])
     return proxy._mesh_request(header, [list(args), kwargs])
+
+
+def _sync_fast(proxy: RpcObject, name: str, args: tuple, kwargs: dict) -> Any:
+    """A plain sync call from code that runs for no call (no chain, scope or blocking hooks on this
+    thread), with no deadline, no tracing and nothing of ours in flight to the object: the fast
+    lane (:meth:`~mesh.client._client.Client.sync_call`). :data:`SLOW` for anything else."""
+    local = context._local
+    if (local.chain is not None or local.scope is not None or local.on_block is not None
+            or _user_deadline.get() is not None  # outgoing()'s deadline, with no scope
+            or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
+        return SLOW
+    client = get_client()
+    object_id = proxy._mesh_id
+    if client.peers.busy(object_id):
+        return SLOW
+    return client.sync_call(proxy._mesh_address, object_id, name, context.reading_chain.get() or ids.new_chain(),
+                            args, kwargs)
 
 
 _FUTURES: dict[str, type] = {ASYNC: AsyncResult, ASYNC_MSG: Placeholder, STREAM: Stream, STREAM_MSG: StreamingPlaceholder}

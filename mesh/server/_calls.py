@@ -35,7 +35,7 @@ from mesh.server._stream_run import run_async, run_sync
 from mesh.server._streams import Streams
 from mesh.server._workers import WorkerPool
 
-__all__ = ["PUSH_LIMIT", "CallRunner", "call_error", "ok", "remote_error"]
+__all__ = ["PUSH_LIMIT", "CallRunner", "call_error", "ok", "remote_error", "result_of"]
 
 log = logging.getLogger("mesh.server")
 
@@ -67,6 +67,19 @@ def checked_value(label: str, value: Any) -> Any:
     aio = sys.modules.get("asyncio")
     if aio is not None and isinstance(value, aio.Future):
         raise TypeError(f"{label} returned an asyncio future: define it with async def, and await it")
+    return value
+
+
+_SUSPECT = (types.CoroutineType, types.AsyncGeneratorType, types.GeneratorType)
+
+
+def result_of(cls: type, method: str, value: Any) -> Any:
+    """:func:`checked_value` of a sync method's result, its label made only when it is refused."""
+    if type(value) in _SUSPECT:
+        return checked_value(f"{cls.__name__}.{method}", value)
+    aio = sys.modules.get("asyncio")
+    if aio is not None and isinstance(value, aio.Future):
+        return checked_value(f"{cls.__name__}.{method}", value)
     return value
 
 
@@ -163,6 +176,8 @@ class CallRunner:
 
     def start_ready(self) -> None:
         """Hand the actors made runnable by the last burst to workers (I/O thread)."""
+        if not self._ready:  # (after every burst: mostly nothing)
+            return
         ready, self._ready = self._ready, []
         for actor, call in ready:
             try:
@@ -213,8 +228,8 @@ class CallRunner:
     # -------------------------------------------------------- inline calls
     def _run_inline(self, actor: Actor, call: Call) -> None:
         """Run a short call of an idle actor on the I/O thread (see :mod:`mesh.server._inline`)."""
-        self._run_one(actor, call, threading.get_ident())
-        self.next(actor)
+        if not self._run_one(actor, call, threading.get_ident()):  # (True: a coroutine, the loop goes on)
+            self.next(actor)
 
     def _hand_off(self, ident: int) -> bool:
         """Inline call on thread ``ident`` waits or stalls: a new thread takes the I/O loop."""
@@ -295,7 +310,7 @@ class CallRunner:
                             self.watchdog.end()
                     else:
                         value = fn(*args, **kwargs)
-                    entry = ok(checked_value(f"{type(actor.obj).__name__}.{call.method}", value))
+                    entry = ok(result_of(type(actor.obj), call.method, value))
                     t = time.perf_counter() - t
                     if waited:
                         self.inline.waited(type(actor.obj), call.method)

@@ -19,6 +19,7 @@ from mesh._core.options import ServerOptions
 from mesh.server._classes import ClassResolver, load_agent_dir
 from mesh.server._checkpoint import start_scan
 from mesh.server._dispatch import Servicer
+from mesh.server._inline_fast import FastLane
 from mesh.server._launcher import client_addresses
 from mesh.server._store import make_pool
 
@@ -86,7 +87,7 @@ class Host:
         node = rt.node
         try:
             self.router = node.add_router(
-                o.host, o.port, servicer.handle, keys=keys, max_message_size=o.max_message_size,
+                o.host, o.port, FastLane(servicer).handle, keys=keys, max_message_size=o.max_message_size,
                 on_burst_end=servicer.start_ready,
             )
         except OSError:  # e.g. the address is in use

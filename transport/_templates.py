@@ -1,0 +1,53 @@
+"""Header templates: the msgpack bytes of headers that repeat, made without a ``packb`` per field.
+
+A sync call's request header differs from the last one to the same method only in its ``chain``
+and ``id``, and an ``ok`` reply's only in its ``re``: the constant part is packed once
+(:func:`map_prefix`) and the varying values are appended (:func:`pack_str`, :func:`pack_uint`).
+The bytes are exactly what ``msgpack.packb`` makes of the same map (keys in the same order), so a
+peer cannot tell a templated header from another; :func:`ok_header` is the reply header that
+:func:`transport._framing.pack_header` makes of ``{"op": "ok", "re": rid}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+__all__ = ["map_prefix", "ok_header", "pack_str", "pack_uint"]
+
+_packb = msgpack.packb
+_OK_RE = b"\x82\xa2op\xa2ok\xa2re"  # {"op": "ok", "re": ...} up to the value of "re"
+
+
+def pack_uint(n: int) -> bytes:
+    """msgpack of a non-negative int (as ``packb`` makes it: the shortest form)."""
+    if n < 128:
+        return bytes((n,))
+    if n < 65536:
+        return (0xCD0000 | n).to_bytes(3, "big") if n >= 256 else bytes((0xCC, n))
+    if n < 4294967296:
+        return b"\xce" + n.to_bytes(4, "big")
+    return _packb(n)
+
+
+def pack_str(s: str) -> bytes:
+    """msgpack of a str."""
+    raw = s.encode()
+    n = len(raw)
+    if n < 32:
+        return bytes((0xA0 | n,)) + raw
+    return _packb(s)
+
+
+def map_prefix(entries: int, fixed: list[tuple[str, Any]]) -> bytes:
+    """The start of a map of ``entries`` entries whose first entries are ``fixed`` (key, value)
+    pairs; the caller appends the packed keys and values of the rest (at most 15 entries)."""
+    if not 0 <= entries < 16 or len(fixed) > entries:
+        raise ValueError("a template map has at most 15 entries")
+    return bytes((0x80 | entries,)) + b"".join(_packb(k) + _packb(v, use_bin_type=True) for k, v in fixed)
+
+
+def ok_header(rid: int) -> bytes:
+    """The packed header of an ``ok`` reply to request ``rid``, without a value field."""
+    return _OK_RE + (pack_uint(rid) if rid >= 0 else _packb(rid))
