@@ -1,0 +1,410 @@
+"""A DEALER owned by one asyncio event loop, for requests issued on that loop (no I/O-thread hop).
+
+The I/O thread's peers cost an awaited call two thread crossings (a command and a pipe wake to
+send, ``call_soon_threadsafe`` to wake the loop). A *lane* is a DEALER per (event loop, peer): the
+loop's thread sends on it and reads replies with ``loop.add_reader(sock.FD)``. ZeroMQ's FD is
+edge-triggered: the reader drains until ``EAGAIN``, and ``EVENTS`` is checked after every send (a
+send may consume the edge of a reply that came meanwhile).
+
+Who drives the socket:
+
+* the loop, while it runs (its reader callbacks);
+* the loop's own thread, when it blocks in :meth:`LaneFuture.result` (a coroutine reading a
+  future with ``.result()``, or the thread after ``asyncio.run`` returned): it polls the socket
+  itself, as :class:`transport._direct.Direct` does;
+* nobody, once the loop stopped or closed: another thread that reads the future then (or adds a
+  done-callback) *falls back*: a request still in the outbox is sent through the I/O thread
+  instead (it never left), and one that was sent is asked again with the ``refetch`` request the
+  caller supplied (the mesh: a ``result`` fetch by task id). A lane never fails a call for that.
+
+Same socket recipe as the other drivers (CURVE, heartbeats, high-water marks), with a context of
+its own: the node's ``ctx.term()`` never waits for a loop. A request waits in the outbox until the
+handshake succeeded (at most ``connect_timeout``: then :class:`PeerUnavailable`; it cannot have
+run), and while ``window`` requests are out. A connection lost with requests out fails them with
+:class:`PeerLost` and closes the lane (the next request makes a new one).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from typing import Any, Callable
+
+import zmq
+
+from transport._errors import FrameError, FutureTimeout, NodeClosed, PeerLost, PeerUnavailable, RequestTimeout
+from transport._framing import SIGNATURE, pack_header, split_frames
+from transport._future import ReplyFuture
+from transport._sockets import (
+    EVENTS,
+    POLLIN,
+    Link,
+    close_monitored,
+    connection_event,
+    monitor_events,
+    recv,
+    send,
+)
+
+__all__ = ["LANE_WINDOW", "Lane", "LaneFuture", "lane_for", "request"]
+
+SLICE = 0.1  # s: how often a waiting thread checks that the loop still drives the lane
+LANE_WINDOW = 1000  # requests out on one lane (its socket has heartbeats: never let it back up)
+
+Refetch = Callable[[], Any]  # -> a ReplyFuture of the same reply, asked another way
+
+
+class LaneFuture(ReplyFuture):
+    """The reply to a request sent on a lane; :meth:`result` drives the lane on the loop's thread."""
+
+    __slots__ = ("lane", "rid", "resend", "refetch", "sent", "fell_back")
+
+    def __init__(self, lane: Lane, rid: int, resend: tuple, refetch: Refetch | None) -> None:
+        super().__init__()
+        self.lane = lane
+        self.rid = rid
+        self.resend = resend  # (header, body, buffers): what the I/O thread sends if it never left
+        self.refetch = refetch
+        self.sent = False
+        self.fell_back = False
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self.done():
+            return super().result()
+        end = None if timeout is None else time.monotonic() + timeout
+        lane = self.lane
+        if threading.get_ident() == lane.ident and not self.fell_back:
+            lane.drive(self.done, end)
+        else:
+            while not self.done() and not self.fell_back:
+                if not lane.driven():
+                    self.fall_back()
+                    break
+                wait = SLICE if end is None else min(SLICE, end - time.monotonic())
+                if wait <= 0:
+                    raise FutureTimeout("no reply within the timeout")
+                try:
+                    return super().result(wait)
+                except FutureTimeout:
+                    continue
+        return super().result(None if end is None else max(0.0, end - time.monotonic()))
+
+    def add_done_callback(self, fn: Callable[[ReplyFuture], None]) -> None:
+        if not self.done() and not self.lane.driven() and threading.get_ident() != self.lane.ident:
+            self.fall_back()  # nobody would ever read the reply for it
+        super().add_done_callback(fn)
+
+    def fall_back(self) -> None:
+        """The lane's loop no longer runs: get the reply through the I/O thread (any thread)."""
+        lane = self.lane
+        with lane.lock:
+            if self.fell_back or self.done():
+                return
+            self.fell_back = True
+            unsent = not self.sent
+            if unsent:
+                lane.unqueue(self)
+        if unsent or self.refetch is None:
+            header, body, buffers = self.resend
+            if not unsent:  # sent, and no other way to ask: the outcome is unknown
+                self.set_exception(PeerLost(lane.endpoint, "the event loop that sent the request stopped "
+                                            "before its reply was read: it may have run"))
+                return
+            other = lane.node.request(lane.endpoint, header, body, buffers)
+        else:
+            other = self.refetch()
+        other.add_done_callback(self._copy)
+
+    def _copy(self, other: ReplyFuture) -> None:
+        exc = other._exc
+        if exc is not None:
+            self.set_exception(exc)
+        else:
+            self.set_result(other._value)
+
+
+class Lane(Link):
+    """One event loop's connection to one peer. Its socket is used only by the loop's thread."""
+
+    __slots__ = ("node", "recipe", "counters", "loop_ref", "ident", "pid", "lock", "drive_lock", "closed",
+                 "sock", "mon", "poller", "pending", "outbox", "out", "window", "up_timer", "__weakref__")
+
+    def __init__(self, node: Any, endpoint: str, loop: Any) -> None:
+        super().__init__(endpoint)
+        self.node = node
+        self.recipe = _recipe(node)
+        self.counters = node._counters
+        self.loop_ref = weakref.ref(loop)
+        self.ident = threading.get_ident()
+        self.pid = os.getpid()
+        self.lock = threading.Lock()  # pending, outbox and the fall-back decision
+        self.drive_lock = threading.Lock()  # held while a thread polls the socket itself
+        self.closed = False
+        self.window = min(node.window or LANE_WINDOW, LANE_WINDOW)
+        self.pending: dict[int, LaneFuture] = {}
+        self.outbox: deque[tuple[LaneFuture, list]] = deque()
+        self.out = 0  # requests sent and not answered
+        self.sock, self.mon = self.recipe.connect(endpoint, heartbeat=True, immediate=False)
+        self.poller: zmq.Poller | None = None
+        loop.add_reader(self.sock.FD, self.readable)
+        loop.add_reader(self.mon.FD, self.on_monitor)
+        loop.call_soon(self.on_monitor)  # what came before the readers were added gave no edge
+        self.up_timer = loop.call_later(self.recipe.connect_timeout, self._connect_expired)
+
+    # -- state -------------------------------------------------------------
+    def driven(self) -> bool:
+        """True while the lane's loop runs (and so reads its replies)."""
+        loop = self.loop_ref()
+        return loop is not None and loop.is_running() and not self.closed
+
+    # -- sending (the loop's thread) -----------------------------------------
+    def request(self, header: dict, body: bytes, buffers: list | tuple, refetch: Refetch | None,
+                timeout: float | None) -> LaneFuture:
+        rid = header["id"]
+        fut = LaneFuture(self, rid, (header, body, buffers), refetch)
+        frames = [SIGNATURE, pack_header(header), body, *buffers]
+        with self.lock:
+            self.pending[rid] = fut
+            if self.up and not self.outbox and self.out < self.window:
+                self._send(fut, frames)
+            else:
+                self.outbox.append((fut, frames))
+        if timeout is not None:
+            loop = self.loop_ref()
+            if loop is not None:
+                loop.call_later(timeout, self._expire, fut)
+        return fut
+
+    def _send(self, fut: LaneFuture, frames: list) -> bool:  # under self.lock
+        try:
+            send(self.sock, frames, 3)
+        except zmq.Again:
+            self.outbox.appendleft((fut, frames))
+            return False
+        fut.sent = True
+        self.out += 1
+        self.counters.sent += sum(map(len, frames))
+        if self.sock.get(EVENTS) & POLLIN:  # the send may have taken a reply's edge: read it soon
+            loop = self.loop_ref()
+            if loop is not None and not loop.is_closed():
+                loop.call_soon(self.readable)
+        return True
+
+    def _flush(self) -> None:  # under self.lock
+        while self.outbox and self.up and self.out < self.window:
+            fut, frames = self.outbox.popleft()
+            if not fut.done() and not fut.fell_back and not self._send(fut, frames):
+                return
+
+    def unqueue(self, fut: LaneFuture) -> None:  # under self.lock
+        self.pending.pop(fut.rid, None)
+        self.outbox = deque(e for e in self.outbox if e[0] is not fut)
+
+    # -- receiving (the loop's thread, or the thread that drives) -------------
+    def readable(self) -> None:
+        if self.closed:
+            return
+        sock, counters, pending = self.sock, self.counters, self.pending
+        while True:
+            try:
+                reply = recv(sock, 3)
+            except zmq.Again:
+                break
+            counters.received += sum(map(len, reply))
+            try:
+                rh, body, bufs = split_frames(reply)
+            except FrameError:
+                continue
+            with self.lock:
+                fut = pending.pop(rh.get("re"), None)
+                if fut is not None and fut.sent:
+                    self.out -= 1
+                if self.outbox:
+                    self._flush()
+            if fut is not None:
+                fut.set_result((rh, body, bufs))
+
+    def on_monitor(self) -> None:
+        if self.closed:
+            return
+        try:
+            for msg in monitor_events(self.mon):
+                if msg["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self.handshake_succeeded()
+                    with self.lock:
+                        self._flush()
+                    continue
+                if msg["event"] == zmq.EVENT_DISCONNECTED and self.up:
+                    self.up = False
+                    if self.out:
+                        self.fail(PeerLost(self.endpoint, "connection lost (peer died, froze or network down) "
+                                           "while requests were out: they may have run"))
+                        return
+                    self.up_timer = self._later(self.recipe.connect_timeout, self._connect_expired)
+                    continue
+                exc = connection_event(self, msg, self.recipe.keys is not None)
+                if exc is not None:
+                    self.fail(exc)
+                    return
+        finally:
+            if not self.closed and self.sock.get(EVENTS) & POLLIN:
+                self.readable()
+
+    def drive(self, done: Callable[[], bool], end: float | None) -> None:
+        """Poll the socket on this (the loop's) thread until ``done()``, or raise FutureTimeout at ``end``."""
+        with self.drive_lock:
+            if self.poller is None:
+                self.poller = zmq.Poller()
+                self.poller.register(self.sock, zmq.POLLIN)
+                self.poller.register(self.mon, zmq.POLLIN)
+            while not done():
+                if self.closed:
+                    return
+                if self.node.closed:
+                    self.fail(NodeClosed("the mesh node was closed"))
+                    return
+                wait = SLICE if end is None else min(SLICE, end - time.monotonic())
+                if wait <= 0:
+                    raise FutureTimeout("no reply within the timeout")
+                events = dict(self.poller.poll(max(1, int(wait * 1000))))
+                self.readable()  # the socket before the monitor: a reply that came before a disconnect
+                if self.mon in events:
+                    self.on_monitor()
+                if not self.up and self.pending and time.monotonic() > self._up_by():
+                    self._connect_expired()
+
+    # -- failures ------------------------------------------------------------
+    def _up_by(self) -> float:
+        timer = self.up_timer
+        return timer.when() if timer is not None and hasattr(timer, "when") else float("inf")
+
+    def _connect_expired(self) -> None:
+        self.up_timer = None
+        if not self.up and not self.closed:
+            if self.pending:
+                self.fail(PeerUnavailable(self.endpoint, f"no connection within {self.recipe.connect_timeout:g} s"))
+            else:
+                self.close()
+
+    def _expire(self, fut: LaneFuture) -> None:
+        with self.lock:
+            if self.pending.pop(fut.rid, None) is None:
+                return
+            if fut.sent:
+                self.out -= 1
+            else:
+                self.unqueue(fut)
+        fut.set_exception(RequestTimeout(f"{self.endpoint}: no reply within the deadline"))
+
+    def fail(self, exc: Exception) -> None:
+        """Fail every request of the lane and close it (the loop's thread)."""
+        with self.lock:
+            futs = list(self.pending.values())
+            self.pending.clear()
+            self.outbox.clear()
+            self.out = 0
+        self.close()
+        for fut in futs:
+            if isinstance(exc, PeerLost) and not fut.sent:
+                fut.set_exception(PeerUnavailable(self.endpoint, "connection lost before the request was sent"))
+            else:
+                fut.set_exception(exc)
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> Any:
+        loop = self.loop_ref()
+        return loop.call_later(delay, fn) if loop is not None and not loop.is_closed() else None
+
+    def close(self) -> None:
+        """Close the sockets (the loop's thread, or any thread once the loop closed)."""
+        if self.closed:
+            return
+        self.closed = True
+        loop = self.loop_ref()
+        if loop is not None and not loop.is_closed():
+            for fd in (self.sock.FD, self.mon.FD):
+                try:
+                    loop.remove_reader(fd)
+                except Exception:  # noqa: BLE001 - a loop that is closing
+                    pass
+        if self.up_timer is not None:
+            self.up_timer.cancel()
+        close_monitored(self.sock, self.mon)
+        with self.lock:
+            futs = list(self.pending.values())
+        for fut in futs:  # a lane closed under them (its loop went): the I/O thread takes them over
+            fut.fall_back()
+
+    def __del__(self) -> None:
+        try:
+            if not self.closed and self.pid == os.getpid():
+                self.closed = True
+                close_monitored(self.sock, self.mon)
+        except Exception:  # noqa: BLE001 - never raise from a finalizer
+            pass
+
+
+# -- which lane: one per (node, event loop, endpoint) ------------------------------------------------
+_by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> {endpoint: Lane}
+_all: weakref.WeakSet = weakref.WeakSet()
+_lock = threading.Lock()
+_ctx: list = [None, 0]  # the lanes' zmq context, and the pid that made it
+
+
+def lane_for(node: Any, loop: Any, endpoint: str) -> Lane:
+    """The lane of ``loop`` (running on this thread) to ``endpoint``, made on first use."""
+    lanes = _by_loop.get(loop)
+    if lanes is None:
+        lanes = _by_loop.setdefault(loop, {})
+    lane = lanes.get(endpoint)
+    if lane is None or lane.closed or lane.node is not node:
+        _sweep()
+        lane = lanes[endpoint] = Lane(node, endpoint, loop)
+        with _lock:
+            _all.add(lane)
+    return lane
+
+
+def request(node: Any, loop: Any, endpoint: str, header: dict, body: bytes, buffers: list | tuple = (), *,
+            refetch: Refetch | None = None, timeout: float | None = None) -> LaneFuture:
+    """Send on this loop's lane; the future gets ``(header, body, buffers)`` of the reply, as
+    ``Node.request``'s (``header`` holds ``id``). ``refetch``: how to ask for the same reply through
+    the I/O thread once the loop no longer runs (None: such a request fails with PeerLost)."""
+    if node.closed:
+        raise NodeClosed("the mesh node is closed")
+    return lane_for(node, loop, endpoint).request(header, body, buffers, refetch, timeout)
+
+
+def _sweep() -> None:
+    """Close the lanes whose loop or node has gone (on their loop's thread while it still runs)."""
+    with _lock:
+        lanes = list(_all)
+    for lane in lanes:
+        loop = lane.loop_ref()
+        if lane.closed or lane.pid != os.getpid():
+            continue
+        if loop is None or loop.is_closed():
+            if lane.drive_lock.acquire(blocking=False):
+                try:
+                    lane.close()
+                finally:
+                    lane.drive_lock.release()
+        elif lane.node.closed and not lane.pending:
+            try:
+                loop.call_soon_threadsafe(lane.close)
+            except RuntimeError:
+                pass
+
+
+def _recipe(node: Any) -> Any:
+    """The node's DealerRecipe on the lanes' own context (made once per process)."""
+    if _ctx[0] is None or _ctx[1] != os.getpid():
+        ctx = zmq.Context()
+        ctx.linger = 0
+        _ctx[0], _ctx[1] = ctx, os.getpid()
+    recipe = copy.copy(node._recipe)
+    recipe.ctx = _ctx[0]
+    return recipe
