@@ -179,6 +179,38 @@ class Lane(Link):
                 loop.call_later(timeout, self._expire, fut)
         return fut
 
+    def request_threadsafe(self, header: dict, body: bytes, buffers: list | tuple, refetch: Refetch | None,
+                           timeout: float | None) -> LaneFuture:
+        """:meth:`request` from another thread: handed to the loop, sent behind what it sent before
+        (the loop stopped first: the future falls back to the I/O thread)."""
+        fut = LaneFuture(self, header["id"], (header, body, buffers), refetch)
+        loop = self.loop_ref()
+        try:
+            if loop is None:
+                raise RuntimeError("the loop is gone")
+            loop.call_soon_threadsafe(self._adopt, fut, timeout)
+        except RuntimeError:
+            fut.fall_back()
+        return fut
+
+    def _adopt(self, fut: LaneFuture, timeout: float | None) -> None:  # the loop's thread
+        header, body, buffers = fut.resend
+        frames = [SIGNATURE, pack_header(header), body, *buffers]
+        with self.lock:
+            if fut.fell_back or fut.done():
+                return
+            closed = self.closed
+            if not closed:
+                self.pending[fut.rid] = fut
+                if self.up and not self.outbox and self.out < self.window:
+                    self._send(fut, frames)
+                else:
+                    self.outbox.append((fut, frames))
+        if closed:
+            fut.fall_back()
+        elif timeout is not None:
+            self._later(timeout, lambda: self._expire(fut))
+
     def _send(self, fut: LaneFuture, frames: list) -> bool:  # under self.lock
         try:
             send(self.sock, frames, 3)

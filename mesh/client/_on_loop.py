@@ -39,7 +39,7 @@ NOT_ROUTED = object()  # sync_call: not a lane's business, take the usual path
 
 _busy: dict[str, list] = {}  # object id -> [lane, calls in flight on it]
 busy = _busy  # non-empty: some object has calls in flight on a lane
-_cond = threading.Condition(threading.Lock())
+_cond = threading.Lock()
 
 
 def _running_loop() -> Any:
@@ -49,13 +49,15 @@ def _running_loop() -> Any:
 
 def issue(client: Any, object_id: str, address: str, header: dict, value: Any, eligible: bool) -> Any:
     """Send an async call; the transport future of its reply (accounted per object, both paths)."""
-    loop = _running_loop() if eligible else None
-    if _busy:
-        entry = _busy.get(object_id)
-        if entry is not None and (loop is None or entry[0].loop_ref() is not loop):
-            _wait_idle(object_id)  # behind its calls on another loop's lane
-    if loop is not None and current_chain() is None and not client.peers.busy(object_id):
-        return _on_lane(client, loop, object_id, address, header, value, keep=True)
+    loop = _running_loop()
+    lane = _route(object_id, loop) if _busy else None
+    if lane is None and eligible and loop is not None and current_chain() is None and not client.peers.busy(object_id):
+        try:
+            lane = _lanes.lane_for(client.node, loop, address)
+        except BaseException as exc:
+            raise translate(exc) from None
+    if lane is not None:
+        return _on_lane(client, lane, loop, object_id, address, header, value, keep=True)
     peers = client.peers
     peers.call_started(object_id)
     try:
@@ -68,21 +70,33 @@ def issue(client: Any, object_id: str, address: str, header: dict, value: Any, e
 
 
 def sync_call(client: Any, object_id: str, address: str, header: dict, value: Any, timeout: float | None) -> Any:
-    """A sync call to an object with calls in flight on a lane: on that lane from the loop's thread
-    (the decoded value), else wait for them and return :data:`NOT_ROUTED`."""
-    entry = _busy.get(object_id)
-    if entry is None:
-        return NOT_ROUTED
+    """A sync call to an object with calls in flight on a lane: on that lane, behind them (the decoded
+    value; from the loop's thread it drives the lane itself), or :data:`NOT_ROUTED`."""
     loop = _running_loop()
-    if loop is None or entry[0].ident != threading.get_ident() or entry[0].loop_ref() is not loop:
-        _wait_idle(object_id)
+    lane = _route(object_id, loop)
+    if lane is None:
         return NOT_ROUTED
-    fut = _on_lane(client, loop, object_id, address, header, value, keep=False, timeout=timeout)
+    fut = _on_lane(client, lane, loop, object_id, address, header, value, keep=False, timeout=timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     return decode_reply(wait(fut, deadline, address), address)
 
 
-def _on_lane(client: Any, loop: Any, object_id: str, address: str, header: dict, value: Any, *,
+def _route(object_id: str, loop: Any) -> Any:
+    """The lane a call to ``object_id`` must take to stay behind its calls in flight, if any."""
+    entry = _busy.get(object_id)
+    if entry is None:
+        return None
+    lane = entry[0]
+    if lane.ident == threading.get_ident():
+        if lane.loop_ref() is loop and loop is not None:
+            return lane  # the loop that sent them
+        # its thread, after that loop stopped (or inside another loop): read them to the end here
+        lane.drive(lambda e=entry: _busy.get(object_id) is not e, None)
+        return None
+    return lane if lane.driven() else None  # handed to that loop; nobody drives it: the usual path
+
+
+def _on_lane(client: Any, lane: Any, loop: Any, object_id: str, address: str, header: dict, value: Any, *,
              keep: bool, timeout: float | None = None) -> Any:
     body, buffers = client._prepare(address, header, value)
     refetch = None
@@ -91,17 +105,16 @@ def _on_lane(client: Any, loop: Any, object_id: str, address: str, header: dict,
 
         def refetch() -> Any:
             return client.request(address, dict(ask), None)
-    try:
-        lane = _lanes.lane_for(client.node, loop, address)
-    except BaseException as exc:
-        raise translate(exc) from None
     with _cond:
         entry = _busy.get(object_id)
         if entry is None or entry[0] is not lane:
             entry = _busy[object_id] = [lane, 0]
         entry[1] += 1
     try:
-        fut = lane.request(header, body, buffers, refetch, timeout)
+        if loop is not None and lane.loop_ref() is loop:
+            fut = lane.request(header, body, buffers, refetch, timeout)
+        else:
+            fut = lane.request_threadsafe(header, body, buffers, refetch, timeout)
     except BaseException as exc:
         _ended(object_id, lane)
         raise translate(exc) from None
@@ -116,24 +129,3 @@ def _ended(object_id: str, lane: Any) -> None:
             entry[1] -= 1
             if entry[1] <= 0:
                 del _busy[object_id]
-                _cond.notify_all()
-
-
-def _wait_idle(object_id: str) -> None:
-    """Until ``object_id`` has no call in flight on a lane (its loop's thread drives that lane
-    itself; another thread waits, at most until that loop stops running)."""
-    while True:
-        entry = _busy.get(object_id)
-        if entry is None:
-            return
-        lane = entry[0]
-        if lane.ident == threading.get_ident():
-            lane.drive(lambda e=entry: _busy.get(object_id) is not e, None)
-            if lane.closed:
-                return
-            continue
-        if not lane.driven():
-            return  # nobody drives it: its futures are read through the I/O thread, in any order
-        with _cond:
-            if _busy.get(object_id) is entry:
-                _cond.wait(_lanes.SLICE)
