@@ -38,7 +38,7 @@ import zmq
 
 from transport._errors import FrameError, FutureTimeout, NodeClosed, PeerLost, PeerUnavailable, RequestTimeout
 from transport._framing import SIGNATURE, pack_header, split_frames
-from transport._future import ReplyFuture
+from transport._lane_future import SLICE, LaneFuture, Refetch
 from transport._sockets import (
     EVENTS,
     POLLIN,
@@ -50,88 +50,15 @@ from transport._sockets import (
     send,
 )
 
-__all__ = ["LANE_WINDOW", "Lane", "LaneFuture", "lane_for", "request"]
+__all__ = ["LANE_WINDOW", "SLICE", "Lane", "LaneFuture", "lane_for", "request"]
 
-SLICE = 0.1  # s: how often a waiting thread checks that the loop still drives the lane
 LANE_WINDOW = 1000  # requests out on one lane (its socket has heartbeats: never let it back up)
-
-Refetch = Callable[[], Any]  # -> a ReplyFuture of the same reply, asked another way
-
-
-class LaneFuture(ReplyFuture):
-    """The reply to a request sent on a lane; :meth:`result` drives the lane on the loop's thread."""
-
-    __slots__ = ("lane", "rid", "resend", "refetch", "sent", "fell_back")
-
-    def __init__(self, lane: Lane, rid: int, resend: tuple, refetch: Refetch | None) -> None:
-        super().__init__()
-        self.lane = lane
-        self.rid = rid
-        self.resend = resend  # (header, body, buffers): what the I/O thread sends if it never left
-        self.refetch = refetch
-        self.sent = False
-        self.fell_back = False
-
-    def result(self, timeout: float | None = None) -> Any:
-        if self.done():
-            return super().result()
-        end = None if timeout is None else time.monotonic() + timeout
-        lane = self.lane
-        if threading.get_ident() == lane.ident and not self.fell_back:
-            lane.drive(self.done, end)
-        else:
-            while not self.done() and not self.fell_back:
-                if not lane.driven():
-                    self.fall_back()
-                    break
-                wait = SLICE if end is None else min(SLICE, end - time.monotonic())
-                if wait <= 0:
-                    raise FutureTimeout("no reply within the timeout")
-                try:
-                    return super().result(wait)
-                except FutureTimeout:
-                    continue
-        return super().result(None if end is None else max(0.0, end - time.monotonic()))
-
-    def add_done_callback(self, fn: Callable[[ReplyFuture], None]) -> None:
-        if not self.done() and not self.lane.driven() and threading.get_ident() != self.lane.ident:
-            self.fall_back()  # nobody would ever read the reply for it
-        super().add_done_callback(fn)
-
-    def fall_back(self) -> None:
-        """The lane's loop no longer runs: get the reply through the I/O thread (any thread)."""
-        lane = self.lane
-        with lane.lock:
-            if self.fell_back or self.done():
-                return
-            self.fell_back = True
-            unsent = not self.sent
-            if unsent:
-                lane.unqueue(self)
-        if unsent or self.refetch is None:
-            header, body, buffers = self.resend
-            if not unsent:  # sent, and no other way to ask: the outcome is unknown
-                self.set_exception(PeerLost(lane.endpoint, "the event loop that sent the request stopped "
-                                            "before its reply was read: it may have run"))
-                return
-            other = lane.node.request(lane.endpoint, header, body, buffers)
-        else:
-            other = self.refetch()
-        other.add_done_callback(self._copy)
-
-    def _copy(self, other: ReplyFuture) -> None:
-        exc = other._exc
-        if exc is not None:
-            self.set_exception(exc)
-        else:
-            self.set_result(other._value)
-
 
 class Lane(Link):
     """One event loop's connection to one peer. Its socket is used only by the loop's thread."""
 
     __slots__ = ("node", "recipe", "counters", "loop_ref", "ident", "pid", "lock", "drive_lock", "closed",
-                 "sock", "mon", "poller", "pending", "outbox", "out", "window", "up_timer", "__weakref__")
+                 "sock", "mon", "poller", "pending", "outbox", "handoffs", "out", "window", "up_timer", "__weakref__")
 
     def __init__(self, node: Any, endpoint: str, loop: Any) -> None:
         super().__init__(endpoint)
@@ -147,6 +74,7 @@ class Lane(Link):
         self.window = min(node.window or LANE_WINDOW, LANE_WINDOW)
         self.pending: dict[int, LaneFuture] = {}
         self.outbox: deque[tuple[LaneFuture, list]] = deque()
+        self.handoffs: deque[tuple[LaneFuture, float | None]] = deque()  # from other threads, not yet adopted
         self.out = 0  # requests sent and not answered
         self.sock, self.mon = self.recipe.connect(endpoint, heartbeat=True, immediate=False)
         self.poller: zmq.Poller | None = None
@@ -184,14 +112,28 @@ class Lane(Link):
         """:meth:`request` from another thread: handed to the loop, sent behind what it sent before
         (the loop stopped first: the future falls back to the I/O thread)."""
         fut = LaneFuture(self, header["id"], (header, body, buffers), refetch)
+        fut.handed = time.monotonic()
         loop = self.loop_ref()
+        with self.lock:
+            first = not self.handoffs
+            self.handoffs.append((fut, timeout))
         try:
             if loop is None:
                 raise RuntimeError("the loop is gone")
-            loop.call_soon_threadsafe(self._adopt, fut, timeout)
+            if first:
+                loop.call_soon_threadsafe(self.adopt_all)
         except RuntimeError:
             fut.fall_back()
         return fut
+
+    def adopt_all(self) -> None:
+        """Send what other threads handed over (the loop's thread, or its thread driving the lane)."""
+        while True:
+            with self.lock:
+                if not self.handoffs:
+                    return
+                fut, timeout = self.handoffs.popleft()
+            self._adopt(fut, timeout)
 
     def _adopt(self, fut: LaneFuture, timeout: float | None) -> None:  # the loop's thread
         header, body, buffers = fut.resend
@@ -235,6 +177,8 @@ class Lane(Link):
     def unqueue(self, fut: LaneFuture) -> None:  # under self.lock
         self.pending.pop(fut.rid, None)
         self.outbox = deque(e for e in self.outbox if e[0] is not fut)
+        if self.handoffs:
+            self.handoffs = deque(e for e in self.handoffs if e[0] is not fut)
 
     # -- receiving (the loop's thread, or the thread that drives) -------------
     def readable(self) -> None:
@@ -296,6 +240,8 @@ class Lane(Link):
             while not done():
                 if self.closed:
                     return
+                if self.handoffs:
+                    self.adopt_all()
                 if self.node.closed:
                     self.fail(NodeClosed("the mesh node was closed"))
                     return

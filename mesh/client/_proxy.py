@@ -16,7 +16,7 @@ from mesh._core.methods import ASYNC, ASYNC_MSG, STREAM, STREAM_MSG, SYNC
 from mesh._errors import RemoteAttributeError, RemoteError, SerializationError
 from mesh.client._cancel import stamp, sync_call, track
 from mesh.client._restart import call as durable_call, failed as durable_failed, prepare as durable_prepare
-from mesh.client import _on_loop as on_loop
+from mesh.client._on_loop import NOT_ROUTED, busy as loop_busy, issue as loop_issue, sync_call as loop_sync_call
 from mesh.client._client import get_client
 from mesh.client._future import AsyncResult, Placeholder
 from mesh.client._replies import decode_reply, wait
@@ -102,9 +102,9 @@ class RpcObject:
     def _mesh_send(self, header: dict, value: Any) -> Any:
         client = get_client()
         timeout = client.settings.call_timeout
-        if on_loop.busy:  # calls of a loop's own socket are in flight: see mesh.client._on_loop
-            got = on_loop.sync_call(client, self._mesh_id, self._mesh_address, header, value, timeout)
-            if got is not on_loop.NOT_ROUTED:
+        if loop_busy:  # calls of a loop's own socket are in flight: see mesh.client._on_loop
+            got = loop_sync_call(client, self._mesh_id, self._mesh_address, header, value, timeout)
+            if got is not NOT_ROUTED:
                 return got
         if not client.peers.busy(self._mesh_id):
             # Nothing of ours is queued before it: the calling thread's own socket is the fast path.
@@ -186,7 +186,7 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
             durable_prepare(proxy)
         address = proxy._mesh_address
         try:  # on a running loop: on the loop's own socket (mesh.client._on_loop)
-            fut = on_loop.issue(client, object_id, address, header, [list(args), kwargs],
+            fut = loop_issue(client, object_id, address, header, [list(args), kwargs],
                                 scope is None and proxy._mesh_durable is None and mode in _LANE_MODES)
         except BaseException as exc:
             if span is not None:
