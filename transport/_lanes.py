@@ -58,7 +58,7 @@ class Lane(Link):
     """One event loop's connection to one peer. Its socket is used only by the loop's thread."""
 
     __slots__ = ("node", "recipe", "counters", "loop_ref", "ident", "pid", "lock", "drive_lock", "closed",
-                 "sock", "mon", "poller", "pending", "outbox", "handoffs", "out", "window", "up_timer", "__weakref__")
+                 "sock", "mon", "poller", "pending", "outbox", "handoffs", "out", "window", "up_timer", "flush_due", "__weakref__")
 
     def __init__(self, node: Any, endpoint: str, loop: Any) -> None:
         super().__init__(endpoint)
@@ -76,6 +76,7 @@ class Lane(Link):
         self.outbox: deque[tuple[LaneFuture, list]] = deque()
         self.handoffs: deque[tuple[LaneFuture, float | None]] = deque()  # from other threads, not yet adopted
         self.out = 0  # requests sent and not answered
+        self.flush_due = False  # a flush is scheduled on the loop
         self.sock, self.mon = self.recipe.connect(endpoint, heartbeat=True, immediate=False)
         self.poller: zmq.Poller | None = None
         loop.add_reader(self.sock.FD, self.readable)
@@ -97,15 +98,20 @@ class Lane(Link):
         frames = [SIGNATURE, pack_header(header), body, *buffers]
         with self.lock:
             self.pending[rid] = fut
-            if self.up and not self.outbox and self.out < self.window:
-                self._send(fut, frames)
-            else:
-                self.outbox.append((fut, frames))
-        if timeout is not None:
-            loop = self.loop_ref()
-            if loop is not None:
-                loop.call_later(timeout, self._expire, fut)
+            self.outbox.append((fut, frames))
+        loop = self.loop_ref()
+        if not self.flush_due and loop is not None:  # sent once this loop turn's callbacks issued theirs:
+            self.flush_due = True  # back to back, libzmq wakes its own thread once for a burst, not per call
+            loop.call_soon(self.flush)
+        if timeout is not None and loop is not None:
+            loop.call_later(timeout, self._expire, fut)
         return fut
+
+    def flush(self) -> None:  # the loop's thread
+        self.flush_due = False
+        if self.outbox:
+            with self.lock:
+                self._flush()
 
     def request_threadsafe(self, header: dict, body: bytes, buffers: list | tuple, refetch: Refetch | None,
                            timeout: float | None) -> LaneFuture:
@@ -144,10 +150,8 @@ class Lane(Link):
             closed = self.closed
             if not closed:
                 self.pending[fut.rid] = fut
-                if self.up and not self.outbox and self.out < self.window:
-                    self._send(fut, frames)
-                else:
-                    self.outbox.append((fut, frames))
+                self.outbox.append((fut, frames))
+                self._flush()
         if closed:
             fut.fall_back()
         elif timeout is not None:
@@ -162,17 +166,20 @@ class Lane(Link):
         fut.sent = True
         self.out += 1
         self.counters.sent += sum(map(len, frames))
-        if self.sock.get(EVENTS) & POLLIN:  # the send may have taken a reply's edge: read it soon
-            loop = self.loop_ref()
-            if loop is not None and not loop.is_closed():
-                loop.call_soon(self.readable)
         return True
 
     def _flush(self) -> None:  # under self.lock
+        sent = False
         while self.outbox and self.up and self.out < self.window:
             fut, frames = self.outbox.popleft()
-            if not fut.done() and not fut.fell_back and not self._send(fut, frames):
-                return
+            if not fut.done() and not fut.fell_back:
+                if not self._send(fut, frames):
+                    break
+                sent = True
+        if sent and self.sock.get(EVENTS) & POLLIN:  # the sends may have taken a reply's edge: read it soon
+            loop = self.loop_ref()
+            if loop is not None and not loop.is_closed():
+                loop.call_soon(self.readable)
 
     def unqueue(self, fut: LaneFuture) -> None:  # under self.lock
         self.pending.pop(fut.rid, None)
@@ -199,10 +206,11 @@ class Lane(Link):
                 fut = pending.pop(rh.get("re"), None)
                 if fut is not None and fut.sent:
                     self.out -= 1
-                if self.outbox:
-                    self._flush()
             if fut is not None:
                 fut.set_result((rh, body, bufs))
+        if self.outbox and not self.closed:  # the window let more go
+            with self.lock:
+                self._flush()
 
     def on_monitor(self) -> None:
         if self.closed:
@@ -242,6 +250,9 @@ class Lane(Link):
                     return
                 if self.handoffs:
                     self.adopt_all()
+                if self.outbox:
+                    with self.lock:
+                        self._flush()
                 if self.node.closed:
                     self.fail(NodeClosed("the mesh node was closed"))
                     return

@@ -35,6 +35,7 @@ from transport import _lanes
 
 __all__ = ["NOT_ROUTED", "busy", "issue", "sync_call"]
 
+enabled = True  # False: calls from loops take the I/O thread as before (A/B measurements, a way out)
 NOT_ROUTED = object()  # sync_call: not a lane's business, take the usual path
 
 _busy: dict[str, list] = {}  # object id -> [lane, calls in flight on it]
@@ -51,7 +52,8 @@ def issue(client: Any, object_id: str, address: str, header: dict, value: Any, e
     """Send an async call; the transport future of its reply (accounted per object, both paths)."""
     loop = _running_loop()
     lane = _route(object_id, loop) if _busy else None
-    if lane is None and eligible and loop is not None and current_chain() is None and not client.peers.busy(object_id):
+    if (lane is None and eligible and enabled and loop is not None and current_chain() is None
+            and not client.peers.busy(object_id)):
         try:
             lane = _lanes.lane_for(client.node, loop, address)
         except BaseException as exc:
