@@ -39,16 +39,7 @@ import zmq
 from transport._errors import FrameError, FutureTimeout, NodeClosed, PeerLost, PeerUnavailable, RequestTimeout
 from transport._framing import SIGNATURE, pack_header, split_frames
 from transport._lane_future import SLICE, LaneFuture, Refetch
-from transport._sockets import (
-    EVENTS,
-    POLLIN,
-    Link,
-    close_monitored,
-    connection_event,
-    monitor_events,
-    recv,
-    send,
-)
+from transport._sockets import EVENTS, POLLIN, Link, close_monitored, connection_event, monitor_events, recv, send
 
 __all__ = ["LANE_WINDOW", "SLICE", "Lane", "LaneFuture", "lane_for", "request"]
 
@@ -96,12 +87,19 @@ class Lane(Link):
         rid = header["id"]
         fut = LaneFuture(self, rid, (header, body, buffers), refetch)
         frames = [SIGNATURE, pack_header(header), body, *buffers]
+        loop = self.loop_ref()
         with self.lock:
             self.pending[rid] = fut
-            self.outbox.append((fut, frames))
-        loop = self.loop_ref()
-        if not self.flush_due and loop is not None:  # sent once this loop turn's callbacks issued theirs:
-            self.flush_due = True  # back to back, libzmq wakes its own thread once for a burst, not per call
+            if not self.out and self.up and not self.outbox:  # an idle lane: at once (a round trip)
+                if self._send(fut, frames) and self.sock.get(EVENTS) & POLLIN and loop is not None:
+                    loop.call_soon(self.readable)  # the send may have taken a reply's edge
+                frames = None
+            else:
+                self.outbox.append((fut, frames))
+        if frames is not None and not self.flush_due and loop is not None:
+            # a busy lane: sent once this loop turn's callbacks issued theirs, back to back (libzmq
+            # then wakes its own thread once for the burst, not once per call)
+            self.flush_due = True
             loop.call_soon(self.flush)
         if timeout is not None and loop is not None:
             loop.call_later(timeout, self._expire, fut)
