@@ -70,11 +70,15 @@ def test_awaits_go_on_the_loops_own_socket_and_keep_values_errors_and_order(serv
         assert await rec.note.remote(2) == 2
         with pytest.raises(ValueError, match="nope"):
             await rec.fail()
-        values = await asyncio.gather(*(rec.later(i) for i in range(3, 503)))
+        values = await asyncio.gather(*(rec.later(i) for i in range(3, 503)))  # a burst: the I/O thread sends it
         assert values == list(range(3, 503))
+        burst = [rec.later(i) for i in range(503, 543)]
+        assert rec.note(543) == 543  # a blocking call behind a burst, from the loop's thread
+        assert [await f for f in burst] == list(range(503, 543))
+        assert await rec.later(544) == 544  # and the loop's own socket again after it
         return rec.log()
 
-    assert asyncio.run(asyncio.wait_for(main(), 60)) == list(range(1, 503))
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == list(range(1, 545))
     assert not _on_loop.busy
 
 

@@ -26,7 +26,6 @@ run), and while ``window`` requests are out. A connection lost with requests out
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
 import time
@@ -41,20 +40,22 @@ from transport._framing import SIGNATURE, pack_header, split_frames
 from transport._lane_future import SLICE, LaneFuture, Refetch
 from transport._sockets import EVENTS, POLLIN, Link, close_monitored, connection_event, monitor_events, recv, send
 
-__all__ = ["LANE_WINDOW", "SLICE", "Lane", "LaneFuture", "lane_for", "request"]
+__all__ = ["BURST", "LANE_WINDOW", "SLICE", "Lane", "LaneFuture"]
 
 LANE_WINDOW = 1000  # requests out on one lane (its socket has heartbeats: never let it back up)
+BURST = 16  # requests issued in one loop turn from which the I/O thread sends them (it works in parallel)
 
 class Lane(Link):
     """One event loop's connection to one peer. Its socket is used only by the loop's thread."""
 
     __slots__ = ("node", "recipe", "counters", "loop_ref", "ident", "pid", "lock", "drive_lock", "closed",
-                 "sock", "mon", "poller", "pending", "outbox", "handoffs", "out", "window", "up_timer", "flush_due", "__weakref__")
+                 "sock", "mon", "poller", "pending", "outbox", "handoffs", "out", "window", "up_timer", "flush_due", "delegated",
+                 "__weakref__")
 
-    def __init__(self, node: Any, endpoint: str, loop: Any) -> None:
+    def __init__(self, node: Any, recipe: Any, endpoint: str, loop: Any) -> None:
         super().__init__(endpoint)
         self.node = node
-        self.recipe = _recipe(node)
+        self.recipe = recipe  # the node's, on the lanes' own zmq context
         self.counters = node._counters
         self.loop_ref = weakref.ref(loop)
         self.ident = threading.get_ident()
@@ -68,6 +69,7 @@ class Lane(Link):
         self.handoffs: deque[tuple[LaneFuture, float | None]] = deque()  # from other threads, not yet adopted
         self.out = 0  # requests sent and not answered
         self.flush_due = False  # a flush is scheduled on the loop
+        self.delegated = 0  # requests of a burst handed to the I/O thread, not answered yet
         self.sock, self.mon = self.recipe.connect(endpoint, heartbeat=True, immediate=False)
         self.poller: zmq.Poller | None = None
         loop.add_reader(self.sock.FD, self.readable)
@@ -90,7 +92,7 @@ class Lane(Link):
         loop = self.loop_ref()
         with self.lock:
             self.pending[rid] = fut
-            if not self.out and self.up and not self.outbox:  # an idle lane: at once (a round trip)
+            if not self.out and self.up and not self.outbox and not self.delegated:  # idle: at once (a round trip)
                 if self._send(fut, frames) and self.sock.get(EVENTS) & POLLIN and loop is not None:
                     loop.call_soon(self.readable)  # the send may have taken a reply's edge
                 frames = None
@@ -107,9 +109,41 @@ class Lane(Link):
 
     def flush(self) -> None:  # the loop's thread
         self.flush_due = False
-        if self.outbox:
-            with self.lock:
-                self._flush()
+        if not self.outbox or self.closed:
+            return
+        if self.delegated or len(self.outbox) >= BURST:
+            if not self.out:  # (else once the lane's own calls are answered: they must not be overtaken)
+                self._delegate()
+            return
+        with self.lock:
+            self._flush()
+
+    def _delegate(self) -> None:
+        """A burst: the I/O thread sends it (in order, on its own connection), the loop is free meanwhile."""
+        with self.lock:
+            items = list(self.outbox)
+            self.outbox.clear()
+            for fut, _ in items:
+                self.pending.pop(fut.rid, None)
+                fut.fell_back = True  # its reply comes through the I/O thread
+            self.delegated += len(items)
+        for fut, _ in items:
+            header, body, buffers = fut.resend
+            try:
+                other = self.node.request(self.endpoint, header, body, buffers)
+            except BaseException as exc:  # noqa: BLE001 - the node closed meanwhile
+                self._undelegate()
+                fut.set_exception(exc)
+                continue
+            other.add_done_callback(lambda o, f=fut: (self._undelegate(), f._copy(o)))
+
+    def _undelegate(self) -> None:  # any thread
+        with self.lock:
+            self.delegated -= 1
+            resume = not self.delegated and self.outbox
+        loop = self.loop_ref()
+        if resume and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.flush)  # what waited behind the burst
 
     def request_threadsafe(self, header: dict, body: bytes, buffers: list | tuple, refetch: Refetch | None,
                            timeout: float | None) -> LaneFuture:
@@ -207,8 +241,7 @@ class Lane(Link):
             if fut is not None:
                 fut.set_result((rh, body, bufs))
         if self.outbox and not self.closed:  # the window let more go
-            with self.lock:
-                self._flush()
+            self.flush()
 
     def on_monitor(self) -> None:
         if self.closed:
@@ -249,14 +282,15 @@ class Lane(Link):
                 if self.handoffs:
                     self.adopt_all()
                 if self.outbox:
-                    with self.lock:
-                        self._flush()
+                    self.flush()
                 if self.node.closed:
                     self.fail(NodeClosed("the mesh node was closed"))
                     return
                 wait = SLICE if end is None else min(SLICE, end - time.monotonic())
                 if wait <= 0:
                     raise FutureTimeout("no reply within the timeout")
+                if self.delegated:  # replies of a burst come through the I/O thread, not this socket
+                    wait = min(wait, 0.001)
                 events = dict(self.poller.poll(max(1, int(wait * 1000))))
                 self.readable()  # the socket before the monitor: a reply that came before a disconnect
                 if self.mon in events:
@@ -332,66 +366,3 @@ class Lane(Link):
                 close_monitored(self.sock, self.mon)
         except Exception:  # noqa: BLE001 - never raise from a finalizer
             pass
-
-
-# -- which lane: one per (node, event loop, endpoint) ------------------------------------------------
-_by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> {endpoint: Lane}
-_all: weakref.WeakSet = weakref.WeakSet()
-_lock = threading.Lock()
-_ctx: list = [None, 0]  # the lanes' zmq context, and the pid that made it
-
-
-def lane_for(node: Any, loop: Any, endpoint: str) -> Lane:
-    """The lane of ``loop`` (running on this thread) to ``endpoint``, made on first use."""
-    lanes = _by_loop.get(loop)
-    if lanes is None:
-        lanes = _by_loop.setdefault(loop, {})
-    lane = lanes.get(endpoint)
-    if lane is None or lane.closed or lane.node is not node:
-        _sweep()
-        lane = lanes[endpoint] = Lane(node, endpoint, loop)
-        with _lock:
-            _all.add(lane)
-    return lane
-
-
-def request(node: Any, loop: Any, endpoint: str, header: dict, body: bytes, buffers: list | tuple = (), *,
-            refetch: Refetch | None = None, timeout: float | None = None) -> LaneFuture:
-    """Send on this loop's lane; the future gets ``(header, body, buffers)`` of the reply, as
-    ``Node.request``'s (``header`` holds ``id``). ``refetch``: how to ask for the same reply through
-    the I/O thread once the loop no longer runs (None: such a request fails with PeerLost)."""
-    if node.closed:
-        raise NodeClosed("the mesh node is closed")
-    return lane_for(node, loop, endpoint).request(header, body, buffers, refetch, timeout)
-
-
-def _sweep() -> None:
-    """Close the lanes whose loop or node has gone (on their loop's thread while it still runs)."""
-    with _lock:
-        lanes = list(_all)
-    for lane in lanes:
-        loop = lane.loop_ref()
-        if lane.closed or lane.pid != os.getpid():
-            continue
-        if loop is None or loop.is_closed():
-            if lane.drive_lock.acquire(blocking=False):
-                try:
-                    lane.close()
-                finally:
-                    lane.drive_lock.release()
-        elif lane.node.closed and not lane.pending:
-            try:
-                loop.call_soon_threadsafe(lane.close)
-            except RuntimeError:
-                pass
-
-
-def _recipe(node: Any) -> Any:
-    """The node's DealerRecipe on the lanes' own context (made once per process)."""
-    if _ctx[0] is None or _ctx[1] != os.getpid():
-        ctx = zmq.Context()
-        ctx.linger = 0
-        _ctx[0], _ctx[1] = ctx, os.getpid()
-    recipe = copy.copy(node._recipe)
-    recipe.ctx = _ctx[0]
-    return recipe

@@ -31,7 +31,7 @@ from typing import Any
 from mesh._core import wire
 from mesh._core.context import current_chain
 from mesh.client._replies import decode_reply, translate, wait
-from transport import _lanes
+from transport import _lane_registry as _lanes
 
 __all__ = ["NOT_ROUTED", "busy", "issue", "sync_call"]
 
