@@ -90,6 +90,7 @@ class Lane(Link):
         fut = LaneFuture(self, rid, (header, body, buffers), refetch)
         frames = [SIGNATURE, pack_header(header), body, *buffers]
         loop = self.loop_ref()
+        burst = False
         with self.lock:
             self.pending[rid] = fut
             if not self.out and self.up and not self.outbox and not self.delegated:  # idle: at once (a round trip)
@@ -98,9 +99,15 @@ class Lane(Link):
                 frames = None
             else:
                 self.outbox.append((fut, frames))
-        if frames is not None and not self.flush_due and loop is not None:
-            # a busy lane: sent once this loop turn's callbacks issued theirs, back to back (libzmq
-            # then wakes its own thread once for the burst, not once per call)
+                burst = bool(self.delegated) or len(self.outbox) >= BURST
+        if burst:  # a burst: the I/O thread sends it while this loop still issues it, once the
+            if self.out and not self.delegated:  # lane's own calls are answered (they may be here already)
+                self.readable()
+            if not self.out:
+                self._delegate()
+        elif frames is not None and not self.flush_due and loop is not None:
+            # sent once this loop turn's callbacks issued theirs, back to back (libzmq then wakes
+            # its own thread once for them, not once per call)
             self.flush_due = True
             loop.call_soon(self.flush)
         if timeout is not None and loop is not None:
