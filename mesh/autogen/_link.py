@@ -1,7 +1,8 @@
 """Links: what this worker sends to each other worker, in order, batched, acknowledged.
 
-Everything is sent from the worker's asyncio loop: :meth:`Link.put` appends to a buffer and, once
-per loop turn, the buffer goes out as one ``deliver`` call (a mesh call returns its future at once).
+Everything is sent from the worker's asyncio loop: :meth:`Link.put` on an idle link sends the item at
+once; otherwise it appends to a buffer and, once per loop turn, the buffer goes out as one
+``deliver`` call (a mesh call returns its future at once).
 Acknowledgements are read without waking the loop: each flush (and a timer while calls are
 unacknowledged) drops the done ones, oldest first, and reports failed or overdue ones. So a
 ``send_message`` crosses no thread of this package on either side: the request and its response
@@ -66,6 +67,13 @@ class Link:
             if on_error is not None:
                 on_error(ConnectionError(f"the link to worker {self.wid} is closed"))
             return
+        if not self._buf and not self._scheduled:  # an idle link sends at once (a send_message's latency)
+            self._reap()
+            if not self._inflight:  # (a burst: the first goes now, the others together at the turn's end)
+                self._send([(item, on_error)])
+                if self._inflight and self._timer is None:
+                    self._timer = loop.call_later(self._period, self._tick)
+                return
         self._buf.append((item, on_error))
         if not self._scheduled:
             self._scheduled = True

@@ -87,14 +87,21 @@ def _ready(source: Any, at: float | None = None) -> Any:
 class _Waker:
     """Wakes one loop for done transport futures: one ``call_soon_threadsafe`` per burst."""
 
-    __slots__ = ("loop", "lock", "due", "__weakref__")
+    __slots__ = ("loop", "ident", "lock", "due", "__weakref__")
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
+        self.ident = threading.get_ident()  # made on the loop's thread (by an await or a done-callback)
         self.lock = threading.Lock()
         self.due: list[Any] | None = None  # waiters to wake; None: no wake-up scheduled
 
     def wake(self, waiter: Any) -> None:  # any thread (usually the I/O thread)
+        if threading.get_ident() == self.ident:  # the loop's own socket read the reply: wake it here
+            try:
+                self._wake_one(waiter)
+            except RuntimeError:  # that loop is closed (its thread drives a future after asyncio.run)
+                pass
+            return
         with self.lock:
             if self.due is not None:
                 self.due.append(waiter)
@@ -109,12 +116,15 @@ class _Waker:
     def flush(self) -> None:  # the loop's thread
         with self.lock:
             due, self.due = self.due, None
-        future = asyncio.Future
         for waiter in due or ():
-            if not isinstance(waiter, future):  # a check of AioFuture.add_done_callback
-                waiter()
-            elif not waiter.done():  # cancelled meanwhile: the awaiting task went away
-                waiter.set_result(None)
+            self._wake_one(waiter)
+
+    @staticmethod
+    def _wake_one(waiter: Any) -> None:
+        if not isinstance(waiter, asyncio.Future):  # a check of AioFuture.add_done_callback
+            waiter()
+        elif not waiter.done():  # cancelled meanwhile: the awaiting task went away
+            waiter.set_result(None)
 
 
 _wakers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -16,6 +16,7 @@ from mesh._core.methods import ASYNC, ASYNC_MSG, STREAM, STREAM_MSG, SYNC
 from mesh._errors import RemoteAttributeError, RemoteError, SerializationError
 from mesh.client._cancel import stamp, sync_call, track
 from mesh.client._restart import call as durable_call, failed as durable_failed, prepare as durable_prepare
+from mesh.client._on_loop import NOT_ROUTED, busy as loop_busy, issue as loop_issue, sync_call as loop_sync_call
 from mesh.client._client import SLOW, get_client
 from mesh.client._future import AsyncResult, Placeholder
 from mesh.client._replies import decode_reply, wait
@@ -103,6 +104,10 @@ class RpcObject:
     def _mesh_send(self, header: dict, value: Any) -> Any:
         client = get_client()
         timeout = client.settings.call_timeout
+        if loop_busy:  # calls of a loop's own socket are in flight: see mesh.client._on_loop
+            got = loop_sync_call(client, self._mesh_id, self._mesh_address, header, value, timeout)
+            if got is not NOT_ROUTED:
+                return got
         if not client.peers.busy(self._mesh_id):
             # Nothing of ours is queued before it: the calling thread's own socket is the fast path.
             return client.call(self._mesh_address, header, value, timeout=timeout)
@@ -186,12 +191,10 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         if proxy._mesh_durable is not None:
             durable_prepare(proxy)
         address = proxy._mesh_address
-        peers = client.peers
-        peers.call_started(object_id)
-        try:
-            fut = client.request(address, header, [list(args), kwargs])
+        try:  # on a running loop: on the loop's own socket (mesh.client._on_loop)
+            fut = loop_issue(client, object_id, address, header, [list(args), kwargs],
+                                scope is None and proxy._mesh_durable is None and mode in _LANE_MODES)
         except BaseException as exc:
-            peers.call_ended(object_id)
             if span is not None:
                 span.fail(exc)
             raise
@@ -200,7 +203,6 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
         if proxy._mesh_durable is not None:
             fut.add_done_callback(lambda f: _lost(proxy, address, f))
         client.own(address)  # our lease there keeps the result held until we release it (or exit)
-        fut.add_done_callback(lambda f: peers.call_ended(object_id))
         cls = _FUTURES[mode]
         future = cls(proxy._mesh_address, task, fut, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
         if scoped:
@@ -226,12 +228,14 @@ def _sync_fast(proxy: RpcObject, name: str, args: tuple, kwargs: dict) -> Any:
         return SLOW
     client = get_client()
     object_id = proxy._mesh_id
-    if client.peers.busy(object_id):
+    if loop_busy or client.peers.busy(object_id):  # (calls on a loop's lane, see mesh.client._on_loop)
         return SLOW
     return client.sync_call(proxy._mesh_address, object_id, name, context.reading_chain.get() or ids.new_chain(),
                             args, kwargs)
 
 
+
+_LANE_MODES = (ASYNC, ASYNC_MSG)
 _FUTURES: dict[str, type] = {ASYNC: AsyncResult, ASYNC_MSG: Placeholder, STREAM: Stream, STREAM_MSG: StreamingPlaceholder}
 
 

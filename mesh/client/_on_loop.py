@@ -1,0 +1,133 @@
+"""Calls issued on a running asyncio loop go on that loop's own socket (``transport._lanes``).
+
+An async call made by a coroutine (``await obj.method(x)``, ``obj.m.remote(x)``, AutoGen's
+runtime sending) is sent by the loop's thread on a DEALER the loop owns, and its reply is read
+by the loop itself: no hop through the I/O thread either way. Not for calls made inside a
+server's running call (they are children of a call: the server's loop waits differently), to a
+durable object (it follows its object through the I/O thread's recovery) or for streams.
+
+One caller's order to one object is kept across the paths (calls on two sockets may be
+reordered by the server's fair queueing):
+
+* an object with async calls in flight on the I/O thread's connection: a call from a loop goes
+  there too, behind them (as before);
+* an object with calls in flight on a loop's lane: a call from that loop's thread, sync ones
+  included, goes on the lane too (a sync call then drives the lane until its reply, as a sync call
+  blocks anyway); a call from any other thread waits until they are answered (or until that loop
+  no longer runs: its calls then finish through the I/O thread, see ``transport._lanes``).
+
+Once the loop stopped, a future it made is read through the I/O thread: a call that was sent is
+asked again with a ``result`` fetch by task id (async calls are kept by the server until their
+holders release them), one that never left is sent there instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+from mesh._core import wire
+from mesh._core.context import current_chain
+from mesh.client._replies import decode_reply, translate, wait
+from transport import _lane_registry as _lanes
+
+__all__ = ["NOT_ROUTED", "busy", "issue", "sync_call"]
+
+enabled = True  # False: calls from loops take the I/O thread as before (A/B measurements, a way out)
+NOT_ROUTED = object()  # sync_call: not a lane's business, take the usual path
+
+_busy: dict[str, list] = {}  # object id -> [lane, calls in flight on it]
+busy = _busy  # non-empty: some object has calls in flight on a lane
+_cond = threading.Lock()
+
+
+def _running_loop() -> Any:
+    aio = sys.modules.get("asyncio")
+    return aio._get_running_loop() if aio is not None else None
+
+
+def issue(client: Any, object_id: str, address: str, header: dict, value: Any, eligible: bool) -> Any:
+    """Send an async call; the transport future of its reply (accounted per object, both paths)."""
+    loop = _running_loop()
+    lane = _route(object_id, loop) if _busy else None
+    if (lane is None and eligible and enabled and loop is not None and current_chain() is None
+            and not client.peers.busy(object_id)):
+        try:
+            lane = _lanes.lane_for(client.node, loop, address)
+        except BaseException as exc:
+            raise translate(exc) from None
+    if lane is not None:
+        return _on_lane(client, lane, loop, object_id, address, header, value, keep=True)
+    peers = client.peers
+    peers.call_started(object_id)
+    try:
+        fut = client.request(address, header, value)
+    except BaseException:
+        peers.call_ended(object_id)
+        raise
+    fut.add_done_callback(lambda f: peers.call_ended(object_id))
+    return fut
+
+
+def sync_call(client: Any, object_id: str, address: str, header: dict, value: Any, timeout: float | None) -> Any:
+    """A sync call to an object with calls in flight on a lane: on that lane, behind them (the decoded
+    value; from the loop's thread it drives the lane itself), or :data:`NOT_ROUTED`."""
+    loop = _running_loop()
+    lane = _route(object_id, loop)
+    if lane is None:
+        return NOT_ROUTED
+    fut = _on_lane(client, lane, loop, object_id, address, header, value, keep=False, timeout=timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    return decode_reply(wait(fut, deadline, address), address)
+
+
+def _route(object_id: str, loop: Any) -> Any:
+    """The lane a call to ``object_id`` must take to stay behind its calls in flight, if any."""
+    entry = _busy.get(object_id)
+    if entry is None:
+        return None
+    lane = entry[0]
+    if lane.ident == threading.get_ident():
+        if lane.loop_ref() is loop and loop is not None:
+            return lane  # the loop that sent them
+        # its thread, after that loop stopped (or inside another loop): read them to the end here
+        lane.drive(lambda e=entry: _busy.get(object_id) is not e, None)
+        return None
+    return lane if lane.driven() else None  # handed to that loop; nobody drives it: the usual path
+
+
+def _on_lane(client: Any, lane: Any, loop: Any, object_id: str, address: str, header: dict, value: Any, *,
+             keep: bool, timeout: float | None = None) -> Any:
+    body, buffers = client._prepare(address, header, value)
+    refetch = None
+    if keep:
+        ask = {"op": wire.RESULT, "task": header["task"]}
+
+        def refetch() -> Any:
+            return client.request(address, dict(ask), None)
+    with _cond:
+        entry = _busy.get(object_id)
+        if entry is None or entry[0] is not lane:
+            entry = _busy[object_id] = [lane, 0]
+        entry[1] += 1
+    try:
+        if loop is not None and lane.loop_ref() is loop:
+            fut = lane.request(header, body, buffers, refetch, timeout)
+        else:
+            fut = lane.request_threadsafe(header, body, buffers, refetch, timeout)
+    except BaseException as exc:
+        _ended(object_id, lane)
+        raise translate(exc) from None
+    fut.add_done_callback(lambda _f: _ended(object_id, lane))
+    return fut
+
+
+def _ended(object_id: str, lane: Any) -> None:
+    with _cond:
+        entry = _busy.get(object_id)
+        if entry is not None and entry[0] is lane:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del _busy[object_id]

@@ -1,0 +1,94 @@
+"""The future of a request sent on a lane (``transport._lanes``): who reads its reply.
+
+While the lane's loop runs, the loop completes it. Its ``result()`` on the loop's own thread drives
+the lane (polls its socket) until the reply comes. On another thread it waits, and *falls back* to
+the I/O thread when the loop no longer runs (or, for a request handed over by that thread, when
+the loop did not take it within :data:`SLICE`: it is blocked): a request that never left is sent
+there instead; one that was sent is asked again with the caller's ``refetch`` request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+from transport._errors import FutureTimeout, PeerLost
+from transport._future import ReplyFuture
+
+__all__ = ["SLICE", "LaneFuture", "Refetch"]
+
+SLICE = 0.1  # s: how often a waiting thread checks that the loop still drives the lane
+
+Refetch = Callable[[], Any]  # -> a ReplyFuture of the same reply, asked another way
+
+
+class LaneFuture(ReplyFuture):
+    """The reply to a request sent on a lane; :meth:`result` drives the lane on the loop's thread."""
+
+    __slots__ = ("lane", "rid", "resend", "refetch", "sent", "fell_back", "handed")
+
+    def __init__(self, lane: Any, rid: int, resend: tuple, refetch: Refetch | None) -> None:
+        super().__init__()
+        self.lane = lane
+        self.rid = rid
+        self.resend = resend  # (header, body, buffers): what the I/O thread sends if it never left
+        self.refetch = refetch
+        self.sent = False
+        self.fell_back = False
+        self.handed = 0.0  # handed over by another thread at (monotonic); 0: sent by the loop itself
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self.done():
+            return super().result()
+        end = None if timeout is None else time.monotonic() + timeout
+        lane = self.lane
+        if threading.get_ident() == lane.ident and not self.fell_back:
+            lane.drive(self.done, end)
+        else:
+            while not self.done() and not self.fell_back:
+                # the loop stopped, or is blocked and never took it over: the I/O thread sends it
+                if not lane.driven() or (self.handed and not self.sent and time.monotonic() - self.handed > SLICE):
+                    self.fall_back()
+                    break
+                wait = SLICE if end is None else min(SLICE, end - time.monotonic())
+                if wait <= 0:
+                    raise FutureTimeout("no reply within the timeout")
+                try:
+                    return super().result(wait)
+                except FutureTimeout:
+                    continue
+        return super().result(None if end is None else max(0.0, end - time.monotonic()))
+
+    def add_done_callback(self, fn: Callable[[ReplyFuture], None]) -> None:
+        if not self.done() and not self.lane.driven():
+            self.fall_back()  # nobody would ever read the reply for it
+        super().add_done_callback(fn)
+
+    def fall_back(self) -> None:
+        """The lane's loop no longer runs: get the reply through the I/O thread (any thread)."""
+        lane = self.lane
+        with lane.lock:
+            if self.fell_back or self.done():
+                return
+            self.fell_back = True
+            unsent = not self.sent
+            if unsent:
+                lane.unqueue(self)
+        if unsent or self.refetch is None:
+            header, body, buffers = self.resend
+            if not unsent:  # sent, and no other way to ask: the outcome is unknown
+                self.set_exception(PeerLost(lane.endpoint, "the event loop that sent the request stopped "
+                                            "before its reply was read: it may have run"))
+                return
+            other = lane.node.request(lane.endpoint, header, body, buffers)
+        else:
+            other = self.refetch()
+        other.add_done_callback(self._copy)
+
+    def _copy(self, other: ReplyFuture) -> None:
+        exc = other._exc
+        if exc is not None:
+            self.set_exception(exc)
+        else:
+            self.set_result(other._value)
