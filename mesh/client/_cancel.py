@@ -21,6 +21,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+import weakref
 from typing import Any
 
 from mesh._core import ids, runtime, wire
@@ -54,9 +55,19 @@ def track(future: Any, transport_fut: Any, scope: Any, at: float | None, address
     """An async call made under a deadline and/or inside a running call: remember both."""
     if at is not None:
         future.__dict__["_mesh_deadline"] = at
+        # a reply that comes after the deadline is the deadline's: every read raises DeadlineExceeded,
+        # whenever it reads (a call queued behind a cancelled one may start a moment after the deadline)
+        ref = weakref.ref(future)
+        transport_fut.add_done_callback(lambda _f: _late(ref, at))
     if scope is not None:
         scope.add_child(address, task)
         transport_fut.add_done_callback(lambda _f: scope.drop_child(task))
+
+
+def _late(ref: Any, at: float) -> None:
+    future = ref()
+    if future is not None and time.monotonic() > at:
+        past_deadline(future)
 
 
 def sync_call(proxy: Any, header: dict, value: Any, scope: Any, at: float | None) -> Any:
