@@ -83,6 +83,12 @@ class Lane(Link):
         loop = self.loop_ref()
         return loop is not None and loop.is_running() and not self.closed
 
+    def bursting(self) -> bool:
+        """True while the I/O thread sends a burst of this lane's calls and nothing waits on the lane's
+        own socket: a later call may go straight to the I/O thread (behind the burst, in order)."""
+        with self.lock:
+            return bool(self.delegated) and not self.out and not self.outbox
+
     # -- sending (the loop's thread) -----------------------------------------
     def request(self, header: dict, body: bytes, buffers: list | tuple, refetch: Refetch | None,
                 timeout: float | None) -> LaneFuture:

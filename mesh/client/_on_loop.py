@@ -52,6 +52,10 @@ def issue(client: Any, object_id: str, address: str, header: dict, value: Any, e
     """Send an async call; the transport future of its reply (accounted per object, both paths)."""
     loop = _running_loop()
     lane = _route(object_id, loop) if _busy else None
+    if lane is not None and loop is not None and lane.loop_ref() is loop and lane.bursting():
+        # the I/O thread sends a burst of this lane's calls: behind it, on the same connection (in
+        # order), with no lane future in between (the lane would hand this call over too)
+        lane, eligible = None, False
     if (lane is None and eligible and enabled and loop is not None and current_chain() is None
             and not client.peers.busy(object_id)):
         try:
