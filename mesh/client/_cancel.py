@@ -27,7 +27,7 @@ from typing import Any
 from mesh._core import ids, runtime, wire
 from mesh._core.cancel import send_cancel
 from mesh._errors import CallTimeout, Cancelled, DeadlineExceeded, MeshError
-from mesh.client._on_loop import NOT_ROUTED, busy as loop_busy, sync_call as loop_sync_call
+from mesh.client._on_loop import call_in_order
 from mesh.client._client import get_client
 from mesh.client._replies import decode_reply, set_interrupt_hook, wait
 
@@ -84,14 +84,7 @@ def sync_call(proxy: Any, header: dict, value: Any, scope: Any, at: float | None
         left = max(0.001, at - time.monotonic())
         limit = left if timeout is None else min(timeout, left)
         try:
-            if loop_busy:  # calls of a loop's own socket are in flight (mesh.client._on_loop)
-                got = loop_sync_call(client, proxy._mesh_id, address, header, value, limit)
-                if got is not NOT_ROUTED:
-                    return got
-            if not client.peers.busy(proxy._mesh_id):
-                return client.call(address, header, value, timeout=limit)
-            fut = client.request(address, header, value, timeout=limit)
-            return decode_reply(wait(fut, time.monotonic() + limit, address), address)
+            return call_in_order(client, proxy._mesh_id, address, header, value, limit)
         except CallTimeout as exc:
             if isinstance(exc, DeadlineExceeded) or time.monotonic() >= at - 0.002:
                 raise DeadlineExceeded(f"{address}: {header.get('m')}(...) did not end before its deadline") from None

@@ -33,7 +33,7 @@ from mesh._core.context import current_chain
 from mesh.client._replies import decode_reply, translate, wait
 from transport import _lane_registry as _lanes
 
-__all__ = ["NOT_ROUTED", "busy", "issue", "sync_call"]
+__all__ = ["NOT_ROUTED", "busy", "call_in_order", "issue", "sync_call"]
 
 enabled = True  # False: calls from loops take the I/O thread as before (A/B measurements, a way out)
 NOT_ROUTED = object()  # sync_call: not a lane's business, take the usual path
@@ -83,6 +83,21 @@ def sync_call(client: Any, object_id: str, address: str, header: dict, value: An
     if lane is None:
         return NOT_ROUTED
     fut = _on_lane(client, lane, loop, object_id, address, header, value, keep=False, timeout=timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    return decode_reply(wait(fut, deadline, address), address)
+
+
+def call_in_order(client: Any, object_id: str, address: str, header: dict, value: Any, timeout: float | None) -> Any:
+    """A sync call, on the path that keeps it behind this caller's calls in flight to the object: a
+    loop's lane, else the calling thread's own socket when nothing is in flight (the fast path), else
+    the I/O thread's connection, behind the async calls there. The decoded value."""
+    if _busy:
+        got = sync_call(client, object_id, address, header, value, timeout)
+        if got is not NOT_ROUTED:
+            return got
+    if not client.peers.busy(object_id):
+        return client.call(address, header, value, timeout=timeout)
+    fut = client.request(address, header, value, timeout=timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     return decode_reply(wait(fut, deadline, address), address)
 

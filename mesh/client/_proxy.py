@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 import types
 from typing import Any
 
@@ -16,10 +15,9 @@ from mesh._core.methods import ASYNC, ASYNC_MSG, STREAM, STREAM_MSG, SYNC
 from mesh._errors import RemoteAttributeError, RemoteError, SerializationError
 from mesh.client._cancel import stamp, sync_call, track
 from mesh.client._restart import call as durable_call, failed as durable_failed, prepare as durable_prepare
-from mesh.client._on_loop import NOT_ROUTED, busy as loop_busy, issue as loop_issue, sync_call as loop_sync_call
+from mesh.client._on_loop import busy as loop_busy, call_in_order, issue as loop_issue
 from mesh.client._client import SLOW, get_client
 from mesh.client._future import AsyncResult, Placeholder
-from mesh.client._replies import decode_reply, wait
 from mesh.client._stream import Stream, StreamingPlaceholder
 
 __all__ = ["RpcObject"]
@@ -103,18 +101,7 @@ class RpcObject:
 
     def _mesh_send(self, header: dict, value: Any) -> Any:
         client = get_client()
-        timeout = client.settings.call_timeout
-        if loop_busy:  # calls of a loop's own socket are in flight: see mesh.client._on_loop
-            got = loop_sync_call(client, self._mesh_id, self._mesh_address, header, value, timeout)
-            if got is not NOT_ROUTED:
-                return got
-        if not client.peers.busy(self._mesh_id):
-            # Nothing of ours is queued before it: the calling thread's own socket is the fast path.
-            return client.call(self._mesh_address, header, value, timeout=timeout)
-        # Async calls to this object are in flight: go behind them, on the same socket, in order.
-        fut = client.request(self._mesh_address, header, value, timeout=timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        return decode_reply(wait(fut, deadline, self._mesh_address), self._mesh_address)
+        return call_in_order(client, self._mesh_id, self._mesh_address, header, value, client.settings.call_timeout)
 
     def __reduce__(self) -> tuple:
         return (
