@@ -68,3 +68,18 @@ def cpu_seconds(pid: int | None = None) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def exit_with_parent() -> None:
+    """A benchmark's server subprocess ends when its parent closes our stdin (or dies): a thread watches."""
+    import threading
+
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()

@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
+
+from _common import exit_with_parent
 
 
 def _cpu(pid: int | None = None) -> float:
@@ -40,15 +41,7 @@ def serve() -> None:
     daemon = Pyro5.api.Daemon(host="127.0.0.1", port=0)
     uri = daemon.register(Echo(), "echo")
 
-    def watch_parent() -> None:
-        try:
-            while os.read(0, 4096):
-                pass
-        except OSError:
-            pass
-        os._exit(0)
-
-    threading.Thread(target=watch_parent, daemon=True).start()
+    exit_with_parent()
     print(f"uri {uri} pid {os.getpid()}", flush=True)
     daemon.requestLoop()
 

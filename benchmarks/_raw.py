@@ -22,11 +22,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from typing import Any
 
 import msgpack
 import zmq
+
+from _common import exit_with_parent
 
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
@@ -44,15 +45,7 @@ def serve() -> None:
     waiting: dict[Any, list[tuple[bytes, int]]] = {}
     dealers: dict[str, zmq.Socket] = {}
 
-    def watch_parent() -> None:
-        try:
-            while os.read(0, 4096):
-                pass
-        except OSError:
-            pass
-        os._exit(0)
-
-    threading.Thread(target=watch_parent, daemon=True).start()
+    exit_with_parent()
     print(f"port {port} pid {os.getpid()}", flush=True)
 
     recv = sock.recv
