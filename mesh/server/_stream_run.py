@@ -118,7 +118,7 @@ async def _await_room(streams: Streams, state: StreamState) -> None:
                     return
                 readers.let_in()
                 waiter = state.waiter = state.loop.create_future()
-            with blocking():
+            with blocking(awaited=True):
                 await waiter
     finally:
         readers.close()
