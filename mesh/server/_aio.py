@@ -159,6 +159,13 @@ class Aio:
     def started(self) -> bool:
         return self._loop is not None
 
+    def unguard(self) -> None:
+        """End the current step's guard early (its call's reply follows: no hand-off may come while
+        the thread sends it). Loop thread; nothing if the step is not guarded."""
+        guard = self.guard
+        if guard is not None and guard.active:
+            guard.end()
+
     @property
     def hosted(self) -> bool:
         """True if the server's I/O thread runs the loop."""

@@ -28,10 +28,11 @@ __all__ = ["StepGuard", "before_blocking"]
 class StepGuard:
     """``begin()`` / ``end()`` around each step of a hosted loop (see the module's docstring)."""
 
-    __slots__ = ("_runner",)
+    __slots__ = ("_runner", "active")
 
     def __init__(self, runner: Any) -> None:
         self._runner = runner
+        self.active = False  # a step is covered now (one hosting thread: a plain flag)
 
     def begin(self) -> bool:
         """Cover the step now starting on this thread; False if this thread does not own the I/O loop."""
@@ -42,9 +43,13 @@ class StepGuard:
             return False
         node.stepping(True)
         runner.watchdog.begin(me)
+        self.active = True
         return True
 
     def end(self) -> None:
+        if not self.active:  # ended early (Aio.unguard, before the reply)
+            return
+        self.active = False
         runner = self._runner
         runner.watchdog.end()  # no hand-off after this
         runner.node.stepping(False)
