@@ -135,7 +135,7 @@ def test_small_and_large_coroutine_calls_run_on_the_loop_in_order_with_sync_ones
     assert order == list(range(30))
     for i, entry in enumerate(e for e in log if e[0] != "sync"):
         assert entry[0] == ("start" if i % 2 == 0 else "end")
-    assert all("aio" in e[2] for e in log if e[0] == "start")  # the loop's thread
+    assert all(e[2] == "mesh-io" for e in log if e[0] == "start")  # the loop, run by the I/O thread
     assert all("aio" not in e[2] for e in log if e[0] == "sync")  # a worker
     with pytest.raises(ValueError, match="bad 3"):
         obj.fails(3).result(timeout=30)

@@ -86,6 +86,11 @@ class Loop:
         self.timers: list[list] = []  # [next_due, interval, fn]
         self.flushers: list[Callable[[], None]] = []  # run at the end of each turn (send what was staged)
         self.ident = 0
+        self._stopped = False  # a stop was read: the thread running the loop leaves it
+        # an asyncio loop run by the I/O thread (transport._hosted.Host), and whether the thread is
+        # in one of its steps (not in a turn: then replies go through submit, see Router.reply)
+        self.host: Any = None
+        self.stepping = False
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = threading.Event()
 
@@ -183,42 +188,66 @@ class Loop:
                         os.close(self._wake_w)
 
     def _loop(self) -> None:
-        poller, handlers, wake_r = self._poller, self._handlers, self._wake_r
         me = self.ident
         self._woken = False  # a successor (hand_off): its predecessor left without clearing it
         if self._drain():
             return
         while True:
-            self._flush()  # before the thread may sleep: what this turn staged goes out now
-            try:
-                events = _poll(poller.sockets, self._next_timeout())  # Poller.poll, without its wrapper
-            except zmq.ZMQError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
-                raise
-            for target, mask in events:
-                if target == wake_r:
-                    try:
-                        os.read(wake_r, 4096)
-                    except BlockingIOError:
-                        pass
-                    continue
-                handler = handlers.get(target)
-                if handler is None:
-                    continue
-                try:
-                    handler(mask)
-                except Exception:
-                    log.exception("error handling socket event")
-                if self.ident != me:  # the handler handed the loop to another thread (hand_off)
-                    return
-            self._woken = False
-            if self._drain():
+            host = self.host
+            if host is not None and not host.started:  # an asyncio loop to run here (transport._hosted)
+                host.run(me)  # its selector runs the turns until it stops (or this thread leaves the I/O loop)
+            else:
+                self.turn(me)
+            if self.ident != me or self._stopped:
                 return
-            if self._due:
-                self._run_due()
-            if self.timers:
-                self._run_timers()
+
+    def turn(self, me: int, extra: list | None = None, timeout: int | None = None) -> list:
+        """One turn on I/O thread ``me``: send what was staged, poll (the sockets, the wake pipe and
+        ``extra``, ``(fd, flags)`` pairs of a hosted asyncio loop), run the handlers of what is ready,
+        the queued commands, what is due. ``timeout`` (ms) shortens the poll. Returns the events of
+        ``extra``; afterwards the thread leaves the loop if :attr:`ident` is no longer ``me`` (handed
+        off) or the loop stopped."""
+        self._flush()  # before the thread may sleep: what this turn staged goes out now
+        wait = self._next_timeout()
+        if timeout is not None and timeout < wait:
+            wait = timeout
+        try:
+            # Poller.poll, without its wrapper
+            events = _poll(self._poller.sockets + extra if extra else self._poller.sockets, wait)
+        except zmq.ZMQError as exc:
+            if exc.errno == errno.EINTR:
+                return []
+            raise
+        handlers, wake_r = self._handlers, self._wake_r
+        out: list = []
+        for target, mask in events:
+            if target == wake_r:
+                try:
+                    os.read(wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                continue
+            handler = handlers.get(target)
+            if handler is None:
+                if extra is not None and type(target) is int:
+                    out.append((target, mask))
+                continue
+            if self.ident != me:  # an earlier handler handed the loop off: the new thread polls again
+                continue
+            try:
+                handler(mask)
+            except Exception:
+                log.exception("error handling socket event")
+        if self.ident != me:
+            return out
+        self._woken = False
+        if self._drain():
+            return out
+        if self._due:
+            self._run_due()
+        if self.timers:
+            self._run_timers()
+        return out
 
     def _drain(self) -> bool:
         """Run the queued commands; True when this thread must leave the loop (stopped, or a
@@ -233,6 +262,7 @@ class Loop:
             except queue.Empty:
                 return False
             if cmd is _STOP:
+                self._stopped = True
                 self._flush()  # what was staged before the stop still goes (last calls, bye)
                 return True
             try:

@@ -146,6 +146,21 @@ class Node:
         thread takes the I/O loop over (see :meth:`transport._loop.Loop.hand_off`). Thread-safe."""
         return self._loop.hand_off(ident)
 
+    def host_event_loop(self, setup: Callable[[Any], None] | None = None) -> Any:
+        """Have the I/O thread run a new asyncio loop (see :mod:`transport._hosted`): its
+        :class:`~transport._hosted.Host` (``.loop``, ``.ident``, ``.done``), or None if this node hosts
+        one already or is closed. ``setup(loop)`` runs first (a task factory, an executor)."""
+        if self._closed:
+            return None
+        from transport._hosted import host  # asyncio: only for a node that hosts a loop
+
+        return host(self._loop, setup)
+
+    def stepping(self, on: bool) -> None:
+        """The hosting thread enters (True) or leaves a step of its asyncio loop: meanwhile replies
+        it sends go through the I/O queue (a hand-off may come while the step runs)."""
+        self._loop.stepping = on
+
     # ------------------------------------------------------------ clients
     def next_id(self) -> int:
         """A fresh request id (thread-safe)."""

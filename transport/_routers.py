@@ -92,7 +92,7 @@ class Router:
         if identity in self.batchers and not buffers:
             raw = pack_header(header)
             if len(raw) + len(body) <= BATCH_ITEM_MAX:
-                if threading.get_ident() == servers.loop.ident:
+                if threading.get_ident() == servers.loop.ident and not servers.loop.stepping:
                     servers.stage(self, identity, raw, body)
                 else:
                     servers.loop.submit(Call(servers.stage, self, identity, raw, body))
@@ -100,7 +100,7 @@ class Router:
         else:
             raw = pack_header(header)
         frames = [identity, SIGNATURE, raw, body, *buffers]
-        if threading.get_ident() == servers.loop.ident:
+        if threading.get_ident() == servers.loop.ident and not servers.loop.stepping:
             servers.send(self, frames)
         else:
             servers.loop.submit(Call(servers.send, self, frames))
@@ -109,7 +109,7 @@ class Router:
         """:meth:`reply` with the header already packed (a template, :mod:`transport._templates`)."""
         frames = [identity, SIGNATURE, header, body, *buffers]
         servers = self._servers
-        if threading.get_ident() == servers.loop.ident:
+        if threading.get_ident() == servers.loop.ident and not servers.loop.stepping:
             servers.send(self, frames)
         else:
             servers.loop.submit(Call(servers.send, self, frames))

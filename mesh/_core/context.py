@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["blocking", "current_chain", "current_scope", "reading_chain", "set_context"]
+__all__ = ["awaited", "blocking", "current_chain", "current_scope", "reading_chain", "set_context"]
 
 class _Local(threading.local):
     """Per-thread context; the class defaults make a read on a thread that set nothing cheap
@@ -27,6 +27,7 @@ class _Local(threading.local):
     scope: Any = None
     on_block: Callable[[], None] | None = None
     on_unblock: Callable[[], None] | None = None
+    awaited = False  # the wait being announced (blocking()) is an await: it frees the thread
 
 
 _local = _Local()
@@ -60,15 +61,32 @@ def set_context(
     _local.scope = scope
 
 
+def awaited() -> bool:
+    """True while the ``on_block`` hook runs for an ``await`` (``blocking(awaited=True)``): the
+    thread is not held, only the coroutine waits."""
+    return _local.awaited
+
+
 @contextlib.contextmanager
-def blocking() -> Iterator[None]:
-    """Mark a wait on another mesh task: the server may run other work meanwhile."""
+def blocking(awaited: bool = False) -> Iterator[None]:
+    """Mark a wait on another mesh task: the server may run other work meanwhile.
+
+    ``awaited``: the wait is an ``await`` in a coroutine (the thread goes on running others),
+    not a thread that blocks.
+    """
     on_block = getattr(_local, "on_block", None)
     if on_block is None:
         yield
         return
     on_unblock = _local.on_unblock
-    on_block()
+    if awaited:
+        _local.awaited = True
+        try:
+            on_block()
+        finally:
+            _local.awaited = False
+    else:
+        on_block()
     try:
         yield
     finally:

@@ -52,7 +52,7 @@ async def value_of(fut: Any) -> Any:
     if done:
         return got
     at = fut.__dict__.get("_mesh_deadline")  # made under mesh.deadline(): the await ends by then
-    with blocking():  # in a server coroutine: same-chain calls may enter the waiting object
+    with blocking(awaited=True):  # in a server coroutine: same-chain calls may enter the waiting object
         while True:
             try:
                 await _ready(got, at)

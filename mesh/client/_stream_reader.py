@@ -243,7 +243,7 @@ class Reader:
             if self.at is not None:  # wake at the stream's deadline (the loop's clock is monotonic)
                 timer = loop.call_at(self.at, set_done, fut)
                 fut.add_done_callback(lambda _f, t=timer: t.cancel())
-            with blocking():
+            with blocking(awaited=True):
                 await fut
 
 

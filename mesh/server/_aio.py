@@ -34,11 +34,12 @@ from typing import Any, Callable
 
 from mesh._core import context
 
-__all__ = ["STALL_ENV", "Aio", "Job"]
+__all__ = ["HOSTED_ENV", "STALL_ENV", "Aio", "Job"]
 
 log = logging.getLogger("mesh.server")
 
 STALL_ENV = "MESH_LOOP_STALL"  # seconds a step may hold the server's loop before it is logged
+HOSTED_ENV = "MESH_HOSTED_LOOP"  # "0": the loop gets a thread of its own (A/B measurements, a way out)
 _STALL_DEFAULT = 0.2
 _STUCK = 5.0  # a step running this long is reported while it still runs (it may never end)
 
@@ -99,9 +100,13 @@ class _Stepped(Coroutine):
         aio.current = job
         aio.since = t0 = time.monotonic()
         context.set_context(job.chain, job.on_block, job.on_unblock, job.scope)
+        guard = aio.guard
+        guarded = guard is not None and guard.begin()  # hosted: this thread may own the I/O loop
         try:
             return fn(arg)
         finally:
+            if guarded:
+                guard.end()
             context.set_context(None, None, None)
             aio.current = None
             held = time.monotonic() - t0
@@ -136,6 +141,11 @@ class Aio:
         self._jobs: set[Job] = set()
         self._pending: list[tuple[Job, Callable[[], Any]]] = []  # submitted, not yet begun on the loop
         self._woken = False  # the loop was asked to begin the pending ones
+        # the I/O thread runs the loop when the server can have it so (node.host_event_loop):
+        # coroutine calls then start and answer with no thread hop (transport._hosted)
+        self.hosting: Callable[[Callable[[Any], None]], Any] | None = None
+        self._host: Any = None  # the transport Host running the loop, if hosted
+        self.guard: Any = None  # begin() / end() around each step when hosted (mesh.server._hosting)
         self.current: Job | None = None  # whose step runs now (written by the loop thread)
         self.since = 0.0  # when that step started
         self.stall = _stall_threshold()
@@ -149,8 +159,36 @@ class Aio:
     def started(self) -> bool:
         return self._loop is not None
 
+    def unguard(self) -> None:
+        """End the current step's guard early (its call's reply follows: no hand-off may come while
+        the thread sends it). Loop thread; nothing if the step is not guarded."""
+        guard = self.guard
+        if guard is not None and guard.active:
+            guard.end()
+
+    @property
+    def hosted(self) -> bool:
+        """True if the server's I/O thread runs the loop."""
+        return self._host is not None
+
+    def on_loop(self) -> bool:
+        """True on the loop's thread (once it runs)."""
+        h = self._host
+        if h is not None:
+            return threading.get_ident() == h.ident
+        t = self._thread
+        return t is not None and threading.get_ident() == t.ident
+
     def submit(self, job: Job, main: Callable[[], Any]) -> bool:
         """Run ``main()`` (a coroutine) as ``job``'s task on the loop (any thread). False if the loop is closed."""
+        h = self._host
+        if h is not None and threading.get_ident() == h.ident:  # the hosting thread: the task at once
+            with self._lock:
+                if self._closed:
+                    return False
+                self._jobs.add(job)
+            job.task = asyncio.Task(_Stepped(self, job, self._body(job, main)), loop=h.loop)
+            return True
         with self._lock:
             if self._closed:
                 return False
@@ -231,13 +269,28 @@ class Aio:
                     fn = functools.partial(_in_context, job, fn)
                 return super().submit(fn, *args, **kwargs)
 
-        loop = _asyncio.new_event_loop()
         self._executor = Executor(thread_name_prefix=f"mesh-{self._name}-aio-exec")
-        loop.set_default_executor(self._executor)
-        loop.set_task_factory(self._task_factory)
+
+        def setup(loop: Any) -> None:
+            loop.set_default_executor(self._executor)
+            loop.set_task_factory(self._task_factory)
+
+        host = None
+        if self.hosting is not None and os.environ.get(HOSTED_ENV, "1") != "0":
+            try:
+                host = self.hosting(setup)
+            except Exception:  # pragma: no cover - a loop of its own instead
+                log.exception("could not run the event loop on the I/O thread")
+        if host is not None:
+            self._host = host
+            loop = host.loop
+        else:
+            self.guard = None
+            loop = _asyncio.new_event_loop()
+            setup(loop)
+            self._thread = threading.Thread(target=loop.run_forever, name=f"mesh-{self._name}-aio", daemon=True)
+            self._thread.start()
         self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name=f"mesh-{self._name}-aio", daemon=True)
-        self._thread.start()
         threading.Thread(target=self._watch, name=f"mesh-{self._name}-aio-watch", daemon=True).start()
         return loop
 
@@ -270,10 +323,15 @@ class Aio:
             loop.call_soon_threadsafe(loop.stop)
         except RuntimeError:
             pass
-        if self._thread is not None:
-            self._thread.join(2.0)
+        host = self._host
+        if host is not None:
+            stopped = host.done.wait(2.0) if not self.on_loop() else False
+        else:
+            if self._thread is not None:
+                self._thread.join(2.0)
+            stopped = self._thread is None or not self._thread.is_alive()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._thread is None or not self._thread.is_alive():
+        if stopped:
             loop.close()
 
     def _wait_idle(self, timeout: float) -> bool:

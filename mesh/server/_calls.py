@@ -21,7 +21,7 @@ from typing import Any, Callable
 import transport
 from mesh._core import context, tracing
 from mesh._core import wire
-from mesh._core.methods import STREAM_MSG, runs_on_loop
+from mesh._core.methods import runs_on_loop
 from mesh._core.wire import Entry
 from mesh._errors import Cancelled, DeadlineExceeded, RemoteError, ResultExpired, ServerUnavailable
 from mesh.server._loop_calls import loop_job, start as start_on_loop
@@ -31,7 +31,7 @@ from mesh.server._inline import InlinePolicy, Watchdog
 from mesh.server._mailbox import Actor, Call
 from mesh.server._results import Results, shut_down
 from mesh.server._stats import CallStats
-from mesh.server._stream_run import run_async, run_sync
+from mesh.server._stream_run import merge_of, run_async, run_sync
 from mesh.server._streams import Streams
 from mesh.server._workers import WorkerPool
 
@@ -299,7 +299,7 @@ class CallRunner:
                 stream = self.streams.states.get(call.task) if call.keep and self.streams.states else None
                 if stream is not None:  # a generator: its items go to the stream's readers as it runs
                     stream.host = (actor, self._submit)  # its readers' chains may enter while it is paused
-                    entry = ok(run_sync(self.streams, stream, fn(*args, **kwargs), _merge(actor, call)))
+                    entry = ok(run_sync(self.streams, stream, fn(*args, **kwargs), merge_of(actor.obj, call.method)))
                 else:
                     t = time.perf_counter()
                     if inline:  # the watchdog covers the method only: after it, this thread sends the reply
@@ -348,7 +348,7 @@ class CallRunner:
             stream = self.streams.states.get(call.task) if call.keep and self.streams.states else None
             if stream is not None:  # an async generator: its items go to the stream's readers as it runs
                 stream.host = (actor, self._submit)
-                value = await run_async(self.streams, stream, value, _merge(actor, call))
+                value = await run_async(self.streams, stream, value, merge_of(actor.obj, call.method))
             elif type(value) is types.CoroutineType:  # an async def (or AgentBase.__call__ forwarding to one)
                 value = await value
             entry = ok(checked_value(job.label, value))
@@ -362,6 +362,7 @@ class CallRunner:
         if actor.durable is not None:  # saved off the loop: file or Redis I/O must not hold it
             entry = await sys.modules["asyncio"].to_thread(self.checkpoint, actor, entry)
         self.stats.record(actor.cls_name, call.method, call.t0, entry[0])
+        self.aio.unguard()  # hosted: the step can no longer be handed off, its reply goes straight out
         self.complete(call, entry)
         self.next(actor)
 
@@ -391,9 +392,3 @@ class CallRunner:
             # a value pushed with the reply is the caller's to read whenever it likes: while the
             # caller holds its future, the result is held here too (never dropped by max_len)
             call.reply(entry)
-
-
-def _merge(actor: Actor, call: Call) -> str | None:
-    """The class name when the stream is an agent's reply (its chunks make one Msg), else None."""
-    methods = getattr(type(actor.obj), "_mesh_methods", None) or {}
-    return type(actor.obj).__name__ if methods.get(call.method) == STREAM_MSG else None

@@ -19,6 +19,7 @@ from mesh._core.options import ServerOptions
 from mesh.server._classes import ClassResolver, load_agent_dir
 from mesh.server._checkpoint import start_scan
 from mesh.server._dispatch import Servicer
+from mesh.server._hosting import StepGuard
 from mesh.server._inline_fast import FastLane
 from mesh.server._launcher import client_addresses
 from mesh.server._store import make_pool
@@ -96,6 +97,8 @@ class Host:
         servicer.io_ident = node.io_ident
         if hasattr(node, "hand_off_io"):
             servicer.calls.node = node  # follows the I/O thread; lets short calls run inline on it
+            servicer.calls.aio.hosting = node.host_event_loop  # coroutines on the I/O thread (transport._hosted)
+            servicer.calls.aio.guard = StepGuard(servicer.calls)
         servicer.router = self.router
         servicer.streams.call_soon = node.call_soon  # streams push their items from the I/O thread
         port = self.router.port

@@ -25,6 +25,7 @@ import transport
 from mesh._core import tracing
 from mesh._core.methods import runs_on_loop
 from mesh.server._aio import Job
+from mesh.server._hosting import before_blocking
 from mesh.server._mailbox import Actor, Call
 from mesh.server._results import shut_down
 
@@ -63,6 +64,7 @@ def loop_job(runner: Any, actor: Actor, call: Call) -> Job:
     chain = call.chain
 
     def on_block() -> None:  # a step (or a thread it started) waits on another mesh task
+        before_blocking(runner)  # a step blocking the thread that runs the I/O loop: hand that off first
         for c in actor.block(chain):
             runner._submit(actor, c)
 

@@ -21,6 +21,7 @@ import types
 from typing import Any
 
 from mesh._core.context import blocking
+from mesh._core.methods import STREAM_MSG
 from mesh._errors import Cancelled
 from mesh._msg import Msg
 from mesh.server._streams import StreamState, Streams
@@ -118,7 +119,7 @@ async def _await_room(streams: Streams, state: StreamState) -> None:
                     return
                 readers.let_in()
                 waiter = state.waiter = state.loop.create_future()
-            with blocking():
+            with blocking(awaited=True):
                 await waiter
     finally:
         readers.close()
@@ -192,3 +193,8 @@ async def run_async(streams: Streams, state: StreamState, value: Any, merge: str
                 pass
     return merged(chunks, merge) if merge is not None else len(state.items)
 
+
+def merge_of(obj: Any, method: str) -> str | None:
+    """The class name when the stream is an agent's reply (its chunks make one Msg), else None."""
+    methods = getattr(type(obj), "_mesh_methods", None) or {}
+    return type(obj).__name__ if methods.get(method) == STREAM_MSG else None

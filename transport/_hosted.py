@@ -1,0 +1,183 @@
+"""An asyncio event loop run by the I/O thread ("hosted"): sockets and coroutines on one thread.
+
+A server runs its coroutine methods on an asyncio loop. On a thread of its own, every coroutine
+call crosses threads twice (I/O thread -> loop -> I/O thread, a wake-up each: ~100 µs apiece on
+two busy cores), several times what a no-op call costs otherwise. Hosted, the I/O thread runs
+the asyncio loop itself: the loop's selector (:class:`IoSelector`) is a turn of the I/O loop
+(:meth:`transport._loop.Loop.turn`), which polls the asyncio loop's descriptors together with
+the sockets, and runs the handlers, the commands and the timers. A request read in a turn
+starts its coroutine in the same loop iteration, and the reply is sent by the thread that read
+the request.
+
+During a turn the thread has no running asyncio loop (handlers are plain code, as on an I/O
+thread that hosts nothing); during the asyncio loop's own callbacks (the coroutines' steps)
+:attr:`Loop.stepping` is set by whoever steps them (``mesh.server``), so that a reply sent from a
+step goes through the loop's queue instead of the socket, unless the stepper has made sure no
+hand-off can come meanwhile.
+
+When a handler or a step must wait or runs long, the I/O loop is handed to a new thread
+(:meth:`Loop.hand_off`) as before; the hosting thread then goes on as the asyncio loop's thread
+only, its selector polling the asyncio descriptors alone, and asks for the I/O loop back at each
+select: the other thread gives it back (at the end of a turn, while the hosting thread is in that
+select, under :attr:`Host.lock`) and leaves.
+
+Only one asyncio loop is hosted per I/O loop (:func:`host`); asyncio is imported only here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import selectors
+import threading
+from typing import Any, Callable
+
+import zmq
+
+from transport._log import log
+from transport._loop import Call, Command, Loop
+
+__all__ = ["Host", "IoSelector", "host"]
+
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+_poll = zmq.zmq_poll
+_set_running = asyncio.events._set_running_loop
+
+
+class _Wake(Command):
+    __slots__ = ()
+
+
+def host(io: Loop, setup: Callable[[Any], None] | None = None) -> Host | None:
+    """Have ``io``'s thread run a new asyncio loop (any thread): the :class:`Host`, or None if
+    ``io`` hosts one already or has stopped. ``setup(loop)`` runs before the loop can run."""
+    h = Host(io)
+    if setup is not None:
+        setup(h.loop)
+    with io._wake_lock:
+        if io._dead or io._stopped or io.host is not None:
+            h.loop.close()
+            return None
+        io.host = h
+    io.submit(_Wake())  # the I/O thread starts it at the end of its turn
+    return h
+
+
+class Host:
+    """An asyncio loop run by an I/O loop's thread."""
+
+    def __init__(self, io: Loop) -> None:
+        self.io = io
+        self.lock = threading.Lock()
+        self.started = False
+        self.ident = 0  # the thread running the asyncio loop (0 until it runs)
+        self.thread: threading.Thread | None = None
+        self.done = threading.Event()  # set once the asyncio loop has stopped running
+        self.waiting = False  # the hosting thread is in a plain select (it does not own the I/O loop)
+        self.asked = False  # a give-back is queued on the I/O loop
+        self.loop = asyncio.SelectorEventLoop(IoSelector(self))
+
+    def run(self, me: int) -> None:
+        """Run the asyncio loop on I/O thread ``me`` until it stops (called by :meth:`Loop._loop`)."""
+        self.ident = me
+        self.thread = threading.current_thread()
+        self.started = True
+        try:
+            self.loop.run_forever()
+        except BaseException:  # noqa: BLE001 - the I/O loop must go on
+            log.exception("the hosted event loop failed")
+        finally:
+            io = self.io
+            with io._wake_lock:
+                if io.host is self:
+                    io.host = None
+            self.done.set()
+
+    # ------------------------------------------------------ the hosting thread
+    def select(self, items: list, timeout: float | None) -> list:
+        """Poll ``items`` (the asyncio descriptors) for at most ``timeout`` s: a turn of the I/O loop
+        if this thread owns it, else a plain poll that asks for it back."""
+        ms = None if timeout is None else (0 if timeout <= 0 else math.ceil(timeout * 1000))
+        io, me = self.io, self.ident
+        if io.ident == me:
+            _set_running(None)  # handlers run as on any I/O thread
+            try:
+                events = io.turn(me, items, ms)
+            finally:
+                _set_running(self.loop)
+            if io._stopped and io.ident == me:  # the I/O loop stops: so does the loop it hosts
+                self.loop.stop()
+            return events
+        with self.lock:
+            self.waiting = True
+            ask = not self.asked and not io._dead
+            self.asked = self.asked or ask
+        try:
+            if ask:
+                io.submit(Call(self._give_back))
+            return _poll(items, -1 if ms is None else ms)
+        finally:
+            with self.lock:
+                self.waiting = False
+
+    # ---------------------------------------------- the thread owning the I/O loop
+    def _give_back(self) -> None:
+        io = self.io
+        me = threading.get_ident()
+        with self.lock:
+            self.asked = False
+            if not self.waiting or self.done.is_set():  # busy in a step: it asks again at its next select
+                return
+            with io._wake_lock:
+                if io._dead or io.ident != me:
+                    return
+                io.ident = self.ident  # this thread leaves the loop once this command returns
+                io.thread = self.thread  # type: ignore[assignment]
+        try:
+            self.loop.call_soon_threadsafe(_noop)  # wake the hosting thread: its next select is a turn
+        except RuntimeError:  # pragma: no cover - closed meanwhile
+            pass
+
+
+def _noop() -> None:
+    pass
+
+
+class IoSelector(selectors._BaseSelectorImpl):  # type: ignore[name-defined,misc]
+    """The selector of a hosted asyncio loop: :meth:`Host.select` over the registered descriptors."""
+
+    def __init__(self, h: Host) -> None:
+        super().__init__()
+        self._host = h
+        self._items: list | None = []
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        key = super().register(fileobj, events, data)
+        self._items = None
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        key = super().unregister(fileobj)
+        self._items = None
+        return key
+
+    def select(self, timeout: float | None = None) -> list:
+        items = self._items
+        if items is None:
+            items = self._items = [
+                (key.fd, (zmq.POLLIN if key.events & _READ else 0) | (zmq.POLLOUT if key.events & _WRITE else 0))
+                for key in self._fd_to_key.values()
+            ]
+        ready = []
+        keys = self._fd_to_key
+        for fd, mask in self._host.select(items, timeout):
+            key = keys.get(fd)
+            if key is None:
+                continue
+            events = 0
+            if mask & ~zmq.POLLIN:  # out, or an error: as selectors.PollSelector reports them
+                events |= _WRITE
+            if mask & ~zmq.POLLOUT:
+                events |= _READ
+            ready.append((key, events & key.events))
+        return ready
