@@ -1,7 +1,7 @@
 """Opening the state store of durable agents by URL: a directory, or Redis (``redis://...``).
 
-One store object per URL and secret in a process. redis-py is imported only when a Redis store is
-opened (:mod:`mesh._core._state_redis` imports it on construction).
+One store object per URL and secret in a process. The Redis store's module (and redis-py with it) is
+imported only when a Redis store is opened: a server with a directory store does not load it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import os
 import threading
 from urllib.parse import unquote, urlsplit
 
-from mesh._core._state_redis import RedisStore
 from mesh._core.state_store import DirectoryStore, StateStore, state_key
 
 __all__ = ["close_stores", "default_url", "open_store"]
@@ -41,6 +40,8 @@ def open_store(url: str | None, secret: bytes | None = None) -> StateStore:
         store = _opened.get((url, key))
         if store is None:
             if url.startswith(("redis://", "rediss://", "unix://")):
+                from mesh._core._state_redis import RedisStore
+
                 store = RedisStore(url, key)
             else:
                 path, fsync = url, True
