@@ -3,7 +3,8 @@
 Every module a server imports stays in its memory for its whole life: ``zmq-agent-server start``
 must not pay for the client side (``mesh.client``: proxies, futures, discovery's selection and
 ``hashlib`` with OpenSSL), for ``shutil`` (argparse asks it for the terminal width; it brings
-``bz2`` and ``lzma``), nor for Redis support it was not given.
+``bz2`` and ``lzma``), nor for Redis support it was not given, nor
+for the state store of durable objects before it hosts one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from mesh import _views as views
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOT_LOADED = ("mesh.client", "mesh._listing", "mesh._placement", "hashlib", "shutil", "bz2", "lzma",
-              "mesh.server._store_redis", "mesh._core._state_redis", "mesh._core.redis_results", "asyncio")
+              "mesh.server._store_redis", "mesh._core._state_redis", "mesh._core.redis_results", "mesh._core.state_store",
+              "mesh._core.ckpt_log", "asyncio")
 
 
 def _imported_by_start(*flags: str) -> set[str]:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from mesh._core.state_store import DirectoryStore, StateStore, state_key
+if TYPE_CHECKING:
+    from mesh._core.state_store import StateStore
 
 __all__ = ["close_stores", "default_url", "open_store"]
 
@@ -34,6 +36,8 @@ def open_store(url: str | None, secret: bytes | None = None) -> StateStore:
     Raises:
         StateStoreError: the directory cannot be made, or redis-py is missing.
     """
+    from mesh._core.state_store import DirectoryStore, state_key  # with the first store, not with the server
+
     url = url or default_url()
     key = state_key(secret)
     with _lock:
