@@ -9,7 +9,7 @@ from typing import Any
 
 from mesh.server._admin import durable_cell, restorable_lines
 
-__all__ = ["Parser", "VersionAction", "status_lines"]
+__all__ = ["Formatter", "Parser", "VersionAction", "status_lines"]
 
 
 def status_lines(info: dict[str, Any]) -> list[str]:
@@ -59,13 +59,23 @@ class VersionAction(argparse.Action):
         parser.exit()
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse without ``shutil``: its help formatter (built for every ``add_argument``) asks
-    ``shutil.get_terminal_size``, whose import brings ``bz2``, ``lzma`` and ``zlib``, ~0.2 MiB a server
-    process would keep for a width it never prints. The same width, read as ``shutil`` reads it."""
+class Formatter(argparse.HelpFormatter):
+    """argparse's help formatter without ``shutil``: argparse builds one for every ``add_argument``
+    and it asks ``shutil.get_terminal_size``, whose import brings ``bz2``, ``lzma`` and ``zlib``,
+    ~0.2 MiB a server process would keep for a width it never prints. The same width, read as
+    ``shutil`` reads it."""
 
-    def _get_formatter(self) -> argparse.HelpFormatter:
-        return self.formatter_class(prog=self.prog, width=_columns() - 2)
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None, **kwargs: Any) -> None:
+        width = _columns() - 2 if width is None else width
+        super().__init__(prog, indent_increment, max_help_position, width, **kwargs)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose help (and its sub-commands' help) uses :class:`Formatter`."""
+
+    def __init__(self, *args: Any, formatter_class: type = Formatter, **kwargs: Any) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
 
 def _columns() -> int:
