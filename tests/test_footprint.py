@@ -24,11 +24,11 @@ NOT_LOADED = ("mesh.client", "mesh._listing", "mesh._placement", "hashlib", "shu
               "mesh._core.ckpt_log", "asyncio")
 
 
-def _imported_by_start(*flags: str) -> set[str]:
+def _imported_by_start(**extra_env: str) -> set[str]:
     """The modules ``python -m mesh.server start`` imported up to its ready line (``-X importtime``)."""
-    env = {**os.environ, "MESH_DISCOVERY": "0"}
+    env = {**os.environ, "MESH_DISCOVERY": "0", **extra_env}
     proc = subprocess.Popen(
-        [sys.executable, "-X", "importtime", "-m", "mesh.server", "start", "--port", "0", "--no-advertise", *flags],
+        [sys.executable, "-X", "importtime", "-m", "mesh.server", "start", "--port", "0", "--no-advertise"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )
     try:
@@ -49,6 +49,13 @@ def test_a_plain_server_process_loads_no_client_side_no_shutil_no_redis():
     imported = _imported_by_start()
     assert "mesh.server._dispatch" in imported  # the measure works: the serving side is there
     assert not {m for m in imported if m.startswith(NOT_LOADED)}
+    assert "ctypes" in imported  # it tunes glibc's malloc (mesh.server._malloc)
+
+
+def test_a_server_that_keeps_glibcs_malloc_does_not_load_ctypes():
+    imported = _imported_by_start(MESH_SERVER_MALLOC="default")
+    assert "mesh.server._malloc" in imported
+    assert "ctypes" not in imported
 
 
 @pytest.mark.parametrize("columns", ["57", "", "x"])
