@@ -111,6 +111,8 @@ def _figures(name: str, d: dict[str, Any]) -> list[tuple[str, float, str, bool |
         return [
             ("server PSS MiB", d["server_mib"]["pss"], "<= 17", d["server_mib"]["pss"] <= 17),
             ("raw server PSS MiB", d["raw_server_mib"]["pss"], "", None),
+            ("server PSS MiB, advertising", d["advertising_server_mib"]["pss"], "<= 17",
+             d["advertising_server_mib"]["pss"] <= 17),
             ("server USS MiB", d["server_mib"]["uss"], "", None),
             ("child server launch s", d["child_start_s"], "< 0.1", d["child_start_s"] < 0.1),
             ("init 5 agents, running server s", d["init_s"], "<= 0.003", d["init_s"] <= 0.003),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
 from mesh.server._admin import durable_cell, restorable_lines
 
-__all__ = ["VersionAction", "status_lines"]
+__all__ = ["Formatter", "Parser", "VersionAction", "status_lines"]
 
 
 def status_lines(info: dict[str, Any]) -> list[str]:
@@ -56,3 +57,36 @@ class VersionAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option_string: Any = None) -> None:
         print(f"{parser.prog} {_version()}", flush=True)
         parser.exit()
+
+
+class Formatter(argparse.HelpFormatter):
+    """argparse's help formatter without ``shutil``: argparse builds one for every ``add_argument``
+    and it asks ``shutil.get_terminal_size``, whose import brings ``bz2``, ``lzma`` and ``zlib``,
+    ~0.2 MiB a server process would keep for a width it never prints. The same width, read as
+    ``shutil`` reads it."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None, **kwargs: Any) -> None:
+        width = _columns() - 2 if width is None else width
+        super().__init__(prog, indent_increment, max_help_position, width, **kwargs)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose help (and its sub-commands' help) uses :class:`Formatter`."""
+
+    def __init__(self, *args: Any, formatter_class: type = Formatter, **kwargs: Any) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
+def _columns() -> int:
+    """``shutil.get_terminal_size().columns``: ``$COLUMNS``, else the terminal of stdout, else 80."""
+    try:
+        cols = int(os.environ.get("COLUMNS", 0))
+    except ValueError:
+        cols = 0
+    if cols <= 0:
+        try:
+            cols = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            cols = 0
+    return cols or 80

@@ -1,17 +1,18 @@
 """Opening the state store of durable agents by URL: a directory, or Redis (``redis://...``).
 
-One store object per URL and secret in a process. redis-py is imported only when a Redis store is
-opened (:mod:`mesh._core._state_redis` imports it on construction).
+One store object per URL and secret in a process. The Redis store's module (and redis-py with it) is
+imported only when a Redis store is opened: a server with a directory store does not load it.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from mesh._core._state_redis import RedisStore
-from mesh._core.state_store import DirectoryStore, StateStore, state_key
+if TYPE_CHECKING:
+    from mesh._core.state_store import StateStore
 
 __all__ = ["close_stores", "default_url", "open_store"]
 
@@ -35,12 +36,16 @@ def open_store(url: str | None, secret: bytes | None = None) -> StateStore:
     Raises:
         StateStoreError: the directory cannot be made, or redis-py is missing.
     """
+    from mesh._core.state_store import DirectoryStore, state_key  # with the first store, not with the server
+
     url = url or default_url()
     key = state_key(secret)
     with _lock:
         store = _opened.get((url, key))
         if store is None:
             if url.startswith(("redis://", "rediss://", "unix://")):
+                from mesh._core._state_redis import RedisStore
+
                 store = RedisStore(url, key)
             else:
                 path, fsync = url, True

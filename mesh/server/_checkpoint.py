@@ -22,19 +22,22 @@ import pickle
 import struct
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import msgpack
 
 import transport
-from mesh._core import ckpt_log, wire
-from mesh._core.ckpt_log import Chain
-from mesh._core.state_store import StateStore, seal, unseal
-from mesh._core.stores import default_url, open_store
+from mesh._core import wire
 from mesh._core.wire import Entry
 from mesh._errors import CheckpointError, ServerUnavailable, StateStoreError
 from mesh.server._calls import remote_error
+
+if TYPE_CHECKING:
+    from mesh._core.state_store import StateStore
+
+# The store's modules (mesh._core.state_store, ckpt_log, stores) are imported by the first durable
+# object, not by every server: a server that never hosts one does not keep them in its memory.
 
 __all__ = ["Checkpoints", "Durable", "Moved", "NotInStore", "apply_state", "start_scan", "take_state"]
 
@@ -58,6 +61,8 @@ class Durable:
         self.record: dict = {}
         self.saved_at = 0.0
         self.bytes = 0  # the size of the state's pickle
+        from mesh._core.ckpt_log import Chain
+
         self.chain = Chain()  # what was saved last: the next checkpoint is a delta on it
 
     def row(self) -> dict[str, Any]:
@@ -117,6 +122,8 @@ class Checkpoints:
         if self._store is None:
             with self._lock:
                 if self._store is None:
+                    from mesh._core.stores import open_store
+
                     self._store = open_store(self._url, self._secret)
         return self._store
 
@@ -152,6 +159,8 @@ class Checkpoints:
                                 "ckpt": BEST_EFFORT}}
 
     def _created(self, actor: Any, cls_ref: str, body: Any, buffers: list) -> dict[str, Any]:
+        from mesh._core.state_store import seal
+
         d: Durable = actor.durable
         store = self.store
         spec = msgpack.packb([cls_ref, _bytes(body), [_bytes(b) for b in buffers]], use_bin_type=True)
@@ -245,6 +254,9 @@ class Checkpoints:
         actor.durable = d = Durable(int(record.get("ckpt", 0)), int(record.get("max_restarts", 0)), gen)
         d.record = new
         try:
+            from mesh._core import ckpt_log
+            from mesh._core.state_store import unseal
+
             spec = msgpack.unpackb(unseal(store.key, "spec", actor.id, store.get(actor.id, "spec") or b"", store.where),
                                    raw=False)
             cls_ref, body, buffers = spec
@@ -345,6 +357,8 @@ def start_scan(checkpoints: Checkpoints, lease_ttl: float) -> None:
     """
     url = checkpoints._url
     if url is None:
+        from mesh._core.stores import default_url
+
         url = default_url()
         if not os.path.isdir(url):
             return

@@ -24,7 +24,6 @@ stands). ``MESH_SERVER_MALLOC=default`` keeps glibc's behaviour.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 
@@ -45,6 +44,8 @@ def tune() -> bool:
         "GLIBC_TUNABLES", ""
     ):
         return False
+    import ctypes  # ~0.2 MiB: only a process that tunes its allocator loads it
+
     try:
         libc = ctypes.CDLL(None)  # the process's own symbols: libc's mallopt (find_library would run ldconfig)
         mallopt = libc.mallopt

@@ -30,7 +30,6 @@ from collections import OrderedDict
 from typing import Protocol
 
 from mesh._core.wire import Entry
-from mesh.server._store_redis import RedisBackedPool, RedisPool
 
 __all__ = ["Entry", "LocalPool", "ResultPool", "make_pool"]
 
@@ -191,6 +190,8 @@ def make_pool(
     if pool_type == "redis":
         if not redis_url:
             raise ValueError("pool_type='redis' needs redis_url (e.g. redis://127.0.0.1:6379)")
+        from mesh.server._store_redis import RedisBackedPool, RedisPool  # only a Redis pool's server loads it
+
         # with a secret, entries are signed: nobody without it can plant data consumers would unpickle
         store = RedisPool(redis_url, max_expire_time=max_expire_time, namespace=name, secret=secret)
         return RedisBackedPool(LocalPool(max_len=max_len, max_expire_time=max_expire_time, max_bytes=max_bytes), store)
