@@ -20,7 +20,7 @@ import transport
 from mesh import _byvalue, _create_many, _pipeline
 from mesh._core import ids, settings as _settings, wire
 from mesh._core.address import check_resolves, normalize_address
-from mesh._errors import MeshError, ServerUnavailable
+from mesh._errors import MeshError, SerializationError, ServerUnavailable
 from mesh.client import RpcObject, _restart
 from mesh.client._client import cannot_send, get_client
 from mesh.client._replies import decode_reply, wait
@@ -310,7 +310,15 @@ def _blob(cls: type) -> bytes:
     blob = _blobs.get(cls)
     if blob is None:
         with _class_by_value(cls):
-            blob = _blobs[cls] = _byvalue.dumps(cls)
+            try:
+                blob = _byvalue.dumps(cls)
+            except Exception as exc:  # e.g. a module-level lock its methods use
+                raise SerializationError(
+                    f"class {cls.__qualname__} (module {cls.__module__}) cannot be sent to the server by value: "
+                    f"{type(exc).__name__}: {exc}. Something its code refers to (a module-level lock, file, "
+                    f"socket or client) cannot travel: make it in __init__, or put the class in a module the "
+                    f"server can import (--agent-dir, or on its sys.path)") from None
+            _blobs[cls] = blob
     return blob
 
 

@@ -308,3 +308,19 @@ def test_operations_guide_says_how_to_install_from_a_checkout():
     text = _read("docs/operations.md")
     assert "pip install -e" in text and "[redis]" in text
     assert "not on" in text  # says the package is not on an index yet
+
+
+def test_a_state_store_the_server_cannot_make_is_refused_at_start(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    out = run_cli("start", "--port", "0", "--no-advertise", "--state-store", str(blocker / "store"))
+    assert out.returncode == 2
+    assert "state store" in out.stderr and "cannot create the directory" in out.stderr and "ready" not in out.stdout
+    made = tmp_path / "made" / "here"  # a directory that can be made is made, and the server starts
+    import mesh
+
+    srv = mesh.AgentServer(port=0, advertise=False, state_store=str(made)).launch(in_subprocess=True)
+    try:
+        assert made.is_dir()
+    finally:
+        srv.shutdown()

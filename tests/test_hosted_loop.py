@@ -78,6 +78,48 @@ class Reentrant(metaclass=RpcMeta):
         return x
 
 
+class Mixed(metaclass=RpcMeta):
+    async def nap(self, i: int) -> int:
+        await asyncio.sleep(0.005)
+        return i
+
+    async def hold(self, i: int) -> int:
+        time.sleep(0.03)  # longer than the watchdog's stall: the I/O loop moves, then comes back
+        return i
+
+    async def relay(self, peer, i: int) -> int:
+        return peer.echo(i)  # a blocking mesh wait in a step: handed off first
+
+    def echo(self, i: int) -> int:
+        return i
+
+    async def owns_io(self) -> bool:
+        return _owns_io()
+
+
+def test_hand_offs_and_give_backs_under_a_mixed_load_lose_nothing(spawn_server):
+    srv = spawn_server(port=0, capacity=4)
+    where = {"host": "127.0.0.1", "port": srv.port}
+    objs = [Mixed(to_dist=where) for _ in range(8)]
+    peer = Mixed(to_dist=where)
+    futs, want = [], []
+    for round_ in range(6):
+        for k, obj in enumerate(objs):
+            i = round_ * 100 + k
+            kind = (round_ + k) % 4
+            if kind == 0:
+                futs.append(obj.nap(i))
+            elif kind == 1:
+                futs.append(obj.hold(i))
+            elif kind == 2:
+                futs.append(obj.relay(peer, i))
+            else:
+                futs.append(obj.echo.remote(i))
+            want.append(i)
+    assert [f.result(timeout=60) for f in futs] == want
+    assert wait_until(lambda: objs[0].owns_io().result(timeout=20), timeout=20)  # the loop has the I/O back
+
+
 def test_coroutines_run_on_the_io_thread(spawn_server):
     srv = spawn_server(port=0)
     obj = Looper(to_dist={"host": "127.0.0.1", "port": srv.port})

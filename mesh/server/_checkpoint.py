@@ -127,6 +127,20 @@ class Checkpoints:
                     self._store = open_store(self._url, self._secret)
         return self._store
 
+    def check(self) -> None:
+        """A directory store named explicitly must be usable when the server starts (a Redis
+        store is reported when used: it may come up later).
+
+        Raises:
+            StateStoreError: the directory cannot be made, or this server cannot write it.
+        """
+        url = self._url
+        if not url or url.startswith(("redis://", "rediss://", "unix://")):
+            return
+        root = getattr(self.store, "root", None)  # opening makes the directory
+        if root is not None and not os.access(root, os.W_OK | os.X_OK):
+            raise StateStoreError(f"state store {root}: this server cannot write the directory")
+
     @property
     def opened(self) -> bool:
         return self._store is not None

@@ -83,6 +83,11 @@ class Host:
             on_stop=on_stop, lease_ttl=o.lease_ttl, pool_url=o.redis_url if o.pool_type == "redis" else None,
             state_store=o.state_store, secret=o.secret,
         )
+        try:
+            servicer.checkpoints.check()  # a --state-store it cannot write: refused now, not at the first checkpoint
+        except Exception:
+            servicer.close(0)
+            raise
         keys = transport.derive_keys(o.secret) if o.secret else None
         rt = self._runtime = runtime.current()
         node = rt.node
