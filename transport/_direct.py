@@ -113,24 +113,24 @@ class Direct(Link):
             self._on_monitor(sent=False)
         if not self.up:
             self._wait_up(now + self.recipe.connect_timeout)
-        deadline = None if timeout is None else now + timeout
         sock = self.sock
+        counters = self.counters
         if len(frames) == 3:
-            _send(sock, frames[0], SNDMORE, True)
-            _send(sock, frames[1], SNDMORE, True)
-            _send(sock, frames[2], 0, True)
-            self.counters.sent += len(frames[0]) + len(frames[1]) + len(frames[2])
+            first, second, third = frames
+            _send(sock, first, SNDMORE, True)
+            _send(sock, second, SNDMORE, True)
+            _send(sock, third, 0, True)
+            counters.sent += len(first) + len(second) + len(third)
         else:
             send_blocking(sock, frames)
-            self.counters.sent += sum(map(len, frames))
-        if deadline is not None:
-            return self._wait_polling(rid, expect, deadline)
+            counters.sent += sum(map(len, frames))
+        if timeout is not None:
+            return self._wait_polling(rid, expect, now + timeout)
         # No deadline: block in recv on the data socket alone (RCVTIMEO: one slice), as a plain
         # pyzmq client waits. zmq_poll over the socket and its monitor costs six poll(2) calls
         # per call (a first pass, then ZMQ_EVENTS of each socket before and after the sleep);
         # the monitor is read between slices instead, so a connection lost while the request
         # is out fails the call within a slice (PeerLost), as a closed node does.
-        counters = self.counters
         while True:
             try:
                 frame = _recv(sock, 0, False)
@@ -144,13 +144,23 @@ class Direct(Link):
                     raise NodeClosed("the mesh node was closed")
                 continue
             reply = [frame.bytes]
-            while frame.more:
+            if frame.more:  # the expected reply, [signature, ok header, body], read without a loop
                 frame = _recv(sock, 0, False)
-                reply.append(frame.bytes if len(reply) < 3 else frame)
+                second = frame.bytes
+                if frame.more:
+                    frame = _recv(sock, 0, False)
+                    third = frame.bytes
+                    if not frame.more and second == expect and reply[0] == SIGNATURE:
+                        counters.received += len(reply[0]) + len(second) + len(third)
+                        self._fresh = _monotonic()
+                        return third
+                    reply += (second, third)
+                    while frame.more:
+                        frame = _recv(sock, 0, False)
+                        reply.append(frame)
+                else:
+                    reply.append(second)
             counters.received += sum(map(len, reply))
-            if len(reply) == 3 and reply[1] == expect and reply[0] == SIGNATURE:
-                self._fresh = _monotonic()
-                return reply[2]
             found = self._match(reply, rid)
             if found is not None:
                 self._fresh = _monotonic()

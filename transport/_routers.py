@@ -31,7 +31,7 @@ from transport._future import ReplyFuture
 from transport._log import log
 from transport._loop import Call, Command, Loop
 from transport._security import Keys
-from transport._sockets import POLLIN, ROUTER_LINGER, bind_router, recv, send
+from transport._sockets import NOBLOCK, POLLIN, ROUTER_LINGER, bind_router, send
 from transport._zap import Zap
 
 __all__ = ["BACKLOG_MAX", "Handler", "Router", "Routers"]
@@ -45,6 +45,7 @@ _BURST = 1024  # requests (messages, or messages of batches) served from one ROU
 _BATCHERS_MAX = 65536  # clients remembered as reading batches (past it: forgotten, they get single replies)
 _poll = zmq.zmq_poll
 _get_ident = threading.get_ident
+_recv = zmq.backend.Socket.recv
 
 Handler = Callable[["Router", bytes, dict, Any, list], None]
 
@@ -229,11 +230,15 @@ class Routers:
                 if not _poll(ready, 0):
                     return
             polled = False
-            try:
-                frames = recv(sock, 4)
+            try:  # (transport._sockets.recv, inlined: identity, signature, header, body as bytes)
+                frame = _recv(sock, NOBLOCK, False)
             except zmq.Again:
                 return
-            identity = frames[0]
+            identity = frame.bytes
+            frames = [identity]
+            while frame.more:
+                frame = _recv(sock, 0, False)
+                frames.append(frame.bytes if len(frames) < 4 else frame)
             router.received += sum(map(len, frames)) - len(identity)
             budget -= 1
             try:

@@ -317,10 +317,7 @@ def recv(sock: zmq.Socket, small: int) -> list[Any]:
     """
     frame = _recv(sock, NOBLOCK, False)
     frames = [frame.bytes if small else frame]
-    append = frames.append
-    n = 1
     while frame.more:
         frame = _recv(sock, 0, False)
-        append(frame.bytes if n < small else frame)
-        n += 1
+        frames.append(frame.bytes if len(frames) < small else frame)
     return frames

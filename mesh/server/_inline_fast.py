@@ -177,7 +177,7 @@ class FastLane:
                 entry = _OK_ENTRY if packed is not None else ok(result_of(cls, method, value))
                 if hooks.waited:
                     calls.inline.waited(cls, method)
-                else:
+                elif packed is None:
                     calls.inline.record(cls, method, elapsed)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
             entry = call_error(exc)
@@ -187,12 +187,13 @@ class FastLane:
         finally:
             local.chain = local.on_block = local.on_unblock = None
             hooks.busy = False
-        if packed is not None and not hooks.waited:
+        if packed is not None and not hooks.waited:  # (then the method ran: elapsed is set)
             # The reply first, the server's own accounting after it: nothing reads that before
             # this thread goes back to the loop (it is still the I/O thread unless the watchdog
             # handed a long run off). A call that waited keeps the order below: a successor
             # thread serves requests meanwhile, and a status read must find it counted.
             router.reply_packed(identity, _ok_header(rid), packed)
+            calls.inline.record(cls, method, elapsed)
             actor.served += 1
             calls.stats.record(actor.cls_name, method, t0, _OK)
             calls.next(actor)
