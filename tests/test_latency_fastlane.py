@@ -4,7 +4,10 @@ whatever they do not cover (deadlines, async calls in flight, odd headers, non-p
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 
 import msgpack
 import pytest
@@ -49,6 +52,10 @@ class Kit(metaclass=RpcMeta):
 
     def where(self) -> str:
         return threading.current_thread().name
+
+    def nap(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
 
     def call_other(self, other, x):
         if other is None:  # short: becomes inline, then the calls below wait inside the fast lane
@@ -114,6 +121,11 @@ def test_templates_pack_as_msgpack_does() -> None:
     assert msgpack.unpackb(head) == {"op": "call", "obj": "o.1", "id": 7}
     with pytest.raises(ValueError):
         transport.map_prefix(16, [])
+    for v in ("hello", 7, -3, 2**64 - 1, 1.5, True, None, b"\x00" * 40, [["a", 1], {"k": b"v"}], (("x",), {})):
+        assert transport.pack_plain(v) == msgpack.packb(v, use_bin_type=True)
+    with pytest.raises(UnicodeEncodeError):
+        transport.pack_plain(["\ud800"])
+    assert transport.pack_plain("after an error") == msgpack.packb("after an error")  # the packer still works
 
 
 def _fast(counted: Counted, call):
@@ -254,3 +266,35 @@ def test_values_msgpack_cannot_pack_and_big_bodies_get_the_general_errors(counte
         assert k.echo("ok") == "ok"
     finally:
         srv.shutdown()
+
+
+def test_a_plain_sync_call_waits_in_recv_not_in_a_poll(spawn_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's fast lane blocks in ``recv`` on its socket (one poll(2) inside libzmq, as a plain
+    pyzmq client): no ``zmq_poll`` over the socket and its monitor while it waits."""
+    from transport import _direct
+
+    srv = spawn_server(port=0)
+    k = Kit(to_dist={"host": srv.host, "port": srv.port})
+    assert k.echo(0) == 0
+    polls = []
+    real = _direct._poll
+    monkeypatch.setattr(_direct, "_poll", lambda items, timeout: polls.append(timeout) or real(items, timeout))
+    for i in range(50):  # back to back: each within FRESH of the last reply (no monitor check before sending)
+        assert k.echo(i) == i
+    # before: one zmq_poll per call at least (the wait); now only the monitor checks before sending
+    # that a loaded machine makes when a call comes more than FRESH after the last reply
+    assert len(polls) < 25, polls
+    before = len(polls)
+    assert k.nap(0.6) == 0.6  # a wait of several slices: the monitor is read between them
+    assert len(polls) - before >= 2
+
+
+def test_a_server_lost_while_a_fast_lane_call_waits_fails_it_within_a_slice_or_two(spawn_server) -> None:
+    srv = spawn_server(port=0)
+    k = Kit(to_dist={"host": srv.host, "port": srv.port})
+    assert k.echo("up") == "up"
+    threading.Timer(0.3, os.kill, (srv.pid, signal.SIGKILL)).start()
+    t = time.monotonic()
+    with pytest.raises(mesh.OutcomeUnknown):  # sent, then the connection went: it may have run
+        k.nap(30)
+    assert time.monotonic() - t < 5.0  # the kill comes at 0.3 s; found at the next slice (0.1 s), loosely

@@ -21,7 +21,7 @@ from transport._framing import PROTOCOL_MAJOR, PROTOCOL_MINOR, SIGNATURE
 from transport._future import ReplyFuture
 from transport._node import Node, Router
 from transport._security import Keys, derive_keys, read_secret_file, secret_from_env
-from transport._templates import map_prefix, ok_header, pack_str, pack_uint
+from transport._templates import map_prefix, ok_header, pack_plain, pack_str, pack_uint
 
 __all__ = [
     "BUFFER_THRESHOLD",
@@ -48,6 +48,7 @@ __all__ = [
     "encode",
     "map_prefix",
     "ok_header",
+    "pack_plain",
     "pack_str",
     "pack_uint",
     "read_secret_file",

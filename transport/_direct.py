@@ -33,6 +33,7 @@ __all__ = ["SLICE", "Direct"]
 _poll = zmq.zmq_poll
 _monotonic = time.monotonic
 _send = zmq.backend.Socket.send
+_recv = zmq.backend.Socket.recv
 SNDMORE = int(zmq.SNDMORE)
 
 SLICE = 100  # ms: how often a waiting call checks that the node is still open
@@ -57,6 +58,7 @@ class Direct(Link):
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
         self.poller.register(self.mon, zmq.POLLIN)
+        self.sock.rcvtimeo = SLICE  # call_fast's blocking wait checks the monitor and the node each slice
         self._items = [(self.sock, POLLIN), (self.mon, POLLIN)]  # for zmq_poll itself (no Poller per call)
         self._mon_items = [(self.mon, POLLIN)]
         self._fresh = -FRESH  # monotonic time of the last reply read by call_fast
@@ -99,7 +101,7 @@ class Direct(Link):
         ``ok`` with no buffers (nothing parsed), else the split reply ``(header, body, buffers)``.
 
         Same failures as :meth:`call`, and the same order of checks; only the waiting is leaner
-        (``zmq_poll`` on a fixed list, no ``Poller``, no dict).
+        (a blocking ``recv`` without a deadline, else ``zmq_poll`` on a fixed list: no ``Poller``, no dict).
         """
         if self.closed:
             raise NodeClosed("the mesh node was closed")
@@ -111,19 +113,65 @@ class Direct(Link):
             self._on_monitor(sent=False)
         if not self.up:
             self._wait_up(now + self.recipe.connect_timeout)
-        deadline = None if timeout is None else now + timeout
         sock = self.sock
+        counters = self.counters
         if len(frames) == 3:
-            _send(sock, frames[0], SNDMORE, True)
-            _send(sock, frames[1], SNDMORE, True)
-            _send(sock, frames[2], 0, True)
-            self.counters.sent += len(frames[0]) + len(frames[1]) + len(frames[2])
+            first, second, third = frames
+            _send(sock, first, SNDMORE, True)
+            _send(sock, second, SNDMORE, True)
+            _send(sock, third, 0, True)
+            counters.sent += len(first) + len(second) + len(third)
         else:
             send_blocking(sock, frames)
-            self.counters.sent += sum(map(len, frames))
+            counters.sent += sum(map(len, frames))
+        if timeout is not None:
+            return self._wait_polling(rid, expect, now + timeout)
+        # No deadline: block in recv on the data socket alone (RCVTIMEO: one slice), as a plain
+        # pyzmq client waits. zmq_poll over the socket and its monitor costs six poll(2) calls
+        # per call (a first pass, then ZMQ_EVENTS of each socket before and after the sleep);
+        # the monitor is read between slices instead, so a connection lost while the request
+        # is out fails the call within a slice (PeerLost), as a closed node does.
+        while True:
+            try:
+                frame = _recv(sock, 0, False)
+            except zmq.Again:  # a slice without a reply
+                frame = None
+            if frame is None:
+                if _poll(self._mon_items, 0):
+                    self._on_monitor(sent=True)
+                if self.is_closed():
+                    self.close()
+                    raise NodeClosed("the mesh node was closed")
+                continue
+            reply = [frame.bytes]
+            if frame.more:  # the expected reply, [signature, ok header, body], read without a loop
+                frame = _recv(sock, 0, False)
+                second = frame.bytes
+                if frame.more:
+                    frame = _recv(sock, 0, False)
+                    third = frame.bytes
+                    if not frame.more and second == expect and reply[0] == SIGNATURE:
+                        counters.received += len(reply[0]) + len(second) + len(third)
+                        self._fresh = _monotonic()
+                        return third
+                    reply += (second, third)
+                    while frame.more:
+                        frame = _recv(sock, 0, False)
+                        reply.append(frame)
+                else:
+                    reply.append(second)
+            counters.received += sum(map(len, reply))
+            found = self._match(reply, rid)
+            if found is not None:
+                self._fresh = _monotonic()
+                return found
+
+    def _wait_polling(self, rid: int, expect: bytes, deadline: float) -> Any:
+        """:meth:`call_fast`'s wait for a call with a deadline: the socket and its monitor in one poll."""
+        sock = self.sock
         items = self._items
         while True:
-            wait = SLICE if deadline is None else max(0, min(SLICE, int((deadline - time.monotonic()) * 1000) + 1))
+            wait = max(0, min(SLICE, int((deadline - time.monotonic()) * 1000) + 1))
             events = _poll(items, wait)
             if events:
                 for ready, _mask in events:  # the socket comes first in items: a reply before a disconnect
@@ -146,7 +194,7 @@ class Direct(Link):
             if self.is_closed():
                 self.close()
                 raise NodeClosed("the mesh node was closed")
-            if deadline is not None and time.monotonic() >= deadline:
+            if time.monotonic() >= deadline:
                 raise RequestTimeout(f"{self.endpoint}: no reply within the deadline")
 
     @staticmethod

@@ -88,12 +88,14 @@ def split_frames(frames: list[Any]) -> tuple[dict[str, Any], Any, list[Any]]:
     """
     if len(frames) < 3:
         raise FrameError(f"expected at least 3 frames, got {len(frames)}")
-    sig = _as_bytes(frames[0])
+    sig, raw = frames[0], frames[1]
+    if type(sig) is not bytes:  # (read as bytes on the hot paths: no call to convert them)
+        sig = _as_bytes(sig)
     if sig != SIGNATURE:
         if len(sig) == 5 and sig[:4] == b"AMSH":
             raise VersionMismatch(sig[4], PROTOCOL_MAJOR)
         raise FrameError("bad signature frame: not a mesh peer")
-    return _header(_as_bytes(frames[1])), frames[2], list(frames[3:])
+    return _header(raw if type(raw) is bytes else _as_bytes(raw)), frames[2], list(frames[3:]) if len(frames) > 3 else []
 
 
 def _header(raw: bytes) -> dict[str, Any]:

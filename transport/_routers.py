@@ -31,7 +31,7 @@ from transport._future import ReplyFuture
 from transport._log import log
 from transport._loop import Call, Command, Loop
 from transport._security import Keys
-from transport._sockets import POLLIN, ROUTER_LINGER, bind_router, recv, send
+from transport._sockets import NOBLOCK, POLLIN, ROUTER_LINGER, bind_router, send
 from transport._zap import Zap
 
 __all__ = ["BACKLOG_MAX", "Handler", "Router", "Routers"]
@@ -44,6 +44,8 @@ BACKLOG_POLL_MAX = 200
 _BURST = 1024  # requests (messages, or messages of batches) served from one ROUTER before the loop looks elsewhere
 _BATCHERS_MAX = 65536  # clients remembered as reading batches (past it: forgotten, they get single replies)
 _poll = zmq.zmq_poll
+_get_ident = threading.get_ident
+_recv = zmq.backend.Socket.recv
 
 Handler = Callable[["Router", bytes, dict, Any, list], None]
 
@@ -191,7 +193,7 @@ class Routers:
         try:
             self._read_requests(router, sock)
         finally:
-            if router.on_burst_end is not None and self.loop.on_thread():  # (not after a hand-off)
+            if router.on_burst_end is not None and _get_ident() == self.loop.ident:  # (not after a hand-off)
                 try:
                     router.on_burst_end()
                 except Exception:
@@ -200,8 +202,9 @@ class Routers:
     def _read_requests(self, router: Router, sock: zmq.Socket) -> None:
         pending = router.pending
         handler = router.handler
-        on_thread = self.loop.on_thread
-        ready = [(sock, POLLIN)]
+        loop = self.loop
+        on_thread = loop.on_thread
+        ready = None  # [(sock, POLLIN)] once a second message is looked for (a sync call's burst has one)
         budget = _BURST
         polled = True  # the loop's poll found the first one
         while budget > 0:
@@ -221,14 +224,21 @@ class Routers:
                     return
                 continue
             # zmq_poll, not get(EVENTS): pyzmq makes an enum of the option
-            if not polled and not _poll(ready, 0):
-                return
+            if not polled:
+                if ready is None:
+                    ready = [(sock, POLLIN)]
+                if not _poll(ready, 0):
+                    return
             polled = False
-            try:
-                frames = recv(sock, 4)
+            try:  # (transport._sockets.recv, inlined: identity, signature, header, body as bytes)
+                frame = _recv(sock, NOBLOCK, False)
             except zmq.Again:
                 return
-            identity = frames[0]
+            identity = frame.bytes
+            frames = [identity]
+            while frame.more:
+                frame = _recv(sock, 0, False)
+                frames.append(frame.bytes if len(frames) < 4 else frame)
             router.received += sum(map(len, frames)) - len(identity)
             budget -= 1
             try:
@@ -249,7 +259,7 @@ class Routers:
             except Exception:
                 log.exception("request handler failed")
                 answered = None
-            if not on_thread():  # the handler handed the loop off (Loop.hand_off): leave it
+            if _get_ident() != loop.ident:  # the handler handed the loop off (Loop.hand_off): leave it
                 return
             if answered is True:  # answered at once (a sync call): the loop's next poll looks for more
                 break

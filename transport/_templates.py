@@ -10,14 +10,30 @@ peer cannot tell a templated header from another; :func:`ok_header` is the reply
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgpack
 
-__all__ = ["map_prefix", "ok_header", "pack_str", "pack_uint"]
+__all__ = ["map_prefix", "ok_header", "pack_plain", "pack_str", "pack_uint"]
 
 _packb = msgpack.packb
+_local = threading.local()
 _OK_RE = b"\x82\xa2op\xa2ok\xa2re"  # {"op": "ok", "re": ...} up to the value of "re"
+
+
+def pack_plain(value: Any) -> bytes:
+    """``msgpack.packb(value, use_bin_type=True)`` with this thread's packer: ``packb`` makes a
+    ``Packer`` (and its buffer) per call, several times the cost of packing a small value.
+
+    Raises:
+        TypeError, ValueError, OverflowError...: as ``packb`` (the packer stays usable).
+    """
+    try:
+        return _local.packer.pack(value)
+    except AttributeError:
+        _local.packer = msgpack.Packer(use_bin_type=True)
+        return _local.packer.pack(value)
 
 
 def pack_uint(n: int) -> bytes:

@@ -36,8 +36,10 @@ SLOW: Any = object()  # Client.sync_call: this call is not for the fast lane (ta
 _TEMPLATES_MAX = 4096  # request header templates kept, per (object, method)
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
-_pack_uint, _pack_str = transport.pack_uint, transport.pack_str
+_pack_uint, _pack_str, _pack_plain = transport.pack_uint, transport.pack_str, transport.pack_plain
 _OK_RE = transport.ok_header(0)[:-1]  # an ok reply's header up to the value of "re"
+_SIGNATURE = transport.SIGNATURE
+_STR_HEADS = [bytes((0xA0 | n,)) for n in range(32)]  # msgpack fixstr headers
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _SCALARS = frozenset((str, float, bool, type(None)))
 
@@ -126,7 +128,9 @@ class Client:
         node = self.node
         rid = node.next_id()
         packed = _pack_uint(rid)
-        frames = [transport.SIGNATURE, prefix + _pack_str(chain) + b"\xa2id" + packed, body]
+        raw = chain.encode()  # (pack_str, inlined for the short ids chains are)
+        frames = [_SIGNATURE, prefix + (_STR_HEADS[len(raw)] + raw if len(raw) < 32 else _pack_str(chain))
+                  + b"\xa2id" + packed, body]
         try:
             reply = node.call_fast(address, rid, frames, _OK_RE + packed, self.settings.call_timeout)
         except BaseException as exc:
@@ -194,8 +198,8 @@ def _plain_body(args: tuple, kwargs: dict) -> bytes | None:
         for k, v in kwargs.items():
             if type(k) is not str or not _plain(v):
                 return None
-    try:
-        return _packb([list(args), kwargs], use_bin_type=True)
+    try:  # (a tuple packs as the list the codec makes of it)
+        return _pack_plain((args, kwargs))
     except Exception:  # e.g. a str that is not valid UTF-8 (a lone surrogate): the codec says what
         return None
 

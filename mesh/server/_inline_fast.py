@@ -19,6 +19,7 @@ around the method, the inline history, the server's call stats, the session touc
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any
@@ -30,32 +31,66 @@ from mesh._core import context, tracing, wire
 from mesh._core.methods import runs_on_loop
 from mesh.server._calls import call_error, ok, result_of
 from mesh.server._checks import ID_MAX, NAME_MAX
-from mesh.server._mailbox import Actor, Call
+from mesh.server._mailbox import Call
 from mesh.server._results import shut_down
 
 __all__ = ["FastLane"]
 
 _get_ident = threading.get_ident
+_modules = sys.modules
 _monotonic = time.monotonic
-_perf = time.perf_counter
 _decode = transport.decode
 _ok_header = transport.ok_header
 _local = context._local
 _unpackb = msgpack.unpackb
-_packb = msgpack.packb
+_pack_plain = transport.pack_plain
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # the codec pickles ints outside
 _OK = {"op": wire.OK}  # the header of a plain ok entry made here (never changed: read only)
-_NO_BUFFERS: list = []
+_OK_ENTRY = (_OK, b"\xc0", [])  # stands for a plain ok packed by FastLane._run itself (read only)
 
 
 def _not_plain(code: int, data: bytes) -> Any:
     raise ValueError("an ext value: decoded by the codec")
 
 
+class _Hooks:
+    """The ``blocking()`` hooks of the inline call running on an I/O thread (as :meth:`CallRunner._run_one`'s).
+
+    One is kept by the lane and reused call after call; a call that is still running when the
+    next one starts (its thread handed the I/O loop off) keeps its own, and the lane makes another.
+    """
+
+    __slots__ = ("calls", "actor", "chain", "ident", "waited", "busy", "on_block", "on_unblock")
+
+    def __init__(self, calls: Any) -> None:
+        self.calls = calls
+        self.actor: Any = None
+        self.chain: Any = None
+        self.ident = 0
+        self.waited = False
+        self.busy = False
+        self.on_block = self._on_block  # bound once: the context holds these, not new closures per call
+        self.on_unblock = self._on_unblock
+
+    def _on_block(self) -> None:
+        self.waited = True
+        calls, actor = self.calls, self.actor
+        watchdog = calls.watchdog
+        with watchdog.lock:
+            if watchdog.current is not None:
+                watchdog.current = None
+                calls._hand_off(self.ident)
+        for c in actor.block(self.chain):
+            calls._submit(actor, c)
+
+    def _on_unblock(self) -> None:
+        self.actor.unblock(self.chain)
+
+
 class FastLane:
     """The request handler of a server's ROUTER: plain sync calls here, the rest to ``servicer.handle``."""
 
-    __slots__ = ("servicer", "slow", "calls", "actors", "seen")
+    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks")
 
     def __init__(self, servicer: Any) -> None:
         self.servicer = servicer
@@ -63,6 +98,7 @@ class FastLane:
         self.calls = servicer.calls
         self.actors = servicer.objects.actors
         self.seen = servicer.sessions.seen  # Sessions.touch, inlined
+        self.hooks = _Hooks(self.calls)
 
     def handle(self, router: Any, identity: bytes, header: dict, body: Any, buffers: list) -> bool | None:
         """Serve one request (I/O thread; never blocks on its own, never raises). True: a sync
@@ -70,16 +106,17 @@ class FastLane:
         get = header.get
         if get("op") != wire.CALL or buffers:
             return self.slow(router, identity, header, body, buffers)
-        obj, method, rid, chain, sess = get("obj"), get("m"), get("id"), get("chain"), get("sess")
+        obj_id, method, rid, chain, sess = get("obj"), get("m"), get("id"), get("chain"), get("sess")
         if (len(header) != 4 + (chain is not None) + (sess is not None) or type(rid) is not int
-                or type(obj) is not str or len(obj) > ID_MAX or type(method) is not str or len(method) > NAME_MAX
+                or type(obj_id) is not str or len(obj_id) > ID_MAX or type(method) is not str or len(method) > NAME_MAX
                 or (chain is not None and (type(chain) is not str or len(chain) > ID_MAX))
                 or (sess is not None and (type(sess) is not str or len(sess) > ID_MAX))):
             return self.slow(router, identity, header, body, buffers)
-        actor = self.actors.get(obj)
+        actor = self.actors.get(obj_id)
         calls = self.calls
         if (actor is None or actor.durable is not None or not self.servicer.accepting or calls.node is None
-                or not calls.inline.allows(type(actor.obj), method) or tracing.enabled()):
+                or not calls.inline.allows(type(actor.obj), method)
+                or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
             return self.slow(router, identity, header, body, buffers)
         with actor.lock:  # admission as Actor.admit, for an idle actor only (nothing queued before it)
             if actor.running or actor.failed:
@@ -91,34 +128,22 @@ class FastLane:
         t0 = _monotonic()
         if sess is not None:
             self.seen[sess] = t0
-        self._run(actor, method, chain, body, router, identity, rid, t0)
-        return True
+        return self._run(actor, method, chain, body, router, identity, rid, t0)
 
-    def _run(self, actor: Actor, method: str, chain: Any, body: Any, router: Any, identity: bytes, rid: int,
-             t0: float) -> None:
+    def _run(self, actor: Any, method: str, chain: Any, body: Any, router: Any, identity: bytes, rid: int,
+             t0: float) -> bool:
+        """Run an admitted call and answer it: the run, the reply, then the accounting."""
         calls = self.calls
-        ident = _get_ident()
-        waited = False
-
-        def on_block() -> None:  # as CallRunner._run_one's inline hooks
-            nonlocal waited
-            waited = True
-            watchdog = calls.watchdog
-            with watchdog.lock:
-                if watchdog.current is not None:
-                    watchdog.current = None
-                    calls._hand_off(ident)
-            for c in actor.block(chain):
-                calls._submit(actor, c)
-
-        def on_unblock() -> None:
-            actor.unblock(chain)
-
+        hooks = self.hooks
+        if hooks.busy:  # the previous inline call still runs on the thread that handed the loop off
+            hooks = self.hooks = _Hooks(calls)
+        hooks.busy = True
+        hooks.actor, hooks.chain, hooks.ident, hooks.waited = actor, chain, _get_ident(), False
         obj = actor.obj
         cls = type(obj)
-        inline = calls.inline
         local = _local  # context.set_context, inlined (the scope stays None: a sync call without deadline)
-        local.chain, local.on_block, local.on_unblock = chain, on_block, on_unblock
+        local.chain, local.on_block, local.on_unblock = chain, hooks.on_block, hooks.on_unblock
+        packed = None  # the body of a plain ok reply (a str, number, bool or None: packed here)
         try:
             try:  # plain arguments in one unpack; anything else (a tuple, a pickle...) through the codec
                 args, kwargs = _unpackb(body, raw=False, strict_map_key=False, ext_hook=_not_plain)
@@ -131,47 +156,57 @@ class FastLane:
                 call = Call(lambda e: _answer(router, identity, rid, e), method, body, [], chain, None, False)
                 call.t0 = t0
                 if calls._to_loop(actor, call, fn, args, kwargs):
-                    return  # its task answers, and starts the actor's next call
+                    return True  # its task answers, and starts the actor's next call
                 entry = shut_down()
             else:
                 watchdog = calls.watchdog
                 t = _monotonic()
-                watchdog.begin(ident)  # it covers the method only: this thread sends the reply after it
+                watchdog.begin(hooks.ident)  # it covers the method only: this thread sends the reply after it
                 try:
                     value = fn(*args, **kwargs)
                 finally:
                     watchdog.end()
-                entry = _plain_ok(value) or ok(result_of(cls, method, value))
-                if waited:
-                    inline.waited(cls, method)
-                else:
-                    inline.record(cls, method, _monotonic() - t)
+                elapsed = _monotonic() - t
+                kind = type(value)
+                if kind is str or kind is float or kind is bool or value is None or (
+                        kind is int and _INT_MIN <= value <= _INT_MAX):
+                    try:
+                        packed = _pack_plain(value)
+                    except Exception:  # a str that does not encode: the codec's error entry says so
+                        packed = None
+                entry = _OK_ENTRY if packed is not None else ok(result_of(cls, method, value))
+                if hooks.waited:
+                    calls.inline.waited(cls, method)
+                elif packed is None:
+                    calls.inline.record(cls, method, elapsed)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
             entry = call_error(exc)
-            if waited:
-                inline.waited(cls, method)
+            packed = None
+            if hooks.waited:
+                calls.inline.waited(cls, method)
         finally:
             local.chain = local.on_block = local.on_unblock = None
+            hooks.busy = False
+        if packed is not None and not hooks.waited:  # (then the method ran: elapsed is set)
+            # The reply first, the server's own accounting after it: nothing reads that before
+            # this thread goes back to the loop (it is still the I/O thread unless the watchdog
+            # handed a long run off). A call that waited keeps the order below: a successor
+            # thread serves requests meanwhile, and a status read must find it counted.
+            router.reply_packed(identity, _ok_header(rid), packed)
+            calls.inline.record(cls, method, elapsed)
+            actor.served += 1
+            calls.stats.record(actor.cls_name, method, t0, _OK)
+            calls.next(actor)
+            return True
         actor.served += 1
         head = entry[0]
         calls.stats.record(actor.cls_name, method, t0, head)
-        if head is _OK:
-            router.reply_packed(identity, _ok_header(rid), entry[1])
+        if packed is not None:
+            router.reply_packed(identity, _ok_header(rid), packed)
         else:
             _answer(router, identity, rid, entry)
         calls.next(actor)
-
-
-def _plain_ok(value: Any) -> Any:
-    """The ok entry of a plain result, packed as the codec packs it; None for anything else (or a
-    str that does not encode: the codec's error entry says so)."""
-    kind = type(value)
-    if kind is str or kind is float or kind is bool or value is None or (kind is int and _INT_MIN <= value <= _INT_MAX):
-        try:
-            return _OK, _packb(value), _NO_BUFFERS
-        except Exception:
-            return None
-    return None
+        return True
 
 
 def _answer(router: Any, identity: bytes, rid: int, entry: Any) -> None:
