@@ -313,11 +313,7 @@ def _blob(cls: type) -> bytes:
             try:
                 blob = _byvalue.dumps(cls)
             except Exception as exc:  # e.g. a module-level lock its methods use
-                raise SerializationError(
-                    f"class {cls.__qualname__} (module {cls.__module__}) cannot be sent to the server by value: "
-                    f"{type(exc).__name__}: {exc}. Something its code refers to (a module-level lock, file, "
-                    f"socket or client) cannot travel: make it in __init__, or put the class in a module the "
-                    f"server can import (--agent-dir, or on its sys.path)") from None
+                raise SerializationError(f"class {cls.__qualname__} (module {cls.__module__}) cannot be sent to the server by value: {type(exc).__name__}: {exc}. Something its code refers to (a module-level lock, file, socket or client) cannot travel: make it in __init__, or put the class in a module the server can import (--agent-dir, or on its sys.path)") from None  # noqa: E501
             _blobs[cls] = blob
     return blob
 
