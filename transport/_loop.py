@@ -83,7 +83,8 @@ class Loop:
         self._handlers: dict[Any, Handler] = {}
         self._due: list[tuple[float, int, Callable[[Any], None], Any]] = []  # heap of call_at entries
         self._seq = itertools.count()
-        self.timers: list[list] = []  # [next_due, interval, fn]
+        self.timers: list[list] = []  # [next_due, interval, fn]: added by add_timer
+        self._timers_next = float("inf")  # the earliest next_due of the timers
         self.flushers: list[Callable[[], None]] = []  # run at the end of each turn (send what was staged)
         self.ident = 0
         self._stopped = False  # a stop was read: the thread running the loop leaves it
@@ -241,12 +242,14 @@ class Loop:
         if self.ident != me:
             return out
         self._woken = False
-        if self._drain():
+        if not self._queue.empty() and self._drain():
             return out
-        if self._due:
-            self._run_due()
-        if self.timers:
-            self._run_timers()
+        if self._due or self.timers:
+            now = time.monotonic()
+            if self._due and self._due[0][0] <= now:
+                self._run_due(now)
+            if self.timers and self._timers_next <= now:
+                self._run_timers(now)
         return out
 
     def _drain(self) -> bool:
@@ -281,16 +284,23 @@ class Loop:
                 log.exception("I/O flush failed")
 
     def _next_timeout(self) -> int:
-        due = [t[0] for t in self.timers]
+        nxt = self._timers_next if self.timers else None
         if self._due:
-            due.append(self._due[0][0])
-        if not due:
+            at = self._due[0][0]
+            if nxt is None or at < nxt:
+                nxt = at
+        if nxt is None:
             return 1000
-        delay = min(due) - time.monotonic()
+        delay = nxt - time.monotonic()
         return max(0, min(1000, int(delay * 1000) + 1))
 
-    def _run_due(self) -> None:
-        now = time.monotonic()
+    def add_timer(self, entry: list) -> None:
+        """Add ``[next_due, interval, fn]`` to :attr:`timers` (the I/O thread)."""
+        self.timers.append(entry)
+        if entry[0] < self._timers_next:
+            self._timers_next = entry[0]
+
+    def _run_due(self, now: float) -> None:
         due = self._due
         while due and due[0][0] <= now:
             _, _, fn, arg = heapq.heappop(due)
@@ -299,8 +309,7 @@ class Loop:
             except Exception:
                 log.exception("scheduled I/O callback failed")
 
-    def _run_timers(self) -> None:
-        now = time.monotonic()
+    def _run_timers(self, now: float) -> None:
         for timer in list(self.timers):
             if timer[0] <= now:
                 timer[0] = now + timer[1]
@@ -308,3 +317,4 @@ class Loop:
                     timer[2]()
                 except Exception:
                     log.exception("timer callback failed")
+        self._timers_next = min((t[0] for t in self.timers), default=float("inf"))

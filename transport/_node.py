@@ -296,7 +296,7 @@ class Node:
     # ------------------------------------------------------------- timers
     def add_timer(self, interval: float, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the I/O thread every ``interval`` seconds (it must not block)."""
-        self._loop.submit(Call(self._loop.timers.append, [time.monotonic() + interval, interval, fn]))
+        self._loop.submit(Call(self._loop.add_timer, [time.monotonic() + interval, interval, fn]))
 
     def remove_timer(self, fn: Callable[[], None]) -> None:
         timers = self._loop.timers
