@@ -129,9 +129,10 @@ def _get_browser() -> Any:
     global _browser
     with _lock:
         if _browser is None:
-            import discovery  # zeroconf costs ~170 ms to import: only a process that browses pays it
+            from discovery import Browser  # only a process that browses pays for it
 
-            _browser = discovery.Browser()
+            # zeroconf (~60-170 ms to import and start) once a plain mDNS probe is answered, else a second later
+            _browser = Browser(probe_first=True)
             _browser.add_listener(_notify)
             _browser.start()
         return _browser
