@@ -129,9 +129,8 @@ def _get_browser() -> Any:
     global _browser
     with _lock:
         if _browser is None:
-            from discovery import Browser  # only a process that browses pays for it
+            from discovery import Browser  # probe_first: zeroconf only once a plain mDNS probe is answered
 
-            # zeroconf (~60-170 ms to import and start) once a plain mDNS probe is answered, else a second later
             _browser = Browser(probe_first=True)
             _browser.add_listener(_notify)
             _browser.start()
