@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import transport
-from mesh import _listing as listing, _top as top
+from mesh import _top as top
 from mesh import _views as views
 from mesh._api import init, shutdown
 from mesh._core import wire
@@ -42,7 +42,7 @@ MIN_SECRET_BYTES = 16
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = views.Parser(
         prog="zmq-agent-server", description="Agent servers of the ZeroMQ agent mesh.",
         epilog="AgentScope's `as_server start ...` command lines run as `zmq-agent-server start ...`.",
     )
@@ -378,7 +378,8 @@ def _list(args: argparse.Namespace) -> int:
         os.environ["MESH_REDIS_DISCOVERY_URL"] = args.redis_url
     if not _client_secret(args):
         return 1
-    from mesh.client._selection import survey  # the client side: not loaded by `start`
+    from mesh import _listing as listing  # the client side: not loaded by `start`
+    from mesh.client._selection import survey
 
     try:
         found, failed = survey(timeout=args.timeout)
