@@ -69,7 +69,14 @@ def place(cls: type, args: tuple, kwargs: dict, conf: DistConf, *, wait_reply: b
         host = "127.0.0.1"  # a port alone means this machine, as in AgentScope
     if host is not None:
         return create(normalize_address(host, port), cls, args, kwargs, **options)
-    spare = _start_spare() if _first_discovery() else None
+    first = _first_discovery()
+    # the first placement: the child server starts in the background (a spare while discovery runs)
+    # and the client's runtime meanwhile here (needed either way)
+    spare = _start_spare() if first or (_child is None and not _settings.current().discovery) else None
+    if spare is not None:
+        get_client()
+    if not first:
+        spare = None  # nothing to discover: the spare is the child
     for _ in range(3):  # a discovered server may have died since it last answered a ping
         address = _discovered()
         if address is None:
@@ -127,7 +134,7 @@ def _first_discovery() -> bool:
 
 
 def _start_spare() -> threading.Thread | None:
-    """Start the child server in the background while the first discovery runs.
+    """Start the child server in the background while the first discovery runs (and the runtime starts).
 
     Discovery that finds nothing then costs nothing more than the child's start; when it finds
     a server, the spare child is stopped again (:func:`_drop_spare`).
