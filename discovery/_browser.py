@@ -185,7 +185,8 @@ class Browser:
 
     def asked_at(self) -> float | None:
         """When (``time.monotonic()``) mDNS sent its first query; answers on a LAN come within
-        milliseconds of it. ``None`` while not sent yet; the start time when mDNS is off."""
+        milliseconds of it. ``None`` while not sent yet; the start time when mDNS is off. With
+        ``probe_first``: the probe's, then ``None`` once it is answered until zeroconf has asked."""
         if not self._want_mdns:
             return self._started_at
         mdns = self._mdns
