@@ -75,7 +75,7 @@ def fallback(cls: type) -> bytes | None:
     the standard library (a server in the same environment imports those). None: send none."""
     module = sys.modules.get(cls.__module__)
     path = getattr(module, "__file__", None)
-    if not path or cls.__module__.partition(".")[0] == "mesh" or os.path.realpath(path).startswith(_installed()):
+    if not path or cls.__module__.partition(".")[0] == "mesh" or os.path.abspath(path).startswith(_installed()):
         return None
     try:
         data = blob(cls)
@@ -91,7 +91,7 @@ def _installed() -> tuple[str, ...]:
     import site
 
     roots = [os.path.dirname(os.__file__), *site.getsitepackages(), site.getusersitepackages()]
-    return tuple(os.path.join(os.path.realpath(r), "") for r in roots if r)
+    return tuple(os.path.join(os.path.abspath(r), "") for r in roots if r)
 
 
 @contextlib.contextmanager
