@@ -215,3 +215,24 @@ def test_connect_opens_the_connection_ahead_of_the_first_request():
         client.close()
         server.close()
     client.connect(address)  # closed: does nothing
+
+
+def test_the_control_connection_opens_once_the_data_connection_is_up_and_keeps_what_waited():
+    server, client = transport.Node(), transport.Node()
+    seen: list[str] = []
+
+    def handler(router, identity, header, body, buffers):
+        seen.append(header["op"])
+
+    try:
+        router = server.add_router("127.0.0.1", 0, handler)
+        address = f"tcp://127.0.0.1:{router.port}"
+        client.connect(address)
+        peer = client._dealers.peers[address]
+        assert peer.ctl is None  # not before the data connection: a first request does not wait for it
+        client.send(address, {"op": "early"}, control=True)  # waits for the control connection
+        wait_until(lambda: peer.ctl_up, timeout=10)
+        wait_until(lambda: seen == ["early"], timeout=10)
+    finally:
+        client.close()
+        server.close()
