@@ -200,6 +200,7 @@ def _truthy(text: str | None) -> bool:
 
 def _start(args: argparse.Namespace) -> int:
     sys.modules["mesh"]._serving = True  # type: ignore[attr-defined]  # a server: agents' modules load no client side
+    from mesh import _rpc  # noqa: F401  - RpcMeta makes every agent class: loaded now, not by the first creation
     try:  # the address first: a bad one is reported as such, not as a missing secret
         args.host = check_host(args.host)
     except ValueError as exc:
