@@ -12,7 +12,6 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-
 import transport
 from mesh import _byvalue, _create_many, _pipeline
 from mesh._core import ids, settings as _settings, wire
@@ -318,8 +317,6 @@ def _send_create(
 
 def ref_of(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
-
-
 
 
 def _created(client: Any, address: str, info: dict, detached: bool) -> None:
