@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import TracebackType
-
 from typing import TYPE_CHECKING, Any
 
 from discovery._dns import split_dns_entries

@@ -10,7 +10,8 @@ Reliability rules (see ENGINEERING.md A4-A9):
   declared dead, and libzmq asserts when such a connection is dropped); the
   control connection carries ZMTP heartbeats (answered by libzmq without the
   GIL) and leases. It opens once the data connection is up, so a first request
-  does not wait for it; control messages sent before it is up wait (a few). A dead, frozen or partitioned peer is dropped within
+  does not wait for it; control messages sent before it is up wait (a few).
+  A dead, frozen or partitioned peer is dropped within
   ``heartbeat_timeout`` and every request pending on it fails: with
   :class:`PeerLost` when it was sent (it may have run), :class:`PeerUnavailable`
   when it cannot have run. A request never waits forever on a dead peer.
