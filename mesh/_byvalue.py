@@ -90,7 +90,13 @@ def _installed() -> tuple[str, ...]:
     """Where installed packages and the standard library live (their modules are not sent by value)."""
     import site
 
-    roots = [os.path.dirname(os.__file__), *site.getsitepackages(), site.getusersitepackages()]
+    roots = [os.path.dirname(os.__file__)]
+    for name in ("getsitepackages", "getusersitepackages"):  # (an old virtualenv's site lacks them)
+        try:
+            found = getattr(site, name)()
+        except Exception:  # noqa: BLE001 - then that root is not known: classes there get a fallback
+            continue
+        roots += [found] if isinstance(found, str) else list(found)
     return tuple(os.path.join(os.path.abspath(r), "") for r in roots if r)
 
 
