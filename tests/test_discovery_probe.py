@@ -75,7 +75,8 @@ def test_this_hosts_ipv4_addresses_without_ifaddr():
 @needs_netns
 def test_a_first_look_that_finds_nothing_never_imports_zeroconf(service_type, tmp_path):
     code = (
-        "import sys, time; import discovery\n"
+        "import sys, time; import discovery, discovery._browser\n"
+        "discovery._browser._PROBE_WINDOW = 60.0\n"  # zeroconf's background start: not within this test
         f"b = discovery.Browser(probe_first=True, service_type={service_type!r}, registry_dir={str(tmp_path)!r})\n"
         "b.start()\n"
         "while b.asked_at() is None: time.sleep(0.001)\n"
@@ -136,7 +137,8 @@ def test_a_mesh_process_that_finds_no_server_never_imports_zeroconf(tmp_path):
         pytest.skip("multicasts: run inside an isolated network namespace (bin/isolated)")
     code = (
         "import sys\n"
-        "import mesh\n"
+        "import mesh, discovery._browser\n"
+        "discovery._browser._PROBE_WINDOW = 60.0\n"  # (a loaded machine may take a second to start the child)
         "class Echo(metaclass=mesh.RpcMeta):\n"
         "    def echo(self, x):\n"
         "        return x\n"
