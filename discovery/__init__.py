@@ -14,8 +14,31 @@ Example::
             print(browser.wait(2.0))
 """
 
-from discovery._advertiser import Advertiser
-from discovery._browser import Browser
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING, Any as _Any
+
 from discovery._record import SERVICE_TYPE, ServerRecord, parse_address
+
+# Imported on first use (PEP 562): the advertiser imports zeroconf (~60-170 ms), and a browser made
+# with ``probe_first`` may never need it.
+_LAZY = {"Advertiser": "discovery._advertiser", "Browser": "discovery._browser"}
+
+if _TYPE_CHECKING:
+    from discovery._advertiser import Advertiser
+    from discovery._browser import Browser
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'discovery' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = ["SERVICE_TYPE", "Advertiser", "Browser", "ServerRecord", "parse_address"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from discovery._net import is_loopback
+from discovery._hosts import is_loopback
 from discovery._record import ServerRecord
 
 __all__ = ["merge"]

@@ -1,20 +1,19 @@
 """Interfaces and addresses: which to multicast on, which to advertise, which to connect to.
 
 Only reads the host's interface table (``ifaddr``, which zeroconf depends on);
-never opens a socket.
+never opens a socket. The helpers that need no zeroconf live in :mod:`discovery._hosts` (re-exported here).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterable, Sequence
 
 import ifaddr
 from zeroconf import InterfaceChoice, IPVersion
+
+from discovery._hosts import ip_version_name, is_loopback, is_wildcard, pick_host, resolve_host
 
 __all__ = [
     "InterfaceSpec",
@@ -33,8 +32,6 @@ InterfaceSpec = list[str] | InterfaceChoice
 """What zeroconf is given: a list of interface addresses, or ``InterfaceChoice.All``."""
 
 _VERSIONS = {"v4": IPVersion.V4Only, "v6": IPVersion.V6Only, "all": IPVersion.All}
-_WILDCARDS = {"", "*", "0.0.0.0", "::", "[::]"}
-_NETWORKS_TTL = 2.0  # seconds the local network list is reused by pick_host
 
 
 def to_ip_version(text: str) -> IPVersion:
@@ -43,25 +40,7 @@ def to_ip_version(text: str) -> IPVersion:
     Raises:
         ValueError: any other value.
     """
-    try:
-        return _VERSIONS[text.lower()]
-    except (KeyError, AttributeError):
-        raise ValueError(f"ip_version must be 'v4', 'v6' or 'all', not {text!r}") from None
-
-
-def is_wildcard(host: str) -> bool:
-    """``host`` means every interface (``0.0.0.0``, ``::``, ``*`` or empty)."""
-    return host.strip() in _WILDCARDS
-
-
-def is_loopback(host: str) -> bool:
-    """``host`` is a loopback address or ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return _VERSIONS[ip_version_name(text)]
 
 
 def _version_ok(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, version: IPVersion) -> bool:
@@ -177,82 +156,3 @@ def advertised_addresses(host: str, interfaces: InterfaceSpec, version: IPVersio
     return [host]
 
 
-class _Networks:
-    """The local networks, re-read at most every couple of seconds."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._stamp = -_NETWORKS_TTL
-        self._nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-
-    def get(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        with self._lock:
-            now = time.monotonic()
-            if now - self._stamp > _NETWORKS_TTL:
-                nets = []
-                for adapter in ifaddr.get_adapters():
-                    for ip in adapter.ips:
-                        addr = ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip
-                        try:
-                            nets.append(ipaddress.ip_network(f"{addr}/{ip.network_prefix}", strict=False))
-                        except ValueError:
-                            continue
-                self._nets, self._stamp = nets, now
-            return self._nets
-
-
-_networks = _Networks()
-
-
-def pick_host(addresses: Sequence[str], prefer_v6: bool = False) -> str:
-    """The address to connect to among those a server advertised.
-
-    Order: an address on one of this host's networks, then other routable
-    addresses, then link-local, then loopback; IPv4 before IPv6 unless
-    ``prefer_v6``. Ties keep the advertised order.
-
-    Raises:
-        ValueError: ``addresses`` is empty.
-    """
-    if not addresses:
-        raise ValueError("no address to pick from")
-    nets = _networks.get()
-
-    def rank(item: tuple[int, str]) -> tuple[int, int, int]:
-        index, text = item
-        try:
-            addr = ipaddress.ip_address(text.split("%")[0])
-        except ValueError:
-            return (1, 0, index)  # a host name: routable, presumably
-        if addr.is_loopback:
-            cls = 3
-        elif addr.is_link_local:
-            cls = 2
-        elif any(addr in net for net in nets if net.version == addr.version and not net.is_loopback):
-            cls = 0
-        else:
-            cls = 1
-        v6_first = (addr.version == 4) if prefer_v6 else (addr.version == 6)
-        return (cls, int(v6_first), index)
-
-    return min(enumerate(addresses), key=rank)[1]
-
-
-def resolve_host(host: str) -> str:
-    """An IP address for ``host`` (a name is looked up once); wildcards and IPs unchanged.
-
-    Raises:
-        ValueError: the name does not resolve.
-    """
-    if is_wildcard(host) or host == "localhost":
-        return host
-    try:
-        ipaddress.ip_address(host)
-        return host
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise ValueError(f"cannot resolve host {host!r}: {exc}") from None
-    return str(infos[0][4][0])

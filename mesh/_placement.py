@@ -6,21 +6,17 @@ Owns ``DistConf`` (the options' type); ``mesh._rpc`` imports this module, never 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
-import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import cloudpickle
 
 import transport
 from mesh import _byvalue, _create_many, _pipeline
 from mesh._core import ids, settings as _settings, wire
 from mesh._core.address import check_resolves, normalize_address
-from mesh._errors import MeshError, SerializationError, ServerUnavailable
+from mesh._errors import MeshError, ServerUnavailable
 from mesh.client import RpcObject, _restart
 from mesh.client._client import cannot_send, get_client
 from mesh.client._replies import decode_reply, wait
@@ -50,10 +46,8 @@ _by_value: set[tuple[str, type]] = set()  # (server, class) pairs that need the 
 _resolved: set[str] = set()  # addresses whose host resolved once (not asked again per object)
 _proven: set[tuple[str, type]] = set()  # (server, class) pairs created once: later creations pipeline
 _tables: weakref.WeakKeyDictionary[type, dict] = weakref.WeakKeyDictionary()  # class -> its proxies' method table
-_blobs: weakref.WeakKeyDictionary[type, bytes] = weakref.WeakKeyDictionary()  # class -> cloudpickle.dumps(class)
 # AgentScope's to_dist options that have no meaning here: accepted, so migrated code runs
 _AGENTSCOPE_OPTIONS = {"max_pool_size", "max_timeout_seconds", "local_mode", "lazy_launch", "max_expire_time"}
-_pickle_lock = threading.RLock()
 _PLAIN_OPTIONS = frozenset(("host", "port", "name", "detached", "_attrs", "checkpoint", "max_restarts"))
 
 
@@ -74,7 +68,14 @@ def place(cls: type, args: tuple, kwargs: dict, conf: DistConf, *, wait_reply: b
         host = "127.0.0.1"  # a port alone means this machine, as in AgentScope
     if host is not None:
         return create(normalize_address(host, port), cls, args, kwargs, **options)
-    spare = _start_spare() if _first_discovery() else None
+    first = _first_discovery()
+    # the first placement: the child server starts in the background (a spare while discovery runs)
+    # and the client's runtime meanwhile here (needed either way)
+    spare = _start_spare() if first or (_child is None and not _settings.current().discovery) else None
+    if spare is not None:
+        get_client()
+    if not first:
+        spare = None  # nothing to discover: the spare is the child
     for _ in range(3):  # a discovered server may have died since it last answered a ping
         address = _discovered()
         if address is None:
@@ -132,7 +133,7 @@ def _first_discovery() -> bool:
 
 
 def _start_spare() -> threading.Thread | None:
-    """Start the child server in the background while the first discovery runs.
+    """Start the child server in the background while the first discovery runs (and the runtime starts).
 
     Discovery that finds nothing then costs nothing more than the child's start; when it finds
     a server, the spare child is stopped again (:func:`_drop_spare`).
@@ -227,8 +228,15 @@ def create(
         _pipeline.track(proxy, fut, f"creating {cls.__name__} on {address}",
                         lambda info: _created(client, address, info, detached), again, elsewhere)
         return proxy
+    # the first creation of a class on a server carries the class by value too (unless the server is our
+    # child, which imports what we import), used only if the server cannot import it: one round trip
+    first = not by_value and (address, cls) not in _proven and (_child is None or address != _child.address)
+    if first:
+        client.node.connect(address)  # the handshake runs while the class is pickled
+    fallback = _byvalue.fallback(cls) if first else None
     while True:
-        fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value, durable)
+        fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value, durable,
+                           fallback)
         reply = wait(fut, None, address)
         if reply[0].get("op") == wire.ERR and reply[0].get("kind") == wire.K_NEEDCLASS and not by_value:
             by_value = True
@@ -237,6 +245,8 @@ def create(
         info = decode_reply(reply, address)
         break
     info = info if isinstance(info, dict) else {}
+    if info.get("byvalue"):  # it could not import the class and took the fallback: by value from now on
+        _by_value.add((address, cls))
     _created(client, address, info, detached)
     _proven.add((address, cls))
     durable_info = _durable_info(info, durable, address, None if detached else client.session)
@@ -255,7 +265,7 @@ def _batched(client: Any, address: str, cls: type, args: tuple, kwargs: dict, ob
         return None
     try:
         if by_value:
-            with _class_by_value(cls):  # the arguments may hold instances of the module's classes
+            with _byvalue.class_by_value(cls):  # the arguments may hold instances of the module's classes
                 item = _create_many.encode_item(args, kwargs, attrs)
         else:
             item = _create_many.encode_item(args, kwargs, attrs)
@@ -265,7 +275,7 @@ def _batched(client: Any, address: str, cls: type, args: tuple, kwargs: dict, ob
         return None
     if not detached:
         client.own(address)
-    return _create_many.add(client, address, ref_of(cls), object_id, item, detached, _blob(cls) if by_value else None)
+    return _create_many.add(client, address, ref_of(cls), object_id, item, detached, _byvalue.blob(cls) if by_value else None)
 
 
 def _methods(cls: type) -> dict:
@@ -279,6 +289,7 @@ def _methods(cls: type) -> dict:
 def _send_create(
     client: Any, address: str, cls: type, args: tuple, kwargs: dict, object_id: str, name: str | None,
     detached: bool, attrs: dict | None, by_value: bool, durable: tuple[int, int] | None = None,
+    fallback: bytes | None = None,
 ) -> Any:
     # args as a list: a tuple is encoded as an extension value (a nested msgpack), a list is plain
     payload: dict[str, Any] = {"args": list(args), "kwargs": kwargs}
@@ -294,28 +305,18 @@ def _send_create(
     if durable is not None:
         header["ckpt"], header["restarts"] = durable
     if not by_value:
+        if fallback is not None:  # for a server that cannot import it: no second round trip (needclass)
+            payload["fallback"] = fallback
+            payload["py"] = wire.PY_VERSION
         return client.request(address, header, payload, timeout=client.settings.call_timeout)
-    payload["blob"] = _blob(cls)
+    payload["blob"] = _byvalue.blob(cls)
     payload["py"] = wire.PY_VERSION
-    with _class_by_value(cls):  # the arguments may hold instances of the module's classes
+    with _byvalue.class_by_value(cls):  # the arguments may hold instances of the module's classes
         return client.request(address, header, payload, timeout=client.settings.call_timeout)
 
 
 def ref_of(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _blob(cls: type) -> bytes:
-    """The class pickled by value, made once per class (a thousand creations send the same bytes)."""
-    blob = _blobs.get(cls)
-    if blob is None:
-        with _class_by_value(cls):
-            try:
-                blob = _byvalue.dumps(cls)
-            except Exception as exc:  # e.g. a module-level lock its methods use
-                raise SerializationError(f"class {cls.__qualname__} (module {cls.__module__}) cannot be sent to the server by value: {type(exc).__name__}: {exc}. Something its code refers to (a module-level lock, file, socket or client) cannot travel: make it in __init__, or put the class in a module the server can import (--agent-dir, or on its sys.path)") from None  # noqa: E501
-            _blobs[cls] = blob
-    return blob
 
 
 def _created(client: Any, address: str, info: dict, detached: bool) -> None:
@@ -335,26 +336,6 @@ def _durable_info(info: Any, durable: tuple[int, int] | None, address: str, sess
     return {"store": fields.get("store"), "gen": int(fields.get("gen", 0)),
             "max_restarts": int(fields.get("max_restarts", 0)), "ckpt": int(fields.get("ckpt", 0)), "sess": sess}
 
-
-@contextlib.contextmanager
-def _class_by_value(cls: type) -> Iterator[None]:
-    """Pickle the class's module by value (the server cannot import it)."""
-    module = sys.modules.get(cls.__module__)
-    if module is None or cls.__module__ == "__main__":
-        yield
-        return
-    with _pickle_lock:
-        registered = False
-        try:
-            cloudpickle.register_pickle_by_value(module)
-            registered = True
-        except ValueError:  # already registered
-            pass
-        try:
-            yield
-        finally:
-            if registered:
-                cloudpickle.unregister_pickle_by_value(module)
 
 
 def child_server(*, spare: bool = False, state_store: str | None = None) -> Any:

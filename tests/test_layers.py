@@ -91,3 +91,19 @@ def test_no_error_kind_or_op_literal_on_the_client_side():
 def test_importing_mesh_does_not_import_zeroconf():
     code = "import mesh, sys; assert 'zeroconf' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30, env={**os.environ, "MESH_DISCOVERY": "0"})
+
+
+def test_a_server_process_loads_neither_the_client_side_nor_shutil():
+    """``zmq-agent-server start`` (and so every child server) imports what serving needs, nothing of the
+    client side (proxies, futures, discovery's selection) nor ``shutil`` (argparse's terminal width)."""
+    code = (
+        "import sys\n"
+        "from mesh import _cli\n"
+        "parser = _cli._parser()\n"
+        "args = parser.parse_args(['start', '--port', '0', '--no-advertise'])\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('mesh.client') or m in ('shutil', 'zeroconf'))\n"
+        "assert not loaded, loaded\n"
+        "assert parser.format_help().startswith('usage: zmq-agent-server')\n"
+    )
+    env = {**os.environ, "MESH_DISCOVERY": "0", "COLUMNS": "100"}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30, env=env)

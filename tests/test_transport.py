@@ -190,3 +190,49 @@ def test_router_burst_end_runs_on_the_io_thread_after_the_requests_it_read():
     finally:
         client.close()
         server.close()
+
+
+def test_connect_opens_the_connection_ahead_of_the_first_request():
+    server, client = transport.Node(), transport.Node()
+
+    def handler(router, identity, header, body, buffers):
+        router.reply(identity, {"op": "ok", "re": header["id"]})
+
+    try:
+        router = server.add_router("127.0.0.1", 0, handler)
+        address = f"tcp://127.0.0.1:{router.port}"
+        client.connect(address)
+        peer = client._dealers.peers[address]  # opened when connect() returned, before any request
+        client.connect(address)  # connected or connecting: nothing more
+        assert client._dealers.peers[address] is peer
+        wait_until(lambda: peer.up, timeout=10)  # the handshake ran with no request waiting on it
+        assert client.request(address, {"op": "ping", "id": client.next_id()}, b"\xc0", timeout=10).result(10)
+        client.connect("tcp://no-such-host.invalid:1:2")  # a bad address: the first request reports it
+        with pytest.raises(transport.PeerUnavailable):
+            client.request("tcp://no-such-host.invalid:1:2", {"op": "ping", "id": client.next_id()}, b"\xc0",
+                           timeout=10).result(10)
+    finally:
+        client.close()
+        server.close()
+    client.connect(address)  # closed: does nothing
+
+
+def test_the_control_connection_opens_once_the_data_connection_is_up_and_keeps_what_waited():
+    server, client = transport.Node(), transport.Node()
+    seen: list[str] = []
+
+    def handler(router, identity, header, body, buffers):
+        seen.append(header["op"])
+
+    try:
+        router = server.add_router("127.0.0.1", 0, handler)
+        address = f"tcp://127.0.0.1:{router.port}"
+        client.connect(address)
+        peer = client._dealers.peers[address]
+        assert peer.ctl is None  # not before the data connection: a first request does not wait for it
+        client.send(address, {"op": "early"}, control=True)  # waits for the control connection
+        wait_until(lambda: peer.ctl_up, timeout=10)
+        wait_until(lambda: seen == ["early"], timeout=10)
+    finally:
+        client.close()
+        server.close()

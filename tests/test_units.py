@@ -82,3 +82,18 @@ def test_worker_pool_blocked_task_frees_its_slot():
     assert pool.wait_idle(10)
     assert inner.is_set()
     assert pool.close(5)
+
+
+def test_worker_pool_prestart_leaves_one_idle_worker_that_takes_the_first_task():
+    pool = WorkerPool(4, name="pre")
+    pool.prestart()
+    pool.prestart()  # one at most
+    (worker,) = pool._threads
+    ran = []
+    done = threading.Event()
+    pool.submit(lambda: (ran.append(threading.current_thread()), done.set()))
+    assert done.wait(10)
+    assert ran == [worker] and len(pool._threads) == 1  # no thread started for the first task
+    assert pool.close(5)
+    pool.prestart()  # closed: nothing
+    assert not worker.is_alive()

@@ -9,7 +9,9 @@ Reliability rules (see ENGINEERING.md A4-A9):
   input is stopped by back-pressure cannot see PINGs (a busy server would be
   declared dead, and libzmq asserts when such a connection is dropped); the
   control connection carries ZMTP heartbeats (answered by libzmq without the
-  GIL) and leases. A dead, frozen or partitioned peer is dropped within
+  GIL) and leases. It opens once the data connection is up, so a first request
+  does not wait for it; control messages sent before it is up wait (a few).
+  A dead, frozen or partitioned peer is dropped within
   ``heartbeat_timeout`` and every request pending on it fails: with
   :class:`PeerLost` when it was sent (it may have run), :class:`PeerUnavailable`
   when it cannot have run. A request never waits forever on a dead peer.
@@ -119,17 +121,28 @@ class Dealers:
         if peer is not None:
             return peer
         peer = Peer(endpoint, time.monotonic() + self.recipe.connect_timeout)
-        # data: no heartbeat (see the module's docstring); control: heartbeats, a short queue
+        # data: no heartbeat (see the module's docstring); the control connection opens once the
+        # data connection is up (_open_ctl), after the requests waiting for it went out
         peer.sock, peer.mon = self.recipe.connect(endpoint, heartbeat=False, immediate=True)
-        peer.ctl, peer.ctl_mon = self.recipe.connect(endpoint, heartbeat=True, immediate=True, sndhwm=100)
         self.peers[endpoint] = peer
         loop = self.loop
         loop.add(peer.sock, lambda mask: self._on_data(peer, mask))
         loop.add(peer.mon, lambda _mask: self._on_monitor(peer))
-        loop.add(peer.ctl, lambda _mask: self._drain_ctl(peer))
-        loop.add(peer.ctl_mon, lambda _mask: self._on_ctl_monitor(peer))
         loop.call_at(peer.connect_deadline, self._connect_deadline, peer)
         return peer
+
+    def _open_ctl(self, peer: Peer) -> None:
+        """The control connection (heartbeats, a short queue), opened once the data connection is up:
+        a first request then goes out without waiting for a second socket pair and handshake, and
+        the control connection's handshake runs while the peer works on it."""
+        if peer.ctl is not None or self.peers.get(peer.endpoint) is not peer:
+            return
+        try:
+            peer.ctl, peer.ctl_mon = self.recipe.connect(peer.endpoint, heartbeat=True, immediate=True, sndhwm=100)
+        except PeerUnavailable:  # (the data connection to the same address is up: cannot happen)
+            return
+        self.loop.add(peer.ctl, lambda _mask: self._drain_ctl(peer))
+        self.loop.add(peer.ctl_mon, lambda _mask: self._on_ctl_monitor(peer))
 
     def _send(self, peer: Peer, frames: list, rid: int = 0) -> None:
         if peer.batch:  # held until the turn ends: what queues up meanwhile goes in one batch
@@ -197,8 +210,9 @@ class Dealers:
             self.loop.modify(peer.sock, zmq.POLLIN)
 
     def _ctl_send(self, peer: Peer, frames: list) -> None:
-        """A one-way message on the control connection; dropped if it is not up or full."""
-        if peer.ctl is None:
+        """A one-way message on the control connection; held until it is up (a few), dropped if it
+        is full or the peer was dropped."""
+        if self.peers.get(peer.endpoint) is not peer:  # dropped or forgotten (its sockets closed)
             return
         if not peer.ctl_up:
             if len(peer.ctl_outbox) < _CTL_OUTBOX:
@@ -299,6 +313,7 @@ class Dealers:
                 peer.batch, peer.probe = 0, True  # (a new connection: its metadata may differ)
                 peer.pollout = True  # (the outbox's flush sets the poll mask)
                 self._flush_outbox(peer)
+                self._open_ctl(peer)
                 continue
             exc = connection_event(peer, msg, self.secure)
             if exc is not None:
@@ -367,6 +382,7 @@ class Dealers:
         if peer.ctl is not None and peer.ctl_mon is not None:
             close_monitored(peer.ctl, peer.ctl_mon)
         peer.ctl = peer.ctl_mon = None
+        peer.ctl_outbox = []
 
     def teardown(self, exc: Exception) -> None:
         """Fail every request with ``exc`` and close every peer."""

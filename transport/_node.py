@@ -31,7 +31,7 @@ import zmq
 
 from transport._dealers import CTL_GRACE, Dealers, Pending
 from transport._direct import SLICE, Direct
-from transport._errors import NodeClosed
+from transport._errors import NodeClosed, PeerUnavailable
 from transport._framing import SIGNATURE, pack_header
 from transport._future import PartsFuture, ReplyFuture as Future
 from transport._log import Warnings, log
@@ -194,6 +194,28 @@ class Node:
             self._window.take(endpoint)  # freed on the I/O thread when the request ends
         self._loop.submit(Pending(self._dealers, header["id"], endpoint, frames, fut, deadline))
         return fut
+
+    def connect(self, endpoint: str, wait: float = 0.05) -> None:
+        """Start connecting to ``endpoint`` now, unless connected or connecting (thread-safe).
+
+        Returns once the I/O thread has opened the connections (at most ``wait`` seconds), so a
+        caller that then prepares its first request (pickles a class) does that work while the
+        handshake runs, not before it. A bad address fails the first request, as it always did.
+        """
+        if self._closed or endpoint in self._dealers.peers or self.on_io_thread():
+            return
+        opened = threading.Event()
+
+        def open_peer() -> None:
+            try:
+                self._dealers.peer(endpoint)
+            except PeerUnavailable:  # a bad address: the first request reports it
+                pass
+            finally:
+                opened.set()
+
+        self._loop.submit(Call(open_peer))
+        opened.wait(wait)
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the I/O thread, soon (thread-safe; it must not block)."""

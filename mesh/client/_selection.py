@@ -129,9 +129,9 @@ def _get_browser() -> Any:
     global _browser
     with _lock:
         if _browser is None:
-            import discovery  # zeroconf costs ~170 ms to import: only a process that browses pays it
+            from discovery import Browser  # probe_first: zeroconf only once a plain mDNS probe is answered
 
-            _browser = discovery.Browser()
+            _browser = Browser(probe_first=True)
             _browser.add_listener(_notify)
             _browser.start()
         return _browser

@@ -113,6 +113,7 @@ class Host:
         if o.http_port is not None:
             self._start_edge(servicer)
         rt.producers[self.address] = servicer.local_result  # in-process fetches skip the network
+        servicer.workers.prestart()  # the first creation does not wait for a thread to start
         # bound methods kept, so that remove_timer finds the same ones
         self._timers = [servicer.sweep, servicer.expire_early]
         node.add_timer(min(5.0, o.lease_ttl / 3), self._timers[0])

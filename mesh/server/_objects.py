@@ -217,13 +217,14 @@ class Objects:
                 if many:
                     payload = {**payload, **many} if isinstance(payload, dict) else payload
             blob = payload.get("blob")
-            if blob is not None and payload.get("py") not in (None, wire.PY_VERSION):
-                raise RuntimeError(
-                    f"class {cls_ref} was sent by value from Python {payload.get('py')}, but this server "
-                    f"runs Python {wire.PY_VERSION}: cloudpickle needs the same version. Install the class on the "
-                    "server (--agent-dir) or use the same Python."
-                )
+            if blob is not None:
+                _check_py(cls_ref, payload)
             cls = self.resolver.resolve(cls_ref, blob)
+            fallback = payload.get("fallback")  # the class by value, for when it is not importable here
+            by_value = cls is None and isinstance(fallback, bytes)
+            if by_value:
+                _check_py(cls_ref, payload)
+                cls = self.resolver.resolve(cls_ref, fallback)
             if cls is None:
                 self.drop(actor, "its class could not be loaded")
                 reply(wire.err_entry(wire.K_NEEDCLASS, f"class {cls_ref} is not importable here; send it by value"))
@@ -251,6 +252,8 @@ class Objects:
             reply(BUILT)
             self.runner.next(actor)
             return
+        if by_value:
+            extra = {**extra, "byvalue": 1}  # the caller sends this class by value from now on
         reply(ok({"methods": getattr(type(actor.obj), "_mesh_methods", {}), "cls": actor.cls_name, **self._created(),
                   **extra}))
         self.runner.next(actor)
@@ -340,3 +343,13 @@ _NO_HEADER: dict = {}  # a create_many item's header fields for _construct (none
 
 def _nothing() -> None:
     pass
+
+
+def _check_py(cls_ref: str, payload: dict) -> None:
+    """A class sent by value must come from this server's Python version (cloudpickle's bytecode)."""
+    if payload.get("py") not in (None, wire.PY_VERSION):
+        raise RuntimeError(
+            f"class {cls_ref} was sent by value from Python {payload.get('py')}, but this server "
+            f"runs Python {wire.PY_VERSION}: cloudpickle needs the same version. Install the class on the "
+            "server (--agent-dir) or use the same Python."
+        )

@@ -72,6 +72,17 @@ class WorkerPool:
             self._idle += 1  # counted idle until it takes a task
             t.start()
 
+    def prestart(self) -> None:
+        """Start one idle worker now (none runs yet): a server's first request then does not wait
+        for a thread to start. It stays, as every worker up to ``capacity`` does."""
+        with self._cv:
+            if self._closed or self._threads:
+                return
+            t = threading.Thread(target=self._work, name=f"{self._name}-0", daemon=True)
+            self._threads.add(t)
+            self._idle += 1
+            t.start()
+
     def block(self) -> None:
         """The calling worker waits on another task: free its slot."""
         with self._cv:
