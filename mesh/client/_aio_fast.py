@@ -32,7 +32,7 @@ import msgpack
 import transport
 from mesh._core import context, ids, tracing, wire
 from mesh._core.cancel import _user_deadline
-from mesh.client import _on_loop
+import mesh.client._on_loop as _on_loop
 from mesh.client._aio import PENDING, value_of
 from mesh.client._cancel import abandon
 from mesh.client._client import SLOW, _plain_body, get_client
@@ -111,8 +111,10 @@ def _lane(node: Any, loop: Any, address: str) -> Any:
 def awaited(fut: Any) -> Any:
     """``fut.__await__()``: the value, or what ``fut.result()`` raises; never blocks the loop."""
     d = fut.__dict__
+    if d["_mesh_value"] is not PENDING:  # read before
+        return d["_mesh_value"]
     call = d["_mesh_call"]
-    if (type(call) is LaneFuture and d["_mesh_value"] is PENDING and d["_mesh_exc"] is None
+    if (type(call) is LaneFuture and d["_mesh_exc"] is None
             and d["_mesh_fetch"] is None and d.get("_mesh_deadline") is None and d.get("_mesh_pooled") is None
             and "_mesh_forward" not in d and context._local.on_block is None):
         if not call.done() and not call.fell_back:
