@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from transport._errors import FutureTimeout, PeerLost
 from transport._future import ReplyFuture
+from transport._lane_waiter import Waiter
 
 __all__ = ["SLICE", "LaneFuture", "Refetch"]
 
@@ -37,15 +38,16 @@ class LaneFuture(ReplyFuture):
         self.sent = False
         self.fell_back = False
         self.handed = 0.0  # handed over by another thread at (monotonic); 0: sent by the loop itself
-        self.waiter: Any = None  # an asyncio future of the lane's loop, resolved (to None) when this is done
+        self.waiter: Waiter | None = None  # what an await of this yields to its Task (woken when this is done)
 
-    def wait_on_loop(self, loop: Any) -> Any:
+    def wait_on_loop(self, loop: Any) -> Waiter | None:
         """An asyncio future of ``loop`` (the lane's, running on this thread) done once this is (None:
         it is done already): what an ``await`` yields, woken straight by the lane's reader, no
-        done-callback in between. One waiter at a time (a second await gets its own done-callback)."""
+        done-callback in between (see :mod:`transport._lane_waiter`). One waiter at a time (a second
+        await gets its own done-callback)."""
         if self.waiter is not None:
             return None
-        waiter = self.waiter = loop.create_future()
+        waiter = self.waiter = Waiter(loop, self.lane.ident)
         if self.done():  # completed meanwhile by another thread (a fall-back): it may not have seen the waiter
             self.waiter = None
             return None
@@ -60,7 +62,7 @@ class LaneFuture(ReplyFuture):
                 _wake(waiter)
             else:  # completed through the I/O thread (a fall-back, a burst): wake the loop from here
                 try:
-                    waiter.get_loop().call_soon_threadsafe(_wake, waiter)
+                    waiter.loop.call_soon_threadsafe(_wake, waiter)
                 except RuntimeError:  # that loop is closed: nobody awaits there any more
                     pass
 
@@ -120,9 +122,8 @@ class LaneFuture(ReplyFuture):
             self.set_result(other._value)
 
 
-def _wake(waiter: Any) -> None:
-    if not waiter.done():  # cancelled: the awaiting task went away
-        try:
-            waiter.set_result(None)
-        except RuntimeError:  # its loop is closed (the thread drives the lane after asyncio.run)
-            pass
+def _wake(waiter: Waiter) -> None:
+    try:
+        waiter.wake()
+    except RuntimeError:  # its loop is closed (the thread drives the lane after asyncio.run)
+        pass
