@@ -5,14 +5,18 @@ values, from a template); the await is woken by the lane's reader (no ``value_of
 done-callback); plain values, errors and values the codec must decode read exactly as
 ``result()`` reads them; results are released; calls that are not plain take the general path
 and one caller's order to an object holds across both; the lane's reader knows a plain ``ok``
-by its bytes; a cancelled await cancels the remote call and a second await still works.
+by its bytes; a cancelled await cancels the remote call and a second await still works; the
+reader resumes one awaiting Task in place per call and schedules the others, so an await chain
+leaves the loop to its other tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
+import types
 
 import msgpack
 import pytest
@@ -24,6 +28,7 @@ from mesh.client._client import get_client
 from mesh.client._lean import Replied
 from mesh.client._replies import decode_reply
 from transport import _lanes
+from transport._lane_future import LaneFuture
 from transport._templates import ok_header, ok_rid
 
 
@@ -188,3 +193,82 @@ def test_a_cancelled_await_cancels_the_remote_call_and_the_future_still_answers(
 
 async def _awaited(fut):
     return await fut
+
+
+def _fake_lane():
+    return types.SimpleNamespace(ident=threading.get_ident(), inline=False, driven=lambda: True)
+
+
+def test_the_reader_resumes_one_awaiting_task_in_place_and_schedules_the_others():
+    async def main():
+        loop = asyncio.get_running_loop()
+        lane = _fake_lane()
+        futs = [LaneFuture(lane, i, (None, None, ()), None) for i in range(3)]
+        resumed: list = []
+        seen: list = []
+
+        async def wait(i):
+            await futs[i].wait_on_loop(loop)
+            resumed.append(i)
+
+        tasks = [asyncio.ensure_future(wait(i)) for i in range(3)]
+        await asyncio.sleep(0)  # all three wait on their Waiter
+
+        def reader():  # what Lane.readable does with three replies
+            lane.inline = True
+            for f in futs:
+                f.set_result(({"op": "ok"}, b"\x01", []))
+            seen.append(list(resumed))
+            lane.inline = False
+
+        loop.call_soon(reader)
+        await asyncio.gather(*tasks)
+        assert seen == [[0]]  # the first one right there, the other two in the next loop turn
+        assert resumed == [0, 1, 2]
+
+        inside = LaneFuture(lane, 9, (None, None, ()), None)  # completed inside a task: scheduled
+        task = asyncio.ensure_future(wait_on(inside, loop))
+        await asyncio.sleep(0)
+        lane.inline = True
+        inside.set_result(({"op": "ok"}, b"\x01", []))
+        assert not task.done()
+        assert await task == "woke"
+
+        cancelled = LaneFuture(lane, 10, (None, None, ()), None)
+        task = asyncio.ensure_future(wait_on(cancelled, loop))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        cancelled.set_result(({"op": "ok"}, b"\x01", []))  # late: nobody to wake, nothing raised
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+async def wait_on(fut, loop):
+    await fut.wait_on_loop(loop)
+    return "woke"
+
+
+def test_an_await_chain_leaves_the_loop_to_its_other_tasks(server):
+    log = Log(to_dist=_on(server))
+
+    async def main():
+        ticks = [0]
+        stop = asyncio.Event()
+
+        async def ticker():
+            while not stop.is_set():
+                ticks[0] += 1
+                await asyncio.sleep(0)
+
+        t = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        start = ticks[0]
+        for i in range(200):
+            assert await log.note.remote(i) == i
+        stop.set()
+        await t
+        return ticks[0] - start
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) >= 100  # at least a loop turn per await, about

@@ -58,8 +58,10 @@ class LaneFuture(ReplyFuture):
         waiter = self.waiter
         if waiter is not None and self.done():
             self.waiter = None
-            if threading.get_ident() == self.lane.ident:
-                _wake(waiter)
+            lane = self.lane
+            if threading.get_ident() == lane.ident:
+                inline, lane.inline = lane.inline, False  # (the reader's one Task resumed in place)
+                _wake(waiter, inline)
             else:  # completed through the I/O thread (a fall-back, a burst): wake the loop from here
                 try:
                     waiter.loop.call_soon_threadsafe(_wake, waiter)
@@ -122,8 +124,8 @@ class LaneFuture(ReplyFuture):
             self.set_result(other._value)
 
 
-def _wake(waiter: Waiter) -> None:
+def _wake(waiter: Waiter, inline: bool = True) -> None:
     try:
-        waiter.wake()
+        waiter.wake(inline)
     except RuntimeError:  # its loop is closed (the thread drives the lane after asyncio.run)
         pass

@@ -6,7 +6,9 @@ awaiting Task then runs in the loop iteration after the one that read the reply.
 the wake-up right away when it is woken by a callback of its running loop with no task running
 (the lane's reader, called by the loop for its socket, or a wake-up handed over from another
 thread): the reply is read and the awaiting coroutine resumed in one loop iteration, one
-``epoll_wait`` and one pass of the loop's bookkeeping fewer per round trip. Anywhere else
+``epoll_wait`` and one pass of the loop's bookkeeping fewer per round trip. The reader resumes
+one Task so per call, the others in the next loop turn (an await chain whose replies keep coming
+must not hold the loop: other callbacks and timers get their turn). Anywhere else
 (inside a task, on a thread driving the lane while its loop is stopped or blocked, on another
 thread) it schedules the wake-up as an asyncio future does. A cancelled waiter (its Task was
 cancelled) wakes the Task with ``CancelledError``, as an asyncio future does.
@@ -85,13 +87,13 @@ class Waiter:
         return f"<lane Waiter {('pending', 'done', 'cancelled')[self.state]}>"
 
     # -- the lane's side --------------------------------------------------------
-    def wake(self) -> None:
-        """The lane's future is done (the loop's thread)."""
+    def wake(self, inline: bool) -> None:
+        """The lane's future is done (the loop's thread); ``inline``: the Task may be resumed here."""
         if self.state != _PENDING:
             return  # cancelled: the Task was woken then
         self.state = _DONE
         loop = self.loop
-        if (threading.get_ident() == self.ident and loop.is_running()
+        if (inline and threading.get_ident() == self.ident and loop.is_running()
                 and sys.modules["asyncio"].current_task(loop) is None):
             callbacks, self.callbacks = self.callbacks, []
             for fn, context in callbacks:  # the Task's wake-up: the coroutine runs on from here

@@ -53,7 +53,7 @@ class Lane(Link):
     """One event loop's connection to one peer. Its socket is used only by the loop's thread."""
 
     __slots__ = ("node", "recipe", "counters", "loop_ref", "ident", "pid", "lock", "drive_lock", "closed",
-                 "sock", "mon", "poller", "poll_in", "pending", "outbox", "handoffs", "out", "window", "up_timer", "flush_due", "delegated",
+                 "sock", "mon", "poller", "poll_in", "inline", "pending", "outbox", "handoffs", "out", "window", "up_timer", "flush_due", "delegated",
                  "__weakref__")
 
     def __init__(self, node: Any, recipe: Any, endpoint: str, loop: Any) -> None:
@@ -77,6 +77,7 @@ class Lane(Link):
         self.sock, self.mon = self.recipe.connect(endpoint, heartbeat=True, immediate=False)
         self.poller: zmq.Poller | None = None
         self.poll_in = [(self.sock, POLLIN)]
+        self.inline = False  # the reader may resume one awaiting Task right there (transport._lane_waiter)
         loop.add_reader(self.sock.FD, self.readable)
         loop.add_reader(self.mon.FD, self.on_monitor)
         loop.call_soon(self.on_monitor)  # what came before the readers were added gave no edge
@@ -243,6 +244,9 @@ class Lane(Link):
         if self.closed:
             return
         sock, counters, pending = self.sock, self.counters, self.pending
+        # one Task resumed here per call of the reader, the others in the next loop turn: an await
+        # chain whose replies keep coming must not keep the loop from its other callbacks
+        self.inline = True
         while True:  # until EVENTS says nothing is left (that re-arms the FD's edge, as EAGAIN would)
             try:
                 reply = recv(sock, 3)
@@ -266,6 +270,7 @@ class Lane(Link):
                     fut.set_result((rh, body, bufs))
             if self.closed or not _poll(self.poll_in, 0):
                 break
+        self.inline = False
         if self.outbox and not self.closed:  # the window let more go
             self.flush()
 
