@@ -7,7 +7,8 @@ done-callback); plain values, errors and values the codec must decode read exact
 and one caller's order to an object holds across both; the lane's reader knows a plain ``ok``
 by its bytes; a cancelled await cancels the remote call and a second await still works; the
 reader resumes one awaiting Task in place per call and schedules the others, so an await chain
-leaves the loop to its other tasks.
+leaves the loop to its other tasks; a closed loop and its lane are not kept alive (a lane's
+connect timer and the general path's waker used to hold the loop).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import gc
 import threading
 import time
 import types
+import weakref
 
 import msgpack
 import pytest
@@ -272,3 +274,20 @@ def test_an_await_chain_leaves_the_loop_to_its_other_tasks(server):
         return ticks[0] - start
 
     assert asyncio.run(asyncio.wait_for(main(), 60)) >= 100  # at least a loop turn per await, about
+
+
+def test_a_closed_loop_and_its_lane_are_not_kept_alive(server):
+    log = Log(to_dist=_on(server))
+    refs: list = []
+
+    async def main():
+        refs.append(weakref.ref(asyncio.get_running_loop()))
+        fut = log.note.remote(1)
+        refs.append(weakref.ref(fut.__dict__["_mesh_call"].lane))
+        assert await log.note.remote([2]) == [2]  # the general path (its waker) too
+        assert await asyncio.gather(*(log.note.remote(i) for i in range(40))) == list(range(40))
+        return await fut
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == 1
+    assert wait_until(lambda: gc.collect() is not None and refs[0]() is None, timeout=5, raise_=False)
+    assert wait_until(lambda: gc.collect() is not None and refs[1]() is None, timeout=5, raise_=False)

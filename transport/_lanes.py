@@ -279,8 +279,9 @@ class Lane(Link):
             return
         try:
             for msg in monitor_events(self.mon):
-                if msg["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                if msg["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:  # (the timer dropped: a handle holds its loop)
                     self.handshake_succeeded()
+                    self.up_timer = self.up_timer.cancel() if self.up_timer is not None else None
                     with self.lock:
                         self._flush()
                     continue
@@ -382,8 +383,7 @@ class Lane(Link):
                     loop.remove_reader(fd)
                 except Exception:  # noqa: BLE001 - a loop that is closing
                     pass
-        if self.up_timer is not None:
-            self.up_timer.cancel()
+        self.up_timer = self.up_timer.cancel() if self.up_timer is not None else None  # (cancel() is None)
         close_monitored(self.sock, self.mon)
         with self.lock:
             futs = list(self.pending.values())

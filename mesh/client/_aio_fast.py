@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 from typing import Any
 
 import msgpack
@@ -51,7 +52,10 @@ _busy = _on_loop.busy
 _THRESHOLD = transport.BUFFER_THRESHOLD
 _TEMPLATES_MAX = 4096
 _templates: dict[tuple[str, str, str], bytes] = {}  # (session, object, method) -> header prefix
-_last: list = [None, None, None, None]  # node, loop, address -> lane: the last lane used
+_nothing = weakref.ref(set())  # (a dead reference)
+# (node, loop, address, lane) of the last lane used, loop and lane held weakly (a closed loop and its
+# lane go as they did); one tuple: loops on several threads replace it whole, a reader never mixes two
+_last: list = [(None, _nothing, None, _nothing)]
 
 
 def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
@@ -96,15 +100,16 @@ def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
 
 
 def _lane(node: Any, loop: Any, address: str) -> Any:
-    last = _last
-    lane = last[3]
-    if last[1] is loop and last[2] == address and last[0] is node and not lane.closed:
-        return lane
+    last_node, last_loop, last_address, last_lane = _last[0]
+    if last_loop() is loop and last_address == address and last_node is node:
+        lane = last_lane()
+        if lane is not None and not lane.closed:
+            return lane
     try:
         lane = _lanes.lane_for(node, loop, address)
     except Exception:  # noqa: BLE001 - the general path makes it again and says what failed
         return None
-    last[:] = [node, loop, address, lane]
+    _last[0] = (node, weakref.ref(loop), address, weakref.ref(lane))
     return lane
 
 
