@@ -11,8 +11,9 @@ the chain, task and id; it goes on the loop's lane as any call from a loop does
 fetch to fall back on once the loop stops. Anything else: :data:`SLOW`, the general path.
 
 :func:`awaited` is ``__await__`` of every future. For a call on the running loop's lane, not
-done yet, it yields an asyncio future of that loop which the lane's reader resolves itself
-(``LaneFuture.wait_on_loop``): no done-callback, waker or coroutine in between. An ``ok`` reply
+done yet, it yields a ``transport._lane_waiter.Waiter`` (an asyncio-compatible future of that
+loop) which the lane's reader wakes itself (``LaneFuture.wait_on_loop``), resuming the awaiting
+Task in the loop turn that read the reply: no done-callback, waker or coroutine in between. An ``ok`` reply
 of a plain value (no buffers, not ``big``) is unpacked without the codec and kept as the
 future's value (the reply itself is kept as a ``Replied``, as for a call through the I/O
 thread). Everything else (an error, a pickled or big value, a deadline, a fall-back, a server
