@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from transport._errors import FutureTimeout, PeerLost
 from transport._future import ReplyFuture
+from transport._lane_waiter import Waiter
 
 __all__ = ["SLICE", "LaneFuture", "Refetch"]
 
@@ -26,7 +27,7 @@ Refetch = Callable[[], Any]  # -> a ReplyFuture of the same reply, asked another
 class LaneFuture(ReplyFuture):
     """The reply to a request sent on a lane; :meth:`result` drives the lane on the loop's thread."""
 
-    __slots__ = ("lane", "rid", "resend", "refetch", "sent", "fell_back", "handed")
+    __slots__ = ("lane", "rid", "resend", "refetch", "sent", "fell_back", "handed", "waiter")
 
     def __init__(self, lane: Any, rid: int, resend: tuple, refetch: Refetch | None) -> None:
         super().__init__()
@@ -37,6 +38,35 @@ class LaneFuture(ReplyFuture):
         self.sent = False
         self.fell_back = False
         self.handed = 0.0  # handed over by another thread at (monotonic); 0: sent by the loop itself
+        self.waiter: Waiter | None = None  # what an await of this yields to its Task (woken when this is done)
+
+    def wait_on_loop(self, loop: Any) -> Waiter | None:
+        """An asyncio future of ``loop`` (the lane's, running on this thread) done once this is (None:
+        it is done already): what an ``await`` yields, woken straight by the lane's reader, no
+        done-callback in between (see :mod:`transport._lane_waiter`). One waiter at a time (a second
+        await gets its own done-callback)."""
+        if self.waiter is not None:
+            return None
+        waiter = self.waiter = Waiter(loop, self.lane.ident)
+        if self.done():  # completed meanwhile by another thread (a fall-back): it may not have seen the waiter
+            self.waiter = None
+            return None
+        return waiter
+
+    def _complete(self, value: Any, exc: BaseException | None) -> None:
+        super()._complete(value, exc)
+        waiter = self.waiter
+        if waiter is not None and self.done():
+            self.waiter = None
+            lane = self.lane
+            if threading.get_ident() == lane.ident:
+                inline, lane.inline = lane.inline, False  # (the reader's one Task resumed in place)
+                _wake(waiter, inline)
+            else:  # completed through the I/O thread (a fall-back, a burst): wake the loop from here
+                try:
+                    waiter.loop.call_soon_threadsafe(_wake, waiter)
+                except RuntimeError:  # that loop is closed: nobody awaits there any more
+                    pass
 
     def result(self, timeout: float | None = None) -> Any:
         if self.done():
@@ -92,3 +122,10 @@ class LaneFuture(ReplyFuture):
             self.set_exception(exc)
         else:
             self.set_result(other._value)
+
+
+def _wake(waiter: Waiter, inline: bool = True) -> None:
+    try:
+        waiter.wake(inline)
+    except RuntimeError:  # its loop is closed (the thread drives the lane after asyncio.run)
+        pass

@@ -3,8 +3,9 @@
 The I/O thread's peers cost an awaited call two thread crossings (a command and a pipe wake to
 send, ``call_soon_threadsafe`` to wake the loop). A *lane* is a DEALER per (event loop, peer): the
 loop's thread sends on it and reads replies with ``loop.add_reader(sock.FD)``. ZeroMQ's FD is
-edge-triggered: the reader drains until ``EAGAIN``, and ``EVENTS`` is checked after every send (a
-send may consume the edge of a reply that came meanwhile).
+edge-triggered: the reader reads until ``EVENTS`` shows nothing left (asked with a ``zmq_poll`` of
+timeout 0, which re-arms the FD as ``EAGAIN`` would, for less), and ``EVENTS`` is checked after
+every send (a send may consume the edge of a reply that came meanwhile).
 
 Who drives the socket:
 
@@ -38,18 +39,21 @@ import zmq
 from transport._errors import FrameError, FutureTimeout, NodeClosed, PeerLost, PeerUnavailable, RequestTimeout
 from transport._framing import SIGNATURE, pack_header, split_frames
 from transport._lane_future import SLICE, LaneFuture, Refetch
-from transport._sockets import EVENTS, POLLIN, Link, close_monitored, connection_event, monitor_events, recv, send
+from transport._templates import ok_rid
+from transport._sockets import POLLIN, Link, close_monitored, connection_event, monitor_events, recv, send
 
 __all__ = ["BURST", "LANE_WINDOW", "SLICE", "Lane", "LaneFuture"]
 
 LANE_WINDOW = 1000  # requests out on one lane (its socket has heartbeats: never let it back up)
 BURST = 16  # requests issued in one loop turn from which the I/O thread sends them (it works in parallel)
+_poll = zmq.zmq_poll  # ([(sock, POLLIN)], 0): readable? (reads EVENTS, so it re-arms the FD: ~2 µs, the
+# getsockopt makes an enum of EVENTS first, a failed recv raises zmq.Again: both cost more)
 
 class Lane(Link):
     """One event loop's connection to one peer. Its socket is used only by the loop's thread."""
 
     __slots__ = ("node", "recipe", "counters", "loop_ref", "ident", "pid", "lock", "drive_lock", "closed",
-                 "sock", "mon", "poller", "pending", "outbox", "handoffs", "out", "window", "up_timer", "flush_due", "delegated",
+                 "sock", "mon", "poller", "poll_in", "inline", "pending", "outbox", "handoffs", "out", "window", "up_timer", "flush_due", "delegated",
                  "__weakref__")
 
     def __init__(self, node: Any, recipe: Any, endpoint: str, loop: Any) -> None:
@@ -72,6 +76,8 @@ class Lane(Link):
         self.delegated = 0  # requests of a burst handed to the I/O thread, not answered yet
         self.sock, self.mon = self.recipe.connect(endpoint, heartbeat=True, immediate=False)
         self.poller: zmq.Poller | None = None
+        self.poll_in = [(self.sock, POLLIN)]
+        self.inline = False  # the reader may resume one awaiting Task right there (transport._lane_waiter)
         loop.add_reader(self.sock.FD, self.readable)
         loop.add_reader(self.mon.FD, self.on_monitor)
         loop.call_soon(self.on_monitor)  # what came before the readers were added gave no edge
@@ -91,16 +97,17 @@ class Lane(Link):
 
     # -- sending (the loop's thread) -----------------------------------------
     def request(self, header: dict, body: bytes, buffers: list | tuple, refetch: Refetch | None,
-                timeout: float | None) -> LaneFuture:
+                timeout: float | None, packed: bytes | None = None) -> LaneFuture:
+        """Send (or queue) a request; ``packed``: ``header`` already packed (a template's bytes)."""
         rid = header["id"]
         fut = LaneFuture(self, rid, (header, body, buffers), refetch)
-        frames = [SIGNATURE, pack_header(header), body, *buffers]
+        frames = [SIGNATURE, packed or pack_header(header), body, *buffers]
         loop = self.loop_ref()
         burst = False
         with self.lock:
             self.pending[rid] = fut
             if not self.out and self.up and not self.outbox and not self.delegated:  # idle: at once (a round trip)
-                if self._send(fut, frames) and self.sock.get(EVENTS) & POLLIN and loop is not None:
+                if self._send(fut, frames) and _poll(self.poll_in, 0) and loop is not None:
                     loop.call_soon(self.readable)  # the send may have taken a reply's edge
                 frames = None
             else:
@@ -221,7 +228,7 @@ class Lane(Link):
                 if not self._send(fut, frames):
                     break
                 sent = True
-        if sent and self.sock.get(EVENTS) & POLLIN:  # the sends may have taken a reply's edge: read it soon
+        if sent and _poll(self.poll_in, 0):  # the sends may have taken a reply's edge: read it soon
             loop = self.loop_ref()
             if loop is not None and not loop.is_closed():
                 loop.call_soon(self.readable)
@@ -237,22 +244,33 @@ class Lane(Link):
         if self.closed:
             return
         sock, counters, pending = self.sock, self.counters, self.pending
-        while True:
+        # one Task resumed here per call of the reader, the others in the next loop turn: an await
+        # chain whose replies keep coming must not keep the loop from its other callbacks
+        self.inline = True
+        while True:  # until EVENTS says nothing is left (that re-arms the FD's edge, as EAGAIN would)
             try:
                 reply = recv(sock, 3)
-            except zmq.Again:
+            except zmq.Again:  # a wake-up with nothing to read
                 break
             counters.received += sum(map(len, reply))
-            try:
-                rh, body, bufs = split_frames(reply)
-            except FrameError:
-                continue
-            with self.lock:
-                fut = pending.pop(rh.get("re"), None)
-                if fut is not None and fut.sent:
-                    self.out -= 1
-            if fut is not None:
-                fut.set_result((rh, body, bufs))
+            rid = ok_rid(reply[1]) if len(reply) == 3 and reply[0] == SIGNATURE else None
+            if rid is not None:  # a plain ok (most replies): known by its bytes, as Direct.call_fast does
+                rh, body, bufs = {"op": "ok", "re": rid}, reply[2], []
+            else:
+                try:
+                    rh, body, bufs = split_frames(reply)
+                except FrameError:
+                    rh = None
+            if rh is not None:
+                with self.lock:
+                    fut = pending.pop(rh.get("re"), None)
+                    if fut is not None and fut.sent:
+                        self.out -= 1
+                if fut is not None:
+                    fut.set_result((rh, body, bufs))
+            if self.closed or not _poll(self.poll_in, 0):
+                break
+        self.inline = False
         if self.outbox and not self.closed:  # the window let more go
             self.flush()
 
@@ -261,8 +279,9 @@ class Lane(Link):
             return
         try:
             for msg in monitor_events(self.mon):
-                if msg["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                if msg["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:  # (the timer dropped: a handle holds its loop)
                     self.handshake_succeeded()
+                    self.up_timer = self.up_timer.cancel() if self.up_timer is not None else None
                     with self.lock:
                         self._flush()
                     continue
@@ -279,7 +298,7 @@ class Lane(Link):
                     self.fail(exc)
                     return
         finally:
-            if not self.closed and self.sock.get(EVENTS) & POLLIN:
+            if not self.closed and _poll(self.poll_in, 0):
                 self.readable()
 
     def drive(self, done: Callable[[], bool], end: float | None) -> None:
@@ -364,8 +383,7 @@ class Lane(Link):
                     loop.remove_reader(fd)
                 except Exception:  # noqa: BLE001 - a loop that is closing
                     pass
-        if self.up_timer is not None:
-            self.up_timer.cancel()
+        self.up_timer = self.up_timer.cancel() if self.up_timer is not None else None  # (cancel() is None)
         close_monitored(self.sock, self.mon)
         with self.lock:
             futs = list(self.pending.values())

@@ -15,11 +15,12 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["map_prefix", "ok_header", "pack_plain", "pack_str", "pack_uint"]
+__all__ = ["map_prefix", "ok_header", "ok_rid", "pack_plain", "pack_str", "pack_uint"]
 
 _packb = msgpack.packb
 _local = threading.local()
 _OK_RE = b"\x82\xa2op\xa2ok\xa2re"  # {"op": "ok", "re": ...} up to the value of "re"
+_UINT_HEADS = {12: 0xCC, 13: 0xCD, 15: 0xCE, 19: 0xCF}  # header length -> its uint 8/16/32/64 marker
 
 
 def pack_plain(value: Any) -> bytes:
@@ -67,3 +68,17 @@ def map_prefix(entries: int, fixed: list[tuple[str, Any]]) -> bytes:
 def ok_header(rid: int) -> bytes:
     """The packed header of an ``ok`` reply to request ``rid``, without a value field."""
     return _OK_RE + (pack_uint(rid) if rid >= 0 else _packb(rid))
+
+
+def ok_rid(raw: bytes) -> int | None:
+    """The request id of a reply header that is exactly :func:`ok_header` of it (a plain ``ok``),
+    read from its bytes; None for any other header (the caller unpacks it)."""
+    if not raw.startswith(_OK_RE):
+        return None
+    n = len(raw)
+    if n == 11:
+        rid = raw[10]
+        return rid if rid < 0x80 else None
+    if _UINT_HEADS.get(n) == raw[10]:
+        return int.from_bytes(raw[11:], "big")
+    return None

@@ -90,7 +90,7 @@ class _Waker:
     __slots__ = ("loop", "ident", "lock", "due", "__weakref__")
 
     def __init__(self, loop: Any) -> None:
-        self.loop = loop
+        self.loop = weakref.ref(loop)  # (weakly: as the value of _wakers, a strong one would keep the loop forever)
         self.ident = threading.get_ident()  # made on the loop's thread (by an await or a done-callback)
         self.lock = threading.Lock()
         self.due: list[Any] | None = None  # waiters to wake; None: no wake-up scheduled
@@ -108,8 +108,11 @@ class _Waker:
                 return
             self.due = [waiter]
         try:
-            self.loop.call_soon_threadsafe(self.flush)
-        except RuntimeError:  # that loop is closed: nobody awaits there any more
+            loop = self.loop()
+            if loop is None:
+                raise RuntimeError("the loop is gone")
+            loop.call_soon_threadsafe(self.flush)
+        except RuntimeError:  # that loop is closed (or gone): nobody awaits there any more
             with self.lock:
                 self.due = None
 

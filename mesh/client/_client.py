@@ -34,7 +34,6 @@ __all__ = ["SLOW", "Client", "cannot_send", "get_client", "shutdown_client"]
 
 SLOW: Any = object()  # Client.sync_call: this call is not for the fast lane (take the general path)
 _TEMPLATES_MAX = 4096  # request header templates kept, per (object, method)
-_packb = msgpack.packb
 _unpackb = msgpack.unpackb
 _pack_uint, _pack_str, _pack_plain = transport.pack_uint, transport.pack_str, transport.pack_plain
 _OK_RE = transport.ok_header(0)[:-1]  # an ok reply's header up to the value of "re"
@@ -202,6 +201,8 @@ def _plain_body(args: tuple, kwargs: dict) -> bytes | None:
         return _pack_plain((args, kwargs))
     except Exception:  # e.g. a str that is not valid UTF-8 (a lone surrogate): the codec says what
         return None
+
+
 
 
 def _not_plain(code: int, data: bytes) -> Any:

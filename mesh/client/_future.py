@@ -22,7 +22,8 @@ from transport import ReplyFuture
 from mesh._core import redis_results, runtime, settings, wire
 from mesh._errors import CallTimeout, MeshError, OutcomeUnknown, ServerUnavailable
 from mesh._msg import Msg
-from mesh.client._aio import PENDING as _PENDING, AioFuture, pool_read, pooled_value, value_of
+from mesh.client._aio import PENDING as _PENDING, AioFuture, pool_read, pooled_value
+from mesh.client._aio_fast import awaited
 from mesh.client._cancel import cancel_future, past_deadline
 from mesh.client._holders import counting, lend, pin, report
 from mesh.client._lean import NO_CHILDREN as _NO_CHILDREN, SHORT as _SHORT, NeedWait, compact as _compact, no_waiting
@@ -236,7 +237,7 @@ class _FutureMixin(AioFuture):
 
     def __await__(self) -> Any:
         """``await fut``: the value, or what :meth:`result` raises; the running loop is never blocked."""
-        return value_of(self).__await__()
+        return awaited(self)
 
     def __del__(self) -> None:
         try:  # this holder is gone: tell the producer (see mesh.client._holders)

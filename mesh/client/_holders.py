@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mesh._core import ids, wire
+from mesh.client._lean import pid as _pid
 
 __all__ = [
     "ReleaseQueue", "activate", "counted_pickles", "counting", "deactivate", "lend", "pin", "release_lenders",
@@ -116,7 +117,7 @@ class ReleaseQueue:
         self.closed = False
 
     def open(self) -> bool:
-        return not self.closed and self.pid == os.getpid() and self._alive()
+        return not self.closed and self.pid == _pid[0] and self._alive()  # (_pid: os.getpid() without a syscall)
 
     def add(self, address: str, item: Any, *, now: bool = False) -> None:
         """``now``: send at once (a large value: free its memory soon)."""
@@ -154,7 +155,7 @@ def deactivate(queue: ReleaseQueue) -> None:
 
 
 def _is_holder(d: dict) -> bool:
-    return d.get("_mesh_ref") is not None and "_mesh_pinned" in d and d.get("_mesh_pid") == os.getpid()
+    return d.get("_mesh_ref") is not None and "_mesh_pinned" in d and d.get("_mesh_pid") == _pid[0]
 
 
 def _children(d: dict) -> list:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from mesh._core import wire
@@ -33,7 +34,7 @@ from mesh._core.context import current_chain
 from mesh.client._replies import decode_reply, translate, wait
 from transport import _lane_registry as _lanes
 
-__all__ = ["NOT_ROUTED", "busy", "call_in_order", "issue", "sync_call"]
+__all__ = ["NOT_ROUTED", "busy", "call_in_order", "issue", "on_lane", "refetch_of", "sync_call"]
 
 enabled = True  # False: calls from loops take the I/O thread as before (A/B measurements, a way out)
 NOT_ROUTED = object()  # sync_call: not a lane's business, take the usual path
@@ -120,12 +121,14 @@ def _route(object_id: str, loop: Any) -> Any:
 def _on_lane(client: Any, lane: Any, loop: Any, object_id: str, address: str, header: dict, value: Any, *,
              keep: bool, timeout: float | None = None) -> Any:
     body, buffers = client._prepare(address, header, value)
-    refetch = None
-    if keep:
-        ask = {"op": wire.RESULT, "task": header["task"]}
+    refetch = refetch_of(client, address, header["task"]) if keep else None
+    return on_lane(lane, loop, object_id, header, body, buffers, refetch, timeout)
 
-        def refetch() -> Any:
-            return client.request(address, dict(ask), None)
+
+def on_lane(lane: Any, loop: Any, object_id: str, header: dict, body: bytes, buffers: list | tuple, refetch: Any,
+            timeout: float | None = None, packed: bytes | None = None) -> Any:
+    """Send an encoded call on ``lane``, counted among the object's calls in flight there until its
+    reply (``packed``: the header's bytes, made by the caller)."""
     with _cond:
         entry = _busy.get(object_id)
         if entry is None or entry[0] is not lane:
@@ -133,14 +136,27 @@ def _on_lane(client: Any, lane: Any, loop: Any, object_id: str, address: str, he
         entry[1] += 1
     try:
         if loop is not None and lane.loop_ref() is loop:
-            fut = lane.request(header, body, buffers, refetch, timeout)
+            fut = lane.request(header, body, buffers, refetch, timeout, packed)
         else:
             fut = lane.request_threadsafe(header, body, buffers, refetch, timeout)
     except BaseException as exc:
         _ended(object_id, lane)
         raise translate(exc) from None
-    fut.add_done_callback(lambda _f: _ended(object_id, lane))
+    fut.add_done_callback(partial(_done, object_id, lane))
     return fut
+
+
+def refetch_of(client: Any, address: str, task: str) -> Any:
+    """How a lane asks for a kept call's reply again through the I/O thread (its loop stopped)."""
+    return partial(_refetch, client, address, task)
+
+
+def _refetch(client: Any, address: str, task: str) -> Any:
+    return client.request(address, {"op": wire.RESULT, "task": task}, None)
+
+
+def _done(object_id: str, lane: Any, _fut: Any) -> None:
+    _ended(object_id, lane)
 
 
 def _ended(object_id: str, lane: Any) -> None:

@@ -36,6 +36,9 @@ class PeerBook:
     def own(self, address: str, lease_ttl: float | None = None) -> None:
         """Keep a lease on ``address``: objects created there live while this process does."""
         every = LEASE_INTERVAL if not lease_ttl else min(LEASE_INTERVAL, lease_ttl / 4)
+        lease = self._leases.get(address)
+        if lease is not None and lease[0] <= every:  # (every async call asks: held already, no lock)
+            return
         with self._lock:
             lease = self._leases.get(address)
             if lease is None:

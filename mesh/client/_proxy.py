@@ -16,6 +16,7 @@ from mesh._errors import RemoteAttributeError, RemoteError, SerializationError
 from mesh.client._cancel import stamp, sync_call, track
 from mesh.client._restart import call as durable_call, failed as durable_failed, prepare as durable_prepare
 from mesh.client._on_loop import busy as loop_busy, call_in_order, issue as loop_issue
+from mesh.client._aio_fast import issue as aio_issue
 from mesh.client._client import SLOW, get_client
 from mesh.client._future import AsyncResult, Placeholder
 from mesh.client._stream import Stream, StreamingPlaceholder
@@ -149,10 +150,15 @@ class _Method:
 
 
 def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -> Any:
-    if mode == SYNC and proxy._mesh_durable is None:
-        value = _sync_fast(proxy, name, args, kwargs)
-        if value is not SLOW:
-            return value
+    if proxy._mesh_durable is None:
+        if mode == SYNC:
+            value = _sync_fast(proxy, name, args, kwargs)
+            if value is not SLOW:
+                return value
+        elif mode == ASYNC or mode == ASYNC_MSG:  # on a running loop: the await fast lane
+            value = aio_issue(proxy, name, _FUTURES[mode], args, kwargs)
+            if value is not SLOW:
+                return value
     _refuse_awaitables(proxy, name, args, kwargs)
     header = {
         "op": wire.CALL,

@@ -1,0 +1,170 @@
+"""The await fast lane: an async call made on a running asyncio loop, and its ``await``, with as
+little Python as the threaded sync call's fast lane (``Client.sync_call``) has.
+
+:func:`issue` takes a plain call (``await obj.m.remote(x)``, ``await obj.async_m(x)``) from code
+that runs for no call: no call chain, cancel scope, deadline or tracing, not durable, arguments
+of plain values only (nothing pickled, so no counted futures), no call in flight to the object on
+another path. Its header is a template per object and method (:func:`transport.map_prefix`) plus
+the chain, task and id; it goes on the loop's lane as any call from a loop does
+(``mesh.client._on_loop.on_lane``: counted there, so later calls keep their order), with
+``keep`` (the server holds the result until this future's holders release it) and a ``result``
+fetch to fall back on once the loop stops. Anything else: :data:`SLOW`, the general path.
+
+:func:`awaited` is ``__await__`` of every future. For a call on the running loop's lane, not
+done yet, it yields a ``transport._lane_waiter.Waiter`` (an asyncio-compatible future of that
+loop) which the lane's reader wakes itself (``LaneFuture.wait_on_loop``), resuming the awaiting
+Task in the loop turn that read the reply: no done-callback, waker or coroutine in between. An ``ok`` reply
+of a plain value (no buffers, not ``big``) is unpacked without the codec and kept as the
+future's value (the reply itself is kept as a ``Replied``, as for a call through the I/O
+thread). Everything else (an error, a pickled or big value, a deadline, a fall-back, a server
+coroutine's wait with its ``blocking()`` hooks, a future not made here) is read by
+``mesh.client._aio.value_of``, as before: so an ``await`` returns or raises what ``.result()``
+would. Cancelling the awaiting task cancels the remote call (``mesh.client._cancel.abandon``).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import weakref
+from typing import Any
+
+import msgpack
+
+import transport
+from mesh._core import context, ids, tracing, wire
+from mesh._core.cancel import _user_deadline
+import mesh.client._on_loop as _on_loop
+from mesh.client._aio import PENDING, value_of
+from mesh.client._cancel import abandon
+from mesh.client._client import SLOW, _plain_body, get_client
+from mesh.client._lean import SHORT, Replied
+from transport import _lane_registry as _lanes
+from transport._lane_future import LaneFuture
+
+__all__ = ["awaited", "issue"]
+
+_modules = sys.modules
+_get_ident = threading.get_ident
+_unpackb = msgpack.unpackb
+_pack_str, _pack_uint = transport.pack_str, transport.pack_uint
+_reading = context.reading_chain
+_busy = _on_loop.busy
+_THRESHOLD = transport.BUFFER_THRESHOLD
+_TEMPLATES_MAX = 4096
+_templates: dict[tuple[str, str, str], bytes] = {}  # (session, object, method) -> header prefix
+_nothing = weakref.ref(set())  # (a dead reference)
+# (node, loop, address, lane) of the last lane used, loop and lane held weakly (a closed loop and its
+# lane go as they did); one tuple: loops on several threads replace it whole, a reader never mixes two
+_last: list = [(None, _nothing, None, _nothing)]
+
+
+def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
+    """An async call's future (a ``cls``), sent on the running loop's lane; :data:`SLOW` when the
+    call needs the general path (see the module's docstring)."""
+    aio = _modules.get("asyncio")
+    loop = aio._get_running_loop() if aio is not None else None
+    local = context._local
+    if (loop is None or not _on_loop.enabled or local.chain is not None or local.scope is not None
+            or local.on_block is not None or _reading.get() is not None or _user_deadline.get() is not None
+            or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
+        return SLOW
+    body = _plain_body(args, kwargs)
+    if body is None or len(body) > _THRESHOLD:
+        return SLOW
+    client = get_client()
+    object_id, address = proxy._mesh_id, proxy._mesh_address
+    if client.peers.busy(object_id):  # async calls in flight through the I/O thread: behind them
+        return SLOW
+    lane = _lane(client.node, loop, address)
+    if lane is None or lane.delegated:  # (a burst goes through the I/O thread: the general path follows it)
+        return SLOW
+    entry = _busy.get(object_id) if _busy else None
+    if entry is not None and entry[0] is not lane:
+        return SLOW
+    session = client.session
+    key = (session, object_id, name)
+    prefix = _templates.get(key)
+    if prefix is None:
+        if len(_templates) >= _TEMPLATES_MAX:
+            _templates.clear()
+        prefix = _templates[key] = transport.map_prefix(8, [
+            ("op", wire.CALL), ("obj", object_id), ("m", name), ("sess", session), ("keep", 1)])
+    chain, task, rid = ids.new_chain(), ids.new_chain(), client.node.next_id()
+    header = {"op": wire.CALL, "obj": object_id, "m": name, "sess": session, "keep": 1, "chain": chain,
+              "task": task, "id": rid}  # what a fall-back sends through the I/O thread
+    packed = prefix + b"\xa5chain" + _pack_str(chain) + b"\xa4task" + _pack_str(task) + b"\xa2id" + _pack_uint(rid)
+    fut = _on_loop.on_lane(lane, loop, object_id, header, body, (), _on_loop.refetch_of(client, address, task),
+                           None, packed)
+    client.own(address)  # our lease there keeps the result held until we release it (or exit)
+    return cls(address, task, fut, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
+
+
+def _lane(node: Any, loop: Any, address: str) -> Any:
+    last_node, last_loop, last_address, last_lane = _last[0]
+    if last_loop() is loop and last_address == address and last_node is node:
+        lane = last_lane()
+        if lane is not None and not lane.closed:
+            return lane
+    try:
+        lane = _lanes.lane_for(node, loop, address)
+    except Exception:  # noqa: BLE001 - the general path makes it again and says what failed
+        return None
+    _last[0] = (node, weakref.ref(loop), address, weakref.ref(lane))
+    return lane
+
+
+def awaited(fut: Any) -> Any:
+    """``fut.__await__()``: the value, or what ``fut.result()`` raises; never blocks the loop."""
+    d = fut.__dict__
+    if d["_mesh_value"] is not PENDING:  # read before
+        return d["_mesh_value"]
+    call = d["_mesh_call"]
+    if (type(call) is LaneFuture and d["_mesh_exc"] is None
+            and d["_mesh_fetch"] is None and d.get("_mesh_deadline") is None and d.get("_mesh_pooled") is None
+            and "_mesh_forward" not in d and context._local.on_block is None):
+        if not call.done() and not call.fell_back:
+            lane = call.lane
+            loop = lane.loop_ref()
+            aio = _modules["asyncio"]
+            if loop is not None and loop is aio._get_running_loop() and lane.ident == _get_ident() and not lane.closed:
+                waiter = call.wait_on_loop(loop)
+                if waiter is not None:
+                    try:
+                        yield from waiter
+                    except aio.CancelledError:  # the awaiting task was cancelled: so is the remote call
+                        if call.waiter is waiter:
+                            call.waiter = None
+                        abandon(fut)
+                        raise
+        value = _plain_value(call)
+        if value is not PENDING:
+            with SHORT:
+                if d["_mesh_value"] is PENDING:
+                    d["_mesh_value"] = value
+            if d["_mesh_call"] is call:  # keep the body only (what mesh.client._lean.compact does)
+                d["_mesh_call"] = Replied(call.result()[1])
+            return d["_mesh_value"]
+    return (yield from value_of(fut).__await__())
+
+
+def _plain_value(call: Any) -> Any:
+    """The value of a done call's ``ok`` reply holding a plain value (no buffers, not big, no ext
+    value), else :data:`PENDING` (not done, a failure, anything the codec must decode)."""
+    if not call.done():
+        return PENDING
+    try:
+        rh, body, bufs = call.result()
+    except BaseException:  # noqa: BLE001 - a failure: value_of raises it as result() does
+        return PENDING
+    if bufs or type(body) is not bytes or rh.get("op") != wire.OK or rh.get("big"):
+        return PENDING
+    try:
+        return _unpackb(body, raw=False, strict_map_key=False, ext_hook=_not_plain)
+    except Exception:  # noqa: BLE001 - an ext value (a tuple, a pickle...) or malformed: the codec decides
+        return PENDING
+
+
+def _not_plain(code: int, data: bytes) -> Any:
+    raise ValueError("an ext value: decoded by the codec")
+
