@@ -24,10 +24,11 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 from collections.abc import Callable
 
 from zeroconf import DNSIncoming, DNSOutgoing, DNSQuestion, Zeroconf  # type: ignore[attr-defined]  # public, not in __all__
+
+from discovery._probe import multicast_socket
 
 __all__ = ["one_shot_query"]
 
@@ -54,20 +55,6 @@ class _Answers(asyncio.DatagramProtocol):
         log.debug("one-shot mDNS query: %s", exc)
 
 
-def _socket(addr: str) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(addr))
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)  # RFC 6762 §11
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)  # responders on this host too
-        sock.bind((addr, 0))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 async def one_shot_query(
     zc: Zeroconf, service_type: str, addresses: list[str], window: float = 1.0,
     on_sent: Callable[[], None] | None = None,
@@ -90,7 +77,7 @@ async def one_shot_query(
                 continue
             try:
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _Answers(zc, query_id), sock=_socket(addr)
+                    lambda: _Answers(zc, query_id), sock=multicast_socket(addr)
                 )
             except OSError as exc:
                 log.debug("one-shot mDNS query on %s: %s", addr, exc)

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["Probe", "ptr_query"]
+__all__ = ["Probe", "multicast_socket", "ptr_query"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def is_answer(data: bytes, query_id: int) -> bool:
     return qid == query_id and bool(flags & _QR) and not flags & 0x000F and an + ns + ar > 0
 
 
-def _socket(addr: str) -> socket.socket:
+def multicast_socket(addr: str) -> socket.socket:
+    """A non-blocking UDP socket bound to ``addr`` (an ephemeral port) that multicasts on that interface."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(addr))
@@ -111,7 +112,7 @@ class Probe:
         try:
             for addr in self.addresses:
                 try:
-                    sock = _socket(addr)
+                    sock = multicast_socket(addr)
                     socks.append(sock)
                     sock.sendto(packet, _MDNS_GROUP)
                 except OSError as exc:  # no multicast route there, address gone: skip it
