@@ -35,17 +35,13 @@ from typing import Any, Callable
 import zmq
 
 from transport._log import log
-from transport._loop import Call, Command, Loop
+from transport._loop import Call, Loop
 
 __all__ = ["Host", "IoSelector", "host"]
 
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _poll = zmq.zmq_poll
 _set_running = asyncio.events._set_running_loop
-
-
-class _Wake(Command):
-    __slots__ = ()
 
 
 def host(io: Loop, setup: Callable[[Any], None] | None = None) -> Host | None:
@@ -59,7 +55,7 @@ def host(io: Loop, setup: Callable[[Any], None] | None = None) -> Host | None:
             h.loop.close()
             return None
         io.host = h
-    io.submit(_Wake())  # the I/O thread starts it at the end of its turn
+    io.submit(Call(_noop))  # the I/O thread starts it at the end of its turn
     return h
 
 
