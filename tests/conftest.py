@@ -89,6 +89,19 @@ def wait_until(cond: Callable[[], object], timeout: float = 5.0, interval: float
         time.sleep(interval)
 
 
+def read_line(stream, timeout: float = 30.0) -> str:
+    """``stream.readline()`` bounded by ``timeout``: a child that never prints fails the test at once."""
+    import threading
+
+    box: list[str] = []
+    reader = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not box:
+        raise AssertionError(f"no line from the child within {timeout} s")
+    return box[0]
+
+
 @pytest.fixture
 def server() -> Iterator["mesh.AgentServer"]:
     """An agent server in this process on a free loopback port."""

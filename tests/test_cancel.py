@@ -13,7 +13,7 @@ import pytest
 
 import mesh
 from cancel_agents import Worker
-from conftest import wait_until
+from conftest import read_line, wait_until
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -188,7 +188,7 @@ def test_ctrl_c_while_waiting_cancels_what_the_client_started_and_exits_fast(spa
     code = _APP.format(tests=TESTS, host=srv.host, port=srv.port, method=method)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().strip() == "ready"
+        assert read_line(proc.stdout).strip() == "ready"
         key = "running" if method == "spin" else "aio_running"
         wait_until(lambda: status(srv)[key] == 5, timeout=20)
         t0 = time.monotonic()

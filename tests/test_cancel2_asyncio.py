@@ -15,7 +15,7 @@ import pytest
 
 import mesh
 from cancel_agents import Worker
-from conftest import wait_until
+from conftest import read_line, wait_until
 from mesh import RpcMeta, stream_func
 
 TESTS = __file__.rsplit("/", 1)[0]
@@ -165,14 +165,14 @@ def test_ctrl_c_in_asyncio_run_cancels_what_the_client_started(spawn_server, met
     conf = '{"host": %r, "port": %d, "name": "w%%d-%s" %% i, "detached": True}' % (srv.host, srv.port, uuid.uuid4().hex[:6])
     proc = _client(_AWAITING.format(tests=TESTS, conf=conf, method=method, wait=wait))
     try:
-        assert proc.stdout.readline().strip() == "ready"
+        assert read_line(proc.stdout).strip() == "ready"
         key = "running" if method == "spin" else "aio_running"
         wait_until(lambda: status(srv)[key] == 5, timeout=20)
         proc.send_signal(signal.SIGINT)
         if wait.startswith("await asyncio.sleep"):  # no mesh future awaited: the exit's hook cancels them
             proc.stdin.close()
         else:  # the interrupted awaits cancelled them, the client still lives
-            assert proc.stdout.readline().strip() == "interrupted"
+            assert read_line(proc.stdout).strip() == "interrupted"
         wait_until(lambda: status(srv)[key] == 0, timeout=10)
         if not proc.stdin.closed:
             proc.stdin.close()
@@ -201,7 +201,7 @@ asyncio.run(main())
 def test_ctrl_c_in_asyncio_run_with_a_child_server_exits_fast(method):
     proc = _client(_CHILD.format(tests=TESTS, method=method))
     try:
-        assert proc.stdout.readline().strip() == "ready"
+        assert read_line(proc.stdout).strip() == "ready"
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
