@@ -424,7 +424,10 @@ def test_py_typed_ships():
     assert importlib.resources.files("mesh").joinpath("py.typed").is_file()
 
 
-@pytest.mark.skipif(shutil.which("pyright", path=os.path.dirname(sys.executable)) is None, reason="pyright is not installed")
+@pytest.mark.skipif(
+    shutil.which("pyright", path=os.path.dirname(sys.executable)) is None or shutil.which("node") is None,
+    reason="pyright (the test extra) or Node.js, which it runs on, is not installed",
+)
 @pytest.mark.slow
 def test_pyright_accepts_the_typing_examples():
     here = os.path.dirname(os.path.abspath(__file__))
