@@ -17,10 +17,10 @@ query from a port other than 5353 (the one-shot query of :mod:`discovery._onesho
 :mod:`discovery._probe`); goodbyes (TTL 0) on close. Unicast replies are rate-limited (a token
 bucket per interface). The name is unique by construction (host, pid, port), so it is not probed.
 
-One socket per interface, bound to port 5353 like zeroconf's (``SO_REUSEADDR``/``SO_REUSEPORT``),
-joined to 224.0.0.251 on that interface only (``IP_MULTICAST_ALL`` off); a datagram that did not
-arrive on that interface (``IP_PKTINFO``) is dropped, so a loopback-only server answers nobody
-else. Datagrams are parsed as DNS (:mod:`discovery._mdns_wire`, bounded, never unpickled); a
+One socket, bound to port 5353 like zeroconf's (``SO_REUSEADDR``/``SO_REUSEPORT``), joined to
+224.0.0.251 on the served interfaces only (``IP_MULTICAST_ALL`` off); a datagram that did not
+arrive on one of them (``IP_PKTINFO``) is dropped, so a loopback-only server answers nobody else.
+Answers go out on the interface the question came in on. Datagrams are parsed as DNS (:mod:`discovery._mdns_wire`, bounded, never unpickled); a
 malformed one is dropped.
 """
 
@@ -81,41 +81,48 @@ class _Bucket:
         return True
 
 
-class _Interface:
-    """The socket of one interface, and what was last multicast on it."""
+def _open_socket() -> socket.socket:
+    """The responder's one socket: port 5353 shared like zeroconf's, no group joined yet."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)  # only the (group, interface) pairs joined here
+        sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)  # which interface each datagram came in on
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)  # RFC 6762 §11
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)  # browsers on this host
+        sock.bind(("", _PORT))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
-    def __init__(self, index: int, address: str) -> None:
+
+class _Interface:
+    """One interface the responder serves, and what was last multicast on it."""
+
+    def __init__(self, sock: socket.socket, index: int, address: str) -> None:
         self.index = index
         self.address = address
         self.last_sent: dict[str, float] = {}  # record set ("ptr", "srv", ...) -> monotonic time
         self.unicast = _Bucket(_UNICAST_RATE)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if hasattr(socket, "SO_REUSEPORT"):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
-            sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
-            sock.bind(("", _PORT))
-            mreqn = socket.inet_aton(_GROUP) + socket.inet_aton(address) + struct.pack("=i", index)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(address))
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)  # RFC 6762 §11
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)  # browsers on this host
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
         self.sock = sock
+        self._mreqn = socket.inet_aton(_GROUP) + socket.inet_aton(address) + struct.pack("=i", index)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, self._mreqn)
 
     def send(self, packet: bytes, to: tuple[str, int] = (_GROUP, _PORT)) -> None:
         try:
+            if to[0] == _GROUP:  # one socket for every interface: choose this one for the multicast
+                self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.address))
             self.sock.sendto(packet, to)
         except OSError as exc:  # link down, no route: the next announcement or query retries
             log.debug("mDNS send on %s to %s: %s", self.address, to, exc)
 
     def close(self) -> None:
-        self.sock.close()
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, self._mreqn)
 
 
 class MdnsResponder:
@@ -151,6 +158,7 @@ class MdnsResponder:
         self._addresses = addresses
         self._wanted = interfaces
         self._current = current
+        self._sock: socket.socket | None = None
         self._ifaces: dict[int, _Interface] = {}
         self._announce_due: list[float] = []
         self._lock = threading.Lock()  # guards _announce_due and the interface change request
@@ -260,7 +268,12 @@ class MdnsResponder:
 
     def start(self) -> None:
         """Open a socket on each interface and start announcing (a failure is logged, not raised)."""
-        self._open(self._wanted)
+        try:
+            self._sock = _open_socket()
+        except OSError as exc:
+            log.debug("mDNS advertising: %s", exc)
+        else:
+            self._open(self._wanted)
         if not self._ifaces:
             log.warning("mDNS advertising unavailable on %s; other discovery sources keep working",
                         [a for _, a in self._wanted])
@@ -275,6 +288,8 @@ class MdnsResponder:
         self._watch.start()
 
     def _open(self, wanted: list[tuple[int, str]]) -> None:
+        if self._sock is None:
+            return
         keep = {index for index, _ in wanted}
         for index in [i for i in self._ifaces if i not in keep]:
             self._ifaces.pop(index).close()
@@ -282,7 +297,7 @@ class MdnsResponder:
             if index in self._ifaces:
                 continue
             try:
-                self._ifaces[index] = _Interface(index, address)
+                self._ifaces[index] = _Interface(self._sock, index, address)
             except OSError as exc:  # no multicast there, address gone
                 log.debug("mDNS advertising on %s: %s", address, exc)
 
@@ -336,29 +351,30 @@ class MdnsResponder:
                         self.announced.set()
                         self.finished.set()
                     continue
-                socks = {iface.sock: iface for iface in self._ifaces.values()}
-                ready, _, _ = select.select([*socks, self._wake_r], [], [], timeout)
+                assert self._sock is not None
+                ready, _, _ = select.select([self._sock, self._wake_r], [], [], timeout)
                 for sock in ready:
                     if sock is self._wake_r:
                         with contextlib.suppress(OSError):
                             self._wake_r.recv(64)
                     else:
-                        self._read(socks[sock])
+                        self._read(sock)
         except Exception:  # pragma: no cover - a bug must not kill the server; log it
             log.exception("mDNS responder for %s failed", self.name)
         finally:
             self.finished.set()
 
-    def _read(self, iface: _Interface) -> None:
+    def _read(self, sock: socket.socket) -> None:
         for _ in range(64):  # bounded per wake-up: a flood cannot starve announcements
             try:
-                data, ancdata, _flags, src = iface.sock.recvmsg(_MAX_DATAGRAM, socket.CMSG_SPACE(_PKTINFO.size))
+                data, ancdata, _flags, src = sock.recvmsg(_MAX_DATAGRAM, socket.CMSG_SPACE(_PKTINFO.size))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.debug("mDNS receive on %s: %s", iface.address, exc)
+                log.debug("mDNS receive: %s", exc)
                 return
-            if not self._arrived_on(iface, ancdata):
+            iface = self._ifaces.get(self._arrived_on(ancdata))
+            if iface is None:  # not on an interface we serve (a loopback-only server: not from the LAN)
                 continue
             try:
                 self.answer(data, src, iface)
@@ -366,11 +382,12 @@ class MdnsResponder:
                 log.debug("mDNS: dropped a malformed datagram from %s: %s", src, exc)
 
     @staticmethod
-    def _arrived_on(iface: _Interface, ancdata: list[tuple[int, int, bytes]]) -> bool:
+    def _arrived_on(ancdata: list[tuple[int, int, bytes]]) -> int:
+        """The index of the interface a datagram came in on; -1 when the packet info is missing."""
         for level, kind, data in ancdata:
             if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(data) >= _PKTINFO.size:
-                return _PKTINFO.unpack_from(data)[0] == iface.index
-        return False  # no packet info: cannot tell where it came from
+                return int(_PKTINFO.unpack_from(data)[0])
+        return -1
 
     def close(self) -> None:
         """Send goodbyes on every interface, stop the thread, close the sockets. Idempotent."""
@@ -391,6 +408,8 @@ class MdnsResponder:
         for iface in self._ifaces.values():
             iface.close()
         self._ifaces.clear()
+        if self._sock is not None:
+            self._sock.close()
         for s in (self._wake_r, self._wake_w):
             s.close()
         self.settled.set()

@@ -213,3 +213,14 @@ def test_the_plain_responder_of_a_loopback_server_answers_nobody_on_the_lan(lan,
     lan_wide = advertise(lan, 1, "wide", env, "--no-probe", "--no-local")  # bound to the LAN address
     assert ask(lan, 3, env, lan.host_ip(1))
     assert lan_wide.stop() == 0
+
+
+def test_the_plain_responder_of_a_wildcard_server_answers_on_every_interface(lan, env):
+    wild = Node(lan, 1, ["advertise", "wild", "0.0.0.0", "7012", "--no-probe", "--no-local"], env)
+    wild.expect(lambda e: e["event"] == "registered", 10)
+    assert ask(lan, 1, env, "127.0.0.1") and ask(lan, 3, env, lan.host_ip(1))
+    out = lan.run(3, [sys.executable, "-m", "discovery", "browse", "--json", "--once", "--timeout", "1.0"],
+                  capture_output=True, text=True, env=env, cwd=ROOT, timeout=15)
+    (found,) = json.loads(out.stdout)["servers"]
+    assert found["address"] == f"tcp://{lan.host_ip(1)}:7012" and "127.0.0.1" in found["addresses"]
+    assert wild.stop() == 0

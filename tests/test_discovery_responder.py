@@ -174,12 +174,10 @@ def test_a_compression_pointer_backwards_is_read():
 
 
 def test_only_datagrams_that_arrived_on_the_interface_count():
-    iface = FakeIface()
-    info = struct.pack("=i4s4s", 1, b"\0" * 4, b"\0" * 4)
-    other = struct.pack("=i4s4s", 2, b"\0" * 4, b"\0" * 4)
-    assert MdnsResponder._arrived_on(iface, [(socket.IPPROTO_IP, 8, info)])
-    assert not MdnsResponder._arrived_on(iface, [(socket.IPPROTO_IP, 8, other)])
-    assert not MdnsResponder._arrived_on(iface, [])
+    info = struct.pack("=i4s4s", 3, b"\0" * 4, b"\0" * 4)
+    assert MdnsResponder._arrived_on([(socket.IPPROTO_IP, 8, info)]) == 3
+    assert MdnsResponder._arrived_on([(socket.IPPROTO_IP, 8, info[:4])]) == -1
+    assert MdnsResponder._arrived_on([]) == -1
 
 
 # --- live, on loopback --------------------------------------------------------------------------
