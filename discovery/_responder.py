@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from discovery._mdns_socket import IP_PKTINFO as _IP_PKTINFO, PORT as _PORT, Interface as _Interface, open_socket
 from discovery._mdns_wire import ANY, PTR, SRV, TXT, A, Writer, encode_txt, parse_query
 from discovery._netwatch import NetWatch
 
@@ -43,86 +44,19 @@ __all__ = ["MdnsResponder", "available"]
 
 log = logging.getLogger(__name__)
 
-_GROUP = "224.0.0.251"
-_PORT = 5353
 _SERVICES = "_services._dns-sd._udp.local."  # DNS-SD service type enumeration (RFC 6763 §9)
 _TTL_HOST = 120  # SRV, A (RFC 6762 §10)
 _TTL_OTHER = 4500  # PTR, TXT
 _LEGACY_TTL = 10  # RFC 6762 §6.7
 _MCAST_INTERVAL = 1.0  # s: a record set multicast at most once a second per interface (RFC 6762 §6)
 _ANNOUNCE_AT = (0.0, 1.0)  # s after start (or a network change): RFC 6762 §8.3
-_UNICAST_RATE = 20.0  # unicast replies per second and interface, after a burst of as many
 _MAX_DATAGRAM = 9000  # RFC 6762 §17
-_IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)  # Linux
-_IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
 
 
 def available() -> bool:
     """This platform has what the responder needs (Linux: ``IP_PKTINFO``, ``IP_MULTICAST_ALL``)."""
     return os.name == "posix" and hasattr(socket, "if_nametoindex") and os.uname().sysname == "Linux"
-
-
-class _Bucket:
-    """A token bucket: ``take()`` is True at most ``rate`` times a second after a burst of ``rate``."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.tokens = rate
-        self.stamp = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
-
-
-def _open_socket() -> socket.socket:
-    """The responder's one socket: port 5353 shared like zeroconf's, no group joined yet."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)  # only the (group, interface) pairs joined here
-        sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)  # which interface each datagram came in on
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)  # RFC 6762 §11
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)  # browsers on this host
-        sock.bind(("", _PORT))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-class _Interface:
-    """One interface the responder serves, and what was last multicast on it."""
-
-    def __init__(self, sock: socket.socket, index: int, address: str) -> None:
-        self.index = index
-        self.address = address
-        self.last_sent: dict[str, float] = {}  # record set ("ptr", "srv", ...) -> monotonic time
-        self.unicast = _Bucket(_UNICAST_RATE)
-        self.sock = sock
-        self._mreqn = socket.inet_aton(_GROUP) + socket.inet_aton(address) + struct.pack("=i", index)
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, self._mreqn)
-
-    def send(self, packet: bytes, to: tuple[str, int] = (_GROUP, _PORT)) -> None:
-        try:
-            if to[0] == _GROUP:  # one socket for every interface: choose this one for the multicast
-                self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.address))
-            self.sock.sendto(packet, to)
-        except OSError as exc:  # link down, no route: the next announcement or query retries
-            log.debug("mDNS send on %s to %s: %s", self.address, to, exc)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, self._mreqn)
 
 
 class MdnsResponder:
@@ -269,7 +203,7 @@ class MdnsResponder:
     def start(self) -> None:
         """Open a socket on each interface and start announcing (a failure is logged, not raised)."""
         try:
-            self._sock = _open_socket()
+            self._sock = open_socket()
         except OSError as exc:
             log.debug("mDNS advertising: %s", exc)
         else:

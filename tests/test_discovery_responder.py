@@ -18,7 +18,8 @@ from vlan import in_isolated_netns
 from discovery import Advertiser, Browser
 from discovery._mdns_wire import PTR, SRV, TXT, A, Writer, parse_query
 from discovery._probe import is_answer, ptr_query
-from discovery._responder import MdnsResponder, _Bucket
+from discovery._mdns_socket import Bucket as _Bucket
+from discovery._responder import MdnsResponder
 
 pytestmark = pytest.mark.timeout(30)
 ROOT = Path(__file__).resolve().parent.parent

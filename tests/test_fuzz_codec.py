@@ -506,7 +506,8 @@ def test_json_numbers_that_python_cannot_read():
 # -- the plain mDNS responder (discovery._responder): any datagram from the LAN ---------------
 
 def _responder_and_iface():
-    from discovery._responder import MdnsResponder, _Bucket
+    from discovery._mdns_socket import Bucket as _Bucket
+    from discovery._responder import MdnsResponder
 
     class Iface:
         index, address = 1, "127.0.0.1"
