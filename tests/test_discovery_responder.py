@@ -256,3 +256,23 @@ def test_our_probe_and_browser_find_it_and_it_re_announces_after_a_network_chang
         iface.send = send
         adv._mdns._network_changed()  # what NetWatch calls
         assert two.wait(5) and all(p == adv._mdns.announcement() for p in sent[:2])
+
+
+@needs_netns
+def test_several_responders_on_one_host_and_a_zeroconf_advertiser_beside_them_are_all_found(service_type):
+    # `zmq-agent-server start --processes 4` runs one responder per server, all on port 5353
+    advs = [Advertiser(f"many-{i}", "127.0.0.1", 6110 + i, local=False, probe=False, service_type=service_type)
+            for i in range(3)]
+    advs.append(Advertiser("zc", "127.0.0.1", 6119, local=False, service_type=service_type))  # probes: zeroconf
+    try:
+        for adv in advs:
+            adv.start()
+        assert advs[-1].wait_registered(10)
+        want = ["many-0", "many-1", "many-2", "zc"]
+        for _ in range(2):  # a fresh browser each time: its first query is answered by every responder
+            with Browser(local=False, static_peers=[], service_type=service_type) as browser:
+                found = browser.wait(5, lambda found: len(found) == 4)
+            assert sorted(r.name for r in found) == want
+    finally:
+        for adv in advs:
+            adv.close()
