@@ -156,7 +156,7 @@ class Advertiser:
         if mdns and plan is not None:
             from discovery._responder import MdnsResponder
 
-            current = (lambda: _plain_plan(bound, interfaces) or ([], [])) if is_wildcard(bound) else None
+            current = (lambda: _plain_plan(bound, interfaces)) if is_wildcard(bound) else None
             self._mdns = MdnsResponder(
                 self.service_type, instance_label(name), port, txt_properties(self.record), addresses, plain_ifaces,
                 current,

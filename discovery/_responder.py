@@ -69,8 +69,8 @@ class MdnsResponder:
         properties: the TXT fields.
         addresses: IPv4 addresses for the A records.
         interfaces: ``(index, address)`` of each interface to serve on.
-        current: returns ``(addresses, interfaces)`` now; called after a network change (a server
-            bound to ``0.0.0.0`` follows its interfaces). ``None``: keep them.
+        current: returns ``(addresses, interfaces)`` now (``None``: unknown, keep them); called after a
+            network change (a server bound to ``0.0.0.0`` follows its interfaces). ``None``: keep them.
     """
 
     def __init__(
@@ -81,7 +81,7 @@ class MdnsResponder:
         properties: dict[str, str],
         addresses: list[str],
         interfaces: list[tuple[int, str]],
-        current: Callable[[], tuple[list[str], list[tuple[int, str]]]] | None = None,
+        current: Callable[[], tuple[list[str], list[tuple[int, str]]] | None] | None = None,
     ) -> None:
         self.service_type = service_type
         self.name = f"{label}.{service_type}"
@@ -224,9 +224,9 @@ class MdnsResponder:
     def _open(self, wanted: list[tuple[int, str]]) -> None:
         if self._sock is None:
             return
-        keep = {index for index, _ in wanted}
-        for index in [i for i in self._ifaces if i not in keep]:
-            self._ifaces.pop(index).close()
+        keep = set(wanted)
+        for index in [i for i, iface in self._ifaces.items() if (i, iface.address) not in keep]:
+            self._ifaces.pop(index).close()  # gone, or its address changed: joined again below
         for index, address in wanted:
             if index in self._ifaces:
                 continue
@@ -249,10 +249,12 @@ class MdnsResponder:
     def _apply_change(self) -> None:  # on the responder thread
         if self._current is not None:
             try:
-                addresses, wanted = self._current()
-            except Exception as exc:  # pragma: no cover - interface table unreadable
+                now = self._current()
+            except Exception as exc:  # pragma: no cover - an interface named in MESH_INTERFACES is gone
                 log.debug("cannot re-read addresses: %r", exc)
-            else:
+                now = None
+            if now is not None:  # None: the interface table is unreadable; keep what we serve
+                addresses, wanted = now
                 if addresses and sorted(addresses) != sorted(self._addresses):
                     log.info("mDNS: %s now at %s", self.name, addresses)
                     self._addresses = addresses

@@ -276,3 +276,27 @@ def test_several_responders_on_one_host_and_a_zeroconf_advertiser_beside_them_ar
     finally:
         for adv in advs:
             adv.close()
+
+
+@needs_netns
+def test_a_network_change_follows_the_interfaces_and_keeps_them_when_the_table_is_unreadable(service_type):
+    plans = [None, (["127.0.0.1"], [])]  # unreadable table, then no interface left
+    announced = threading.Event()
+    r = MdnsResponder(service_type, "follow", 6120, {"name": "follow"}, ["127.0.0.1"], [(1, "127.0.0.1")],
+                      current=lambda: plans.pop(0))
+    r.start()
+    try:
+        assert r.announced.wait(5)
+        iface = r._ifaces[1]
+        real_send = iface.send
+        iface.send = lambda packet, *to: (announced.set(), real_send(packet, *to))
+        r._network_changed()
+        assert announced.wait(5) and list(r._ifaces) == [1]  # kept, and announced again
+        announced.clear()
+        r._network_changed()
+        deadline = time.monotonic() + 5
+        while r._ifaces and time.monotonic() < deadline:  # the responder thread applies it
+            time.sleep(0.01)
+        assert r._ifaces == {}
+    finally:
+        r.close()
