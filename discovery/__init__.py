@@ -1,7 +1,8 @@
-"""Discovery of agent servers: mDNS (zeroconf), a local registry, static peers and Redis.
+"""Discovery of agent servers: mDNS, a local registry, static peers and Redis.
 
-An :class:`Advertiser` announces one server; a :class:`Browser` merges what every
-source found into one :class:`ServerRecord` per server. Records are hints only:
+An :class:`Advertiser` announces one server (over IPv4 without probing, with the plain
+responder of :mod:`discovery._responder`; otherwise with python-zeroconf); a :class:`Browser`
+(python-zeroconf) merges what every source found into one :class:`ServerRecord` per server. Records are hints only:
 whether a server still answers is for the caller to check (the mesh pings it).
 
 This package knows nothing of RPC: it never imports ``mesh`` or ``transport``,

@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("port", type=int)
     a.add_argument("--capacity", type=int, default=0)
     a.add_argument("--auth", action="store_true")
-    a.add_argument("--no-probe", action="store_true", help="announce at once, without probing the name")
+    a.add_argument("--no-probe", action="store_true", help="announce at once, without probing the name (IPv4 on Linux: with the plain responder, not zeroconf)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"

@@ -9,17 +9,19 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
+from typing import Any
+
+from discovery._hosts import ip_version_name, is_loopback, is_wildcard, resolve_host
+from discovery._ifconf import plain_plan
 from discovery._local import LocalRegistry
-from discovery._mdns import MdnsAdvertiser
-from discovery._net import (
-    advertised_addresses,
-    advertiser_interfaces,
-    is_loopback,
-    is_wildcard,
-    resolve_host,
-    to_ip_version,
+from discovery._record import (
+    PROTO_VERSION,
+    ServerRecord,
+    instance_label,
+    python_version,
+    resolve_service_type,
+    txt_properties,
 )
-from discovery._record import PROTO_VERSION, ServerRecord, python_version, resolve_service_type
 from discovery._redis import DEFAULT_PREFIX, RedisPublisher
 
 __all__ = ["Advertiser"]
@@ -27,6 +29,18 @@ __all__ = ["Advertiser"]
 log = logging.getLogger(__name__)
 
 _MAX_NAME = 63  # bytes: one DNS label
+
+
+def _plain_plan(host: str, interfaces: list[str] | None) -> tuple[list[str], list[tuple[int, str]]] | None:
+    """The plain responder's addresses and interfaces, or ``None``: zeroconf advertises instead.
+
+    ``MESH_MDNS_RESPONDER=zeroconf`` always chooses zeroconf.
+    """
+    if os.environ.get("MESH_MDNS_RESPONDER", "").strip().lower() == "zeroconf":
+        return None
+    from discovery._responder import available
+
+    return plain_plan(host, interfaces) if available() else None
 
 
 class Advertiser:
@@ -57,7 +71,9 @@ class Advertiser:
         service_type: DNS-SD type; default ``MESH_SERVICE_TYPE`` or ``SERVICE_TYPE``.
         redis_ttl: seconds the Redis key lives without a refresh (refreshed every third).
         probe: probe the mDNS name before announcing (RFC 6762; ~1.2 s). ``False``
-            announces at once but cannot notice a duplicate name.
+            announces at once but cannot notice a duplicate name; over IPv4 on Linux it also
+            advertises with the plain responder of :mod:`discovery._responder` instead of
+            zeroconf (~7 MiB less; ``MESH_MDNS_RESPONDER=zeroconf`` keeps zeroconf).
         registry_dir: local registry directory (default: ``MESH_REGISTRY_DIR`` or the
             per-user, per-network-namespace directory).
         redis_prefix: Redis key prefix.
@@ -97,11 +113,18 @@ class Advertiser:
             raise ValueError(f"server name {name!r} is longer than {_MAX_NAME} bytes")
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, not {capacity!r}")
-        version = to_ip_version(ip_version)
+        version_name = ip_version_name(ip_version)
         self.service_type = resolve_service_type(service_type)
         bound = resolve_host(host.strip())
-        spec = advertiser_interfaces(bound, interfaces, version)
-        addresses = advertised_addresses(bound, spec, version)
+        plan = _plain_plan(bound, interfaces) if mdns and not probe and version_name == "v4" else None
+        if plan is not None:
+            addresses, plain_ifaces = plan
+        else:  # zeroconf's interface choices (IPv6, probing, or no plain responder here)
+            from discovery._net import advertised_addresses, advertiser_interfaces, to_ip_version
+
+            version = to_ip_version(version_name)
+            spec = advertiser_interfaces(bound, interfaces, version)
+            addresses = advertised_addresses(bound, spec, version)
         if not addresses:
             raise ValueError(f"no address to advertise for host {host!r} on interfaces {interfaces!r}")
         routable = [a for a in addresses if not is_loopback(a.split("%")[0])]
@@ -129,14 +152,22 @@ class Advertiser:
         self.record = record(shared_host)
         """What is advertised (over mDNS and Redis; the local entry has a loopback host for wildcards)."""
         self._local_record = record(local_host)
-        follow = (lambda: advertised_addresses(bound, spec, version)) if is_wildcard(bound) else None
-        self._mdns = (
-            MdnsAdvertiser(
+        self._mdns: Any = None
+        if mdns and plan is not None:
+            from discovery._responder import MdnsResponder
+
+            current = (lambda: _plain_plan(bound, interfaces)) if is_wildcard(bound) else None
+            self._mdns = MdnsResponder(
+                self.service_type, instance_label(name), port, txt_properties(self.record), addresses, plain_ifaces,
+                current,
+            )
+        elif mdns:
+            from discovery._mdns import MdnsAdvertiser
+
+            follow = (lambda: advertised_addresses(bound, spec, version)) if is_wildcard(bound) else None
+            self._mdns = MdnsAdvertiser(
                 self.service_type, self.record, addresses, spec, version, probe=probe, current_addresses=follow
             )
-            if mdns
-            else None
-        )
         self._local = LocalRegistry(registry_dir) if local else None
         self._redis = RedisPublisher(redis_url, self.record, redis_ttl, redis_prefix) if redis_url else None
         self._local_path: Path | None = None
@@ -146,7 +177,7 @@ class Advertiser:
     @property
     def mdns_name(self) -> str | None:
         """The mDNS instance name (after a rename on conflict), or ``None`` without mDNS."""
-        return self._mdns.info.name if self._mdns is not None else None
+        return self._mdns.name if self._mdns is not None else None
 
     def start(self) -> None:
         """Publish on every enabled channel; mDNS registration continues in the background.

@@ -29,32 +29,13 @@ from zeroconf import IPVersion, NonUniqueNameException, ServiceInfo, Zeroconf
 
 from discovery._net import InterfaceSpec
 from discovery._netwatch import NetWatch
-from discovery._record import ServerRecord
+from discovery._record import ServerRecord, instance_label, txt_properties
 
 __all__ = ["CLOSE_TIMEOUT", "MdnsAdvertiser", "instance_label", "open_zeroconf", "txt_properties"]
 
 log = logging.getLogger(__name__)
 
-_TXTVERS = "1"
 CLOSE_TIMEOUT = 5.0  # s; goodbyes take 0.25 s
-
-
-def instance_label(name: str) -> str:
-    """The DNS-SD instance label for a server name (dots would split the label)."""
-    return name.replace(".", "-")
-
-
-def txt_properties(rec: ServerRecord) -> dict[str, str]:
-    """The TXT keys of a record."""
-    return {
-        "txtvers": _TXTVERS,
-        "proto": str(rec.proto),
-        "name": rec.name,
-        "cap": str(rec.capacity),
-        "auth": "1" if rec.auth else "0",
-        "py": rec.py,
-        "pid": str(rec.pid),
-    }
 
 
 def open_zeroconf(interfaces: InterfaceSpec, version: IPVersion, what: str) -> Zeroconf | None:
@@ -119,6 +100,11 @@ class MdnsAdvertiser:
         """Set once the three announcements after registration went out."""
         self.finished = threading.Event()
         """Set once registration and announcements are over, whatever the outcome."""
+
+    @property
+    def name(self) -> str:
+        """The instance name (after a rename on conflict)."""
+        return str(self.info.name)
 
     def start(self) -> None:
         """Open zeroconf and start registering in the background (an ``OSError`` is logged, not raised)."""

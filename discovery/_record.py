@@ -37,11 +37,13 @@ __all__ = [
     "SERVICE_TYPE",
     "ServerRecord",
     "format_hostport",
+    "instance_label",
     "parse_address",
     "python_version",
     "record_from_dict",
     "record_to_dict",
     "resolve_service_type",
+    "txt_properties",
 ]
 
 SERVICE_TYPE = "_agentmesh._tcp.local."
@@ -243,3 +245,24 @@ def record_from_dict(data: Any, source: str) -> ServerRecord:
         addresses=addresses,
         sources=frozenset({source}),
     )
+
+
+_TXTVERS = "1"
+
+
+def instance_label(name: str) -> str:
+    """The DNS-SD instance label for a server name (dots would split the label)."""
+    return name.replace(".", "-")
+
+
+def txt_properties(rec: ServerRecord) -> dict[str, str]:
+    """The TXT keys of a record, as mDNS advertises them (``txtvers=1``, small and static)."""
+    return {
+        "txtvers": _TXTVERS,
+        "proto": str(rec.proto),
+        "name": rec.name,
+        "cap": str(rec.capacity),
+        "auth": "1" if rec.auth else "0",
+        "py": rec.py,
+        "pid": str(rec.pid),
+    }

@@ -101,11 +101,17 @@ def advertise(lan: VirtualLan, host: int, name: str, env: dict[str, str], *extra
     return node
 
 
-def test_servers_on_two_hosts_are_found_dropped_on_goodbye_and_found_after_a_link_flap(lan, env):
+# "--no-probe": advertised by the plain responder (discovery._responder), as mesh servers are;
+# probing: by zeroconf. Browsers are zeroconf in both.
+RESPONDERS = pytest.mark.parametrize("responder", [[], ["--no-probe"]], ids=["zeroconf", "plain"])
+
+
+@RESPONDERS
+def test_servers_on_two_hosts_are_found_dropped_on_goodbye_and_found_after_a_link_flap(lan, env, responder):
     browser = Node(lan, 3, ["browse"], env)
     browser.expect(has(), 10)
-    s1 = advertise(lan, 1, "s1", env, "--capacity", "4")
-    s2 = advertise(lan, 2, "s2", env, "--auth")
+    s1 = advertise(lan, 1, "s1", env, "--capacity", "4", *responder)
+    s2 = advertise(lan, 2, "s2", env, "--auth", *responder)
 
     table = browser.expect(has("s1", "s2"), 10)
     by_name = {s["name"]: s for s in table["servers"]}
@@ -137,11 +143,12 @@ def test_servers_on_two_hosts_are_found_dropped_on_goodbye_and_found_after_a_lin
     assert browser.stop() == 0
 
 
-def test_a_server_that_registered_while_cut_off_reannounces_when_its_link_returns(lan, env):
+@RESPONDERS
+def test_a_server_that_registered_while_cut_off_reannounces_when_its_link_returns(lan, env, responder):
     browser = Node(lan, 3, ["browse"], env)
     browser.expect(has(), 10)
     lan.link_down(1)
-    cut = advertise(lan, 1, "cut", env)
+    cut = advertise(lan, 1, "cut", env, *responder)
     cut.expect(lambda e: e["event"] == "announced", 10)  # probes and all announcements went nowhere
     t0 = time.monotonic()
     lan.link_up(1)
@@ -151,7 +158,7 @@ def test_a_server_that_registered_while_cut_off_reannounces_when_its_link_return
 
     # The other way round: the browser's host is cut off while a server starts elsewhere.
     lan.link_down(3)
-    late = advertise(lan, 2, "late", env)
+    late = advertise(lan, 2, "late", env, *responder)
     late.expect(lambda e: e["event"] == "announced", 10)
     t0 = time.monotonic()
     lan.link_up(3)
@@ -173,3 +180,47 @@ def test_ipv6_a_dual_stack_server_is_found_by_an_ipv6_browser(lan, env):
     assert "198.18.0.1" in six["addresses"] and six["host"] == "198.18.0.1"  # a routable IPv4 address first
     assert server.stop() == 0 and browser.stop() == 0
     assert not [line for line in server.err.drain() + browser.err.drain() if "unreachable" in line]  # no ::1
+
+
+ASK = """
+import socket, sys
+from discovery._probe import is_answer, ptr_query
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.settimeout(1.0)
+sock.sendto(ptr_query(sys.argv[1], 77), (sys.argv[2], 5353))
+try:
+    print(is_answer(sock.recv(9000), 77))
+except TimeoutError:
+    print(False)
+"""
+
+
+def ask(lan: VirtualLan, host: int, env: dict[str, str], to: str) -> bool:
+    """A unicast PTR query from ``host`` to ``to``:5353; whether an answer came within 1 s."""
+    out = lan.run(host, [sys.executable, "-c", ASK, env["MESH_SERVICE_TYPE"], to], capture_output=True, text=True,
+                  env=env, cwd=ROOT, timeout=10)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip() == "True"
+
+
+def test_the_plain_responder_of_a_loopback_server_answers_nobody_on_the_lan(lan, env):
+    local = Node(lan, 1, ["advertise", "lo-only", "127.0.0.1", "7011", "--no-probe", "--no-local"], env)
+    local.expect(lambda e: e["event"] == "registered", 10)
+    assert ask(lan, 1, env, "127.0.0.1")  # its own host asks on loopback: answered
+    assert not ask(lan, 3, env, lan.host_ip(1))  # another host, to its LAN address: dropped
+    assert browse_once(lan, 3, env, 1.0) == []
+    assert local.stop() == 0
+    lan_wide = advertise(lan, 1, "wide", env, "--no-probe", "--no-local")  # bound to the LAN address
+    assert ask(lan, 3, env, lan.host_ip(1))
+    assert lan_wide.stop() == 0
+
+
+def test_the_plain_responder_of_a_wildcard_server_answers_on_every_interface(lan, env):
+    wild = Node(lan, 1, ["advertise", "wild", "0.0.0.0", "7012", "--no-probe", "--no-local"], env)
+    wild.expect(lambda e: e["event"] == "registered", 10)
+    assert ask(lan, 1, env, "127.0.0.1") and ask(lan, 3, env, lan.host_ip(1))
+    out = lan.run(3, [sys.executable, "-m", "discovery", "browse", "--json", "--once", "--timeout", "1.0"],
+                  capture_output=True, text=True, env=env, cwd=ROOT, timeout=15)
+    (found,) = json.loads(out.stdout)["servers"]
+    assert found["address"] == f"tcp://{lan.host_ip(1)}:7012" and "127.0.0.1" in found["addresses"]
+    assert wild.stop() == 0

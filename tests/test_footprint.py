@@ -9,6 +9,7 @@ for the state store of durable objects before it hosts one.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -24,17 +25,23 @@ NOT_LOADED = ("mesh.client", "mesh._listing", "mesh._placement", "hashlib", "shu
               "mesh._core.ckpt_log", "asyncio")
 
 
-def _imported_by_start(**extra_env: str) -> set[str]:
-    """The modules ``python -m mesh.server start`` imported up to its ready line (``-X importtime``)."""
-    env = {**os.environ, "MESH_DISCOVERY": "0", **extra_env}
+def _imported_by_start(advertise: bool = False, then=None, **extra_env: str) -> set[str]:
+    """The modules ``python -m mesh.server start`` imported up to its ready line (``-X importtime``).
+
+    ``then(port)`` runs while the server is up.
+    """
+    env = {**os.environ, "MESH_DISCOVERY": "1" if advertise else "0", **extra_env}
+    flags = [] if advertise else ["--no-advertise"]
     proc = subprocess.Popen(
-        [sys.executable, "-X", "importtime", "-m", "mesh.server", "start", "--port", "0", "--no-advertise"],
+        [sys.executable, "-X", "importtime", "-m", "mesh.server", "start", "--port", "0", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # bounded: the server prints it or exits (then the line is empty)
         assert "ready on" in line, line
+        if then is not None:
+            then(int(line.split("ready on ")[1].split()[0].rsplit(":", 1)[1]))
     finally:
         proc.terminate()
         try:
@@ -50,6 +57,28 @@ def test_a_plain_server_process_loads_no_client_side_no_shutil_no_redis():
     assert "mesh.server._dispatch" in imported  # the measure works: the serving side is there
     assert not {m for m in imported if m.startswith(NOT_LOADED)}
     assert "ctypes" in imported  # it tunes glibc's malloc (mesh.server._malloc)
+
+
+def test_an_advertising_server_loads_no_zeroconf_and_zeroconf_browsers_find_it(tmp_path):
+    """Advertising (the default) costs the plain responder, not zeroconf with asyncio and ssl (~7 MiB)."""
+    service_type = f"_fp{os.getpid()}._tcp.local."
+    found = []
+
+    def browse(port: int) -> None:  # a zeroconf browser in another process, mDNS only
+        out = subprocess.run(
+            [sys.executable, "-m", "discovery", "browse", "--json", "--once", "--timeout", "1.0", "--no-local"],
+            capture_output=True, text=True, cwd=ROOT, timeout=30,
+            env={**os.environ, "MESH_SERVICE_TYPE": service_type, "PYTHONPATH": ROOT},
+        )
+        assert out.returncode == 0, out.stderr
+        found.extend(s["address"] for s in json.loads(out.stdout)["servers"])
+        found.append(port)
+
+    imported = _imported_by_start(advertise=True, then=browse, MESH_SERVICE_TYPE=service_type,
+                                  MESH_REGISTRY_DIR=str(tmp_path))
+    assert "discovery._responder" in imported
+    assert not {m for m in imported if m.startswith(("zeroconf", "asyncio", "ssl", "ifaddr"))}
+    assert found == [f"tcp://127.0.0.1:{found[-1]}", found[-1]]
 
 
 def test_a_server_that_keeps_glibcs_malloc_does_not_load_ctypes():

@@ -7,7 +7,8 @@ Decode entry points covered (issue 10, point 1):
 - ``transport._framing.split_batch`` (the body of a ``batch`` message, protocol 1.4)
 - ``transport._zap.Zap.on_readable`` (ZAP requests), ``transport._sockets.parse_monitor_message``
 - ``discovery._record.record_from_dict`` / ``parse_address`` (registry JSON, Redis values),
-  ``LocalRegistry.records`` (registry files), ``discovery._mdns_browser.record_from_info`` (mDNS TXT)
+  ``LocalRegistry.records`` (registry files), ``discovery._mdns_browser.record_from_info`` (mDNS TXT),
+  ``discovery._mdns_wire.parse_query`` and ``discovery._responder.MdnsResponder.answer`` (any mDNS datagram)
 
 Random pickles are not fed to ``decode(allow_pickle=True)``: unpickling is trusted by design (only
 peers that proved the secret get there), so random and mutated bodies go through
@@ -500,3 +501,69 @@ def test_json_numbers_that_python_cannot_read():
     for text in ['{"host": "h", "port": NaN}', '{"host": "h", "port": 12001, "cap": Infinity}']:
         with pytest.raises(ValueError):
             record_from_dict(json.loads(text), "redis")
+
+
+# -- the plain mDNS responder (discovery._responder): any datagram from the LAN ---------------
+
+def _responder_and_iface():
+    from discovery._mdns_socket import Bucket as _Bucket
+    from discovery._responder import MdnsResponder
+
+    class Iface:
+        index, address = 1, "127.0.0.1"
+
+        def __init__(self):
+            self.last_sent, self.unicast, self.sent = {}, _Bucket(20.0), []
+
+        def send(self, packet, to=("224.0.0.251", 5353)):
+            self.sent.append(packet)
+
+    props = {"txtvers": "1", "name": "f", "cap": "1"}
+    return MdnsResponder("_agentmesh._tcp.local.", "f", 1, props, ["127.0.0.1"], [(1, "127.0.0.1")]), Iface()
+
+
+def _mdns_query_seed():
+    from discovery._mdns_wire import PTR, SRV, Writer
+
+    w = Writer(9, flags=0)
+    w.question("_agentmesh._tcp.local.", PTR)
+    w.question("f._agentmesh._tcp.local.", SRV)
+    w.record(1, "_agentmesh._tcp.local.", PTR, 4500, "f._agentmesh._tcp.local.")
+    return w.bytes()
+
+
+def _answers_cleanly(data: bytes, port: int) -> None:
+    """parse_query and answer return or raise ValueError; whatever is sent is a valid DNS response."""
+    from discovery._mdns_wire import parse_query
+
+    responder, iface = _responder_and_iface()
+    try:
+        parse_query(data)
+        responder.answer(data, ("127.0.0.1", port), iface)
+    except ValueError:
+        return
+    for packet in iface.sent:
+        assert packet[2] & 0x80 and parse_query(packet) is None  # a response (QR set), itself readable
+
+
+@FAST
+@given(st.binary(max_size=600), st.sampled_from([5353, 40000]))
+def test_mdns_responder_random_datagrams(data, port):
+    _answers_cleanly(data, port)
+
+
+@FAST
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), min_size=1, max_size=8),
+       st.sampled_from([5353, 40000]))
+def test_mdns_responder_mutated_queries(edits, port):
+    data = bytearray(_mdns_query_seed())
+    for pos, byte in edits:
+        if pos < len(data):
+            data[pos] = byte
+    _answers_cleanly(bytes(data), port)
+
+
+def test_mdns_responder_truncations_of_a_valid_query():
+    data = _mdns_query_seed()
+    for end in range(len(data) + 1):
+        _answers_cleanly(data[:end], 40000)
