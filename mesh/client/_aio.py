@@ -36,6 +36,7 @@ from typing import Any
 from mesh._core import redis_results
 from mesh._core.context import blocking, current_chain
 from mesh._errors import Cancelled
+from mesh.client._aio_batch import resolver
 from mesh.client._cancel import abandon
 
 __all__ = ["PENDING", "AioFuture", "pool_read", "pooled_value", "value_of"]
@@ -200,6 +201,11 @@ class AioFuture:
         aio = sys.modules.get("asyncio")
         if aio is None or aio._get_running_loop() is None or current_chain() is not None:
             return None
+        try:  # gather's own frame, the usual case (asyncio.isfuture, then _ensure_future, then gather)
+            if sys._getframe(3).f_code in (_codes[0] if _codes else _taker_codes()):
+                return False
+        except ValueError:  # a shallower stack
+            return None
         frame = sys._getframe(1)  # asyncio.isfuture, then ensure_future, then who asks
         for _ in range(6):
             frame = frame.f_back  # type: ignore[assignment]
@@ -221,6 +227,8 @@ class AioFuture:
     def cancelled(self) -> bool:
         """True once reading it raises :class:`mesh.Cancelled` (its task was cancelled: asyncio then
         raises ``CancelledError`` out of a gather, as for a cancelled child)."""
+        if self.__dict__["_mesh_value"] is not PENDING:  # type: ignore[attr-defined]  # (read: gather asks twice)
+            return False
         try:
             return isinstance(self.exception(), Cancelled)
         except Exception:  # noqa: BLE001 - not done yet
@@ -250,14 +258,17 @@ class AioFuture:
         d = self.__dict__  # type: ignore[attr-defined]
         entry = [fn, True]
         d.setdefault("_mesh_aio_cbs", []).append(entry)
-        waker = _waker(loop)
         at = d.get("_mesh_deadline")
+        if at is None:  # the common case: checked with the others of this loop turn (mesh.client._aio_batch)
+            resolver(loop).add(self, fn, context, entry)
+            return
+        waker = _waker(loop)
 
         def check() -> None:  # the loop's thread
             if not entry[1]:
                 return
             try:
-                if at is not None and time.monotonic() >= at:
+                if time.monotonic() >= at:
                     self.result(0)  # type: ignore[attr-defined]  # the value if it is here, else DeadlineExceeded
                     done = True
                 else:
@@ -271,8 +282,7 @@ class AioFuture:
             entry[1] = False
             loop.call_soon(fn, self, context=context)
 
-        if at is not None:
-            loop.call_at(at, check)
+        loop.call_at(at, check)
         check()
 
     def remove_done_callback(self, fn: Any) -> int:
@@ -289,6 +299,15 @@ class AioFuture:
 # (wait_for would cancel it on a timeout and read it: there it stays an awaitable a Task runs)
 _TAKERS = frozenset(("gather", "wait", "as_completed"))
 _TASKS = os.path.join("asyncio", "tasks.py")
+_codes: list = []
+
+
+def _taker_codes() -> frozenset:
+    """The code objects of asyncio's gather / wait / as_completed (known by identity: no frame walk)."""
+    if not _codes:
+        tasks = sys.modules["asyncio"].tasks
+        _codes.append(frozenset(getattr(tasks, n).__code__ for n in _TAKERS if hasattr(getattr(tasks, n, None), "__code__")))
+    return _codes[0]
 
 
 def _module() -> Any:
