@@ -31,11 +31,20 @@ from collections import deque
 from functools import partial
 from typing import Any
 
+import msgpack
+
+from mesh._core import wire
+from mesh.client import _aio  # (its PENDING, at call time: _aio imports this module first)
 from mesh.client._client import get_client
+from mesh.client._lean import SHORT, Replied
+from transport import ReplyFuture
+from transport._lane_future import LaneFuture
 
 __all__ = ["resolver"]
 
 _get_ident = threading.get_ident
+_unpackb = msgpack.unpackb
+_OK = wire.OK
 
 
 class Resolver:
@@ -93,10 +102,13 @@ class Resolver:
         fut, fn, context, entry = item
         if not entry[1]:  # removed meanwhile
             return
-        try:
-            done, got = fut._mesh_try_read()
-        except Exception as exc:  # noqa: BLE001 - exception() reports it
-            fut.__dict__["_mesh_aio_exc"] = exc
+        if not _plain_read(fut):
+            try:
+                done, got = fut._mesh_try_read()
+            except Exception as exc:  # noqa: BLE001 - exception() reports it
+                fut.__dict__["_mesh_aio_exc"] = exc
+                done = True
+        else:
             done = True
         if not done:
             got.add_done_callback(partial(self.arrived, item))
@@ -142,6 +154,44 @@ class Resolver:
             loop.call_soon_threadsafe(self.take)
         except RuntimeError:  # that loop is closed (or gone): nobody awaits there any more
             self.incoming.clear()
+
+
+def _plain_read(fut: Any) -> bool:
+    """Read ``fut``'s plain reply (``ok``, no buffers, not big: a :class:`Replied`, or a done transport
+    future holding one) when its value is a plain one (no ext value: nothing the codec must decode)
+    and nothing else is in the way (a fetch, a forward, a deadline, a pool read): what ``result()``
+    would return, without its path (as an await's fast lane reads it). False: ``_mesh_try_read`` decides."""
+    d = fut.__dict__
+    call = d["_mesh_call"]
+    if (d["_mesh_value"] is not _aio.PENDING or d["_mesh_fetch"] is not None or d["_mesh_exc"] is not None
+            or d.get("_mesh_deadline") is not None or d.get("_mesh_pooled") is not None or "_mesh_forward" in d):
+        return False
+    kind = type(call)
+    if kind is Replied:
+        body = call.body
+    elif (kind is LaneFuture or kind is ReplyFuture) and call.done():
+        try:
+            rh, body, bufs = call.result()
+        except BaseException:  # noqa: BLE001 - a failure: result() raises it
+            return False
+        if bufs or type(body) is not bytes or rh.get("op") != _OK or rh.get("big"):
+            return False
+    else:
+        return False
+    try:
+        value = _unpackb(body, raw=False, strict_map_key=False, ext_hook=_not_plain)
+    except Exception:  # noqa: BLE001 - an ext value (a tuple, a pickle...) or malformed: the codec decides
+        return False
+    with SHORT:
+        if d["_mesh_value"] is _aio.PENDING:
+            d["_mesh_value"] = value
+    if kind is LaneFuture and d["_mesh_call"] is call:  # keep the body only (what _lean.compact does)
+        d["_mesh_call"] = Replied(body)
+    return True
+
+
+def _not_plain(code: int, data: bytes) -> Any:
+    raise ValueError("an ext value: decoded by the codec")
 
 
 _resolvers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> Resolver
