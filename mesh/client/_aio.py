@@ -5,7 +5,8 @@ would block on a transport future (the call's reply, a ``result`` fetch for a bi
 future passed from elsewhere, a forwarded future's reply), it raises ``NeedWait`` instead.
 The coroutine then registers a done-callback on that transport future and suspends; the
 callback runs on the I/O thread and wakes the awaiting loop with one
-``call_soon_threadsafe`` per burst of replies (:class:`_Waker`), and the read starts again.
+``call_soon_threadsafe`` per burst of replies (:class:`_Waker`: sent at the end of the I/O
+thread's turn, after every reply it read, see ``mesh.client._aio_batch``), and the read starts again.
 Nothing blocks the loop and no thread is held, however many awaits are pending.
 
 The await binds to the loop that runs it (``asyncio.get_running_loop()`` at each wait): a
@@ -38,6 +39,7 @@ from mesh._core.context import blocking, current_chain
 from mesh._errors import Cancelled
 from mesh.client._aio_batch import resolver
 from mesh.client._cancel import abandon
+from mesh.client._client import get_client
 
 __all__ = ["PENDING", "AioFuture", "pool_read", "pooled_value", "value_of"]
 
@@ -88,11 +90,12 @@ def _ready(source: Any, at: float | None = None) -> Any:
 class _Waker:
     """Wakes one loop for done transport futures: one ``call_soon_threadsafe`` per burst."""
 
-    __slots__ = ("loop", "ident", "lock", "due", "__weakref__")
+    __slots__ = ("loop", "ident", "node", "lock", "due", "__weakref__")
 
-    def __init__(self, loop: Any) -> None:
+    def __init__(self, loop: Any, node: Any = None) -> None:
         self.loop = weakref.ref(loop)  # (weakly: as the value of _wakers, a strong one would keep the loop forever)
         self.ident = threading.get_ident()  # made on the loop's thread (by an await or a done-callback)
+        self.node = node  # whose I/O thread completes most transport futures
         self.lock = threading.Lock()
         self.due: list[Any] | None = None  # waiters to wake; None: no wake-up scheduled
 
@@ -108,6 +111,13 @@ class _Waker:
                 self.due.append(waiter)
                 return
             self.due = [waiter]
+        node = self.node
+        if node is not None and not node.closed and node.on_io_thread():
+            node.call_soon(self.kick)  # at the end of this I/O turn: one wake-up for every reply it read
+        else:
+            self.kick()
+
+    def kick(self) -> None:  # any thread
         try:
             loop = self.loop()
             if loop is None:
@@ -141,7 +151,7 @@ def _waker(loop: Any) -> _Waker:
         with _wakers_lock:
             waker = _wakers.get(loop)
             if waker is None:
-                waker = _wakers[loop] = _Waker(loop)
+                waker = _wakers[loop] = _Waker(loop, get_client().node)
     return waker
 
 
