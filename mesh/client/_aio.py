@@ -5,7 +5,8 @@ would block on a transport future (the call's reply, a ``result`` fetch for a bi
 future passed from elsewhere, a forwarded future's reply), it raises ``NeedWait`` instead.
 The coroutine then registers a done-callback on that transport future and suspends; the
 callback runs on the I/O thread and wakes the awaiting loop with one
-``call_soon_threadsafe`` per burst of replies (:class:`_Waker`), and the read starts again.
+``call_soon_threadsafe`` per burst of replies (:class:`_Waker`: sent at the end of the I/O
+thread's turn, after every reply it read, see ``mesh.client._aio_batch``), and the read starts again.
 Nothing blocks the loop and no thread is held, however many awaits are pending.
 
 The await binds to the loop that runs it (``asyncio.get_running_loop()`` at each wait): a
@@ -36,7 +37,9 @@ from typing import Any
 from mesh._core import redis_results
 from mesh._core.context import blocking, current_chain
 from mesh._errors import Cancelled
+from mesh.client._aio_batch import resolver
 from mesh.client._cancel import abandon
+from mesh.client._client import get_client
 
 __all__ = ["PENDING", "AioFuture", "pool_read", "pooled_value", "value_of"]
 
@@ -87,11 +90,12 @@ def _ready(source: Any, at: float | None = None) -> Any:
 class _Waker:
     """Wakes one loop for done transport futures: one ``call_soon_threadsafe`` per burst."""
 
-    __slots__ = ("loop", "ident", "lock", "due", "__weakref__")
+    __slots__ = ("loop", "ident", "node", "lock", "due", "__weakref__")
 
-    def __init__(self, loop: Any) -> None:
+    def __init__(self, loop: Any, node: Any = None) -> None:
         self.loop = weakref.ref(loop)  # (weakly: as the value of _wakers, a strong one would keep the loop forever)
         self.ident = threading.get_ident()  # made on the loop's thread (by an await or a done-callback)
+        self.node = node  # whose I/O thread completes most transport futures
         self.lock = threading.Lock()
         self.due: list[Any] | None = None  # waiters to wake; None: no wake-up scheduled
 
@@ -107,6 +111,13 @@ class _Waker:
                 self.due.append(waiter)
                 return
             self.due = [waiter]
+        node = self.node
+        if node is not None and not node.closed and node.on_io_thread():
+            node.call_soon(self.kick)  # at the end of this I/O turn: one wake-up for every reply it read
+        else:
+            self.kick()
+
+    def kick(self) -> None:  # any thread
         try:
             loop = self.loop()
             if loop is None:
@@ -140,7 +151,7 @@ def _waker(loop: Any) -> _Waker:
         with _wakers_lock:
             waker = _wakers.get(loop)
             if waker is None:
-                waker = _wakers[loop] = _Waker(loop)
+                waker = _wakers[loop] = _Waker(loop, get_client().node)
     return waker
 
 
@@ -200,6 +211,11 @@ class AioFuture:
         aio = sys.modules.get("asyncio")
         if aio is None or aio._get_running_loop() is None or current_chain() is not None:
             return None
+        try:  # gather's own frame, the usual case (asyncio.isfuture, then _ensure_future, then gather)
+            if sys._getframe(3).f_code in (_codes[0] if _codes else _taker_codes()):
+                return False
+        except ValueError:  # a shallower stack
+            return None
         frame = sys._getframe(1)  # asyncio.isfuture, then ensure_future, then who asks
         for _ in range(6):
             frame = frame.f_back  # type: ignore[assignment]
@@ -221,6 +237,8 @@ class AioFuture:
     def cancelled(self) -> bool:
         """True once reading it raises :class:`mesh.Cancelled` (its task was cancelled: asyncio then
         raises ``CancelledError`` out of a gather, as for a cancelled child)."""
+        if self.__dict__["_mesh_value"] is not PENDING:  # type: ignore[attr-defined]  # (read: gather asks twice)
+            return False
         try:
             return isinstance(self.exception(), Cancelled)
         except Exception:  # noqa: BLE001 - not done yet
@@ -250,14 +268,17 @@ class AioFuture:
         d = self.__dict__  # type: ignore[attr-defined]
         entry = [fn, True]
         d.setdefault("_mesh_aio_cbs", []).append(entry)
-        waker = _waker(loop)
         at = d.get("_mesh_deadline")
+        if at is None:  # the common case: checked with the others of this loop turn (mesh.client._aio_batch)
+            resolver(loop).add(self, fn, context, entry)
+            return
+        waker = _waker(loop)
 
         def check() -> None:  # the loop's thread
             if not entry[1]:
                 return
             try:
-                if at is not None and time.monotonic() >= at:
+                if time.monotonic() >= at:
                     self.result(0)  # type: ignore[attr-defined]  # the value if it is here, else DeadlineExceeded
                     done = True
                 else:
@@ -271,8 +292,7 @@ class AioFuture:
             entry[1] = False
             loop.call_soon(fn, self, context=context)
 
-        if at is not None:
-            loop.call_at(at, check)
+        loop.call_at(at, check)
         check()
 
     def remove_done_callback(self, fn: Any) -> int:
@@ -289,6 +309,15 @@ class AioFuture:
 # (wait_for would cancel it on a timeout and read it: there it stays an awaitable a Task runs)
 _TAKERS = frozenset(("gather", "wait", "as_completed"))
 _TASKS = os.path.join("asyncio", "tasks.py")
+_codes: list = []
+
+
+def _taker_codes() -> frozenset:
+    """The code objects of asyncio's gather / wait / as_completed (known by identity: no frame walk)."""
+    if not _codes:
+        tasks = sys.modules["asyncio"].tasks
+        _codes.append(frozenset(getattr(tasks, n).__code__ for n in _TAKERS if hasattr(getattr(tasks, n, None), "__code__")))
+    return _codes[0]
 
 
 def _module() -> Any:

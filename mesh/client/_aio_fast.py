@@ -3,12 +3,14 @@ little Python as the threaded sync call's fast lane (``Client.sync_call``) has.
 
 :func:`issue` takes a plain call (``await obj.m.remote(x)``, ``await obj.async_m(x)``) from code
 that runs for no call: no call chain, cancel scope, deadline or tracing, not durable, arguments
-of plain values only (nothing pickled, so no counted futures), no call in flight to the object on
-another path. Its header is a template per object and method (:func:`transport.map_prefix`) plus
-the chain, task and id; it goes on the loop's lane as any call from a loop does
-(``mesh.client._on_loop.on_lane``: counted there, so later calls keep their order), with
-``keep`` (the server holds the result until this future's holders release it) and a ``result``
-fetch to fall back on once the loop stops. Anything else: :data:`SLOW`, the general path.
+of plain values only (nothing pickled, so no counted futures). It takes the path the general one
+would take, decided before any work is done: the loop's lane as any call from a loop (its
+header a template per object and method, :func:`transport.map_prefix`, plus the chain, task and
+id; ``mesh.client._on_loop.on_lane`` counts it, so later calls keep their order; a ``result``
+fetch to fall back on once the loop stops), or, while the object has calls in flight through the
+I/O thread (a burst of this loop's calls that the lane handed over: a gather), the I/O thread's
+connection behind them, counted as the general path counts them. Both with ``keep`` (the server
+holds the result until this future's holders release it). Anything else: :data:`SLOW`.
 
 :func:`awaited` is ``__await__`` of every future. For a call on the running loop's lane, not
 done yet, it yields a ``transport._lane_waiter.Waiter`` (an asyncio-compatible future of that
@@ -27,6 +29,7 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
+from functools import partial
 from typing import Any
 
 import msgpack
@@ -69,35 +72,65 @@ def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
             or local.on_block is not None or _reading.get() is not None or _user_deadline.get() is not None
             or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
         return SLOW
+    client = get_client()
+    object_id, address = proxy._mesh_id, proxy._mesh_address
+    node = client.node
+    entry = _busy.get(object_id) if _busy else None
+    # which path the general one would take (mesh.client._on_loop.issue), decided before any work:
+    # the I/O thread's connection behind the object's calls in flight there (a burst of this loop's
+    # calls handed to it included), else the loop's lane
+    if entry is None and client.peers.busy(object_id):
+        via_io = True
+    else:
+        lane = _lane(node, loop, address)
+        if lane is None or (entry is not None and entry[0] is not lane):
+            return SLOW
+        via_io = False
+        if lane.delegated:  # a burst goes through the I/O thread: the calls behind it follow it there
+            if entry is None or not lane.bursting():
+                return SLOW  # (the lane queues it behind what it still has: the general path)
+            via_io = True
     body = _plain_body(args, kwargs)
     if body is None or len(body) > _THRESHOLD:
         return SLOW
-    client = get_client()
-    object_id, address = proxy._mesh_id, proxy._mesh_address
-    if client.peers.busy(object_id):  # async calls in flight through the I/O thread: behind them
-        return SLOW
-    lane = _lane(client.node, loop, address)
-    if lane is None or lane.delegated:  # (a burst goes through the I/O thread: the general path follows it)
-        return SLOW
-    entry = _busy.get(object_id) if _busy else None
-    if entry is not None and entry[0] is not lane:
-        return SLOW
     session = client.session
-    key = (session, object_id, name)
-    prefix = _templates.get(key)
-    if prefix is None:
-        if len(_templates) >= _TEMPLATES_MAX:
-            _templates.clear()
-        prefix = _templates[key] = transport.map_prefix(8, [
-            ("op", wire.CALL), ("obj", object_id), ("m", name), ("sess", session), ("keep", 1)])
-    chain, task, rid = ids.new_chain(), ids.new_chain(), client.node.next_id()
+    chain, task, rid = ids.new_chain(), ids.new_chain(), node.next_id()
     header = {"op": wire.CALL, "obj": object_id, "m": name, "sess": session, "keep": 1, "chain": chain,
-              "task": task, "id": rid}  # what a fall-back sends through the I/O thread
-    packed = prefix + b"\xa5chain" + _pack_str(chain) + b"\xa4task" + _pack_str(task) + b"\xa2id" + _pack_uint(rid)
-    fut = _on_loop.on_lane(lane, loop, object_id, header, body, (), _on_loop.refetch_of(client, address, task),
-                           None, packed)
+              "task": task, "id": rid}  # what a fall-back (or the I/O thread) sends
+    if via_io:  # what the general path does there (peers' accounting keeps the order), without its work
+        fut = _via_io(client, object_id, address, header, body)
+    else:
+        key = (session, object_id, name)
+        prefix = _templates.get(key)
+        if prefix is None:
+            if len(_templates) >= _TEMPLATES_MAX:
+                _templates.clear()
+            prefix = _templates[key] = transport.map_prefix(8, [
+                ("op", wire.CALL), ("obj", object_id), ("m", name), ("sess", session), ("keep", 1)])
+        packed = (prefix + b"\xa5chain" + _pack_str(chain) + b"\xa4task" + _pack_str(task) + b"\xa2id"
+                  + _pack_uint(rid))
+        fut = _on_loop.on_lane(lane, loop, object_id, header, body, (), _on_loop.refetch_of(client, address, task),
+                               None, packed)
     client.own(address)  # our lease there keeps the result held until we release it (or exit)
     return cls(address, task, fut, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
+
+
+def _via_io(client: Any, object_id: str, address: str, header: dict, body: bytes) -> Any:
+    """Send through the I/O thread, counted among the object's calls in flight there (as
+    ``mesh.client._on_loop.issue`` does for the general path)."""
+    peers = client.peers
+    peers.call_started(object_id)
+    try:
+        fut = client.node.request(address, header, body)
+    except BaseException:
+        peers.call_ended(object_id)
+        raise
+    fut.add_done_callback(partial(_call_ended, peers, object_id))
+    return fut
+
+
+def _call_ended(peers: Any, object_id: str, _fut: Any) -> None:
+    peers.call_ended(object_id)
 
 
 def _lane(node: Any, loop: Any, address: str) -> Any:
