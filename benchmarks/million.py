@@ -76,6 +76,11 @@ def servers_mem(root: int) -> tuple[int, int]:
     return sum(r for r, _ in rss), sum(h for _, h in rss)
 
 
+def phase(name: str) -> None:
+    """A phase starts (to stderr: a profiler run beside this script starts and stops on it)."""
+    print(f"[million] {name} (client {os.getpid()})", file=sys.stderr, flush=True)
+
+
 def start_servers(processes: int, capacity: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, ROOT, os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen(
@@ -162,9 +167,11 @@ def main() -> int:
     try:
         srv_base = servers_mem(proc.pid)[0]
         cli_base = mem(os.getpid())[0]
+        phase("create")
         create_samples: list = []
         agents, create_s = create(Small, args.agents, create_samples)
         srv_created = servers_mem(proc.pid)
+        phase("round")
         round_samples: list = []
         issue_samples: list = []
         round_s, wrong = round_trip(agents, lambda a, i: a.ping(i), lambda i, v: v == 2 * i, round_samples, issue_samples)
@@ -199,12 +206,15 @@ def main() -> int:
             {"figure": "agents per server", "value": " / ".join(str(v) for v in sorted(placed.values())), "rate": ""},
             {"figure": "load average (1 min) at the end", "value": f"{os.getloadavg()[0]:.1f}", "rate": ""},
         ]
+        phase("round done")
         del agents
         if not args.skip_sleep:
             m = args.sleep_agents or args.agents
             rng = random.Random(16)
             sleeps = [rng.uniform(0.5, 2.0) for _ in range(m)]
+            phase("sleep create")
             nappers, nap_create_s = create(Napper, m, [])
+            phase("sleep round")
             nap_samples: list = []
             nap_s, nap_wrong = round_trip(nappers, lambda a, i: a.nap(sleeps[i]), lambda i, v: v == i, nap_samples)
             srv = servers_mem(proc.pid)
@@ -218,6 +228,7 @@ def main() -> int:
                 {"figure": "wrong replies (sleeping round)", "value": str(nap_wrong), "rate": ""},
             ]
     finally:
+        phase("end")
         mesh.shutdown()
         proc.terminate()
         try:
