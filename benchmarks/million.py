@@ -70,6 +70,19 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by ``pids`` together."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def servers_mem(root: int) -> tuple[int, int]:
     pids = [p for p in descendants(root)]
     rss = [mem(p) for p in pids]
@@ -176,13 +189,17 @@ def main() -> int:
         srv_base = servers_mem(proc.pid)[0]
         cli_base = mem(os.getpid())[0]
         phase("create")
+        srv_pids = [p for p in descendants(proc.pid)]
+        cpu0 = (cpu([os.getpid()]), cpu(srv_pids))
         create_samples: list = []
         agents, create_s, returned_s = create(Small, args.agents, create_samples)
+        cpu1 = (cpu([os.getpid()]), cpu(srv_pids))
         srv_created = servers_mem(proc.pid)
         phase("round")
         round_samples: list = []
         issue_samples: list = []
         round_s, wrong = round_trip(agents, lambda a, i: a.ping(i), lambda i, v: v == 2 * i, round_samples, issue_samples)
+        cpu2 = (cpu([os.getpid()]), cpu(srv_pids))
         srv = servers_mem(proc.pid)
         cli = mem(os.getpid())
         placed: dict[str, int] = {}
@@ -194,6 +211,8 @@ def main() -> int:
             "wall_s": create_s + round_s, "wrong": wrong, "placed": placed,
             "server_rss": srv[0], "server_hwm": srv[1], "server_rss_base": srv_base, "server_rss_created": srv_created[0],
             "load": os.getloadavg(),
+            "cpu_us_per_create": {"client": (cpu1[0] - cpu0[0]) / n * 1e6, "servers": (cpu1[1] - cpu0[1]) / n * 1e6},
+            "cpu_us_per_call": {"client": (cpu2[0] - cpu1[0]) / n * 1e6, "servers": (cpu2[1] - cpu1[1]) / n * 1e6},
             "server_rss_per_agent": (srv_created[0] - srv_base) / n,
             "client_rss": cli[0], "client_hwm": cli[1], "client_rss_base": cli_base,
             "client_per_agent": (cli[0] - cli_base) / n,
@@ -208,6 +227,10 @@ def main() -> int:
             {"figure": "total wall (create + round)", "value": f"{create_s + round_s:.1f} s",
              "rate": f"goal <= {GOAL_WALL * n / 1e6:.0f} s at this scale"},
             {"figure": "wrong replies", "value": str(wrong), "rate": ""},
+            {"figure": "CPU per creation: client / servers", "value": f"{(cpu1[0] - cpu0[0]) / n * 1e6:.0f} / "
+             f"{(cpu1[1] - cpu0[1]) / n * 1e6:.0f} us", "rate": "(user + system, all threads)"},
+            {"figure": "CPU per call of the round: client / servers", "value": f"{(cpu2[0] - cpu1[0]) / n * 1e6:.0f} / "
+             f"{(cpu2[1] - cpu1[1]) / n * 1e6:.0f} us", "rate": "(user + system, all threads)"},
             {"figure": "servers RSS after creation (sum)", "value": f"{srv_created[0] / 2**20:.0f} MiB",
              "rate": f"{(srv_created[0] - srv_base) / n:.0f} B/agent"},
             {"figure": "servers RSS after the round (sum; peak)", "value": f"{srv[0] / 2**20:.0f} MiB; {srv[1] / 2**20:.0f} MiB",
