@@ -182,6 +182,10 @@ def main() -> int:
     ap.add_argument("--skip-sleep", action="store_true", help="leave out the sleeping round")
     ap.add_argument("--json")
     args = ap.parse_args()
+    if os.environ.get("MILLION_CLIENT_GC"):  # an experiment: the client's collector thresholds ("a,b,c")
+        import gc
+
+        gc.set_threshold(*(int(x) for x in os.environ["MILLION_CLIENT_GC"].split(",")))
     proc = start_servers(args.processes, args.capacity)
     out: dict = {"benchmark": "million", "agents": args.agents, "processes": args.processes, "capacity": args.capacity}
     rows = []

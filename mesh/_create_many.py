@@ -29,6 +29,7 @@ from typing import Any
 import msgpack
 
 import transport
+from mesh import _scale_gc
 from mesh._core import wire
 from mesh._errors import ServerUnavailable
 from mesh.client._holders import counted_pickles, take_back
@@ -75,6 +76,7 @@ _lock = threading.Lock()
 _answered = threading.Condition(_lock)
 _open: dict[tuple, _Batch] = {}
 _inflight: dict[str, int] = {}
+_made = [0]  # objects batched by this process (at _scale_gc.AT, its collector is tuned)
 old: set[str] = set()  # servers that do not know create_many (1.3 and older)
 
 
@@ -121,10 +123,14 @@ def add(client: Any, address: str, cls_ref: str, object_id: str, item: bytes, de
         batch.proxies.append(proxy)
         batch.extras.append(extra)
         _inflight[address] = _inflight.get(address, 0) + 1
+        _made[0] += 1
+        at_scale = _made[0] == _scale_gc.AT
         full = len(batch.ids) >= MAX_ITEMS
         if full:
             del _open[key]
             batch.sent = True
+    if at_scale:
+        _scale_gc.tune()
     if full:
         _send(batch)
     elif first:
