@@ -254,16 +254,22 @@ def main() -> int:
             nappers, nap_create_s, _ = create(Napper, m, [])
             phase("sleep round")
             nap_samples: list = []
+            cpu3 = (cpu([os.getpid()]), cpu(srv_pids))
             nap_s, nap_wrong = round_trip(nappers, lambda a, i: a.nap(sleeps[i]), lambda i, v: v == i, nap_samples)
+            cpu4 = (cpu([os.getpid()]), cpu(srv_pids))
+            nap_cpu = {"client": (cpu4[0] - cpu3[0]) / m * 1e6, "servers": (cpu4[1] - cpu3[1]) / m * 1e6}
             srv = servers_mem(proc.pid)
             out["sleep"] = {"agents": m, "create_s": nap_create_s, "round_s": nap_s, "longest_sleep_s": max(sleeps),
                             "wrong": nap_wrong, "server_rss": srv[0], "client_rss": mem(os.getpid())[0],
+                            "cpu_us_per_call": nap_cpu,
                             "progress": nap_samples}
             rows += [
                 {"figure": f"create {m:,} coroutine agents", "value": f"{nap_create_s:.1f} s", "rate": f"{m / nap_create_s:,.0f}/s"},
                 {"figure": "round, each reply sleeps 0.5-2 s", "value": f"{nap_s:.2f} s",
                  "rate": f"longest sleep {max(sleeps):.2f} s; {m / nap_s:,.0f} calls/s"},
                 {"figure": "wrong replies (sleeping round)", "value": str(nap_wrong), "rate": ""},
+                {"figure": "CPU per call of the sleeping round: client / servers",
+                 "value": f"{nap_cpu['client']:.0f} / {nap_cpu['servers']:.0f} us", "rate": "(user + system, all threads)"},
             ]
     finally:
         phase("end")
