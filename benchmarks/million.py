@@ -273,13 +273,18 @@ def main() -> int:
             ]
     finally:
         phase("end")
+        t_end = time.perf_counter()
         mesh.shutdown()
+        t_bye = time.perf_counter()
         proc.terminate()
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        out["shutdown_s"], out["servers_stop_s"] = t_bye - t_end, time.perf_counter() - t_bye
+        rows.append({"figure": "mesh.shutdown() / the servers' stop", "value": f"{t_bye - t_end:.1f} / "
+                     f"{time.perf_counter() - t_bye:.1f} s", "rate": ""})
     print()
     print(table(rows, ["figure", "value", "rate"]))
     write_json(args.json, out)
