@@ -70,10 +70,28 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by ``pids`` together."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def servers_mem(root: int) -> tuple[int, int]:
     pids = [p for p in descendants(root)]
     rss = [mem(p) for p in pids]
     return sum(r for r, _ in rss), sum(h for _, h in rss)
+
+
+def phase(name: str) -> None:
+    """A phase starts (to stderr: a profiler run beside this script starts and stops on it)."""
+    print(f"[million] {name} (client {os.getpid()})", file=sys.stderr, flush=True)
 
 
 def start_servers(processes: int, capacity: int) -> subprocess.Popen:
@@ -109,7 +127,9 @@ def start_servers(processes: int, capacity: int) -> subprocess.Popen:
     return proc
 
 
-def create(cls: type, n: int, samples: list) -> tuple[list, float]:
+def create(cls: type, n: int, samples: list) -> tuple[list, float, float]:
+    """Create ``n`` agents from one thread: (proxies, seconds until every creation was answered,
+    seconds until the last ``to_dist()`` returned)."""
     step = max(1, n // 200)
     t0 = time.perf_counter()
     agents = []
@@ -117,9 +137,15 @@ def create(cls: type, n: int, samples: list) -> tuple[list, float]:
         agents.append(cls(i).to_dist())
         if i % step == 0:
             samples.append((time.perf_counter() - t0, i))
+    returned = time.perf_counter() - t0
+    samples.append((returned, n))
+    from mesh import _pipeline  # every creation answered: the objects exist on their servers
+
+    while _pipeline.pending():
+        time.sleep(0.005)
     seconds = time.perf_counter() - t0
     samples.append((seconds, n))
-    return agents, seconds
+    return agents, seconds, returned
 
 
 def round_trip(agents: list, call, check, samples: list, issue_samples: list | None = None) -> tuple[float, int]:
@@ -156,18 +182,28 @@ def main() -> int:
     ap.add_argument("--skip-sleep", action="store_true", help="leave out the sleeping round")
     ap.add_argument("--json")
     args = ap.parse_args()
+    if os.environ.get("MILLION_CLIENT_GC"):  # an experiment: the client's collector thresholds ("a,b,c")
+        import gc
+
+        gc.set_threshold(*(int(x) for x in os.environ["MILLION_CLIENT_GC"].split(",")))
     proc = start_servers(args.processes, args.capacity)
     out: dict = {"benchmark": "million", "agents": args.agents, "processes": args.processes, "capacity": args.capacity}
     rows = []
     try:
         srv_base = servers_mem(proc.pid)[0]
         cli_base = mem(os.getpid())[0]
+        phase("create")
+        srv_pids = [p for p in descendants(proc.pid)]
+        cpu0 = (cpu([os.getpid()]), cpu(srv_pids))
         create_samples: list = []
-        agents, create_s = create(Small, args.agents, create_samples)
+        agents, create_s, returned_s = create(Small, args.agents, create_samples)
+        cpu1 = (cpu([os.getpid()]), cpu(srv_pids))
         srv_created = servers_mem(proc.pid)
+        phase("round")
         round_samples: list = []
         issue_samples: list = []
         round_s, wrong = round_trip(agents, lambda a, i: a.ping(i), lambda i, v: v == 2 * i, round_samples, issue_samples)
+        cpu2 = (cpu([os.getpid()]), cpu(srv_pids))
         srv = servers_mem(proc.pid)
         cli = mem(os.getpid())
         placed: dict[str, int] = {}
@@ -175,21 +211,30 @@ def main() -> int:
             placed[a._mesh_address] = placed.get(a._mesh_address, 0) + 1
         n = args.agents
         out.update({
-            "create_s": create_s, "create_per_s": n / create_s, "round_s": round_s, "calls_per_s": n / round_s,
+            "create_s": create_s, "create_per_s": n / create_s, "create_returned_s": returned_s, "round_s": round_s, "calls_per_s": n / round_s,
             "wall_s": create_s + round_s, "wrong": wrong, "placed": placed,
             "server_rss": srv[0], "server_hwm": srv[1], "server_rss_base": srv_base, "server_rss_created": srv_created[0],
             "load": os.getloadavg(),
+            "cpu_us_per_create": {"client": (cpu1[0] - cpu0[0]) / n * 1e6, "servers": (cpu1[1] - cpu0[1]) / n * 1e6},
+            "cpu_us_per_call": {"client": (cpu2[0] - cpu1[0]) / n * 1e6, "servers": (cpu2[1] - cpu1[1]) / n * 1e6},
             "server_rss_per_agent": (srv_created[0] - srv_base) / n,
             "client_rss": cli[0], "client_hwm": cli[1], "client_rss_base": cli_base,
             "client_per_agent": (cli[0] - cli_base) / n,
             "progress": {"create": create_samples, "round": round_samples, "issue": issue_samples},
         })
         rows += [
-            {"figure": f"create {n:,} agents (plain to_dist)", "value": f"{create_s:.1f} s", "rate": f"{n / create_s:,.0f}/s"},
+            {"figure": f"create {n:,} agents (plain to_dist), every creation answered", "value": f"{create_s:.1f} s",
+             "rate": f"{n / create_s:,.0f}/s"},
+            {"figure": "  of which until the last to_dist() returned", "value": f"{returned_s:.1f} s",
+             "rate": f"{n / returned_s:,.0f}/s"},
             {"figure": "round: one call each, every reply read", "value": f"{round_s:.1f} s", "rate": f"{n / round_s:,.0f} calls/s"},
             {"figure": "total wall (create + round)", "value": f"{create_s + round_s:.1f} s",
              "rate": f"goal <= {GOAL_WALL * n / 1e6:.0f} s at this scale"},
             {"figure": "wrong replies", "value": str(wrong), "rate": ""},
+            {"figure": "CPU per creation: client / servers", "value": f"{(cpu1[0] - cpu0[0]) / n * 1e6:.0f} / "
+             f"{(cpu1[1] - cpu0[1]) / n * 1e6:.0f} us", "rate": "(user + system, all threads)"},
+            {"figure": "CPU per call of the round: client / servers", "value": f"{(cpu2[0] - cpu1[0]) / n * 1e6:.0f} / "
+             f"{(cpu2[1] - cpu1[1]) / n * 1e6:.0f} us", "rate": "(user + system, all threads)"},
             {"figure": "servers RSS after creation (sum)", "value": f"{srv_created[0] / 2**20:.0f} MiB",
              "rate": f"{(srv_created[0] - srv_base) / n:.0f} B/agent"},
             {"figure": "servers RSS after the round (sum; peak)", "value": f"{srv[0] / 2**20:.0f} MiB; {srv[1] / 2**20:.0f} MiB",
@@ -199,32 +244,47 @@ def main() -> int:
             {"figure": "agents per server", "value": " / ".join(str(v) for v in sorted(placed.values())), "rate": ""},
             {"figure": "load average (1 min) at the end", "value": f"{os.getloadavg()[0]:.1f}", "rate": ""},
         ]
+        phase("round done")
         del agents
         if not args.skip_sleep:
             m = args.sleep_agents or args.agents
             rng = random.Random(16)
             sleeps = [rng.uniform(0.5, 2.0) for _ in range(m)]
-            nappers, nap_create_s = create(Napper, m, [])
+            phase("sleep create")
+            nappers, nap_create_s, _ = create(Napper, m, [])
+            phase("sleep round")
             nap_samples: list = []
+            cpu3 = (cpu([os.getpid()]), cpu(srv_pids))
             nap_s, nap_wrong = round_trip(nappers, lambda a, i: a.nap(sleeps[i]), lambda i, v: v == i, nap_samples)
+            cpu4 = (cpu([os.getpid()]), cpu(srv_pids))
+            nap_cpu = {"client": (cpu4[0] - cpu3[0]) / m * 1e6, "servers": (cpu4[1] - cpu3[1]) / m * 1e6}
             srv = servers_mem(proc.pid)
             out["sleep"] = {"agents": m, "create_s": nap_create_s, "round_s": nap_s, "longest_sleep_s": max(sleeps),
                             "wrong": nap_wrong, "server_rss": srv[0], "client_rss": mem(os.getpid())[0],
+                            "cpu_us_per_call": nap_cpu,
                             "progress": nap_samples}
             rows += [
                 {"figure": f"create {m:,} coroutine agents", "value": f"{nap_create_s:.1f} s", "rate": f"{m / nap_create_s:,.0f}/s"},
                 {"figure": "round, each reply sleeps 0.5-2 s", "value": f"{nap_s:.2f} s",
                  "rate": f"longest sleep {max(sleeps):.2f} s; {m / nap_s:,.0f} calls/s"},
                 {"figure": "wrong replies (sleeping round)", "value": str(nap_wrong), "rate": ""},
+                {"figure": "CPU per call of the sleeping round: client / servers",
+                 "value": f"{nap_cpu['client']:.0f} / {nap_cpu['servers']:.0f} us", "rate": "(user + system, all threads)"},
             ]
     finally:
+        phase("end")
+        t_end = time.perf_counter()
         mesh.shutdown()
+        t_bye = time.perf_counter()
         proc.terminate()
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        out["shutdown_s"], out["servers_stop_s"] = t_bye - t_end, time.perf_counter() - t_bye
+        rows.append({"figure": "mesh.shutdown() / the servers' stop", "value": f"{t_bye - t_end:.1f} / "
+                     f"{time.perf_counter() - t_bye:.1f} s", "rate": ""})
     print()
     print(table(rows, ["figure", "value", "rate"]))
     write_json(args.json, out)

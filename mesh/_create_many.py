@@ -8,8 +8,12 @@ The first object of a batch asks the I/O thread to send it (``call_soon``); what
 by then goes in that one request, at most ``MAX_ITEMS``. So a loop of ``to_dist()`` calls sends
 a request per few hundred objects, and a lone ``to_dist()`` waits for no timer.
 
-Each object gets its own transport future, completed from the batch's reply with the reply its
-own ``create`` would have had: ``mesh._pipeline`` follows it unchanged. A server older than 1.4
+No per-object future: the proxies of a batch share one waiter (their ``_mesh_inst`` slot holds
+it, see ``mesh._pipeline``), and the batch's reply (on the I/O thread) makes each built proxy a
+plain one at once (``finish``). An object that was not built (its own ``err`` reply, the whole
+request failed) gets the future its own ``create`` would have had, completed with that reply,
+from ``retrack``: ``mesh._pipeline`` follows it unchanged from there (first use raises, names
+the creation, NEEDCLASS retry, placement elsewhere). A server older than 1.4
 answers ``badrequest`` (unknown op): the objects are sent again as ``create``s, and that server
 gets no more batches. At most ``MAX_INFLIGHT`` batched objects per server are out at once: past
 that, the creating thread waits for answers (``WINDOW_STALL`` at most per wait, as the transport's
@@ -19,30 +23,40 @@ window), so a fast creator never queues unbounded work.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
 import transport
+from mesh import _scale_gc
 from mesh._core import wire
 from mesh._errors import ServerUnavailable
 from mesh.client._holders import counted_pickles, take_back
 
-__all__ = ["MAX_INFLIGHT", "MAX_ITEMS", "abandon", "add", "encode_item", "old"]
+__all__ = ["MAX_INFLIGHT", "MAX_ITEMS", "Waiter", "abandon", "add", "encode_item", "old", "outstanding"]
 
 MAX_ITEMS = 256  # objects in one create_many
 MAX_ITEM_BYTES = 4096  # an object whose encoded arguments are larger goes as a create of its own
 MAX_INFLIGHT = 20_000  # batched objects sent to one server and not answered yet
 WINDOW_STALL = 1.0  # s: a creator waiting for answers goes on after this long without any
 
-_PLAIN = (int, str, float, bool, type(None))
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_local = threading.local()  # this thread's strict msgpack Packer (a Packer is not thread-safe)
+
+
+class Waiter(transport.ReplyFuture):
+    """What the proxies of one batch hold (their ``_mesh_inst`` slot) until its reply came: done
+    once every proxy of the batch is settled (a plain proxy, or one following its own future)."""
+
+    __slots__ = ()
 
 
 class _Batch:
-    __slots__ = ("client", "address", "cls_ref", "detached", "blob", "ids", "items", "futs", "sent")
+    __slots__ = ("client", "address", "cls_ref", "detached", "blob", "ids", "items", "proxies", "extras", "sent",
+                 "waiter", "finish", "retrack")
 
-    def __init__(self, client: Any, address: str, cls_ref: str, detached: bool, blob: bytes | None) -> None:
+    def __init__(self, client: Any, address: str, cls_ref: str, detached: bool, blob: bytes | None,
+                 finish: Callable, retrack: Callable) -> None:
         self.client = client
         self.address = address
         self.cls_ref = cls_ref
@@ -50,14 +64,19 @@ class _Batch:
         self.blob = blob
         self.ids: list[str] = []
         self.items: list[bytes] = []
-        self.futs: list[Any] = []
+        self.proxies: list[Any] = []
+        self.extras: list[Any] = []  # per object: what ``retrack`` needs to follow it alone
         self.sent = False
+        self.waiter = Waiter()
+        self.finish = finish  # finish(client, address, detached, proxies, info): the built ones (I/O thread)
+        self.retrack = retrack  # retrack(proxy, extra, fut): one not built, ``fut`` its own create's reply
 
 
 _lock = threading.Lock()
 _answered = threading.Condition(_lock)
 _open: dict[tuple, _Batch] = {}
 _inflight: dict[str, int] = {}
+_made = [0]  # objects batched by this process (at _scale_gc.AT, its collector is tuned)
 old: set[str] = set()  # servers that do not know create_many (1.3 and older)
 
 
@@ -67,9 +86,15 @@ def encode_item(args: tuple, kwargs: dict, attrs: dict | None) -> bytes | None:
     payload: dict[str, Any] = {"args": list(args), "kwargs": kwargs}
     if attrs:
         payload["attrs"] = attrs
-    if not kwargs and not attrs and all(type(a) in _PLAIN and (type(a) is not int or _INT_MIN <= a <= _INT_MAX)
-                                        for a in args):
-        return msgpack.packb(payload, use_bin_type=True)  # plain scalars: what transport.encode makes
+    try:  # exact plain types pack as they are: what transport.encode makes of them (its fast path)
+        body = _local.strict.pack(payload)
+    except AttributeError:
+        _local.strict = msgpack.Packer(use_bin_type=True, strict_types=True)
+        return encode_item(args, kwargs, attrs)
+    except (TypeError, ValueError, OverflowError):
+        pass  # a tuple, an instance, a future...: pickled, futures counted
+    else:
+        return body if len(body) <= MAX_ITEM_BYTES else None
     with counted_pickles() as made:
         body, buffers = transport.encode(payload)
         if buffers or len(body) > MAX_ITEM_BYTES:
@@ -79,33 +104,46 @@ def encode_item(args: tuple, kwargs: dict, attrs: dict | None) -> bytes | None:
 
 
 def add(client: Any, address: str, cls_ref: str, object_id: str, item: bytes, detached: bool,
-        blob: bytes | None) -> Any | None:
-    """Queue one object's creation; its transport future, or None (this server takes ``create``s only)."""
+        blob: bytes | None, proxy: Any, extra: Any, finish: Callable, retrack: Callable) -> bool:
+    """Queue one object's creation: ``proxy`` holds its batch's :class:`Waiter` from now on, and
+    the batch's reply settles it (``finish``, or ``retrack`` with ``extra``). False: this server
+    takes ``create``s only (nothing queued)."""
     if address in old:
-        return None
-    fut = transport.ReplyFuture()
+        return False
     key = (address, cls_ref, detached, blob is not None)
     with _lock:
         _wait_room(address)
         batch = _open.get(key)
         first = batch is None
         if first:
-            batch = _open[key] = _Batch(client, address, cls_ref, detached, blob)
+            batch = _open[key] = _Batch(client, address, cls_ref, detached, blob, finish, retrack)
+        object.__setattr__(proxy, "_mesh_inst", batch.waiter)  # before the batch can be answered
         batch.ids.append(object_id)
         batch.items.append(item)
-        batch.futs.append(fut)
+        batch.proxies.append(proxy)
+        batch.extras.append(extra)
         _inflight[address] = _inflight.get(address, 0) + 1
+        _made[0] += 1
+        at_scale = _made[0] == _scale_gc.AT
         full = len(batch.ids) >= MAX_ITEMS
         if full:
             del _open[key]
             batch.sent = True
+    if at_scale:
+        _scale_gc.tune()
     if full:
         _send(batch)
     elif first:
         client.node.call_soon(_flush, key, batch)
         if client.node.closed:
             _flush(key, batch)
-    return fut
+    return True
+
+
+def outstanding() -> int:
+    """Batched objects queued or sent and not answered yet."""
+    with _lock:
+        return sum(_inflight.values())
 
 
 def _wait_room(address: str) -> None:
@@ -144,7 +182,7 @@ def _send(batch: _Batch) -> None:
 
 
 def _answer(batch: _Batch, fut: Any) -> None:
-    """The batch's reply (I/O thread): complete each object's future with its own reply."""
+    """The batch's reply (I/O thread): each proxy is settled with its object's outcome."""
     try:
         header, body, buffers = fut.result()
     except BaseException as exc:  # noqa: BLE001 - the transport's failure, for each object
@@ -153,38 +191,57 @@ def _answer(batch: _Batch, fut: Any) -> None:
     if header.get("op") == wire.ERR:
         if header.get("kind") == wire.K_BADREQUEST and "unknown op" in str(header.get("msg", "")):
             old.add(batch.address)
-            _done(batch)
-            _one_by_one(batch)
+            try:
+                _one_by_one(batch)
+            finally:
+                _done(batch)
             return
-        for f in batch.futs:
-            f.set_result((header, body, buffers))
-        _done(batch)
+        _settle(batch, None, [(header, body, buffers)] * len(batch.proxies))
         return
     try:
         reply = transport.decode(body, buffers)
         info, items = reply["info"], reply["items"]
-        if type(items) is not list or len(items) != len(batch.futs):
+        if type(items) is not list or len(items) != len(batch.proxies) or type(info) is not dict:
             raise ValueError("items do not match the objects sent")
-        shared = transport.encode(info)[0]
     except Exception as exc:  # noqa: BLE001 - a malformed reply: each object fails with it
         _fail(batch, transport.TransportError(f"malformed create_many reply from {batch.address}: {exc}"))
         return
-    ok = {"op": wire.OK}
-    for f, item in zip(batch.futs, items, strict=True):
+    outcomes: list[Any] = []
+    for item in items:
         if item == 0:
-            f.set_result((ok, shared, []))
+            outcomes.append(None)
         elif type(item) is list and len(item) == 2 and type(item[0]) is dict:
-            f.set_result((item[0], item[1], []))
+            outcomes.append((item[0], item[1], []))
         else:
-            f.set_exception(transport.TransportError(f"malformed create_many reply from {batch.address}"))
-    _done(batch)
+            outcomes.append(transport.TransportError(f"malformed create_many reply from {batch.address}"))
+    _settle(batch, info, outcomes)
+
+
+def _settle(batch: _Batch, info: dict | None, outcomes: list) -> None:
+    """Settle every proxy of ``batch``: ``None`` built (``info`` the shared reply fields), else
+    its own create's reply or failure, followed by ``batch.retrack``. Then its waiter is done."""
+    try:
+        built = [p for p, o in zip(batch.proxies, outcomes, strict=True) if o is None]
+        if built:
+            batch.finish(batch.client, batch.address, batch.detached, built, info)
+        for proxy, extra, outcome in zip(batch.proxies, batch.extras, outcomes, strict=True):
+            if outcome is None:
+                continue
+            fut = transport.ReplyFuture()
+            if isinstance(outcome, BaseException):
+                fut.set_exception(outcome)
+            else:
+                fut.set_result(outcome)
+            batch.retrack(proxy, extra, fut)
+    finally:
+        _done(batch)
 
 
 def _one_by_one(batch: _Batch) -> None:
     """A server older than create_many: each object goes as the ``create`` it stands for (its item
     is that request's body; a class sent by value is added at the msgpack level: nothing is unpickled)."""
     client = batch.client
-    for f, object_id, item in zip(batch.futs, batch.ids, batch.items, strict=True):
+    for proxy, extra, object_id, item in zip(batch.proxies, batch.extras, batch.ids, batch.items, strict=True):
         header: dict[str, Any] = {"op": wire.CREATE, "obj": object_id, "cls": batch.cls_ref}
         if batch.detached:
             header["detached"] = 1
@@ -197,32 +254,26 @@ def _one_by_one(batch: _Batch) -> None:
             header["sess"] = client.session
             single = client.node.request(batch.address, header, item, timeout=client.settings.call_timeout)
         except BaseException as exc:  # noqa: BLE001 - that object fails at its first use
-            f.set_exception(exc)
-            continue
-        single.add_done_callback(lambda s, f=f: _relay(s, f))
-
-
-def _relay(source: Any, fut: Any) -> None:
-    try:
-        fut.set_result(source.result())
-    except BaseException as exc:  # noqa: BLE001
-        fut.set_exception(exc)
+            single = transport.ReplyFuture()
+            single.set_exception(exc)
+        batch.retrack(proxy, extra, single)
 
 
 def _fail(batch: _Batch, exc: BaseException) -> None:
-    for f in batch.futs:
-        f.set_exception(exc)
-    _done(batch)
+    _settle(batch, None, [exc] * len(batch.proxies))
 
 
 def _done(batch: _Batch) -> None:
+    """The batch is answered: its room is free, and its proxies' waiter done (every proxy settled)."""
     with _lock:
-        n = _inflight.get(batch.address, 0) - len(batch.futs)
+        n = _inflight.get(batch.address, 0) - len(batch.proxies)
         if n > 0:
             _inflight[batch.address] = n
         else:
             _inflight.pop(batch.address, None)
         _answered.notify_all()
+    batch.extras = []  # the arguments, kept for a retry, go
+    batch.waiter.set_result(None)
 
 
 def abandon() -> None:

@@ -19,12 +19,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from mesh import _create_many
 from mesh._core import wire
 from mesh._errors import MeshError, RemoteError, ServerUnavailable
 from mesh.client import RpcObject
 from mesh.client._replies import decode_reply, translate, wait
 
-__all__ = ["CreatingObject", "make", "pending", "settle", "shared", "track"]
+__all__ = ["CreatingObject", "built", "make", "pending", "settle", "shared", "track"]
 
 
 class _Entry:
@@ -89,7 +90,20 @@ def make(address: str, object_id: str, cls_name: str, methods: dict) -> Creating
 
 def pending() -> int:
     """Creations sent and not answered yet."""
-    return _inflight[0]
+    return _inflight[0] + _create_many.outstanding()
+
+
+def built(proxies: list, info: dict) -> None:
+    """The objects of a ``create_many`` batch are built (I/O thread): each proxy becomes a plain
+    ``RpcObject`` (``info``: the reply fields they share). No future or entry per object: at a
+    million creations that was most of the client's work per object after sending it."""
+    pool, inst = shared(info.get("pool")), shared(info.get("inst"))
+    setattr_ = object.__setattr__
+    for proxy in proxies:
+        setattr_(proxy, "_mesh_pool", pool)
+        setattr_(proxy, "_mesh_inst", inst)
+        if type(proxy) is CreatingObject:
+            setattr_(proxy, "__class__", RpcObject)
 
 
 def track(proxy: CreatingObject, fut: Any, what: str, done: Callable[[dict], None],
@@ -173,6 +187,14 @@ def settle(proxy: RpcObject, *, quiet: bool = False) -> None:
             its message naming the creation.
     """
     entry = proxy._mesh_inst
+    if type(entry) is _create_many.Waiter:  # in a create_many batch: its reply settles the proxy
+        _wait_batch(entry, _ADDRESS.__get__(proxy))
+        entry = proxy._mesh_inst
+        if type(entry) is _create_many.Waiter:
+            if quiet:
+                return
+            raise MeshError(f"creating {proxy._mesh_cls} on {_ADDRESS.__get__(proxy)}: its batch "
+                            "was answered without settling it (a bug)")
     if not isinstance(entry, _Entry):
         return  # answered: a plain proxy (or about to become one)
     fut = entry.fut
@@ -192,6 +214,18 @@ def settle(proxy: RpcObject, *, quiet: bool = False) -> None:
         error = entry.error
     if error is not None and not quiet:
         raise error.with_traceback(None)
+
+
+def _wait_batch(waiter: Any, address: str) -> None:
+    """Wait until a batch's proxies are settled (its reply came, or it failed: the waiter is
+    always completed; Ctrl-C goes through)."""
+    while not waiter.done():
+        try:
+            wait(waiter, None, address)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # noqa: BLE001 - the waiter only ever completes with None
+            pass
 
 
 def _named(exc: BaseException, what: str) -> BaseException:

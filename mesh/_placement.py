@@ -216,17 +216,12 @@ def create(
         by_value = cls.__module__ == "__main__" or (address, cls) in _by_value
     methods = _methods(cls)
     if not wait_reply and name is None and durable is None and (address, cls) in _proven:  # durable: needs the reply
-        fut = _batched(client, address, cls, args, kwargs, object_id, detached, attrs, by_value)
-        if fut is None:
-            fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value)
         proxy = _pipeline.make(address, object_id, cls.__name__, methods)
-
-        def again() -> RpcObject:
-            return create(address, cls, args, kwargs, detached=detached, attrs=attrs, object_id=object_id,
-                          by_value=True, wait_reply=True)
-
-        _pipeline.track(proxy, fut, f"creating {cls.__name__} on {address}",
-                        lambda info: _created(client, address, info, detached), again, elsewhere)
+        extra = (client, address, cls, args, kwargs, detached, attrs, elsewhere)
+        if _batched(client, address, cls, args, kwargs, object_id, detached, attrs, by_value, proxy, extra):
+            return proxy  # its batch's reply settles it (_built, or _track with its own reply)
+        fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value)
+        _track(proxy, extra, fut)
         return proxy
     # the first creation of a class on a server carries the class by value too (unless the server is our
     # child, which imports what we import), used only if the server cannot import it: one round trip
@@ -257,12 +252,31 @@ def create(
     return proxy
 
 
+def _track(proxy: RpcObject, extra: tuple, fut: Any) -> None:
+    """Follow a pipelined creation's own reply future (a ``create``, or an object of a batch that was
+    not built): :func:`mesh._pipeline.track`."""
+    client, address, cls, args, kwargs, detached, attrs, elsewhere = extra
+
+    def again() -> RpcObject:
+        return create(address, cls, args, kwargs, detached=detached, attrs=attrs, object_id=proxy._mesh_id,
+                      by_value=True, wait_reply=True)
+
+    _pipeline.track(proxy, fut, f"creating {cls.__name__} on {address}",
+                    lambda info: _created(client, address, info, detached), again, elsewhere)
+
+
+def _built(client: Any, address: str, detached: bool, proxies: list, info: dict) -> None:
+    """The objects of a ``create_many`` batch are built (I/O thread)."""
+    _created(client, address, info, detached)
+    _pipeline.built(proxies, info)
+
+
 def _batched(client: Any, address: str, cls: type, args: tuple, kwargs: dict, object_id: str, detached: bool,
-             attrs: dict | None, by_value: bool) -> Any:
-    """Queue a pipelined creation in a ``create_many`` batch (:mod:`mesh._create_many`): its
-    transport future, or None (send a ``create``: large arguments, or a server older than 1.4)."""
+             attrs: dict | None, by_value: bool, proxy: RpcObject, extra: tuple) -> bool:
+    """Queue a pipelined creation in a ``create_many`` batch (:mod:`mesh._create_many`); False: send
+    a ``create`` (large arguments, or a server older than 1.4)."""
     if address in _create_many.old:
-        return None
+        return False
     try:
         if by_value:
             with _byvalue.class_by_value(cls):  # the arguments may hold instances of the module's classes
@@ -272,10 +286,11 @@ def _batched(client: Any, address: str, cls: type, args: tuple, kwargs: dict, ob
     except transport.CodecError as exc:
         raise cannot_send({"op": wire.CREATE, "cls": ref_of(cls)}, {"args": args, "kwargs": kwargs}, exc) from exc
     if item is None:
-        return None
+        return False
     if not detached:
         client.own(address)
-    return _create_many.add(client, address, ref_of(cls), object_id, item, detached, _byvalue.blob(cls) if by_value else None)
+    return _create_many.add(client, address, ref_of(cls), object_id, item, detached,
+                            _byvalue.blob(cls) if by_value else None, proxy, extra, _built, _track)
 
 
 def _methods(cls: type) -> dict:

@@ -8,6 +8,7 @@ one object of a batch show at that object's first use, as for a pipelined ``crea
 from __future__ import annotations
 
 import random
+import threading
 
 import msgpack
 import pytest
@@ -195,3 +196,67 @@ def test_shutdown_forgets_old_servers(spawn_server, monkeypatch):
     _create_many.old.add(srv.address)
     mesh.shutdown()
     assert srv.address not in _create_many.old
+
+
+class Gated(metaclass=mesh.RpcMeta):
+    """Its constructor waits until ``path`` exists (at most 30 s): a batch that cannot be answered yet."""
+
+    def __init__(self, path: str, k: int = 0) -> None:
+        import os
+        import time
+
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.k = k
+
+    def get(self) -> int:
+        return self.k
+
+
+def test_a_batchs_proxies_share_one_waiter_then_become_plain_proxies(spawn_server, tmp_path):
+    from mesh import _pipeline
+    from mesh.client._client import get_client
+    from mesh.client._proxy import RpcObject
+
+    srv = spawn_server(port=0, capacity=4)
+    gate = tmp_path / "open"
+    gate.touch()
+    Gated(str(gate), to_dist=on(srv))  # proves the class there: later ones are batched
+    gate.unlink()
+    held = threading.Event()
+    get_client().node.call_soon(lambda: held.wait(10))  # the I/O thread sends nothing until set
+    made = [Gated(str(gate), i, to_dist=on(srv)) for i in range(5)]
+    waiters = {id(m._mesh_inst) for m in made}
+    held.set()
+    assert len(waiters) == 1  # one waiter for the batch, no future or entry per object
+    assert type(made[0]._mesh_inst) is _create_many.Waiter
+    assert _pipeline.pending() == 5
+    gate.touch()
+    assert [m.get() for m in made] == list(range(5))  # first use waits for the batch's reply
+    assert _pipeline.pending() == 0
+    assert all(type(m) is RpcObject for m in made)
+    insts = {id(m._mesh_inst) for m in made}
+    assert len(insts) == 1 and type(made[0]._mesh_inst) is str  # the server's run, one shared string
+
+
+def test_a_batch_refused_whole_fails_each_object_at_its_first_use(spawn_server, monkeypatch):
+    srv = spawn_server(port=0)
+    Counter(0, to_dist=on(srv))
+    real = _create_many._send
+
+    def bad(batch):  # one id more than items: the server refuses the whole batch (badrequest)
+        batch.ids.append(batch.ids[0])
+        real(batch)
+
+    monkeypatch.setattr(_create_many, "_send", bad)
+    made = [Counter(i, to_dist=on(srv)) for i in range(6)]
+    for m in made:
+        with pytest.raises(mesh.MeshError, match="malformed create_many request") as info:
+            m.bump()
+        assert "failed (to_dist() returned before the server answered" in str(info.value)
+    monkeypatch.setattr(_create_many, "_send", real)
+    assert srv.address not in _create_many.old  # refused, not unknown: batches go on
+    again = [Counter(i, to_dist=on(srv)) for i in range(6)]
+    assert [m.bump() for m in again] == [i + 1 for i in range(6)]
+    _healthy(srv)

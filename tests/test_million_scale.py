@@ -12,6 +12,8 @@ import gc
 import pickle
 import tracemalloc
 
+import pytest
+
 import mesh
 from mesh.client import _lean
 
@@ -124,3 +126,37 @@ def test_a_burst_of_creations_is_answered_in_order_and_whole(spawn_server):
     leaves = [Leaf(i, to_dist=on(srv)) for i in range(500)]
     futures = [leaf.twice(1) for leaf in leaves]
     assert [f.result(timeout=30) for f in futures] == [i + 2 for i in range(500)]
+
+
+@pytest.fixture
+def restoring_gc():
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
+
+
+def test_the_client_collector_is_tuned_only_from_cpythons_defaults(monkeypatch, restoring_gc):
+    from mesh import _scale_gc
+
+    gc.set_threshold(700, 10, 10)
+    monkeypatch.setenv(_scale_gc.ENV, "default")
+    assert not _scale_gc.tune() and gc.get_threshold() == (700, 10, 10)
+    monkeypatch.delenv(_scale_gc.ENV)
+    gc.set_threshold(2000, 10, 10)  # the program set its own: kept
+    assert not _scale_gc.tune() and gc.get_threshold() == (2000, 10, 10)
+    gc.set_threshold(700, 10, 10)
+    assert _scale_gc.tune() and gc.get_threshold() == _scale_gc.THRESHOLDS
+
+
+def test_a_process_that_creates_at_scale_gets_the_tuned_collector(spawn_server, monkeypatch, restoring_gc):
+    from mesh import _create_many, _scale_gc
+
+    srv = spawn_server(port=0)
+    gc.set_threshold(700, 10, 10)
+    monkeypatch.setattr(_scale_gc, "AT", _create_many._made[0] + 20)  # 20 batched creations from now
+    on = {"host": srv.host, "port": srv.port}
+    few = [Leaf(i, to_dist=on) for i in range(10)]
+    assert gc.get_threshold() == (700, 10, 10)
+    more = [Leaf(i, to_dist=on) for i in range(20)]
+    assert gc.get_threshold() == _scale_gc.THRESHOLDS
+    assert [p.get() for p in few + more] == list(range(10)) + list(range(20))
