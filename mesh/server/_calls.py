@@ -138,6 +138,9 @@ class CallRunner:
         self.cancels = Cancels(self)  # calls with a task id or a deadline, for op cancel
         self.inline = InlinePolicy()  # which methods are short enough to run on the I/O thread
         self.watchdog = Watchdog(self._hand_off)
+        # told the ident of an inline call's thread just before the I/O loop is handed off from it
+        # (the async fast lane registers its call then: mesh.server._async_fast)
+        self.on_hand_off: Callable[[int], None] | None = None
 
     @property
     def io_ident(self) -> int | None:
@@ -235,6 +238,8 @@ class CallRunner:
         """Inline call on thread ``ident`` waits or stalls: a new thread takes the I/O loop."""
         if ident != self.io_ident or self.node is None:
             return False
+        if self.on_hand_off is not None:
+            self.on_hand_off(ident)
         self.start_ready()  # what the burst made runnable so far: the old thread will not
         return self.node.hand_off_io(ident)
 
@@ -307,7 +312,7 @@ class CallRunner:
                         try:
                             value = fn(*args, **kwargs)
                         finally:
-                            self.watchdog.end()
+                            self.watchdog.end(inline)
                     else:
                         value = fn(*args, **kwargs)
                     entry = ok(result_of(type(actor.obj), call.method, value))

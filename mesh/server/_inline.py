@@ -103,9 +103,13 @@ class Watchdog:
             self._thread = threading.Thread(target=self._watch, name="mesh-inline-watchdog", daemon=True)
             self._thread.start()
 
-    def end(self) -> None:
+    def end(self, ident: int | None = None) -> None:
+        """The inline call on thread ``ident`` ended (None: whichever runs). A call whose thread
+        was handed off ends after its successor's calls began: it leaves theirs watched."""
         with self.lock:  # the watchdog never hands off a call that has just ended
-            self.current = None
+            current = self.current
+            if current is not None and (ident is None or current[1] == ident):
+                self.current = None
 
     def _watch(self) -> None:
         seen: tuple[int, int] | None = None

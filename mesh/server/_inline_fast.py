@@ -90,15 +90,18 @@ class _Hooks:
 class FastLane:
     """The request handler of a server's ROUTER: plain sync calls here, the rest to ``servicer.handle``."""
 
-    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks")
+    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks", "kept")
 
     def __init__(self, servicer: Any) -> None:
+        from mesh.server._async_fast import KeptLane  # (it builds on this module's _Hooks)
+
         self.servicer = servicer
         self.slow = servicer.handle
         self.calls = servicer.calls
         self.actors = servicer.objects.actors
         self.seen = servicer.sessions.seen  # Sessions.touch, inlined
         self.hooks = _Hooks(self.calls)
+        self.kept = KeptLane(servicer).handle  # plain kept calls (.remote(), @async_func)
 
     def handle(self, router: Any, identity: bytes, header: dict, body: Any, buffers: list) -> bool | None:
         """Serve one request (I/O thread; never blocks on its own, never raises). True: a sync
@@ -106,6 +109,8 @@ class FastLane:
         get = header.get
         if get("op") != wire.CALL or buffers:
             return self.slow(router, identity, header, body, buffers)
+        if "keep" in header:
+            return self.kept(router, identity, header, body)
         obj_id, method, rid, chain, sess = get("obj"), get("m"), get("id"), get("chain"), get("sess")
         if (len(header) != 4 + (chain is not None) + (sess is not None) or type(rid) is not int
                 or type(obj_id) is not str or len(obj_id) > ID_MAX or type(method) is not str or len(method) > NAME_MAX
@@ -165,7 +170,7 @@ class FastLane:
                 try:
                     value = fn(*args, **kwargs)
                 finally:
-                    watchdog.end()
+                    watchdog.end(hooks.ident)
                 elapsed = _monotonic() - t
                 kind = type(value)
                 if kind is str or kind is float or kind is bool or value is None or (

@@ -107,6 +107,33 @@ class Results:
             waiter(entry)
         return stored
 
+    def store_now(self, task: str, sess: str | None, entry: Entry) -> bool:
+        """:meth:`expect` and :meth:`complete` of a task that arrived and ended in one go, on the
+        I/O thread (the server's async fast lane: nothing else read a request meanwhile, so no
+        release of it can have come). The value is stored first: a fetch from another thread
+        that finds neither it nor the task seen waits for it as an early fetch, answered below.
+        True if stored."""
+        stored = False
+        try:
+            self.pool.put(task, entry, held=sess is not None)  # memory only: never blocks
+            stored = True
+        except Exception as exc:  # noqa: BLE001 - the caller still gets the value, whole
+            log.warning("could not store result %s: %s", task, exc)
+        with self._lock:
+            seen = self._seen
+            seen.add(task)
+            if len(seen) > _SEEN_MAX // 2:
+                self._seen_old, self._seen = seen, set()
+            waiters = self._pending.pop(task, None) if self._pending else None
+            if waiters is not None:
+                self._early.pop(task, None)
+            if sess is not None:
+                self.holders.hold(sess, task)
+        if waiters:
+            for waiter in waiters:
+                waiter(entry)
+        return stored
+
     # -- fetches ----------------------------------------------------------------------------------
     def when_done(self, task: str, fn: Waiter, wait_unseen: bool = True, stored_checked: bool = False) -> None:
         """Answer ``fn`` with the task's result: now from memory, when it ends if it runs, else "expired".

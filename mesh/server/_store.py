@@ -38,7 +38,10 @@ ENTRY_OVERHEAD = 400  # bytes an entry costs besides its value (task id, dicts, 
 
 
 def _size(entry: Entry) -> int:
-    return len(entry[1]) + sum(memoryview(b).nbytes for b in entry[2])
+    buffers = entry[2]
+    if not buffers:  # (the common entry: a value without buffer frames)
+        return len(entry[1])
+    return len(entry[1]) + sum(memoryview(b).nbytes for b in buffers)
 
 
 class ResultPool(Protocol):
