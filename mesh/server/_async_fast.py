@@ -201,15 +201,15 @@ class KeptLane:
             else:
                 watchdog = calls.watchdog
                 self.running = hooks
-                t = _monotonic()
                 watchdog.begin(hooks.ident)  # it covers the method only: this thread sends the reply after it
                 try:
+                    t = _monotonic()  # after begin(), which may start the watchdog's thread: not the method's time
                     value = fn(*args, **kwargs)
+                    elapsed = _monotonic() - t
                 finally:
                     watchdog.end(hooks.ident)
                     if self.running is hooks:
                         self.running = None
-                elapsed = _monotonic() - t
                 kind = type(value)
                 if kind is str or kind is float or kind is bool or value is None or (
                         kind is int and _INT_MIN <= value <= _INT_MAX):

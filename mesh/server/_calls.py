@@ -306,17 +306,19 @@ class CallRunner:
                     stream.host = (actor, self._submit)  # its readers' chains may enter while it is paused
                     entry = ok(run_sync(self.streams, stream, fn(*args, **kwargs), merge_of(actor.obj, call.method)))
                 else:
-                    t = time.perf_counter()
                     if inline:  # the watchdog covers the method only: after it, this thread sends the reply
-                        self.watchdog.begin(inline)
+                        self.watchdog.begin(inline)  # (it may start the watchdog's thread: not timed)
                         try:
+                            t = time.perf_counter()
                             value = fn(*args, **kwargs)
+                            t = time.perf_counter() - t
                         finally:
                             self.watchdog.end(inline)
                     else:
+                        t = time.perf_counter()
                         value = fn(*args, **kwargs)
+                        t = time.perf_counter() - t  # the method's own time (not the reply's encoding)
                     entry = ok(result_of(type(actor.obj), call.method, value))
-                    t = time.perf_counter() - t
                     if waited:
                         self.inline.waited(type(actor.obj), call.method)
                     else:

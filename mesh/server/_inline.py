@@ -67,7 +67,10 @@ class InlinePolicy:
             with self._lock:
                 h = self._hist.setdefault(key, [0, seconds, False])
         h[0] += 1  # a lost update under a race only delays the warm-up
-        if seconds > _SLOW_RUN * self.threshold:
+        if h[0] <= WARMUP:  # warming up: the fastest run so far (a method's first runs are cold)
+            if seconds < h[1]:
+                h[1] = seconds
+        elif seconds > _SLOW_RUN * self.threshold:
             h[1] = seconds
         else:
             h[1] += _ALPHA * (seconds - h[1])

@@ -1,0 +1,285 @@
+"""The server's async fast lane (issue 16 target 2): plain kept calls (``@async_func``, ``.remote()``)
+served in one pass on the I/O thread (mesh.server._async_fast.KeptLane) give what the general path
+gives: values, order with sync calls, errors, the results store and its release, fetches by a
+copy of the future, cancellation and re-entrancy of a call that hands the I/O loop off; and they
+step aside for what they do not cover (deadlines, streams, a cancel that came first, odd values).
+Plus the transport's ``Router.reply_ok`` (batched for a client that sends batches, single otherwise)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import msgpack
+import pytest
+import zmq
+
+import mesh
+import transport
+from mesh import RpcMeta, async_func
+from mesh.server import _async_fast
+from tests.conftest import wait_until
+from transport._framing import BATCH, BATCH_HEADER, SIGNATURE, pack_batch, pack_header, split_batch
+
+
+class Box(metaclass=RpcMeta):
+    def __init__(self) -> None:
+        self.items: list = []
+        self.gate = threading.Event()
+        self.saw_cancel = False
+
+    def add(self, x):
+        self.items.append(x)
+        return len(self.items)
+
+    @async_func
+    def add_async(self, x):
+        self.items.append(x)
+        return len(self.items)
+
+    @async_func
+    def value(self, kind):
+        if kind == "tuple":
+            return (1, 2)
+        if kind == "big":
+            return "x" * 100_000
+        if kind == "int":
+            return 2**70
+        if kind == "raise":
+            raise KeyError("nope")
+        return kind
+
+    def read(self) -> list:
+        return self.items
+
+    @async_func
+    def hold(self, x):
+        if x == "wait":  # short until told: then it waits for the gate (the watchdog hands the loop off)
+            deadline = time.monotonic() + 10
+            while not self.gate.is_set() and time.monotonic() < deadline:
+                if mesh.cancelled():
+                    self.saw_cancel = True
+                    return "stopped"
+                time.sleep(0.005)
+        return x
+
+    def open(self) -> None:
+        self.gate.set()
+
+    @async_func
+    def relay(self, other, x):
+        if other is None:  # short: becomes fast-lane eligible, then the calls below wait inside it
+            return x
+        return other.call_back(x)
+
+    def call_back(self, x):
+        return x
+
+    @async_func
+    def back(self, x):
+        return x
+
+    def read_future(self, fut):
+        return fut.result()
+
+
+class Counted:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.runs = 0
+        run = _async_fast.KeptLane._run
+
+        def counted(lane, *args, **kwargs):
+            self.runs += 1
+            return run(lane, *args, **kwargs)
+
+        monkeypatch.setattr(_async_fast.KeptLane, "_run", counted)
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> Counted:
+    return Counted(monkeypatch)
+
+
+@pytest.fixture
+def srv(counted: Counted):
+    server = mesh.AgentServer(port=0, capacity=8, advertise=False).launch(in_subprocess=False)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+
+
+def _warm(server, cls: type, method: str, call) -> None:
+    policy = server._host.servicer.calls.inline
+    for _ in range(2000):
+        call()
+        if policy.allows(cls, method):
+            return
+    raise AssertionError(f"{cls.__name__}.{method} never became short: {policy.snapshot()}")
+
+
+def _idle(server) -> None:
+    """Wait until no call runs (a worker's reply goes out before its actor is freed)."""
+    actors = server._host.servicer.objects.actors
+    wait_until(lambda: all(a.running == 0 for a in list(actors.values())), timeout=5)
+
+
+def _where(server) -> dict:
+    return {"host": server.host, "port": server.port}
+
+
+def test_kept_calls_take_the_lane_and_keep_arrival_order_with_sync_calls(srv, counted):
+    box = Box(to_dist=_where(srv))
+    _warm(srv, Box, "add_async", lambda: box.add_async(-1).result())
+    before = len(box.read())
+    counted.runs = 0
+    futures = []
+    for i in range(600):
+        futures.append(box.add_async(i))
+        if i % 50 == 49:
+            assert box.add(("sync", i)) == before + i + 2 + i // 50  # after every async call before it
+    values = [f.result() for f in futures]
+    assert counted.runs > 0
+    items = box.read()[before:]
+    assert [x for x in items if type(x) is int] == list(range(600))  # arrival order
+    assert values == sorted(values) and len(set(values)) == 600
+    assert [f.result() for f in futures[:5]] == values[:5]  # a result is read again from the store
+
+
+def test_lane_results_are_held_then_released(srv):
+    box = Box(to_dist=_where(srv))
+    _warm(srv, Box, "back", lambda: box.back(0).result())
+    pool = srv._host.servicer.pool
+    futures = [box.back(i) for i in range(200)]
+    assert [f.result() for f in futures] == list(range(200))
+    assert len(pool) >= 200
+    held = srv._host.servicer.results.holders
+    assert any(f._mesh_task in tasks for tasks in held._held.values() for f in futures[:1])
+    del futures
+    wait_until(lambda: len(pool) < 50, timeout=10)  # the caller released them (its futures are gone)
+
+
+def test_values_the_lane_does_not_pack_itself_and_errors(srv, counted):
+    box = Box(to_dist=_where(srv))
+    _warm(srv, Box, "value", lambda: box.value("s").result())
+    counted.runs = 0
+    for kind, want in (("tuple", (1, 2)), ("big", "x" * 100_000), ("int", 2**70)):  # big: over 64 KiB, fetched
+        _idle(srv)
+        assert box.value(kind).result() == want
+    _idle(srv)
+    with pytest.raises(KeyError):
+        box.value("raise").result()
+    _idle(srv)
+    assert box.value("after").result() == "after"
+    assert counted.runs == 5
+    stats = {(r["class"], r["method"]): r for r in srv._host.servicer.calls.stats.snapshot()}
+    assert stats[("Box", "value")]["errors"].get("KeyError", 0) >= 1
+
+
+def test_a_copy_of_a_lane_future_reads_its_result(srv):
+    box, other = Box(to_dist=_where(srv)), Box(to_dist=_where(srv))
+    _warm(srv, Box, "back", lambda: box.back(0).result())
+    fut = box.back("shared")
+    assert other.read_future(fut) == "shared"  # the server fetches its own result for the copy
+    assert fut.result() == "shared"
+
+
+def test_deadlines_streams_and_early_cancels_take_the_general_path(srv, counted):
+    box = Box(to_dist=_where(srv))
+    _warm(srv, Box, "back", lambda: box.back(0).result())
+    counted.runs = 0
+    with mesh.deadline(5):
+        assert box.back(1).result() == 1
+    assert counted.runs == 0
+    cancels = srv._host.servicer.calls.cancels
+    cancels.cancel("a-task-not-seen-yet")  # a tomb: kept calls go the general way while any is left
+    assert box.back(2).result() == 2
+    assert counted.runs == 0
+    cancels._tombs.clear()
+    _idle(srv)
+    assert box.back(3).result() == 3
+    assert counted.runs == 1
+
+
+def test_a_stalled_lane_call_is_handed_off_and_can_be_cancelled(srv, counted):
+    box, other = Box(to_dist=_where(srv)), Box(to_dist=_where(srv))
+    _warm(srv, Box, "hold", lambda: box.hold("quick").result())
+    _idle(srv)
+    counted.runs = 0
+    fut = box.hold("wait")  # inline: the watchdog hands the loop off, the call is registered then
+    wait_until(lambda: counted.runs >= 1, timeout=5)
+    assert other.add(1) == 1  # the server still serves (another object: this one's mailbox is held)
+    cancels = srv._host.servicer.calls.cancels
+    wait_until(lambda: fut._mesh_task in cancels._scopes, timeout=5)  # registered at the hand-off
+    fut.cancel()
+    with pytest.raises(mesh.Cancelled):
+        fut.result(timeout=10)
+    wait_until(lambda: box_saw_cancel(srv), timeout=10)  # mesh.cancelled() became true inside
+    assert box.hold("next").result() == "next"  # the actor goes on
+
+
+def box_saw_cancel(server) -> bool:
+    return any(getattr(a.obj, "saw_cancel", False) for a in server._host.servicer.objects.actors.values())
+
+
+def test_a_lane_call_that_waits_hands_off_and_re_enters(srv, counted):
+    a, b = Box(to_dist=_where(srv)), Box(to_dist=_where(srv))
+    _warm(srv, Box, "relay", lambda: a.relay(None, 1).result())
+    _idle(srv)
+    counted.runs = 0
+    fut = a.relay(b, "x")  # a kept call on the lane that makes a sync call: waits, loop handed off
+    assert fut.result(timeout=10) == "x"
+    assert counted.runs == 1
+    assert not srv._host.servicer.calls.inline.allows(Box, "relay")  # it waited: never inline again
+    assert a.relay(None, 2).result() == 2
+
+
+# ------------------------------------------------------------------------------ transport
+class _OkServer:
+    def __init__(self) -> None:
+        self.node = transport.Node()
+        self.router = self.node.add_router("127.0.0.1", 0, self.handle)
+        self.address = f"tcp://127.0.0.1:{self.router.port}"
+
+    def handle(self, router, identity, header, body, buffers):
+        router.reply_ok(identity, header["id"], body)
+
+    def close(self) -> None:
+        self.node.close()
+
+
+def _replies(s: zmq.Socket, want: int) -> list[tuple[dict, bytes, bool]]:
+    out: list = []
+    while len(out) < want:
+        assert s.poll(10_000), f"only {len(out)} of {want} replies"
+        frames = s.recv_multipart()
+        header = msgpack.unpackb(frames[1])
+        if header["op"] == BATCH:
+            out += [(h, b, True) for h, b in split_batch(frames[2])]
+        else:
+            out.append((header, frames[2], False))
+    return out
+
+
+def test_reply_ok_is_the_ok_reply_batched_only_for_a_client_that_batches():
+    server = _OkServer()
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.connect(server.address)
+    try:
+        for i in (0, 1, 300, 70000):  # single requests: single replies, exactly the packed ok header
+            s.send_multipart([SIGNATURE, pack_header({"op": "ping", "id": i}), msgpack.packb(i)])
+            [(header, body, batched)] = _replies(s, 1)
+            assert header == {"op": "ok", "re": i} and msgpack.unpackb(body) == i and not batched
+        parts: list = []
+        for i in range(100):
+            parts += [pack_header({"op": "ping", "id": i}), msgpack.packb(i)]
+        s.send_multipart([SIGNATURE, BATCH_HEADER, pack_batch(parts)])
+        replies = _replies(s, 100)
+        assert [h for h, _, _ in replies] == [{"op": "ok", "re": i} for i in range(100)]
+        assert [msgpack.unpackb(b) for _, b, _ in replies] == list(range(100))
+        assert all(batched for _, _, batched in replies) and server.router.batches_out >= 1
+    finally:
+        s.close(0)
+        ctx.term()
+        server.close()
