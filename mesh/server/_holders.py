@@ -54,6 +54,10 @@ class Holders:
         held = self._held.get(sess) if sess is not None else None
         return held is not None and task in held
 
+    def held_by(self, sess: str | None) -> set[str] | None:
+        """The tasks session ``sess`` holds (the set itself: discarding from it is :meth:`unhold`), or None."""
+        return self._held.get(sess) if sess is not None else None
+
     def unhold(self, sess: str | None, task: str) -> None:
         held = self._held.get(sess) if sess is not None else None
         if held is not None:

@@ -62,6 +62,7 @@ class Results:
         self._early: dict[str, float] = {}  # fetches waiting for their task to arrive -> deadline
         self._lock = threading.Lock()
         self.on_release: Callable[[str], None] | None = None  # told when no holder of a task is left (streams)
+        self.streams_open: Callable[[], Any] = lambda: True  # whether on_release can matter (any stream kept)
         # Results are answered from memory; a Redis copy (results this server no longer has in
         # memory, e.g. of an earlier run) is read off the I/O thread.
         self._stored = getattr(pool, "get_stored", None)
@@ -263,18 +264,22 @@ class Results:
     def _release_plain(self, tasks: list[str], owner: str | None) -> None:
         """:meth:`release` of many tasks of one owner, under one lock (a ``release`` of a batch)."""
         on_release = self.on_release
-        if on_release is not None:
+        if on_release is not None and self.streams_open():
             for task in tasks:
                 on_release(task)
         drop = []
         with self._lock:
-            unhold, pending, discard = self.holders.unhold, self._pending, self._discard
-            for task in tasks:
-                unhold(owner, task)
-                if task in pending:  # still running: drop the result when it ends
-                    discard.add(task)
-                else:
-                    drop.append(task)
+            held, pending, discard = self.holders.held_by(owner), self._pending, self._discard
+            if held is not None:
+                held.difference_update(tasks)
+            if pending:
+                for task in tasks:
+                    if task in pending:  # still running: drop the result when it ends
+                        discard.add(task)
+                    else:
+                        drop.append(task)
+            else:
+                drop = tasks
         many = getattr(self.pool, "release_many", None)
         if many is not None:
             many(drop)
