@@ -147,7 +147,7 @@ class KeptLane:
         streams = calls.streams.states
         if (actor is None or actor.durable is not None or not self.servicer.accepting or calls.node is None
                 or calls.cancels._tombs or (streams and task in streams)
-                or not calls.inline.allows(type(actor.obj), method)
+                or not calls.inline.allows_entry(hist := calls.inline.history(type(actor.obj), method))
                 or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
             return self.slow(router, identity, header, body, [])
         with actor.lock:  # admission as Actor.admit, for an idle actor only (nothing queued before it)
@@ -160,11 +160,11 @@ class KeptLane:
         t0 = _monotonic()
         if sess is not None:
             self.seen[sess] = t0
-        self._run(actor, method, chain, task, sess, body, router, identity, rid, t0)
+        self._run(actor, method, chain, task, sess, body, router, identity, rid, t0, hist)
         return None  # (not True: the burst goes on, the next call of a batch is read at once)
 
     def _run(self, actor: Any, method: str, chain: Any, task: str, sess: Any, body: Any, router: Any,
-             identity: bytes, rid: int, t0: float) -> None:
+             identity: bytes, rid: int, t0: float, hist: list) -> None:
         calls = self.calls
         hooks = self.hooks
         if hooks.busy:  # the previous kept call still runs on a thread that handed the loop off
@@ -224,7 +224,7 @@ class KeptLane:
                 if hooks.waited:
                     calls.inline.waited(cls, method)
                 else:
-                    calls.inline.record(cls, method, elapsed)
+                    calls.inline.add(hist, elapsed)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
             entry = call_error(exc)
             packed = None

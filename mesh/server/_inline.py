@@ -59,6 +59,22 @@ class InlinePolicy:
         h = self._hist.get((cls, method))
         return h is not None and h[0] >= WARMUP and not h[2] and h[1] < self.threshold
 
+    def history(self, cls: type, method: str) -> list | None:
+        """The history entry of ``cls.method`` (``[runs, average, waited]``), or None: for a caller
+        that checks and records many calls of one method (:meth:`allows_entry`, :meth:`add`)."""
+        return self._hist.get((cls, method))
+
+    def allows_entry(self, h: list | None) -> bool:
+        return h is not None and h[0] >= WARMUP and not h[2] and h[1] < self.threshold
+
+    def add(self, h: list, seconds: float) -> None:
+        """:meth:`record` into an entry got from :meth:`history` (past its warm-up)."""
+        h[0] += 1
+        if seconds > _SLOW_RUN * self.threshold:
+            h[1] = seconds
+        else:
+            h[1] += _ALPHA * (seconds - h[1])
+
     def record(self, cls: type, method: str, seconds: float) -> None:
         """A sync run of ``cls.method`` took ``seconds`` (it did not wait)."""
         key = (cls, method)
