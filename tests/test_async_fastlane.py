@@ -283,3 +283,107 @@ def test_reply_ok_is_the_ok_reply_batched_only_for_a_client_that_batches():
         s.close(0)
         ctx.term()
         server.close()
+
+
+# ------------------------------------------------------------------------------ fuzz: what the lane takes
+class _Plain:
+    def back(self, x):
+        return x
+
+
+class _Replies:
+    def __init__(self) -> None:
+        self.ok: list = []
+
+    def reply_ok(self, identity, rid, body):
+        self.ok.append((rid, body))
+
+    def reply(self, identity, header, body, buffers):  # the lane's own answers are ok by template only
+        raise AssertionError(f"unexpected reply {header}")
+
+
+@pytest.fixture(scope="module")
+def lane_kit():
+    import types
+
+    from mesh.server._checks import check_header
+    from mesh.server._classes import ClassResolver
+    from mesh.server._dispatch import Servicer
+    from mesh.server._mailbox import Actor
+    from mesh.server._store import LocalPool
+
+    s = Servicer(name="fuzz", capacity=1, pool=LocalPool(), resolver=ClassResolver(), max_message_size=2**20,
+                 on_stop=lambda: None)
+    s.calls.node = types.SimpleNamespace(io_ident=threading.get_ident(), hand_off_io=lambda ident: False)
+    actor = Actor("o1", "_Plain", None)
+    actor.obj, actor.running = _Plain(), 0
+    s.objects.actors["o1"] = actor
+    s.calls.inline._hist[(_Plain, "back")] = [100, 1e-6, False]
+    lane = _async_fast.KeptLane(s)
+    delegated: list = []
+    lane.slow = lambda router, identity, header, body, buffers: delegated.append(header)
+    yield s, lane, actor, delegated, check_header
+    s.close(0)
+
+
+def _strategies():
+    """A plain kept call's header (optional chain, sess), then 0-3 mutations: a key dropped, a
+    value replaced by anything, an unknown key added."""
+    from hypothesis import strategies as st
+
+    leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=140) | st.binary(max_size=4)
+    base = st.fixed_dictionaries(
+        {"op": st.just("call"), "obj": st.just("o1"), "m": st.just("back"), "keep": st.sampled_from([1, True]),
+         "id": st.integers(0, 2**64 - 1), "task": st.text(max_size=128)},
+        optional={"chain": st.text(max_size=128), "sess": st.text(max_size=128)})
+    keys = st.sampled_from(["op", "obj", "m", "keep", "id", "task", "chain", "sess", "dl", "stream", "zz"])
+    mutation = st.tuples(st.sampled_from(["drop", "set"]), keys, leaf | st.sampled_from([0, 2, 1.0, "x" * 129]))
+
+    def mutate(args):
+        header, changes = args
+        header = dict(header)
+        for what, key, v in changes:
+            if what == "drop":
+                header.pop(key, None)
+            else:
+                header[key] = v
+        return header
+
+    return st.tuples(base, st.lists(mutation, max_size=3)).map(mutate)
+
+
+def test_the_lane_takes_only_plain_kept_calls_and_answers_them_exactly(lane_kit):
+    from hypothesis import HealthCheck, given, settings
+
+    s, lane, actor, delegated, check_header = lane_kit
+    taken = []
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(_strategies(), st_values())
+    def run(header, x):
+        router = _Replies()
+        delegated.clear()
+        body = msgpack.packb([[x], {}])
+        size = len(s.pool)
+        lane.handle(router, b"peer", header, body)
+        assert actor.running == 0  # never left admitted
+        if delegated:
+            assert delegated == [header] and not router.ok and len(s.pool) == size  # untouched
+            return
+        # taken: exactly a plain kept call, which the general check accepts too
+        assert set(header) <= {"op", "obj", "m", "id", "task", "keep", "chain", "sess"}
+        assert header["op"] == "call" and header["keep"] == 1 and type(header["id"]) is int
+        assert check_header(header) is None
+        assert router.ok == [(header["id"], msgpack.packb(x))]
+        entry = s.pool.get(header["task"])
+        assert entry is not None and msgpack.unpackb(entry[1]) == x
+        taken.append(header)
+
+    run()
+    assert len(taken) > 5  # (the strategies lean to plain kept calls)
+
+
+def st_values():
+    from hypothesis import strategies as st
+
+    return st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20)

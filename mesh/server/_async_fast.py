@@ -135,7 +135,8 @@ class KeptLane:
         """Serve a kept call here if it is plain (else the general handler). Never raises."""
         get = header.get
         obj_id, method, rid, chain, sess, task = get("obj"), get("m"), get("id"), get("chain"), get("sess"), get("task")
-        if (get("keep") not in (1, True) or type(rid) is not int or type(task) is not str or len(task) > ID_MAX
+        keep = get("keep")
+        if ((keep is not True and (type(keep) is not int or keep != 1)) or type(rid) is not int or type(task) is not str or len(task) > ID_MAX
                 or len(header) != 6 + (chain is not None) + (sess is not None)
                 or type(obj_id) is not str or len(obj_id) > ID_MAX or type(method) is not str or len(method) > NAME_MAX
                 or (chain is not None and (type(chain) is not str or len(chain) > ID_MAX))
