@@ -298,6 +298,9 @@ class _Replies:
     def reply_ok(self, identity, rid, body):
         self.ok.append((rid, body))
 
+    def reply_packed(self, identity, header, body, buffers=()):  # the sync lane's (a header without keep)
+        self.sync = True
+
     def reply(self, identity, header, body, buffers):  # the lane's own answers are ok by template only
         raise AssertionError(f"unexpected reply {header}")
 
@@ -319,10 +322,12 @@ def lane_kit():
     actor.obj, actor.running = _Plain(), 0
     s.objects.actors["o1"] = actor
     s.calls.inline._hist[(_Plain, "back")] = [100, 1e-6, False]
-    lane = _async_fast.KeptLane(s)
+    from mesh.server._inline_fast import FastLane
+
+    fast = FastLane(s)  # the ROUTER's handler: it sends kept calls to the lane
     delegated: list = []
-    lane.slow = lambda router, identity, header, body, buffers: delegated.append(header)
-    yield s, lane, actor, delegated, check_header
+    fast.slow = fast.kept.__self__.slow = lambda router, identity, header, body, buffers: delegated.append(header)
+    yield s, fast, actor, delegated, check_header
     s.close(0)
 
 
@@ -365,8 +370,11 @@ def test_the_lane_takes_only_plain_kept_calls_and_answers_them_exactly(lane_kit)
         delegated.clear()
         body = msgpack.packb([[x], {}])
         size = len(s.pool)
-        lane.handle(router, b"peer", header, body)
+        lane.handle(router, b"peer", header, body, [])
         assert actor.running == 0  # never left admitted
+        if getattr(router, "sync", False):  # no keep: a plain sync call, the sync lane's
+            assert "keep" not in header and not router.ok
+            return
         if delegated:
             assert delegated == [header] and not router.ok and len(s.pool) == size  # untouched
             return

@@ -6,7 +6,10 @@ Python call cannot move to another thread once it runs, so the choice is made be
 from the method's history (:class:`InlinePolicy`): a plain ``def`` method (not a coroutine, not
 a stream, not of a durable object) that has run at least :data:`WARMUP` times, whose run time
 averages under the threshold (``MESH_INLINE_US``, default 50 µs; ``0`` turns inline calls off),
-and that never waited on another mesh task. Anything else runs on a worker, as before.
+and that never waited on another mesh task. Anything else runs on a worker, as before. The
+time recorded is the method's own (not the reply's encoding, nor the start of the watchdog's
+thread, which once counted as a slow run and kept a trivial method off the I/O thread for dozens
+of calls on a loaded machine); during the warm-up the fastest run counts (first runs are cold).
 
 Actor semantics are unchanged: only a call that finds its actor idle runs inline (so arrival
 order holds), and it runs to completion before the I/O thread reads the next request.
