@@ -120,7 +120,7 @@ class FastLane:
         actor = self.actors.get(obj_id)
         calls = self.calls
         if (actor is None or actor.durable is not None or not self.servicer.accepting or calls.node is None
-                or not calls.inline.allows(type(actor.obj), method)
+                or not calls.inline.allows_entry(hist := calls.inline.history(type(actor.obj), method))
                 or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
             return self.slow(router, identity, header, body, buffers)
         with actor.lock:  # admission as Actor.admit, for an idle actor only (nothing queued before it)
@@ -133,10 +133,10 @@ class FastLane:
         t0 = _monotonic()
         if sess is not None:
             self.seen[sess] = t0
-        return self._run(actor, method, chain, body, router, identity, rid, t0)
+        return self._run(actor, method, chain, body, router, identity, rid, t0, hist)
 
     def _run(self, actor: Any, method: str, chain: Any, body: Any, router: Any, identity: bytes, rid: int,
-             t0: float) -> bool:
+             t0: float, hist: list) -> bool:
         """Run an admitted call and answer it: the run, the reply, then the accounting."""
         calls = self.calls
         hooks = self.hooks
@@ -183,7 +183,7 @@ class FastLane:
                 if hooks.waited:
                     calls.inline.waited(cls, method)
                 elif packed is None:
-                    calls.inline.record(cls, method, elapsed)
+                    calls.inline.add(hist, elapsed)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
             entry = call_error(exc)
             packed = None
@@ -198,7 +198,7 @@ class FastLane:
             # handed a long run off). A call that waited keeps the order below: a successor
             # thread serves requests meanwhile, and a status read must find it counted.
             router.reply_packed(identity, _ok_header(rid), packed)
-            calls.inline.record(cls, method, elapsed)
+            calls.inline.add(hist, elapsed)
             actor.served += 1
             calls.stats.record(actor.cls_name, method, t0, _OK)
             calls.next(actor)
