@@ -82,6 +82,11 @@ class Box(metaclass=RpcMeta):
     def read_future(self, fut):
         return fut.result()
 
+    @async_func
+    def add_where(self, x):
+        self.items.append((x, threading.current_thread().name))
+        return x
+
 
 class Counted:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,6 +237,25 @@ def test_a_lane_call_that_waits_hands_off_and_re_enters(srv, counted):
     assert counted.runs == 1
     assert not srv._host.servicer.calls.inline.allows(Box, "relay")  # it waited: never inline again
     assert a.relay(None, 2).result() == 2
+
+
+def test_a_mailbox_queued_behind_a_worker_goes_back_to_the_io_thread(srv):
+    box = Box(to_dist=_where(srv))
+    servicer = srv._host.servicer
+    servicer.calls.inline._hist[(Box, "add_where")] = [100, 1e-6, False]  # short: may run inline
+    actor = next(a for a in servicer.objects.actors.values() if a.obj is not None and a.obj.items is not None
+                 and a.id == box._mesh_id)
+    first = box.hold("wait")  # not warmed up: on a worker, waiting for the gate
+    wait_until(lambda: actor.running == 1, timeout=5)
+    futures = [box.add_where(i) for i in range(300)]  # queued behind it (the actor is busy)
+    wait_until(lambda: len(actor.queue) == 300, timeout=10)
+    actor.obj.gate.set()
+    assert first.result(timeout=10) == "wait"
+    assert [f.result(timeout=10) for f in futures] == list(range(300))
+    items = [x for x in actor.obj.items if type(x) is tuple]
+    assert [x for x, _ in items] == list(range(300))  # arrival order
+    io_name = servicer.calls.node._loop.thread.name
+    assert sum(1 for _, name in items if name == io_name) >= 290  # drained on the I/O thread, not a worker
 
 
 # ------------------------------------------------------------------------------ transport
@@ -395,3 +419,27 @@ def st_values():
     from hypothesis import strategies as st
 
     return st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20)
+
+
+# ------------------------------------------------------------------------------ the inline policy's fixes
+def test_the_inline_policy_warms_up_on_the_fastest_run():
+    from mesh.server._inline import WARMUP, InlinePolicy
+
+    policy = InlinePolicy(50e-6)
+    policy.record(_Plain, "back", 0.01)  # a cold first run (10 ms) no longer keeps it off for dozens of runs
+    for _ in range(WARMUP - 1):
+        policy.record(_Plain, "back", 2e-6)
+    assert policy.allows(_Plain, "back")
+    policy.record(_Plain, "back", 0.01)  # past the warm-up a slow run counts as before
+    assert not policy.allows(_Plain, "back")
+
+
+def test_the_watchdog_end_of_a_retired_thread_leaves_its_successors_call_watched():
+    from mesh.server._inline import Watchdog
+
+    dog = Watchdog(lambda ident: False)
+    dog.begin(2)  # the successor I/O thread's inline call
+    dog.end(1)  # a call that was handed off ends on its old thread
+    assert dog.current is not None and dog.current[1] == 2
+    dog.end(2)
+    assert dog.current is None
