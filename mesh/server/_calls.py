@@ -270,7 +270,7 @@ class CallRunner:
             if threading.get_ident() != self.io_ident:  # handed off while it ran: the rest on workers
                 self.next(actor)
                 return
-        self.node.call_soon(self._drain_inline, actor)  # the rest after what else the loop has queued
+        self.node.call_after_poll(self._drain_inline, actor)  # the rest in the next turn: requests are read first
 
     # -------------------------------------------------------- inline calls
     def _run_inline(self, actor: Actor, call: Call) -> None:
