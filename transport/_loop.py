@@ -248,6 +248,8 @@ class Loop:
             now = time.monotonic()
             if self._due and self._due[0][0] <= now:
                 self._run_due(now)
+                if self.ident != me:  # handed off by a due callback
+                    return out
             if self.timers and self._timers_next <= now:
                 self._run_timers(now)
         return out
@@ -302,12 +304,15 @@ class Loop:
 
     def _run_due(self, now: float) -> None:
         due = self._due
+        me = self.ident
         while due and due[0][0] <= now:
             _, _, fn, arg = heapq.heappop(due)
             try:
                 fn(arg)
             except Exception:
                 log.exception("scheduled I/O callback failed")
+            if self.ident != me:  # the callback handed the loop off (an inline call that waited): its successor runs the rest
+                return
 
     def _run_timers(self, now: float) -> None:
         for timer in list(self.timers):

@@ -222,6 +222,11 @@ class Node:
         if not self._closed:
             self._loop.submit(Call(fn, *args))
 
+    def call_after_poll(self, fn: Callable[..., Any], *args: Any) -> None:
+        """On the I/O thread only: run ``fn(*args)`` in a later turn, once the loop has polled its
+        sockets (work in chunks that must not keep requests waiting; it must not block)."""
+        self._loop.call_at(0.0, lambda _arg: fn(*args))
+
     def inflight(self, endpoint: str) -> int:
         """Requests to ``endpoint`` not answered yet."""
         return self._window.inflight.get(endpoint, 0)

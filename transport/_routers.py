@@ -31,6 +31,7 @@ from transport._future import ReplyFuture
 from transport._log import log
 from transport._loop import Call, Command, Loop
 from transport._security import Keys
+from transport._templates import ok_header as _ok_header
 from transport._sockets import NOBLOCK, POLLIN, ROUTER_LINGER, bind_router, send
 from transport._zap import Zap
 
@@ -115,6 +116,23 @@ class Router:
             servers.send(self, frames)
         else:
             servers.loop.submit(Call(servers.send, self, frames))
+
+    def reply_ok(self, identity: bytes, rid: int, body: bytes) -> None:
+        """A plain ``ok`` reply to request ``rid`` (header ``{"op": "ok", "re": rid}`` from its
+        template, :func:`transport.ok_header`), without buffers: :meth:`reply` without the header
+        dict and its packing. Staged (batched at the end of the loop's turn) for a client that
+        reads batches, as :meth:`reply` does; thread-safe, never blocks."""
+        header = _ok_header(rid)
+        servers = self._servers
+        if _get_ident() == servers.loop.ident and not servers.loop.stepping:
+            if identity in self.batchers and len(header) + len(body) <= BATCH_ITEM_MAX:
+                servers.stage(self, identity, header, body)
+            else:
+                servers.send(self, [identity, SIGNATURE, header, body])
+        elif identity in self.batchers and len(header) + len(body) <= BATCH_ITEM_MAX:
+            servers.loop.submit(Call(servers.stage, self, identity, header, body))
+        else:
+            servers.loop.submit(Call(servers.send, self, [identity, SIGNATURE, header, body]))
 
     def close(self) -> None:
         """Unbind and close the socket (idempotent)."""

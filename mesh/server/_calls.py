@@ -138,6 +138,9 @@ class CallRunner:
         self.cancels = Cancels(self)  # calls with a task id or a deadline, for op cancel
         self.inline = InlinePolicy()  # which methods are short enough to run on the I/O thread
         self.watchdog = Watchdog(self._hand_off)
+        # told the ident of an inline call's thread just before the I/O loop is handed off from it
+        # (the async fast lane registers its call then: mesh.server._async_fast)
+        self.on_hand_off: Callable[[int], None] | None = None
 
     @property
     def io_ident(self) -> int | None:
@@ -220,10 +223,54 @@ class CallRunner:
         for _ in range(_BATCH):
             if self._run_one(actor, next_call):  # type: ignore[arg-type]
                 return  # a coroutine: the loop starts the actor's next call when it ends
+            if self._back_to_io(actor):
+                return
             next_call = actor.take_next()
             if next_call is None:
                 return
         self.workers.submit(lambda: self._run(actor, next_call))
+
+    def _inline_ok(self, actor: Actor, call: Call) -> bool:
+        """Whether ``call`` of ``actor`` may run on the I/O thread (as :meth:`admit` decides)."""
+        return (self.node is not None and actor.durable is None and self.inline.allows(type(actor.obj), call.method)
+                and not (call.keep and self.streams.states and call.task in self.streams.states))
+
+    def _back_to_io(self, actor: Actor) -> bool:
+        """A worker ended a call and the actor's next queued call may run inline (its method is
+        short again: a slow run or a warm-up sent a pipelined actor to a worker, and its queue kept
+        it there, since new calls only run inline on an idle actor). The I/O thread takes the
+        mailbox over (:meth:`_drain_inline`); the actor stays admitted in between (arrival order).
+        True if it did."""
+        queue = actor.queue
+        if not queue or actor.running != 1 or self.node is None:
+            return False
+        try:
+            call = queue[0]
+        except IndexError:  # withdrawn meanwhile (a cancel)
+            return False
+        if not self._inline_ok(actor, call):
+            return False
+        self.node.call_soon(self._drain_inline, actor)
+        return True
+
+    def _drain_inline(self, actor: Actor) -> None:
+        """Run the actor's queued calls on the I/O thread, in order, while they may run inline."""
+        ident = threading.get_ident()
+        for _ in range(_BATCH):
+            call = actor.take_next()  # (the admission this takes over from the worker ends here)
+            if call is None:
+                return
+            if start_on_loop(self, actor, call):  # a coroutine: its task starts the actor's next call
+                return
+            if ident != self.io_ident or not self._inline_ok(actor, call):
+                self._submit(actor, call)  # the rest on workers, as before
+                return
+            if self._run_one(actor, call, ident):
+                return
+            if threading.get_ident() != self.io_ident:  # handed off while it ran: the rest on workers
+                self.next(actor)
+                return
+        self.node.call_after_poll(self._drain_inline, actor)  # the rest in the next turn: requests are read first
 
     # -------------------------------------------------------- inline calls
     def _run_inline(self, actor: Actor, call: Call) -> None:
@@ -235,6 +282,8 @@ class CallRunner:
         """Inline call on thread ``ident`` waits or stalls: a new thread takes the I/O loop."""
         if ident != self.io_ident or self.node is None:
             return False
+        if self.on_hand_off is not None:
+            self.on_hand_off(ident)
         self.start_ready()  # what the burst made runnable so far: the old thread will not
         return self.node.hand_off_io(ident)
 
@@ -301,17 +350,19 @@ class CallRunner:
                     stream.host = (actor, self._submit)  # its readers' chains may enter while it is paused
                     entry = ok(run_sync(self.streams, stream, fn(*args, **kwargs), merge_of(actor.obj, call.method)))
                 else:
-                    t = time.perf_counter()
                     if inline:  # the watchdog covers the method only: after it, this thread sends the reply
-                        self.watchdog.begin(inline)
+                        self.watchdog.begin(inline)  # (it may start the watchdog's thread: not timed)
                         try:
+                            t = time.perf_counter()
                             value = fn(*args, **kwargs)
+                            t = time.perf_counter() - t
                         finally:
-                            self.watchdog.end()
+                            self.watchdog.end(inline)
                     else:
+                        t = time.perf_counter()
                         value = fn(*args, **kwargs)
+                        t = time.perf_counter() - t  # the method's own time (not the reply's encoding)
                     entry = ok(result_of(type(actor.obj), call.method, value))
-                    t = time.perf_counter() - t
                     if waited:
                         self.inline.waited(type(actor.obj), call.method)
                     else:

@@ -168,6 +168,6 @@ def check_header(header: dict) -> str | None:
             problem = "'tasks' must be a list"
         elif len(tasks) > LIST_MAX:
             problem = f"'tasks' has {len(tasks)} items, over the limit of {LIST_MAX}"
-        else:
+        elif not all(type(t) is str and len(t) <= ID_MAX for t in tasks):  # (the common release: plain ids)
             problem = next(filter(None, map(_release_item, tasks)), None)
     return problem

@@ -76,6 +76,7 @@ class Servicer:
         self.results = Results(pool, name)
         self.streams = Streams(budget=getattr(pool, "max_bytes", None) or 1 << 30)
         self.results.on_release = self.streams.drop  # no holder left: a stream's generator stops
+        self.results.streams_open = lambda: self.streams.states  # (a release of plain tasks skips it then)
         self.calls = CallRunner(self.workers, self.results, lambda: self.accepting, Aio(name), self.streams)
         self.checkpoints = Checkpoints(state_store, secret, self.instance)
         self.calls.checkpoint = self.checkpoints.after_call

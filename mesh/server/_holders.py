@@ -48,11 +48,18 @@ class Holders:
 
     # -- held by a session ----------------------------------------------------------------------
     def hold(self, sess: str, task: str) -> None:
-        self._held.setdefault(sess, set()).add(task)
+        held = self._held.get(sess)  # (not setdefault: it would make a set per call)
+        if held is None:
+            held = self._held[sess] = set()
+        held.add(task)
 
     def holds(self, sess: str | None, task: str) -> bool:
         held = self._held.get(sess) if sess is not None else None
         return held is not None and task in held
+
+    def held_by(self, sess: str | None) -> set[str] | None:
+        """The tasks session ``sess`` holds (the set itself: discarding from it is :meth:`unhold`), or None."""
+        return self._held.get(sess) if sess is not None else None
 
     def unhold(self, sess: str | None, task: str) -> None:
         held = self._held.get(sess) if sess is not None else None

@@ -6,7 +6,10 @@ Python call cannot move to another thread once it runs, so the choice is made be
 from the method's history (:class:`InlinePolicy`): a plain ``def`` method (not a coroutine, not
 a stream, not of a durable object) that has run at least :data:`WARMUP` times, whose run time
 averages under the threshold (``MESH_INLINE_US``, default 50 µs; ``0`` turns inline calls off),
-and that never waited on another mesh task. Anything else runs on a worker, as before.
+and that never waited on another mesh task. Anything else runs on a worker, as before. The
+time recorded is the method's own (not the reply's encoding, nor the start of the watchdog's
+thread, which once counted as a slow run and kept a trivial method off the I/O thread for dozens
+of calls on a loaded machine); during the warm-up the fastest run counts (first runs are cold).
 
 Actor semantics are unchanged: only a call that finds its actor idle runs inline (so arrival
 order holds), and it runs to completion before the I/O thread reads the next request.
@@ -59,6 +62,22 @@ class InlinePolicy:
         h = self._hist.get((cls, method))
         return h is not None and h[0] >= WARMUP and not h[2] and h[1] < self.threshold
 
+    def history(self, cls: type, method: str) -> list | None:
+        """The history entry of ``cls.method`` (``[runs, average, waited]``), or None: for a caller
+        that checks and records many calls of one method (:meth:`allows_entry`, :meth:`add`)."""
+        return self._hist.get((cls, method))
+
+    def allows_entry(self, h: list | None) -> bool:
+        return h is not None and h[0] >= WARMUP and not h[2] and h[1] < self.threshold
+
+    def add(self, h: list, seconds: float) -> None:
+        """:meth:`record` into an entry got from :meth:`history` (past its warm-up)."""
+        h[0] += 1
+        if seconds > _SLOW_RUN * self.threshold:
+            h[1] = seconds
+        else:
+            h[1] += _ALPHA * (seconds - h[1])
+
     def record(self, cls: type, method: str, seconds: float) -> None:
         """A sync run of ``cls.method`` took ``seconds`` (it did not wait)."""
         key = (cls, method)
@@ -67,7 +86,10 @@ class InlinePolicy:
             with self._lock:
                 h = self._hist.setdefault(key, [0, seconds, False])
         h[0] += 1  # a lost update under a race only delays the warm-up
-        if seconds > _SLOW_RUN * self.threshold:
+        if h[0] <= WARMUP:  # warming up: the fastest run so far (a method's first runs are cold)
+            if seconds < h[1]:
+                h[1] = seconds
+        elif seconds > _SLOW_RUN * self.threshold:
             h[1] = seconds
         else:
             h[1] += _ALPHA * (seconds - h[1])
@@ -103,9 +125,13 @@ class Watchdog:
             self._thread = threading.Thread(target=self._watch, name="mesh-inline-watchdog", daemon=True)
             self._thread.start()
 
-    def end(self) -> None:
+    def end(self, ident: int | None = None) -> None:
+        """The inline call on thread ``ident`` ended (None: whichever runs). A call whose thread
+        was handed off ends after its successor's calls began: it leaves theirs watched."""
         with self.lock:  # the watchdog never hands off a call that has just ended
-            self.current = None
+            current = self.current
+            if current is not None and (ident is None or current[1] == ident):
+                self.current = None
 
     def _watch(self) -> None:
         seen: tuple[int, int] | None = None

@@ -90,15 +90,18 @@ class _Hooks:
 class FastLane:
     """The request handler of a server's ROUTER: plain sync calls here, the rest to ``servicer.handle``."""
 
-    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks")
+    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks", "kept")
 
     def __init__(self, servicer: Any) -> None:
+        from mesh.server._async_fast import KeptLane  # (it builds on this module's _Hooks)
+
         self.servicer = servicer
         self.slow = servicer.handle
         self.calls = servicer.calls
         self.actors = servicer.objects.actors
         self.seen = servicer.sessions.seen  # Sessions.touch, inlined
         self.hooks = _Hooks(self.calls)
+        self.kept = KeptLane(servicer).handle  # plain kept calls (.remote(), @async_func)
 
     def handle(self, router: Any, identity: bytes, header: dict, body: Any, buffers: list) -> bool | None:
         """Serve one request (I/O thread; never blocks on its own, never raises). True: a sync
@@ -106,6 +109,8 @@ class FastLane:
         get = header.get
         if get("op") != wire.CALL or buffers:
             return self.slow(router, identity, header, body, buffers)
+        if "keep" in header:
+            return self.kept(router, identity, header, body)
         obj_id, method, rid, chain, sess = get("obj"), get("m"), get("id"), get("chain"), get("sess")
         if (len(header) != 4 + (chain is not None) + (sess is not None) or type(rid) is not int
                 or type(obj_id) is not str or len(obj_id) > ID_MAX or type(method) is not str or len(method) > NAME_MAX
@@ -115,7 +120,7 @@ class FastLane:
         actor = self.actors.get(obj_id)
         calls = self.calls
         if (actor is None or actor.durable is not None or not self.servicer.accepting or calls.node is None
-                or not calls.inline.allows(type(actor.obj), method)
+                or not calls.inline.allows_entry(hist := calls.inline.history(type(actor.obj), method))
                 or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
             return self.slow(router, identity, header, body, buffers)
         with actor.lock:  # admission as Actor.admit, for an idle actor only (nothing queued before it)
@@ -128,10 +133,10 @@ class FastLane:
         t0 = _monotonic()
         if sess is not None:
             self.seen[sess] = t0
-        return self._run(actor, method, chain, body, router, identity, rid, t0)
+        return self._run(actor, method, chain, body, router, identity, rid, t0, hist)
 
     def _run(self, actor: Any, method: str, chain: Any, body: Any, router: Any, identity: bytes, rid: int,
-             t0: float) -> bool:
+             t0: float, hist: list) -> bool:
         """Run an admitted call and answer it: the run, the reply, then the accounting."""
         calls = self.calls
         hooks = self.hooks
@@ -160,13 +165,13 @@ class FastLane:
                 entry = shut_down()
             else:
                 watchdog = calls.watchdog
-                t = _monotonic()
                 watchdog.begin(hooks.ident)  # it covers the method only: this thread sends the reply after it
                 try:
+                    t = _monotonic()  # after begin(), which may start the watchdog's thread: not the method's time
                     value = fn(*args, **kwargs)
+                    elapsed = _monotonic() - t
                 finally:
-                    watchdog.end()
-                elapsed = _monotonic() - t
+                    watchdog.end(hooks.ident)
                 kind = type(value)
                 if kind is str or kind is float or kind is bool or value is None or (
                         kind is int and _INT_MIN <= value <= _INT_MAX):
@@ -178,7 +183,7 @@ class FastLane:
                 if hooks.waited:
                     calls.inline.waited(cls, method)
                 elif packed is None:
-                    calls.inline.record(cls, method, elapsed)
+                    calls.inline.add(hist, elapsed)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
             entry = call_error(exc)
             packed = None
@@ -193,7 +198,7 @@ class FastLane:
             # handed a long run off). A call that waited keeps the order below: a successor
             # thread serves requests meanwhile, and a status read must find it counted.
             router.reply_packed(identity, _ok_header(rid), packed)
-            calls.inline.record(cls, method, elapsed)
+            calls.inline.add(hist, elapsed)
             actor.served += 1
             calls.stats.record(actor.cls_name, method, t0, _OK)
             calls.next(actor)

@@ -62,6 +62,7 @@ class Results:
         self._early: dict[str, float] = {}  # fetches waiting for their task to arrive -> deadline
         self._lock = threading.Lock()
         self.on_release: Callable[[str], None] | None = None  # told when no holder of a task is left (streams)
+        self.streams_open: Callable[[], Any] = lambda: True  # whether on_release can matter (any stream kept)
         # Results are answered from memory; a Redis copy (results this server no longer has in
         # memory, e.g. of an earlier run) is read off the I/O thread.
         self._stored = getattr(pool, "get_stored", None)
@@ -105,6 +106,33 @@ class Results:
             self.pool.release(task)
         for waiter in waiters:
             waiter(entry)
+        return stored
+
+    def store_now(self, task: str, sess: str | None, entry: Entry) -> bool:
+        """:meth:`expect` and :meth:`complete` of a task that arrived and ended in one go, on the
+        I/O thread (the server's async fast lane: nothing else read a request meanwhile, so no
+        release of it can have come). The value is stored first: a fetch from another thread
+        that finds neither it nor the task seen waits for it as an early fetch, answered below.
+        True if stored."""
+        stored = False
+        try:
+            self.pool.put(task, entry, held=sess is not None)  # memory only: never blocks
+            stored = True
+        except Exception as exc:  # noqa: BLE001 - the caller still gets the value, whole
+            log.warning("could not store result %s: %s", task, exc)
+        with self._lock:
+            seen = self._seen
+            seen.add(task)
+            if len(seen) > _SEEN_MAX // 2:
+                self._seen_old, self._seen = seen, set()
+            waiters = self._pending.pop(task, None) if self._pending else None
+            if waiters is not None:
+                self._early.pop(task, None)
+            if sess is not None:
+                self.holders.hold(sess, task)
+        if waiters:
+            for waiter in waiters:
+                waiter(entry)
         return stored
 
     # -- fetches ----------------------------------------------------------------------------------
@@ -236,18 +264,22 @@ class Results:
     def _release_plain(self, tasks: list[str], owner: str | None) -> None:
         """:meth:`release` of many tasks of one owner, under one lock (a ``release`` of a batch)."""
         on_release = self.on_release
-        if on_release is not None:
+        if on_release is not None and self.streams_open():
             for task in tasks:
                 on_release(task)
         drop = []
         with self._lock:
-            unhold, pending, discard = self.holders.unhold, self._pending, self._discard
-            for task in tasks:
-                unhold(owner, task)
-                if task in pending:  # still running: drop the result when it ends
-                    discard.add(task)
-                else:
-                    drop.append(task)
+            held, pending, discard = self.holders.held_by(owner), self._pending, self._discard
+            if held is not None:
+                held.difference_update(tasks)
+            if pending:
+                for task in tasks:
+                    if task in pending:  # still running: drop the result when it ends
+                        discard.add(task)
+                    else:
+                        drop.append(task)
+            else:
+                drop = tasks
         many = getattr(self.pool, "release_many", None)
         if many is not None:
             many(drop)
