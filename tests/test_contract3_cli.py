@@ -154,3 +154,31 @@ def test_console_command_help_names_every_command():
                  "--max-expire-time", "--max-len", "--max-message-size", "--no-advertise", "--secret-file",
                  "--state-store", "--http", "--http-host", "--http-token-file"):
         assert flag in start.stdout, flag
+
+
+class Sleeper(metaclass=mesh.RpcMeta):
+    @mesh.async_func
+    def nap(self, seconds):
+        import time
+
+        time.sleep(seconds)
+        return "woke"
+
+    def ping(self):
+        return "pong"
+
+
+def test_sigterm_while_a_call_runs_exits_0_soon_and_the_caller_does_not_hang(started):
+    import time
+
+    s = started("--no-advertise")
+    sl = Sleeper(to_dist={"host": s.host, "port": s.port})
+    assert sl.ping() == "pong"
+    fut = sl.nap(120)
+    t0 = time.monotonic()
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(30) == 0
+    assert time.monotonic() - t0 < 30
+    with pytest.raises(mesh.MeshError):  # the running call is lost with its server: an error, never a hang
+        fut.result(timeout=30)
+    assert time.monotonic() - t0 < 60

@@ -183,3 +183,58 @@ def test_every_call_kind_makes_a_caller_span_and_a_child_server_span():
         trace._TRACER_PROVIDER = None
         trace._TRACER_PROVIDER_SET_ONCE._done = False
         provider.shutdown()
+
+
+SERVER_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import mesh
+srv = mesh.AgentServer(port=0, advertise=False).launch(in_subprocess=False)
+print(srv.address, flush=True)
+sys.stdin.readline()
+print(sorted(m for m in sys.modules if m.startswith("opentelemetry")), flush=True)
+srv.shutdown()
+"""
+
+
+def test_a_server_without_opentelemetry_imports_none_even_when_its_callers_trace():
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from conftest import read_line
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace._TRACER_PROVIDER_SET_ONCE._done = False
+    trace.set_tracer_provider(provider)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    proc = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT.format(tests=os.path.dirname(__file__))],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        address = read_line(proc.stdout).strip()
+        host, port = address.removeprefix("tcp://").rsplit(":", 1)
+        k = Kinds(to_dist={"host": host, "port": int(port)})
+        with trace.get_tracer("contract3").start_as_current_span("user"):
+            assert k.coro().result(timeout=20) == 2
+            assert k.later().result(timeout=20) == 1
+        assert exporter.get_finished_spans()  # the caller traced
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert read_line(proc.stdout).strip() == "[]"
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        mesh.shutdown()
+        trace._TRACER_PROVIDER = None
+        trace._TRACER_PROVIDER_SET_ONCE._done = False
+        provider.shutdown()
