@@ -102,3 +102,34 @@ def _zombie(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_restart_goes_to_a_discovered_live_server(tmp_path, monkeypatch):
+    path = str(tmp_path / "shared-states")
+    monkeypatch.setenv("MESH_DISCOVERY", "1")
+    mesh.init(discovery=True)
+    a = Start("--name", "c3-a", "--state-store", path, env={"MESH_DISCOVERY": "1"})
+    b = Start("--name", "c3-b", "--state-store", path, env={"MESH_DISCOVERY": "1"})
+    try:
+        wait_until(lambda: {a.address, b.address} <= {s.address for s in mesh.servers(timeout=1.0)}, timeout=20)
+        c = Counter(0, to_dist={"host": a.host, "port": a.port, "checkpoint": True, "max_restarts": 1})
+        assert c.add(4) == 4
+        a.stop(signal.SIGKILL)
+        assert _after_restart(lambda: c.add(1)) == 5
+        assert c.pid() == b.proc.pid  # on the other live server (discovered), not on a child server
+    finally:
+        a.stop(signal.SIGKILL)
+        b.stop(signal.SIGKILL)
+
+
+def test_without_discovered_servers_to_dist_falls_back_to_a_child_server(monkeypatch):
+    monkeypatch.setenv("MESH_DISCOVERY", "1")
+    mesh.init(discovery=True)
+    t0 = time.monotonic()
+    assert mesh.servers(timeout=0.5) == []
+    assert time.monotonic() - t0 < 5
+    c = Counter(2).to_dist()
+    assert c.add(1) == 3 and c.pid() != os.getpid()
+    d = Counter(5, to_dist=True)
+    assert d.pid() == c.pid()  # started once and reused
+    assert time.monotonic() - t0 < 60
