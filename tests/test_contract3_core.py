@@ -216,3 +216,40 @@ def test_deadline_zero_or_passed_never_starts_a_call(server):
             w.get()
     assert w.calls == 0  # none of them ran
     assert w.get() == 0 and w.calls == 1  # outside the block: no deadline any more
+
+
+class Pid(metaclass=mesh.RpcMeta):
+    def pid(self):
+        import os
+
+        return os.getpid()
+
+    def total(self, xs):
+        return sum(xs)
+
+    def pick(self, d):
+        return d["x"] + 1
+
+
+def test_futures_nested_in_arguments_and_a_dead_producer(spawn_server):
+    import os
+    import signal
+
+    a, b = spawn_server(port=0), spawn_server(port=0)
+    wa, wb = _remote(Worker, a, 0), _remote(Pid, b)
+    assert wb.total([wa.slow(0.3, 1), wa.slow(0.0, 2)]) == 3  # futures inside a list travel too
+    assert wb.pick({"x": wa.slow(0.2, 5)}) == 6  # and inside a dict
+    read = wa.slow(0.0, 7)
+    assert read.result(timeout=10) == 7
+    other = _remote(Worker, a, 0)
+    running = other.slow(60, 8)
+    consumer_fut = wb.total.remote([running])
+    os.kill(_remote(Pid, a).pid(), signal.SIGKILL)
+    t0 = time.monotonic()
+    assert read.result(timeout=10) == 7  # a value already read stays readable
+    with pytest.raises(mesh.ServerUnavailable):
+        running.result(timeout=60)
+    with pytest.raises(mesh.MeshError):  # the consumer waiting on the dead producer fails too, never hangs
+        consumer_fut.result(timeout=60)
+    assert time.monotonic() - t0 < 60
+    assert wb.total([1, 2]) == 3  # the consumer's server goes on
