@@ -243,3 +243,37 @@ def test_cancel_a_stream_while_it_is_produced(server):
         s.result(timeout=10)
     # the object is free again: its next call runs
     assert list(g.count(2)) == [0, 1]
+
+
+class Quick(metaclass=mesh.RpcMeta):
+    async def hello(self):
+        await asyncio.sleep(0)
+        return time.monotonic()
+
+
+class Reader(metaclass=mesh.RpcMeta):
+    async def drain(self, stream):
+        items = [i async for i in stream]
+        return items, time.monotonic()
+
+
+def test_a_server_coroutine_reading_a_stream_frees_the_loop_for_other_objects(spawn_server):
+    busy = spawn_server(port=0, capacity=1)
+    producer_srv = spawn_server(port=0)
+    producer = Gen(to_dist=_where(producer_srv))
+    reader = Reader(to_dist=_where(busy))
+    quick = Quick(to_dist=_where(busy))
+    drained = reader.drain(producer.count(10, 0.1))  # about 1 s of items
+    hello_at = quick.hello().result(timeout=30)
+    items, drained_at = drained.result(timeout=30)
+    assert items == list(range(10))
+    assert hello_at < drained_at - 0.3  # answered while the reader still waited for items
+
+
+def test_stream_result_timeout_then_the_whole_list(server):
+    g = Gen(to_dist=_where(server))
+    s = g.count(4, 0.2)
+    with pytest.raises(mesh.CallTimeout):
+        s.result(timeout=0.1)
+    assert not s.done()
+    assert s.result(timeout=30) == [0, 1, 2, 3] and s.done()
