@@ -11,7 +11,6 @@ import time
 import pytest
 
 import mesh
-from conftest import wait_until
 
 
 class Worker(metaclass=mesh.RpcMeta):
@@ -253,3 +252,35 @@ def test_futures_nested_in_arguments_and_a_dead_producer(spawn_server):
         consumer_fut.result(timeout=60)
     assert time.monotonic() - t0 < 60
     assert wb.total([1, 2]) == 3  # the consumer's server goes on
+
+
+class Scoped(mesh.AgentBase):
+    """An AgentScope-style agent: extra constructor keywords go to AgentBase."""
+
+    def __init__(self, name, sys_prompt=None, **kwargs):
+        super().__init__(name, sys_prompt=sys_prompt, model_config_name="m", use_memory=True, **kwargs)
+        self.sys_prompt = sys_prompt
+
+    def reply(self, x=None):
+        if x is not None:
+            self.observe(x)
+        return mesh.Msg(self.name, f"{self.sys_prompt}:{len(self.memory)}")
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_agentbase_kwargs_observe_lists_none_and_placeholders(server, where):
+    conf = {} if where == "local" else {"to_dist": {"host": server.host, "port": server.port}}
+    a = Scoped("sc", sys_prompt="sp", **conf)
+    b = Scoped("other", **conf)
+    m1, m2 = mesh.Msg("u", "1"), mesh.Msg("u", "2")
+    a.observe([m1, m2])  # a list is appended item by item, as in AgentScope
+    a.observe(None)  # nothing to remember
+    assert [m.content for m in a.memory] == ["1", "2"]
+    out = a()
+    if where == "remote":
+        assert isinstance(out, mesh.Placeholder)
+    assert out.content == "sp:2"
+    b.observe(a(m1))  # a reply (a Placeholder when remote) observed by another agent
+    assert [m.content for m in b.memory] == ["sp:3"]
+    state = a.state_dict()
+    assert [m["content"] if isinstance(m, dict) else m.content for m in state["memory"]] == ["1", "2", "1"]
