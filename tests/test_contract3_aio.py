@@ -127,12 +127,23 @@ def test_reply_remote_gives_an_awaitable_message(server):
 
     async def main():
         a = await agent.reply.remote(mesh.Msg("u", "one"))
-        b = await agent.__call__.remote(mesh.Msg("u", "two")) if hasattr(agent.__call__, "remote") else None
+        b = await agent.__call__.remote(mesh.Msg("u", "two"))  # __call__ is a forwarded method too
         return a, b
 
     a, b = asyncio.run(asyncio.wait_for(main(), 30))
     assert a.content == "echo one"
-    assert b is None or b.content == "echo two"
+    assert b.content == "echo two"
+    ph = agent.__call__.remote(mesh.Msg("u", "three"))
+    assert isinstance(ph, mesh.Placeholder) and ph.content == "echo three"
+    created = Echo("r2", to_dist=_where(server))  # a proxy straight from creation too
+    assert created.__call__.remote(mesh.Msg("u", "four")).result(timeout=30).content == "echo four"
+    assert created(mesh.Msg("u", "five")).content == "echo five"
+
+
+def test_a_remote_object_without_call_is_not_callable(server):
+    g = Gen(to_dist=_where(server))
+    with pytest.raises(TypeError, match="not callable"):
+        g(1)
 
 
 def test_stream_passed_to_a_coroutine_and_a_sync_method(spawn_server, server):
