@@ -288,3 +288,32 @@ def test_stream_result_timeout_then_the_whole_list(server):
         s.result(timeout=0.1)
     assert not s.done()
     assert s.result(timeout=30) == [0, 1, 2, 3] and s.done()
+
+
+class Coop(metaclass=mesh.RpcMeta):
+    @mesh.async_func
+    def work(self, seconds, v=1):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            mesh.check_cancelled()
+            time.sleep(0.01)
+        return v
+
+    def total(self, xs):
+        return sum(xs)
+
+
+def test_a_consumer_of_a_cancelled_future_gets_cancelled(spawn_server):
+    a, b = spawn_server(port=0), spawn_server(port=0)
+    producer = Coop(to_dist=_where(a))
+    consumer = Coop(to_dist=_where(b))
+    fut = producer.work(30)
+    waiting = consumer.total.remote([fut])
+    assert fut.cancel() is True
+    t0 = time.monotonic()
+    with pytest.raises(mesh.Cancelled):
+        waiting.result(timeout=20)
+    with pytest.raises(mesh.Cancelled):
+        fut.result(timeout=20)
+    assert time.monotonic() - t0 < 20
+    assert consumer.total([1, 2]) == 3 and producer.work(0, 5).result(timeout=20) == 5
