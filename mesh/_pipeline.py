@@ -70,9 +70,10 @@ class CreatingObject(RpcObject):
             settle(self)
         return RpcObject.__getattr__(self, name)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    @property
+    def __call__(self) -> Any:  # type: ignore[override]
         settle(self)
-        return RpcObject.__call__(self, *args, **kwargs)
+        return RpcObject.__call__.fget(self)  # type: ignore[attr-defined]
 
     def __reduce__(self) -> tuple:
         settle(self)  # whoever receives it will call the object: it must exist

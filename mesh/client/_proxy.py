@@ -74,11 +74,12 @@ class RpcObject:
             "are read-only through its proxy; call one of its methods instead"
         )
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    @property
+    def __call__(self) -> Any:  # a property: proxy(x) as before, and proxy.__call__.remote(x) like any method
         mode = self._mesh_methods.get("__call__")
         if mode is None:
             raise TypeError(f"remote {self._mesh_cls} object is not callable")
-        return _invoke(self, "__call__", mode, args, kwargs)
+        return _Method(self, "__call__", mode)
 
     def to_dist(self, host: str | None = None, port: int | str | None = None, **options: Any) -> RpcObject:
         """Already distributed: returns itself.
