@@ -251,7 +251,7 @@ def test_remote_returns_a_future_at_once_for_every_method_in_call_order(server):
 
 
 # ------------------------------------------------------------------ 4. wait / as_completed
-def test_wait_returns_done_in_completion_order_and_pending(server):
+def test_wait_returns_the_first_done_and_pending_in_the_order_given(server):
     ws = [Worker(to_dist=where(server)) for _ in range(3)]
     agent = SyncTalker("s", to_dist=where(server))
     slow, fast, mid = ws[0].anap(1.5, 0), ws[1].anap(0.05, 1), ws[2].nap.remote(0.4, 2)
@@ -262,7 +262,7 @@ def test_wait_returns_done_in_completion_order_and_pending(server):
     done, pending = mesh.wait([slow], timeout=0.05)  # times out: what is done by then
     assert done == [] and pending == [slow]
     done, pending = mesh.wait([slow, fast], num_returns=2)
-    assert done == [fast, slow] and pending == []
+    assert done == [slow, fast] and pending == []  # the order given, as ray.wait's
     with pytest.raises(ValueError, match="num_returns"):
         mesh.wait([fast], num_returns=2)
     with pytest.raises(TypeError, match="mesh futures"):

@@ -84,8 +84,6 @@ def test_placeholder_fields_equal_its_result(server):
     assert ph.id == msg.id
 
 
-@pytest.mark.xfail(strict=True, reason="mesh.wait returns done in completion order (guide.md); ray.wait keeps "
-                   "the order of the input list in both lists, and API.md says 'like ray.wait'")
 def test_wait_keeps_input_order_and_returns_the_same_objects(server):
     ws = [_remote(Worker, server, i) for i in range(3)]
     futs = [ws[0].slow(0.6), ws[1].slow(0.0), ws[2].slow(0.3)]

@@ -97,9 +97,9 @@ class _Finished:
 def wait(futures: Iterable[Any], num_returns: int = 1, timeout: float | None = None) -> tuple[list[Any], list[Any]]:
     """Wait until ``num_returns`` of ``futures`` are done, or ``timeout`` seconds passed.
 
-    Like ``ray.wait``: returns ``(done, pending)``, two lists; ``done`` holds at most
-    ``num_returns`` futures in the order they finished, ``pending`` the others in the order
-    given. A future that failed is done too (reading it raises). After ``timeout``, ``done``
+    Like ``ray.wait``: returns ``(done, pending)``, two lists; ``done`` holds the first
+    ``num_returns`` futures to finish, ``pending`` the others; both keep the order of ``futures``
+    (as ``ray.wait``'s lists do). A future that failed is done too (reading it raises). After ``timeout``, ``done``
     holds those that finished by then (maybe none).
 
     Raises:
@@ -116,7 +116,7 @@ def wait(futures: Iterable[Any], num_returns: int = 1, timeout: float | None = N
     finished = _Finished(futures)
     finished.wait_for(num_returns, deadline)
     with finished.cond:
-        taken = finished.order[:num_returns]
+        taken = sorted(finished.order[:num_returns])  # in the order given, as ray.wait's
     chosen = set(taken)
     return [futures[i] for i in taken], [f for i, f in enumerate(futures) if i not in chosen]
 
