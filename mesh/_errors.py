@@ -20,8 +20,10 @@ The hierarchy::
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
+from typing import Any
 
 __all__ = [
     "AgentNotFound",
@@ -84,16 +86,20 @@ _typed: dict[type, type] = {}  # remote exception class -> its RemoteError subcl
 _typed_lock = threading.Lock()
 
 
-def remote_error(remote_type: str, message: str, remote_traceback: str = "", remote_class: str = "") -> RemoteError:
+def remote_error(
+    remote_type: str, message: str, remote_traceback: str = "", remote_class: str = "", may_import: bool = False,
+) -> RemoteError:
     """The ``RemoteError`` for a remote exception: an instance of its class too, when that can be.
 
     ``remote_class`` (``module:qualname``, sent by the server) is looked up in modules this
-    process has already imported (``sys.modules``, builtins included), never imported on the
-    server's say-so (an import runs the module's code). A class that is found, derives from
+    process has already imported (``sys.modules``, builtins included). With ``may_import`` (the
+    error came in the reply to a call, from a peer whose results this process unpickles anyway,
+    so an import gives it nothing it did not have) a module not imported yet is imported if it
+    can be; admin replies (ping, status, list) never import. A class that is found, derives from
     ``Exception`` and mixes with ``RemoteError`` gives ``class RemoteValueError(RemoteError,
     ValueError)``, made once per class; anything else gives a plain ``RemoteError``.
     """
-    cls = _find_class(remote_class)
+    cls = _find_class(remote_class, may_import)
     sub = _typed_class(cls) if cls is not None else None
     if sub is not None:
         try:
@@ -103,9 +109,11 @@ def remote_error(remote_type: str, message: str, remote_traceback: str = "", rem
     return RemoteError(remote_type, message, remote_traceback, remote_class)
 
 
-def _find_class(ref: str) -> type | None:
+def _find_class(ref: str, may_import: bool = False) -> type | None:
     module_name, _, qualname = ref.partition(":")
     obj = sys.modules.get(module_name) if module_name and qualname else None
+    if obj is None and may_import and qualname:
+        obj = _import(module_name)
     for part in qualname.split(".") if obj is not None else ():
         obj = getattr(obj, part, None)
     # StopIteration would turn into RuntimeError when raised inside a coroutine (an await)
@@ -129,6 +137,20 @@ def _typed_class(cls: type) -> type | None:
 
 
 _UNSET: object = object()
+_unimportable: set[str] = set()  # modules whose import failed once: not tried again
+
+
+def _import(module_name: str) -> Any:
+    """The module, imported now if it can be (a dotted name of identifiers), else ``None``."""
+    if module_name in _unimportable or len(module_name) > 200 or not all(
+            part.isidentifier() for part in module_name.split(".")):
+        return None
+    try:
+        return importlib.import_module(module_name)
+    except (Exception, SystemExit):  # noqa: BLE001 - not installed here, or its import fails
+        if len(_unimportable) < 1024:
+            _unimportable.add(module_name)
+        return None
 
 
 class RemoteAttributeError(RemoteError, AttributeError):

@@ -341,12 +341,22 @@ def test_remote_exceptions_are_also_instances_of_their_class(spawn_server):
     assert "re-raised on the way back" in info.value.remote_traceback
 
 
-def test_classes_not_already_imported_are_never_imported_on_a_servers_word():
+def test_classes_not_already_imported_are_not_imported_unless_the_reply_may_import():
     from mesh._errors import remote_error
 
     assert "xml.dom.minidom" not in sys.modules or pytest.skip("imported already")
     err = remote_error("ExpatError", "m", "", "xml.dom.minidom:Node")
     assert type(err) is mesh.RemoteError and "xml.dom.minidom" not in sys.modules
+    from mesh.client._replies import decode_plain
+
+    header = {"op": "err", "kind": "remote", "type": "X", "msg": "m", "etype": "xml.dom.minidom:Node"}
+    with pytest.raises(mesh.RemoteError):  # an admin reply (ping, status) never imports
+        decode_plain((header, b"", []), "srv")
+    assert "xml.dom.minidom" not in sys.modules
+    assert type(remote_error("X", "m", "", "no_such_module_here:E", may_import=True)) is mesh.RemoteError
+    assert type(remote_error("X", "m", "", "os; import evil:E", may_import=True)) is mesh.RemoteError
+    err = remote_error("JSONDecodeError", "m", "", "json.decoder:JSONDecodeError", may_import=True)
+    assert isinstance(err, ValueError) and isinstance(err, mesh.RemoteError)
     assert type(remote_error("X", "m", "", "builtins:SystemExit")) is mesh.RemoteError  # not an Exception
     assert type(remote_error("X", "m", "", "builtins:StopIteration")) is mesh.RemoteError  # would break awaits
     e = remote_error("ValueError", "m", "tb", "builtins:ValueError")

@@ -24,9 +24,6 @@ class Parser(metaclass=mesh.RpcMeta):
         raise contract3_errmod.ParseFailure("bad input at 3")
 
 
-@pytest.mark.xfail(strict=True, reason="remote exception classes are looked up only in modules the caller has "
-                   "already imported (mesh/_errors.py _find_class: never imports on the server's say-so); "
-                   "API.md says 'when that class can be imported by the caller'")
 def test_remote_exception_of_a_module_the_caller_can_import_but_has_not(spawn_server):
     sys.modules.pop("contract3_errmod", None)  # importable (tests/ is on sys.path), not imported
     assert TESTS in sys.path

@@ -65,12 +65,13 @@ KIND_ERRORS: dict[str, type[MeshError] | None] = {
 }
 
 
-def raise_error(header: dict, address: str) -> None:
-    """Raise the error that an ``err`` reply describes."""
+def raise_error(header: dict, address: str, may_import: bool = True) -> None:
+    """Raise the error that an ``err`` reply describes (``may_import``: see ``mesh._errors.remote_error``)."""
     kind = header.get("kind", wire.K_REMOTE)
     msg = str(header.get("msg", ""))
     if kind == wire.K_REMOTE:
-        raise remote_error(str(header.get("type", "Exception")), msg, str(header.get("tb", "")), str(header.get("etype", "")))
+        raise remote_error(str(header.get("type", "Exception")), msg, str(header.get("tb", "")), str(header.get("etype", "")),
+                           may_import)
     if kind == wire.K_INTERNAL:
         raise MeshError(
             f"{address}: internal error: a bug in the server (its log has the traceback), not in this call: {msg}"
@@ -100,7 +101,7 @@ def decode_plain(reply: tuple, address: str) -> Any:
     """
     header, body, buffers = reply
     if header.get("op") == wire.ERR:
-        raise_error(header, address)
+        raise_error(header, address, may_import=False)  # nothing that only lists or pings runs a peer's say-so
     if buffers:
         raise MeshError(f"{address}: malformed reply: unexpected extra frames")
     data = getattr(body, "buffer", body)  # zmq.Frame
