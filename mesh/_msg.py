@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["Msg"]
@@ -68,11 +69,14 @@ class Msg:
         """Rebuild a message from :meth:`to_dict` output.
 
         Raises:
+            TypeError: ``d`` is not a mapping.
             ValueError: ``d`` has no ``name``.
         """
+        if not isinstance(d, Mapping):
+            raise TypeError(f"Msg.from_dict() takes a dict (as Msg.to_dict() makes), not {type(d).__name__}")
         if "name" not in d:
             raise ValueError("a Msg dict needs a 'name'")
-        return Msg(**d)
+        return Msg(**dict(d))
 
     def __getitem__(self, key: str) -> Any:
         try:

@@ -21,6 +21,10 @@ def test_msg_fields_equality_and_dict_round_trip():
     assert (m.name, m.content, m.role, m.url, m.metadata, m.extra_field) == ("alice", {"k": 1}, "user", "http://x", {"m": 2}, 3)
     assert isinstance(m.id, str) and m.id and m.timestamp
     assert Msg.from_dict(m.to_dict()) == m
+    with pytest.raises(TypeError, match="Msg.from_dict"):
+        Msg.from_dict(5)
+    with pytest.raises(ValueError, match="name"):
+        Msg.from_dict({"content": 1})
     assert m != Msg("alice", {"k": 1}, role="user")  # another id
     assert m["content"] == {"k": 1}
     assert Msg("a", 1).id != Msg("a", 1).id

@@ -149,6 +149,10 @@ def time_left() -> float | None:
     return None if at is None else max(0.0, at - time.monotonic())
 
 
+class _NotSeconds(TypeError, ValueError):
+    """Not a number of seconds: a ``TypeError``, and a ``ValueError`` as it was before."""
+
+
 class deadline:
     """``with mesh.deadline(seconds):`` (or ``async with``): calls made inside end by then.
 
@@ -158,13 +162,16 @@ class deadline:
     Nested blocks take the earlier deadline. The clock starts when the block is entered.
 
     Raises:
-        ValueError: ``seconds`` is negative or not a number.
+        ValueError: ``seconds`` is negative or NaN.
+        TypeError: ``seconds`` is not a number (a ``TypeError`` that is also a ``ValueError``).
     """
 
     __slots__ = ("seconds", "at", "_token")
 
     def __init__(self, seconds: float) -> None:
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or math.isnan(seconds) or seconds < 0:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise _NotSeconds(f"mesh.deadline() takes a number of seconds >= 0, not {type(seconds).__name__} {seconds!r}")
+        if math.isnan(seconds) or seconds < 0:
             raise ValueError(f"mesh.deadline() takes a number of seconds >= 0, not {seconds!r}")
         self.seconds = float(seconds)
         self.at: float | None = None
