@@ -269,11 +269,18 @@ class Dealers:
             except FrameError as exc:
                 self.warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, exc)
                 continue
-            for item in items:
-                if type(item) is tuple:
-                    self._reply(peer, item[0], item[1], [])
-                else:
-                    self.warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, item)
+            freed = 0  # window slots of the batch's requests, freed under one lock once it is read
+            try:
+                for item in items:
+                    if type(item) is not tuple:
+                        self.warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, item)
+                    elif "more" in item[0] or not self._batch_reply(peer, item[0], item[1]):
+                        self._reply(peer, item[0], item[1], [])
+                    else:
+                        freed += 1
+            finally:
+                if freed and self.window.size:
+                    self.window.free(peer.endpoint, freed)
 
     def _reply(self, peer: Peer, header: dict, body: Any, buffers: list) -> None:
         rid = header.get("re")
@@ -285,6 +292,20 @@ class Dealers:
             return
         if not req.future.done():
             req.future.set_result((header, body, buffers))
+
+    def _batch_reply(self, peer: Peer, header: dict, body: Any) -> bool:
+        """A reply (without ``more``) read from a batch: what :meth:`_reply` does, except that the
+        request's window slot is left for the caller to free; False (nothing done) for a reply to
+        no request of this peer (the caller then lets :meth:`_reply` drop it)."""
+        rid = header.get("re")
+        req = self.requests.get(rid) if type(rid) is int else None
+        if req is None or req.endpoint != peer.endpoint:
+            return False
+        del self.requests[rid]
+        peer.pending.discard(rid)
+        if not req.future.done():
+            req.future.set_result((header, body, []))
+        return True
 
     def _part(self, rid: Any, header: dict, body: Any, buffers: list) -> bool:
         """A reply with ``more``: hand it to its request's ``on_part`` (a :class:`PartsFuture`), if it has one."""

@@ -15,7 +15,8 @@ What it saves against the general path, per call:
 * the transport future is a :class:`LaneReply`: it counts the call among the object's calls in
   flight (``PeerBook``: a later sync call goes behind it) and keeps only the body of a plain
   ``ok`` reply, both without a done-callback, closure, ``functools.partial`` or weak reference;
-* the future (``AsyncResult`` / ``Placeholder``) is made from a shared dict of its defaults.
+* the future (``AsyncResult`` / ``Placeholder``) is made without ``__init__`` (its fields stored
+  in ``_mesh_init``'s order, so that the instance dicts share their keys) or a done-callback.
 
 The request goes to the I/O thread as any async call does (``Node.request_frames``), so it is
 batched with what queues up behind it (protocol 1.4), keeps its window slot, and fails as before
@@ -35,7 +36,7 @@ from mesh._core import context, ids, tracing, wire
 from mesh._core.cancel import _user_deadline
 import mesh.client._on_loop as _on_loop
 from mesh.client._client import SLOW, _plain_body, get_client
-from mesh.client._lean import NO_CHILDREN, SHORT, pid as _pid
+from mesh.client._lean import NO_CHILDREN, OK_HEADER as _OK_HEADER, SHORT, pid as _pid
 
 __all__ = ["LaneReply", "issue", "read_plain"]
 
@@ -48,7 +49,6 @@ _SIGNATURE = transport.SIGNATURE
 _pack_uint = transport.pack_uint
 _unpackb = msgpack.unpackb
 _OK = wire.OK
-_OK_HEADER = {"op": wire.OK}  # the header of a kept plain reply (read only: readers only .get() it)
 _NO_BUFFERS: tuple = ()
 _STR_HEADS = [bytes((0xA0 | n,)) for n in range(32)]  # msgpack fixstr headers
 _TASK_KEY = b"\xa4task"
@@ -56,7 +56,6 @@ _ID_KEY = b"\xa2id"
 _TEMPLATES_MAX = 4096
 _templates: dict[tuple[str, str, str], bytes] = {}  # (session, object, method) -> header prefix
 _PENDING: Any = None  # mesh.client._aio.PENDING, set by install()
-_DEFAULTS: dict[str, Any] = {}  # a future's fields that every lane future starts with (install())
 
 
 class LaneReply(transport.ReplyFuture):
@@ -137,13 +136,21 @@ def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
         raise
     client.own(address)  # our lease there keeps the result held until we release it (or exit)
     future = cls.__new__(cls)
+    # the fields of _FutureMixin._mesh_init (an owner's), stored in its order: the instance dicts then
+    # share their keys (a split table: its values only, a third of a dict made another way)
     d = future.__dict__
-    d.update(_DEFAULTS)
     d["_mesh_pool"] = proxy._mesh_pool
     d["_mesh_inst"] = proxy._mesh_inst
     d["_mesh_address"] = address
     d["_mesh_task"] = task
     d["_mesh_call"] = fut
+    d["_mesh_fetch"] = None
+    d["_mesh_value"] = _PENDING
+    d["_mesh_exc"] = None
+    d["_mesh_lock"] = SHORT
+    d["_mesh_ref"] = ""  # the owner
+    d["_mesh_children"] = NO_CHILDREN
+    d["_mesh_pinned"] = False
     d["_mesh_pid"] = _pid[0]  # (a copy inherited by a forked child is not a holder)
     return future
 
@@ -168,10 +175,6 @@ def _not_plain(code: int, data: bytes) -> Any:
 
 
 def install(pending: Any) -> None:
-    """The defaults of a future's fields (``mesh.client._future._FutureMixin._mesh_init``'s, for the owner)."""
+    """The marker of a value not read yet (``mesh.client._aio.PENDING``, which ``mesh.client._future`` reads)."""
     global _PENDING
     _PENDING = pending
-    _DEFAULTS.update({
-        "_mesh_fetch": None, "_mesh_value": pending, "_mesh_exc": None, "_mesh_lock": SHORT, "_mesh_ref": "",
-        "_mesh_children": NO_CHILDREN, "_mesh_pinned": False,
-    })
