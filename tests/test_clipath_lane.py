@@ -169,3 +169,36 @@ def test_a_window_smaller_than_a_burst_never_stalls(spawn_server, monkeypatch) -
     assert [f.result(30) for f in futures] == list(range(3000))
     assert time.monotonic() - t < 20  # a stall would cost WINDOW_STALL (1 s) per 64 calls
     assert wait_until(lambda: node.inflight(c._mesh_address) == 0, timeout=10)
+
+
+def test_lane_counts_keep_an_object_busy_until_its_calls_end_and_are_swept() -> None:
+    import threading
+
+    from mesh.client._peers import _SWEEP_MIN, PeerBook
+
+    class _Node:  # this thread is its I/O thread; a call handed to it runs at once
+        io_ident = threading.get_ident()
+
+        def call_soon(self, fn, *args):
+            fn(*args)
+
+    book = PeerBook()
+    book.node = _Node()
+    book.lane_started("a")
+    book.lane_started("a")
+    assert book.busy("a") and not book.busy("b")
+    book.lane_ended("a")
+    assert book.busy("a")
+    book.lane_ended("a")
+    assert not book.busy("a")
+    for i in range(_SWEEP_MIN + 10):  # one call each, ended: swept once the table fills
+        book.lane_started(str(i))
+        book.lane_ended(str(i))
+    book.lane_started("kept")  # in flight through a sweep: still busy
+    for i in range(3 * _SWEEP_MIN):
+        book.lane_started(f"x{i}")
+        book.lane_ended(f"x{i}")
+    assert book.busy("kept")
+    assert len(book._lane_ended) <= 2 * _SWEEP_MIN and len(book._lane_started) <= 2 * _SWEEP_MIN + 1
+    book.lane_ended("kept")
+    assert not book.busy("kept")

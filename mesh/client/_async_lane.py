@@ -81,7 +81,7 @@ class LaneReply(transport.ReplyFuture):
             return
         peers, self._peers = self._peers, None
         if peers is not None:  # (before the waiters wake: a sync call they make next goes direct)
-            peers.call_ended(self._obj)
+            peers.lane_ended(self._obj)
         transport.ReplyFuture._complete(self, value, exc)
 
 
@@ -128,7 +128,7 @@ def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
               + _ID_KEY + _pack_uint(rid))
     peers = client.peers
     fut = LaneReply(peers, object_id)
-    peers.call_started(object_id)
+    peers.lane_started(object_id)
     try:
         node.request_frames(address, rid, [_SIGNATURE, header, body], fut)
     except BaseException:

@@ -51,6 +51,7 @@ class Client:
         self.node = rt.node
         self.session = rt.session
         self.peers = PeerBook()
+        self.peers.node = self.node
         self.releases = ReleaseQueue(self._send_releases, rt.live)
         self.node.add_timer(0.25, self._renew_leases)
         self.node.add_timer(0.5, self.releases.flush)
