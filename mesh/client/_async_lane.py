@@ -59,9 +59,10 @@ _PENDING: Any = None  # mesh.client._aio.PENDING, set by install()
 
 
 class LaneReply(transport.ReplyFuture):
-    """The transport future of a lane call: done, it leaves the object's calls in flight, and a
-    plain ``ok`` reply (no buffers, not ``big``) is kept as ``({"op": "ok"}, body, ())`` (the
-    reply's header dict and frame list go): what ``mesh.client._lean.compact`` does with a callback."""
+    """The transport future of a lane call: done, it leaves the object's calls in flight, and of a
+    plain ``ok`` reply (no buffers, not ``big``) it keeps the body alone (the reply's header dict
+    and frame list go; ``result()`` gives ``(OK_HEADER, body, ())``): what
+    ``mesh.client._lean.compact`` does with a done-callback and a ``Replied``."""
 
     __slots__ = ("_peers", "_obj")
 
@@ -73,8 +74,12 @@ class LaneReply(transport.ReplyFuture):
     def set_result(self, value: Any) -> None:
         header, body, buffers = value
         if not buffers and type(body) is bytes and header.get("op") == _OK and not header.get("big"):
-            value = (_OK_HEADER, body, _NO_BUFFERS)
+            value = body  # kept alone: result() makes the reply of it
         self._complete(value, None)
+
+    def result(self, timeout: float | None = None) -> Any:
+        value = transport.ReplyFuture.result(self, timeout)
+        return (_OK_HEADER, value, _NO_BUFFERS) if type(value) is bytes else value
 
     def _complete(self, value: Any, exc: BaseException | None) -> None:
         if self.done():
@@ -161,8 +166,8 @@ def read_plain(d: dict) -> Any:
     call = d["_mesh_call"]
     if type(call) is not LaneReply or not call.done() or call._exc is not None:
         return _PENDING
-    header, body, _ = call._value
-    if header is not _OK_HEADER:
+    body = call._value
+    if type(body) is not bytes:  # (a reply kept whole: not a plain ok)
         return _PENDING
     try:
         return _unpackb(body, raw=False, strict_map_key=False, ext_hook=_not_plain)
