@@ -18,8 +18,9 @@ from conftest import wait_until
 from mesh import RpcMeta, async_func
 from mesh._core import runtime
 from mesh.client import _lean
+from mesh.client import _async_lane
 from mesh.client._async_lane import LaneReply
-from mesh.client._client import get_client
+from mesh.client._client import SLOW, get_client
 from mesh.client._replies import decode_reply
 
 
@@ -61,6 +62,23 @@ class Counter(metaclass=RpcMeta):
         return i + 1
 
 
+@pytest.fixture
+def lane(monkeypatch) -> list:
+    """The futures issued by the lane (a reply may already have replaced their LaneReply by a Replied)."""
+    from mesh.client import _proxy
+
+    made: list = []
+
+    def issue(*args):
+        got = _async_lane.issue(*args)
+        if got is not SLOW:
+            made.append(got)
+        return got
+
+    monkeypatch.setattr(_proxy, "lane_issue", issue)
+    return made
+
+
 def _on(srv: mesh.AgentServer) -> dict:
     return {"host": srv.host, "port": srv.port}
 
@@ -70,15 +88,15 @@ def _status(address: str) -> dict:
     return decode_reply(client.request(address, {"op": "status"}, None, timeout=5).result(10), address)
 
 
-def test_plain_async_calls_take_the_lane_and_read_right(server: mesh.AgentServer) -> None:
+def test_plain_async_calls_take_the_lane_and_read_right(server: mesh.AgentServer, lane: list) -> None:
     c = Counter(to_dist=_on(server))
     futures = [c.add(i) for i in range(500)]
-    assert all(type(f._mesh_call) is LaneReply for f in futures)
+    assert lane == futures and all(type(f._mesh_call) in (LaneReply, _lean.Replied) for f in futures)
     assert [f.result(30) for f in futures] == list(range(500))
-    assert all(_lean.kept_body(f._mesh_call) for f in futures)  # only the body is kept
+    assert all(type(f._mesh_call) is _lean.Replied for f in futures)  # only the body is kept
     # a sync method called with .remote() takes it too
     r = c.plus.remote(41)
-    assert type(r._mesh_call) is LaneReply and r.result(10) == 42
+    assert lane[-1] is r and r.result(10) == 42
     # an ext value (a tuple), a large value (buffers, big), an error: read by the general read
     assert c.pair(3).result(10) == (3, 3)
     assert c.big(300_000).result(10) == b"\x07" * 300_000
@@ -100,24 +118,24 @@ def test_a_sync_call_after_lane_calls_runs_after_them(server: mesh.AgentServer) 
     assert wait_until(lambda: not client.peers.busy(c._mesh_id), timeout=10)
 
 
-def test_arguments_that_are_not_plain_take_the_general_path(server: mesh.AgentServer) -> None:
+def test_arguments_that_are_not_plain_take_the_general_path(server: mesh.AgentServer, lane: list) -> None:
     c = Counter(to_dist=_on(server))
     f = c.pair((1, 2))  # a tuple argument: encoded by the codec
-    assert type(f._mesh_call) is not LaneReply and f.result(10) == ((1, 2), (1, 2))
+    assert f.result(10) == ((1, 2), (1, 2))
     g = c.add(f)  # a future argument: counted pickling
-    assert type(g._mesh_call) is not LaneReply and g.result(10) == ((1, 2), (1, 2))
+    assert g.result(10) == ((1, 2), (1, 2)) and not lane
 
 
-def test_deadline_and_cancel_keep_their_meaning(server: mesh.AgentServer) -> None:
+def test_deadline_and_cancel_keep_their_meaning(server: mesh.AgentServer, lane: list) -> None:
     c = Counter(to_dist=_on(server))
     with mesh.deadline(0.3):
         f = c.nap(2.0)
-    assert type(f._mesh_call) is not LaneReply  # under a deadline: the general path
+    assert not lane  # under a deadline: the general path
     with pytest.raises(mesh.DeadlineExceeded):
         f.result(10)
     slow = c.nap(0.5)
     queued = c.add(1)  # a lane call queued behind a running one
-    assert type(queued._mesh_call) is LaneReply
+    assert lane[-1] is queued
     assert queued.cancel() is True
     with pytest.raises(mesh.Cancelled):
         queued.result(10)

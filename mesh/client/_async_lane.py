@@ -36,7 +36,7 @@ from mesh._core import context, ids, tracing, wire
 from mesh._core.cancel import _user_deadline
 import mesh.client._on_loop as _on_loop
 from mesh.client._client import SLOW, _plain_body, get_client
-from mesh.client._lean import NO_CHILDREN, OK_HEADER as _OK_HEADER, SHORT, pid as _pid
+from mesh.client._lean import NO_CHILDREN, OK_HEADER as _OK_HEADER, SHORT, Replied, pid as _pid
 
 __all__ = ["LaneReply", "issue", "read_plain"]
 
@@ -64,18 +64,28 @@ class LaneReply(transport.ReplyFuture):
     and frame list go; ``result()`` gives ``(OK_HEADER, body, ())``): what
     ``mesh.client._lean.compact`` does with a done-callback and a ``Replied``."""
 
-    __slots__ = ("_peers", "_obj")
+    __slots__ = ("_peers", "_obj", "_owner")
 
     def __init__(self, peers: Any, obj: str) -> None:
         transport.ReplyFuture.__init__(self)
         self._peers = peers
         self._obj = obj
+        self._owner: dict | None = None  # the future's __dict__ (until the reply: then a Replied stands in)
 
     def set_result(self, value: Any) -> None:
         header, body, buffers = value
-        if not buffers and type(body) is bytes and header.get("op") == _OK and not header.get("big"):
-            value = body  # kept alone: result() makes the reply of it
-        self._complete(value, None)
+        if buffers or type(body) is not bytes or header.get("op") != _OK or header.get("big"):
+            self._owner = None
+            self._complete(value, None)
+            return
+        self._complete(body, None)  # kept alone: result() makes the reply of it
+        d, self._owner = self._owner, None
+        if d is not None and d.get("_mesh_call") is self:  # atomic under the GIL (as _lean.compact)
+            d["_mesh_call"] = Replied(body)  # the future keeps the body alone (this future goes)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._owner = None
+        self._complete(None, exc)
 
     def result(self, timeout: float | None = None) -> Any:
         value = transport.ReplyFuture.result(self, timeout)
@@ -133,13 +143,6 @@ def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
               + _ID_KEY + _pack_uint(rid))
     peers = client.peers
     fut = LaneReply(peers, object_id)
-    peers.lane_started(object_id)
-    try:
-        node.request_frames(address, rid, [_SIGNATURE, header, body], fut)
-    except BaseException:
-        fut._complete(None, transport.TransportError("not sent"))  # (leaves the calls in flight)
-        raise
-    client.own(address)  # our lease there keeps the result held until we release it (or exit)
     future = cls.__new__(cls)
     # the fields of _FutureMixin._mesh_init (an owner's), stored in its order: the instance dicts then
     # share their keys (a split table: its values only, a third of a dict made another way)
@@ -157,6 +160,15 @@ def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
     d["_mesh_children"] = NO_CHILDREN
     d["_mesh_pinned"] = False
     d["_mesh_pid"] = _pid[0]  # (a copy inherited by a forked child is not a holder)
+    fut._owner = d  # (before the send: the reply may come at once)
+    peers.lane_started(object_id)
+    try:
+        node.request_frames(address, rid, [_SIGNATURE, header, body], fut)
+    except BaseException:
+        d["_mesh_ref"] = None  # never sent: not a holder (its finalizer reports nothing)
+        fut.set_exception(transport.TransportError("not sent"))  # (leaves the calls in flight)
+        raise
+    client.own(address)  # our lease there keeps the result held until we release it (or exit)
     return future
 
 
@@ -164,10 +176,12 @@ def read_plain(d: dict) -> Any:
     """The value of a lane future whose plain reply is here (its ``__dict__``), or :data:`_PENDING`
     when the general read must say (not done, an error, a pickled or big value, a forwarded future)."""
     call = d["_mesh_call"]
-    if type(call) is not LaneReply or not call.done() or call._exc is not None:
-        return _PENDING
-    body = call._value
-    if type(body) is not bytes:  # (a reply kept whole: not a plain ok)
+    kind = type(call)
+    if kind is Replied:  # (a call of the general path too, once compacted)
+        body = call.body
+    elif kind is LaneReply and call._exc is None and type(call._value) is bytes:  # (bytes: a plain ok, done)
+        body = call._value
+    else:
         return _PENDING
     try:
         return _unpackb(body, raw=False, strict_map_key=False, ext_hook=_not_plain)
