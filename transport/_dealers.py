@@ -229,13 +229,13 @@ class Dealers:
         if req is not None and not req.future.done():
             req.future.set_exception(exc)
 
-    def finish(self, rid: int) -> Pending | None:
+    def finish(self, rid: int, defer: str | None = None) -> Pending | None:  # defer: whose slot the caller frees
         req = self.requests.pop(rid, None)
         if req is not None:
             peer = self.peers.get(req.endpoint)
             if peer is not None:
                 peer.pending.discard(rid)
-            if self.window.size:
+            if self.window.size and req.endpoint != defer:
                 self.window.free(req.endpoint)
         return req
 
@@ -269,22 +269,29 @@ class Dealers:
             except FrameError as exc:
                 self.warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, exc)
                 continue
-            for item in items:
-                if type(item) is tuple:
-                    self._reply(peer, item[0], item[1], [])
-                else:
-                    self.warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, item)
+            freed = 0  # the batch's window slots, freed under one lock once it is read
+            try:
+                for item in items:
+                    if type(item) is tuple:
+                        freed += self._reply(peer, item[0], item[1], [], peer.endpoint)
+                    else:
+                        self.warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, item)
+            finally:
+                if freed:
+                    self.window.free(peer.endpoint, freed)
 
-    def _reply(self, peer: Peer, header: dict, body: Any, buffers: list) -> None:
+    def _reply(self, peer: Peer, header: dict, body: Any, buffers: list, defer: str | None = None) -> bool:
+        """Complete the request a reply answers; True if its window slot is left to the caller (``defer``)."""
         rid = header.get("re")
         if "more" in header and self._part(rid, header, body, buffers):
-            return  # one part of a reply in parts: the request stays pending
-        req = self.finish(rid) if isinstance(rid, int) else None
+            return False  # one part of a reply in parts: the request stays pending
+        req = self.finish(rid, defer) if isinstance(rid, int) else None
         if req is None:
             log.debug("dropping late or unknown reply %r from %s", rid, peer.endpoint)
-            return
+            return False
         if not req.future.done():
             req.future.set_result((header, body, buffers))
+        return req.endpoint == defer and self.window.size > 0
 
     def _part(self, rid: Any, header: dict, body: Any, buffers: list) -> bool:
         """A reply with ``more``: hand it to its request's ``on_part`` (a :class:`PartsFuture`), if it has one."""

@@ -195,6 +195,18 @@ class Node:
         self._loop.submit(Pending(self._dealers, header["id"], endpoint, frames, fut, deadline))
         return fut
 
+    def request_frames(self, endpoint: str, rid: int, frames: list, fut: Future) -> Future:
+        """:meth:`request` with the frames made by the caller (``[SIGNATURE, header, body]``, the
+        header holding ``id: rid``, from :meth:`next_id`) and its future (a :class:`ReplyFuture`, or
+        a subclass of it); no timeout, no parts. Returns ``fut``."""
+        if self._closed:
+            fut.set_exception(NodeClosed("the mesh node is closed"))
+            return fut
+        if self.window:
+            self._window.take(endpoint)  # freed on the I/O thread when the request ends
+        self._loop.submit(Pending(self._dealers, rid, endpoint, frames, fut, None))
+        return fut
+
     def connect(self, endpoint: str, wait: float = 0.05) -> None:
         """Start connecting to ``endpoint`` now, unless connected or connecting (thread-safe).
 

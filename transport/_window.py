@@ -55,10 +55,11 @@ class Window:
             if ctx is not None:
                 ctx.__exit__(None, None, None)
 
-    def free(self, endpoint: str) -> None:
+    def free(self, endpoint: str, count: int = 1) -> None:
+        """``count`` requests to ``endpoint`` ended (the replies of a batch free their slots at once)."""
         cv = self._cv
         with cv:
-            n = self.inflight.get(endpoint, 1) - 1
+            n = self.inflight.get(endpoint, count) - count
             if n > 0:
                 self.inflight[endpoint] = n
             else:

@@ -41,6 +41,7 @@ _SIGNATURE = transport.SIGNATURE
 _STR_HEADS = [bytes((0xA0 | n,)) for n in range(32)]  # msgpack fixstr headers
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _SCALARS = frozenset((str, float, bool, type(None)))
+_runtime_pid = runtime._pid  # this process's pid, kept across forks (mesh._core.runtime)
 
 
 class Client:
@@ -51,6 +52,7 @@ class Client:
         self.node = rt.node
         self.session = rt.session
         self.peers = PeerBook()
+        self.peers.node = self.node
         self.releases = ReleaseQueue(self._send_releases, rt.live)
         self.node.add_timer(0.25, self._renew_leases)
         self.node.add_timer(0.5, self.releases.flush)
@@ -61,7 +63,8 @@ class Client:
         return self.runtime.settings
 
     def live(self) -> bool:
-        return self.runtime.live() and not self.releases.closed
+        rt = self.runtime  # (Runtime.live, inlined: get_client asks on every call)
+        return rt.pid == _runtime_pid[0] and not rt.node.closed and not self.releases.closed
 
     def own(self, address: str, lease_ttl: float | None = None) -> None:
         """Keep a lease on ``address``: objects created there live while this process does."""

@@ -24,6 +24,8 @@ from mesh._errors import CallTimeout, MeshError, OutcomeUnknown, ServerUnavailab
 from mesh._msg import Msg
 from mesh.client._aio import PENDING as _PENDING, AioFuture, pool_read, pooled_value
 from mesh.client._aio_fast import awaited
+from mesh.client import _async_lane
+from mesh.client._async_lane import read_plain as _read_plain
 from mesh.client._cancel import cancel_future, past_deadline
 from mesh.client._holders import counting, lend, pin, report
 from mesh.client._lean import NO_CHILDREN as _NO_CHILDREN, SHORT as _SHORT, NeedWait, compact as _compact, no_waiting
@@ -90,6 +92,12 @@ class _FutureMixin(AioFuture):
             return d["_mesh_value"]
         if d["_mesh_exc"] is not None:
             raise d["_mesh_exc"]
+        value = _read_plain(d)  # a lane call's plain value, here already (mesh.client._async_lane)
+        if value is not _PENDING:
+            with d["_mesh_lock"]:
+                if d["_mesh_value"] is _PENDING:
+                    d["_mesh_value"] = value
+            return d["_mesh_value"]
         deadline = None if timeout is None else time.monotonic() + timeout
         at = d.get("_mesh_deadline")  # made under mesh.deadline(): a read ends by then
         if at is not None and (deadline is None or at < deadline):
@@ -368,6 +376,7 @@ def _rebuild(
 
 
 install_operators(AsyncResult, _FutureMixin)
+_async_lane.install(_PENDING)
 
 
 def _same(value: Any) -> Any:

@@ -22,13 +22,13 @@ from typing import Any
 
 from mesh._core import wire
 
-__all__ = ["NO_CHILDREN", "SHORT", "NeedWait", "Replied", "compact", "no_waiting", "pid"]
+__all__ = ["NO_CHILDREN", "OK_HEADER", "SHORT", "NeedWait", "Replied", "compact", "kept_body", "no_waiting", "pid"]
 
 SHORT = threading.Lock()
 NO_CHILDREN: tuple = ()
 pid = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: pid.__setitem__(0, os.getpid()))
-_OK_HEADER = {"op": wire.OK}  # the header of a kept reply (read only: its readers only .get() it)
+_OK_HEADER = OK_HEADER = {"op": wire.OK}  # the header of a kept reply (read only: its readers only .get() it)
 
 _no_wait = threading.local()  # set while an await reads a future (see mesh.client._aio)
 
@@ -73,6 +73,17 @@ class Replied:
 
     def add_done_callback(self, fn: Any) -> None:
         fn(self)
+
+
+def kept_body(call: Any) -> bool:
+    """Whether a call's done future keeps only the body of its plain ``ok`` reply: a :class:`Replied`,
+    or a lane future (``mesh.client._async_lane.LaneReply``) whose kept reply is ``(OK_HEADER, body, ())``."""
+    if type(call) is Replied:
+        return True
+    try:
+        return call.done() and call.exception() is None and call.result()[0] is _OK_HEADER
+    except Exception:  # noqa: BLE001 - not a future of ours
+        return False
 
 
 def compact(ref: weakref.ref, fut: Any) -> None:

@@ -17,6 +17,7 @@ from mesh.client._cancel import stamp, sync_call, track
 from mesh.client._restart import call as durable_call, failed as durable_failed, prepare as durable_prepare
 from mesh.client._on_loop import busy as loop_busy, call_in_order, issue as loop_issue
 from mesh.client._aio_fast import issue as aio_issue
+from mesh.client._async_lane import issue as lane_issue
 from mesh.client._client import SLOW, get_client
 from mesh.client._future import AsyncResult, Placeholder
 from mesh.client._stream import Stream, StreamingPlaceholder
@@ -156,8 +157,11 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
             value = _sync_fast(proxy, name, args, kwargs)
             if value is not SLOW:
                 return value
-        elif mode == ASYNC or mode == ASYNC_MSG:  # on a running loop: the await fast lane
-            value = aio_issue(proxy, name, _FUTURES[mode], args, kwargs)
+        elif mode == ASYNC or mode == ASYNC_MSG:
+            value = lane_issue(proxy, name, _FUTURES[mode], args, kwargs)  # from a thread: the async lane
+            if value is not SLOW:
+                return value
+            value = aio_issue(proxy, name, _FUTURES[mode], args, kwargs)  # on a running loop: the await fast lane
             if value is not SLOW:
                 return value
     _refuse_awaitables(proxy, name, args, kwargs)

@@ -1,0 +1,199 @@
+"""The threaded async lane: a plain ``@async_func`` / ``.remote()`` call issued from a thread that
+runs no asyncio loop, with as little Python per call as the sync fast lane (``Client.sync_call``).
+
+:func:`issue` takes a call from code that runs for no call: no call chain, cancel scope,
+``blocking()`` hooks, stream reading, deadline or tracing; not durable (the caller checks); no
+call of this process in flight to the object on an event loop's lane; arguments of plain values
+only (nothing pickled, so no counted futures; what :func:`transport.encode` would make of them).
+Anything else: :data:`SLOW`, the general path (``mesh.client._proxy._invoke``), which sends the
+same request.
+
+What it saves against the general path, per call:
+
+* the header is a template per (session, object, method) (:func:`transport.map_prefix`) plus the
+  chain, the task and the id: no header dict, no ``packb`` of a map;
+* the transport future is a :class:`LaneReply`: it counts the call among the object's calls in
+  flight (``PeerBook``: a later sync call goes behind it) and keeps only the body of a plain
+  ``ok`` reply, both without a done-callback, closure, ``functools.partial`` or weak reference;
+* the future (``AsyncResult`` / ``Placeholder``) is made without ``__init__`` (its fields stored
+  in ``_mesh_init``'s order, so that the instance dicts share their keys) or a done-callback.
+
+The request goes to the I/O thread as any async call does (``Node.request_frames``), so it is
+batched with what queues up behind it (protocol 1.4), keeps its window slot, and fails as before
+(``PeerUnavailable`` unsent, ``PeerLost`` sent). Reading it is the general read
+(``AsyncResult.result``), with a shortcut for a plain value (:func:`read_plain`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import msgpack
+
+import transport
+from mesh._core import context, ids, tracing, wire
+from mesh._core.cancel import _user_deadline
+import mesh.client._on_loop as _on_loop
+from mesh.client._client import SLOW, _plain_body, get_client
+from mesh.client._lean import NO_CHILDREN, OK_HEADER as _OK_HEADER, SHORT, Replied, pid as _pid
+
+__all__ = ["LaneReply", "issue", "read_plain"]
+
+_modules = sys.modules
+_local = context._local
+_reading = context.reading_chain
+_busy = _on_loop.busy
+_THRESHOLD = transport.BUFFER_THRESHOLD
+_SIGNATURE = transport.SIGNATURE
+_pack_uint = transport.pack_uint
+_unpackb = msgpack.unpackb
+_OK = wire.OK
+_NO_BUFFERS: tuple = ()
+_STR_HEADS = [bytes((0xA0 | n,)) for n in range(32)]  # msgpack fixstr headers
+_TASK_KEY = b"\xa4task"
+_ID_KEY = b"\xa2id"
+_TEMPLATES_MAX = 4096
+_templates: dict[tuple[str, str, str], bytes] = {}  # (session, object, method) -> header prefix
+_PENDING: Any = None  # mesh.client._aio.PENDING, set by install()
+
+
+class LaneReply(transport.ReplyFuture):
+    """The transport future of a lane call: done, it leaves the object's calls in flight, and of a
+    plain ``ok`` reply (no buffers, not ``big``) it keeps the body alone (the reply's header dict
+    and frame list go; ``result()`` gives ``(OK_HEADER, body, ())``): what
+    ``mesh.client._lean.compact`` does with a done-callback and a ``Replied``."""
+
+    __slots__ = ("_peers", "_obj", "_owner")
+
+    def __init__(self, peers: Any, obj: str) -> None:
+        transport.ReplyFuture.__init__(self)
+        self._peers = peers
+        self._obj = obj
+        self._owner: dict | None = None  # the future's __dict__ (until the reply: then a Replied stands in)
+
+    def set_result(self, value: Any) -> None:
+        header, body, buffers = value
+        if buffers or type(body) is not bytes or header.get("op") != _OK or header.get("big"):
+            self._owner = None
+            self._complete(value, None)
+            return
+        self._complete(body, None)  # kept alone: result() makes the reply of it
+        d, self._owner = self._owner, None
+        if d is not None and d.get("_mesh_call") is self:  # atomic under the GIL (as _lean.compact)
+            d["_mesh_call"] = Replied(body)  # the future keeps the body alone (this future goes)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._owner = None
+        self._complete(None, exc)
+
+    def result(self, timeout: float | None = None) -> Any:
+        value = transport.ReplyFuture.result(self, timeout)
+        return (_OK_HEADER, value, _NO_BUFFERS) if type(value) is bytes else value
+
+    def _complete(self, value: Any, exc: BaseException | None) -> None:
+        if self.done():
+            return
+        peers, self._peers = self._peers, None
+        if peers is not None:  # (before the waiters wake: a sync call they make next goes direct)
+            peers.lane_ended(self._obj)
+        transport.ReplyFuture._complete(self, value, exc)
+
+
+def _prefix(session: str, object_id: str, method: str) -> bytes:
+    key = (session, object_id, method)
+    prefix = _templates.get(key)
+    if prefix is None:
+        if len(_templates) >= _TEMPLATES_MAX:
+            _templates.clear()
+        # {"op", "obj", "m", "sess", "keep", "chain", "task", "id"}: what the general path sends
+        prefix = _templates[key] = transport.map_prefix(
+            8, [("op", wire.CALL), ("obj", object_id), ("m", method), ("sess", session), ("keep", 1)]) + b"\xa5chain"
+    return prefix
+
+
+def _str(s: str) -> bytes:
+    raw = s.encode()
+    return _STR_HEADS[len(raw)] + raw if len(raw) < 32 else transport.pack_str(s)
+
+
+def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
+    """An async call's future (a ``cls``), sent through the I/O thread; :data:`SLOW` when the call
+    needs the general path (see the module's docstring). The proxy is not durable (the caller checked)."""
+    local = _local
+    if (local.chain is not None or local.scope is not None or local.on_block is not None
+            or _reading.get() is not None or _user_deadline.get() is not None
+            or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
+        return SLOW
+    aio = _modules.get("asyncio")
+    if aio is not None and aio._get_running_loop() is not None:  # on a loop: its own lanes
+        return SLOW
+    object_id = proxy._mesh_id
+    if _busy and object_id in _busy:  # calls in flight on a loop's lane: behind them (the general path)
+        return SLOW
+    body = _plain_body(args, kwargs)
+    if body is None or len(body) > _THRESHOLD:
+        return SLOW
+    client = get_client()
+    node = client.node
+    address = proxy._mesh_address
+    rid = node.next_id()
+    task = ids.new_chain()
+    header = (_prefix(client.session, object_id, name) + _str(ids.new_chain()) + _TASK_KEY + _str(task)
+              + _ID_KEY + _pack_uint(rid))
+    peers = client.peers
+    fut = LaneReply(peers, object_id)
+    future = cls.__new__(cls)
+    # the fields of _FutureMixin._mesh_init (an owner's), stored in its order: the instance dicts then
+    # share their keys (a split table: its values only, a third of a dict made another way)
+    d = future.__dict__
+    d["_mesh_pool"] = proxy._mesh_pool
+    d["_mesh_inst"] = proxy._mesh_inst
+    d["_mesh_address"] = address
+    d["_mesh_task"] = task
+    d["_mesh_call"] = fut
+    d["_mesh_fetch"] = None
+    d["_mesh_value"] = _PENDING
+    d["_mesh_exc"] = None
+    d["_mesh_lock"] = SHORT
+    d["_mesh_ref"] = ""  # the owner
+    d["_mesh_children"] = NO_CHILDREN
+    d["_mesh_pinned"] = False
+    d["_mesh_pid"] = _pid[0]  # (a copy inherited by a forked child is not a holder)
+    fut._owner = d  # (before the send: the reply may come at once)
+    peers.lane_started(object_id)
+    try:
+        node.request_frames(address, rid, [_SIGNATURE, header, body], fut)
+    except BaseException:
+        d["_mesh_ref"] = None  # never sent: not a holder (its finalizer reports nothing)
+        fut.set_exception(transport.TransportError("not sent"))  # (leaves the calls in flight)
+        raise
+    client.own(address)  # our lease there keeps the result held until we release it (or exit)
+    return future
+
+
+def read_plain(d: dict) -> Any:
+    """The value of a lane future whose plain reply is here (its ``__dict__``), or :data:`_PENDING`
+    when the general read must say (not done, an error, a pickled or big value, a forwarded future)."""
+    call = d["_mesh_call"]
+    kind = type(call)
+    if kind is Replied:  # (a call of the general path too, once compacted)
+        body = call.body
+    elif kind is LaneReply and call._exc is None and type(call._value) is bytes:  # (bytes: a plain ok, done)
+        body = call._value
+    else:
+        return _PENDING
+    try:
+        return _unpackb(body, raw=False, strict_map_key=False, ext_hook=_not_plain)
+    except Exception:  # an ext value (a tuple, a pickle, a future...) or malformed: the codec decides
+        return _PENDING
+
+
+def _not_plain(code: int, data: bytes) -> Any:
+    raise ValueError("an ext value: decoded by the codec")
+
+
+def install(pending: Any) -> None:
+    """The marker of a value not read yet (``mesh.client._aio.PENDING``, which ``mesh.client._future`` reads)."""
+    global _PENDING
+    _PENDING = pending
