@@ -78,10 +78,21 @@ def test_a_call_not_started_by_its_deadline_never_starts(server):
 def test_a_deadline_already_passed_sends_nothing(server):
     w = Worker(to_dist=on(server))
     with mesh.deadline(0):
-        with pytest.raises(mesh.DeadlineExceeded):
-            w.mark("never")
-        with pytest.raises(mesh.DeadlineExceeded):
+        never = w.mark("never")  # an async call still gives its future, which fails with the deadline
+        assert never.done()
+        for _ in range(2):  # every read raises it
+            with pytest.raises(mesh.DeadlineExceeded, match="never starts"):
+                never.result(timeout=10)
+        with pytest.raises(mesh.DeadlineExceeded):  # a sync call raises it at once
             w.time_left()
+        done, pending = mesh.wait([w.mark("never")], timeout=5)  # done (failed) at once
+        assert len(done) == 1 and pending == []
+
+        async def awaited():
+            with pytest.raises(mesh.DeadlineExceeded):
+                await w.mark("never")
+
+        asyncio.run(asyncio.wait_for(awaited(), 10))
     assert w.mark("ok").result(timeout=10) == "ok"
     assert w.log == ["ok"]
 

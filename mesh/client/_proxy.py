@@ -12,7 +12,7 @@ from mesh._core.address import normalize_address
 from mesh._core.cancel import _user_deadline, outgoing
 from mesh._core.context import current_chain
 from mesh._core.methods import ASYNC, ASYNC_MSG, STREAM, STREAM_MSG, SYNC
-from mesh._errors import RemoteAttributeError, RemoteError, SerializationError
+from mesh._errors import DeadlineExceeded, RemoteAttributeError, RemoteError, SerializationError
 from mesh.client._cancel import stamp, sync_call, track
 from mesh.client._restart import call as durable_call, failed as durable_failed, prepare as durable_prepare
 from mesh.client._on_loop import busy as loop_busy, call_in_order, issue as loop_issue
@@ -176,7 +176,12 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
     scope, at = outgoing()
     scoped = scope is not None or at is not None
     if scoped:
-        stamp(header, at)
+        try:
+            stamp(header, at)
+        except DeadlineExceeded as exc:  # never sent; an async call still gives a future, which raises it
+            if mode == ASYNC or mode == ASYNC_MSG:
+                return _never_sent(proxy, _FUTURES[mode], exc)
+            raise
     span = tracing.client_span(header, proxy._mesh_cls, name, proxy._mesh_address) if tracing.enabled() else None
     if mode == ASYNC or mode == ASYNC_MSG or mode == STREAM or mode == STREAM_MSG:
         task = ids.new_chain()
@@ -213,6 +218,13 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
     if span is not None:
         return span.run(proxy._mesh_request, header, [list(args), kwargs])
     return proxy._mesh_request(header, [list(args), kwargs])
+
+
+def _never_sent(proxy: RpcObject, cls: type, exc: DeadlineExceeded) -> Any:
+    """The future of an async call whose deadline passed before it was sent: it fails with ``exc``."""
+    future = cls(proxy._mesh_address, ids.new_chain(), None, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
+    future.__dict__["_mesh_exc"] = exc  # no task on the server: nothing to fetch, release or cancel
+    return future
 
 
 def _sync_fast(proxy: RpcObject, name: str, args: tuple, kwargs: dict) -> Any:
