@@ -30,14 +30,15 @@ import hashlib
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from mesh._core import settings, wire
 from mesh._core.settings import DISCOVERY_MAX_PINGS as MAX_PINGS, DISCOVERY_MAX_SERVERS as MAX_SERVERS
 from mesh._errors import AuthenticationError, CallTimeout, MeshError, ServerUnavailable
 from mesh.client._client import get_client
-from mesh.client._replies import decode_plain, translate
+from mesh.client._replies import translate
+from mesh.client._server_info import ServerInfo, server_info as _server_info
+from mesh.client._spread import Runs
 
 __all__ = ["MAX_PINGS", "MAX_SERVERS", "ServerInfo", "choose", "close_browser", "mark_dead", "servers", "settled",
            "survey"]
@@ -51,47 +52,6 @@ _QUIET = 0.04  # s: the first placement waits until no record or answer came for
 _QUIET_LIST = 0.15  # s: a listing's quiet time (mDNS responders may delay an answer 120 ms, RFC 6762 s. 6)
 _REFRESH = 1.0  # s: a server's ping is renewed this often in the background
 _IDLE = 60.0  # s: the background refresh stops after this long without a placement or listing
-
-
-@dataclass(frozen=True)
-class ServerInfo:
-    """A live server, as :func:`mesh.servers` reports it."""
-
-    name: str
-    address: str
-    capacity: int
-    load: int
-    agents: int = 0
-    auth: bool = False
-    sources: tuple[str, ...] = ()
-    reports: int = 0  # objects there with their own report (an AutoGen host's directory): ``list`` shows them
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _server_info(reply: tuple, rec: Any) -> ServerInfo:
-    info = decode_plain(reply, rec.address)
-    if not isinstance(info, dict):
-        raise MeshError(f"{rec.address}: malformed ping reply: {type(info).__name__}, not a map")
-
-    def number(key: str, default: int) -> int:
-        value = info.get(key, default)
-        if type(value) is not int or not 0 <= value < 2**31:
-            raise MeshError(f"{rec.address}: malformed ping reply: {key}={value!r}")
-        return value
-
-    name = info.get("name") or rec.name
-    if not isinstance(name, str) or len(name) > 256:
-        raise MeshError(f"{rec.address}: malformed ping reply: name={name!r:.80}")
-    return ServerInfo(
-        name=name,
-        address=rec.address,
-        capacity=number("capacity", rec.capacity or 0),
-        load=number("load", 0),
-        agents=number("agents", 0),
-        auth=bool(rec.auth), sources=tuple(sorted(rec.sources)), reports=number("reports", 0),
-    )
 
 
 class _State:
@@ -112,6 +72,7 @@ class _State:
         self.refresher: threading.Thread | None = None
         self.closed = False
         self.salt = os.urandom(8)
+        self.runs = Runs()  # the current run of placements on one server (mesh.client._spread)
 
 
 _lock = threading.Lock()
@@ -231,6 +192,7 @@ def _record(st: _State, rec: Any, info: ServerInfo | None, error: BaseException 
             _cond.notify_all()
             return
         st.live.pop(a, None)
+        st.runs.drop(a)
         st.result[a] = (now, _why(exc))
         fails = st.fails[a] = min(st.fails.get(a, 0) + 1, 16)
         st.dead[a] = now + min(_DEAD_FOR * 2 ** (fails - 1), _DEAD_MAX)
@@ -247,6 +209,7 @@ def mark_dead(address: str) -> None:
     with _cond:
         _state.dead[address] = time.monotonic() + _DEAD_FOR
         _state.live.pop(address, None)
+        _state.runs.drop(address)
 
 
 # ------------------------------------------------------------------ listing
@@ -372,8 +335,18 @@ def choose() -> str | None:
 
     The first call waits for discovery to settle (at most ``discovery_wait`` seconds; about
     ``_FIRST`` seconds when nothing is announced); later calls use the table that a background
-    thread keeps fresh.
+    thread keeps fresh. Consecutive calls go to one server in short runs (:mod:`mesh.client._spread`):
+    within a run a call is a counter and a dict update, not a look over every server.
     """
+    with _cond:
+        st = _state
+        if st.runs.left and st.refresher is not None:  # (settled: a run is only opened after that)
+            now = time.monotonic()
+            if now - st.used <= _IDLE:
+                st.used = now
+                address = st.runs.take()
+                st.placed[address] = st.placed.get(address, 0) + 1
+                return address
     browser = _get_browser()
     with _cond:
         st = _state
@@ -389,12 +362,8 @@ def choose() -> str | None:
         now = time.monotonic()
         live = [s for s in st.live.values() if st.dead.get(s.address, 0) <= now]
         if not live:
+            st.runs.drop()
             return None
-
-        def score(s: ServerInfo) -> tuple[float, str]:
-            fresh = st.placed.get(s.address, 0) - st.base.get(s.address, 0)
-            return ((s.agents + fresh) / max(s.capacity, 1), s.address)
-
-        best = min(live, key=score)
-        st.placed[best.address] = st.placed.get(best.address, 0) + 1
-        return best.address
+        address = st.runs.start(live, st.placed, st.base)
+        st.placed[address] = st.placed.get(address, 0) + 1
+        return address

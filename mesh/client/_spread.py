@@ -1,0 +1,79 @@
+"""Runs of placements: consecutive ``to_dist()`` calls without a host go to one server a few at a time.
+
+Spreading a loop of creations one by one over H servers gives each server one object per H
+creations: its pipelined creations then trickle out one to a request, and nothing batches
+(``create_many``). Here a placement opens a *run* on the least filled server and the next
+creations take the same server until the run is used up; only then is the least filled server
+looked for again (a ``min`` over the servers once per run, not per object).
+
+A run is short enough to keep the spread even at every point: its length is a tenth of the
+average fill (objects per unit of capacity, as the servers report it plus this process's
+placements since), in objects of the chosen server's capacity, at least 1 and at most
+:data:`MAX_RUN`. So the first creations of a process are spread one by one (a short loop still
+lands on every server, as API.md says), later ones in runs of up to ``MAX_RUN``, and no server is
+more than a tenth of the average (or one object) ahead of the even share. Each run starts on
+the least filled server, so the long-run balance stays exactly even; a server that appears later
+starts empty and takes the runs until it has caught up.
+
+A run ends early when its server is marked dead or drops out of the live table
+(:func:`Runs.drop`), or when the table is replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["MAX_RUN", "SHARE", "Runs", "run_length"]
+
+MAX_RUN = 256  # objects in one run at most (as many as one create_many carries)
+SHARE = 0.1  # a run is at most this part of the average fill
+
+
+def run_length(mean_fill: float, capacity: int) -> int:
+    """Objects in a run on a server of ``capacity`` when the servers hold ``mean_fill`` per unit."""
+    return max(1, min(MAX_RUN, int(SHARE * mean_fill * max(capacity, 1))))
+
+
+class Runs:
+    """The current run of one process's placements (the caller holds its own lock)."""
+
+    __slots__ = ("address", "left")
+
+    def __init__(self) -> None:
+        self.address: str | None = None
+        self.left = 0
+
+    def take(self) -> str | None:
+        """The next placement of the current run, or None (start a new one with :meth:`start`)."""
+        if self.left:
+            self.left -= 1
+            return self.address
+        return None
+
+    def start(self, live: list[Any], placed: Mapping[str, int], base: Mapping[str, int]) -> str:
+        """Open a run on the least filled of ``live`` (``ServerInfo``s, not empty) and take its first place.
+
+        ``placed``/``base``: this process's placements per server, ever, and the part of them the
+        server's last answer already counts.
+        """
+        best = None
+        best_key: tuple[float, str] | None = None
+        total = 0.0
+        for s in live:
+            cap = s.capacity if s.capacity > 0 else 1
+            fill = (s.agents + placed.get(s.address, 0) - base.get(s.address, 0)) / cap
+            total += fill
+            key = (fill, s.address)
+            if best_key is None or key < best_key:
+                best, best_key = s, key
+        assert best is not None and best_key is not None
+        length = run_length(total / len(live), best.capacity)
+        self.address = best.address
+        self.left = length - 1
+        return best.address
+
+    def drop(self, address: str | None = None) -> None:
+        """End the current run (if it is on ``address``, when given)."""
+        if address is None or address == self.address:
+            self.address, self.left = None, 0
