@@ -38,17 +38,17 @@ def _counts(st, addresses):
     return {a: st.placed.get(a, 0) for a in addresses}
 
 
-def _assert_within_a_tenth(counts: dict, n: int) -> None:
+def _assert_within_a_tenth(counts: dict, n: int, share: float = 0.1) -> None:
     mean = n / len(counts)
     worst = max(abs(c - mean) for c in counts.values())
-    assert worst <= 0.1 * mean + 1, (n, mean, sorted(counts.values()))
+    assert worst <= share * mean + 1, (n, mean, sorted(counts.values()))
 
 
-def test_run_length_is_a_tenth_of_the_average_fill_between_1_and_max_run():
+def test_run_length_is_a_twentieth_of_the_average_fill_between_1_and_max_run():
     assert run_length(0, 8) == 1
     assert run_length(5, 1) == 1
-    assert run_length(100, 1) == 10
-    assert run_length(100, 8) == 80  # in objects of the server's capacity (fill is per unit)
+    assert run_length(100, 1) == 5
+    assert run_length(100, 8) == 40  # in objects of the server's capacity (fill is per unit)
     assert run_length(10**6, 8) == MAX_RUN
 
 
@@ -70,8 +70,8 @@ def test_runs_keep_every_point_within_a_tenth_of_even_and_the_end_exactly_even(t
         run = run + 1 if a == last else 1
         longest, last = max(longest, run), a
         counts[a] += 1
-        _assert_within_a_tenth(counts, n)
-    assert longest >= 100, "consecutive placements were not grouped into runs"
+        _assert_within_a_tenth(counts, n, share=0.05)
+    assert longest >= 90, "consecutive placements were not grouped into runs"
     assert max(counts.values()) - min(counts.values()) <= MAX_RUN
     assert counts == _counts(table, servers)
 
@@ -85,7 +85,7 @@ def test_servers_of_different_capacity_fill_alike(table):
 
 def test_a_server_marked_dead_mid_run_gets_nothing_more_and_the_rest_stay_even(table):
     servers = [table.add(f"s{i}") for i in range(10)]
-    for _ in range(5_000):
+    for _ in range(5_003):
         _selection.choose()
     assert table.runs.left > 0, "the test wants a run in progress"
     dead = table.runs.address
@@ -100,7 +100,7 @@ def test_a_server_marked_dead_mid_run_gets_nothing_more_and_the_rest_stay_even(t
 
 def test_a_server_removed_from_the_table_by_a_failed_ping_ends_the_run(table):
     servers = [table.add(f"s{i}") for i in range(4)]
-    for _ in range(2_000):
+    for _ in range(2_003):
         _selection.choose()
     gone = table.runs.address
     rec = type("Rec", (), {"address": gone, "name": "x", "sources": ("mdns",)})()
@@ -138,7 +138,8 @@ def test_runs_alone_start_on_the_least_filled_server():
     live = [ServerInfo("a", "A", 8, 0, agents=10), ServerInfo("b", "B", 8, 0, agents=2)]
     assert r.start(live, {}, {}) == "B"
     assert r.start(live, {"B": 20}, {}) == "A"  # B's 2 + 20 placed since: A is emptier
-    assert r.start(live, {"B": 20}, {"B": 20}) == "B"  # ... unless its answer counts them already
+    assert r.start(live, {"B": 20}, {"B": 20}) == "A"  # it answered 2: it still holds at least our 20
+    assert r.start(live, {"B": 5}, {"B": 5}) == "B"
     r.drop("A")
     assert r.address == "B"  # (the run is on B: unchanged)
     r.drop()

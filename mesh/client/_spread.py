@@ -6,12 +6,12 @@ creations: its pipelined creations then trickle out one to a request, and nothin
 creations take the same server until the run is used up; only then is the least filled server
 looked for again (a ``min`` over the servers once per run, not per object).
 
-A run is short enough to keep the spread even at every point: its length is a tenth of the
+A run is short enough to keep the spread even at every point: its length is a twentieth of the
 average fill (objects per unit of capacity, as the servers report it plus this process's
 placements since), in objects of the chosen server's capacity, at least 1 and at most
 :data:`MAX_RUN`. So the first creations of a process are spread one by one (a short loop still
 lands on every server, as API.md says), later ones in runs of up to ``MAX_RUN``, and no server is
-more than a tenth of the average (or one object) ahead of the even share. Each run starts on
+more than a twentieth of the average (or one object) off the even share. Each run starts on
 the least filled server, so the long-run balance stays exactly even; a server that appears later
 starts empty and takes the runs until it has caught up.
 
@@ -27,7 +27,7 @@ from typing import Any
 __all__ = ["MAX_RUN", "SHARE", "Runs", "run_length"]
 
 MAX_RUN = 256  # objects in one run at most (as many as one create_many carries)
-SHARE = 0.1  # a run is at most this part of the average fill
+SHARE = 0.05  # a run is at most this part of the average fill (the goal is within 10% of even)
 
 
 def run_length(mean_fill: float, capacity: int) -> int:
@@ -55,14 +55,17 @@ class Runs:
         """Open a run on the least filled of ``live`` (``ServerInfo``s, not empty) and take its first place.
 
         ``placed``/``base``: this process's placements per server, ever, and the part of them the
-        server's last answer already counts.
+        server's last answer already counts (at most: the server may not have read them all).
         """
         best = None
         best_key: tuple[float, str] | None = None
         total = 0.0
         for s in live:
             cap = s.capacity if s.capacity > 0 else 1
-            fill = (s.agents + placed.get(s.address, 0) - base.get(s.address, 0)) / cap
+            mine = placed.get(s.address, 0)
+            # the server's count lags behind our creations still on their way (batches not yet sent or
+            # read when it answered the ping): it holds at least what we placed there
+            fill = max(s.agents + mine - base.get(s.address, 0), mine) / cap
             total += fill
             key = (fill, s.address)
             if best_key is None or key < best_key:
