@@ -9,7 +9,8 @@ on host H + 1 a fresh client process measures
 
 - discovery: ``mesh.servers()`` (default timeout 1 s) until it returns, and how many it lists
   (goal: all H, in <= 1 s; it returns once the answers are in, not at its timeout);
-- creation: ``--agents`` agents with ``to_dist()`` (no host), agents/s (goal: flat in H);
+- creation: ``--agents`` agents with ``to_dist()`` (no host), agents/s (goal: flat in H), and how long
+  the first H of them took (the first object of a class on a server waits for its reply);
 - placement: the agents per server, the largest deviation from even (goal: within +-10%);
 - one call per agent, every reply read (calls/s);
 - CPU: the client's per creation, the servers' (all H together) per creation, and the servers'
@@ -45,6 +46,12 @@ CLIENT = textwrap.dedent('''
     import json, sys, time
     import mesh
     from _million_agents import Small
+    import mesh._create_many as batches
+    sent = [0]
+    def counted(batch, send=batches._send):  # how many objects a create_many carried, on average
+        sent[0] += 1
+        send(batch)
+    batches._send = counted
     hosts, n = int(sys.argv[1]), int(sys.argv[2])
     t = time.perf_counter()
     found = mesh.servers()
@@ -58,7 +65,9 @@ CLIENT = textwrap.dedent('''
     print("CREATING", flush=True)
     sys.stdin.readline()  # the parent has read the servers' CPU
     t, c = time.perf_counter(), time.process_time()
-    agents = [Small(i).to_dist() for i in range(n)]
+    agents = [Small(i).to_dist() for i in range(min(hosts, n))]  # the first on each server: a first contact each
+    first_s = time.perf_counter() - t
+    agents += [Small(i).to_dist() for i in range(len(agents), n)]
     issued, client_cpu = time.perf_counter() - t, time.process_time() - c
     print("CREATED", flush=True)
     sys.stdin.readline()
@@ -71,7 +80,7 @@ CLIENT = textwrap.dedent('''
     for a in agents:
         placed[a._mesh_address] = placed.get(a._mesh_address, 0) + 1
     print(json.dumps({"servers_s": first, "servers_listed": first_count, "all_listed_s": listed, "polls": polls,
-                      "listed": len(found), "create_s": issued, "client_cpu_s": client_cpu, "round_s": round_s, "wrong": wrong,
+                      "listed": len(found), "create_s": issued, "first_contacts_s": first_s, "batches": sent[0], "client_cpu_s": client_cpu, "round_s": round_s, "wrong": wrong,
                       "placed": sorted(placed.values())}), flush=True)
     mesh.shutdown()
 ''')
@@ -168,7 +177,9 @@ def main() -> int:
     rows = [{"hosts": r["hosts"], "servers() s": r["servers_s"], "listed": f"{r['servers_listed']}/{r['hosts']}",
              "all listed s": r["all_listed_s"], "agents": r["agents"], "create/s": round(r["create_per_s"]),
              "max dev from even %": round(100 * r["max_deviation"], 2), "calls/s": round(r["calls_per_s"]),
-             "wrong": r["wrong"], "client CPU us/create": round(r["client_us_per_create"], 1),
+             "wrong": r["wrong"], "first H creations s": round(r["first_contacts_s"], 3),
+             "objects per create_many": round(r["agents"] / max(r["batches"], 1)),
+             "client CPU us/create": round(r["client_us_per_create"], 1),
              "servers CPU us/create": round(r["servers_us_per_create"], 1),
              "idle servers CPU %": round(100 * r["servers_idle_cpu"], 1)} for r in results]
     print()

@@ -45,6 +45,8 @@ _child_lock = threading.Lock()
 _by_value: set[tuple[str, type]] = set()  # (server, class) pairs that need the class by value
 _resolved: set[str] = set()  # addresses whose host resolved once (not asked again per object)
 _proven: set[tuple[str, type]] = set()  # (server, class) pairs created once: later creations pipeline
+_proven_cls: set[type] = set()  # classes created once on some server (waiting for that reply)
+_trying: set[tuple[str, type]] = set()  # (discovered server, class): the first there went pipelined, no reply yet
 _tables: weakref.WeakKeyDictionary[type, dict] = weakref.WeakKeyDictionary()  # class -> its proxies' method table
 # AgentScope's to_dist options that have no meaning here: accepted, so migrated code runs
 _AGENTSCOPE_OPTIONS = {"max_pool_size", "max_timeout_seconds", "local_mode", "lazy_launch", "max_expire_time"}
@@ -199,9 +201,9 @@ def create(
     A detached object outlives this process; others are deleted when it exits
     (or stops renewing its lease). ``name`` registers it for :func:`mesh.get`.
 
-    The first creation of a class on a server waits for the server's answer; later ones are
-    pipelined (:mod:`mesh._pipeline`): the proxy comes back at once, and an error shows at its
-    first use. A named object, and ``wait_reply``, always wait. ``elsewhere()``: where a pipelined
+    The first creation of a class on a server waits for the server's answer (unless the server was
+    discovered and the class made fine on another one); later ones are pipelined (:mod:`mesh._pipeline`):
+    the proxy comes back at once, and an error shows at its first use. A named object, and ``wait_reply``, always wait. ``elsewhere()``: where a pipelined
     create goes when the server turns out to be unavailable (placement by discovery).
 
     Raises:
@@ -215,19 +217,20 @@ def create(
     if by_value is None:  # a script's class (__main__) is never importable there: by value from the start
         by_value = cls.__module__ == "__main__" or (address, cls) in _by_value
     methods = _methods(cls)
-    if not wait_reply and name is None and durable is None and (address, cls) in _proven:  # durable: needs the reply
-        fut = _batched(client, address, cls, args, kwargs, object_id, detached, attrs, by_value)
-        if fut is None:
-            fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value)
-        proxy = _pipeline.make(address, object_id, cls.__name__, methods)
-
-        def again() -> RpcObject:
-            return create(address, cls, args, kwargs, detached=detached, attrs=attrs, object_id=object_id,
-                          by_value=True, wait_reply=True)
-
-        _pipeline.track(proxy, fut, f"creating {cls.__name__} on {address}",
-                        lambda info: _created(client, address, info, detached), again, elsewhere)
-        return proxy
+    key = (address, cls)
+    if not wait_reply and name is None and durable is None:  # durable: needs the reply
+        if key not in _proven and key not in _trying and elsewhere is not None and cls in _proven_cls and (
+                _child is None or address != _child.address):
+            # a discovered server (it answered a ping) new to a class made elsewhere: pipelined, with a fallback
+            _trying.add(key)
+            fut = _send_create(client, address, cls, args, kwargs, object_id, None, detached, attrs, by_value,
+                               fallback=None if by_value else _byvalue.fallback(cls))
+            return _track(client, key, args, kwargs, object_id, detached, attrs, methods, fut, elsewhere, True)
+        if key in _proven or key in _trying:
+            fut = _batched(client, address, cls, args, kwargs, object_id, detached, attrs, by_value)
+            if fut is None:
+                fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value)
+            return _track(client, key, args, kwargs, object_id, detached, attrs, methods, fut, elsewhere, False)
     # the first creation of a class on a server carries the class by value too (unless the server is our
     # child, which imports what we import), used only if the server cannot import it: one round trip
     first = not by_value and (address, cls) not in _proven and (_child is None or address != _child.address)
@@ -249,11 +252,32 @@ def create(
         _by_value.add((address, cls))
     _created(client, address, info, detached)
     _proven.add((address, cls))
+    _proven_cls.add(cls)
     durable_info = _durable_info(info, durable, address, None if detached else client.session)
     proxy = RpcObject(address, object_id, cls.__name__, methods, _pipeline.shared(info.get("pool")),
                       _pipeline.shared(info.get("inst")), durable_info)
     if durable_info is not None and not detached and durable_info["max_restarts"]:
         _restart.watch(proxy)
+    return proxy
+
+
+def _track(client: Any, key: tuple[str, type], args: tuple, kwargs: dict, object_id: str, detached: bool,
+           attrs: dict | None, methods: dict, fut: Any, elsewhere: Callable[[], RpcObject] | None,
+           first: bool) -> RpcObject:
+    """The proxy of a pipelined creation (:mod:`mesh._pipeline`); ``first``: the class's first on that server."""
+    address, cls = key
+    proxy = _pipeline.make(address, object_id, cls.__name__, methods)
+
+    def done(info: dict) -> None:
+        _created(client, address, info, detached)
+        if first:
+            if info.get("byvalue"):  # it took the fallback: by value from now on
+                _by_value.add(key)
+            _proven.add(key)
+
+    _pipeline.track(proxy, fut, f"creating {cls.__name__} on {address}", done,
+                    lambda: create(address, cls, args, kwargs, detached=detached, attrs=attrs, object_id=object_id,
+                                   by_value=True, wait_reply=True), elsewhere)  # again, by value: it asked for the class
     return proxy
 
 
@@ -337,7 +361,6 @@ def _durable_info(info: Any, durable: tuple[int, int] | None, address: str, sess
             "max_restarts": int(fields.get("max_restarts", 0)), "ckpt": int(fields.get("ckpt", 0)), "sess": sess}
 
 
-
 def child_server(*, spare: bool = False, state_store: str | None = None) -> Any:
     """The child server of this process, started on first use and reused.
 
@@ -362,6 +385,8 @@ def child_server(*, spare: bool = False, state_store: str | None = None) -> Any:
 def stop_child() -> None:
     global _child, _child_used
     _proven.clear()  # the next session proves each (server, class) again: a server may have restarted
+    _proven_cls.clear()
+    _trying.clear()
     _create_many.abandon()
     with _child_lock:
         server, _child = _child, None
