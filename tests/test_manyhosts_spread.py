@@ -134,13 +134,36 @@ def test_the_servers_own_counts_are_balanced_too(table):
 
 
 def test_runs_alone_start_on_the_least_filled_server():
-    r = Runs()
     live = [ServerInfo("a", "A", 8, 0, agents=10), ServerInfo("b", "B", 8, 0, agents=2)]
-    assert r.start(live, {}, {}) == "B"
-    assert r.start(live, {"B": 20}, {}) == "A"  # B's 2 + 20 placed since: A is emptier
-    assert r.start(live, {"B": 20}, {"B": 20}) == "A"  # it answered 2: it still holds at least our 20
-    assert r.start(live, {"B": 5}, {"B": 5}) == "B"
+    assert Runs({}).start(live, {}) == "B"
+    assert Runs({"B": 20}).start(live, {}) == "A"  # B's 2 + 20 placed since: A is emptier
+    assert Runs({"B": 20}).start(live, {"B": 20}) == "A"  # it answered 2: it still holds at least our 20
+    r = Runs({"B": 5})
+    assert r.start(live, {"B": 5}) == "B"
+    assert r.placed == {"B": 6}
     r.drop("A")
     assert r.address == "B"  # (the run is on B: unchanged)
     r.drop()
     assert r.take() is None
+
+
+def test_placements_from_several_threads_are_each_counted_once(table):
+    import threading
+
+    servers = [table.add(f"s{i}") for i in range(7)]
+    got: list[str] = []
+
+    def place() -> None:
+        mine = [_selection.choose() for _ in range(5_000)]
+        got.extend(mine)
+
+    threads = [threading.Thread(target=place) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == 20_000
+    counts = _counts(table, servers)
+    assert sum(counts.values()) == 20_000
+    assert counts == {a: got.count(a) for a in servers}
+    _assert_within_a_tenth(counts, 20_000)

@@ -76,7 +76,7 @@ class _State:
         self.closed = False
         self.salt = os.urandom(8)
         self.salted: dict[str, bytes] = {}  # address -> its salted hash (the candidates' order)
-        self.runs = Runs()  # the current run of placements on one server (mesh.client._spread)
+        self.runs = Runs(self.placed)  # the current run of placements on one server (mesh.client._spread)
 
 
 _lock = threading.Lock()
@@ -358,15 +358,13 @@ def choose() -> str | None:
     thread keeps fresh. Consecutive calls go to one server in short runs (:mod:`mesh.client._spread`):
     within a run a call is a counter and a dict update, not a look over every server.
     """
-    with _cond:
-        st = _state
-        if st.runs.left and st.refresher is not None:  # (settled: a run is only opened after that)
-            now = time.monotonic()
-            if now - st.used <= _IDLE:
-                st.used = now
-                address = st.runs.take()
-                st.placed[address] = st.placed.get(address, 0) + 1
-                return address
+    st = _state
+    now = time.monotonic()
+    if st.refresher is not None and now - st.used <= _IDLE:  # (settled: a run is only opened after that)
+        address = st.runs.take()  # within a run: a counter, under the run's own lock only
+        if address is not None:
+            st.used = now
+            return address
     browser = _get_browser()
     with _cond:
         st = _state
@@ -384,6 +382,4 @@ def choose() -> str | None:
         if not live:
             st.runs.drop()
             return None
-        address = st.runs.start(live, st.placed, st.base)
-        st.placed[address] = st.placed.get(address, 0) + 1
-        return address
+        return st.runs.start(live, st.base)

@@ -21,6 +21,7 @@ A run ends early when its server is marked dead or drops out of the live table
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,47 +37,59 @@ def run_length(mean_fill: float, capacity: int) -> int:
 
 
 class Runs:
-    """The current run of one process's placements (the caller holds its own lock)."""
+    """The current run of one process's placements.
 
-    __slots__ = ("address", "left")
+    Its own lock (a plain one: a placement within a run takes nothing else) guards the run and
+    the count of placements per server, ``placed``, that it updates.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("address", "left", "lock", "placed")
+
+    def __init__(self, placed: dict[str, int]) -> None:
         self.address: str | None = None
         self.left = 0
+        self.lock = threading.Lock()
+        self.placed = placed
 
     def take(self) -> str | None:
-        """The next placement of the current run, or None (start a new one with :meth:`start`)."""
-        if self.left:
+        """The next placement of the current run (counted), or None (start one with :meth:`start`)."""
+        with self.lock:
+            if not self.left:
+                return None
             self.left -= 1
-            return self.address
-        return None
+            address = self.address
+            self.placed[address] = self.placed.get(address, 0) + 1  # type: ignore[index]
+            return address
 
-    def start(self, live: list[Any], placed: Mapping[str, int], base: Mapping[str, int]) -> str:
+    def start(self, live: list[Any], base: Mapping[str, int]) -> str:
         """Open a run on the least filled of ``live`` (``ServerInfo``s, not empty) and take its first place.
 
-        ``placed``/``base``: this process's placements per server, ever, and the part of them the
-        server's last answer already counts (at most: the server may not have read them all).
+        ``base``: the part of this process's placements per server that the server's last answer
+        already counts (at most: the server may not have read them all).
         """
-        best = None
-        best_key: tuple[float, str] | None = None
-        total = 0.0
-        for s in live:
-            cap = s.capacity if s.capacity > 0 else 1
-            mine = placed.get(s.address, 0)
-            # the server's count lags behind our creations still on their way (batches not yet sent or
-            # read when it answered the ping): it holds at least what we placed there
-            fill = max(s.agents + mine - base.get(s.address, 0), mine) / cap
-            total += fill
-            key = (fill, s.address)
-            if best_key is None or key < best_key:
-                best, best_key = s, key
-        assert best is not None and best_key is not None
-        length = run_length(total / len(live), best.capacity)
-        self.address = best.address
-        self.left = length - 1
-        return best.address
+        with self.lock:
+            placed = self.placed
+            best = None
+            best_key: tuple[float, str] | None = None
+            total = 0.0
+            for s in live:
+                cap = s.capacity if s.capacity > 0 else 1
+                mine = placed.get(s.address, 0)
+                # the server's count lags behind our creations still on their way (batches not yet sent or
+                # read when it answered the ping): it holds at least what we placed there
+                fill = max(s.agents + mine - base.get(s.address, 0), mine) / cap
+                total += fill
+                key = (fill, s.address)
+                if best_key is None or key < best_key:
+                    best, best_key = s, key
+            assert best is not None
+            self.address = best.address
+            self.left = run_length(total / len(live), best.capacity) - 1
+            placed[best.address] = placed.get(best.address, 0) + 1
+            return best.address
 
     def drop(self, address: str | None = None) -> None:
         """End the current run (if it is on ``address``, when given)."""
-        if address is None or address == self.address:
-            self.address, self.left = None, 0
+        with self.lock:
+            if address is None or address == self.address:
+                self.address, self.left = None, 0
