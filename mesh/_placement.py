@@ -219,10 +219,8 @@ def create(
     methods = _methods(cls)
     key = (address, cls)
     if not wait_reply and name is None and durable is None:  # durable: needs the reply
-        if key not in _proven and key not in _trying and elsewhere is not None and cls in _proven_cls and (
-                _child is None or address != _child.address):
-            # a discovered server (it answered a ping) new to a class made elsewhere: pipelined, with a fallback
-            _trying.add(key)
+        if elsewhere is not None and cls in _proven_cls and key not in _proven and key not in _trying:
+            _trying.add(key)  # a discovered server (it answered a ping) new to a class made elsewhere: with a fallback
             fut = _send_create(client, address, cls, args, kwargs, object_id, None, detached, attrs, by_value,
                                fallback=None if by_value else _byvalue.fallback(cls))
             return _track(client, key, args, kwargs, object_id, detached, attrs, methods, fut, elsewhere, True)
@@ -262,22 +260,21 @@ def create(
 
 
 def _track(client: Any, key: tuple[str, type], args: tuple, kwargs: dict, object_id: str, detached: bool,
-           attrs: dict | None, methods: dict, fut: Any, elsewhere: Callable[[], RpcObject] | None,
-           first: bool) -> RpcObject:
+           attrs: dict | None, methods: dict, fut: Any, elsewhere: Any, first: bool) -> RpcObject:
     """The proxy of a pipelined creation (:mod:`mesh._pipeline`); ``first``: the class's first on that server."""
     address, cls = key
     proxy = _pipeline.make(address, object_id, cls.__name__, methods)
 
     def done(info: dict) -> None:
         _created(client, address, info, detached)
+        if first and info.get("byvalue"):  # it took the fallback: by value from now on (before it is proven)
+            _by_value.add(key)
         if first:
-            if info.get("byvalue"):  # it took the fallback: by value from now on
-                _by_value.add(key)
             _proven.add(key)
 
-    _pipeline.track(proxy, fut, f"creating {cls.__name__} on {address}", done,
-                    lambda: create(address, cls, args, kwargs, detached=detached, attrs=attrs, object_id=object_id,
-                                   by_value=True, wait_reply=True), elsewhere)  # again, by value: it asked for the class
+    again = lambda: create(address, cls, args, kwargs, detached=detached, attrs=attrs,  # noqa: E731 - asked for the class
+                           object_id=object_id, by_value=True, wait_reply=True)
+    _pipeline.track(proxy, fut, f"creating {cls.__name__} on {address}", done, again, elsewhere)
     return proxy
 
 
