@@ -9,9 +9,12 @@ on host H + 1 a fresh client process measures
 
 - discovery: ``mesh.servers()`` (default timeout 1 s) until it returns, and how many it lists
   (goal: all H, in <= 1 s; it returns once the answers are in, not at its timeout);
-- creation: ``--agents`` agents with ``to_dist()`` (no host), agents/s (goal: flat in H);
+- creation: ``--agents`` agents with ``to_dist()`` (no host), agents/s (goal: flat in H), and how long
+  the first H of them took (the first object of a class on a server waits for its reply);
 - placement: the agents per server, the largest deviation from even (goal: within +-10%);
-- one call per agent, every reply read (calls/s).
+- one call per agent, every reply read (calls/s);
+- CPU: the client's per creation, the servers' (all H together) per creation, and the servers'
+  while idle (before the client starts), as a share of one core: where the time of many hosts goes.
 
 Servers are separate processes on the 2 shared cores: with 50 hosts they compete with the client,
 so the figures are the machine's, not the network's.
@@ -24,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -42,6 +46,12 @@ CLIENT = textwrap.dedent('''
     import json, sys, time
     import mesh
     from _million_agents import Small
+    import mesh._create_many as batches
+    sent = [0]
+    def counted(batch, send=batches._send):  # how many objects a create_many carried, on average
+        sent[0] += 1
+        send(batch)
+    batches._send = counted
     hosts, n = int(sys.argv[1]), int(sys.argv[2])
     t = time.perf_counter()
     found = mesh.servers()
@@ -52,18 +62,25 @@ CLIENT = textwrap.dedent('''
         polls += 1
         found = mesh.servers(timeout=0.2)
     listed = time.perf_counter() - t
+    print("CREATING", flush=True)
+    sys.stdin.readline()  # the parent has read the servers' CPU
+    t, c = time.perf_counter(), time.process_time()
+    agents = [Small(i).to_dist() for i in range(min(hosts, n))]  # the first on each server: a first contact each
+    first_s = time.perf_counter() - t
+    agents += [Small(i).to_dist() for i in range(len(agents), n)]
+    issued, client_cpu = time.perf_counter() - t, time.process_time() - c
+    print("CREATED", flush=True)
+    sys.stdin.readline()
     t = time.perf_counter()
-    agents = [Small(i).to_dist() for i in range(n)]
-    issued = time.perf_counter() - t
     futs = [a.ping(i) for i, a in enumerate(agents)]
     created = None
     wrong = sum(1 for i, f in enumerate(futs) if f.result() != 2 * i)
-    round_s = time.perf_counter() - t - issued
+    round_s = time.perf_counter() - t
     placed = {}
     for a in agents:
         placed[a._mesh_address] = placed.get(a._mesh_address, 0) + 1
     print(json.dumps({"servers_s": first, "servers_listed": first_count, "all_listed_s": listed, "polls": polls,
-                      "listed": len(found), "create_s": issued, "round_s": round_s, "wrong": wrong,
+                      "listed": len(found), "create_s": issued, "first_contacts_s": first_s, "batches": sent[0], "client_cpu_s": client_cpu, "round_s": round_s, "wrong": wrong,
                       "placed": sorted(placed.values())}), flush=True)
     mesh.shutdown()
 ''')
@@ -78,9 +95,22 @@ def env() -> dict:
     return e
 
 
-def one(hosts: int, agents: int, capacity: int) -> dict:
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` so far (``/proc/PID/stat``)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def one(hosts: int, agents: int, capacity: int, idle_s: float = 2.0) -> dict:
     with VirtualLan(n=hosts + 1, prefix="mh") as lan:
-        readers = []
+        readers, pids = [], []
         t = time.perf_counter()
         for i in range(1, hosts + 1):
             proc = lan.popen(i, [sys.executable, "-m", "mesh.server", "start", "--host", lan.host_ip(i),
@@ -88,17 +118,40 @@ def one(hosts: int, agents: int, capacity: int) -> dict:
                                  "--max-len", str(max(10000, 2 * agents))],
                              stdout=subprocess.PIPE, text=True, env=env())
             readers.append(LineReader(proc.stdout))  # type: ignore[arg-type]
+            pids.append(proc.pid)
         for r in readers:
             r.wait_for(lambda line: "ready on" in line, timeout=120)
         started = time.perf_counter() - t
-        out = lan.run(hosts + 1, [sys.executable, "-c", CLIENT, str(hosts), str(agents)], timeout=1800,
-                      capture_output=True, text=True, env=env(), cwd=ROOT)
-        if out.returncode != 0:
-            raise RuntimeError(f"client failed ({out.returncode}):\n{out.stdout}\n{out.stderr[-4000:]}")
-        res = json.loads(out.stdout.strip().splitlines()[-1])
+        c0, t0 = cpu_s(pids), time.perf_counter()
+        time.sleep(idle_s)  # the servers' own background work (mDNS, heartbeats), nothing asked of them
+        idle = (cpu_s(pids) - c0) / (time.perf_counter() - t0)
+        err = tempfile.TemporaryFile("w+")
+        client = lan.popen(hosts + 1, [sys.executable, "-c", CLIENT, str(hosts), str(agents)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=err, text=True, env=env(), cwd=ROOT)
+        lines = LineReader(client.stdout)  # type: ignore[arg-type]
+        lines.wait_for(lambda line: "CREATING" in line, timeout=120)
+        c0 = cpu_s(pids)
+        client.stdin.write("\n")  # type: ignore[union-attr]
+        client.stdin.flush()  # type: ignore[union-attr]
+        lines.wait_for(lambda line: "CREATED" in line, timeout=1800)
+        servers_cpu = cpu_s(pids) - c0
+        client.stdin.write("\n")  # type: ignore[union-attr]
+        client.stdin.flush()  # type: ignore[union-attr]
+        try:
+            line = lines.wait_for(lambda text: text.startswith("{") and text, timeout=1800)
+            client.stdin.close()  # type: ignore[union-attr]
+            client.wait(timeout=60)
+        except (TimeoutError, EOFError) as exc:
+            client.kill()
+            err.seek(0)
+            raise RuntimeError(f"client failed: {exc}\n{err.read()[-4000:]}") from None
+        res = json.loads(line)
+        res.update({"servers_idle_cpu": idle, "servers_cpu_s": servers_cpu})
     even = agents / hosts
     res.update({"hosts": hosts, "agents": agents, "servers_started_s": started,
                 "create_per_s": agents / res["create_s"], "calls_per_s": agents / res["round_s"],
+                "client_us_per_create": 1e6 * res["client_cpu_s"] / agents,
+                "servers_us_per_create": 1e6 * res["servers_cpu_s"] / agents,
                 "max_deviation": max(abs(v - even) for v in res["placed"]) / even if res["placed"] else None})
     return res
 
@@ -118,11 +171,17 @@ def main() -> int:
         r = one(h, args.agents, args.capacity)
         results.append(r)
         print(f"{h} hosts: servers() {r['servers_s']:.3f} s listing {r['servers_listed']}/{h}; "
-              f"create {r['create_per_s']:,.0f}/s; deviation {100 * r['max_deviation']:.1f}%", flush=True)
+              f"create {r['create_per_s']:,.0f}/s; deviation {100 * r['max_deviation']:.1f}%; "
+              f"CPU per creation client {r['client_us_per_create']:.0f} us, servers {r['servers_us_per_create']:.0f} us; "
+              f"idle servers {100 * r['servers_idle_cpu']:.0f}% of a core; load {os.getloadavg()[0]:.1f}", flush=True)
     rows = [{"hosts": r["hosts"], "servers() s": r["servers_s"], "listed": f"{r['servers_listed']}/{r['hosts']}",
              "all listed s": r["all_listed_s"], "agents": r["agents"], "create/s": round(r["create_per_s"]),
              "max dev from even %": round(100 * r["max_deviation"], 2), "calls/s": round(r["calls_per_s"]),
-             "wrong": r["wrong"]} for r in results]
+             "wrong": r["wrong"], "first H creations s": round(r["first_contacts_s"], 3),
+             "objects per create_many": round(r["agents"] / max(r["batches"], 1)),
+             "client CPU us/create": round(r["client_us_per_create"], 1),
+             "servers CPU us/create": round(r["servers_us_per_create"], 1),
+             "idle servers CPU %": round(100 * r["servers_idle_cpu"], 1)} for r in results]
     print()
     print(table(rows, list(rows[0])))
     write_json(args.json, {"benchmark": "many_hosts", "results": results,

@@ -91,7 +91,21 @@ def pick_host(addresses: Sequence[str], prefer_v6: bool = False) -> str:
     if not addresses:
         raise ValueError("no address to pick from")
     nets = _networks.get()
+    key = (tuple(addresses), prefer_v6)
+    kept = _picked.get(key)
+    if kept is not None and kept[0] is nets:  # (a browser re-reads every server's record often: no parsing again)
+        return kept[1]
+    host = _pick(addresses, prefer_v6, nets)
+    if len(_picked) >= 1024:
+        _picked.clear()
+    _picked[key] = (nets, host)
+    return host
 
+
+_picked: dict[tuple[tuple[str, ...], bool], tuple[list, str]] = {}  # (addresses, v6) -> (the networks then, pick)
+
+
+def _pick(addresses: Sequence[str], prefer_v6: bool, nets: list) -> str:
     def rank(item: tuple[int, str]) -> tuple[int, int, int]:
         index, text = item
         try:

@@ -14,6 +14,7 @@ from typing import Any
 
 import transport
 from mesh import _byvalue, _create_many, _pipeline
+from mesh._create_req import _created, _send_create, ref_of
 from mesh._core import ids, settings as _settings, wire
 from mesh._core.address import check_resolves, normalize_address
 from mesh._errors import MeshError, ServerUnavailable
@@ -45,6 +46,8 @@ _child_lock = threading.Lock()
 _by_value: set[tuple[str, type]] = set()  # (server, class) pairs that need the class by value
 _resolved: set[str] = set()  # addresses whose host resolved once (not asked again per object)
 _proven: set[tuple[str, type]] = set()  # (server, class) pairs created once: later creations pipeline
+_proven_cls: set[type] = set()  # classes created once on some server (waiting for that reply)
+_trying: set[tuple[str, type]] = set()  # (discovered server, class): the first there went pipelined, no reply yet
 _tables: weakref.WeakKeyDictionary[type, dict] = weakref.WeakKeyDictionary()  # class -> its proxies' method table
 # AgentScope's to_dist options that have no meaning here: accepted, so migrated code runs
 _AGENTSCOPE_OPTIONS = {"max_pool_size", "max_timeout_seconds", "local_mode", "lazy_launch", "max_expire_time"}
@@ -199,9 +202,9 @@ def create(
     A detached object outlives this process; others are deleted when it exits
     (or stops renewing its lease). ``name`` registers it for :func:`mesh.get`.
 
-    The first creation of a class on a server waits for the server's answer; later ones are
-    pipelined (:mod:`mesh._pipeline`): the proxy comes back at once, and an error shows at its
-    first use. A named object, and ``wait_reply``, always wait. ``elsewhere()``: where a pipelined
+    The first creation of a class on a server waits for the server's answer (unless the server was
+    discovered and the class made fine on another one); later ones are pipelined (:mod:`mesh._pipeline`):
+    the proxy comes back at once, and an error shows at its first use. A named object, and ``wait_reply``, always wait. ``elsewhere()``: where a pipelined
     create goes when the server turns out to be unavailable (placement by discovery).
 
     Raises:
@@ -215,14 +218,23 @@ def create(
     if by_value is None:  # a script's class (__main__) is never importable there: by value from the start
         by_value = cls.__module__ == "__main__" or (address, cls) in _by_value
     methods = _methods(cls)
-    if not wait_reply and name is None and durable is None and (address, cls) in _proven:  # durable: needs the reply
-        proxy = _pipeline.make(address, object_id, cls.__name__, methods)
+    key = (address, cls)
+    if not wait_reply and name is None and durable is None:  # durable: needs the reply
         extra = (client, address, cls, args, kwargs, detached, attrs, elsewhere)
-        if _batched(client, address, cls, args, kwargs, object_id, detached, attrs, by_value, proxy, extra):
-            return proxy  # its batch's reply settles it (_built, or _track with its own reply)
-        fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value)
-        _track(proxy, extra, fut)
-        return proxy
+        if elsewhere is not None and cls in _proven_cls and key not in _proven and key not in _trying:
+            _trying.add(key)  # a discovered server (it answered a ping) new to a class made elsewhere: with a fallback
+            proxy = _pipeline.make(address, object_id, cls.__name__, methods)
+            fut = _send_create(client, address, cls, args, kwargs, object_id, None, detached, attrs, by_value,
+                               fallback=None if by_value else _byvalue.fallback(cls))
+            _track(proxy, extra, fut, first=True)
+            return proxy
+        if key in _proven or key in _trying:
+            proxy = _pipeline.make(address, object_id, cls.__name__, methods)
+            if _batched(client, address, cls, args, kwargs, object_id, detached, attrs, by_value, proxy, extra):
+                return proxy  # its batch's reply settles it (_built, or _track with its own reply)
+            fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value)
+            _track(proxy, extra, fut)
+            return proxy
     # the first creation of a class on a server carries the class by value too (unless the server is our
     # child, which imports what we import), used only if the server cannot import it: one round trip
     first = not by_value and (address, cls) not in _proven and (_child is None or address != _child.address)
@@ -244,6 +256,7 @@ def create(
         _by_value.add((address, cls))
     _created(client, address, info, detached)
     _proven.add((address, cls))
+    _proven_cls.add(cls)
     durable_info = _durable_info(info, durable, address, None if detached else client.session)
     proxy = RpcObject(address, object_id, cls.__name__, methods, _pipeline.shared(info.get("pool")),
                       _pipeline.shared(info.get("inst")), durable_info)
@@ -252,17 +265,23 @@ def create(
     return proxy
 
 
-def _track(proxy: RpcObject, extra: tuple, fut: Any) -> None:
+def _track(proxy: RpcObject, extra: tuple, fut: Any, first: bool = False) -> None:
     """Follow a pipelined creation's own reply future (a ``create``, or an object of a batch that was
-    not built): :func:`mesh._pipeline.track`."""
+    not built): :func:`mesh._pipeline.track`. ``first``: the class's first object on that server."""
     client, address, cls, args, kwargs, detached, attrs, elsewhere = extra
+
+    def done(info: dict) -> None:
+        _created(client, address, info, detached)
+        if first and info.get("byvalue"):  # it took the fallback: by value from now on (before it is proven)
+            _by_value.add((address, cls))
+        if first:
+            _proven.add((address, cls))
 
     def again() -> RpcObject:
         return create(address, cls, args, kwargs, detached=detached, attrs=attrs, object_id=proxy._mesh_id,
                       by_value=True, wait_reply=True)
 
-    _pipeline.track(proxy, fut, f"creating {cls.__name__} on {address}",
-                    lambda info: _created(client, address, info, detached), again, elsewhere)
+    _pipeline.track(proxy, fut, f"creating {cls.__name__} on {address}", done, again, elsewhere)
 
 
 def _built(client: Any, address: str, detached: bool, proxies: list, info: dict) -> None:
@@ -301,47 +320,6 @@ def _methods(cls: type) -> dict:
     return table
 
 
-def _send_create(
-    client: Any, address: str, cls: type, args: tuple, kwargs: dict, object_id: str, name: str | None,
-    detached: bool, attrs: dict | None, by_value: bool, durable: tuple[int, int] | None = None,
-    fallback: bytes | None = None,
-) -> Any:
-    # args as a list: a tuple is encoded as an extension value (a nested msgpack), a list is plain
-    payload: dict[str, Any] = {"args": list(args), "kwargs": kwargs}
-    if attrs:
-        payload["attrs"] = attrs  # kept across to_dist(), e.g. an agent's agent_id
-    header: dict[str, Any] = {"op": wire.CREATE, "obj": object_id, "cls": ref_of(cls)}
-    if name is not None:
-        header["name"] = str(name)
-    if detached:
-        header["detached"] = 1
-    else:
-        client.own(address)
-    if durable is not None:
-        header["ckpt"], header["restarts"] = durable
-    if not by_value:
-        if fallback is not None:  # for a server that cannot import it: no second round trip (needclass)
-            payload["fallback"] = fallback
-            payload["py"] = wire.PY_VERSION
-        return client.request(address, header, payload, timeout=client.settings.call_timeout)
-    payload["blob"] = _byvalue.blob(cls)
-    payload["py"] = wire.PY_VERSION
-    with _byvalue.class_by_value(cls):  # the arguments may hold instances of the module's classes
-        return client.request(address, header, payload, timeout=client.settings.call_timeout)
-
-
-def ref_of(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _created(client: Any, address: str, info: dict, detached: bool) -> None:
-    limit = info.get("max_message_size")
-    if isinstance(limit, int):
-        client.peers.set_limit(address, limit)
-    if not detached and isinstance(info.get("lease_ttl"), (int, float)):
-        client.own(address, float(info["lease_ttl"]))
-
-
 def _durable_info(info: Any, durable: tuple[int, int] | None, address: str, sess: str | None) -> dict | None:
     if durable is None:
         return None
@@ -350,7 +328,6 @@ def _durable_info(info: Any, durable: tuple[int, int] | None, address: str, sess
         raise MeshError(f"{address} does not support durable objects (checkpoint, max_restarts): upgrade it")
     return {"store": fields.get("store"), "gen": int(fields.get("gen", 0)),
             "max_restarts": int(fields.get("max_restarts", 0)), "ckpt": int(fields.get("ckpt", 0)), "sess": sess}
-
 
 
 def child_server(*, spare: bool = False, state_store: str | None = None) -> Any:
@@ -377,6 +354,8 @@ def child_server(*, spare: bool = False, state_store: str | None = None) -> Any:
 def stop_child() -> None:
     global _child, _child_used
     _proven.clear()  # the next session proves each (server, class) again: a server may have restarted
+    _proven_cls.clear()
+    _trying.clear()
     _create_many.abandon()
     with _child_lock:
         server, _child = _child, None

@@ -8,7 +8,8 @@ the least loaded servers.
 The first placement of a process waits until answers stop arriving: the local
 registry and static peers are read at once; mDNS answers come within
 milliseconds of the browser's one-shot query, pings within milliseconds more.
-It ends once nothing new came for ``_QUIET`` seconds, or when nothing at all
+It ends once every announced server answered and no new server was announced for
+``_QUIET`` seconds (ping answers do not restart that clock), or when nothing at all
 was announced within ``_FIRST`` seconds (then the caller uses its child
 server), and at the latest after ``discovery_wait``. A background thread then
 keeps the table fresh (a ping to each server every ``_REFRESH`` seconds), so
@@ -30,14 +31,15 @@ import hashlib
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from mesh._core import settings, wire
 from mesh._core.settings import DISCOVERY_MAX_PINGS as MAX_PINGS, DISCOVERY_MAX_SERVERS as MAX_SERVERS
 from mesh._errors import AuthenticationError, CallTimeout, MeshError, ServerUnavailable
 from mesh.client._client import get_client
-from mesh.client._replies import decode_plain, translate
+from mesh.client._replies import translate
+from mesh.client._server_info import ServerInfo, server_info as _server_info
+from mesh.client._spread import Runs
 
 __all__ = ["MAX_PINGS", "MAX_SERVERS", "ServerInfo", "choose", "close_browser", "mark_dead", "servers", "settled",
            "survey"]
@@ -47,51 +49,11 @@ _PING_TIMEOUT = 1.0
 _DEAD_FOR = 5.0  # seconds a server that failed a ping is skipped (doubled per failure in a row)
 _DEAD_MAX = 60.0
 _FIRST = 0.06  # s: nothing announced this long after the mDNS query went out: no server (use the child)
-_QUIET = 0.04  # s: the first placement waits until no record or answer came for this long
+_QUIET = 0.04  # s: the first placement waits until all answered and no new record came for this long
 _QUIET_LIST = 0.15  # s: a listing's quiet time (mDNS responders may delay an answer 120 ms, RFC 6762 s. 6)
+_REREAD = 0.05  # s: while settling, the browser's records are read again at least this often
 _REFRESH = 1.0  # s: a server's ping is renewed this often in the background
 _IDLE = 60.0  # s: the background refresh stops after this long without a placement or listing
-
-
-@dataclass(frozen=True)
-class ServerInfo:
-    """A live server, as :func:`mesh.servers` reports it."""
-
-    name: str
-    address: str
-    capacity: int
-    load: int
-    agents: int = 0
-    auth: bool = False
-    sources: tuple[str, ...] = ()
-    reports: int = 0  # objects there with their own report (an AutoGen host's directory): ``list`` shows them
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _server_info(reply: tuple, rec: Any) -> ServerInfo:
-    info = decode_plain(reply, rec.address)
-    if not isinstance(info, dict):
-        raise MeshError(f"{rec.address}: malformed ping reply: {type(info).__name__}, not a map")
-
-    def number(key: str, default: int) -> int:
-        value = info.get(key, default)
-        if type(value) is not int or not 0 <= value < 2**31:
-            raise MeshError(f"{rec.address}: malformed ping reply: {key}={value!r}")
-        return value
-
-    name = info.get("name") or rec.name
-    if not isinstance(name, str) or len(name) > 256:
-        raise MeshError(f"{rec.address}: malformed ping reply: name={name!r:.80}")
-    return ServerInfo(
-        name=name,
-        address=rec.address,
-        capacity=number("capacity", rec.capacity or 0),
-        load=number("load", 0),
-        agents=number("agents", 0),
-        auth=bool(rec.auth), sources=tuple(sorted(rec.sources)), reports=number("reports", 0),
-    )
 
 
 class _State:
@@ -107,11 +69,14 @@ class _State:
         self.dead: dict[str, float] = {}
         self.fails: dict[str, int] = {}
         self.last_event = 0.0
+        self.news = False  # the browser told of a change since _settle last read its records
         self.settled = False
         self.used = 0.0
         self.refresher: threading.Thread | None = None
         self.closed = False
         self.salt = os.urandom(8)
+        self.salted: dict[str, bytes] = {}  # address -> its salted hash (the candidates' order)
+        self.runs = Runs(self.placed)  # the current run of placements on one server (mesh.client._spread)
 
 
 _lock = threading.Lock()
@@ -120,8 +85,9 @@ _browser: Any = None
 _state = _State()
 
 
-def _notify() -> None:
+def _notify() -> None:  # the browser's records changed
     with _cond:
+        _state.news = True
         _cond.notify_all()
 
 
@@ -163,7 +129,12 @@ def _candidates(records: list[Any], st: _State, now: float) -> tuple[list[Any], 
     def key(rec: Any) -> tuple:
         a = rec.address
         rank = min(({"local": 0, "static": 0, "mdns": 1, "redis": 1}.get(s, 2) for s in rec.sources), default=2)
-        return (st.dead.get(a, 0) > now, a not in st.live, rank, hashlib.blake2b(a.encode(), key=st.salt).digest())
+        salted = st.salted.get(a)
+        if salted is None:
+            if len(st.salted) >= 4 * MAX_SERVERS:
+                st.salted.clear()
+            salted = st.salted[a] = hashlib.blake2b(a.encode(), key=st.salt).digest()
+        return (st.dead.get(a, 0) > now, a not in st.live, rank, salted)
 
     ordered = sorted(records, key=key)
     return ordered[:MAX_SERVERS], ordered[MAX_SERVERS:]
@@ -231,6 +202,7 @@ def _record(st: _State, rec: Any, info: ServerInfo | None, error: BaseException 
             _cond.notify_all()
             return
         st.live.pop(a, None)
+        st.runs.drop(a)
         st.result[a] = (now, _why(exc))
         fails = st.fails[a] = min(st.fails.get(a, 0) + 1, 16)
         st.dead[a] = now + min(_DEAD_FOR * 2 ** (fails - 1), _DEAD_MAX)
@@ -247,6 +219,7 @@ def mark_dead(address: str) -> None:
     with _cond:
         _state.dead[address] = time.monotonic() + _DEAD_FOR
         _state.live.pop(address, None)
+        _state.runs.drop(address)
 
 
 # ------------------------------------------------------------------ listing
@@ -257,7 +230,7 @@ def servers(timeout: float = 1.0) -> list[ServerInfo]:
     their secret differs from ours) are left out; :func:`survey` tells them.
 
     Returns as soon as the answers are in: once every announced server answered its ping and
-    nothing new came for a short quiet time (0.15 s), or about 60 ms after the mDNS query when
+    no new server was announced for a short quiet time (0.15 s), or about 60 ms after the mDNS query when
     nothing at all is announced; ``timeout`` bounds the wait for announcements.
 
     Args:
@@ -321,15 +294,19 @@ def _settle(browser: Any, st: _State, window: float, *, quiet: float = _QUIET, s
     """
     start = time.monotonic()
     deadline = start + max(0.0, window)
-    st.last_event = start
+    st.last_event = last_new = start
     known: set[str] = set()
+    records: list[Any] = []
+    read_at = -1.0
     while not st.closed:
-        records = browser.servers()
         now = time.monotonic()
-        new = {r.address for r in records} - known
-        if new:
-            known |= new
-            st.last_event = now
+        if st.news or now - read_at >= _REREAD:  # (a ping's answer alone changes no record: not re-read)
+            st.news = False
+            records, read_at = browser.servers(), now
+            new = {r.address for r in records} - known
+            if new:
+                known |= new
+                st.last_event = last_new = now
         _send_pings(records, st, now, since=since)
         if now >= deadline:
             return
@@ -340,12 +317,18 @@ def _settle(browser: Any, st: _State, window: float, *, quiet: float = _QUIET, s
                 return  # nothing announced anywhere: the caller's child server
             wake = first if asked is not None else now + 0.005
         else:
-            still = now - st.last_event >= quiet
-            unanswered = [a for a in known if st.result.get(a, (-1.0, None))[0] < start]
-            if still and (not unanswered or (st.live and now - st.last_event >= 3 * quiet)):
-                return  # every candidate answered (or a slow one is left to the background refresh)
-            wake = st.last_event + (quiet if not unanswered or not st.live else 3 * quiet)
-        _cond.wait(max(0.001, min(wake, deadline, now + 0.05) - now))
+            unanswered = any(st.result.get(a, (-1.0, None))[0] < start for a in known)
+            if not unanswered:
+                if now - last_new >= quiet:
+                    return  # every candidate answered, and nothing new was announced for `quiet`
+                wake = last_new + quiet
+            elif st.live:
+                if now - st.last_event >= 3 * quiet:
+                    return  # a slow one is left to the background refresh
+                wake = st.last_event + 3 * quiet
+            else:
+                wake = now + _REREAD
+        _cond.wait(max(0.001, min(wake, deadline, now + _REREAD) - now))
 
 
 def _refresh(browser: Any, st: _State) -> None:
@@ -372,8 +355,16 @@ def choose() -> str | None:
 
     The first call waits for discovery to settle (at most ``discovery_wait`` seconds; about
     ``_FIRST`` seconds when nothing is announced); later calls use the table that a background
-    thread keeps fresh.
+    thread keeps fresh. Consecutive calls go to one server in short runs (:mod:`mesh.client._spread`):
+    within a run a call is a counter and a dict update, not a look over every server.
     """
+    st = _state
+    now = time.monotonic()
+    if st.refresher is not None and now - st.used <= _IDLE:  # (settled: a run is only opened after that)
+        address = st.runs.take()  # within a run: a counter, under the run's own lock only
+        if address is not None:
+            st.used = now
+            return address
     browser = _get_browser()
     with _cond:
         st = _state
@@ -389,12 +380,6 @@ def choose() -> str | None:
         now = time.monotonic()
         live = [s for s in st.live.values() if st.dead.get(s.address, 0) <= now]
         if not live:
+            st.runs.drop()
             return None
-
-        def score(s: ServerInfo) -> tuple[float, str]:
-            fresh = st.placed.get(s.address, 0) - st.base.get(s.address, 0)
-            return ((s.agents + fresh) / max(s.capacity, 1), s.address)
-
-        best = min(live, key=score)
-        st.placed[best.address] = st.placed.get(best.address, 0) + 1
-        return best.address
+        return st.runs.start(live, st.base)
