@@ -4,6 +4,7 @@ checked requests follows the object and the method's history."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -133,3 +134,38 @@ def test_a_long_inline_call_is_still_handed_off(server, runs: list) -> None:
         t.join(10)
     assert out == [1.0]
     assert not servicer.calls.inline.allows(Kit, "nap")  # a slow run: back to workers
+
+
+class Hosted(metaclass=RpcMeta):
+    async def later(self, seconds: float) -> float:
+        await asyncio.sleep(seconds)  # an asyncio timer, set by a step of the hosted loop
+        return seconds
+
+    async def owns_io(self) -> bool:
+        from mesh._core import runtime
+
+        rt = runtime.current(create=False)
+        return rt is not None and rt.node.io_ident == threading.get_ident()
+
+    def echo(self, x):
+        return x
+
+
+def test_the_hosted_loop_keeps_its_timers_and_coroutines_while_turns_serve_sync_calls(spawn_server) -> None:
+    srv = spawn_server(port=0, capacity=4)
+    obj = Hosted(to_dist={"host": "127.0.0.1", "port": srv.port})
+    assert obj.owns_io().result(timeout=20) is True  # the loop is hosted, and started
+    for i in range(300):  # lone sync calls: turns without an asyncio iteration in between
+        assert obj.echo(i) == i
+    t0 = time.monotonic()
+    fut = obj.later(0.2)
+    n = 0
+    while not fut.done() and time.monotonic() - t0 < 10:  # sync calls all along its sleep
+        assert obj.echo(n) == n
+        n += 1
+    assert fut.result(timeout=10) == 0.2
+    assert time.monotonic() - t0 < 0.9  # its timer fired on time: not held by the turns
+    assert obj.owns_io().result(timeout=5) is True
+    t0 = time.monotonic()
+    assert obj.later(0.05).result(timeout=10) == 0.05  # idle: the turns wait for the timer, no longer
+    assert time.monotonic() - t0 < 0.9

@@ -30,6 +30,7 @@ import asyncio
 import math
 import selectors
 import threading
+import time
 from typing import Any, Callable
 
 import zmq
@@ -42,6 +43,7 @@ __all__ = ["Host", "IoSelector", "host"]
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _poll = zmq.zmq_poll
 _set_running = asyncio.events._set_running_loop
+_monotonic = time.monotonic
 
 
 def host(io: Loop, setup: Callable[[Any], None] | None = None) -> Host | None:
@@ -96,13 +98,32 @@ class Host:
         ms = None if timeout is None else (0 if timeout <= 0 else math.ceil(timeout * 1000))
         io, me = self.io, self.ident
         if io.ident == me:
+            loop = self.loop
+            ready = loop._ready  # the asyncio loop's callbacks to run (a deque; asyncio's own)
             _set_running(None)  # handlers run as on any I/O thread
             try:
+                # Turns until the asyncio loop has something to do: its descriptors are ready, a
+                # turn gave it a callback (a coroutine call started), its next timer is due; or
+                # the thread no longer owns the I/O loop, or it stops. A turn that serves a sync
+                # call then costs no asyncio iteration (_run_once and this select around it).
+                scheduled = loop._scheduled  # its timers (a heap): one added by a turn ends the turns too
+                timers = len(scheduled)
                 events = io.turn(me, items, ms)
+                if not events and not ready and ms != 0 and not loop._stopping and len(scheduled) == timers:
+                    end = None if ms is None else _monotonic() + timeout  # (the loop's clock is monotonic)
+                    while io.ident == me and not io._stopped:
+                        if end is not None:
+                            left = end - _monotonic()
+                            if left <= 0:
+                                break
+                            ms = math.ceil(left * 1000)
+                        events = io.turn(me, items, ms)
+                        if events or ready or loop._stopping or len(scheduled) != timers:
+                            break
             finally:
-                _set_running(self.loop)
+                _set_running(loop)
             if io._stopped and io.ident == me:  # the I/O loop stops: so does the loop it hosts
-                self.loop.stop()
+                loop.stop()
             return events
         with self.lock:
             self.waiting = True
