@@ -3,9 +3,10 @@
 A server runs its coroutine methods on an asyncio loop. On a thread of its own, every coroutine
 call crosses threads twice (I/O thread -> loop -> I/O thread, a wake-up each: ~100 µs apiece on
 two busy cores), several times what a no-op call costs otherwise. Hosted, the I/O thread runs
-the asyncio loop itself: the loop's selector (:class:`IoSelector`) is a turn of the I/O loop
-(:meth:`transport._loop.Loop.turn`), which polls the asyncio loop's descriptors together with
-the sockets, and runs the handlers, the commands and the timers. A request read in a turn
+the asyncio loop itself: the loop's selector (:class:`IoSelector`) runs turns of the I/O loop
+(:meth:`transport._loop.Loop.turn`), which poll the asyncio loop's descriptors together with
+the sockets, and run the handlers, the commands and the timers, until the asyncio loop has
+something to do (a turn that serves a sync call costs no asyncio iteration). A request read in a turn
 starts its coroutine in the same loop iteration, and the reply is sent by the thread that read
 the request.
 
