@@ -3,9 +3,10 @@
 A server runs its coroutine methods on an asyncio loop. On a thread of its own, every coroutine
 call crosses threads twice (I/O thread -> loop -> I/O thread, a wake-up each: ~100 µs apiece on
 two busy cores), several times what a no-op call costs otherwise. Hosted, the I/O thread runs
-the asyncio loop itself: the loop's selector (:class:`IoSelector`) is a turn of the I/O loop
-(:meth:`transport._loop.Loop.turn`), which polls the asyncio loop's descriptors together with
-the sockets, and runs the handlers, the commands and the timers. A request read in a turn
+the asyncio loop itself: the loop's selector (:class:`IoSelector`) runs turns of the I/O loop
+(:meth:`transport._loop.Loop.turn`), which poll the asyncio loop's descriptors together with
+the sockets, and run the handlers, the commands and the timers, until the asyncio loop has
+something to do (a turn that serves a sync call costs no asyncio iteration). A request read in a turn
 starts its coroutine in the same loop iteration, and the reply is sent by the thread that read
 the request.
 
@@ -30,6 +31,7 @@ import asyncio
 import math
 import selectors
 import threading
+import time
 from typing import Any, Callable
 
 import zmq
@@ -42,6 +44,7 @@ __all__ = ["Host", "IoSelector", "host"]
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _poll = zmq.zmq_poll
 _set_running = asyncio.events._set_running_loop
+_monotonic = time.monotonic
 
 
 def host(io: Loop, setup: Callable[[Any], None] | None = None) -> Host | None:
@@ -96,13 +99,32 @@ class Host:
         ms = None if timeout is None else (0 if timeout <= 0 else math.ceil(timeout * 1000))
         io, me = self.io, self.ident
         if io.ident == me:
+            loop = self.loop
+            ready = loop._ready  # the asyncio loop's callbacks to run (a deque; asyncio's own)
             _set_running(None)  # handlers run as on any I/O thread
             try:
+                # Turns until the asyncio loop has something to do: its descriptors are ready, a
+                # turn gave it a callback (a coroutine call started), its next timer is due; or
+                # the thread no longer owns the I/O loop, or it stops. A turn that serves a sync
+                # call then costs no asyncio iteration (_run_once and this select around it).
+                scheduled = loop._scheduled  # its timers (a heap): one added by a turn ends the turns too
+                timers = len(scheduled)
                 events = io.turn(me, items, ms)
+                if not events and not ready and ms != 0 and not loop._stopping and len(scheduled) == timers:
+                    end = None if ms is None else _monotonic() + timeout  # (the loop's clock is monotonic)
+                    while io.ident == me and not io._stopped:
+                        if end is not None:
+                            left = end - _monotonic()
+                            if left <= 0:
+                                break
+                            ms = math.ceil(left * 1000)
+                        events = io.turn(me, items, ms)
+                        if events or ready or loop._stopping or len(scheduled) != timers:
+                            break
             finally:
-                _set_running(self.loop)
+                _set_running(loop)
             if io._stopped and io.ident == me:  # the I/O loop stops: so does the loop it hosts
-                self.loop.stop()
+                loop.stop()
             return events
         with self.lock:
             self.waiting = True

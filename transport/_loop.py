@@ -29,6 +29,8 @@ __all__ = ["Call", "Command", "Loop"]
 
 Handler = Callable[[int], None]  # called with the poll mask of its socket
 _poll = zmq.zmq_poll
+_monotonic = time.monotonic
+_INF = float("inf")
 
 
 class Command:
@@ -84,7 +86,10 @@ class Loop:
         self._due: list[tuple[float, int, Callable[[Any], None], Any]] = []  # heap of call_at entries
         self._seq = itertools.count()
         self.timers: list[list] = []  # [next_due, interval, fn]: added by add_timer
-        self._timers_next = float("inf")  # the earliest next_due of the timers
+        self._timers_next = _INF  # the earliest next_due of the timers
+        # the earliest of _timers_next and the first call_at entry: never later than either (it is
+        # lowered when one is added, recomputed after what is due ran), so a turn reads it alone
+        self._next_at = _INF
         self.flushers: list[Callable[[], None]] = []  # run at the end of each turn (send what was staged)
         self.ident = 0
         self._stopped = False  # a stop was read: the thread running the loop leaves it
@@ -158,6 +163,8 @@ class Loop:
     def call_at(self, when: float, fn: Callable[[Any], None], arg: Any = None) -> None:
         """Run ``fn(arg)`` once, at monotonic time ``when`` (it checks whether it is still wanted)."""
         heapq.heappush(self._due, (when, next(self._seq), fn, arg))
+        if when < self._next_at:
+            self._next_at = when
 
     def abort_queued(self, exc: Exception) -> None:
         """Fail every command still queued (during teardown)."""
@@ -208,8 +215,20 @@ class Loop:
         the queued commands, what is due. ``timeout`` (ms) shortens the poll. Returns the events of
         ``extra``; afterwards the thread leaves the loop if :attr:`ident` is no longer ``me`` (handed
         off) or the loop stopped."""
-        self._flush()  # before the thread may sleep: what this turn staged goes out now
-        wait = self._next_timeout()
+        try:  # before the thread may sleep: what this turn staged goes out now (Loop._flush, inlined)
+            for fn in self.flushers:
+                fn()
+        except Exception:
+            self._flush()  # one failed: log it, run each (a flusher sends what is staged: again is harmless)
+        nxt = self._next_at
+        if nxt == _INF:
+            wait = 1000
+        else:
+            wait = int((nxt - _monotonic()) * 1000) + 1
+            if wait < 0:
+                wait = 0
+            elif wait > 1000:
+                wait = 1000
         if timeout is not None and timeout < wait:
             wait = timeout
         try:
@@ -244,15 +263,25 @@ class Loop:
         self._woken = False
         if not self._queue.empty() and self._drain():
             return out
-        if self._due or self.timers:
-            now = time.monotonic()
-            if self._due and self._due[0][0] <= now:
-                self._run_due(now)
-                if self.ident != me:  # handed off by a due callback
-                    return out
-            if self.timers and self._timers_next <= now:
-                self._run_timers(now)
+        if self._next_at != _INF:
+            now = _monotonic()
+            if self._next_at <= now:
+                self._run_scheduled(me, now)
         return out
+
+    def _run_scheduled(self, me: int, now: float) -> None:
+        """Run what is due at ``now`` (call_at entries, then timers) and note the next time."""
+        due = self._due
+        if due and due[0][0] <= now:
+            self._run_due(now)
+            if self.ident != me:  # handed off by a due callback: the successor's _next_at is early, never late
+                return
+        if self.timers and self._timers_next <= now:
+            self._run_timers(now)
+        nxt = self._timers_next if self.timers else _INF
+        if due and due[0][0] < nxt:
+            nxt = due[0][0]
+        self._next_at = nxt
 
     def _drain(self) -> bool:
         """Run the queued commands; True when this thread must leave the loop (stopped, or a
@@ -285,22 +314,13 @@ class Loop:
             except Exception:
                 log.exception("I/O flush failed")
 
-    def _next_timeout(self) -> int:
-        nxt = self._timers_next if self.timers else None
-        if self._due:
-            at = self._due[0][0]
-            if nxt is None or at < nxt:
-                nxt = at
-        if nxt is None:
-            return 1000
-        delay = nxt - time.monotonic()
-        return max(0, min(1000, int(delay * 1000) + 1))
-
     def add_timer(self, entry: list) -> None:
         """Add ``[next_due, interval, fn]`` to :attr:`timers` (the I/O thread)."""
         self.timers.append(entry)
         if entry[0] < self._timers_next:
             self._timers_next = entry[0]
+        if entry[0] < self._next_at:
+            self._next_at = entry[0]
 
     def _run_due(self, now: float) -> None:
         due = self._due
@@ -322,4 +342,4 @@ class Loop:
                     timer[2]()
                 except Exception:
                     log.exception("timer callback failed")
-        self._timers_next = min((t[0] for t in self.timers), default=float("inf"))
+        self._timers_next = min((t[0] for t in self.timers), default=_INF)

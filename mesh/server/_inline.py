@@ -96,8 +96,12 @@ class InlinePolicy:
 
     def waited(self, cls: type, method: str) -> None:
         """``cls.method`` waited on another mesh task: it never runs inline."""
-        with self._lock:
-            self._hist[(cls, method)] = [0, 0.0, True]
+        with self._lock:  # in place: a caller may hold the entry (mesh.server._inline_fast.FastLane.known)
+            h = self._hist.get((cls, method))
+            if h is None:
+                self._hist[(cls, method)] = [0, 0.0, True]
+            else:
+                h[0], h[1], h[2] = 0, 0.0, True
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Plain data for diagnostics: ``{"Cls.method": {"runs", "avg_us", "inline"}}``."""
@@ -121,9 +125,13 @@ class Watchdog:
         self.seq += 1
         self.current = (self.seq, ident)
         if self._thread is None:
-            self.last = time.monotonic()
-            self._thread = threading.Thread(target=self._watch, name="mesh-inline-watchdog", daemon=True)
-            self._thread.start()
+            self.start()
+
+    def start(self) -> None:
+        """Start the watchdog's thread (after the call's ``seq`` and ``current`` are set)."""
+        self.last = time.monotonic()
+        self._thread = threading.Thread(target=self._watch, name="mesh-inline-watchdog", daemon=True)
+        self._thread.start()
 
     def end(self, ident: int | None = None) -> None:
         """The inline call on thread ``ident`` ended (None: whichever runs). A call whose thread

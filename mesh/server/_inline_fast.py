@@ -46,6 +46,7 @@ _unpackb = msgpack.unpackb
 _pack_plain = transport.pack_plain
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # the codec pickles ints outside
 _OK = {"op": wire.OK}  # the header of a plain ok entry made here (never changed: read only)
+_KNOWN_MAX = 1024  # FastLane.known entries kept (cleared past it)
 _OK_ENTRY = (_OK, b"\xc0", [])  # stands for a plain ok packed by FastLane._run itself (read only)
 
 
@@ -90,7 +91,7 @@ class _Hooks:
 class FastLane:
     """The request handler of a server's ROUTER: plain sync calls here, the rest to ``servicer.handle``."""
 
-    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks", "kept")
+    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks", "kept", "known")
 
     def __init__(self, servicer: Any) -> None:
         from mesh.server._async_fast import KeptLane  # (it builds on this module's _Hooks)
@@ -102,6 +103,11 @@ class FastLane:
         self.seen = servicer.sessions.seen  # Sessions.touch, inlined
         self.hooks = _Hooks(self.calls)
         self.kept = KeptLane(servicer).handle  # plain kept calls (.remote(), @async_func)
+        # (obj, m, sess) of a request that passed the header checks -> (fields besides "chain",
+        # its actor, the method's inline history entry): a later call of the same checks only its
+        # chain and id, and that the object's actor is still that one (an actor's object is set
+        # once, before it serves: mesh.server._objects; a durable one goes to the slow path)
+        self.known: dict[tuple, tuple] = {}
 
     def handle(self, router: Any, identity: bytes, header: dict, body: Any, buffers: list) -> bool | None:
         """Serve one request (I/O thread; never blocks on its own, never raises). True: a sync
@@ -112,15 +118,35 @@ class FastLane:
         if "keep" in header:
             return self.kept(router, identity, header, body)
         obj_id, method, rid, chain, sess = get("obj"), get("m"), get("id"), get("chain"), get("sess")
-        if (len(header) != 4 + (chain is not None) + (sess is not None) or type(rid) is not int
-                or type(obj_id) is not str or len(obj_id) > ID_MAX or type(method) is not str or len(method) > NAME_MAX
-                or (chain is not None and (type(chain) is not str or len(chain) > ID_MAX))
-                or (sess is not None and (type(sess) is not str or len(sess) > ID_MAX))):
-            return self.slow(router, identity, header, body, buffers)
-        actor = self.actors.get(obj_id)
         calls = self.calls
-        if (actor is None or actor.durable is not None or not self.servicer.accepting or calls.node is None
-                or not calls.inline.allows_entry(hist := calls.inline.history(type(actor.obj), method))
+        try:  # the object, method and session checked by an earlier call (the chain is new per call)
+            known = self.known.get((obj_id, method, sess))
+        except TypeError:  # an unhashable field (a list, a map): the checks below send it to slow
+            known = None
+        if known is not None:
+            fields, actor, hist = known
+            if (len(header) != fields + (chain is not None) or type(rid) is not int
+                    or (chain is not None and (type(chain) is not str or len(chain) > ID_MAX))
+                    or self.actors.get(obj_id) is not actor):
+                known = None  # the full checks decide
+        if known is None:
+            if (len(header) != 4 + (chain is not None) + (sess is not None) or type(rid) is not int
+                    or type(obj_id) is not str or len(obj_id) > ID_MAX or type(method) is not str
+                    or len(method) > NAME_MAX or (chain is not None and (type(chain) is not str or len(chain) > ID_MAX))
+                    or (sess is not None and (type(sess) is not str or len(sess) > ID_MAX))):
+                return self.slow(router, identity, header, body, buffers)
+            actor = self.actors.get(obj_id)
+            if actor is None:
+                return self.slow(router, identity, header, body, buffers)
+            cls = type(actor.obj)
+            hist = calls.inline.history(cls, method)
+            if hist is not None:  # (its entry is never replaced: InlinePolicy.waited changes it in place)
+                known = self.known
+                if len(known) >= _KNOWN_MAX:
+                    known.clear()
+                known[(obj_id, method, sess)] = (4 + (sess is not None), actor, hist)
+        if (actor.durable is not None or not self.servicer.accepting or calls.node is None
+                or not calls.inline.allows_entry(hist)
                 or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
             return self.slow(router, identity, header, body, buffers)
         with actor.lock:  # admission as Actor.admit, for an idle actor only (nothing queued before it)
@@ -164,14 +190,19 @@ class FastLane:
                     return True  # its task answers, and starts the actor's next call
                 entry = shut_down()
             else:
-                watchdog = calls.watchdog
-                watchdog.begin(hooks.ident)  # it covers the method only: this thread sends the reply after it
+                watchdog = calls.watchdog  # it covers the method only: this thread sends the reply after it
+                watchdog.seq = seq = watchdog.seq + 1  # Watchdog.begin, inlined (the same order)
+                watchdog.current = mine = (seq, hooks.ident)
+                if watchdog._thread is None:
+                    watchdog.start()
                 try:
                     t = _monotonic()  # after begin(), which may start the watchdog's thread: not the method's time
                     value = fn(*args, **kwargs)
                     elapsed = _monotonic() - t
                 finally:
-                    watchdog.end(hooks.ident)
+                    with watchdog.lock:  # Watchdog.end(ident), inlined: never handed off once it ended
+                        if watchdog.current is mine:
+                            watchdog.current = None
                 kind = type(value)
                 if kind is str or kind is float or kind is bool or value is None or (
                         kind is int and _INT_MIN <= value <= _INT_MAX):
