@@ -192,6 +192,14 @@ class Stream(_Streaming, _FutureMixin):
         d["_mesh_items"] = items
         return items
 
+    def done(self) -> bool:
+        """True once the generator ended (all items read here, or its call's reply came) or failed."""
+        return self.__dict__.get("_mesh_items") is not None or super().done()
+
+    def _mesh_state(self) -> str:
+        # its items can all be read before its call's own reply arrives: read, it is done
+        return "done" if self.__dict__.get("_mesh_items") is not None else super()._mesh_state()
+
     def __await__(self) -> Any:
         return self._mesh_collect().__await__()
 
