@@ -22,7 +22,7 @@ from transport._loop import Command
 from transport._framing import BATCH_BYTES, BATCH_HEADER, BATCH_ITEM_MAX, BATCH_MAX, BATCH_PROPERTY, SIGNATURE, pack_batch
 from transport._sockets import Link
 
-__all__ = ["Peer", "Pending", "probe", "take_batch"]
+__all__ = ["Peer", "Pending", "deliver_batch", "probe", "take_batch"]
 
 
 class Peer(Link):
@@ -126,3 +126,38 @@ def probe(peer: Peer) -> list:
     while sock.get(zmq.RCVMORE):
         frames.append(sock.recv(0, copy=len(frames) < 3))
     return frames
+
+
+def deliver_batch(dealers: Any, peer: Peer, items: list) -> None:
+    """The replies of one ``batch`` from ``peer`` (``split_batch``'s items): each completes its
+    request, as :meth:`Dealers._reply` does, and the batch's window slots are freed under one lock.
+
+    A plain reply (no ``more``) to a request pending on this peer is matched here without a call
+    per reply; anything else (an unknown or late id, a request of another peer, a part) takes
+    ``Dealers._reply``.
+    """
+    requests = dealers.requests
+    pending = peer.pending
+    endpoint = peer.endpoint
+    window = dealers.window
+    freed = 0
+    try:
+        for item in items:
+            if type(item) is not tuple:
+                dealers.warn("badreply", "dropping malformed reply from %s: %s", endpoint, item)
+                continue
+            header, body = item
+            rid = header.get("re")
+            req = requests.get(rid) if type(rid) is int else None
+            if req is None or req.endpoint != endpoint or "more" in header:
+                freed += dealers._reply(peer, header, body, [], endpoint)
+                continue
+            del requests[rid]
+            pending.discard(rid)
+            freed += 1
+            future = req.future
+            if not future.done():
+                future.set_result((header, body, []))
+    finally:
+        if freed and window.size:
+            window.free(endpoint, freed)
