@@ -22,7 +22,7 @@ from transport._loop import Command
 from transport._framing import BATCH_BYTES, BATCH_HEADER, BATCH_ITEM_MAX, BATCH_MAX, BATCH_PROPERTY, SIGNATURE, pack_batch
 from transport._sockets import Link
 
-__all__ = ["Peer", "Pending", "deliver_batch", "probe", "take_batch"]
+__all__ = ["Peer", "Pending", "PendingReply", "deliver_batch", "probe", "take_batch"]
 
 
 class Peer(Link):
@@ -78,6 +78,23 @@ class Pending(Command):
     def abort(self, exc: Exception) -> None:
         if not self.future.done():
             self.future.set_exception(exc)
+
+class PendingReply(ReplyFuture, Command):
+    """A request that is its own future: one object per call instead of a :class:`Pending` and a
+    :class:`ReplyFuture` (what :meth:`transport.Node.request_frames` takes; a subclass may add to
+    the future's completion). Its ``future`` is itself, so the I/O thread reads it as a
+    :class:`Pending`. Filled in by :meth:`~transport.Node.request_frames`."""
+
+    __slots__ = ("dealers", "rid", "endpoint", "frames", "deadline")
+
+    @property
+    def future(self) -> PendingReply:
+        return self
+
+    run = Pending.run
+    failed = Pending.failed
+    abort = Pending.abort
+
 
 def take_batch(outbox: list, i: int, requests: dict, limit: int) -> tuple[list, list | tuple, int]:
     """The message to send for ``outbox[i]`` (a request without buffer frames) and the queued ones

@@ -58,13 +58,13 @@ _templates: dict[tuple[str, str, str], bytes] = {}  # (session, object, method) 
 _PENDING: Any = None  # mesh.client._aio.PENDING, set by install()
 
 
-class LaneReply(transport.ReplyFuture):
-    """The transport future of a lane call: done, it leaves the object's calls in flight, and of a
+class LaneReply(transport.PendingReply):
+    """The transport future of a lane call, its own request record on the I/O thread: done, it leaves the object's calls in flight, and of a
     plain ``ok`` reply (no buffers, not ``big``) it keeps the body alone (the reply's header dict
     and frame list go; ``result()`` gives ``(OK_HEADER, body, ())``): what
     ``mesh.client._lean.compact`` does with a done-callback and a ``Replied``."""
 
-    __slots__ = ("_peers", "_obj", "_owner")
+    __slots__ = ("_peers", "_obj", "_owner")  # (and PendingReply's, filled in by Node.request_frames)
 
     def __init__(self, peers: Any, obj: str) -> None:
         transport.ReplyFuture.__init__(self)

@@ -174,8 +174,9 @@ class KeptLane:
         garbage in the middle of a 1 µs method now and then; one such run (its average then over
         the threshold) sent a pipelined actor off the lane, and its queue kept the rest of the
         burst on the general path (15% of a 10,000-call burst's calls, measured at load 10–26). A
-        method that is really slow runs inline at most twice more than before (and the watchdog
-        still hands the loop off past :data:`~mesh.server._inline.STALL`)."""
+        method that is really slow runs inline at most twice more than before; a run that stalled
+        (the watchdog handed the loop off, past :data:`~mesh.server._inline.STALL`) counts at once
+        (not through here)."""
         inline = self.calls.inline
         if elapsed > inline.threshold:
             runs = hist[0]
@@ -245,6 +246,8 @@ class KeptLane:
                     entry = ok(result_of(cls, method, value))
                 if hooks.waited:
                     calls.inline.waited(cls, method)
+                elif hooks.call is not None:  # it stalled: the watchdog handed the loop off (believed)
+                    calls.inline.add(hist, elapsed)
                 else:
                     self._timed(hist, elapsed)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
