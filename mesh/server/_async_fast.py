@@ -266,6 +266,10 @@ class KeptLane:
             calls.results.store_now(task, sess, (_OK, packed, []))
             router.reply_ok(identity, rid, packed)
             calls.stats.record(actor.cls_name, method, t0, _OK)
+            with actor.lock:  # (Actor.take_next, inlined for an empty mailbox: the actor is idle again)
+                if actor.running == 1 and not actor.queue:
+                    actor.running = 0
+                    return
             calls.next(actor)
             return
         if packed is not None:
