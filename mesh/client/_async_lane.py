@@ -112,11 +112,6 @@ def _prefix(session: str, object_id: str, method: str) -> bytes:
     return prefix
 
 
-def _str(s: str) -> bytes:
-    raw = s.encode()
-    return _STR_HEADS[len(raw)] + raw if len(raw) < 32 else transport.pack_str(s)
-
-
 def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
     """An async call's future (a ``cls``), sent through the I/O thread; :data:`SLOW` when the call
     needs the general path (see the module's docstring). The proxy is not durable (the caller checked)."""
@@ -138,9 +133,16 @@ def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
     node = client.node
     address = proxy._mesh_address
     rid = node.next_id()
-    task = ids.new_chain()
-    header = (_prefix(client.session, object_id, name) + _str(ids.new_chain()) + _TASK_KEY + _str(task)
-              + _ID_KEY + _pack_uint(rid))
+    # two fresh ids as ids.new_chain makes them (the module's prefix and counter: both renewed at a fork)
+    counter, head = ids._counter, ids._prefix
+    task = f"{head}.{next(counter)}"
+    chain, raw = f"{head}.{next(counter)}".encode(), task.encode()
+    if len(chain) < 32 and len(raw) < 32:  # (always, but for a counter past 10**18)
+        header = b"".join((_prefix(client.session, object_id, name), _STR_HEADS[len(chain)], chain, _TASK_KEY,
+                           _STR_HEADS[len(raw)], raw, _ID_KEY, _pack_uint(rid)))
+    else:
+        header = (_prefix(client.session, object_id, name) + transport.pack_str(chain.decode()) + _TASK_KEY
+                  + transport.pack_str(task) + _ID_KEY + _pack_uint(rid))
     peers = client.peers
     fut = LaneReply(peers, object_id)
     future = cls.__new__(cls)
