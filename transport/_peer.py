@@ -95,6 +95,12 @@ class PendingReply(ReplyFuture, Command):
     failed = Pending.failed
     abort = Pending.abort
 
+    def reply(self, header: dict, body: Any) -> None:
+        """The reply without buffer frames that ends this request (I/O thread; a subclass may
+        take it without the ``(header, body, [])`` tuple :meth:`set_result` gets)."""
+        if not self.done():
+            self.set_result((header, body, []))
+
 
 def take_batch(outbox: list, i: int, requests: dict, limit: int) -> tuple[list, list | tuple, int]:
     """The message to send for ``outbox[i]`` (a request without buffer frames) and the queued ones
@@ -172,9 +178,10 @@ def deliver_batch(dealers: Any, peer: Peer, items: list) -> None:
             del requests[rid]
             pending.discard(rid)
             freed += 1
-            future = req.future
-            if not future.done():
-                future.set_result((header, body, []))
+            if isinstance(req, PendingReply):
+                req.reply(header, body)
+            elif not req.future.done():
+                req.future.set_result((header, body, []))
     finally:
         if freed and window.size:
             window.free(endpoint, freed)

@@ -50,6 +50,7 @@ _pack_uint = transport.pack_uint
 _unpackb = msgpack.unpackb
 _OK = wire.OK
 _NO_BUFFERS: tuple = ()
+_ENDED: Any = object()  # a LaneReply's _peers once it completed
 _STR_HEADS = [bytes((0xA0 | n,)) for n in range(32)]  # msgpack fixstr headers
 _TASK_KEY = b"\xa4task"
 _ID_KEY = b"\xa2id"
@@ -83,6 +84,19 @@ class LaneReply(transport.PendingReply):
         if d is not None and d.get("_mesh_call") is self:  # atomic under the GIL (as _lean.compact)
             d["_mesh_call"] = Replied(body)  # the future keeps the body alone (this future goes)
 
+    def reply(self, header: dict, body: Any) -> None:
+        """:meth:`set_result` of a reply without buffer frames, from a batch (I/O thread):
+        ``transport._peer.deliver_batch`` calls it instead of making the ``(header, body, [])``."""
+        if self.done():
+            return
+        if type(body) is not bytes or header.get("op") != _OK or header.get("big"):
+            self.set_result((header, body, []))
+            return
+        self._complete(body, None)  # (set_result's plain ok, inlined)
+        d, self._owner = self._owner, None
+        if d is not None and d.get("_mesh_call") is self:
+            d["_mesh_call"] = Replied(body)
+
     def set_exception(self, exc: BaseException) -> None:
         self._owner = None
         self._complete(None, exc)
@@ -92,9 +106,10 @@ class LaneReply(transport.PendingReply):
         return (_OK_HEADER, value, _NO_BUFFERS) if type(value) is bytes else value
 
     def _complete(self, value: Any, exc: BaseException | None) -> None:
-        if self.done():
+        peers = self._peers
+        if peers is _ENDED:  # (set here only: done already, or being completed)
             return
-        peers, self._peers = self._peers, None
+        self._peers = _ENDED
         if peers is not None:  # (before the waiters wake: a sync call they make next goes direct)
             peers.lane_ended(self._obj)
         transport.ReplyFuture._complete(self, value, exc)
