@@ -20,6 +20,7 @@ from transport._errors import (
 from transport._framing import PROTOCOL_MAJOR, PROTOCOL_MINOR, SIGNATURE
 from transport._future import ReplyFuture
 from transport._node import Node, Router
+from transport._peer import PendingReply
 from transport._security import Keys, derive_keys, read_secret_file, secret_from_env
 from transport._templates import map_prefix, ok_header, pack_plain, pack_str, pack_uint
 
@@ -37,6 +38,7 @@ __all__ = [
     "PeerAuthFailed",
     "PeerLost",
     "PeerUnavailable",
+    "PendingReply",
     "ReplyFuture",
     "RequestTimeout",
     "Router",

@@ -46,7 +46,7 @@ from transport._sockets import (
     recv,
     send,
 )
-from transport._peer import Peer, Pending, probe, take_batch
+from transport._peer import Peer, Pending, PendingReply, deliver_batch, probe, take_batch
 from transport._window import Window
 
 __all__ = ["CTL_GRACE", "Dealers", "Peer", "Pending"]  # Peer: from transport._peer
@@ -75,6 +75,14 @@ class Dealers:
     def start(self, req: Pending) -> None:
         """Send a request (or queue it until the peer is up)."""
         endpoint = req.endpoint
+        peer = self.peers.get(endpoint)
+        if peer is not None and peer.batch and peer.up and isinstance(req, PendingReply):  # a lane call (no deadline):
+            frames, req.frames, rid = req.frames, None, req.rid  # the steps below and _send's batch branch, inlined
+            self.requests[rid] = req
+            peer.pending.add(rid)
+            peer.outbox.append((rid, frames))
+            self._flush_outbox(peer) if len(peer.outbox) >= BATCH_MAX else self.due.add(peer)
+            return
         if not req.future.set_running_or_notify_cancel():
             if self.window.size:
                 self.window.free(endpoint)
@@ -269,16 +277,7 @@ class Dealers:
             except FrameError as exc:
                 self.warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, exc)
                 continue
-            freed = 0  # the batch's window slots, freed under one lock once it is read
-            try:
-                for item in items:
-                    if type(item) is tuple:
-                        freed += self._reply(peer, item[0], item[1], [], peer.endpoint)
-                    else:
-                        self.warn("badreply", "dropping malformed reply from %s: %s", peer.endpoint, item)
-            finally:
-                if freed:
-                    self.window.free(peer.endpoint, freed)
+            deliver_batch(self, peer, items)
 
     def _reply(self, peer: Peer, header: dict, body: Any, buffers: list, defer: str | None = None) -> bool:
         """Complete the request a reply answers; True if its window slot is left to the caller (``defer``)."""

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import zmq
 
 from transport._dealers import CTL_GRACE, Dealers, Pending
+from transport._peer import PendingReply
 from transport._direct import SLICE, Direct
 from transport._errors import NodeClosed, PeerUnavailable
 from transport._framing import SIGNATURE, pack_header
@@ -198,13 +199,18 @@ class Node:
     def request_frames(self, endpoint: str, rid: int, frames: list, fut: Future) -> Future:
         """:meth:`request` with the frames made by the caller (``[SIGNATURE, header, body]``, the
         header holding ``id: rid``, from :meth:`next_id`) and its future (a :class:`ReplyFuture`, or
-        a subclass of it); no timeout, no parts. Returns ``fut``."""
+        a subclass of it; a :class:`PendingReply` is its own request record); no timeout, no
+        parts. Returns ``fut``."""
         if self._closed:
             fut.set_exception(NodeClosed("the mesh node is closed"))
             return fut
         if self.window:
             self._window.take(endpoint)  # freed on the I/O thread when the request ends
-        self._loop.submit(Pending(self._dealers, rid, endpoint, frames, fut, None))
+        if isinstance(fut, PendingReply):  # its own request record (one object fewer per call)
+            fut.dealers, fut.rid, fut.endpoint, fut.frames, fut.deadline = self._dealers, rid, endpoint, frames, None
+            self._loop.submit(fut)
+        else:
+            self._loop.submit(Pending(self._dealers, rid, endpoint, frames, fut, None))
         return fut
 
     def connect(self, endpoint: str, wait: float = 0.05) -> None:

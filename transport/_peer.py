@@ -22,7 +22,7 @@ from transport._loop import Command
 from transport._framing import BATCH_BYTES, BATCH_HEADER, BATCH_ITEM_MAX, BATCH_MAX, BATCH_PROPERTY, SIGNATURE, pack_batch
 from transport._sockets import Link
 
-__all__ = ["Peer", "Pending", "probe", "take_batch"]
+__all__ = ["Peer", "Pending", "PendingReply", "deliver_batch", "probe", "take_batch"]
 
 
 class Peer(Link):
@@ -79,6 +79,29 @@ class Pending(Command):
         if not self.future.done():
             self.future.set_exception(exc)
 
+class PendingReply(ReplyFuture, Command):
+    """A request that is its own future: one object per call instead of a :class:`Pending` and a
+    :class:`ReplyFuture` (what :meth:`transport.Node.request_frames` takes; a subclass may add to
+    the future's completion). Its ``future`` is itself, so the I/O thread reads it as a
+    :class:`Pending`. Filled in by :meth:`~transport.Node.request_frames`."""
+
+    __slots__ = ("dealers", "rid", "endpoint", "frames", "deadline")
+
+    @property
+    def future(self) -> PendingReply:
+        return self
+
+    run = Pending.run
+    failed = Pending.failed
+    abort = Pending.abort
+
+    def reply(self, header: dict, body: Any) -> None:
+        """The reply without buffer frames that ends this request (I/O thread; a subclass may
+        take it without the ``(header, body, [])`` tuple :meth:`set_result` gets)."""
+        if not self.done():
+            self.set_result((header, body, []))
+
+
 def take_batch(outbox: list, i: int, requests: dict, limit: int) -> tuple[list, list | tuple, int]:
     """The message to send for ``outbox[i]`` (a request without buffer frames) and the queued ones
     after it: ``(frames, request ids in it, index after the last one taken)``. Entries whose
@@ -126,3 +149,39 @@ def probe(peer: Peer) -> list:
     while sock.get(zmq.RCVMORE):
         frames.append(sock.recv(0, copy=len(frames) < 3))
     return frames
+
+
+def deliver_batch(dealers: Any, peer: Peer, items: list) -> None:
+    """The replies of one ``batch`` from ``peer`` (``split_batch``'s items): each completes its
+    request, as :meth:`Dealers._reply` does, and the batch's window slots are freed under one lock.
+
+    A plain reply (no ``more``) to a request pending on this peer is matched here without a call
+    per reply; anything else (an unknown or late id, a request of another peer, a part) takes
+    ``Dealers._reply``.
+    """
+    requests = dealers.requests
+    pending = peer.pending
+    endpoint = peer.endpoint
+    window = dealers.window
+    freed = 0
+    try:
+        for item in items:
+            if type(item) is not tuple:
+                dealers.warn("badreply", "dropping malformed reply from %s: %s", endpoint, item)
+                continue
+            header, body = item
+            rid = header.get("re")
+            req = requests.get(rid) if type(rid) is int else None
+            if req is None or req.endpoint != endpoint or "more" in header:
+                freed += dealers._reply(peer, header, body, [], endpoint)
+                continue
+            del requests[rid]
+            pending.discard(rid)
+            freed += 1
+            if isinstance(req, PendingReply):
+                req.reply(header, body)
+            elif not req.future.done():
+                req.future.set_result((header, body, []))
+    finally:
+        if freed and window.size:
+            window.free(endpoint, freed)

@@ -23,10 +23,8 @@ from typing import Any, Callable
 import zmq
 
 from transport._errors import FrameError, VersionMismatch
-from transport._framing import (
-    BATCH, BATCH_BYTES, BATCH_HEADER, BATCH_ITEM_MAX, BATCH_MAX, BATCH_PROPERTY, SIGNATURE, pack_batch,
-    pack_header, split_batch, split_frames,
-)
+from transport._framing import BATCH, BATCH_BYTES, BATCH_HEADER, BATCH_ITEM_MAX, BATCH_MAX, BATCH_PROPERTY, SIGNATURE
+from transport._framing import pack_batch, pack_header, split_batch, split_frames
 from transport._future import ReplyFuture
 from transport._log import log
 from transport._loop import Call, Command, Loop
@@ -40,8 +38,7 @@ __all__ = ["BACKLOG_MAX", "Handler", "Router", "Routers"]
 # Replies held (in Python) for one client whose libzmq queue is full; past it the client is not
 # reading and its replies are dropped (it lost them anyway when it went). Bounds a slow reader.
 BACKLOG_MAX = 10000
-BACKLOG_POLL_MIN = 5  # ms: retry held replies soon, backing off to the max while none go out
-BACKLOG_POLL_MAX = 200
+BACKLOG_POLL_MIN, BACKLOG_POLL_MAX = 5, 200  # ms: retry held replies soon, backing off to the max while none go out
 _BURST = 1024  # requests (messages, or messages of batches) served from one ROUTER before the loop looks elsewhere
 _BATCHERS_MAX = 65536  # clients remembered as reading batches (past it: forgotten, they get single replies)
 _poll = zmq.zmq_poll
@@ -118,18 +115,21 @@ class Router:
             servers.loop.submit(Call(servers.send, self, frames))
 
     def reply_ok(self, identity: bytes, rid: int, body: bytes) -> None:
-        """A plain ``ok`` reply to request ``rid`` (header ``{"op": "ok", "re": rid}`` from its
-        template, :func:`transport.ok_header`), without buffers: :meth:`reply` without the header
-        dict and its packing. Staged (batched at the end of the loop's turn) for a client that
-        reads batches, as :meth:`reply` does; thread-safe, never blocks."""
+        """A plain ``ok`` reply to request ``rid`` (header ``{"op": "ok", "re": rid}``, a template):
+        :meth:`reply` without a header dict. Staged for a client that reads batches, as :meth:`reply`
+        does; thread-safe, never blocks."""
         header = _ok_header(rid)
         servers = self._servers
+        small = len(header) + len(body) <= BATCH_ITEM_MAX
         if _get_ident() == servers.loop.ident and not servers.loop.stepping:
-            if identity in self.batchers and len(header) + len(body) <= BATCH_ITEM_MAX:
+            staged = self.staged.get(identity)  # staged this turn: no send to it since, so no backlog
+            if staged is not None and small and len(staged) < 2 * BATCH_MAX - 2:
+                staged += (header, body)  # (Routers.stage, inlined: the rest of a burst's replies)
+            elif small and identity in self.batchers:
                 servers.stage(self, identity, header, body)
             else:
                 servers.send(self, [identity, SIGNATURE, header, body])
-        elif identity in self.batchers and len(header) + len(body) <= BATCH_ITEM_MAX:
+        elif small and identity in self.batchers:
             servers.loop.submit(Call(servers.stage, self, identity, header, body))
         else:
             servers.loop.submit(Call(servers.send, self, [identity, SIGNATURE, header, body]))

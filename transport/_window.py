@@ -20,7 +20,8 @@ class Window:
         self._on_io_thread = on_io_thread
         self._closed = closed
         self.inflight: dict[str, int] = {}
-        self._cv = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # the condition's lock, taken directly where nothing waits (no Python-level __enter__)
+        self._cv = threading.Condition(self._mutex)
         self._waiters = 0
         self.wait_hook: Callable[[], Any] | None = None  # a context manager around the wait
 
@@ -32,7 +33,7 @@ class Window:
         completion needs it must never deadlock; a slow peer then gets one more per stall.
         """
         cv = self._cv
-        with cv:
+        with self._mutex:
             n = self.inflight.get(endpoint, 0)
             if n < self.size or self._on_io_thread():
                 self.inflight[endpoint] = n + 1
@@ -57,12 +58,11 @@ class Window:
 
     def free(self, endpoint: str, count: int = 1) -> None:
         """``count`` requests to ``endpoint`` ended (the replies of a batch free their slots at once)."""
-        cv = self._cv
-        with cv:
+        with self._mutex:
             n = self.inflight.get(endpoint, count) - count
             if n > 0:
                 self.inflight[endpoint] = n
             else:
                 self.inflight.pop(endpoint, None)
             if self._waiters:
-                cv.notify()
+                self._cv.notify()

@@ -50,6 +50,7 @@ _pack_uint = transport.pack_uint
 _unpackb = msgpack.unpackb
 _OK = wire.OK
 _NO_BUFFERS: tuple = ()
+_ENDED: Any = object()  # a LaneReply's _peers once it completed
 _STR_HEADS = [bytes((0xA0 | n,)) for n in range(32)]  # msgpack fixstr headers
 _TASK_KEY = b"\xa4task"
 _ID_KEY = b"\xa2id"
@@ -58,13 +59,13 @@ _templates: dict[tuple[str, str, str], bytes] = {}  # (session, object, method) 
 _PENDING: Any = None  # mesh.client._aio.PENDING, set by install()
 
 
-class LaneReply(transport.ReplyFuture):
-    """The transport future of a lane call: done, it leaves the object's calls in flight, and of a
+class LaneReply(transport.PendingReply):
+    """The transport future of a lane call, its own request record on the I/O thread: done, it leaves the object's calls in flight, and of a
     plain ``ok`` reply (no buffers, not ``big``) it keeps the body alone (the reply's header dict
     and frame list go; ``result()`` gives ``(OK_HEADER, body, ())``): what
     ``mesh.client._lean.compact`` does with a done-callback and a ``Replied``."""
 
-    __slots__ = ("_peers", "_obj", "_owner")
+    __slots__ = ("_peers", "_obj", "_owner")  # (and PendingReply's, filled in by Node.request_frames)
 
     def __init__(self, peers: Any, obj: str) -> None:
         transport.ReplyFuture.__init__(self)
@@ -83,6 +84,19 @@ class LaneReply(transport.ReplyFuture):
         if d is not None and d.get("_mesh_call") is self:  # atomic under the GIL (as _lean.compact)
             d["_mesh_call"] = Replied(body)  # the future keeps the body alone (this future goes)
 
+    def reply(self, header: dict, body: Any) -> None:
+        """:meth:`set_result` of a reply without buffer frames, from a batch (I/O thread):
+        ``transport._peer.deliver_batch`` calls it instead of making the ``(header, body, [])``."""
+        if self.done():
+            return
+        if type(body) is not bytes or header.get("op") != _OK or header.get("big"):
+            self.set_result((header, body, []))
+            return
+        self._complete(body, None)  # (set_result's plain ok, inlined)
+        d, self._owner = self._owner, None
+        if d is not None and d.get("_mesh_call") is self:
+            d["_mesh_call"] = Replied(body)
+
     def set_exception(self, exc: BaseException) -> None:
         self._owner = None
         self._complete(None, exc)
@@ -92,9 +106,10 @@ class LaneReply(transport.ReplyFuture):
         return (_OK_HEADER, value, _NO_BUFFERS) if type(value) is bytes else value
 
     def _complete(self, value: Any, exc: BaseException | None) -> None:
-        if self.done():
+        peers = self._peers
+        if peers is _ENDED:  # (set here only: done already, or being completed)
             return
-        peers, self._peers = self._peers, None
+        self._peers = _ENDED
         if peers is not None:  # (before the waiters wake: a sync call they make next goes direct)
             peers.lane_ended(self._obj)
         transport.ReplyFuture._complete(self, value, exc)
@@ -110,11 +125,6 @@ def _prefix(session: str, object_id: str, method: str) -> bytes:
         prefix = _templates[key] = transport.map_prefix(
             8, [("op", wire.CALL), ("obj", object_id), ("m", method), ("sess", session), ("keep", 1)]) + b"\xa5chain"
     return prefix
-
-
-def _str(s: str) -> bytes:
-    raw = s.encode()
-    return _STR_HEADS[len(raw)] + raw if len(raw) < 32 else transport.pack_str(s)
 
 
 def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
@@ -138,9 +148,16 @@ def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
     node = client.node
     address = proxy._mesh_address
     rid = node.next_id()
-    task = ids.new_chain()
-    header = (_prefix(client.session, object_id, name) + _str(ids.new_chain()) + _TASK_KEY + _str(task)
-              + _ID_KEY + _pack_uint(rid))
+    # two fresh ids as ids.new_chain makes them (the module's prefix and counter: both renewed at a fork)
+    counter, head = ids._counter, ids._prefix
+    task = f"{head}.{next(counter)}"
+    chain, raw = f"{head}.{next(counter)}".encode(), task.encode()
+    if len(chain) < 32 and len(raw) < 32:  # (always, but for a counter past 10**18)
+        header = b"".join((_prefix(client.session, object_id, name), _STR_HEADS[len(chain)], chain, _TASK_KEY,
+                           _STR_HEADS[len(raw)], raw, _ID_KEY, _pack_uint(rid)))
+    else:
+        header = (_prefix(client.session, object_id, name) + transport.pack_str(chain.decode()) + _TASK_KEY
+                  + transport.pack_str(task) + _ID_KEY + _pack_uint(rid))
     peers = client.peers
     fut = LaneReply(peers, object_id)
     future = cls.__new__(cls)
