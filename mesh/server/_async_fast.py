@@ -40,6 +40,7 @@ from mesh._core.methods import runs_on_loop
 from mesh.server._calls import PUSH_LIMIT, call_error, ok, result_of
 from mesh.server._cancel import RUNNING, TaskScope
 from mesh.server._checks import ID_MAX, NAME_MAX
+from mesh.server._coro_fast import CoroLane
 from mesh.server._inline_fast import _Hooks
 from mesh.server._mailbox import Call
 from mesh.server._results import shut_down
@@ -113,7 +114,7 @@ class _KeptHooks(_Hooks):
 class KeptLane:
     """Serves plain kept calls for :class:`~mesh.server._inline_fast.FastLane` (I/O thread)."""
 
-    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks", "running")
+    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks", "running", "coro")
 
     def __init__(self, servicer: Any) -> None:
         self.servicer = servicer
@@ -124,6 +125,7 @@ class KeptLane:
         self.hooks = _KeptHooks(self)
         self.running: Any = None  # the hooks of the kept call whose method runs on the I/O thread now
         self.calls.on_hand_off = self._on_hand_off
+        self.coro = CoroLane(servicer)  # plain kept calls of async def methods (mesh.server._coro_fast)
 
     def _on_hand_off(self, ident: int) -> None:
         """The watchdog hands the I/O loop of thread ``ident`` off (under its lock)."""
@@ -144,6 +146,8 @@ class KeptLane:
                 or not _KEYS.issuperset(header)):
             return self.slow(router, identity, header, body, [])
         actor = self.actors.get(obj_id)
+        if actor is not None and self.coro.takes(actor, method, body):
+            return self.coro.handle(router, identity, actor, method, chain, task, sess, body, rid, self.slow, header)
         calls = self.calls
         streams = calls.streams.states
         if (actor is None or actor.durable is not None or not self.servicer.accepting or calls.node is None
