@@ -34,6 +34,8 @@ import time
 import types
 from typing import Any
 
+import msgpack
+
 import transport
 from mesh._core import tracing, wire
 from mesh._core.methods import runs_on_loop
@@ -50,7 +52,12 @@ __all__ = ["CoroLane"]
 _get_ident = threading.get_ident
 _monotonic = time.monotonic
 _Coroutine = types.CoroutineType
-_OK = {"op": wire.OK}  # read only
+_unpackb = msgpack.unpackb
+_decode = transport.decode
+
+
+def _not_plain(code: int, data: bytes) -> Any:
+    raise ValueError("an ext value: decoded by the codec")
 
 
 def _replier(router: Any, identity: bytes, rid: int) -> Any:
@@ -153,7 +160,10 @@ async def _run(runner: Any, actor: Any, call: Call, job: Job) -> None:
         try:
             if failed is not None:
                 raise failed
-            args, kwargs = transport.decode(call.body, call.buffers)  # in the call's context (the step's)
+            try:  # plain arguments in one unpack; anything else (a tuple, a pickle...) through the codec
+                args, kwargs = _unpackb(call.body, raw=False, strict_map_key=False, ext_hook=_not_plain)
+            except Exception:
+                args, kwargs = _decode(call.body)  # in the call's context (the step's)
             value = fn(*args, **kwargs)  # type: ignore[misc]
             if type(value) is _Coroutine:
                 value = await value
