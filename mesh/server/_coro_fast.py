@@ -29,6 +29,7 @@ anyio's cancel scopes (httpx) need one (NOTES-corosrv.md).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import types
@@ -53,6 +54,7 @@ _get_ident = threading.get_ident
 _monotonic = time.monotonic
 _Coroutine = types.CoroutineType
 _unpackb = msgpack.unpackb
+EAGER = os.environ.get("MESH_CORO_EAGER", "1") != "0"  # "0": the first step is queued (A/B, a way out)
 _decode = transport.decode
 
 
@@ -133,7 +135,28 @@ class CoroLane:
             calls.unrun(call, shut_down())
             calls.next(actor)
             return None
-        job.task = _aio.asyncio.Task(_Stepped(aio, job, _run(calls, actor, call, job)), loop=aio._host.loop)
+        loop = aio._host.loop
+        coro = _Stepped(aio, job, _run(calls, actor, call, job))
+        asyncio = _aio.asyncio
+        if not EAGER or asyncio.current_task(loop) is not None:
+            job.task = asyncio.Task(coro, loop=loop)
+            return None
+        # the task's first step right here, by the task itself (current_task() is it, asyncio.timeout
+        # works): its scheduling is caught instead of queued (Python 3.12's eager_start, by hand)
+        caught: list = []
+        loop.call_soon = lambda cb, *args, context=None: caught.append((cb, args, context))
+        try:
+            job.task = asyncio.Task(coro, loop=loop)
+        finally:
+            del loop.call_soon
+        step, args, ctx = caught[0]
+        events = asyncio.events
+        before = events._get_running_loop()
+        events._set_running_loop(loop)  # (a turn's handlers run with no running loop: the step needs it)
+        try:
+            ctx.run(step, *args)
+        finally:
+            events._set_running_loop(before)
         return None
 
 
