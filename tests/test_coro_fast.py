@@ -80,6 +80,17 @@ class Coro(metaclass=RpcMeta):
     def get_steps(self) -> int:
         return self.steps
 
+    async def via(self, relay, x):
+        return await relay.back(self, x)
+
+    async def bump(self, x):
+        return x + 1
+
+
+class Relay(metaclass=RpcMeta):
+    async def back(self, caller, x):
+        return await caller.bump(x)
+
 
 class Counted:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,8 +109,9 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Counted:
     return Counted(monkeypatch)
 
 
-@pytest.fixture
-def srv(counted: Counted):
+@pytest.fixture(params=[True, False], ids=["eager", "queued"])
+def srv(request, counted: Counted, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(_coro_fast, "EAGER", request.param)  # the first step in the handler, or queued
     server = mesh.AgentServer(port=0, capacity=8, advertise=False).launch(in_subprocess=False)
     try:
         yield server
@@ -198,6 +210,14 @@ def test_a_busy_actor_sends_calls_the_general_way_in_order(srv, counted):
     assert first.result(timeout=10) == "slow"
     assert [f.result(timeout=10) for f in rest] == list(range(20))
     assert obj.read()[1:] == ["slow", *range(20)]
+    assert counted.runs >= 1
+
+
+def test_a_chain_re_enters_from_a_lane_call(srv, counted):
+    a, b = Coro(to_dist=_where(srv)), Relay(to_dist=_where(srv))
+    _started(a)
+    counted.runs = 0
+    assert a.via(b, 5).result(timeout=20) == 6  # A (busy awaiting B) -> B -> A.add: the chain re-enters
     assert counted.runs >= 1
 
 
