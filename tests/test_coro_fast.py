@@ -187,6 +187,20 @@ def test_cancel_during_the_first_step_raises_at_the_next_await(srv, counted):
     assert obj.noop(1).result(timeout=10) == 1
 
 
+def test_calls_read_while_a_step_holds_the_hosting_thread_take_the_lane_too(srv, counted):
+    a, b = Coro(to_dist=_where(srv)), Coro(to_dist=_where(srv))
+    _started(a)
+    counted.runs = 0
+    spinning = a.spin_then_sleep()  # holds the hosting thread: the I/O loop is handed off
+    wait_until(lambda: counted.runs == 1, timeout=5)
+    values = [b.noop(i) for i in range(30)]  # read by the thread that took the I/O loop over
+    wait_until(lambda: counted.runs == 31, timeout=10)  # the lane took them there, while A still spins
+    assert spinning.cancel()  # A's step ends: the loop's thread runs B's tasks
+    with pytest.raises(mesh.Cancelled):
+        spinning.result(timeout=10)
+    assert [f.result(timeout=20) for f in values] == list(range(30))
+
+
 def test_cancel_of_a_sleeping_lane_call_and_asyncio_task_apis(srv, counted):
     obj = Coro(to_dist=_where(srv))
     _started(obj)

@@ -91,7 +91,7 @@ class CoroLane:
         calls = self.calls
         aio = calls.aio
         h = aio._host
-        if h is None or _get_ident() != h.ident or aio._closed:
+        if h is None or aio._closed:  # (any I/O thread: a handed-off one submits to the loop's thread)
             return False
         obj = actor.obj
         if (obj is None or actor.durable is not None or not self.servicer.accepting or calls.node is None
@@ -130,6 +130,12 @@ class CoroLane:
         job.scope = scope
         scope.job = job
         aio = calls.aio
+        host = aio._host
+        if _get_ident() != host.ident:  # the I/O loop was handed off: its task is made on the loop's thread
+            if not aio.submit(job, lambda: _run(calls, actor, call, job)):
+                calls.unrun(call, shut_down())
+                calls.next(actor)
+            return None
         with aio._lock:
             closed = aio._closed
             if not closed:
@@ -138,7 +144,7 @@ class CoroLane:
             calls.unrun(call, shut_down())
             calls.next(actor)
             return None
-        loop = aio._host.loop
+        loop = host.loop
         coro = _Stepped(aio, job, _run(calls, actor, call, job))
         asyncio = _aio.asyncio
         if not EAGER or asyncio.current_task(loop) is not None:
