@@ -7,8 +7,9 @@ coroutine frames on the loop (``Aio._body`` -> ``_begin`` -> ``CallRunner._main`
 dict merged and packed) is most of what an awaited no-op ``async def`` costs the server beyond
 a sync call. A request the async fast lane (:class:`~mesh.server._async_fast.KeptLane`) has
 found to be exactly a plain kept call, of an idle non-durable object whose method is a coroutine
-function of its class, on a server whose event loop is hosted by the I/O thread and running
-on this thread, is started by :class:`CoroLane` instead: admitted under the actor's lock,
+function of its class, on a server whose event loop is hosted by the I/O thread, is started by
+:class:`CoroLane` instead (on the hosting thread; on a thread that took the I/O loop over while a
+step held it, the task is made on the loop's thread by :meth:`Aio.submit`): admitted under the actor's lock,
 registered (results store, cancel registry) as the general path registers it, and run by one
 coroutine (:func:`_run`) as one task, whose steps go through :class:`~mesh.server._aio._Stepped`
 as every coroutine call's do. A plain ``ok`` answer goes out by the ``ok`` template
