@@ -44,6 +44,8 @@ _STALL_DEFAULT = 0.2
 _STUCK = 5.0  # a step running this long is reported while it still runs (it may never end)
 
 asyncio: Any = None  # imported by the first loop started
+_monotonic = time.monotonic
+_local = context._local
 
 
 def _stall_threshold() -> float:
@@ -82,7 +84,25 @@ class _Stepped(Coroutine):
         self._coro = coro
 
     def send(self, value: Any) -> Any:
-        return self._step(self._coro.send, value)
+        # the step of _step, inlined for send (every step but a thrown-in exception's): no bound
+        # method, the thread-local context written directly (context.set_context)
+        aio, job = self._aio, self._job
+        aio.current = job
+        aio.since = t0 = _monotonic()
+        local = _local
+        local.chain, local.on_block, local.on_unblock, local.scope = job.chain, job.on_block, job.on_unblock, job.scope
+        guard = aio.guard
+        guarded = guard is not None and guard.begin()  # hosted: this thread may own the I/O loop
+        try:
+            return self._coro.send(value)
+        finally:
+            if guarded:
+                guard.end()
+            local.chain = local.on_block = local.on_unblock = local.scope = None
+            aio.current = None
+            held = _monotonic() - t0
+            if held > aio.stall:
+                _stalled(job, held)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:  # type: ignore[override]
         if val is None and tb is None:
@@ -98,7 +118,7 @@ class _Stepped(Coroutine):
     def _step(self, fn: Callable[[Any], Any], arg: Any) -> Any:
         aio, job = self._aio, self._job
         aio.current = job
-        aio.since = t0 = time.monotonic()
+        aio.since = t0 = _monotonic()
         context.set_context(job.chain, job.on_block, job.on_unblock, job.scope)
         guard = aio.guard
         guarded = guard is not None and guard.begin()  # hosted: this thread may own the I/O loop
@@ -109,12 +129,16 @@ class _Stepped(Coroutine):
                 guard.end()
             context.set_context(None, None, None)
             aio.current = None
-            held = time.monotonic() - t0
+            held = _monotonic() - t0
             if held > aio.stall:
-                log.warning(
-                    "%s blocked the server's event loop for %.2f s: other coroutines could not run meanwhile "
-                    "(a blocking call inside async def? use await, or asyncio.to_thread)", job.label, held,
-                )
+                _stalled(job, held)
+
+
+def _stalled(job: Job, held: float) -> None:
+    log.warning(
+        "%s blocked the server's event loop for %.2f s: other coroutines could not run meanwhile "
+        "(a blocking call inside async def? use await, or asyncio.to_thread)", job.label, held,
+    )
 
 
 def _in_context(job: Job, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -40,6 +40,7 @@ from mesh._core.methods import runs_on_loop
 from mesh.server._calls import PUSH_LIMIT, call_error, ok, result_of
 from mesh.server._cancel import RUNNING, TaskScope
 from mesh.server._checks import ID_MAX, NAME_MAX
+from mesh.server._coro_fast import CoroLane
 from mesh.server._inline_fast import _Hooks
 from mesh.server._mailbox import Call
 from mesh.server._results import shut_down
@@ -114,7 +115,7 @@ class _KeptHooks(_Hooks):
 class KeptLane:
     """Serves plain kept calls for :class:`~mesh.server._inline_fast.FastLane` (I/O thread)."""
 
-    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks", "running", "outlier", "outlier_at")
+    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks", "running", "outlier", "outlier_at", "coro")
 
     def __init__(self, servicer: Any) -> None:
         self.servicer = servicer
@@ -127,6 +128,7 @@ class KeptLane:
         self.outlier: Any = None  # the history of the last run over the threshold that was not believed
         self.outlier_at = 0  # its run count then
         self.calls.on_hand_off = self._on_hand_off
+        self.coro = CoroLane(servicer)  # plain kept calls of async def methods (mesh.server._coro_fast)
 
     def _on_hand_off(self, ident: int) -> None:
         """The watchdog hands the I/O loop of thread ``ident`` off (under its lock)."""
@@ -147,6 +149,8 @@ class KeptLane:
                 or not _KEYS.issuperset(header)):
             return self.slow(router, identity, header, body, [])
         actor = self.actors.get(obj_id)
+        if actor is not None and self.coro.takes(actor, method, body):
+            return self.coro.handle(router, identity, actor, method, chain, task, sess, body, rid, self.slow, header)
         calls = self.calls
         streams = calls.streams.states
         if (actor is None or actor.durable is not None or not self.servicer.accepting or calls.node is None
