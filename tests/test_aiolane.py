@@ -6,6 +6,8 @@ keeping their type, and cancelling (or shielding) a gathered call that went that
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -88,12 +90,16 @@ def test_cancelling_a_gather_cancels_a_call_sent_behind_its_burst_and_shield_kee
     w = Worker(to_dist=_on(server))
 
     async def main():
+        # a call from a thread keeps the object busy on the I/O thread's connection: the loop's calls
+        # go behind it there, by the lane's send (as behind a burst the loop's lane handed over)
+        await asyncio.to_thread(w.stubborn, 0.5)
         task = asyncio.ensure_future(asyncio.gather(*(w.mark(f"m{i}") for i in range(200)), w.nap(30)))
         await asyncio.sleep(0)
         wait_until(lambda: "nap-start" in w.log, timeout=20)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        await asyncio.to_thread(w.stubborn, 0.5)
         kept = asyncio.gather(*(w.mark(f"k{i}") for i in range(200)), w.nap(0.3, "shielded"))
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(kept), 0.05)
@@ -103,3 +109,23 @@ def test_cancelling_a_gather_cancels_a_call_sent_behind_its_burst_and_shield_kee
     assert spied.count("nap") == 2  # both naps went by the lane's send, behind their bursts
     wait_until(lambda: "nap-cancelled" in w.log, timeout=10)
     assert "shielded-cancelled" not in w.log and "shielded-finally" in w.log
+
+
+def test_a_gathered_future_is_freed_by_its_reference_count_not_the_garbage_collector(server):
+    book = Ledger(to_dist=_on(server))
+    refs: list = []
+
+    async def main(make):
+        futs = [make(i) for i in range(400)]
+        refs.extend(weakref.ref(f) for f in futs)
+        assert await asyncio.gather(*futs) == list(range(400))
+
+    for make in (book.note.remote, book.note.remote):  # (the second: behind the first's lane calls too)
+        gc.collect()
+        gc.disable()
+        try:
+            asyncio.run(asyncio.wait_for(main(make), 60))
+            assert [r for r in refs if r() is not None] == []  # no cycle through gather's callback
+        finally:
+            gc.enable()
+        refs.clear()
