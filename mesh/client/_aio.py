@@ -290,6 +290,7 @@ class AioFuture:
                 got.add_done_callback(lambda _f: waker.wake(check))
                 return
             entry[1] = False
+            entry[0] = None  # (no cycle through the callback: see mesh.client._aio_batch)
             loop.call_soon(fn, self, context=context)
 
         loop.call_at(at, check)

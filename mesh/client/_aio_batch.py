@@ -114,6 +114,8 @@ class Resolver:
             got.add_done_callback(partial(self.arrived, item))
             return
         entry[1] = False
+        entry[0] = None  # (called: the future no longer holds the callback, e.g. a gather's closure over
+        # every child: a reference cycle per future, which only the garbage collector would free)
         try:
             if context is None:
                 fn(fut)

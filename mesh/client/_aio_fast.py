@@ -39,6 +39,7 @@ from mesh._core import context, ids, tracing, wire
 from mesh._core.cancel import _user_deadline
 import mesh.client._on_loop as _on_loop
 from mesh.client._aio import PENDING, value_of
+from mesh.client._async_lane import send as _lane_send
 from mesh.client._cancel import abandon
 from mesh.client._client import SLOW, _plain_body, get_client
 from mesh.client._lean import SHORT, Replied
@@ -53,6 +54,7 @@ _unpackb = msgpack.unpackb
 _pack_str, _pack_uint = transport.pack_str, transport.pack_uint
 _reading = context.reading_chain
 _busy = _on_loop.busy
+lean = True  # False: a call behind a burst goes by _via_io as before (A/B measurements)
 _THRESHOLD = transport.BUFFER_THRESHOLD
 _TEMPLATES_MAX = 4096
 _templates: dict[tuple[str, str, str], bytes] = {}  # (session, object, method) -> header prefix
@@ -93,6 +95,8 @@ def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
     body = _plain_body(args, kwargs)
     if body is None or len(body) > _THRESHOLD:
         return SLOW
+    if via_io and lean:  # the threaded async lane's send: the same connection, no done-callback per call
+        return _lane_send(proxy, name, cls, body)
     session = client.session
     chain, task, rid = ids.new_chain(), ids.new_chain(), node.next_id()
     header = {"op": wire.CALL, "obj": object_id, "m": name, "sess": session, "keep": 1, "chain": chain,
