@@ -360,12 +360,27 @@ class CallRunner:
         if not call.keep:
             call.reply(entry)
             return
-        stored = self.results.complete(call.task, call.sess, entry)
+        big = entry[0]["op"] == wire.OK and len(entry[1]) + sum(len(b) for b in entry[2]) > PUSH_LIMIT
+        said = False  # the caller's "big" reply went out
+        if big and not self.streams.states:  # (with streams kept: after their end, as before)
+            # the caller's short "big" reply goes out before the value's fetch replies: it is not
+            # queued behind them, and a caller whose future went reports it at once (it knows the
+            # reply said big) rather than with the release batch (mesh.client._holders)
+            def first(stored: bool) -> None:
+                nonlocal said
+                if stored:
+                    call.reply(({"op": wire.OK, "big": 1}, wire.NIL, []))  # the caller fetches it if it reads it
+                    said = True
+
+            stored = self.results.complete(call.task, call.sess, entry, first)
+        else:
+            stored = self.results.complete(call.task, call.sess, entry)
         if self.streams.states:
             self.streams.finish(call.task, entry)  # its readers get how it ended, after its items
-        size = len(entry[1]) + sum(len(b) for b in entry[2])
-        if entry[0]["op"] == wire.OK and size > PUSH_LIMIT and stored:
-            call.reply(({"op": wire.OK, "big": 1}, wire.NIL, []))  # the caller fetches it if it reads it
+        if said:
+            return
+        if big and stored:
+            call.reply(({"op": wire.OK, "big": 1}, wire.NIL, []))
         else:
             # a value pushed with the reply is the caller's to read whenever it likes: while the
             # caller holds its future, the result is held here too (never dropped by max_len)

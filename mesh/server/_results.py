@@ -81,8 +81,11 @@ class Results:
             if sess is not None:
                 self.holders.hold(sess, task)
 
-    def complete(self, task: str, sess: str | None, entry: Entry) -> bool:
-        """The task ended with ``entry``: store it (unless released) and answer its fetches. True if stored."""
+    def complete(self, task: str, sess: str | None, entry: Entry, first: Callable[[bool], None] | None = None) -> bool:
+        """The task ended with ``entry``: store it (unless released) and answer its fetches. True if stored.
+
+        ``first(stored)``, if given, is called after the store and before the fetches are answered
+        (the caller's own reply goes out ahead of a large value's fetch replies)."""
         with self._lock:
             discard = task in self._discard
             held = self.holders.holds(sess, task)
@@ -104,6 +107,8 @@ class Results:
                 self.holders.unhold(sess, task)
         if released_meanwhile and not discard:
             self.pool.release(task)
+        if first is not None:
+            first(stored)
         for waiter in waiters:
             waiter(entry)
         return stored
