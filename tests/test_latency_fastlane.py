@@ -298,3 +298,25 @@ def test_a_server_lost_while_a_fast_lane_call_waits_fails_it_within_a_slice_or_t
     with pytest.raises(mesh.OutcomeUnknown):  # sent, then the connection went: it may have run
         k.nap(30)
     assert time.monotonic() - t < 5.0  # the kill comes at 0.3 s; found at the next slice (0.1 s), loosely
+
+
+def test_a_loop_that_closed_with_a_call_in_flight_leaves_other_objects_on_the_fast_lane(kit_server, counted: Counted) -> None:
+    import asyncio
+
+    class Sleeper(metaclass=RpcMeta):
+        async def nap(self, seconds: float) -> float:
+            await asyncio.sleep(seconds)
+            return seconds
+
+    where = {"host": kit_server.host, "port": kit_server.port}
+    s = Sleeper(to_dist=where)
+
+    async def main() -> None:
+        async with mesh.deadline(0.2):  # the await ends at the deadline; its call stays in flight on the loop's lane
+            await s.nap(30)
+
+    with pytest.raises(mesh.DeadlineExceeded):
+        asyncio.run(main())
+    k = Kit(to_dist=where)
+    _warm(kit_server, Kit, "echo", lambda: k.echo("w"))
+    assert _fast(counted, lambda: k.echo("after")) == "after"  # another object: its own fast lane

@@ -238,7 +238,7 @@ def _sync_fast(proxy: RpcObject, name: str, args: tuple, kwargs: dict) -> Any:
         return SLOW
     client = get_client()
     object_id = proxy._mesh_id
-    if loop_busy or client.peers.busy(object_id):  # (calls on a loop's lane, see mesh.client._on_loop)
+    if (loop_busy and object_id in loop_busy) or client.peers.busy(object_id):  # in flight to it (on a loop's lane: _on_loop)
         return SLOW
     return client.sync_call(proxy._mesh_address, object_id, name, context.reading_chain.get() or ids.new_chain(),
                             args, kwargs)
