@@ -40,10 +40,9 @@ from mesh._errors import Cancelled
 from mesh.client._aio_batch import resolver
 from mesh.client._cancel import abandon
 from mesh.client._client import get_client
+from mesh.client._lean import PENDING  # a future's value not read yet (mesh.client._future)
 
 __all__ = ["PENDING", "AioFuture", "pool_read", "pooled_value", "value_of"]
-
-PENDING = object()  # a future's value not read yet (mesh.client._future)
 
 asyncio: Any = None
 

@@ -34,9 +34,8 @@ from typing import Any
 import msgpack
 
 from mesh._core import wire
-from mesh.client import _aio  # (its PENDING, at call time: _aio imports this module first)
 from mesh.client._client import get_client
-from mesh.client._lean import SHORT, Replied
+from mesh.client._lean import PENDING, SHORT, Replied
 from transport import ReplyFuture
 from transport._lane_future import LaneFuture
 
@@ -165,7 +164,7 @@ def _plain_read(fut: Any) -> bool:
     would return, without its path (as an await's fast lane reads it). False: ``_mesh_try_read`` decides."""
     d = fut.__dict__
     call = d["_mesh_call"]
-    if (d["_mesh_value"] is not _aio.PENDING or d["_mesh_fetch"] is not None or d["_mesh_exc"] is not None
+    if (d["_mesh_value"] is not PENDING or d["_mesh_fetch"] is not None or d["_mesh_exc"] is not None
             or d.get("_mesh_deadline") is not None or d.get("_mesh_pooled") is not None or "_mesh_forward" in d):
         return False
     kind = type(call)
@@ -185,7 +184,7 @@ def _plain_read(fut: Any) -> bool:
     except Exception:  # noqa: BLE001 - an ext value (a tuple, a pickle...) or malformed: the codec decides
         return False
     with SHORT:
-        if d["_mesh_value"] is _aio.PENDING:
+        if d["_mesh_value"] is PENDING:
             d["_mesh_value"] = value
     if kind is LaneFuture and d["_mesh_call"] is call:  # keep the body only (what _lean.compact does)
         d["_mesh_call"] = Replied(body)

@@ -24,7 +24,7 @@ from mesh._errors import CallTimeout, MeshError, OutcomeUnknown, ServerUnavailab
 from mesh._msg import Msg
 from mesh.client._aio import PENDING as _PENDING, AioFuture, pool_read, pooled_value
 from mesh.client._aio_fast import awaited
-from mesh.client import _async_lane
+import mesh.client._async_lane as _async_lane
 from mesh.client._async_lane import read_plain as _read_plain
 from mesh.client._cancel import cancel_future, past_deadline
 from mesh.client._holders import counting, lend, pin, report

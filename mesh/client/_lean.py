@@ -22,6 +22,8 @@ from typing import Any
 
 from mesh._core import wire
 
+PENDING = object()  # a future's value not read yet (mesh.client._future; made here so the asyncio modules share it)
+
 __all__ = ["NO_CHILDREN", "OK_HEADER", "SHORT", "NeedWait", "Replied", "compact", "kept_body", "no_waiting", "pid"]
 
 SHORT = threading.Lock()

@@ -41,7 +41,7 @@ from mesh.server._calls import PUSH_LIMIT, call_error, ok, result_of
 from mesh.server._cancel import RUNNING, TaskScope
 from mesh.server._checks import ID_MAX, NAME_MAX
 from mesh.server._coro_fast import CoroLane
-from mesh.server._inline_fast import _Hooks
+from mesh.server._lane_hooks import _Hooks
 from mesh.server._mailbox import Call
 from mesh.server._results import shut_down
 

@@ -43,7 +43,7 @@ import msgpack
 import transport
 from mesh._core import tracing, wire
 from mesh._core.methods import runs_on_loop
-from mesh.server import _aio
+import mesh.server._aio as _aio
 from mesh.server._aio import Job, _Stepped
 from mesh.server._calls import call_error, checked_value, ok
 from mesh.server._cancel import TaskScope

@@ -29,6 +29,7 @@ import msgpack
 import transport
 from mesh._core import context, tracing, wire
 from mesh._core.methods import runs_on_loop
+from mesh.server._lane_hooks import _Hooks
 from mesh.server._calls import call_error, ok, result_of
 from mesh.server._checks import ID_MAX, NAME_MAX
 from mesh.server._mailbox import Call
@@ -54,47 +55,13 @@ def _not_plain(code: int, data: bytes) -> Any:
     raise ValueError("an ext value: decoded by the codec")
 
 
-class _Hooks:
-    """The ``blocking()`` hooks of the inline call running on an I/O thread (as :meth:`CallRunner._run_one`'s).
-
-    One is kept by the lane and reused call after call; a call that is still running when the
-    next one starts (its thread handed the I/O loop off) keeps its own, and the lane makes another.
-    """
-
-    __slots__ = ("calls", "actor", "chain", "ident", "waited", "busy", "on_block", "on_unblock")
-
-    def __init__(self, calls: Any) -> None:
-        self.calls = calls
-        self.actor: Any = None
-        self.chain: Any = None
-        self.ident = 0
-        self.waited = False
-        self.busy = False
-        self.on_block = self._on_block  # bound once: the context holds these, not new closures per call
-        self.on_unblock = self._on_unblock
-
-    def _on_block(self) -> None:
-        self.waited = True
-        calls, actor = self.calls, self.actor
-        watchdog = calls.watchdog
-        with watchdog.lock:
-            if watchdog.current is not None:
-                watchdog.current = None
-                calls._hand_off(self.ident)
-        for c in actor.block(self.chain):
-            calls._submit(actor, c)
-
-    def _on_unblock(self) -> None:
-        self.actor.unblock(self.chain)
-
-
 class FastLane:
     """The request handler of a server's ROUTER: plain sync calls here, the rest to ``servicer.handle``."""
 
     __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks", "kept", "known")
 
     def __init__(self, servicer: Any) -> None:
-        from mesh.server._async_fast import KeptLane  # (it builds on this module's _Hooks)
+        from mesh.server._async_fast import KeptLane  # (loaded with the first server)
 
         self.servicer = servicer
         self.slow = servicer.handle
