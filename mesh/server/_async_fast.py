@@ -32,7 +32,6 @@ import threading
 import time
 from typing import Any
 
-import msgpack
 
 import transport
 from mesh._core import context, tracing, wire
@@ -41,7 +40,7 @@ from mesh.server._calls import PUSH_LIMIT, call_error, ok, result_of
 from mesh.server._cancel import RUNNING, TaskScope
 from mesh.server._checks import ID_MAX, NAME_MAX
 from mesh.server._coro_fast import CoroLane
-from mesh.server._lane_hooks import _Hooks
+from mesh.server._lane_parts import _Hooks, call_args, replier
 from mesh.server._mailbox import Call
 from mesh.server._results import shut_down
 
@@ -50,31 +49,12 @@ __all__ = ["KeptLane"]
 _get_ident = threading.get_ident
 _modules = sys.modules
 _monotonic = time.monotonic
-_decode = transport.decode
 _local = context._local
-_unpackb = msgpack.unpackb
 _pack_plain = transport.pack_plain
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # the codec pickles ints outside
 _OK = {"op": wire.OK}  # read only
 _OUTLIER_RUNS = 8  # a run over the inline threshold counts if another one was within this many runs
 _KEYS = frozenset(("op", "obj", "m", "id", "task", "keep", "chain", "sess"))
-
-
-def _not_plain(code: int, data: bytes) -> Any:
-    raise ValueError("an ext value: decoded by the codec")
-
-
-def replier(router: Any, identity: bytes, rid: int) -> Any:
-    """The reply function of a call made here (a :class:`Call`'s ``reply``): a plain ``ok`` by template."""
-
-    def reply(entry: Any) -> None:
-        head = entry[0]
-        if not entry[2] and len(head) == 1 and head.get("op") == wire.OK:
-            router.reply_ok(identity, rid, entry[1])
-        else:
-            router.reply(identity, {**head, "re": rid}, entry[1], entry[2])
-
-    return reply
 
 
 class _KeptHooks(_Hooks):
@@ -212,10 +192,7 @@ class KeptLane:
         entry: Any = None
         elapsed = 0.0
         try:
-            try:  # plain arguments in one unpack; anything else (a tuple, a pickle...) through the codec
-                args, kwargs = _unpackb(body, raw=False, strict_map_key=False, ext_hook=_not_plain)
-            except Exception:
-                args, kwargs = _decode(body)
+            args, kwargs = call_args(body)
             if method.startswith("_") and method != "__call__":
                 raise AttributeError(f"{method!r} is private: private methods are never called remotely")
             fn = getattr(obj, method)

@@ -38,9 +38,7 @@ import time
 import types
 from typing import Any
 
-import msgpack
 
-import transport
 from mesh._core import tracing, wire
 from mesh._core.methods import runs_on_loop
 import mesh.server._aio as _aio
@@ -48,6 +46,7 @@ from mesh.server._aio import Job, _Stepped
 from mesh.server._calls import call_error, checked_value, ok
 from mesh.server._cancel import TaskScope
 from mesh.server._loop_calls import SMALL, _on_loop, loop_job
+from mesh.server._lane_parts import call_args, replier
 from mesh.server._mailbox import Call
 from mesh.server._results import shut_down
 
@@ -56,25 +55,8 @@ __all__ = ["CoroLane"]
 _get_ident = threading.get_ident
 _monotonic = time.monotonic
 _Coroutine = types.CoroutineType
-_unpackb = msgpack.unpackb
 # "1": the task's first step runs in the handler that read the call (measured no faster: NOTES-corosrv.md)
 EAGER = os.environ.get("MESH_CORO_EAGER", "0") == "1"
-_decode = transport.decode
-
-
-def _not_plain(code: int, data: bytes) -> Any:
-    raise ValueError("an ext value: decoded by the codec")
-
-
-def _replier(router: Any, identity: bytes, rid: int) -> Any:
-    def reply(entry: Any) -> None:
-        head = entry[0]
-        if not entry[2] and len(head) == 1 and head.get("op") == wire.OK:
-            router.reply_ok(identity, rid, entry[1])
-        else:
-            router.reply(identity, {**head, "re": rid}, entry[1], entry[2])
-
-    return reply
 
 
 class CoroLane:
@@ -121,7 +103,7 @@ class CoroLane:
             self.seen[sess] = t0
         # registered as the general path registers it: a fetch, a release or a cancel read later in
         # this turn (or while the call sleeps) finds it
-        call = Call(_replier(router, identity, rid), method, body, [], chain, task, True, sess)
+        call = Call(replier(router, identity, rid), method, body, [], chain, task, True, sess)
         call.t0 = t0
         calls.results.expect(task, sess)
         cancels = calls.cancels
@@ -193,10 +175,7 @@ async def _run(runner: Any, actor: Any, call: Call, job: Job) -> None:
         try:
             if failed is not None:
                 raise failed
-            try:  # plain arguments in one unpack; anything else (a tuple, a pickle...) through the codec
-                args, kwargs = _unpackb(call.body, raw=False, strict_map_key=False, ext_hook=_not_plain)
-            except Exception:
-                args, kwargs = _decode(call.body)  # in the call's context (the step's)
+            args, kwargs = call_args(call.body)  # in the call's context (the step's)
             value = fn(*args, **kwargs)  # type: ignore[misc]
             if type(value) is _Coroutine:
                 value = await value

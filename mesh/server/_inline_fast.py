@@ -24,12 +24,11 @@ import threading
 import time
 from typing import Any
 
-import msgpack
 
 import transport
 from mesh._core import context, tracing, wire
 from mesh._core.methods import runs_on_loop
-from mesh.server._lane_hooks import _Hooks
+from mesh.server._lane_parts import _Hooks, call_args
 from mesh.server._calls import call_error, ok, result_of
 from mesh.server._checks import ID_MAX, NAME_MAX
 from mesh.server._mailbox import Call
@@ -40,19 +39,13 @@ __all__ = ["FastLane"]
 _get_ident = threading.get_ident
 _modules = sys.modules
 _monotonic = time.monotonic
-_decode = transport.decode
 _ok_header = transport.ok_header
 _local = context._local
-_unpackb = msgpack.unpackb
 _pack_plain = transport.pack_plain
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # the codec pickles ints outside
 _OK = {"op": wire.OK}  # the header of a plain ok entry made here (never changed: read only)
 _KNOWN_MAX = 1024  # FastLane.known entries kept (cleared past it)
 _OK_ENTRY = (_OK, b"\xc0", [])  # stands for a plain ok packed by FastLane._run itself (read only)
-
-
-def _not_plain(code: int, data: bytes) -> Any:
-    raise ValueError("an ext value: decoded by the codec")
 
 
 class FastLane:
@@ -143,10 +136,7 @@ class FastLane:
         local.chain, local.on_block, local.on_unblock = chain, hooks.on_block, hooks.on_unblock
         packed = None  # the body of a plain ok reply (a str, number, bool or None: packed here)
         try:
-            try:  # plain arguments in one unpack; anything else (a tuple, a pickle...) through the codec
-                args, kwargs = _unpackb(body, raw=False, strict_map_key=False, ext_hook=_not_plain)
-            except Exception:
-                args, kwargs = _decode(body)
+            args, kwargs = call_args(body)
             if method.startswith("_") and method != "__call__":
                 raise AttributeError(f"{method!r} is private: private methods are never called remotely")
             fn = getattr(obj, method)
