@@ -33,14 +33,13 @@ import time
 from typing import Any
 
 
-import transport
 from mesh._core import context, tracing, wire
 from mesh._core.methods import runs_on_loop
 from mesh.server._calls import PUSH_LIMIT, call_error, ok, result_of
 from mesh.server._cancel import RUNNING, TaskScope
 from mesh.server._checks import ID_MAX, NAME_MAX
 from mesh.server._coro_fast import CoroLane
-from mesh.server._lane_parts import _Hooks, call_args, replier
+from mesh.server._lane_parts import _Hooks, call_args, packed_plain, replier
 from mesh.server._mailbox import Call
 from mesh.server._results import shut_down
 
@@ -50,8 +49,6 @@ _get_ident = threading.get_ident
 _modules = sys.modules
 _monotonic = time.monotonic
 _local = context._local
-_pack_plain = transport.pack_plain
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # the codec pickles ints outside
 _OK = {"op": wire.OK}  # read only
 _OUTLIER_RUNS = 8  # a run over the inline threshold counts if another one was within this many runs
 _KEYS = frozenset(("op", "obj", "m", "id", "task", "keep", "chain", "sess"))
@@ -214,15 +211,9 @@ class KeptLane:
                     watchdog.end(hooks.ident)
                     if self.running is hooks:
                         self.running = None
-                kind = type(value)
-                if kind is str or kind is float or kind is bool or value is None or (
-                        kind is int and _INT_MIN <= value <= _INT_MAX):
-                    try:
-                        packed = _pack_plain(value)
-                    except Exception:  # a str that does not encode: the codec's error entry says so
-                        packed = None
-                    if packed is not None and len(packed) > PUSH_LIMIT:
-                        packed = None
+                packed = packed_plain(value)
+                if packed is not None and len(packed) > PUSH_LIMIT:
+                    packed = None
                 if packed is None:
                     entry = ok(result_of(cls, method, value))
                 if hooks.waited:

@@ -28,7 +28,7 @@ from typing import Any
 import transport
 from mesh._core import context, tracing, wire
 from mesh._core.methods import runs_on_loop
-from mesh.server._lane_parts import _Hooks, call_args
+from mesh.server._lane_parts import _Hooks, call_args, packed_plain
 from mesh.server._calls import call_error, ok, result_of
 from mesh.server._checks import ID_MAX, NAME_MAX
 from mesh.server._mailbox import Call
@@ -41,8 +41,6 @@ _modules = sys.modules
 _monotonic = time.monotonic
 _ok_header = transport.ok_header
 _local = context._local
-_pack_plain = transport.pack_plain
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # the codec pickles ints outside
 _OK = {"op": wire.OK}  # the header of a plain ok entry made here (never changed: read only)
 _KNOWN_MAX = 1024  # FastLane.known entries kept (cleared past it)
 _OK_ENTRY = (_OK, b"\xc0", [])  # stands for a plain ok packed by FastLane._run itself (read only)
@@ -160,13 +158,7 @@ class FastLane:
                     with watchdog.lock:  # Watchdog.end(ident), inlined: never handed off once it ended
                         if watchdog.current is mine:
                             watchdog.current = None
-                kind = type(value)
-                if kind is str or kind is float or kind is bool or value is None or (
-                        kind is int and _INT_MIN <= value <= _INT_MAX):
-                    try:
-                        packed = _pack_plain(value)
-                    except Exception:  # a str that does not encode: the codec's error entry says so
-                        packed = None
+                packed = packed_plain(value)
                 entry = _OK_ENTRY if packed is not None else ok(result_of(cls, method, value))
                 if hooks.waited:
                     calls.inline.waited(cls, method)

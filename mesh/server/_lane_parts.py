@@ -11,10 +11,12 @@ import msgpack
 import transport
 from mesh._core import wire
 
-__all__ = ["_Hooks", "call_args", "replier"]
+__all__ = ["_Hooks", "call_args", "packed_plain", "replier"]
 
 _unpackb = msgpack.unpackb
 _decode = transport.decode
+_pack_plain = transport.pack_plain
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # the codec pickles ints outside
 
 
 def _not_plain(code: int, data: bytes) -> Any:
@@ -28,6 +30,19 @@ def call_args(body: Any) -> Any:
         return _unpackb(body, raw=False, strict_map_key=False, ext_hook=_not_plain)
     except Exception:
         return _decode(body)
+
+
+def packed_plain(value: Any) -> bytes | None:
+    """``value`` packed here when it is a str, float, bool, None or an int msgpack holds; else None
+    (for the codec: a str that does not encode gets the codec's error entry there)."""
+    kind = type(value)
+    if kind is str or kind is float or kind is bool or value is None or (
+            kind is int and _INT_MIN <= value <= _INT_MAX):
+        try:
+            return _pack_plain(value)
+        except Exception:  # noqa: BLE001 - a str that does not encode
+            return None
+    return None
 
 
 def replier(router: Any, identity: bytes, rid: int) -> Any:
