@@ -89,6 +89,15 @@ def wait_until(cond: Callable[[], object], timeout: float = 5.0, interval: float
         time.sleep(interval)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for servers whose address a test must know first)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def read_line(stream, timeout: float = 30.0) -> str:
     """``stream.readline()`` bounded by ``timeout``: a child that never prints fails the test at once."""
     import threading

@@ -27,7 +27,7 @@ from autogen_core import (  # noqa: E402
     message_handler,
     type_subscription,
 )
-from conftest import ROOT, TESTS, freeze  # noqa: E402
+from conftest import ROOT, TESTS, freeze, free_port  # noqa: E402
 from vlan import LineReader  # noqa: E402
 
 import mesh  # noqa: E402
@@ -305,17 +305,9 @@ def _env() -> dict:
     return env
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_seed_program_runs_in_one_process():
     env = _env()
-    env["MESH_HELLO_PORT"] = str(_free_port())
+    env["MESH_HELLO_PORT"] = str(free_port())
     env["MESH_HELLO_WAIT"] = "3"
     proc = subprocess.run([sys.executable, os.path.join(SEEDS, "autogen_hello.py")], env=env, capture_output=True,
                           text=True, timeout=50)

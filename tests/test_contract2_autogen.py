@@ -6,7 +6,6 @@ Written as an AutoGen user would for the gRPC runtime, with only the runtime imp
 from __future__ import annotations
 
 import asyncio
-import socket
 from dataclasses import dataclass
 
 import pytest
@@ -28,6 +27,7 @@ from autogen_core import (  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from mesh.autogen import MeshWorkerRuntime, MeshWorkerRuntimeHost  # noqa: E402
+from conftest import free_port
 
 LOG: list = []
 CREATED: list = []
@@ -102,14 +102,6 @@ class Waiter(RoutedAgent):
         return message.n
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 async def _until(cond, timeout=10.0):
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
@@ -126,7 +118,7 @@ def _reset():
 
 
 def _run(scenario, workers=2, timeout=60):
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
 
     async def main():
         host = MeshWorkerRuntimeHost(address=address)

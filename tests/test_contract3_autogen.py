@@ -4,7 +4,6 @@ ClosureAgent, metadata, agents that message other agents), with only the runtime
 from __future__ import annotations
 
 import asyncio
-import socket
 from dataclasses import dataclass
 
 import pytest
@@ -26,6 +25,7 @@ from autogen_core import (  # noqa: E402
 )
 
 from mesh.autogen import MeshWorkerRuntime, MeshWorkerRuntimeHost  # noqa: E402
+from conftest import free_port
 
 
 @dataclass
@@ -69,14 +69,6 @@ class Relay(RoutedAgent):
         return Answer("relay: " + inner.text)
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 async def _wait(cond, timeout=15.0):
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
@@ -91,7 +83,7 @@ def _run(coro, timeout=90):
 
 
 def test_rpc_event_closure_agent_and_nested_sends_across_workers():
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     results: list[str] = []
 
     async def collect(_ctx: ClosureContext, message: Answer, ctx: MessageContext) -> None:
@@ -126,7 +118,7 @@ def test_rpc_event_closure_agent_and_nested_sends_across_workers():
 
 
 def test_send_to_an_unregistered_type_is_an_error_not_a_hang():
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
 
     async def main():
         host = MeshWorkerRuntimeHost(address=address)
@@ -148,7 +140,7 @@ def test_send_to_an_unregistered_type_is_an_error_not_a_hang():
 
 
 def test_try_get_underlying_agent_instance_of_a_local_agent():
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
 
     async def main():
         host = MeshWorkerRuntimeHost(address=address)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
 
 import mesh
-from conftest import run_cli
+from conftest import run_cli, free_port
 from test_contract_cli import BIN, Start
 
 SECRET = "contract3-a-long-enough-shared-secret"
@@ -42,16 +41,8 @@ def started():
         s.stop(signal.SIGKILL)
 
 
-def _free_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
 def test_port_flag_is_the_bound_port(started):
-    port = _free_port()
+    port = free_port()
     s = started("--port", str(port), "--no-advertise")
     assert s.port == port and s.host == "127.0.0.1"  # loopback unless told otherwise
     assert Box(2, to_dist={"host": "127.0.0.1", "port": port}).get() == 2
@@ -75,7 +66,7 @@ def test_max_message_size_flag_is_enforced_and_server_keeps_serving(started):
 
 
 def test_stop_of_a_dead_address_is_a_clear_error():
-    port = _free_port()
+    port = free_port()
     out = run_cli("stop", f"127.0.0.1:{port}", timeout=60)
     assert out.returncode != 0
     assert "Traceback" not in out.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from dataclasses import dataclass
 
 import pytest
@@ -23,6 +22,7 @@ from autogen_core import (  # noqa: E402
 )
 
 from mesh.autogen import MeshWorkerRuntime, MeshWorkerRuntimeHost  # noqa: E402
+from conftest import free_port
 
 RECEIVED: list = []
 
@@ -57,14 +57,6 @@ class Listener(RoutedAgent):
         RECEIVED.append(("listener", message.text))
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 async def _wait(cond, timeout=10.0):
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
@@ -85,7 +77,7 @@ def test_runtime_methods_exist():
 
 def test_grpc_style_program_two_workers_send_publish_and_host_stopped():
     RECEIVED.clear()
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
 
     async def main():
         host = MeshWorkerRuntimeHost(address=address)
@@ -127,7 +119,7 @@ def test_grpc_style_program_two_workers_send_publish_and_host_stopped():
 def test_single_worker_sends_and_saves_agent_state():
     # host_address=None joins by discovery; with none found, a single worker still runs its own agents
     RECEIVED.clear()
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
 
     async def main():
         host = MeshWorkerRuntimeHost(address=address)

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import wait_until, free_port
 from vlan import in_isolated_netns
 
 import discovery
@@ -519,11 +518,6 @@ def test_works_from_inside_a_running_event_loop(service_type, no_thread_left):
 
 # --- Redis --------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _start_redis(port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
@@ -560,7 +554,7 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 def test_redis_registry_survives_an_outage(caplog, no_thread_left):
     pytest.importorskip("redis")
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     prefix = f"test:{uuid.uuid4().hex[:6]}:"
     server = _start_redis(port)

@@ -30,7 +30,7 @@ from discovery import Browser  # noqa: E402
 from discovery import _dns  # noqa: E402
 from discovery._dns import DnsSource, split_dns_entries  # noqa: E402
 
-from conftest import wait_until  # noqa: E402
+from conftest import wait_until, free_port  # noqa: E402
 
 
 class TinyDns:
@@ -93,12 +93,6 @@ def tiny_dns(monkeypatch):
         server.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _pods(port: int, n: int = 3) -> list[mesh.AgentServer]:
     """``n`` servers on 127.0.0.1..n, all on ``port`` (the pods of a StatefulSet)."""
     return [mesh.AgentServer(host=f"127.0.0.{i + 1}", port=port, capacity=2, advertise=False, name=f"mesh-{i}")
@@ -106,7 +100,7 @@ def _pods(port: int, n: int = 3) -> list[mesh.AgentServer]:
 
 
 def test_a_name_with_many_addresses_is_many_servers(tiny_dns, monkeypatch):
-    port = _free_port()
+    port = free_port()
     pods = _pods(port)
     try:
         tiny_dns({("mesh.test", "A"): ["127.0.0.1", "127.0.0.2", "127.0.0.3"]})
