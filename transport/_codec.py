@@ -46,14 +46,14 @@ import pickle
 import socket
 import threading
 import types
-from typing import Any
+from typing import Any, Callable
 
 import cloudpickle
 import msgpack
 
 from transport._errors import CodecError, Untransferable
 
-__all__ = ["BUFFER_THRESHOLD", "MAX_DEPTH", "MAX_EXT_DEPTH", "CodecError", "Untransferable", "decode", "encode"]
+__all__ = ["BUFFER_THRESHOLD", "MAX_DEPTH", "MAX_EXT_DEPTH", "CodecError", "Untransferable", "decode", "encode", "set_reducer_hook"]
 
 EXT_PICKLED = 1  # wire value, never renumber
 EXT_BUFREF = 2  # wire value, never renumber
@@ -305,20 +305,45 @@ class _Pickler(cloudpickle.Pickler):
         if what is _UNKNOWN:
             what = _verdict(cls)
         if what is not None:
-            raise Untransferable(what, obj)
+            if type(what) is str:
+                raise Untransferable(what, obj)
+            reduced = what[0](obj)  # a class with a reducer hook (set_reducer_hook)
+            if reduced is not None:
+                return reduced
+            if what[1] is not None:
+                raise Untransferable(what[1], obj)
         return _cloudpickle_override(self, obj)
 
 
 _UNKNOWN = object()
-_verdicts: dict[type, str | None] = {}  # type -> what it is when it cannot travel, else None
+# type -> None (pickled as usual), what it is when it cannot travel, or (its hook's reducer, that)
+_verdicts: dict[type, Any] = {}
 _cloudpickle_override = cloudpickle.Pickler.reducer_override
+_reducer_hook: Callable[[type], Callable[[Any], Any] | None] | None = None
 
 
-def _verdict(cls: type) -> str | None:
+def set_reducer_hook(hook: Callable[[type], Callable[[Any], Any] | None] | None) -> None:
+    """Install the one hook that may replace how objects of some classes are pickled.
+
+    ``hook(cls)`` is asked once per class pickled (cached): a ``reducer(obj)`` for its objects, or
+    None. The reducer returns a ``__reduce__`` tuple to pickle instead of the object, or None to
+    pickle the object as usual. Only objects that are pickled reach it (plain values never do).
+    The layer above uses it to send an object it hosts as a reference; the codec knows nothing of
+    what the classes are.
+    """
+    global _reducer_hook
+    _reducer_hook = hook
+    _verdicts.clear()
+
+
+def _verdict(cls: type) -> Any:
     what = None
     if issubclass(cls, _UNTRANSFERABLE_TYPES) and not issubclass(cls, _IN_MEMORY_IO):
         what = next(w for kinds, w in _UNTRANSFERABLE if issubclass(cls, kinds))
+    hook = _reducer_hook
+    reducer = hook(cls) if hook is not None else None
+    verdict = what if reducer is None else (reducer, what)
     if len(_verdicts) > 4096:  # classes made at run time: keep the cache bounded
         _verdicts.clear()
-    _verdicts[cls] = what
-    return what
+    _verdicts[cls] = verdict
+    return verdict
