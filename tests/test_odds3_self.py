@@ -169,3 +169,14 @@ def test_constructing_hosts_only_that_class_before_its_init() -> None:
         with hosted.constructing(Bad, _describe):
             Bad()
     assert not any(type(hosted._target(e[0])).__name__ == "Bad" for e in hosted._hosted.values())
+
+
+def test_a_durable_object_passes_itself_as_a_durable_reference(spawn_server, tmp_path) -> None:
+    srv = spawn_server(port=0, state_store=str(tmp_path / "store"))
+    member = Member(to_dist={"host": srv.host, "port": srv.port, "checkpoint": True, "max_restarts": 1})
+    back = member.me()
+    assert back == member and back._mesh_durable is not None  # it follows the object like its own proxy
+    assert back._mesh_durable["store"] == member._mesh_durable["store"]
+    assert back._mesh_durable["max_restarts"] == 1
+    back.poke()
+    assert member.count() == 1
