@@ -5,7 +5,9 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, TypeVar
 
+from mesh._core import hosted
 from mesh._core.methods import ASYNC, STREAM, SYNC, method_table
+from transport._codec import set_reducer_hook
 
 __all__ = ["RpcMeta", "async_func", "stream_func", "sync_func"]
 
@@ -56,7 +58,8 @@ class RpcMeta(type):
 
     def __call__(cls, *args: Any, to_dist: Any = None, **kwargs: Any) -> Any:
         if to_dist is None or to_dist is False:
-            obj = super().__call__(*args, **kwargs)
+            describe = hosted.take_pending(cls)  # None unless a server is building this very class here
+            obj = super().__call__(*args, **kwargs) if describe is None else _build_hosted(cls, args, kwargs, describe)
             try:
                 obj.__dict__["_mesh_init_args"] = (args, kwargs)
             except AttributeError:  # __slots__ without __dict__: to_dist() will say so
@@ -65,6 +68,40 @@ class RpcMeta(type):
         from mesh._placement import place  # the client side, loaded on first placement (not by a server)
 
         return place(cls, args, kwargs, _conf(to_dist))
+
+
+def _build_hosted(cls: Any, args: tuple, kwargs: dict, describe: Any) -> Any:
+    """``type.__call__`` with the object hosted between ``__new__`` and ``__init__``: ``self``
+    passed on by the constructor (``hub.register(self)``) already travels as a reference."""
+    new = cls.__new__
+    obj = new(cls) if new is object.__new__ else new(cls, *args, **kwargs)
+    if isinstance(obj, cls):
+        hosted.host(obj, describe)
+        try:
+            type(obj).__init__(obj, *args, **kwargs)
+        except BaseException:
+            hosted.unhost(obj)  # never built: the server drops it
+            raise
+    return obj
+
+
+def _hosted_reducer(cls: type) -> Any:
+    """The codec's hook (asked once per class pickled): objects of RpcMeta classes are checked
+    against the hosted ones; every other class pickles as before."""
+    return _reduce_hosted if isinstance(cls, RpcMeta) else None
+
+
+def _reduce_hosted(obj: Any) -> Any:
+    """A hosted object pickles as its proxy does (the same actor); any other stays a value (None)."""
+    args = hosted.reference(obj)
+    if args is None:
+        return None
+    from mesh.client._proxy import RpcObject  # (loaded already wherever an object is hosted)
+
+    return RpcObject, args
+
+
+set_reducer_hook(_hosted_reducer)
 
 
 def _conf(to_dist: Any) -> Any:

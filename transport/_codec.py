@@ -46,14 +46,14 @@ import pickle
 import socket
 import threading
 import types
-from typing import Any
+from typing import Any, Callable
 
 import cloudpickle
 import msgpack
 
 from transport._errors import CodecError, Untransferable
 
-__all__ = ["BUFFER_THRESHOLD", "MAX_DEPTH", "MAX_EXT_DEPTH", "CodecError", "Untransferable", "decode", "encode"]
+__all__ = ["BUFFER_THRESHOLD", "MAX_DEPTH", "MAX_EXT_DEPTH", "CodecError", "Untransferable", "decode", "encode", "set_reducer_hook"]
 
 EXT_PICKLED = 1  # wire value, never renumber
 EXT_BUFREF = 2  # wire value, never renumber
@@ -96,16 +96,23 @@ def encode(value: Any, *, threshold: int = BUFFER_THRESHOLD) -> tuple[bytes, lis
     # Fast path: a value of exact plain types (no tuple, no subclass, no ext) packs as it is, with
     # this thread's packer. A body under the threshold cannot hold a binary value that should have
     # been a buffer frame. Anything else (TypeError, OverflowError, too deep, big) takes the walk.
-    try:
-        body = _local.strict.pack(value)
-    except AttributeError:
-        _local.strict = msgpack.Packer(use_bin_type=True, strict_types=True)
-        return encode(value, threshold=threshold)
-    except (TypeError, ValueError, OverflowError):
-        pass
-    else:
-        if len(body) < threshold:
-            return body, []
+    # A large binary value one or two levels down in a short list / dict (``{"data": big}``, a
+    # call's ``[[big], {}]``) is packed (copied twice) only to be thrown away: once that happened,
+    # the next such values are scanned first for a while (_big_inside), and one that holds a large
+    # binary value goes to the walk at once. Until then (most programs: never) nothing is scanned.
+    if not _scan_left or (kind is not list and kind is not dict) or not _big_inside(value, threshold):
+        try:
+            body = _local.strict.pack(value)
+        except AttributeError:
+            _local.strict = msgpack.Packer(use_bin_type=True, strict_types=True)
+            return encode(value, threshold=threshold)
+        except (TypeError, ValueError, OverflowError):
+            pass
+        else:
+            if len(body) < threshold:
+                return body, []
+            if kind is list or kind is dict:
+                _arm_scan()
     buffers: list[Any] = []
     try:
         body = msgpack.packb(_walk(value, buffers, threshold), use_bin_type=True)
@@ -114,6 +121,45 @@ def encode(value: Any, *, threshold: int = BUFFER_THRESHOLD) -> tuple[bytes, lis
     except Exception as exc:
         raise CodecError(f"cannot encode {type(value).__name__}: {exc}") from exc
     return body, buffers
+
+
+def _arm_scan() -> None:
+    global _scan_left
+    _scan_left = _SCAN_SPAN
+
+
+def _big_inside(value: list | dict, threshold: int) -> bool:
+    """A large bytes / bytearray / memoryview among the items of a short list or dict, or of a
+    short list or dict among them (short: at most :data:`_SCAN_MAX` items; longer ones are not
+    scanned and take the fast path as before). Each scan that finds none counts down the scans
+    left (:data:`_scan_left`); one that finds one starts the span again."""
+    global _scan_left
+    items = value.values() if type(value) is dict else value
+    if len(items) > _SCAN_MAX or not _has_big(items, threshold):
+        _scan_left = max(_scan_left - 1, 0)  # (threads may race here: it only decides when to scan)
+        return False
+    _scan_left = _SCAN_SPAN
+    return True
+
+
+def _has_big(items: Any, threshold: int) -> bool:
+    for x in items:
+        t = type(x)
+        if t is list or t is dict:
+            inner = x.values() if t is dict else x
+            if len(inner) <= _SCAN_MAX:
+                for y in inner:
+                    u = type(y)
+                    if u in _BUF_KINDS and (y.nbytes if u is memoryview else len(y)) >= threshold:
+                        return True
+        elif t in _BUF_KINDS and (x.nbytes if t is memoryview else len(x)) >= threshold:
+            return True
+    return False
+
+
+_SCAN_MAX = 16  # items of a list / dict scanned (at each of the two levels)
+_SCAN_SPAN = 256  # list / dict values scanned after a large binary value was packed for nothing
+_scan_left = 0  # scans left before the fast path packs without looking again
 
 
 def decode(body: Any, buffers: list[Any] = (), *, allow_pickle: bool = True) -> Any:  # type: ignore[assignment]
@@ -305,20 +351,45 @@ class _Pickler(cloudpickle.Pickler):
         if what is _UNKNOWN:
             what = _verdict(cls)
         if what is not None:
-            raise Untransferable(what, obj)
+            if type(what) is str:
+                raise Untransferable(what, obj)
+            reduced = what[0](obj)  # a class with a reducer hook (set_reducer_hook)
+            if reduced is not None:
+                return reduced
+            if what[1] is not None:
+                raise Untransferable(what[1], obj)
         return _cloudpickle_override(self, obj)
 
 
 _UNKNOWN = object()
-_verdicts: dict[type, str | None] = {}  # type -> what it is when it cannot travel, else None
+# type -> None (pickled as usual), what it is when it cannot travel, or (its hook's reducer, that)
+_verdicts: dict[type, Any] = {}
 _cloudpickle_override = cloudpickle.Pickler.reducer_override
+_reducer_hook: Callable[[type], Callable[[Any], Any] | None] | None = None
 
 
-def _verdict(cls: type) -> str | None:
+def set_reducer_hook(hook: Callable[[type], Callable[[Any], Any] | None] | None) -> None:
+    """Install the one hook that may replace how objects of some classes are pickled.
+
+    ``hook(cls)`` is asked once per class pickled (cached): a ``reducer(obj)`` for its objects, or
+    None. The reducer returns a ``__reduce__`` tuple to pickle instead of the object, or None to
+    pickle the object as usual. Only objects that are pickled reach it (plain values never do).
+    The layer above uses it to send an object it hosts as a reference; the codec knows nothing of
+    what the classes are.
+    """
+    global _reducer_hook
+    _reducer_hook = hook
+    _verdicts.clear()
+
+
+def _verdict(cls: type) -> Any:
     what = None
     if issubclass(cls, _UNTRANSFERABLE_TYPES) and not issubclass(cls, _IN_MEMORY_IO):
         what = next(w for kinds, w in _UNTRANSFERABLE if issubclass(cls, kinds))
+    hook = _reducer_hook
+    reducer = hook(cls) if hook is not None else None
+    verdict = what if reducer is None else (reducer, what)
     if len(_verdicts) > 4096:  # classes made at run time: keep the cache bounded
         _verdicts.clear()
-    _verdicts[cls] = what
-    return what
+    _verdicts[cls] = verdict
+    return verdict

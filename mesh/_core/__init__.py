@@ -8,5 +8,6 @@
 - ``options``: ``ServerOptions`` (the server's, validated, to argv / from args), ``check_host``;
 - ``address``: ``normalize_address`` (one IPv6 bracket rule), ``is_loopback``, ``check_resolves``;
 - ``runtime``: the one process-global (settings, Node, session, pid, in-process producers);
-- ``redis_results``: Redis result keys, the signed blob format, ``fetch``.
+- ``redis_results``: Redis result keys, the signed blob format, ``fetch``;
+- ``hosted``: the objects this process's servers host, so that ``self`` travels as a reference.
 """

@@ -178,8 +178,8 @@ def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -
     if scoped:
         try:
             stamp(header, at)
-        except DeadlineExceeded as exc:  # never sent; an async call still gives a future, which raises it
-            if mode == ASYNC or mode == ASYNC_MSG:
+        except DeadlineExceeded as exc:  # never sent; an async or stream call still gives a future, which raises it
+            if mode != SYNC:
                 return _never_sent(proxy, _FUTURES[mode], exc)
             raise
     span = tracing.client_span(header, proxy._mesh_cls, name, proxy._mesh_address) if tracing.enabled() else None

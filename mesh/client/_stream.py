@@ -65,6 +65,8 @@ class _Streaming:
             True if it was stopped before it finished; reading the stream then raises ``mesh.Cancelled``.
         """
         d = self.__dict__
+        if d["_mesh_exc"] is not None:  # failed for good (never sent past its deadline, ended, cancelled)
+            return False
         header = {"op": wire.STREAM_STOP, "task": d["_mesh_task"]}
         address = d["_mesh_address"]
         try:

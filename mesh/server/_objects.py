@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any, Callable
 
 import transport
-from mesh._core import context, ids, wire
+from mesh._core import context, hosted, ids, wire
 from mesh._errors import CheckpointError
 from mesh.server._calls import CallRunner, call_error, ok, remote_error
 from mesh.server._checkpoint import Checkpoints, Moved, NotInStore, apply_state
@@ -230,10 +230,13 @@ class Objects:
                 reply(wire.err_entry(wire.K_NEEDCLASS, f"class {cls_ref} is not importable here; send it by value"))
                 return
             context.set_context(ids.new_chain(), on_block, _nothing if on_block is not None else None)
+            describe = self._describer(actor)
             try:
-                actor.obj = cls(*payload.get("args", ()), **payload.get("kwargs", {}))
+                with hosted.constructing(cls, describe):  # hosted from before its __init__ (mesh._core.hosted)
+                    actor.obj = cls(*payload.get("args", ()), **payload.get("kwargs", {}))
             finally:
                 context.set_context(None, None, None)
+            hosted.host(actor.obj, describe)
             attrs = payload.get("attrs")
             if isinstance(attrs, dict) and isinstance(attrs.get("agent_id"), str):
                 actor.obj.agent_id = attrs["agent_id"]
@@ -272,8 +275,22 @@ class Objects:
                                       f"{type(exc).__name__}: {exc}") from exc
         return self.checkpoints.reply_fields(actor.durable)
 
+    def _describer(self, actor: Actor) -> Callable[[Any], tuple]:
+        """What the hosted object travels as when pickled for the wire: its proxy's arguments."""
+
+        def describe(obj: Any) -> tuple:
+            created = self._created()
+            durable = None
+            if actor.durable is not None:
+                durable = {**self.checkpoints.reply_fields(actor.durable)["durable"], "sess": actor.session}
+            return (self.checkpoints.address, actor.id, type(obj).__name__, dict(getattr(type(obj), "_mesh_methods", {})),
+                    created.get("pool"), created.get("inst"), durable)
+
+        return describe
+
     def drop(self, actor: Actor, why: str) -> None:
         """The object goes: its queued calls are answered ``notfound``."""
+        hosted.unhost(actor.obj)
         with self._lock:
             self.actors.pop(actor.id, None)
             self.reporting.discard(actor.id)
