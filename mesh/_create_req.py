@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from mesh import _byvalue
 from mesh._core import wire
 
-__all__ = ["ref_of"]
+__all__ = ["connected", "first_pipelined", "ref_of"]
 
 
 def _send_create(
@@ -49,3 +51,55 @@ def _created(client: Any, address: str, info: dict, detached: bool) -> None:
         client.peers.set_limit(address, limit)
     if not detached and isinstance(info.get("lease_ttl"), (int, float)):
         client.own(address, float(info["lease_ttl"]))
+
+
+def first_pipelined(
+    client: Any, address: str, cls: type, args: tuple, kwargs: dict, object_id: str, methods: dict, by_value: bool,
+    extra: tuple, trying: set, fallback_ok: bool, track: Callable[..., None],
+) -> Any:
+    """The first creation of ``cls`` on ``address`` (not named, detached or durable): it returns once
+    the request is out and the connection is up (:func:`connected`), without waiting for the reply.
+    A constructor error, or a class the server cannot load, shows at the proxy's first use, as for
+    later objects (:mod:`mesh._pipeline`). Later creations of the class there, while this one is not
+    answered, are pipelined too (``trying`` holds ``(address, cls)`` meanwhile).
+
+    ``fallback_ok``: carry the class by value for a server that cannot import it (not for our child
+    server, which imports what we import). ``track``: placement's ``_track``.
+    """
+    from mesh import _pipeline  # (placement loaded it)
+
+    if fallback_ok and not by_value:
+        client.node.connect(address)  # the handshake runs while the class is pickled
+    fallback = _byvalue.fallback(cls) if fallback_ok and not by_value else None
+    proxy = _pipeline.make(address, object_id, cls.__name__, methods)
+    fut = _send_create(client, address, cls, args, kwargs, object_id, None, False, extra[6], by_value,
+                       fallback=fallback)
+    key = (address, cls)
+    trying.add(key)
+    track(proxy, extra, fut, first=True)
+    try:
+        connected(client, address, fut)
+    except BaseException:
+        trying.discard(key)
+        raise
+    return proxy
+
+
+def connected(client: Any, address: str, fut: Any) -> None:
+    """Wait until the connection that carries ``fut`` (a ``create`` just sent) is up, not for the
+    reply: a first creation that returns before the server answered still fails right here when
+    the server is unreachable or refuses our secret (``fut`` fails before any handshake succeeds).
+
+    Bounded by the connect timeout (the transport gives the connection up by then: ``fut`` fails).
+
+    Raises:
+        ServerUnavailable, AuthenticationError: ``fut`` failed before the connection was up.
+    """
+    settled = threading.Event()
+    client.node.when_connected(address, settled.set)
+    fut.add_done_callback(lambda _fut: settled.set())
+    settled.wait(client.settings.connect_timeout + 1.0)
+    if fut.done() and fut.exception() is not None:
+        from mesh.client._replies import translate  # (loaded with the client already)
+
+        raise translate(fut.exception()) from None

@@ -15,6 +15,7 @@ names the creation (:func:`settle`).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,7 @@ class _Entry:
         self.elsewhere = elsewhere  # the server is gone: placed again (by discovery)
 
 
+log = logging.getLogger("mesh")
 _inflight = [0]  # creations sent and not answered yet (a list: changed under _lock)
 _lock = threading.Lock()
 
@@ -141,9 +143,22 @@ def _handle(proxy: RpcObject, entry: _Entry) -> None:
                 entry.retry = entry.elsewhere  # never reached it (not OutcomeUnknown): place it again
             else:
                 entry.error = _named(error, entry.what)
+                if isinstance(error, RemoteError):  # the server refused it or its constructor raised
+                    _report(entry.what, error)
             return
         finally:
             entry.fut = None
+
+
+def _report(what: str, error: BaseException) -> None:
+    """Log a creation the server failed, once per class and server: not lost if the proxy is never used."""
+    if what in _reported or len(_reported) >= 256:
+        return
+    _reported.add(what)
+    log.warning("%s failed: %s (the proxy raises it at its first use)", what, error)
+
+
+_reported: set[str] = set()
 
 
 def shared(text: Any) -> Any:

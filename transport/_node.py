@@ -235,6 +235,17 @@ class Node:
         self._loop.submit(Call(open_peer))
         opened.wait(wait)
 
+    def when_connected(self, endpoint: str, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` on the I/O thread once the connection to ``endpoint`` is up (the security
+        handshake succeeded and the requests queued for it were handed to libzmq) or was given up
+        (those requests failed); at once when it is neither connecting nor known. Thread-safe;
+        ``fn`` must not block. For a caller that needs the connection proven, not a reply."""
+        peer = self._dealers.peers.get(endpoint)
+        if self._closed or (peer is not None and peer.up):  # (read off the I/O thread: a flag it only sets)
+            fn()
+        else:
+            self._loop.submit(Call(self._dealers.when_settled, endpoint, fn))
+
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the I/O thread, soon (thread-safe; it must not block)."""
         if not self._closed:
