@@ -95,6 +95,8 @@ def connected(client: Any, address: str, fut: Any) -> None:
     Raises:
         ServerUnavailable, AuthenticationError: ``fut`` failed before the connection was up.
     """
+    if client.node.on_io_thread():  # (a callback there creating an object: it cannot wait for itself)
+        return
     settled = threading.Event()
     client.node.when_connected(address, settled.set)
     fut.add_done_callback(lambda _fut: settled.set())

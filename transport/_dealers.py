@@ -69,7 +69,6 @@ class Dealers:
         self.peers: dict[str, Peer] = {}
         self.requests: dict[int, Pending] = {}
         self.due: set[Peer] = set()  # peers whose outbox goes out when the loop's turn ends
-        self.settled_hooks: dict[str, list[Callable[[], None]]] = {}  # endpoint -> run once it is up or dropped
         loop.flushers.append(self.flush)
 
     # ------------------------------------------------------------ commands
@@ -320,7 +319,7 @@ class Dealers:
                 peer.batch, peer.probe = 0, True  # (a new connection: its metadata may differ)
                 peer.pollout = True  # (the outbox's flush sets the poll mask)
                 self._flush_outbox(peer)
-                self._run_settled(peer.endpoint)  # (before the control connection's two sockets open)
+                peer.came_up()  # (before the control connection's two sockets open)
                 self._open_ctl(peer)
                 continue
             exc = connection_event(peer, msg, self.secure)
@@ -380,23 +379,6 @@ class Dealers:
             self.fail(rid, exc)
         peer.outbox.clear()
         self._close_sockets(peer)
-        self._run_settled(peer.endpoint)
-
-    def when_settled(self, endpoint: str, fn: Callable[[], None]) -> None:
-        """Run ``fn()`` once the connection to ``endpoint`` is up (its handshake succeeded, the requests
-        waiting for it went out) or was given up (its requests failed); at once if neither is pending."""
-        peer = self.peers.get(endpoint)
-        if peer is None or peer.up:
-            fn()
-        else:
-            self.settled_hooks.setdefault(endpoint, []).append(fn)
-
-    def _run_settled(self, endpoint: str) -> None:
-        for fn in self.settled_hooks.pop(endpoint, ()):
-            try:
-                fn()
-            except Exception:  # a hook must not break the I/O thread
-                log.exception("connection hook failed")
 
     def _close_sockets(self, peer: Peer, linger: int = 0) -> None:
         for s in (peer.sock, peer.mon, peer.ctl, peer.ctl_mon):

@@ -236,15 +236,23 @@ class Node:
         opened.wait(wait)
 
     def when_connected(self, endpoint: str, fn: Callable[[], None]) -> None:
-        """Run ``fn()`` on the I/O thread once the connection to ``endpoint`` is up (the security
-        handshake succeeded and the requests queued for it were handed to libzmq) or was given up
-        (those requests failed); at once when it is neither connecting nor known. Thread-safe;
-        ``fn`` must not block. For a caller that needs the connection proven, not a reply."""
+        """Run ``fn()`` once the connection to ``endpoint`` is up: its security handshake succeeded
+        and the requests queued for it were handed to libzmq (on the I/O thread; at once if it is up
+        already, or not known there). A connection given up never runs it: its requests fail instead.
+        Thread-safe; ``fn`` must not block or raise. For a caller that needs the peer proven, not a reply."""
         peer = self._dealers.peers.get(endpoint)
-        if self._closed or (peer is not None and peer.up):  # (read off the I/O thread: a flag it only sets)
+        if peer is not None and peer.up:  # (read off the I/O thread: a flag only it sets)
             fn()
-        else:
-            self._loop.submit(Call(self._dealers.when_settled, endpoint, fn))
+            return
+
+        def hook() -> None:
+            peer = self._dealers.peers.get(endpoint)
+            if peer is None or peer.up:
+                fn()
+            else:
+                peer.up_hooks.append(fn)
+
+        self.call_soon(hook)
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the I/O thread, soon (thread-safe; it must not block)."""
