@@ -1,8 +1,9 @@
 """Pipelined creation: ``to_dist()`` returns before the server has answered the ``create``.
 
-Once a class has been created on a server by this process (so the server is reachable, accepts
-our secret, and can load the class, by value or not), later creations of that class there go out
-and return a proxy at once: ``[A().to_dist() for _ in range(N)]`` costs one round trip, not N.
+The first creation of a class on a server returns once the connection is up (the server is
+reachable and accepts our secret: :func:`mesh._create_req.connected`); later creations of that
+class there go out and return a proxy at once: ``[A().to_dist() for _ in range(N)]`` costs no
+round trip per object.
 The server registers the object when the request arrives and queues calls behind its
 constructor, so nothing is reordered.
 

@@ -202,14 +202,14 @@ def create(
     A detached object outlives this process; others are deleted when it exits
     (or stops renewing its lease). ``name`` registers it for :func:`mesh.get`.
 
-    The first creation of a class on a server waits for the server's answer (unless the server was
-    discovered and the class made fine on another one); later ones are pipelined (:mod:`mesh._pipeline`):
-    the proxy comes back at once, and an error shows at its first use. A named object, and ``wait_reply``, always wait. ``elsewhere()``: where a pipelined
+    The first creation of a class on a server waits for the connection only (unless the server was
+    discovered and the class made fine on another one: not even that); later ones are pipelined (:mod:`mesh._pipeline`):
+    the proxy comes back at once, and an error shows at its first use. A named, detached or durable object, and ``wait_reply``, wait. ``elsewhere()``: where a pipelined
     create goes when the server turns out to be unavailable (placement by discovery).
 
     Raises:
         ServerUnavailable, AuthenticationError: the server cannot be used.
-        RemoteError: the constructor raised there.
+        RemoteError: the constructor raised there (an object that waits for the answer).
     """
     _check_resolves(address)
     address = _pipeline.shared(address)
