@@ -6,8 +6,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from mesh import _byvalue
+from mesh import _byvalue, _pipeline
 from mesh._core import wire
+from mesh.client._replies import translate
 
 __all__ = ["connected", "first_pipelined", "ref_of"]
 
@@ -66,8 +67,6 @@ def first_pipelined(
     ``fallback_ok``: carry the class by value for a server that cannot import it (not for our child
     server, which imports what we import). ``track``: placement's ``_track``.
     """
-    from mesh import _pipeline  # (placement loaded it)
-
     if fallback_ok and not by_value:
         client.node.connect(address)  # the handshake runs while the class is pickled
     fallback = _byvalue.fallback(cls) if fallback_ok and not by_value else None
@@ -102,6 +101,4 @@ def connected(client: Any, address: str, fut: Any) -> None:
     fut.add_done_callback(lambda _fut: settled.set())
     settled.wait(client.settings.connect_timeout + 1.0)
     if fut.done() and fut.exception() is not None:
-        from mesh.client._replies import translate  # (loaded with the client already)
-
         raise translate(fut.exception()) from None
