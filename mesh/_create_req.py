@@ -10,7 +10,10 @@ from mesh import _byvalue, _pipeline
 from mesh._core import wire
 from mesh.client._replies import translate
 
-__all__ = ["connected", "first_pipelined", "ref_of"]
+__all__ = ["connected", "first_pipelined", "inflight_fallback", "ref_of"]
+
+_BURST = 16  # creations of a class sent with the fallback while its first there is unanswered; the next one waits
+_firsts: dict[tuple, list] = {}  # (address, cls) -> [its first creation's proxy, creations sent with the fallback]
 
 
 def _send_create(
@@ -76,12 +79,32 @@ def first_pipelined(
     key = (address, cls)
     trying.add(key)
     track(proxy, extra, fut, first=True)
+    if len(_firsts) >= 4096:
+        _firsts.clear()
+    _firsts[key] = [proxy, 0]
     try:
         connected(client, address, fut)
     except BaseException:
         trying.discard(key)
         raise
     return proxy
+
+
+def inflight_fallback(key: tuple, proven: set) -> bytes | None:
+    """The fallback for a creation of ``key``'s class sent while its first there is not answered, so
+    the server never asks for the class (``needclass``) and a resend at first use. Each such creation
+    is a ``create`` of its own (batches carry no fallback), so past a short burst this waits for the
+    first answer once and returns None: the caller batches from then on (by value if the server took
+    the fallback). Also None when no first creation is known (placed by discovery: as before)."""
+    first = _firsts.get(key)
+    if first is None:
+        return None
+    if first[1] < _BURST:
+        first[1] += 1
+        return _byvalue.fallback(key[1])
+    _firsts.pop(key, None)
+    _pipeline.settle(first[0], quiet=True)  # (its error, if any, shows at its own first use)
+    return None if key in proven else _byvalue.fallback(key[1])
 
 
 def connected(client: Any, address: str, fut: Any) -> None:

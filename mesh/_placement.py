@@ -14,7 +14,7 @@ from typing import Any
 
 import transport
 from mesh import _byvalue, _create_many, _pipeline
-from mesh._create_req import _created, _send_create, first_pipelined, ref_of
+from mesh._create_req import _created, _send_create, first_pipelined, inflight_fallback, ref_of
 from mesh._core import ids, settings as _settings, wire
 from mesh._core.address import check_resolves, normalize_address
 from mesh._errors import MeshError, ServerUnavailable
@@ -231,11 +231,12 @@ def create(
         if key in _proven or key in _trying:
             proxy = _pipeline.make(address, object_id, cls.__name__, methods)
             if key not in _proven and not by_value and (_child is None or address != _child.address):
-                fallback = _byvalue.fallback(cls)  # the first is not answered yet: the same fallback as it
+                fallback = inflight_fallback(key, _proven)  # the first is not answered yet: the same fallback
                 if fallback is not None:
                     _track(proxy, extra, _send_create(client, address, cls, args, kwargs, object_id, None, detached,
                                                       attrs, False, fallback=fallback), first=True)
                     return proxy
+                by_value = key in _by_value  # (the first answered meanwhile)
             if _batched(client, address, cls, args, kwargs, object_id, detached, attrs, by_value, proxy, extra):
                 return proxy  # its batch's reply settles it (_built, or _track with its own reply)
             fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value)

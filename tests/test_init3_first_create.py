@@ -133,6 +133,33 @@ def test_creations_sent_before_the_first_is_answered_carry_the_fallback(spawn_se
     assert len({o.get()[0] for o in objs}) == 1
 
 
+def test_a_burst_before_the_first_answer_sends_a_few_with_the_fallback_then_batches(spawn_server, tmp_path,
+                                                                                    monkeypatch):
+    srv = spawn_server(port=0)  # it cannot import the module below
+    name = f"fb_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        "import mesh, os\nclass Many(metaclass=mesh.RpcMeta):\n"
+        "    def __init__(self, k):\n        self.k = k\n"
+        "    def get(self):\n        return id(type(self)), self.k\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    __import__(name)
+    cls = sys.modules[name].Many
+    sent: list[bool] = []
+    real = _create_req._send_create
+
+    def counting(*args, **kwargs):
+        sent.append(kwargs.get("fallback") is not None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_create_req, "_send_create", counting)
+    monkeypatch.setattr(_placement, "_send_create", counting)
+    objs = [cls(k, to_dist=on(srv)) for k in range(60)]
+    assert 1 <= len(sent) <= 1 + _create_req._BURST and all(sent)  # the rest went in batches, by value
+    got = [o.get() for o in objs]
+    assert [k for _, k in got] == list(range(60))
+    assert len({c for c, _ in got}) == 1  # one class there
+
+
 def test_shutdown_with_a_first_creation_in_flight_does_not_hang(spawn_server, tmp_path):
     srv = spawn_server(port=0, capacity=2)
     obj = Slow(str(tmp_path / "never"), to_dist=on(srv))  # its constructor waits 30 s
