@@ -1,8 +1,9 @@
 """Pipelined creation: ``to_dist()`` returns before the server has answered the ``create``.
 
-Once a class has been created on a server by this process (so the server is reachable, accepts
-our secret, and can load the class, by value or not), later creations of that class there go out
-and return a proxy at once: ``[A().to_dist() for _ in range(N)]`` costs one round trip, not N.
+The first creation of a class on a server returns once the connection is up (the server is
+reachable and accepts our secret: :func:`mesh._create_req.connected`); later creations of that
+class there go out and return a proxy at once: ``[A().to_dist() for _ in range(N)]`` costs no
+round trip per object.
 The server registers the object when the request arrives and queues calls behind its
 constructor, so nothing is reordered.
 
@@ -15,6 +16,7 @@ names the creation (:func:`settle`).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +46,7 @@ class _Entry:
         self.elsewhere = elsewhere  # the server is gone: placed again (by discovery)
 
 
+log = logging.getLogger("mesh")
 _inflight = [0]  # creations sent and not answered yet (a list: changed under _lock)
 _lock = threading.Lock()
 
@@ -141,9 +144,22 @@ def _handle(proxy: RpcObject, entry: _Entry) -> None:
                 entry.retry = entry.elsewhere  # never reached it (not OutcomeUnknown): place it again
             else:
                 entry.error = _named(error, entry.what)
+                if isinstance(error, RemoteError):  # the server refused it or its constructor raised
+                    _report(entry.what, error)
             return
         finally:
             entry.fut = None
+
+
+def _report(what: str, error: BaseException) -> None:
+    """Log a creation the server failed, once per class and server: not lost if the proxy is never used."""
+    if what in _reported or len(_reported) >= 256:
+        return
+    _reported.add(what)
+    log.warning("%s failed: %s (the proxy raises it at its first use)", what, error)
+
+
+_reported: set[str] = set()
 
 
 def shared(text: Any) -> Any:

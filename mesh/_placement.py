@@ -14,7 +14,7 @@ from typing import Any
 
 import transport
 from mesh import _byvalue, _create_many, _pipeline
-from mesh._create_req import _created, _send_create, ref_of
+from mesh._create_req import _created, _send_create, first_pipelined, inflight_fallback, ref_of
 from mesh._core import ids, settings as _settings, wire
 from mesh._core.address import check_resolves, normalize_address
 from mesh._errors import MeshError, ServerUnavailable
@@ -202,14 +202,14 @@ def create(
     A detached object outlives this process; others are deleted when it exits
     (or stops renewing its lease). ``name`` registers it for :func:`mesh.get`.
 
-    The first creation of a class on a server waits for the server's answer (unless the server was
-    discovered and the class made fine on another one); later ones are pipelined (:mod:`mesh._pipeline`):
-    the proxy comes back at once, and an error shows at its first use. A named object, and ``wait_reply``, always wait. ``elsewhere()``: where a pipelined
+    The first creation of a class on a server waits for the connection only (unless the server was
+    discovered and the class made fine on another one: not even that); later ones are pipelined (:mod:`mesh._pipeline`):
+    the proxy comes back at once, and an error shows at its first use. A named, detached or durable object, and ``wait_reply``, wait. ``elsewhere()``: where a pipelined
     create goes when the server turns out to be unavailable (placement by discovery).
 
     Raises:
         ServerUnavailable, AuthenticationError: the server cannot be used.
-        RemoteError: the constructor raised there.
+        RemoteError: the constructor raised there (an object that waits for the answer).
     """
     _check_resolves(address)
     address = _pipeline.shared(address)
@@ -230,11 +230,21 @@ def create(
             return proxy
         if key in _proven or key in _trying:
             proxy = _pipeline.make(address, object_id, cls.__name__, methods)
+            if key not in _proven and not by_value and (_child is None or address != _child.address):
+                fallback = inflight_fallback(key, _proven)  # the first is not answered yet: the same fallback
+                if fallback is not None:
+                    _track(proxy, extra, _send_create(client, address, cls, args, kwargs, object_id, None, detached,
+                                                      attrs, False, fallback=fallback), first=True)
+                    return proxy
+                by_value = key in _by_value  # (the first answered meanwhile)
             if _batched(client, address, cls, args, kwargs, object_id, detached, attrs, by_value, proxy, extra):
                 return proxy  # its batch's reply settles it (_built, or _track with its own reply)
             fut = _send_create(client, address, cls, args, kwargs, object_id, name, detached, attrs, by_value)
             _track(proxy, extra, fut)
             return proxy
+        if not detached:  # the first here: it returns once the connection is proven, not the reply (_create_req)
+            return first_pipelined(client, address, cls, args, kwargs, object_id, methods, by_value, extra, _trying,
+                                   _child is None or address != _child.address, _track)
     # the first creation of a class on a server carries the class by value too (unless the server is our
     # child, which imports what we import), used only if the server cannot import it: one round trip
     first = not by_value and (address, cls) not in _proven and (_child is None or address != _child.address)
@@ -276,6 +286,7 @@ def _track(proxy: RpcObject, extra: tuple, fut: Any, first: bool = False) -> Non
             _by_value.add((address, cls))
         if first:
             _proven.add((address, cls))
+            _proven_cls.add(cls)
 
     def again() -> RpcObject:
         return create(address, cls, args, kwargs, detached=detached, attrs=attrs, object_id=proxy._mesh_id,

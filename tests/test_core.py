@@ -95,6 +95,7 @@ def test_constructor_runs_only_on_the_server(server, spawn_server):
     CONSTRUCTED.clear()
     p = Probe(to_dist={"host": server.host, "port": server.port})
     assert isinstance(p, mesh.RpcObject)
+    assert p.pid() > 0  # (its first use waits for the creation's answer)
     assert len(CONSTRUCTED) == 1  # the in-process server built it once; the caller did not
     srv = spawn_server(port=0)
     q = Probe(to_dist={"host": srv.host, "port": srv.port})
@@ -318,8 +319,9 @@ def test_class_the_server_cannot_import_travels_by_value(spawn_server, tmp_path,
     assert agent(mesh.Msg("u", 21)).content == 42
     # a --no-code server refuses it
     strict = spawn_server(port=0, no_code=True)
-    with pytest.raises(mesh.RemoteError, match="no-code"):
-        private_agents.Private("p", to_dist={"host": strict.host, "port": strict.port})
+    refused = private_agents.Private("p", to_dist={"host": strict.host, "port": strict.port})
+    with pytest.raises(mesh.RemoteError, match="no-code"):  # at its first use: to_dist() did not wait
+        refused(mesh.Msg("u", 1))
 
 
 def _has_ipv6_loopback() -> bool:

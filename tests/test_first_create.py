@@ -14,7 +14,7 @@ import msgpack
 import pytest
 
 import mesh
-from mesh import _byvalue, _placement
+from mesh import _byvalue, _create_req, _placement
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,6 +49,7 @@ def creates(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(_placement, "_send_create", counting)
+    monkeypatch.setattr(_create_req, "_send_create", counting)  # the first creation (first_pipelined)
     return sent
 
 

@@ -156,7 +156,7 @@ def test_pipelined_creations_go_many_to_a_request(spawn_server):
 
 def test_an_error_of_one_object_of_a_batch_shows_at_its_first_use(spawn_server):
     srv = spawn_server(port=0)
-    Counter(0, to_dist=on(srv))  # proves the class there: later ones are batched
+    Counter(0, to_dist=on(srv)).bump()  # proves the class there (its first use): later ones are batched
     made = [Counter(i if i != 3 else -1, step=2, to_dist=on(srv)) for i in range(8)]
     with pytest.raises(ValueError, match="start must be 0 or more") as info:
         made[3].bump()
@@ -167,7 +167,7 @@ def test_an_error_of_one_object_of_a_batch_shows_at_its_first_use(spawn_server):
 def test_a_server_without_create_many_gets_creates(spawn_server, monkeypatch):
     srv = spawn_server(port=0)
     monkeypatch.setattr(wire, "CREATE_MANY", "create_many_unknown")  # what a 1.3 server sees: an unknown op
-    Counter(0, to_dist=on(srv))
+    Counter(0, to_dist=on(srv)).bump()
     made = [Counter(i, to_dist=on(srv)) for i in range(40)]
     assert [m.bump() for m in made] == [i + 1 for i in range(40)]
     assert srv.address in _create_many.old
@@ -222,7 +222,7 @@ def test_a_batchs_proxies_share_one_waiter_then_become_plain_proxies(spawn_serve
     srv = spawn_server(port=0, capacity=4)
     gate = tmp_path / "open"
     gate.touch()
-    Gated(str(gate), to_dist=on(srv))  # proves the class there: later ones are batched
+    Gated(str(gate), to_dist=on(srv)).get()  # proves the class there (its first use): later ones are batched
     gate.unlink()
     held = threading.Event()
     get_client().node.call_soon(lambda: held.wait(10))  # the I/O thread sends nothing until set
@@ -242,7 +242,7 @@ def test_a_batchs_proxies_share_one_waiter_then_become_plain_proxies(spawn_serve
 
 def test_a_batch_refused_whole_fails_each_object_at_its_first_use(spawn_server, monkeypatch):
     srv = spawn_server(port=0)
-    Counter(0, to_dist=on(srv))
+    Counter(0, to_dist=on(srv)).bump()
     real = _create_many._send
 
     def bad(batch):  # one id more than items: the server refuses the whole batch (badrequest)

@@ -155,6 +155,7 @@ def test_a_process_that_creates_at_scale_gets_the_tuned_collector(spawn_server, 
     gc.set_threshold(700, 10, 10)
     monkeypatch.setattr(_scale_gc, "AT", _create_many._made[0] + 20)  # 20 batched creations from now
     on = {"host": srv.host, "port": srv.port}
+    assert Leaf(0, to_dist=on).get() == 0  # the class is proven there: later creations are batched
     few = [Leaf(i, to_dist=on) for i in range(10)]
     assert gc.get_threshold() == (700, 10, 10)
     more = [Leaf(i, to_dist=on) for i in range(20)]

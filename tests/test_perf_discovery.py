@@ -77,6 +77,7 @@ def test_a_known_server_slow_to_answer_a_ping_is_kept_with_its_connection(discov
     srv = spawn_server(port=0, capacity=4, advertise=True, name="busy")
     assert [s.name for s in mesh.servers(timeout=5)] == ["busy"]
     obj = PerfEcho(to_dist={"host": srv.host, "port": srv.port})
+    assert obj.echo(0) == 0  # created (to_dist() does not wait for the constructor)
     srv._proc.send_signal(19)  # SIGSTOP: the next ping times out
     try:
         pending = obj.echo.remote("still here")

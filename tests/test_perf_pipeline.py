@@ -1,8 +1,9 @@
 """Issue 16, target 4: creation pipelines under plain ``to_dist()``.
 
-The first creation of a class on a server waits for the server's answer (an unreachable server,
-a refused secret or an unloadable class fail at ``to_dist()``); later ones return at once, and
-their errors surface at the object's first use, naming the creation.
+The first creation of a class on a server waits for the connection only (an unreachable server
+or a refused secret fail at ``to_dist()``); it and later ones return before the server answered,
+and their errors (a constructor that raised, a class the server cannot load) surface at the
+object's first use, naming the creation.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def test_later_creations_return_before_their_constructors_ran(spawn_server, tmp_
     srv = spawn_server(port=0, capacity=8)
     gate = tmp_path / "open"
     gate.touch()
-    first = Gate(str(gate), to_dist=on(srv))  # proves the class there: synchronous
+    first = Gate(str(gate), to_dist=on(srv))
+    assert first.add(0) == 0  # its first use waits for the reply: the class is proven there
     assert type(first) is RpcObject
     gate.unlink()
     later = [Gate(str(gate), to_dist=on(srv)) for _ in range(3)]  # would each block 30 s if they waited

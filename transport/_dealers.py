@@ -319,6 +319,7 @@ class Dealers:
                 peer.batch, peer.probe = 0, True  # (a new connection: its metadata may differ)
                 peer.pollout = True  # (the outbox's flush sets the poll mask)
                 self._flush_outbox(peer)
+                peer.came_up()  # (before the control connection's two sockets open)
                 self._open_ctl(peer)
                 continue
             exc = connection_event(peer, msg, self.secure)

@@ -235,6 +235,25 @@ class Node:
         self._loop.submit(Call(open_peer))
         opened.wait(wait)
 
+    def when_connected(self, endpoint: str, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` once the connection to ``endpoint`` is up: its security handshake succeeded
+        and the requests queued for it were handed to libzmq (on the I/O thread; at once if it is up
+        already, or not known there). A connection given up never runs it: its requests fail instead.
+        Thread-safe; ``fn`` must not block or raise. For a caller that needs the peer proven, not a reply."""
+        peer = self._dealers.peers.get(endpoint)
+        if peer is not None and peer.up:  # (read off the I/O thread: a flag only it sets)
+            fn()
+            return
+
+        def hook() -> None:
+            peer = self._dealers.peers.get(endpoint)
+            if peer is None or peer.up:
+                fn()
+            else:
+                peer.up_hooks.append(fn)
+
+        self.call_soon(hook)
+
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the I/O thread, soon (thread-safe; it must not block)."""
         if not self._closed:

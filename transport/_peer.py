@@ -11,7 +11,7 @@ and matched one by one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
@@ -29,7 +29,7 @@ class Peer(Link):
     """One remote endpoint: its data and control connections, what waits to go, what is out."""
 
     __slots__ = ("sock", "mon", "outbox", "pending", "connect_deadline", "ctl", "ctl_mon", "ctl_up", "ctl_outbox", "ctl_lost",
-                 "batch", "probe", "pollout")
+                 "batch", "probe", "pollout", "up_hooks")
 
     def __init__(self, endpoint: str, deadline: float) -> None:
         super().__init__(endpoint)
@@ -47,6 +47,13 @@ class Peer(Link):
         self.batch = 0  # bytes of a batch the peer reads (its handshake says); 0: send single messages
         self.probe = True  # the next reply's metadata tells whether the peer reads batches
         self.pollout = False  # the data socket is polled for POLLOUT (the outbox waits for room)
+        self.up_hooks: list[Callable[[], None]] = []  # run once its handshake succeeds (Node.when_connected)
+
+    def came_up(self) -> None:
+        """Its handshake succeeded and its outbox went out: run what waited for that."""
+        hooks, self.up_hooks = self.up_hooks, []
+        for fn in hooks:
+            fn()
 
 
 
