@@ -46,6 +46,7 @@ __all__ = ["PENDING", "AioFuture", "pool_read", "pooled_value", "value_of"]
 
 asyncio: Any = None
 _modules = sys.modules
+_getframe = sys._getframe
 
 
 async def value_of(fut: Any) -> Any:
@@ -209,13 +210,14 @@ class AioFuture:
     @property
     def _asyncio_future_blocking(self) -> bool | None:
         aio = _modules.get("asyncio")
-        if (aio is None or aio._get_running_loop() is None or _local.chain is not None
-                or _reading.get() is not None):  # (current_chain(), inline: a gather asks once per future)
+        if aio is None or _local.chain is not None or _reading.get() is not None:  # (current_chain(), inline)
             return None
         try:  # gather's own frame, the usual case (asyncio.isfuture, then _ensure_future, then gather)
-            if sys._getframe(3).f_code in (_codes[0] if _codes else _taker_codes()):
-                return False
+            if _getframe(3).f_code in (_codes[0] if _codes else _taker_codes()):
+                return False if aio._get_running_loop() is not None else None
         except ValueError:  # a shallower stack
+            return None
+        if aio._get_running_loop() is None:
             return None
         frame = sys._getframe(1)  # asyncio.isfuture, then ensure_future, then who asks
         for _ in range(6):
