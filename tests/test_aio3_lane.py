@@ -19,6 +19,7 @@ import time
 import pytest
 
 import mesh
+import transport
 import transport._lanes as _lanes
 from conftest import wait_until
 from mesh.client import _on_loop
@@ -129,10 +130,10 @@ def test_a_submit_that_raises_takes_its_count_back(server, monkeypatch):
         assert await obj.echo.remote(0) == 0  # the lane exists
 
         def broken(self, fut, frames, timeout=None):
-            raise RuntimeError("the socket went away")
+            raise transport.PeerUnavailable(self.endpoint, "the socket went away")
 
         monkeypatch.setattr(_lanes.Lane, "submit", broken)
-        with pytest.raises(Exception):
+        with pytest.raises(mesh.ServerUnavailable):  # (translated as the general path translates it)
             obj.echo.remote(1)
         monkeypatch.undo()
         assert not _on_loop.busy
