@@ -285,8 +285,8 @@ class Lane(Link):
                 try:
                     rh, body, bufs = split_frames(reply)
                     rid, value = rh.get("re"), (rh, body, bufs)
-                except FrameError:
-                    continue
+                except FrameError:  # (malformed: dropped)
+                    rid = None
             with self.lock:
                 fut = pending.pop(rid, None)
                 if fut is not None and fut.sent:
