@@ -6,11 +6,14 @@ that runs for no call: no call chain, cancel scope, deadline or tracing, not dur
 of plain values only (nothing pickled, so no counted futures). It takes the path the general one
 would take, decided before any work is done: the loop's lane as any call from a loop (its
 header a template per object and method, :func:`transport.map_prefix`, plus the chain, task and
-id; ``mesh.client._on_loop.on_lane`` counts it, so later calls keep their order; a ``result``
-fetch to fall back on once the loop stops), or, while the object has calls in flight through the
+id; ``mesh.client._on_loop.started`` counts it until its lane future's ``on_end``, so later calls
+keep their order; a ``result`` fetch to fall back on once the loop stops; the future made in place,
+as ``mesh.client._async_lane.send`` makes it), or, while the object has calls in flight through the
 I/O thread (a burst of this loop's calls that the lane handed over: a gather), the I/O thread's
 connection behind them, counted as the general path counts them. Both with ``keep`` (the server
 holds the result until this future's holders release it). Anything else: :data:`SLOW`.
+:func:`checked` is :func:`issue` after its checks: the threaded lane's ``issue``, tried first,
+makes the same checks and hands a call on a running loop to it (``_async_lane.on_loop``).
 
 :func:`awaited` is ``__await__`` of every future. For a call on the running loop's lane, not
 done yet, it yields a ``transport._lane_waiter.Waiter`` (an asyncio-compatible future of that
