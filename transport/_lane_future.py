@@ -14,10 +14,13 @@ import time
 from typing import Any, Callable
 
 from transport._errors import FutureTimeout, PeerLost
-from transport._future import ReplyFuture
+from transport._future import _LOCKS, _PENDING, _STRIPES, ReplyFuture
 from transport._lane_waiter import Waiter
 
-__all__ = ["SLICE", "LaneFuture", "Refetch"]
+__all__ = ["OK", "SLICE", "LaneFuture", "Refetch"]
+
+OK = {"op": "ok"}  # the header of a plain ok reply kept as its body (read only: its readers only .get() it)
+_NO_BUFFERS: tuple = ()
 
 SLICE = 0.1  # s: how often a waiting thread checks that the loop still drives the lane
 
@@ -27,10 +30,13 @@ Refetch = Callable[[], Any]  # -> a ReplyFuture of the same reply, asked another
 class LaneFuture(ReplyFuture):
     """The reply to a request sent on a lane; :meth:`result` drives the lane on the loop's thread."""
 
-    __slots__ = ("lane", "rid", "resend", "refetch", "sent", "fell_back", "handed", "waiter")
+    __slots__ = ("lane", "rid", "resend", "refetch", "sent", "fell_back", "handed", "waiter", "on_end")
 
     def __init__(self, lane: Any, rid: int, resend: tuple, refetch: Refetch | None) -> None:
-        super().__init__()
+        self._value = _PENDING
+        self._exc = None
+        self._event = None
+        self._callbacks = None
         self.lane = lane
         self.rid = rid
         self.resend = resend  # (header, body, buffers): what the I/O thread sends if it never left
@@ -39,6 +45,9 @@ class LaneFuture(ReplyFuture):
         self.fell_back = False
         self.handed = 0.0  # handed over by another thread at (monotonic); 0: sent by the loop itself
         self.waiter: Waiter | None = None  # what an await of this yields to its Task (woken when this is done)
+        # (fn, a, b): fn(a, b) once, when done, before any waiter wakes (the caller's accounting of
+        # calls in flight: no done-callback, closure or callback list per request)
+        self.on_end: tuple | None = None
 
     def wait_on_loop(self, loop: Any) -> Waiter | None:
         """An asyncio future of ``loop`` (the lane's, running on this thread) done once this is (None:
@@ -54,9 +63,31 @@ class LaneFuture(ReplyFuture):
         return waiter
 
     def _complete(self, value: Any, exc: BaseException | None) -> None:
-        super()._complete(value, exc)
+        # ReplyFuture._complete, and on_end: run by the one completion that took the stripe lock first
+        with _LOCKS[(id(self) >> 4) % _STRIPES]:
+            if self._value is not _PENDING or self._exc is not None:
+                return
+            if exc is not None:
+                self._exc = exc
+            else:
+                self._value = value
+            event, callbacks, end = self._event, self._callbacks, self.on_end
+            self._callbacks = self.on_end = None
+        if end is not None:
+            try:
+                end[0](end[1], end[2])
+            except Exception:  # (as a done-callback's failure: never breaks the reader)
+                pass
+        if callbacks:
+            for cb in callbacks:
+                try:
+                    cb(self)
+                except Exception:  # a callback must not break the I/O thread
+                    pass
+        if event is not None:
+            event.set()
         waiter = self.waiter
-        if waiter is not None and self.done():
+        if waiter is not None:
             self.waiter = None
             lane = self.lane
             if threading.get_ident() == lane.ident:
@@ -69,8 +100,12 @@ class LaneFuture(ReplyFuture):
                     pass
 
     def result(self, timeout: float | None = None) -> Any:
-        if self.done():
-            return super().result()
+        """``(header, body, buffers)`` of the reply (a plain ok kept as its body: ``(OK, body, ())``)."""
+        if self._value is not _PENDING:
+            value = self._value
+            return (OK, value, _NO_BUFFERS) if type(value) is bytes else value
+        if self._exc is not None:
+            raise self._exc
         end = None if timeout is None else time.monotonic() + timeout
         lane = self.lane
         if threading.get_ident() == lane.ident and not self.fell_back:
@@ -85,10 +120,12 @@ class LaneFuture(ReplyFuture):
                 if wait <= 0:
                     raise FutureTimeout("no reply within the timeout")
                 try:
-                    return super().result(wait)
+                    super().result(wait)
+                    break
                 except FutureTimeout:
                     continue
-        return super().result(None if end is None else max(0.0, end - time.monotonic()))
+        value = super().result(None if end is None else max(0.0, end - time.monotonic()))
+        return (OK, value, _NO_BUFFERS) if type(value) is bytes else value
 
     def add_done_callback(self, fn: Callable[[ReplyFuture], None]) -> None:
         if not self.done() and not self.lane.driven():
@@ -121,7 +158,7 @@ class LaneFuture(ReplyFuture):
         if exc is not None:
             self.set_exception(exc)
         else:
-            self.set_result(other._value)
+            self.set_result(other._value)  # (a plain ok kept as its body by other: the same here)
 
 
 def _wake(waiter: Waiter, inline: bool = True) -> None:

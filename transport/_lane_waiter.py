@@ -25,6 +25,15 @@ __all__ = ["Waiter"]
 _PENDING, _DONE, _CANCELLED = 0, 1, 2
 
 
+def _current_task(loop: Any) -> Any:
+    """``asyncio.current_task(loop)``: the C module's table read directly where it has one (3.8-3.13)."""
+    global _current_task
+    tasks = sys.modules["asyncio"].tasks
+    table = getattr(tasks, "_current_tasks", None)
+    _current_task = table.get if isinstance(table, dict) else tasks.current_task
+    return _current_task(loop)
+
+
 class Waiter:
     """A one-shot asyncio future of ``loop`` whose result is None."""
 
@@ -94,7 +103,7 @@ class Waiter:
         self.state = _DONE
         loop = self.loop
         if (inline and threading.get_ident() == self.ident and loop.is_running()
-                and sys.modules["asyncio"].current_task(loop) is None):
+                and _current_task(loop) is None):
             callbacks, self.callbacks = self.callbacks, []
             for fn, context in callbacks:  # the Task's wake-up: the coroutine runs on from here
                 if context is None:

@@ -5,14 +5,10 @@ send, ``call_soon_threadsafe`` to wake the loop). A *lane* is a DEALER per (even
 loop's thread sends on it and reads replies with ``loop.add_reader(sock.FD)``. ZeroMQ's FD is
 edge-triggered: the reader reads until ``EVENTS`` shows nothing left (asked with a ``zmq_poll`` of
 timeout 0, which re-arms the FD as ``EAGAIN`` would, for less), and ``EVENTS`` is checked after
-every send (a send may consume the edge of a reply that came meanwhile).
-
-Who drives the socket:
+every send (a send may consume the edge of a reply that came meanwhile). Who drives the socket:
 
 * the loop, while it runs (its reader callbacks);
-* the loop's own thread, when it blocks in :meth:`LaneFuture.result` (a coroutine reading a
-  future with ``.result()``, or the thread after ``asyncio.run`` returned): it polls the socket
-  itself, as :class:`transport._direct.Direct` does;
+* the loop's own thread, when it blocks in :meth:`LaneFuture.result` (``transport._lane_drive``);
 * nobody, once the loop stopped or closed: another thread that reads the future then (or adds a
   done-callback) *falls back*: a request still in the outbox is sent through the I/O thread
   instead (it never left), and one that was sent is asked again with the ``refetch`` request the
@@ -36,11 +32,13 @@ from typing import Any, Callable
 
 import zmq
 
-from transport._errors import FrameError, FutureTimeout, NodeClosed, PeerLost, PeerUnavailable, RequestTimeout
+from transport._errors import FrameError, PeerLost, PeerUnavailable, RequestTimeout
 from transport._framing import SIGNATURE, pack_header, split_frames
+from transport._lane_drive import drive
 from transport._lane_future import SLICE, LaneFuture, Refetch
 from transport._templates import ok_rid
-from transport._sockets import POLLIN, Link, close_monitored, connection_event, monitor_events, recv, send
+from transport._sockets import (NOBLOCK as _NOBLOCK, NOBLOCK_MORE as _NOBLOCK_MORE, POLLIN, Link, _recv as _recv_part,
+                                _send as _send_part, close_monitored, connection_event, monitor_events, send)
 
 __all__ = ["BURST", "LANE_WINDOW", "SLICE", "Lane", "LaneFuture"]
 
@@ -53,7 +51,7 @@ class Lane(Link):
     """One event loop's connection to one peer. Its socket is used only by the loop's thread."""
 
     __slots__ = ("node", "recipe", "counters", "loop_ref", "ident", "pid", "lock", "drive_lock", "closed",
-                 "sock", "mon", "poller", "poll_in", "inline", "pending", "outbox", "handoffs", "out", "window", "up_timer", "flush_due", "delegated",
+                 "sock", "mon", "poller", "poll_in", "inline", "polled", "pending", "outbox", "handoffs", "out", "window", "up_timer", "flush_due", "delegated",
                  "__weakref__")
 
     def __init__(self, node: Any, recipe: Any, endpoint: str, loop: Any) -> None:
@@ -78,6 +76,9 @@ class Lane(Link):
         self.poller: zmq.Poller | None = None
         self.poll_in = [(self.sock, POLLIN)]
         self.inline = False  # the reader may resume one awaiting Task right there (transport._lane_waiter)
+        # EVENTS read since the last recv (after a send), a read scheduled if it said POLLIN: the edge is
+        # re-armed, the reader need not ask again (an awaiting Task it resumed sent its next call)
+        self.polled = False
         loop.add_reader(self.sock.FD, self.readable)
         loop.add_reader(self.mon.FD, self.on_monitor)
         loop.call_soon(self.on_monitor)  # what came before the readers were added gave no edge
@@ -99,16 +100,20 @@ class Lane(Link):
     def request(self, header: dict, body: bytes, buffers: list | tuple, refetch: Refetch | None,
                 timeout: float | None, packed: bytes | None = None) -> LaneFuture:
         """Send (or queue) a request; ``packed``: ``header`` already packed (a template's bytes)."""
-        rid = header["id"]
-        fut = LaneFuture(self, rid, (header, body, buffers), refetch)
-        frames = [SIGNATURE, packed or pack_header(header), body, *buffers]
+        fut = LaneFuture(self, header["id"], (header, body, buffers), refetch)
+        return self.submit(fut, [SIGNATURE, packed or pack_header(header), body, *buffers], timeout)
+
+    def submit(self, fut: LaneFuture, frames: list, timeout: float | None = None) -> LaneFuture:
+        """Send (or queue) ``fut``'s request, its ``frames`` made by the caller (the loop's thread)."""
         loop = self.loop_ref()
         burst = False
         with self.lock:
-            self.pending[rid] = fut
+            self.pending[fut.rid] = fut
             if not self.out and self.up and not self.outbox and not self.delegated:  # idle: at once (a round trip)
-                if self._send(fut, frames) and _poll(self.poll_in, 0) and loop is not None:
-                    loop.call_soon(self.readable)  # the send may have taken a reply's edge
+                if self._send(fut, frames) and loop is not None:
+                    if _poll(self.poll_in, 0):
+                        loop.call_soon(self.readable)  # the send may have taken a reply's edge
+                    self.polled = True
                 frames = None
             else:
                 self.outbox.append((fut, frames))
@@ -211,13 +216,20 @@ class Lane(Link):
 
     def _send(self, fut: LaneFuture, frames: list) -> bool:  # under self.lock
         try:
-            send(self.sock, frames, 3)
+            if len(frames) == 3:  # (no buffers, the common case: unrolled; only the first part can fail)
+                sock, (first, second, third) = self.sock, frames
+                _send_part(sock, first, _NOBLOCK_MORE, True)
+                _send_part(sock, second, _NOBLOCK_MORE, True)
+                _send_part(sock, third, _NOBLOCK, True)
+                self.counters.sent += len(first) + len(second) + len(third)
+            else:
+                send(self.sock, frames, 3)
+                self.counters.sent += sum(map(len, frames))
         except zmq.Again:
             self.outbox.appendleft((fut, frames))
             return False
         fut.sent = True
         self.out += 1
-        self.counters.sent += sum(map(len, frames))
         return True
 
     def _flush(self) -> None:  # under self.lock
@@ -228,10 +240,12 @@ class Lane(Link):
                 if not self._send(fut, frames):
                     break
                 sent = True
-        if sent and _poll(self.poll_in, 0):  # the sends may have taken a reply's edge: read it soon
+        if sent:  # the sends may have taken a reply's edge: read it soon
             loop = self.loop_ref()
             if loop is not None and not loop.is_closed():
-                loop.call_soon(self.readable)
+                if _poll(self.poll_in, 0):
+                    loop.call_soon(self.readable)
+                self.polled = True
 
     def unqueue(self, fut: LaneFuture) -> None:  # under self.lock
         self.pending.pop(fut.rid, None)
@@ -248,27 +262,38 @@ class Lane(Link):
         # chain whose replies keep coming must not keep the loop from its other callbacks
         self.inline = True
         while True:  # until EVENTS says nothing is left (that re-arms the FD's edge, as EAGAIN would)
-            try:
-                reply = recv(sock, 3)
+            try:  # (a reply of three parts read without a loop, as Direct.call_fast reads it)
+                frame = _recv_part(sock, _NOBLOCK, False)
             except zmq.Again:  # a wake-up with nothing to read
                 break
+            self.polled = False
+            reply = [frame.bytes]
+            if frame.more:
+                frame = _recv_part(sock, 0, False)
+                reply.append(frame.bytes)
+                if frame.more:
+                    frame = _recv_part(sock, 0, False)
+                    reply.append(frame.bytes)
+                    while frame.more:  # buffers (zmq.Frame, as recv() gives them)
+                        frame = _recv_part(sock, 0, False)
+                        reply.append(frame)
             counters.received += sum(map(len, reply))
             rid = ok_rid(reply[1]) if len(reply) == 3 and reply[0] == SIGNATURE else None
-            if rid is not None:  # a plain ok (most replies): known by its bytes, as Direct.call_fast does
-                rh, body, bufs = {"op": "ok", "re": rid}, reply[2], []
+            if rid is not None:  # a plain ok (most replies): known by its bytes, kept as its body
+                value = reply[2]
             else:
                 try:
                     rh, body, bufs = split_frames(reply)
-                except FrameError:
-                    rh = None
-            if rh is not None:
-                with self.lock:
-                    fut = pending.pop(rh.get("re"), None)
-                    if fut is not None and fut.sent:
-                        self.out -= 1
-                if fut is not None:
-                    fut.set_result((rh, body, bufs))
-            if self.closed or not _poll(self.poll_in, 0):
+                    rid, value = rh.get("re"), (rh, body, bufs)
+                except FrameError:  # (malformed: dropped)
+                    rid = None
+            with self.lock:
+                fut = pending.pop(rid, None)
+                if fut is not None and fut.sent:
+                    self.out -= 1
+            if fut is not None:
+                fut.set_result(value)
+            if self.closed or self.polled or not _poll(self.poll_in, 0):
                 break
         self.inline = False
         if self.outbox and not self.closed:  # the window let more go
@@ -303,32 +328,7 @@ class Lane(Link):
 
     def drive(self, done: Callable[[], bool], end: float | None) -> None:
         """Poll the socket on this (the loop's) thread until ``done()``, or raise FutureTimeout at ``end``."""
-        with self.drive_lock:
-            if self.poller is None:
-                self.poller = zmq.Poller()
-                self.poller.register(self.sock, zmq.POLLIN)
-                self.poller.register(self.mon, zmq.POLLIN)
-            while not done():
-                if self.closed:
-                    return
-                if self.handoffs:
-                    self.adopt_all()
-                if self.outbox:
-                    self.flush()
-                if self.node.closed:
-                    self.fail(NodeClosed("the mesh node was closed"))
-                    return
-                wait = SLICE if end is None else min(SLICE, end - time.monotonic())
-                if wait <= 0:
-                    raise FutureTimeout("no reply within the timeout")
-                if self.delegated:  # replies of a burst come through the I/O thread, not this socket
-                    wait = min(wait, 0.001)
-                events = dict(self.poller.poll(max(1, int(wait * 1000))))
-                self.readable()  # the socket before the monitor: a reply that came before a disconnect
-                if self.mon in events:
-                    self.on_monitor()
-                if not self.up and self.pending and time.monotonic() > self._up_by():
-                    self._connect_expired()
+        drive(self, done, end)
 
     # -- failures ------------------------------------------------------------
     def _up_by(self) -> float:

@@ -35,9 +35,9 @@ import weakref
 from typing import Any
 
 from mesh._core import redis_results
-from mesh._core.context import blocking, current_chain
+from mesh._core.context import _local, blocking, reading_chain as _reading
 from mesh._errors import Cancelled
-from mesh.client._aio_batch import resolver
+from mesh.client._aio_batch import resolve
 from mesh.client._cancel import abandon
 from mesh.client._client import get_client
 from mesh.client._lean import PENDING  # a future's value not read yet (mesh.client._future)
@@ -45,6 +45,8 @@ from mesh.client._lean import PENDING  # a future's value not read yet (mesh.cli
 __all__ = ["PENDING", "AioFuture", "pool_read", "pooled_value", "value_of"]
 
 asyncio: Any = None
+_modules = sys.modules
+_getframe = sys._getframe
 
 
 async def value_of(fut: Any) -> Any:
@@ -207,13 +209,15 @@ class AioFuture:
 
     @property
     def _asyncio_future_blocking(self) -> bool | None:
-        aio = sys.modules.get("asyncio")
-        if aio is None or aio._get_running_loop() is None or current_chain() is not None:
+        aio = _modules.get("asyncio")
+        if aio is None or _local.chain is not None or _reading.get() is not None:  # (current_chain(), inline)
             return None
         try:  # gather's own frame, the usual case (asyncio.isfuture, then _ensure_future, then gather)
-            if sys._getframe(3).f_code in (_codes[0] if _codes else _taker_codes()):
-                return False
+            if _getframe(3).f_code in (_codes[0] if _codes else _taker_codes()):
+                return False if aio._get_running_loop() is not None else None
         except ValueError:  # a shallower stack
+            return None
+        if aio._get_running_loop() is None:
             return None
         frame = sys._getframe(1)  # asyncio.isfuture, then ensure_future, then who asks
         for _ in range(6):
@@ -231,7 +235,7 @@ class AioFuture:
 
     def get_loop(self) -> Any:
         """The running loop (a mesh future belongs to no loop: it serves the one asking)."""
-        return _module().get_running_loop()
+        return _modules["asyncio"].get_running_loop()  # (asyncio is loaded: it asks)
 
     def cancelled(self) -> bool:
         """True once reading it raises :class:`mesh.Cancelled` (its task was cancelled: asyncio then
@@ -263,13 +267,17 @@ class AioFuture:
 
     def add_done_callback(self, fn: Any, *, context: Any = None) -> None:
         """``fn(self)`` on the running loop once the value (or its error) can be read without blocking."""
-        loop = _module().get_running_loop()
+        loop = _modules["asyncio"].get_running_loop()  # (asyncio is loaded: it asks)
         d = self.__dict__  # type: ignore[attr-defined]
         entry = [fn, True]
-        d.setdefault("_mesh_aio_cbs", []).append(entry)
+        cbs = d.get("_mesh_aio_cbs")
+        if cbs is None:
+            d["_mesh_aio_cbs"] = [entry]
+        else:
+            cbs.append(entry)
         at = d.get("_mesh_deadline")
         if at is None:  # the common case: checked with the others of this loop turn (mesh.client._aio_batch)
-            resolver(loop).add(self, fn, context, entry)
+            resolve(loop, self, fn, context, entry)
             return
         waker = _waker(loop)
 

@@ -39,7 +39,7 @@ from mesh.client._lean import PENDING, SHORT, Replied
 from transport import ReplyFuture
 from transport._lane_future import LaneFuture
 
-__all__ = ["resolver"]
+__all__ = ["resolve", "resolver"]
 
 _get_ident = threading.get_ident
 _unpackb = msgpack.unpackb
@@ -200,6 +200,17 @@ _lock = threading.Lock()
 # the last (loop, resolver) asked (10,000 adds of a gather ask for the same); one tuple, replaced whole:
 # loops on several threads never mix two
 _last: list = [(weakref.ref(set()), None)]
+
+
+def resolve(loop: Any, fut: Any, fn: Any, context: Any, entry: list) -> None:
+    """``resolver(loop).add(fut, fn, context, entry)`` (a gather asks once per future)."""
+    last_loop, res = _last[0]
+    if last_loop() is not loop:
+        res = resolver(loop)
+    res.due.append((fut, fn, context, entry))
+    if not res.scheduled:
+        loop.call_soon(res.run)
+        res.scheduled = True
 
 
 def resolver(loop: Any) -> Resolver:

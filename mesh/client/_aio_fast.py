@@ -6,11 +6,14 @@ that runs for no call: no call chain, cancel scope, deadline or tracing, not dur
 of plain values only (nothing pickled, so no counted futures). It takes the path the general one
 would take, decided before any work is done: the loop's lane as any call from a loop (its
 header a template per object and method, :func:`transport.map_prefix`, plus the chain, task and
-id; ``mesh.client._on_loop.on_lane`` counts it, so later calls keep their order; a ``result``
-fetch to fall back on once the loop stops), or, while the object has calls in flight through the
+id; ``mesh.client._on_loop.started`` counts it until its lane future's ``on_end``, so later calls
+keep their order; a ``result`` fetch to fall back on once the loop stops; the future made in place,
+as ``mesh.client._async_lane.send`` makes it), or, while the object has calls in flight through the
 I/O thread (a burst of this loop's calls that the lane handed over: a gather), the I/O thread's
 connection behind them, counted as the general path counts them. Both with ``keep`` (the server
 holds the result until this future's holders release it). Anything else: :data:`SLOW`.
+:func:`checked` is :func:`issue` after its checks: the threaded lane's ``issue``, tried first,
+makes the same checks and hands a call on a running loop to it (``_async_lane.on_loop``).
 
 :func:`awaited` is ``__await__`` of every future. For a call on the running loop's lane, not
 done yet, it yields a ``transport._lane_waiter.Waiter`` (an asyncio-compatible future of that
@@ -39,12 +42,15 @@ from mesh._core import context, ids, tracing, wire
 from mesh._core.cancel import _user_deadline
 import mesh.client._on_loop as _on_loop
 from mesh.client._aio import PENDING, value_of
+import mesh.client._async_lane as _async_lane
 from mesh.client._async_lane import send as _lane_send
 from mesh.client._cancel import abandon
 from mesh.client._client import SLOW, _plain_body, get_client
-from mesh.client._lean import SHORT, Replied
+from mesh.client._lean import NO_CHILDREN, SHORT, Replied, pid as _pid
+from mesh.client._replies import translate
 from transport import _lane_registry as _lanes
 from transport._lane_future import LaneFuture
+from transport._lane_waiter import _DONE
 
 __all__ = ["awaited", "issue"]
 
@@ -56,6 +62,7 @@ _reading = context.reading_chain
 _busy = _on_loop.busy
 lean = True  # False: a call behind a burst goes by _via_io as before (A/B measurements)
 _THRESHOLD = transport.BUFFER_THRESHOLD
+_SIGNATURE = transport.SIGNATURE
 _TEMPLATES_MAX = 4096
 _templates: dict[tuple[str, str, str], bytes] = {}  # (session, object, method) -> header prefix
 _nothing = weakref.ref(set())  # (a dead reference)
@@ -73,6 +80,15 @@ def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
     if (loop is None or not _on_loop.enabled or local.chain is not None or local.scope is not None
             or local.on_block is not None or _reading.get() is not None or _user_deadline.get() is not None
             or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
+        return SLOW
+    return checked(proxy, name, cls, args, kwargs)
+
+
+def checked(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
+    """:func:`issue` once its context was checked (by ``mesh.client._async_lane.issue``, which tries
+    a call first and finds it on a running loop: its tests are :func:`issue`'s)."""
+    loop = _modules["asyncio"]._get_running_loop()
+    if not _on_loop.enabled:
         return SLOW
     client = get_client()
     object_id, address = proxy._mesh_id, proxy._mesh_address
@@ -98,25 +114,51 @@ def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
     if via_io and lean:  # the threaded async lane's send: the same connection, no done-callback per call
         return _lane_send(proxy, name, cls, body)
     session = client.session
-    chain, task, rid = ids.new_chain(), ids.new_chain(), node.next_id()
+    rid = node.next_id()
+    # two fresh ids as ids.new_chain makes them (the module's prefix and counter: both renewed at a fork)
+    counter, head = ids._counter, ids._prefix
+    chain, task = f"{head}.{next(counter)}", f"{head}.{next(counter)}"
     header = {"op": wire.CALL, "obj": object_id, "m": name, "sess": session, "keep": 1, "chain": chain,
               "task": task, "id": rid}  # what a fall-back (or the I/O thread) sends
     if via_io:  # what the general path does there (peers' accounting keeps the order), without its work
         fut = _via_io(client, object_id, address, header, body)
-    else:
-        key = (session, object_id, name)
-        prefix = _templates.get(key)
-        if prefix is None:
-            if len(_templates) >= _TEMPLATES_MAX:
-                _templates.clear()
-            prefix = _templates[key] = transport.map_prefix(8, [
-                ("op", wire.CALL), ("obj", object_id), ("m", name), ("sess", session), ("keep", 1)])
-        packed = (prefix + b"\xa5chain" + _pack_str(chain) + b"\xa4task" + _pack_str(task) + b"\xa2id"
-                  + _pack_uint(rid))
-        fut = _on_loop.on_lane(lane, loop, object_id, header, body, (), _on_loop.refetch_of(client, address, task),
-                               None, packed)
+        client.own(address)  # our lease there keeps the result held until we release it (or exit)
+        return cls(address, task, fut, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
+    key = (session, object_id, name)
+    prefix = _templates.get(key)
+    if prefix is None:
+        if len(_templates) >= _TEMPLATES_MAX:
+            _templates.clear()
+        prefix = _templates[key] = transport.map_prefix(8, [
+            ("op", wire.CALL), ("obj", object_id), ("m", name), ("sess", session), ("keep", 1)]) + b"\xa5chain"
+    packed = prefix + _pack_str(chain) + b"\xa4task" + _pack_str(task) + b"\xa2id" + _pack_uint(rid)
+    fut = LaneFuture(lane, rid, (header, body, ()), _on_loop.refetch_of(client, address, task))
+    _on_loop.started(lane, object_id, fut)  # counted among the object's calls in flight on the lane
+    future = cls.__new__(cls)
+    # the fields of _FutureMixin._mesh_init (an owner's), stored in its order: the instance dicts then
+    # share their keys (as mesh.client._async_lane.send makes them)
+    d = future.__dict__
+    d["_mesh_pool"] = proxy._mesh_pool
+    d["_mesh_inst"] = proxy._mesh_inst
+    d["_mesh_address"] = address
+    d["_mesh_task"] = task
+    d["_mesh_call"] = fut
+    d["_mesh_fetch"] = None
+    d["_mesh_value"] = PENDING
+    d["_mesh_exc"] = None
+    d["_mesh_lock"] = SHORT
+    d["_mesh_ref"] = ""  # the owner
+    d["_mesh_children"] = NO_CHILDREN
+    d["_mesh_pinned"] = False
+    d["_mesh_pid"] = _pid[0]  # (a copy inherited by a forked child is not a holder)
+    try:
+        lane.submit(fut, [_SIGNATURE, packed, body])
+    except BaseException as exc:
+        d["_mesh_ref"] = None  # never sent: not a holder (its finalizer reports nothing)
+        _on_loop.not_started(fut)
+        raise translate(exc) from None
     client.own(address)  # our lease there keeps the result held until we release it (or exit)
-    return cls(address, task, fut, pool=proxy._mesh_pool, inst=proxy._mesh_inst)
+    return future
 
 
 def _via_io(client: Any, object_id: str, address: str, header: dict, body: bytes) -> Any:
@@ -167,41 +209,34 @@ def awaited(fut: Any) -> Any:
             if loop is not None and loop is aio._get_running_loop() and lane.ident == _get_ident() and not lane.closed:
                 waiter = call.wait_on_loop(loop)
                 if waiter is not None:
+                    waiter._asyncio_future_blocking = True  # (Waiter.__await__, without a generator of its own)
                     try:
-                        yield from waiter
+                        yield waiter  # the Task sleeps on it; the lane's reader wakes it (or a cancel does)
+                        if waiter.state != _DONE:  # (cancelled: raises CancelledError, as Waiter.__await__)
+                            waiter.result()
                     except aio.CancelledError:  # the awaiting task was cancelled: so is the remote call
                         if call.waiter is waiter:
                             call.waiter = None
                         abandon(fut)
                         raise
-        value = _plain_value(call)
-        if value is not PENDING:
-            with SHORT:
-                if d["_mesh_value"] is PENDING:
-                    d["_mesh_value"] = value
-            if d["_mesh_call"] is call:  # keep the body only (what mesh.client._lean.compact does)
-                d["_mesh_call"] = Replied(call.result()[1])
-            return d["_mesh_value"]
+        body = call._value
+        if type(body) is bytes and call._exc is None:  # a plain ok reply, kept as its body by the lane
+            try:
+                value = _unpackb(body, raw=False, strict_map_key=False, ext_hook=_not_plain)
+            except Exception:  # noqa: BLE001 - an ext value (a tuple, a pickle...): the codec decides
+                value = PENDING
+            if value is not PENDING:
+                with SHORT:
+                    if d["_mesh_value"] is PENDING:
+                        d["_mesh_value"] = value
+                if d["_mesh_call"] is call:  # keep the body only (what mesh.client._lean.compact does)
+                    d["_mesh_call"] = Replied(body)
+                return d["_mesh_value"]
     return (yield from value_of(fut).__await__())
-
-
-def _plain_value(call: Any) -> Any:
-    """The value of a done call's ``ok`` reply holding a plain value (no buffers, not big, no ext
-    value), else :data:`PENDING` (not done, a failure, anything the codec must decode)."""
-    if not call.done():
-        return PENDING
-    try:
-        rh, body, bufs = call.result()
-    except BaseException:  # noqa: BLE001 - a failure: value_of raises it as result() does
-        return PENDING
-    if bufs or type(body) is not bytes or rh.get("op") != wire.OK or rh.get("big"):
-        return PENDING
-    try:
-        return _unpackb(body, raw=False, strict_map_key=False, ext_hook=_not_plain)
-    except Exception:  # noqa: BLE001 - an ext value (a tuple, a pickle...) or malformed: the codec decides
-        return PENDING
 
 
 def _not_plain(code: int, data: bytes) -> Any:
     raise ValueError("an ext value: decoded by the codec")
 
+
+_async_lane.on_loop = checked  # the threaded lane's issue hands a call on a running loop straight here

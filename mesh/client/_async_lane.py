@@ -57,6 +57,8 @@ _ID_KEY = b"\xa2id"
 _TEMPLATES_MAX = 4096
 _templates: dict[tuple[str, str, str], bytes] = {}  # (session, object, method) -> header prefix
 _PENDING: Any = None  # mesh.client._aio.PENDING, set by install()
+# a call on a running loop, its context checked as above: mesh.client._aio_fast.checked (hook, helper aio3)
+on_loop: Any = None
 
 
 class LaneReply(transport.PendingReply):
@@ -137,7 +139,7 @@ def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
         return SLOW
     aio = _modules.get("asyncio")
     if aio is not None and aio._get_running_loop() is not None:  # on a loop: its own lanes
-        return SLOW
+        return SLOW if on_loop is None else on_loop(proxy, name, cls, args, kwargs)  # (checked already)
     object_id = proxy._mesh_id
     if _busy and object_id in _busy:  # calls in flight on a loop's lane: behind them (the general path)
         return SLOW

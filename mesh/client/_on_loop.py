@@ -34,7 +34,7 @@ from mesh._core.context import current_chain
 from mesh.client._replies import decode_reply, translate, wait
 from transport import _lane_registry as _lanes
 
-__all__ = ["NOT_ROUTED", "busy", "call_in_order", "issue", "on_lane", "refetch_of", "sync_call"]
+__all__ = ["NOT_ROUTED", "busy", "call_in_order", "issue", "not_started", "on_lane", "refetch_of", "started", "sync_call"]
 
 enabled = True  # False: calls from loops take the I/O thread as before (A/B measurements, a way out)
 NOT_ROUTED = object()  # sync_call: not a lane's business, take the usual path
@@ -144,6 +144,24 @@ def on_lane(lane: Any, loop: Any, object_id: str, header: dict, body: bytes, buf
         raise translate(exc) from None
     fut.add_done_callback(partial(_done, object_id, lane))
     return fut
+
+
+def started(lane: Any, object_id: str, fut: Any) -> None:
+    """``fut`` (a lane future, about to be submitted on ``lane``) counts among the object's calls in
+    flight there until it is done (``on_end``: no done-callback per call), as :func:`on_lane` counts."""
+    with _cond:
+        entry = _busy.get(object_id)
+        if entry is None or entry[0] is not lane:
+            entry = _busy[object_id] = [lane, 0]
+        entry[1] += 1
+    fut.on_end = (_ended, object_id, lane)
+
+
+def not_started(fut: Any) -> None:
+    """``fut`` counted by :func:`started` was not submitted (the submit raised): it no longer counts."""
+    end, fut.on_end = fut.on_end, None
+    if end is not None:
+        end[0](end[1], end[2])
 
 
 def refetch_of(client: Any, address: str, task: str) -> Any:
