@@ -1,15 +1,12 @@
 """The lanes of an event loop that closed while something still refers to it (a fixture, a
-framework keeping its loop) stay open until the next lane is made, even past ``mesh.shutdown()``.
-
-The fix belongs to ``transport._lane_registry`` (sweep on the node's timer, or when the node
-closes); NOTES-odds3.md describes it. Kept as a non-strict xfail so that it turns green with it."""
+framework keeping its loop) are closed by ``mesh.shutdown()`` (the node's close sweeps them), not
+only when the next lane is made."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 
-import pytest
 
 import mesh
 from mesh import RpcMeta
@@ -25,7 +22,6 @@ def _open_lanes() -> int:
     return sum(1 for lane in list(registry._all) if not lane.closed)
 
 
-@pytest.mark.xfail(reason="follow-up: transport._lane_registry sweeps only when the next lane is made", strict=False)
 def test_the_lanes_of_a_closed_loop_that_is_kept_are_closed_by_shutdown(spawn_server) -> None:
     server = spawn_server(port=0)
     echo = Echo(to_dist={"host": server.host, "port": server.port})

@@ -1,7 +1,8 @@
 """Which lane: one per (node, event loop, endpoint), made on first use (see ``transport._lanes``).
 
 Lanes are keyed by their loop, weakly; a lane holds its loop weakly too. The lanes of a loop
-that closed, or of a node that closed, are closed when the next lane is made. Lanes use a zmq
+that closed, or of a node that closed, are closed when the next lane is made and when a node
+closes (``Node.close`` sweeps). Lanes use a zmq
 context of their own (one per process): the node's ``ctx.term()`` never waits for a loop.
 """
 
@@ -19,7 +20,7 @@ from transport._errors import NodeClosed
 from transport._lane_future import LaneFuture, Refetch
 from transport._lanes import Lane
 
-__all__ = ["lane_for", "request"]
+__all__ = ["lane_for", "request", "sweep"]
 
 _by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> {endpoint: Lane}
 _all: weakref.WeakSet = weakref.WeakSet()
@@ -34,7 +35,7 @@ def lane_for(node: Any, loop: Any, endpoint: str) -> Lane:
         lanes = _by_loop.setdefault(loop, {})
     lane = lanes.get(endpoint)
     if lane is None or lane.closed or lane.node is not node:
-        _sweep()
+        sweep()
         lane = lanes[endpoint] = Lane(node, _recipe(node), endpoint, loop)
         with _lock:
             _all.add(lane)
@@ -51,7 +52,7 @@ def request(node: Any, loop: Any, endpoint: str, header: dict, body: bytes, buff
     return lane_for(node, loop, endpoint).request(header, body, buffers, refetch, timeout)
 
 
-def _sweep() -> None:
+def sweep() -> None:
     """Close the lanes whose loop or node has gone (on their loop's thread while it still runs)."""
     with _lock:
         lanes = list(_all)

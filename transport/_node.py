@@ -35,6 +35,7 @@ from transport._direct import SLICE, Direct
 from transport._errors import NodeClosed, PeerUnavailable
 from transport._framing import SIGNATURE, pack_header
 from transport._future import PartsFuture, ReplyFuture as Future
+from transport._lane_registry import sweep as sweep_lanes
 from transport._log import Warnings, log
 from transport._loop import Call, Loop
 from transport._routers import Bind, Handler, Router, Routers
@@ -382,6 +383,7 @@ class Node:
                 finally:
                     direct.lock.release()
         self._loop.stop()
+        sweep_lanes()  # the lanes of this node (and of loops that closed) close too
         if not self.on_io_thread():
             self._loop.thread.join(timeout)
 
