@@ -33,6 +33,7 @@ from mesh._core.methods import runs_on_loop
 from mesh.server._lane_parts import _Hooks, call_args, packed_plain
 from mesh.server._calls import call_error, ok, result_of
 from mesh.server._checks import ID_MAX, NAME_MAX
+from mesh.server._inline import WARMUP
 from mesh.server._mailbox import Call
 from mesh.server._results import shut_down
 
@@ -132,7 +133,7 @@ class FastLane:
                 return None
         calls, hist = self.calls, t.hist
         if (actor.durable is not None or not self.servicer.accepting or calls.node is None
-                or not calls.inline.allows_entry(hist)
+                or hist[0] < WARMUP or hist[2] or hist[1] >= calls.inline.threshold  # (InlinePolicy.allows_entry)
                 or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())
                 or not actor.enter_idle()):
             return None
@@ -164,7 +165,7 @@ class FastLane:
         if (list(header)[-2:] != ["chain", "id"] or set(header) not in _TEMPLATE_KEYS
                 or type(obj_id) is not str or len(obj_id) > ID_MAX or type(method) is not str
                 or len(method) > NAME_MAX or (sess is not None and (type(sess) is not str or len(sess) > ID_MAX))
-                or ("sess" in header and sess is None)
+                or ("sess" in header and sess is None) or (method.startswith("_") and method != "__call__")
                 or head[:i] + transport.pack_str(chain) + b"\xa2id" + transport.pack_uint(rid) != head):
             templates[head[:i]] = False
             return
@@ -191,7 +192,7 @@ class FastLane:
                     or self.actors.get(obj_id) is not actor):
                 known = None  # the full checks decide
         if known is None:
-            if router.raw is None:  # (the ROUTER's raw hook: from now on, known layouts go there first)
+            if getattr(router, "raw", 0) is None:  # (the ROUTER's raw hook: known layouts go there first from now on)
                 router.raw = self.raw
             if (len(header) != 4 + (chain is not None) + (sess is not None) or type(rid) is not int
                     or type(obj_id) is not str or len(obj_id) > ID_MAX or type(method) is not str
@@ -235,7 +236,7 @@ class FastLane:
         packed = None  # the body of a plain ok reply (a str, number, bool or None: packed here)
         try:
             args, kwargs = call_args(body)
-            if method.startswith("_") and method != "__call__":
+            if head is None and method.startswith("_") and method != "__call__":  # (a template's is not: _learn)
                 raise AttributeError(f"{method!r} is private: private methods are never called remotely")
             fn = getattr(obj, method)
             if runs_on_loop(cls, method, fn):  # shadowed by a coroutine function: the event loop runs it
