@@ -10,7 +10,6 @@ import msgpack
 import pytest
 import zmq
 
-import mesh
 import transport
 from mesh import RpcMeta
 from mesh.server import _inline_fast
@@ -88,7 +87,7 @@ def kit(server, lane_runs):
 
 def _warm(server, raw: Raw, obj_id: str, method: str, body: bytes, runs: list) -> None:
     """Calls until one was served by the raw lane (a method runs inline after its warm-up)."""
-    for i in range(2000):
+    for _ in range(2000):
         before = len(runs)
         reply = raw.send(_head(obj_id, method, "warm", transport.pack_uint(1)), body)
         assert msgpack.unpackb(reply[1])["re"] == 1
