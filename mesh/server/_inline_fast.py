@@ -41,6 +41,7 @@ __all__ = ["FastLane"]
 
 _get_ident = threading.get_ident
 _modules = sys.modules
+_find = bytes.find  # (a method descriptor: no bound method made per call)
 _monotonic = time.monotonic
 _ok_header = transport.ok_header
 _local = context._local
@@ -97,7 +98,7 @@ class FastLane:
         then a short chain and a plain uint id, and nothing after) is served from its bytes, with
         no header map and no per-field check; None for anything else (the header is parsed, then
         :meth:`handle` decides: nothing has changed at that point). Same checks, same run."""
-        i = head.find(_CHAIN_KEY) + 6
+        i = _find(head, _CHAIN_KEY) + 6
         if i < 6:
             return None
         t = self.templates.get(head[:i])
@@ -134,7 +135,7 @@ class FastLane:
         calls, hist = self.calls, t.hist
         if (actor.durable is not None or not self.servicer.accepting or calls.node is None
                 or hist[0] < WARMUP or hist[2] or hist[1] >= calls.inline.threshold  # (InlinePolicy.allows_entry)
-                or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())
+                or ("opentelemetry.trace" in _modules and tracing.enabled())
                 or not actor.enter_idle()):
             return None
         t0 = _monotonic()
@@ -231,8 +232,10 @@ class FastLane:
         hooks.actor, hooks.chain, hooks.ident, hooks.waited = actor, chain, _get_ident(), False
         obj = actor.obj
         cls = type(obj)
-        local = _local  # context.set_context, inlined (the scope stays None: a sync call without deadline)
-        local.chain, local.on_block, local.on_unblock = chain, hooks.on_block, hooks.on_unblock
+        # context.set_context, inlined (the scope stays None: a sync call without deadline), in this
+        # thread's dict of the context (one look-up of the thread's dict, not one per attribute)
+        local = _local.__dict__
+        local["chain"], local["on_block"], local["on_unblock"] = chain, hooks.on_block, hooks.on_unblock
         packed = None  # the body of a plain ok reply (a str, number, bool or None: packed here)
         try:
             args, kwargs = call_args(body)
@@ -271,7 +274,7 @@ class FastLane:
             if hooks.waited:
                 calls.inline.waited(cls, method)
         finally:
-            local.chain = local.on_block = local.on_unblock = None
+            local["chain"] = local["on_block"] = local["on_unblock"] = None
             hooks.busy = False
         if packed is not None and not hooks.waited:  # (then the method ran: elapsed is set)
             # The reply first, the server's own accounting after it: nothing reads that before
