@@ -262,7 +262,7 @@ class FastLane:
                     with watchdog.lock:  # Watchdog.end(ident), inlined: never handed off once it ended
                         if watchdog.current is mine:
                             watchdog.current = None
-                packed = packed_plain(value)
+                packed = packed_plain(value, hooks.pack)
                 entry = _OK_ENTRY if packed is not None else ok(result_of(cls, method, value))
                 if hooks.waited:
                     calls.inline.waited(cls, method)
