@@ -23,14 +23,15 @@ from typing import Any, Callable
 import zmq
 
 from transport._errors import FrameError, VersionMismatch
-from transport._framing import BATCH, BATCH_BYTES, BATCH_HEADER, BATCH_ITEM_MAX, BATCH_MAX, BATCH_PROPERTY, SIGNATURE
-from transport._framing import pack_batch, pack_header, split_batch, split_frames
+from transport._framing import BATCH, BATCH_BYTES, BATCH_ITEM_MAX, BATCH_MAX, BATCH_PROPERTY, SIGNATURE
+from transport._framing import pack_header, split_batch, split_frames
 from transport._future import ReplyFuture
 from transport._log import log
 from transport._loop import Call, Command, Loop
 from transport._security import Keys
 from transport._templates import ok_header as _ok_header
-from transport._sockets import NOBLOCK, POLLIN, ROUTER_LINGER, bind_router, send
+from transport._sockets import NOBLOCK, NOBLOCK_MORE, POLLIN, ROUTER_LINGER, bind_router, send
+from transport._staging import Staging
 from transport._zap import Zap
 
 __all__ = ["BACKLOG_MAX", "Handler", "Router", "Routers"]
@@ -44,8 +45,10 @@ _BATCHERS_MAX = 65536  # clients remembered as reading batches (past it: forgott
 _poll = zmq.zmq_poll
 _get_ident = threading.get_ident
 _recv = zmq.backend.Socket.recv
+_send = zmq.backend.Socket.send
 
 Handler = Callable[["Router", bytes, dict, Any, list], None]
+RawHandler = Callable[["Router", bytes, bytes, bytes], Any]  # (router, identity, header bytes, body)
 
 
 class Router:
@@ -56,6 +59,11 @@ class Router:
     the loop's next poll, which it makes anyway, finds any request that came meanwhile). ``on_burst_end``, if given, runs on the I/O
     thread after each burst of requests read in one go (for work the handler
     chose to batch).
+
+    ``raw``, if a handler sets it (a :data:`RawHandler`), sees each plain request first (four frames:
+    identity, signature, header, body), the header still packed: it returns True or False when it
+    served the request as ``handler`` would have (True: answered at once), None to leave it to the
+    usual path (the header parsed, then ``handler``). For a handler that knows its requests' bytes.
     """
 
     def __init__(
@@ -65,6 +73,7 @@ class Router:
         self.node = node
         self._servers = servers
         self.handler = handler
+        self.raw: RawHandler | None = None
         self.on_burst_end = on_burst_end
         self.keys = keys
         self.max_message_size = max_message_size
@@ -114,6 +123,25 @@ class Router:
         else:
             servers.loop.submit(Call(servers.send, self, frames))
 
+    def reply_now(self, identity: bytes, header: bytes, body: bytes) -> None:
+        """:meth:`reply_packed` of a small reply without buffers, sent by the socket at once when this
+        is the I/O thread and nothing is staged or held for the client (else as reply_packed does)."""
+        servers = self._servers
+        sock = self.sock
+        if (sock is None or _get_ident() != servers.loop.ident or servers.loop.stepping or self.staged
+                or (self.backlog and identity in self.backlog)):
+            self.reply_packed(identity, header, body)
+            return
+        try:  # (Routers.send and _try, for an empty backlog and nothing staged: transport._sockets.send)
+            _send(sock, identity, NOBLOCK_MORE, True)
+        except zmq.ZMQError:  # the queue is full (held in the backlog) or the client went: as send says
+            servers.send(self, [identity, SIGNATURE, header, body])
+            return
+        _send(sock, SIGNATURE, NOBLOCK_MORE, True)  # (the rest of a message whose first frame went cannot fail)
+        _send(sock, header, NOBLOCK_MORE, True)
+        _send(sock, body, NOBLOCK, True)
+        self.sent += 5 + len(header) + len(body)
+
     def reply_ok(self, identity: bytes, rid: int, body: bytes) -> None:
         """A plain ``ok`` reply to request ``rid`` (header ``{"op": "ok", "re": rid}``, a template):
         :meth:`reply` without a header dict. Staged for a client that reads batches, as :meth:`reply`
@@ -159,7 +187,7 @@ class Bind(Command):
         self.done.set_exception(exc)
 
 
-class Routers:
+class Routers(Staging):
     """Every ROUTER of one node, driven by its I/O thread."""
 
     def __init__(self, loop: Loop, ctx: zmq.Context, zap: Zap, warn: Callable[..., None]) -> None:
@@ -222,6 +250,7 @@ class Routers:
         handler = router.handler
         loop = self.loop
         on_thread = loop.on_thread
+        raw = router.raw
         ready = None  # [(sock, POLLIN)] once a second message is looked for (a sync call's burst has one)
         budget = _BURST
         polled = True  # the loop's poll found the first one
@@ -249,16 +278,28 @@ class Routers:
                     return
             polled = False
             try:  # (transport._sockets.recv, inlined: identity, signature, header, body as bytes)
-                frame = _recv(sock, NOBLOCK, False)
+                identity = _recv(sock, NOBLOCK, True)  # (as bytes: a ROUTER's message has a part after it)
             except zmq.Again:
                 return
-            identity = frame.bytes
-            frames = [identity]
+            frame = _recv(sock, 0, False)
+            frames = [identity, frame.bytes]
             while frame.more:
                 frame = _recv(sock, 0, False)
                 frames.append(frame.bytes if len(frames) < 4 else frame)
             router.received += sum(map(len, frames)) - len(identity)
             budget -= 1
+            if raw is not None and len(frames) == 4 and frames[1] == SIGNATURE:
+                try:
+                    answered = raw(router, identity, frames[2], frames[3])
+                except Exception:
+                    log.exception("request handler failed")
+                    answered = False
+                if answered is not None:  # served (as the handler serves, below)
+                    if _get_ident() != loop.ident:
+                        return
+                    if answered is True:
+                        break
+                    continue
             try:
                 header, body, buffers = split_frames(frames[1:])
                 if header["op"] == BATCH:
@@ -291,51 +332,6 @@ class Routers:
         self.send(router, [identity, SIGNATURE, pack_header(error), b"\xc0"])
 
     # ------------------------------------------------------------- replies
-    def stage(self, router: Router, identity: bytes, header: bytes, body: bytes) -> None:
-        """Hold a small reply to a client that reads batches until the loop's turn ends (I/O thread)."""
-        if router.backlog.get(identity) is not None:  # held replies count one each (BACKLOG_MAX)
-            self.send(router, [identity, SIGNATURE, header, body])
-            return
-        staged = router.staged.get(identity)
-        if staged is None:
-            router.staged[identity] = [header, body]
-            self.staging.add(router)
-            return
-        staged.append(header)
-        staged.append(body)
-        if len(staged) >= 2 * BATCH_MAX:
-            self._flush_staged(router, identity)
-
-    def flush(self) -> None:
-        """Send the staged replies: one batch per client (a lone reply alone). The loop's turn ended."""
-        staging = self.staging
-        while staging:
-            router = staging.pop()
-            for identity in list(router.staged):
-                self._flush_staged(router, identity)
-
-    def _flush_staged(self, router: Router, identity: bytes) -> None:
-        parts = router.staged.pop(identity)
-        if len(parts) == 2:
-            self.send(router, [identity, SIGNATURE, parts[0], parts[1]])
-            return
-        limit = router.announce or BATCH_BYTES
-        start, size = 0, 0
-        for i in range(0, len(parts), 2):
-            n = len(parts[i]) + len(parts[i + 1]) + 8
-            if size + n > limit and i > start:
-                self._send_batch(router, identity, parts[start:i])
-                start, size = i, 0
-            size += n
-        self._send_batch(router, identity, parts[start:] if start else parts)
-
-    def _send_batch(self, router: Router, identity: bytes, parts: list) -> None:
-        if len(parts) == 2:
-            self.send(router, [identity, SIGNATURE, parts[0], parts[1]])
-        else:
-            router.batches_out += 1
-            self.send(router, [identity, SIGNATURE, BATCH_HEADER, pack_batch(parts)])
-
     def send(self, router: Router, frames: list) -> None:
         """Send a reply, or hold it behind the client's backlog (on the I/O thread)."""
         if router.staged and frames[0] in router.staged:  # keep order behind what is staged for it

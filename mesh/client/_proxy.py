@@ -231,8 +231,9 @@ def _sync_fast(proxy: RpcObject, name: str, args: tuple, kwargs: dict) -> Any:
     """A plain sync call from code that runs for no call (no chain, scope or blocking hooks on this
     thread), with no deadline, no tracing and nothing of ours in flight to the object: the fast
     lane (:meth:`~mesh.client._client.Client.sync_call`). :data:`SLOW` for anything else."""
-    local = context._local
-    if (local.chain is not None or local.scope is not None or local.on_block is not None
+    local = context._local.__dict__  # this thread's (one look-up; empty on a thread that set nothing:
+    if ((local and (local.get("chain") is not None or local.get("scope") is not None  # the class defaults, None)
+                    or local.get("on_block") is not None))
             or _user_deadline.get() is not None  # outgoing()'s deadline, with no scope
             or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
         return SLOW

@@ -135,12 +135,7 @@ class KeptLane:
                 or not calls.inline.allows_entry(hist := calls.inline.history(type(actor.obj), method))
                 or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
             return self.slow(router, identity, header, body, [])
-        with actor.lock:  # admission as Actor.admit, for an idle actor only (nothing queued before it)
-            if actor.running or actor.failed:
-                idle = False
-            else:
-                actor.running = idle = 1
-        if not idle:
+        if not actor.enter_idle():  # admission as Actor.admit, for an idle actor only (nothing queued before it)
             return self.slow(router, identity, header, body, [])
         t0 = _monotonic()
         if sess is not None:
@@ -238,11 +233,8 @@ class KeptLane:
             calls.results.store_now(task, sess, (_OK, packed, []))
             router.reply_ok(identity, rid, packed)
             calls.stats.record(actor.cls_name, method, t0, _OK)
-            with actor.lock:  # (Actor.take_next, inlined for an empty mailbox: the actor is idle again)
-                if actor.running == 1 and not actor.queue:
-                    actor.running = 0
-                    return
-            calls.next(actor)
+            if not actor.leave_idle():  # (else the actor is idle again: no take_next)
+                calls.next(actor)
             return
         if packed is not None:
             entry = (_OK, packed, [])

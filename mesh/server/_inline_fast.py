@@ -25,12 +25,15 @@ import time
 from typing import Any
 
 
+import msgpack
+
 import transport
 from mesh._core import context, tracing, wire
 from mesh._core.methods import runs_on_loop
 from mesh.server._lane_parts import _Hooks, call_args, packed_plain
 from mesh.server._calls import call_error, ok, result_of
 from mesh.server._checks import ID_MAX, NAME_MAX
+from mesh.server._inline import WARMUP
 from mesh.server._mailbox import Call
 from mesh.server._results import shut_down
 
@@ -38,18 +41,37 @@ __all__ = ["FastLane"]
 
 _get_ident = threading.get_ident
 _modules = sys.modules
+_find = bytes.find  # (a method descriptor: no bound method made per call)
 _monotonic = time.monotonic
 _ok_header = transport.ok_header
 _local = context._local
 _OK = {"op": wire.OK}  # the header of a plain ok entry made here (never changed: read only)
 _KNOWN_MAX = 1024  # FastLane.known entries kept (cleared past it)
 _OK_ENTRY = (_OK, b"\xc0", [])  # stands for a plain ok packed by FastLane._run itself (read only)
+_unpackb = msgpack.unpackb
+_OK_RE = _ok_header(0)[:-1]  # an ok reply's header up to its "re" value (transport.ok_header)
+_CHAIN_KEY = b"\xa5chain"
+_UINT = {0xCC: (2, 128), 0xCD: (3, 256), 0xCE: (5, 65536), 0xCF: (9, 2**32)}  # head -> (length, least value)
+_TEMPLATE_KEYS = ({"op", "obj", "m", "chain", "id"}, {"op", "obj", "m", "sess", "chain", "id"})
+
+
+class _Template:
+    """A request header layout the raw lane knows: its bytes up to the chain are the ``obj``, ``m``
+    and ``sess`` below; the actor, inline history and stats row of the last call, checked per call."""
+
+    __slots__ = ("obj_id", "method", "sess", "actor", "hist", "row")
+
+    def __init__(self, obj_id: str, method: str, sess: str | None) -> None:
+        self.obj_id, self.method, self.sess = obj_id, method, sess
+        self.actor: Any = None
+        self.hist: Any = None
+        self.row: Any = None
 
 
 class FastLane:
     """The request handler of a server's ROUTER: plain sync calls here, the rest to ``servicer.handle``."""
 
-    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks", "kept", "known")
+    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks", "kept", "known", "templates")
 
     def __init__(self, servicer: Any) -> None:
         from mesh.server._async_fast import KeptLane  # (loaded with the first server)
@@ -66,6 +88,89 @@ class FastLane:
         # chain and id, and that the object's actor is still that one (an actor's object is set
         # once, before it serves: mesh.server._objects; a durable one goes to the slow path)
         self.known: dict[tuple, tuple] = {}
+        # a request header's bytes up to its chain's value -> its _Template, or False (not a plain
+        # sync call's layout: the usual path, checked once); see raw()
+        self.templates: dict[bytes, Any] = {}
+
+    def raw(self, router: Any, identity: bytes, head: bytes, body: bytes) -> bool | None:
+        """The ROUTER's raw hook (:class:`transport.Router`): a plain sync call whose header is a
+        known layout (the bytes before the chain as in an earlier call that passed the full checks,
+        then a short chain and a plain uint id, and nothing after) is served from its bytes, with
+        no header map and no per-field check; None for anything else (the header is parsed, then
+        :meth:`handle` decides: nothing has changed at that point). Same checks, same run."""
+        i = _find(head, _CHAIN_KEY) + 6
+        if i < 6:
+            return None
+        t = self.templates.get(head[:i])
+        if not t or len(head) <= i:
+            if t is None:
+                self._learn(head, i)
+            return None
+        n = head[i] - 0xA0  # the chain: a fixstr (at most 31 bytes: under ID_MAX)
+        k = i + 1 + n
+        if not 0 <= n < 32 or head[k:k + 3] != b"\xa2id":
+            return None
+        packed_id = head[k + 3:]
+        m = len(packed_id)
+        if m == 1:
+            rid = packed_id[0]
+            if rid >= 0x80:
+                return None
+        else:
+            size, least = _UINT.get(packed_id[0] if m else 0, (-1, 0))
+            if m != size or (rid := int.from_bytes(packed_id[1:], "big")) < least:
+                return None  # (not the shortest form: the reply's "re" would differ from ok_header's)
+        try:
+            chain = head[i + 1:k].decode()
+        except UnicodeDecodeError:
+            return None
+        actor = self.actors.get(t.obj_id)
+        if actor is not t.actor or t.hist is None:
+            if actor is None:
+                return None
+            t.actor, t.hist = actor, self.calls.inline.history(type(actor.obj), t.method)
+            t.row = self.calls.stats.row(actor.cls_name, t.method)
+            if t.hist is None:
+                return None
+        calls, hist = self.calls, t.hist
+        if (actor.durable is not None or not self.servicer.accepting or calls.node is None
+                or hist[0] < WARMUP or hist[2] or hist[1] >= calls.inline.threshold  # (InlinePolicy.allows_entry)
+                or ("opentelemetry.trace" in _modules and tracing.enabled())
+                or not actor.enter_idle()):
+            return None
+        t0 = _monotonic()
+        if t.sess is not None:
+            self.seen[t.sess] = t0
+        return self._run(actor, t.method, chain, body, router, identity, rid, t0, hist, _OK_RE + packed_id, t.row)
+
+    def _learn(self, head: bytes, i: int) -> None:
+        """Remember the layout of ``head`` up to byte ``i`` (just before its chain's value): a
+        :class:`_Template` when the header is a plain sync call that the full checks of
+        :meth:`handle` let through and its bytes are exactly that prefix, the chain and the id;
+        False when the layout is another (a kept call's, a trace's: never looked at again)."""
+        templates = self.templates
+        if len(templates) >= _KNOWN_MAX:
+            templates.clear()
+        try:
+            header = _unpackb(head, raw=False, strict_map_key=True)
+        except Exception:
+            templates[head[:i]] = False
+            return
+        if type(header) is not dict or header.get("op") != wire.CALL:
+            templates[head[:i]] = False
+            return
+        get = header.get
+        obj_id, method, rid, chain, sess = get("obj"), get("m"), get("id"), get("chain"), get("sess")
+        if type(chain) is not str or type(rid) is not int or rid < 0:
+            return  # this call's fields, not the layout: a later call may teach it
+        if (list(header)[-2:] != ["chain", "id"] or set(header) not in _TEMPLATE_KEYS
+                or type(obj_id) is not str or len(obj_id) > ID_MAX or type(method) is not str
+                or len(method) > NAME_MAX or (sess is not None and (type(sess) is not str or len(sess) > ID_MAX))
+                or ("sess" in header and sess is None) or (method.startswith("_") and method != "__call__")
+                or head[:i] + transport.pack_str(chain) + b"\xa2id" + transport.pack_uint(rid) != head):
+            templates[head[:i]] = False
+            return
+        templates[head[:i]] = _Template(obj_id, method, sess)
 
     def handle(self, router: Any, identity: bytes, header: dict, body: Any, buffers: list) -> bool | None:
         """Serve one request (I/O thread; never blocks on its own, never raises). True: a sync
@@ -88,6 +193,8 @@ class FastLane:
                     or self.actors.get(obj_id) is not actor):
                 known = None  # the full checks decide
         if known is None:
+            if getattr(router, "raw", 0) is None:  # (the ROUTER's raw hook: known layouts go there first from now on)
+                router.raw = self.raw
             if (len(header) != 4 + (chain is not None) + (sess is not None) or type(rid) is not int
                     or type(obj_id) is not str or len(obj_id) > ID_MAX or type(method) is not str
                     or len(method) > NAME_MAX or (chain is not None and (type(chain) is not str or len(chain) > ID_MAX))
@@ -107,12 +214,7 @@ class FastLane:
                 or not calls.inline.allows_entry(hist)
                 or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
             return self.slow(router, identity, header, body, buffers)
-        with actor.lock:  # admission as Actor.admit, for an idle actor only (nothing queued before it)
-            if actor.running or actor.failed:
-                idle = False
-            else:
-                actor.running = idle = 1
-        if not idle:
+        if not actor.enter_idle():  # admission as Actor.admit, for an idle actor only (nothing queued before it)
             return self.slow(router, identity, header, body, buffers)
         t0 = _monotonic()
         if sess is not None:
@@ -120,7 +222,7 @@ class FastLane:
         return self._run(actor, method, chain, body, router, identity, rid, t0, hist)
 
     def _run(self, actor: Any, method: str, chain: Any, body: Any, router: Any, identity: bytes, rid: int,
-             t0: float, hist: list) -> bool:
+             t0: float, hist: list, head: bytes | None = None, row: Any = None) -> bool:
         """Run an admitted call and answer it: the run, the reply, then the accounting."""
         calls = self.calls
         hooks = self.hooks
@@ -130,12 +232,14 @@ class FastLane:
         hooks.actor, hooks.chain, hooks.ident, hooks.waited = actor, chain, _get_ident(), False
         obj = actor.obj
         cls = type(obj)
-        local = _local  # context.set_context, inlined (the scope stays None: a sync call without deadline)
-        local.chain, local.on_block, local.on_unblock = chain, hooks.on_block, hooks.on_unblock
+        # context.set_context, inlined (the scope stays None: a sync call without deadline), in this
+        # thread's dict of the context (one look-up of the thread's dict, not one per attribute)
+        local = _local.__dict__
+        local["chain"], local["on_block"], local["on_unblock"] = chain, hooks.on_block, hooks.on_unblock
         packed = None  # the body of a plain ok reply (a str, number, bool or None: packed here)
         try:
             args, kwargs = call_args(body)
-            if method.startswith("_") and method != "__call__":
+            if head is None and method.startswith("_") and method != "__call__":  # (a template's is not: _learn)
                 raise AttributeError(f"{method!r} is private: private methods are never called remotely")
             fn = getattr(obj, method)
             if runs_on_loop(cls, method, fn):  # shadowed by a coroutine function: the event loop runs it
@@ -158,7 +262,7 @@ class FastLane:
                     with watchdog.lock:  # Watchdog.end(ident), inlined: never handed off once it ended
                         if watchdog.current is mine:
                             watchdog.current = None
-                packed = packed_plain(value)
+                packed = packed_plain(value, hooks.pack)
                 entry = _OK_ENTRY if packed is not None else ok(result_of(cls, method, value))
                 if hooks.waited:
                     calls.inline.waited(cls, method)
@@ -170,18 +274,22 @@ class FastLane:
             if hooks.waited:
                 calls.inline.waited(cls, method)
         finally:
-            local.chain = local.on_block = local.on_unblock = None
+            local["chain"] = local["on_block"] = local["on_unblock"] = None
             hooks.busy = False
         if packed is not None and not hooks.waited:  # (then the method ran: elapsed is set)
             # The reply first, the server's own accounting after it: nothing reads that before
             # this thread goes back to the loop (it is still the I/O thread unless the watchdog
             # handed a long run off). A call that waited keeps the order below: a successor
             # thread serves requests meanwhile, and a status read must find it counted.
-            router.reply_packed(identity, _ok_header(rid), packed)
+            router.reply_now(identity, head or _ok_header(rid), packed)
             calls.inline.add(hist, elapsed)
             actor.served += 1
-            calls.stats.record(actor.cls_name, method, t0, _OK)
-            calls.next(actor)
+            if row is not None:
+                row.ok(t0)
+            else:
+                calls.stats.record(actor.cls_name, method, t0, _OK)
+            if not actor.leave_idle():
+                calls.next(actor)
             return True
         actor.served += 1
         head = entry[0]

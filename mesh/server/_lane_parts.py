@@ -32,14 +32,15 @@ def call_args(body: Any) -> Any:
         return _decode(body)
 
 
-def packed_plain(value: Any) -> bytes | None:
+def packed_plain(value: Any, pack: Any = _pack_plain) -> bytes | None:
     """``value`` packed here when it is a str, float, bool, None or an int msgpack holds; else None
-    (for the codec: a str that does not encode gets the codec's error entry there)."""
+    (for the codec: a str that does not encode gets the codec's error entry there). ``pack``: a
+    packer's ``pack`` the caller owns (see :class:`_Hooks`), else this thread's."""
     kind = type(value)
     if kind is str or kind is float or kind is bool or value is None or (
             kind is int and _INT_MIN <= value <= _INT_MAX):
         try:
-            return _pack_plain(value)
+            return pack(value)
         except Exception:  # noqa: BLE001 - a str that does not encode
             return None
     return None
@@ -66,7 +67,7 @@ class _Hooks:
     next one starts (its thread handed the I/O loop off) keeps its own, and the lane makes another.
     """
 
-    __slots__ = ("calls", "actor", "chain", "ident", "waited", "busy", "on_block", "on_unblock")
+    __slots__ = ("calls", "actor", "chain", "ident", "waited", "busy", "on_block", "on_unblock", "pack")
 
     def __init__(self, calls: Any) -> None:
         self.calls = calls
@@ -77,6 +78,9 @@ class _Hooks:
         self.busy = False
         self.on_block = self._on_block  # bound once: the context holds these, not new closures per call
         self.on_unblock = self._on_unblock
+        # the result's packer of the call these hooks serve (one call at a time: busy), so the lane
+        # needs no thread-local look-up (transport.pack_plain's) per call
+        self.pack = msgpack.Packer(use_bin_type=True).pack
 
     def _on_block(self) -> None:
         self.waited = True

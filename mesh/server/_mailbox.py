@@ -79,6 +79,25 @@ class Actor:
             self.queue.append(call)  # type: ignore[union-attr]
             return False
 
+    def enter_idle(self) -> bool:
+        """A fast lane's call arrives: True if the actor was idle (nothing running or queued, not
+        failed) and the call now runs; False changes nothing (the general path, :meth:`admit`, decides).
+        The lane ends the call with :meth:`leave_idle`, else ``take_next``."""
+        with self.lock:
+            if self.running or self.failed:
+                return False
+            self.running = 1
+            return True
+
+    def leave_idle(self) -> bool:
+        """The call that entered by :meth:`enter_idle` ended: True if the actor is idle again (no
+        re-entered call runs, nothing queued); False changes nothing (the caller runs ``take_next``)."""
+        with self.lock:
+            if self.running == 1 and not self.queue:
+                self.running = 0
+                return True
+            return False
+
     def withdraw(self, call: Call) -> bool:
         """Take a queued call out of the mailbox (it was cancelled); False if it is not queued (any more)."""
         with self.lock:
