@@ -23,7 +23,8 @@ from typing import Any
 
 from mesh import _create_many
 from mesh._core import wire
-from mesh._errors import MeshError, RemoteError, ServerUnavailable
+from mesh._core.cancel import deadline_at
+from mesh._errors import CallTimeout, DeadlineExceeded, MeshError, RemoteError, ServerUnavailable
 from mesh.client import RpcObject
 from mesh.client._replies import decode_reply, translate, wait
 
@@ -79,7 +80,9 @@ class CreatingObject(RpcObject):
         return RpcObject.__call__.fget(self)  # type: ignore[attr-defined]
 
     def __reduce__(self) -> tuple:
-        settle(self)  # whoever receives it will call the object: it must exist
+        if not settle(self):  # whoever receives it will call the object: it must exist
+            raise DeadlineExceeded(f"{self._mesh_cls} on {_ADDRESS.__get__(self)} was not created "
+                                   "before the deadline: it cannot be passed on yet")
         return RpcObject.__reduce__(self)
 
 
@@ -195,9 +198,11 @@ def _adopt(proxy: RpcObject, made: RpcObject) -> None:
         object.__setattr__(proxy, "__class__", RpcObject)
 
 
-def settle(proxy: RpcObject, *, quiet: bool = False) -> None:
+def settle(proxy: RpcObject, *, quiet: bool = False) -> bool:
     """Wait for ``proxy``'s creation if it is still in flight; raise its error if it failed
-    (``quiet``: never raise).
+    (``quiet``: never raise). The wait ends at the deadline of the code running here
+    (``mesh.deadline()`` or the running call's): False then, the creation still in flight, and
+    the call being made fails with ``DeadlineExceeded`` as any call past its deadline does.
 
     Raises:
         MeshError: the creation failed: the error a synchronous ``to_dist()`` would have raised,
@@ -205,19 +210,25 @@ def settle(proxy: RpcObject, *, quiet: bool = False) -> None:
     """
     entry = proxy._mesh_inst
     if type(entry) is _create_many.Waiter:  # in a create_many batch: its reply settles the proxy
-        _wait_batch(entry, _ADDRESS.__get__(proxy))
+        at = deadline_at()
+        if not _wait_batch(entry, _ADDRESS.__get__(proxy), at):
+            return False
         entry = proxy._mesh_inst
         if type(entry) is _create_many.Waiter:
             if quiet:
-                return
+                return True
             raise MeshError(f"creating {proxy._mesh_cls} on {_ADDRESS.__get__(proxy)}: its batch "
                             "was answered without settling it (a bug)")
     if not isinstance(entry, _Entry):
-        return  # answered: a plain proxy (or about to become one)
+        return True  # answered: a plain proxy (or about to become one)
     fut = entry.fut
     if fut is not None:
+        at = deadline_at()
         try:
-            wait(fut, None, _ADDRESS.__get__(proxy))
+            wait(fut, at, _ADDRESS.__get__(proxy))
+        except CallTimeout:
+            if at is not None and not fut.done():
+                return False  # the deadline came first (its answer is still recorded when it comes)
         except BaseException:  # noqa: BLE001 - _handle records it
             pass
         _handle(proxy, entry)  # the I/O thread's callback may still be running: whoever is first
@@ -231,18 +242,23 @@ def settle(proxy: RpcObject, *, quiet: bool = False) -> None:
         error = entry.error
     if error is not None and not quiet:
         raise error.with_traceback(None)
+    return True
 
 
-def _wait_batch(waiter: Any, address: str) -> None:
+def _wait_batch(waiter: Any, address: str, at: float | None = None) -> bool:
     """Wait until a batch's proxies are settled (its reply came, or it failed: the waiter is
-    always completed; Ctrl-C goes through)."""
+    always completed; Ctrl-C goes through); False when the deadline ``at`` came first."""
     while not waiter.done():
         try:
-            wait(waiter, None, address)
+            wait(waiter, at, address)
         except KeyboardInterrupt:
             raise
+        except CallTimeout:
+            if at is not None and not waiter.done():
+                return False
         except BaseException:  # noqa: BLE001 - the waiter only ever completes with None
             pass
+    return True
 
 
 def _named(exc: BaseException, what: str) -> BaseException:

@@ -146,6 +146,31 @@ def test_the_reader_gets_deadline_exceeded_even_when_the_server_is_unreachable(s
         os.kill(srv.pid, signal.SIGCONT)
 
 
+class SlowStart(metaclass=mesh.RpcMeta):
+    def __init__(self, seconds: float) -> None:
+        time.sleep(seconds)  # a slow constructor: the creation stays unanswered meanwhile
+
+    def ping(self) -> str:
+        return "pong"
+
+    @mesh.async_func
+    def aping(self) -> str:
+        return "pong"
+
+
+def test_calls_to_an_object_whose_creation_is_unanswered_end_at_their_deadline(server):
+    slow = SlowStart(3, to_dist=on(server))  # returns before the constructor ends (pipelined)
+    t0 = time.monotonic()
+    with mesh.deadline(0.3):
+        with pytest.raises(mesh.DeadlineExceeded):
+            slow.ping()
+        fut = slow.aping()  # an async call: a future that fails, not an exception at the call
+    with pytest.raises(mesh.DeadlineExceeded):
+        fut.result()
+    assert time.monotonic() - t0 < 2.5, "the calls waited for the constructor, not their deadline"
+    assert slow.ping() == "pong"  # no deadline: it waits for the creation, then the object answers
+
+
 def test_bad_deadlines_are_refused():
     for bad in (-1, float("nan")):
         with pytest.raises(ValueError, match="seconds >= 0"):
