@@ -167,3 +167,41 @@ def test_placements_from_several_threads_are_each_counted_once(table):
     assert sum(counts.values()) == 20_000
     assert counts == {a: got.count(a) for a in servers}
     _assert_within_a_tenth(counts, 20_000)
+
+
+def test_one_look_over_the_servers_plans_a_round_of_runs(table, monkeypatch):
+    """hosts2: the least filled server is looked for once per round of H runs, not once per run."""
+    servers = [table.add(f"s{i}") for i in range(50)]
+    looks = []
+    real = Runs.start
+
+    def counted(self, live, base):
+        looks.append(len(live))
+        return real(self, live, base)
+
+    monkeypatch.setattr(Runs, "start", counted)
+    runs, last = 0, None
+    counts = dict.fromkeys(servers, 0)
+    for n in range(1, 20_001):
+        a = _selection.choose()
+        runs += a != last
+        last = a
+        counts[a] += 1
+        _assert_within_a_tenth(counts, n, share=0.05)
+    assert runs >= 50 * len(looks) - 50, (runs, len(looks))  # each look planned ~H runs
+    assert len(looks) <= runs / 40
+
+
+def test_a_server_dropped_mid_round_leaves_the_plan_and_a_new_one_joins_the_next_round(table):
+    servers = [table.add(f"s{i}") for i in range(10)]
+    for _ in range(2_000):
+        _selection.choose()
+    gone = servers[3]
+    _selection.mark_dead(gone)
+    before = table.placed.get(gone, 0)
+    late = table.add("late")
+    made = [_selection.choose() for _ in range(3_000)]
+    assert table.placed.get(gone, 0) == before and gone not in made
+    assert late in made[: 10 * 40]  # within a round or so (runs here are at most ~40 objects)
+    rest = {a: table.placed.get(a, 0) for a in servers + [late] if a != gone}
+    _assert_within_a_tenth(rest, sum(rest.values()))
