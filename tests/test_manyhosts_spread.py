@@ -205,3 +205,21 @@ def test_a_server_dropped_mid_round_leaves_the_plan_and_a_new_one_joins_the_next
     assert late in made[: 10 * 40]  # within a round or so (runs here are at most ~40 objects)
     rest = {a: table.placed.get(a, 0) for a in servers + [late] if a != gone}
     _assert_within_a_tenth(rest, sum(rest.values()))
+
+
+def test_the_plan_picks_what_a_look_per_run_would_pick(table):
+    """hosts2: a round's plan is the choices H looks in a row would make (the same spread, cheaper)."""
+    caps = [8, 8, 4, 16, 8, 2, 8, 8, 32, 8, 8, 4, 8]
+    servers = [table.add(f"s{i}", capacity=c) for i, c in enumerate(caps)]
+    cap = dict(zip(servers, caps))
+    placed = dict.fromkeys(servers, 0)
+    expected, left, current = [], 0, None
+    for _ in range(20_000):  # the reference: the least filled server looked for at every run's start
+        if not left:
+            fills = {a: placed[a] / cap[a] for a in servers}
+            current = min(servers, key=lambda a: (fills[a], a))
+            left = run_length(sum(fills.values()) / len(servers), cap[current])
+        left -= 1
+        placed[current] += 1
+        expected.append(current)
+    assert [_selection.choose() for _ in range(20_000)] == expected

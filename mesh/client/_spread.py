@@ -102,12 +102,13 @@ class Runs:
                 total += fill
                 heap.append((fill, s.address, cap))
             heapq.heapify(heap)
-            mean = total / len(live)
+            count = len(live)
             plan = []
-            for _ in range(len(live)):  # what H looks in a row would pick, each run filling its server
+            for _ in range(count):  # what H looks in a row would pick, each run filling its server
                 fill, address, cap = heap[0]
-                length = run_length(mean, cap)
+                length = run_length(total / count, cap)  # (the average as that look would see it)
                 plan.append((address, length))
+                total += length / cap
                 heapq.heapreplace(heap, (fill + length / cap, address, cap))
             plan.reverse()
             address, length = plan.pop()
