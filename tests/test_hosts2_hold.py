@@ -125,7 +125,9 @@ def test_detached_objects_are_never_held(spawn_server, tmp_path, monkeypatch):
     _io_turn()
     kept = [Tally(i, to_dist={**on(srv), "detached": True}) for i in range(3)]
     _io_turn()
-    assert len(sent) == 2, "a detached batch goes even while another is unanswered"
+    # (the I/O thread may have flushed the loop's objects in one request or two: each goes unheld)
+    assert sum(len(ids) for ids in sent[1:]) == 3, "a detached batch goes even while another is unanswered"
+    assert not gate.exists()
     gate.touch()
     assert slow.get() == 1
     assert [k.bump() for k in kept] == [1, 2, 3]

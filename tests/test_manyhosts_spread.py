@@ -211,7 +211,7 @@ def test_the_plan_picks_what_a_look_per_run_would_pick(table):
     """hosts2: a round's plan is the choices H looks in a row would make (the same spread, cheaper)."""
     caps = [8, 8, 4, 16, 8, 2, 8, 8, 32, 8, 8, 4, 8]
     servers = [table.add(f"s{i}", capacity=c) for i, c in enumerate(caps)]
-    cap = dict(zip(servers, caps))
+    cap = dict(zip(servers, caps, strict=True))
     placed = dict.fromkeys(servers, 0)
     expected, left, current = [], 0, None
     for _ in range(20_000):  # the reference: the least filled server looked for at every run's start
