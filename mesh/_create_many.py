@@ -9,10 +9,11 @@ by then goes in that one request, at most ``MAX_ITEMS``. So a loop of ``to_dist(
 a request per few hundred objects, and a lone ``to_dist()`` waits for no timer.
 
 While an earlier batch to the same server is not answered yet, the I/O thread *holds* the next
-one open instead (Nagle's rule, per server): it takes further objects and goes out when that
-answer comes (or it is full, or one of its proxies is first used: :meth:`Waiter.result` sends it
-at once). So the batch size grows with the rate a server is given against the time it takes to
-answer: spread over many servers, each gets its objects in short runs, and without holding each
+one open instead (Nagle's rule, per server): it takes further objects and goes out with the
+server's next answer (to any of its batches: a held batch waits a round trip at most, even while
+full batches keep the server busy), or when it is full, or when one of its proxies is first
+used (:meth:`Waiter.result` sends it at once). So the batch size grows with the rate a server is
+given against the time it takes to answer: spread over many servers, each gets its objects in short runs, and without holding each
 run went as a request of its own, a server's fixed cost per request (a wake-up of its threads,
 on both sides) paid for a few objects. A lone creation, or the first after an answer, goes at
 once as before; detached objects are never held (they must reach their server even if this
@@ -325,10 +326,10 @@ def _done(batch: _Batch) -> None:
             _busy[address] = busy
         else:
             _busy.pop(address, None)
-            for held in _held.pop(address, ()):  # its answer came: what waited for it goes now
-                if not held.sent:
-                    _take(held)
-                    due.append(held)
+        for held in _held.pop(address, ()):  # an answer came: what waited for one goes now (at most
+            if not held.sent:                # a round trip, even while full batches keep the server busy)
+                _take(held)
+                due.append(held)
         _answered.notify_all()
     batch.extras = []  # the arguments, kept for a retry, go
     batch.waiter.set_result(None)

@@ -148,3 +148,31 @@ def test_a_lone_creation_and_a_loop_are_not_held(spawn_server, monkeypatch):
     _until(lambda: _create_many.outstanding() == 0)
     assert sum(len(s) for s in sent) == 2001  # every object sent once
     assert not _create_many._held and not _create_many._busy
+
+
+def test_a_held_batch_goes_with_the_next_answer_even_while_the_server_stays_busy(spawn_server, tmp_path,
+                                                                                monkeypatch):
+    """Two batches out (a hanging one and a quick one): the held batch goes with the quick one's
+    answer, not only once nothing is out."""
+    srv = spawn_server(port=0, capacity=4)
+    gate = tmp_path / "open"
+    gate.touch()
+    Slowly(str(gate), to_dist=on(srv))
+    Tally(0, to_dist=on(srv))
+    gate.unlink()
+    sent = _sends(monkeypatch)
+    slow = Slowly(str(gate), 1, to_dist=on(srv))  # out, unanswered until the gate opens
+    _io_turn()
+    quick = [Tally(i, to_dist={**on(srv), "detached": True}) for i in range(2)]  # out too (never held)
+    _io_turn()
+    made = [Tally(i, to_dist=on(srv)) for i in range(3)]  # held: two batches are out
+    _io_turn()
+    out = sum(len(ids) for ids in sent)
+    assert out == 3  # the slow one and the two detached ones; the three are held
+    _until(lambda: sum(len(ids) for ids in sent) == 6)  # the detached batch's answer sent them
+    assert not gate.exists()  # while the slow batch is still unanswered
+    assert [m.bump() for m in made] == [1, 2, 3]
+    gate.touch()
+    assert slow.get() == 1
+    for q in quick:
+        mesh.delete(q)
