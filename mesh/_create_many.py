@@ -8,6 +8,17 @@ The first object of a batch asks the I/O thread to send it (``call_soon``); what
 by then goes in that one request, at most ``MAX_ITEMS``. So a loop of ``to_dist()`` calls sends
 a request per few hundred objects, and a lone ``to_dist()`` waits for no timer.
 
+While an earlier batch to the same server is not answered yet, the I/O thread *holds* the next
+one open instead (Nagle's rule, per server): it takes further objects and goes out with the
+server's next answer (to any of its batches: a held batch waits a round trip at most, even while
+full batches keep the server busy), or when it is full, or when one of its proxies is first
+used (:meth:`Waiter.result` sends it at once). So the batch size grows with the rate a server is
+given against the time it takes to answer: spread over many servers, each gets its objects in short runs, and without holding each
+run went as a request of its own, a server's fixed cost per request (a wake-up of its threads,
+on both sides) paid for a few objects. A lone creation, or the first after an answer, goes at
+once as before; detached objects are never held (they must reach their server even if this
+process ends first).
+
 No per-object future: the proxies of a batch share one waiter (their ``_mesh_inst`` slot holds
 it, see ``mesh._pipeline``), and the batch's reply (on the I/O thread) makes each built proxy a
 plain one at once (``finish``). An object that was not built (its own ``err`` reply, the whole
@@ -46,14 +57,26 @@ _local = threading.local()  # this thread's strict msgpack Packer (a Packer is n
 
 class Waiter(transport.ReplyFuture):
     """What the proxies of one batch hold (their ``_mesh_inst`` slot) until its reply came: done
-    once every proxy of the batch is settled (a plain proxy, or one following its own future)."""
+    once every proxy of the batch is settled (a plain proxy, or one following its own future).
 
-    __slots__ = ()
+    Waiting on it (a proxy's first use) sends its batch first if it is still open or held."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: Any = None) -> None:
+        super().__init__()
+        self.batch = batch  # the batch until it is sent (then None: no cycle)
+
+    def result(self, timeout: float | None = None) -> Any:
+        batch = self.batch
+        if batch is not None:
+            _release(batch)
+        return super().result(timeout)
 
 
 class _Batch:
     __slots__ = ("client", "address", "cls_ref", "detached", "blob", "ids", "items", "proxies", "extras", "sent",
-                 "waiter", "finish", "retrack")
+                 "held", "key", "waiter", "finish", "retrack")
 
     def __init__(self, client: Any, address: str, cls_ref: str, detached: bool, blob: bytes | None,
                  finish: Callable, retrack: Callable) -> None:
@@ -67,7 +90,9 @@ class _Batch:
         self.proxies: list[Any] = []
         self.extras: list[Any] = []  # per object: what ``retrack`` needs to follow it alone
         self.sent = False
-        self.waiter = Waiter()
+        self.held = False  # the I/O thread left it open: an earlier batch to its server is not answered yet
+        self.key: tuple = ()
+        self.waiter = Waiter(self)
         self.finish = finish  # finish(client, address, detached, proxies, info): the built ones (I/O thread)
         self.retrack = retrack  # retrack(proxy, extra, fut): one not built, ``fut`` its own create's reply
 
@@ -76,6 +101,8 @@ _lock = threading.Lock()
 _answered = threading.Condition(_lock)
 _open: dict[tuple, _Batch] = {}
 _inflight: dict[str, int] = {}
+_busy: dict[str, int] = {}  # address -> batches sent there and not answered yet
+_held: dict[str, list[_Batch]] = {}  # address -> open batches held until its next answer
 _made = [0]  # objects batched by this process (at _scale_gc.AT, its collector is tuned)
 old: set[str] = set()  # servers that do not know create_many (1.3 and older)
 
@@ -117,6 +144,7 @@ def add(client: Any, address: str, cls_ref: str, object_id: str, item: bytes, de
         first = batch is None
         if first:
             batch = _open[key] = _Batch(client, address, cls_ref, detached, blob, finish, retrack)
+            batch.key = key
         object.__setattr__(proxy, "_mesh_inst", batch.waiter)  # before the batch can be answered
         batch.ids.append(object_id)
         batch.items.append(item)
@@ -127,8 +155,7 @@ def add(client: Any, address: str, cls_ref: str, object_id: str, item: bytes, de
         at_scale = _made[0] == _scale_gc.AT
         full = len(batch.ids) >= MAX_ITEMS
         if full:
-            del _open[key]
-            batch.sent = True
+            _take(batch)
     if at_scale:
         _scale_gc.tune()
     if full:
@@ -153,14 +180,35 @@ def _wait_room(address: str) -> None:
             return  # no answer for a while: go on (never wait forever)
 
 
+def _take(batch: _Batch) -> None:
+    """Caller holds ``_lock``: ``batch`` is closed and about to be sent (counted as out)."""
+    batch.sent = True
+    if _open.get(batch.key) is batch:
+        del _open[batch.key]
+    batch.waiter.batch = None
+    _busy[batch.address] = _busy.get(batch.address, 0) + 1
+
+
 def _flush(key: tuple, batch: _Batch) -> None:
-    """Send ``batch`` unless it went already (the I/O thread, or a closed node's caller)."""
+    """Send ``batch`` unless it went already (the I/O thread, or a closed node's caller), or hold
+    it open while an earlier batch to its server is not answered (see the module docstring)."""
+    with _lock:
+        if batch.sent or batch.held:
+            return
+        if _busy.get(batch.address) and not batch.detached and not batch.client.node.closed:
+            batch.held = True
+            _held.setdefault(batch.address, []).append(batch)
+            return
+        _take(batch)
+    _send(batch)
+
+
+def _release(batch: _Batch) -> None:
+    """Send ``batch`` now if it is not sent yet (a proxy of it is used: it must not wait)."""
     with _lock:
         if batch.sent:
             return
-        batch.sent = True
-        if _open.get(key) is batch:
-            del _open[key]
+        _take(batch)
     _send(batch)
 
 
@@ -265,15 +313,28 @@ def _fail(batch: _Batch, exc: BaseException) -> None:
 
 def _done(batch: _Batch) -> None:
     """The batch is answered: its room is free, and its proxies' waiter done (every proxy settled)."""
+    address = batch.address
+    due: list[_Batch] = []
     with _lock:
-        n = _inflight.get(batch.address, 0) - len(batch.proxies)
+        n = _inflight.get(address, 0) - len(batch.proxies)
         if n > 0:
-            _inflight[batch.address] = n
+            _inflight[address] = n
         else:
-            _inflight.pop(batch.address, None)
+            _inflight.pop(address, None)
+        busy = _busy.get(address, 0) - 1
+        if busy > 0:
+            _busy[address] = busy
+        else:
+            _busy.pop(address, None)
+        for held in _held.pop(address, ()):  # an answer came: what waited for one goes now (at most
+            if not held.sent:                # a round trip, even while full batches keep the server busy)
+                _take(held)
+                due.append(held)
         _answered.notify_all()
     batch.extras = []  # the arguments, kept for a retry, go
     batch.waiter.set_result(None)
+    for held in due:
+        _send(held)
 
 
 def abandon() -> None:
@@ -281,8 +342,10 @@ def abandon() -> None:
     with _lock:
         batches = list(_open.values())
         _open.clear()
+        _held.clear()
         for batch in batches:
             batch.sent = True
+            batch.waiter.batch = None
         old.clear()
     for batch in batches:
         _fail(batch, ServerUnavailable("the mesh client was shut down (mesh.shutdown())"))

@@ -167,3 +167,59 @@ def test_placements_from_several_threads_are_each_counted_once(table):
     assert sum(counts.values()) == 20_000
     assert counts == {a: got.count(a) for a in servers}
     _assert_within_a_tenth(counts, 20_000)
+
+
+def test_one_look_over_the_servers_plans_a_round_of_runs(table, monkeypatch):
+    """hosts2: the least filled server is looked for once per round of H runs, not once per run."""
+    servers = [table.add(f"s{i}") for i in range(50)]
+    looks = []
+    real = Runs.start
+
+    def counted(self, live, base):
+        looks.append(len(live))
+        return real(self, live, base)
+
+    monkeypatch.setattr(Runs, "start", counted)
+    runs, last = 0, None
+    counts = dict.fromkeys(servers, 0)
+    for n in range(1, 20_001):
+        a = _selection.choose()
+        runs += a != last
+        last = a
+        counts[a] += 1
+        _assert_within_a_tenth(counts, n, share=0.05)
+    assert runs >= 50 * len(looks) - 50, (runs, len(looks))  # each look planned ~H runs
+    assert len(looks) <= runs / 40
+
+
+def test_a_server_dropped_mid_round_leaves_the_plan_and_a_new_one_joins_the_next_round(table):
+    servers = [table.add(f"s{i}") for i in range(10)]
+    for _ in range(2_000):
+        _selection.choose()
+    gone = servers[3]
+    _selection.mark_dead(gone)
+    before = table.placed.get(gone, 0)
+    late = table.add("late")
+    made = [_selection.choose() for _ in range(3_000)]
+    assert table.placed.get(gone, 0) == before and gone not in made
+    assert late in made[: 10 * 40]  # within a round or so (runs here are at most ~40 objects)
+    rest = {a: table.placed.get(a, 0) for a in servers + [late] if a != gone}
+    _assert_within_a_tenth(rest, sum(rest.values()))
+
+
+def test_the_plan_picks_what_a_look_per_run_would_pick(table):
+    """hosts2: a round's plan is the choices H looks in a row would make (the same spread, cheaper)."""
+    caps = [8, 8, 4, 16, 8, 2, 8, 8, 32, 8, 8, 4, 8]
+    servers = [table.add(f"s{i}", capacity=c) for i, c in enumerate(caps)]
+    cap = dict(zip(servers, caps, strict=True))
+    placed = dict.fromkeys(servers, 0)
+    expected, left, current = [], 0, None
+    for _ in range(20_000):  # the reference: the least filled server looked for at every run's start
+        if not left:
+            fills = {a: placed[a] / cap[a] for a in servers}
+            current = min(servers, key=lambda a: (fills[a], a))
+            left = run_length(sum(fills.values()) / len(servers), cap[current])
+        left -= 1
+        placed[current] += 1
+        expected.append(current)
+    assert [_selection.choose() for _ in range(20_000)] == expected

@@ -361,7 +361,8 @@ def choose() -> str | None:
     st = _state
     now = time.monotonic()
     if st.refresher is not None and now - st.used <= _IDLE:  # (settled: a run is only opened after that)
-        address = st.runs.take()  # within a run: a counter, under the run's own lock only
+        runs = st.runs
+        address = runs.take() or runs.planned()  # within a run, or the round's next: under the runs' lock only
         if address is not None:
             st.used = now
             return address

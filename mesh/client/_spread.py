@@ -17,10 +17,20 @@ starts empty and takes the runs until it has caught up.
 
 A run ends early when its server is marked dead or drops out of the live table
 (:func:`Runs.drop`), or when the table is replaced.
+
+Finding the least filled server is a look over all of them (O(H)), and with runs of a few
+objects at 50 servers it was one look per few placements. So a look plans a whole *round*: the
+next H runs, chosen as one-by-one looks would choose them (a heap of the fills, each run adding
+its length to its server's fill: a server that is far behind takes several runs of the round, as
+it would have). The next runs then come off the plan (:meth:`Runs.planned`) without looking at
+the table; a new look is made when the plan is used up, or dropped when a run's server fails
+(:meth:`Runs.drop` takes it out of the plan), and a server that appears later is in the next
+round's plan (H runs later at most).
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -43,13 +53,14 @@ class Runs:
     the count of placements per server, ``placed``, that it updates.
     """
 
-    __slots__ = ("address", "left", "lock", "placed")
+    __slots__ = ("address", "left", "lock", "placed", "plan")
 
     def __init__(self, placed: dict[str, int]) -> None:
         self.address: str | None = None
         self.left = 0
         self.lock = threading.Lock()
         self.placed = placed
+        self.plan: list[tuple[str, int]] = []  # the round's next runs, (address, length), last first
 
     def take(self) -> str | None:
         """The next placement of the current run (counted), or None (start one with :meth:`start`)."""
@@ -61,16 +72,26 @@ class Runs:
             self.placed[address] = self.placed.get(address, 0) + 1  # type: ignore[index]
             return address
 
+    def planned(self) -> str | None:
+        """Open the next run of the round's plan and take its first place, or None (no plan left)."""
+        with self.lock:
+            if not self.plan:
+                return None
+            address, length = self.plan.pop()
+            self.address, self.left = address, length - 1
+            self.placed[address] = self.placed.get(address, 0) + 1
+            return address
+
     def start(self, live: list[Any], base: Mapping[str, int]) -> str:
-        """Open a run on the least filled of ``live`` (``ServerInfo``s, not empty) and take its first place.
+        """Plan a round of runs over ``live`` (``ServerInfo``s, not empty), open its first run (on
+        the least filled server) and take its first place.
 
         ``base``: the part of this process's placements per server that the server's last answer
         already counts (at most: the server may not have read them all).
         """
         with self.lock:
             placed = self.placed
-            best = None
-            best_key: tuple[float, str] | None = None
+            heap: list[tuple[float, str, int]] = []
             total = 0.0
             for s in live:
                 cap = s.capacity if s.capacity > 0 else 1
@@ -79,17 +100,31 @@ class Runs:
                 # read when it answered the ping): it holds at least what we placed there
                 fill = max(s.agents + mine - base.get(s.address, 0), mine) / cap
                 total += fill
-                key = (fill, s.address)
-                if best_key is None or key < best_key:
-                    best, best_key = s, key
-            assert best is not None
-            self.address = best.address
-            self.left = run_length(total / len(live), best.capacity) - 1
-            placed[best.address] = placed.get(best.address, 0) + 1
-            return best.address
+                heap.append((fill, s.address, cap))
+            heapq.heapify(heap)
+            count = len(live)
+            plan = []
+            for _ in range(count):  # what H looks in a row would pick, each run filling its server
+                fill, address, cap = heap[0]
+                length = run_length(total / count, cap)  # (the average as that look would see it)
+                plan.append((address, length))
+                total += length / cap
+                heapq.heapreplace(heap, (fill + length / cap, address, cap))
+            plan.reverse()
+            address, length = plan.pop()
+            self.plan = plan
+            self.address = address
+            self.left = length - 1
+            placed[address] = placed.get(address, 0) + 1
+            return address
 
     def drop(self, address: str | None = None) -> None:
-        """End the current run (if it is on ``address``, when given)."""
+        """End the current run (if it is on ``address``, when given) and take ``address`` out of the
+        plan (None: the whole plan goes)."""
         with self.lock:
             if address is None or address == self.address:
                 self.address, self.left = None, 0
+            if address is None:
+                self.plan = []
+            elif any(a == address for a, _ in self.plan):
+                self.plan = [p for p in self.plan if p[0] != address]
