@@ -28,6 +28,8 @@ Only one asyncio loop is hosted per I/O loop (:func:`host`); asyncio is imported
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import heapq
 import math
 import selectors
 import threading
@@ -45,6 +47,9 @@ _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 _poll = zmq.zmq_poll
 _set_running = asyncio.events._set_running_loop
 _monotonic = time.monotonic
+_Handle, _TimerHandle = asyncio.events.Handle, asyncio.events.TimerHandle
+_copy_context = contextvars.copy_context
+_heappush = heapq.heappush
 
 
 def host(io: Loop, setup: Callable[[Any], None] | None = None) -> Host | None:
@@ -74,7 +79,7 @@ class Host:
         self.done = threading.Event()  # set once the asyncio loop has stopped running
         self.waiting = False  # the hosting thread is in a plain select (it does not own the I/O loop)
         self.asked = False  # a give-back is queued on the I/O loop
-        self.loop = asyncio.SelectorEventLoop(IoSelector(self))
+        self.loop = HostedLoop(IoSelector(self))
 
     def run(self, me: int) -> None:
         """Run the asyncio loop on I/O thread ``me`` until it stops (called by :meth:`Loop._loop`)."""
@@ -199,3 +204,62 @@ class IoSelector(selectors._BaseSelectorImpl):  # type: ignore[name-defined,misc
                 events |= _READ
             ready.append((key, events & key.events))
         return ready
+
+
+class _Timer(_TimerHandle):
+    """A timer of :class:`HostedLoop`: compared by time alone (the heap holds only timers)."""
+
+    __slots__ = ()
+
+    def __lt__(self, other: Any) -> bool:
+        return self._when < other._when
+
+
+_new_handle, _new_timer = _Handle.__new__, _Timer.__new__
+
+
+class HostedLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
+    """The hosted asyncio loop, with asyncio's scheduling made lean (not in debug mode).
+
+    Every coroutine call that suspends schedules a few callbacks: its task's first step, the
+    timer of an ``asyncio.sleep``, the task's wake-up when a future completes. asyncio's own
+    :meth:`call_soon` / :meth:`call_at` make each through three or four Python frames (the
+    debug checks, ``_call_soon``, ``Handle.__init__`` asking ``get_debug()``); here it is one,
+    with the same handle fields as asyncio's non-debug path. In debug mode, or once closed (for
+    asyncio's error), asyncio's own code runs.
+    """
+
+    def call_soon(self, callback: Any, *args: Any, context: Any = None) -> Any:
+        if self._debug or self._closed:
+            return super().call_soon(callback, *args, context=context)
+        h = _new_handle(_Handle)
+        h._context = _copy_context() if context is None else context
+        h._loop = self
+        h._callback = callback
+        h._args = args
+        h._cancelled = False
+        h._repr = None
+        h._source_traceback = None
+        self._ready.append(h)
+        return h
+
+    def call_at(self, when: Any, callback: Any, *args: Any, context: Any = None) -> Any:
+        if self._debug or self._closed or when is None:
+            return super().call_at(when, callback, *args, context=context)
+        t = _new_timer(_Timer)
+        t._context = _copy_context() if context is None else context
+        t._loop = self
+        t._callback = callback
+        t._args = args
+        t._cancelled = False
+        t._repr = None
+        t._source_traceback = None
+        t._when = when
+        _heappush(self._scheduled, t)
+        t._scheduled = True
+        return t
+
+    def call_later(self, delay: Any, callback: Any, *args: Any, context: Any = None) -> Any:
+        if delay is None:
+            raise TypeError("delay must not be None")
+        return self.call_at(_monotonic() + delay, callback, *args, context=context)
