@@ -46,7 +46,7 @@ from mesh.server._aio import Job, _Stepped
 from mesh.server._calls import PUSH_LIMIT, call_error, checked_value, ok
 from mesh.server._cancel import TaskScope
 from mesh.server._loop_calls import SMALL, _on_loop, loop_job
-from mesh.server._lane_parts import call_args, replier
+from mesh.server._lane_parts import call_args
 from mesh.server._mailbox import Call
 from mesh.server._results import shut_down
 
@@ -104,7 +104,7 @@ class CoroLane:
             self.seen[sess] = t0
         # registered as the general path registers it: a fetch, a release or a cancel read later in
         # this turn (or while the call sleeps) finds it
-        call = Call(replier(router, identity, rid), method, body, [], chain, task, True, sess)
+        call = Call(_Reply(router, identity, rid), method, body, [], chain, task, True, sess)
         call.t0 = t0
         calls.results.expect(task, sess)
         cancels = calls.cancels
@@ -151,6 +151,25 @@ class CoroLane:
         finally:
             events._set_running_loop(before)
         return None
+
+
+class _Reply:
+    """A lane call's ``reply`` (as :func:`~mesh.server._lane_parts.replier`'s closure): one object
+    held while the call sleeps, not a function and its three cells."""
+
+    __slots__ = ("router", "identity", "rid")
+
+    def __init__(self, router: Any, identity: bytes, rid: int) -> None:
+        self.router = router
+        self.identity = identity
+        self.rid = rid
+
+    def __call__(self, entry: Any) -> None:
+        head = entry[0]
+        if not entry[2] and len(head) == 1 and head.get("op") == _OK:
+            self.router.reply_ok(self.identity, self.rid, entry[1])
+        else:
+            self.router.reply(self.identity, {**head, "re": self.rid}, entry[1], entry[2])
 
 
 async def _run(runner: Any, actor: Any, call: Call, job: Job, router: Any, identity: bytes, rid: int) -> None:
