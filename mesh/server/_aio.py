@@ -263,6 +263,10 @@ class Aio:
             self._end(job)
 
     def _end(self, job: Job) -> None:
+        # the job no longer holds its task: task -> _Stepped -> job -> task was a cycle, so every
+        # ended call left its task, coroutines and job to the collector (promoted while the call
+        # slept, they waited for a generation-1 or 2 pass); now they go when the task does
+        job.task = None
         with self._idle:
             self._jobs.discard(job)
             if not self._jobs:

@@ -43,10 +43,10 @@ from mesh._core import tracing, wire
 from mesh._core.methods import runs_on_loop
 import mesh.server._aio as _aio
 from mesh.server._aio import Job, _Stepped
-from mesh.server._calls import call_error, checked_value, ok
+from mesh.server._calls import PUSH_LIMIT, call_error, checked_value, ok
 from mesh.server._cancel import TaskScope
 from mesh.server._loop_calls import SMALL, _on_loop, loop_job
-from mesh.server._lane_parts import call_args, replier
+from mesh.server._lane_parts import call_args
 from mesh.server._mailbox import Call
 from mesh.server._results import shut_down
 
@@ -55,6 +55,7 @@ __all__ = ["CoroLane"]
 _get_ident = threading.get_ident
 _monotonic = time.monotonic
 _Coroutine = types.CoroutineType
+_OK = wire.OK
 # "1": the task's first step runs in the handler that read the call (measured no faster: NOTES-corosrv.md)
 EAGER = os.environ.get("MESH_CORO_EAGER", "0") == "1"
 
@@ -103,7 +104,7 @@ class CoroLane:
             self.seen[sess] = t0
         # registered as the general path registers it: a fetch, a release or a cancel read later in
         # this turn (or while the call sleeps) finds it
-        call = Call(replier(router, identity, rid), method, body, [], chain, task, True, sess)
+        call = Call(_Reply(router, identity, rid), method, body, [], chain, task, True, sess)
         call.t0 = t0
         calls.results.expect(task, sess)
         cancels = calls.cancels
@@ -115,7 +116,7 @@ class CoroLane:
         aio = calls.aio
         host = aio._host
         if _get_ident() != host.ident:  # the I/O loop was handed off: its task is made on the loop's thread
-            if not aio.submit(job, lambda: _run(calls, actor, call, job)):
+            if not aio.submit(job, lambda: _run(calls, actor, call, job, router, identity, rid)):
                 calls.unrun(call, shut_down())
                 calls.next(actor)
             return None
@@ -128,7 +129,7 @@ class CoroLane:
             calls.next(actor)
             return None
         loop = host.loop
-        coro = _Stepped(aio, job, _run(calls, actor, call, job))
+        coro = _Stepped(aio, job, _run(calls, actor, call, job, router, identity, rid))
         asyncio = _aio.asyncio
         if not EAGER or asyncio.current_task(loop) is not None:
             job.task = asyncio.Task(coro, loop=loop)
@@ -152,9 +153,29 @@ class CoroLane:
         return None
 
 
-async def _run(runner: Any, actor: Any, call: Call, job: Job) -> None:
+class _Reply:
+    """A lane call's ``reply`` (as :func:`~mesh.server._lane_parts.replier`'s closure): one object
+    held while the call sleeps, not a function and its three cells."""
+
+    __slots__ = ("router", "identity", "rid")
+
+    def __init__(self, router: Any, identity: bytes, rid: int) -> None:
+        self.router = router
+        self.identity = identity
+        self.rid = rid
+
+    def __call__(self, entry: Any) -> None:
+        head = entry[0]
+        if not entry[2] and len(head) == 1 and head.get("op") == _OK:
+            self.router.reply_ok(self.identity, self.rid, entry[1])
+        else:
+            self.router.reply(self.identity, {**head, "re": self.rid}, entry[1], entry[2])
+
+
+async def _run(runner: Any, actor: Any, call: Call, job: Job, router: Any, identity: bytes, rid: int) -> None:
     """The task of a call started by :class:`CoroLane` (hosting thread): the checks, decode, invoke,
-    await, answer, start the actor's next call (``_begin`` and ``CallRunner._main`` in one frame)."""
+    await, answer, start the actor's next call (``_begin`` and ``CallRunner._main`` in one frame).
+    ``router``, ``identity``, ``rid``: where its reply goes (as ``call.reply`` sends it)."""
     aio = runner.aio
     try:
         try:
@@ -177,6 +198,7 @@ async def _run(runner: Any, actor: Any, call: Call, job: Job) -> None:
                 raise failed
             args, kwargs = call_args(call.body)  # in the call's context (the step's)
             value = fn(*args, **kwargs)  # type: ignore[misc]
+            fn = args = kwargs = None  # not held by the frame while it sleeps (the collector walks fewer)
             if type(value) is _Coroutine:
                 value = await value
             entry = ok(checked_value(job.label, value))
@@ -189,7 +211,17 @@ async def _run(runner: Any, actor: Any, call: Call, job: Job) -> None:
         actor.served += 1
         runner.stats.record(actor.cls_name, call.method, call.t0, entry[0])
         aio.unguard()  # hosted: the step can no longer be handed off, its reply goes straight out
-        runner.complete(call, entry)
+        # runner.complete(call, entry), inline for a small plain ok (the lane's common case): the
+        # cancel registry says whether it is still to answer, the store keeps it, the template replies
+        entry = runner.cancels.ended(call.scope, entry)
+        if entry is not None:
+            head, body = entry[0], entry[1]
+            if (len(head) == 1 and head.get("op") == _OK and not entry[2] and len(body) <= PUSH_LIMIT
+                    and not runner.streams.states):
+                runner.results.complete(call.task, call.sess, entry)
+                router.reply_ok(identity, rid, body)
+            else:
+                runner.answer(call, entry)
         runner.next(actor)
     except BaseException:  # noqa: BLE001 - the call is answered above; this is a bug in the server
         import logging

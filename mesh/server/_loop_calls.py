@@ -59,21 +59,35 @@ def _on_loop(obj: Any, name: str) -> bool:
     return kind
 
 
-def loop_job(runner: Any, actor: Actor, call: Call) -> Job:
-    """The loop job of a coroutine call: its label and blocking hooks (a wait lets its chain re-enter)."""
-    chain = call.chain
+class _ActorJob(Job):
+    """The loop job of a coroutine call of an actor. Its blocking hooks are its methods (a bound
+    method made when a step reads them), not two closures and their cells kept for the call's
+    life: 100,000 sleeping calls hold 500,000 fewer objects for the collector to walk."""
 
-    def on_block() -> None:  # a step (or a thread it started) waits on another mesh task
+    __slots__ = ("runner", "actor")
+
+    def __init__(self, label: str, chain: Any, runner: Any, actor: Actor, scope: Any) -> None:
+        self.label = label
+        self.chain = chain
+        self.runner = runner
+        self.actor = actor
+        self.task = None
+        self.reported = False
+        self.scope = scope
+
+    def on_block(self) -> None:  # type: ignore[override]  # a step (or a thread it started) waits on another mesh task
+        runner, actor = self.runner, self.actor
         before_blocking(runner)  # a step blocking the thread that runs the I/O loop: hand that off first
-        for c in actor.block(chain):
+        for c in actor.block(self.chain):
             runner._submit(actor, c)
 
-    def on_unblock() -> None:
-        actor.unblock(chain)
+    def on_unblock(self) -> None:  # type: ignore[override]
+        self.actor.unblock(self.chain)
 
-    job = Job(f"{type(actor.obj).__name__}.{call.method}", chain, on_block, on_unblock)
-    job.scope = call.scope
-    return job
+
+def loop_job(runner: Any, actor: Actor, call: Call) -> Job:
+    """The loop job of a coroutine call: its label and blocking hooks (a wait lets its chain re-enter)."""
+    return _ActorJob(f"{type(actor.obj).__name__}.{call.method}", call.chain, runner, actor, call.scope)
 
 
 def start(runner: Any, actor: Actor, call: Call) -> bool:

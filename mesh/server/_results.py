@@ -31,6 +31,7 @@ log = logging.getLogger("mesh.server")
 _EARLY_GRACE = 5.0  # seconds a fetch waits for a task this server has not seen yet
 _SEEN_MAX = 100_000  # task ids remembered, to tell "gone" from "not arrived yet"
 _EARLY_MAX = 10_000  # fetches waiting for unseen tasks; past this they are answered at once
+_NO_WAITERS: tuple = ()  # the waiters of a running task that no fetch waits for yet (shared)
 
 Waiter = Callable[[Entry], None]
 
@@ -72,8 +73,11 @@ class Results:
     def expect(self, task: str, sess: str | None) -> None:
         """An async call of ``task`` arrived (``sess``: its caller's session, which holds it)."""
         with self._lock:
-            self._pending.setdefault(task, [])  # keeps fetches that arrived first
-            self._early.pop(task, None)
+            pending = self._pending
+            if task not in pending:  # (a fetch that came first made its list: it stays)
+                pending[task] = _NO_WAITERS
+            if self._early:
+                self._early.pop(task, None)
             seen = self._seen
             seen.add(task)
             if len(seen) > _SEEN_MAX // 2:
@@ -141,6 +145,13 @@ class Results:
         return stored
 
     # -- fetches ----------------------------------------------------------------------------------
+    def _wait(self, task: str, waiters: Any, fn: Waiter) -> None:
+        # caller holds the lock; a running task's waiters are the shared empty tuple until one comes
+        if waiters is _NO_WAITERS:
+            self._pending[task] = [fn]
+        else:
+            waiters.append(fn)
+
     def when_done(self, task: str, fn: Waiter, wait_unseen: bool = True, stored_checked: bool = False) -> None:
         """Answer ``fn`` with the task's result: now from memory, when it ends if it runs, else "expired".
 
@@ -152,15 +163,16 @@ class Results:
             with self._lock:
                 waiters = self._pending.get(task)
                 if waiters is not None:
-                    waiters.append(fn)
+                    self._wait(task, waiters, fn)
                     return
                 unseen = wait_unseen and task not in self._seen and task not in self._seen_old
             if unseen and self._stored is not None and not stored_checked:
                 self._unseen_from_store(task, fn)  # e.g. made by an earlier run: no need to wait for it
                 return
             with self._lock:
-                if task in self._pending:
-                    self._pending[task].append(fn)
+                waiters = self._pending.get(task)
+                if waiters is not None:
+                    self._wait(task, waiters, fn)
                     return
                 if unseen and task not in self._seen and task not in self._seen_old and len(self._early) < _EARLY_MAX:
                     # Not arrived yet: a consumer's fetch can overtake the call that makes the
