@@ -179,6 +179,28 @@ def test_bad_json_rpc_input_is_an_error_answer_and_the_agent_serves_on(edge):
     assert agent(mesh.Msg("u", "mesh")).content == "told mesh"
 
 
+def test_the_later_protocol_version_the_card_names_is_served_too(edge):
+    Teller("both", to_dist=_where(edge))
+    base = _url(edge) + "/a2a/both/"
+    card = httpx.get(base + ".well-known/agent-card.json", timeout=20).json()
+    versions = {str(i.get("protocolVersion")) for i in card.get("supportedInterfaces", [])}
+    later = sorted(v for v in versions if not v.startswith("0.3"))
+    if not later:
+        pytest.skip("the card names no protocol version after 0.3")
+    headers = {"A2A-Version": later[-1]}
+    msg = {"role": "ROLE_USER", "messageId": "v1", "parts": [{"text": "new"}]}
+    r = httpx.post(base, json={"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": msg}},
+                   headers=headers, timeout=20)
+    assert r.status_code == 200 and "told new" in r.text and "error" not in r.json()
+    body = {"jsonrpc": "2.0", "id": 2, "method": "SendStreamingMessage", "params": {"message": msg}}
+    with httpx.stream("POST", base, json=body, headers=headers, timeout=20) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        text = "".join(r.iter_lines())
+    assert "told new" in text
+    r = httpx.post(base, json=_rpc("message/send", "old"), timeout=20)  # and the 0.3 names still
+    assert r.status_code == 200 and "told old" in r.text
+
+
 # ---------------------------------------------------------------- tracing
 
 
