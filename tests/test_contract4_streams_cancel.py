@@ -80,6 +80,25 @@ class Src(metaclass=mesh.RpcMeta):
     def relay2(self, mid, last, seconds, mark):
         return mid.relay(last, seconds, mark)
 
+    def spawn_and_hold(self, other, mark):
+        other.watch.remote(30, mark)  # not awaited: still a call this call made
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            mesh.check_cancelled()
+            time.sleep(0.01)
+
+    async def aspawn(self, other, mark):
+        other.watch.remote(30, mark)
+        await asyncio.sleep(30)
+
+    @mesh.stream_func
+    def gen_calls(self, other, mark):
+        yield "first"
+        yield other.watch(30, mark)
+
+    def child_left(self, other):
+        return mesh.time_left(), other.lefts_leaf.remote().result(timeout=20)
+
     def lefts(self, other):
         return mesh.time_left(), other.lefts_leaf()
 
@@ -233,3 +252,28 @@ def test_a_stream_read_to_its_end_is_done(server):
             pass
         not_done += not s.done()
     assert not_done == 0, f"{not_done} of 150 streams read to the end were not done()"
+
+
+@pytest.mark.parametrize("kind", ["sync method", "coroutine", "stream"])
+def test_cancel_reaches_calls_that_were_sent_and_not_awaited(server, spawn_server, tmp_path, kind):
+    other = spawn_server(port=0)
+    top, leaf = Src(to_dist=on(server)), Src(to_dist=on(other))
+    mark = str(tmp_path / "child")
+    if kind == "stream":
+        f = top.gen_calls(leaf, mark)
+        assert next(iter(f)) == "first"
+    else:
+        f = (top.spawn_and_hold if kind == "sync method" else top.aspawn).remote(leaf, mark)
+    wait_until(lambda: os.path.exists(mark + ".started"), timeout=15)
+    assert f.cancel() is True
+    wait_until(lambda: os.path.exists(mark + ".cancelled"), timeout=15)
+    assert not os.path.exists(mark + ".finished")
+
+
+def test_a_deadline_travels_with_calls_sent_by_remote_inside_a_call(server, spawn_server):
+    other = spawn_server(port=0)
+    top, leaf = Src(to_dist=on(server)), Src(to_dist=on(other))
+    with mesh.deadline(20):
+        mine, childs = top.child_left(leaf)
+    assert 0 < childs <= mine <= 20
+    assert top.child_left(leaf) == (None, None)
