@@ -100,3 +100,46 @@ def test_a_server_not_launched_yet_can_be_shut_down_and_launched_once(server):
         server.launch(in_subprocess=False)  # already running: an error, not a second server
     m = Maker(to_dist=on(server))
     assert m.value(3) == 3
+
+
+PLAIN_PROCESS = """
+import sys
+import mesh
+
+class K(metaclass=mesh.RpcMeta):
+    def f(self, x):
+        return x + 1
+
+    @mesh.stream_func
+    def g(self):
+        yield 1
+
+srv = mesh.AgentServer(port=0, advertise=False).launch(in_subprocess=False)
+k = K(to_dist={"host": srv.host, "port": srv.port})
+assert k.f(1) == 2 and k.g().result(timeout=20) == [1] and k.f.remote(2).result(timeout=20) == 3
+a = mesh.AgentBase("plain", to_dist={"host": srv.host, "port": srv.port})
+assert a.name == "plain"
+with mesh.deadline(10):
+    assert k.f(3) == 4
+heavy = ("autogen_core", "a2a", "starlette", "uvicorn", "sse_starlette", "prometheus_client", "opentelemetry",
+         "httpx", "redis")
+print(sorted({m.split(".")[0] for m in sys.modules} & set(heavy)))
+mesh.shutdown()
+srv.shutdown()
+"""
+
+
+def test_extras_are_declared_and_a_process_that_does_not_use_them_imports_none():
+    import os
+    import subprocess
+    import sys
+    import tomllib
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as fh:
+        extras = tomllib.load(fh)["project"]["optional-dependencies"]
+    assert {"autogen", "http", "otel"} <= set(extras)
+    out = subprocess.run([sys.executable, "-c", PLAIN_PROCESS], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "MESH_DISCOVERY": "0"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
