@@ -96,7 +96,7 @@ def test_zero_and_negative_server_settings_are_refused_clearly(settings):
 def test_a_server_not_launched_yet_can_be_shut_down_and_launched_once(server):
     fresh = mesh.AgentServer(port=0, advertise=False)
     fresh.shutdown()  # nothing to stop: harmless
-    with pytest.raises(Exception):
+    with pytest.raises((RuntimeError, mesh.MeshError)):
         server.launch(in_subprocess=False)  # already running: an error, not a second server
     m = Maker(to_dist=on(server))
     assert m.value(3) == 3
