@@ -265,9 +265,17 @@ def test_cancel_reaches_calls_that_were_sent_and_not_awaited(server, spawn_serve
     else:
         f = (top.spawn_and_hold if kind == "sync method" else top.aspawn).remote(leaf, mark)
     wait_until(lambda: os.path.exists(mark + ".started"), timeout=15)
-    assert f.cancel() is True
+    stopped = f.cancel()
+    assert stopped is True, f"cancel() said False for a running call; it then gave: {_outcome(f)}"
     wait_until(lambda: os.path.exists(mark + ".cancelled"), timeout=15)
     assert not os.path.exists(mark + ".finished")
+
+
+def _outcome(fut):
+    try:
+        return repr(fut.result(timeout=5))
+    except Exception as exc:  # what the future holds, for the failure message
+        return f"{type(exc).__name__}: {exc}"
 
 
 def test_a_deadline_travels_with_calls_sent_by_remote_inside_a_call(server, spawn_server):
