@@ -34,6 +34,7 @@ class Writer(metaclass=mesh.RpcMeta):
     """The consumer: reads what it is given and writes it to a file (the test reads the file)."""
 
     def take(self, path, stream, fut, msg):
+        open(path + ".started", "w").close()  # the call and its arguments arrived
         items = list(stream)
         value = fut.result(timeout=60)
         with open(path + ".tmp", "w") as fh:

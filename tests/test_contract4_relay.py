@@ -37,6 +37,8 @@ def test_a_frozen_caller_does_not_stop_its_consumer_reading_the_producer(spawn_s
                               env={**os.environ, "MESH_DISCOVERY": "0"})
     try:
         assert read_line(caller.stdout, timeout=30).strip() == "sent"
+        # frozen once the consumer's call is there (before, the caller's I/O thread may not have sent it)
+        wait_until(lambda: os.path.exists(out + ".started"), timeout=30)
         freeze(caller.pid)
         wait_until(lambda: os.path.exists(out), timeout=30)
         with open(out) as fh:
