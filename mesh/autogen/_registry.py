@@ -52,7 +52,10 @@ class Registry:
                            announce: Callable[[str, Any], Awaitable[None]]) -> None:
         """Bind ``agent_instance`` as ``agent_id``; a type new on this worker is ``announce``d first."""
         def agent_factory() -> Agent:
-            raise RuntimeError(f"agent {agent_id.type} is registered as instances only; {agent_id} was not registered")
+            # the id asked for (not ``agent_id``, the first instance's): get() runs this in its context
+            wanted = AgentInstantiationContext.current_agent_id()
+            raise RuntimeError(f"agent type {wanted.type!r} is registered as instances only; "
+                               f"no instance was registered as {wanted}")
 
         if agent_id in self.agents:
             raise ValueError(f"Agent with id {agent_id} already exists.")
