@@ -81,7 +81,8 @@ def first_pipelined(
     track(proxy, extra, fut, first=True)
     if len(_firsts) >= 4096:
         _firsts.clear()
-    _firsts[key] = [proxy, 0]
+    first = _firsts[key] = [proxy, 0]
+    fut.add_done_callback(lambda _f: first.__setitem__(0, None))  # answered: the proxy is not needed (nor what it holds)
     try:
         connected(client, address, fut)
     except BaseException:
@@ -103,7 +104,8 @@ def inflight_fallback(key: tuple, proven: set) -> bytes | None:
         first[1] += 1
         return _byvalue.fallback(key[1])
     _firsts.pop(key, None)
-    _pipeline.settle(first[0], quiet=True)  # (its error, if any, shows at its own first use)
+    if first[0] is not None:
+        _pipeline.settle(first[0], quiet=True)  # (its error, if any, shows at its own first use)
     return None if key in proven else _byvalue.fallback(key[1])
 
 

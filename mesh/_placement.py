@@ -15,6 +15,7 @@ from typing import Any
 import transport
 from mesh import _byvalue, _create_many, _pipeline
 from mesh._create_req import _created, _send_create, first_pipelined, inflight_fallback, ref_of
+from mesh._create_req import _firsts as _create_req_firsts
 from mesh._core import ids, settings as _settings, wire
 from mesh._core.address import check_resolves, normalize_address
 from mesh._errors import MeshError, ServerUnavailable
@@ -367,6 +368,7 @@ def stop_child() -> None:
     _proven.clear()  # the next session proves each (server, class) again: a server may have restarted
     _proven_cls.clear()
     _trying.clear()
+    _create_req_firsts.clear()
     _create_many.abandon()
     with _child_lock:
         server, _child = _child, None

@@ -25,9 +25,6 @@ class Refuses(metaclass=RpcMeta):
         return 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: mesh._create_req._firsts keeps the first creation's proxy for "
-                   "the session (popped only past a burst of 16; not cleared by stop_child): a failed one "
-                   "holds its _Entry, whose resend closure holds the constructor's arguments")
 def test_a_failed_first_creation_frees_its_arguments_once_its_proxy_is_dropped(server, caplog) -> None:
     caplog.set_level(logging.ERROR, logger="mesh")  # (its failure is logged once as a warning)
     payload = Payload()

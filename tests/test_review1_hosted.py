@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 
-import pytest
 
 import mesh
 from mesh import RpcMeta
@@ -23,9 +22,6 @@ def _live() -> int:
     return sum(1 for o in gc.get_objects() if type(o) is Kept)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: hosted._hosted's describe closure holds the Actor (and Objects), "
-                   "whose .obj is the hosted object: the weak entry never dies, so an in-process server's "
-                   "objects (and its whole Objects graph) outlive server.shutdown() for the process's life")
 def test_an_in_process_servers_objects_are_freed_after_its_shutdown() -> None:
     srv = mesh.AgentServer(port=0, capacity=8, advertise=False).launch(in_subprocess=False)
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 
 import msgpack
-import pytest
 import zmq
 
 import transport
@@ -20,9 +19,6 @@ class Echo(metaclass=RpcMeta):
         return x
 
 
-@pytest.mark.xfail(strict=True, reason="bug: FastLane._learn unpacks a header of any size and keeps its "
-                   "prefix up to the chain key as a templates key (False): 1024 oversized headers pin "
-                   "up to 1024 x max_message_size bytes; the usual path refuses > MAX_HEADER_BYTES unread")
 def test_an_oversized_header_is_never_kept_by_the_raw_lane(server) -> None:
     obj = Echo(to_dist={"host": server.host, "port": server.port})
     assert obj.echo(1) == 1  # a plain sync call: the ROUTER's raw hook is set from now on
@@ -55,9 +51,6 @@ def _fat_alive() -> int:
     return sum(1 for o in gc.get_objects() if type(o) is Fat)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a deleted object stays alive on its server: FastLane.templates "
-                   "(_Template.actor, new today) and FastLane.known (its actor) keep the Actor, so its .obj "
-                   "and state live until 1024 other layouts / keys are seen")
 def test_a_deleted_object_is_not_kept_by_the_sync_fast_lanes(server) -> None:
     import mesh
 

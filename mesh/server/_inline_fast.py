@@ -47,6 +47,9 @@ _ok_header = transport.ok_header
 _local = context._local
 _OK = {"op": wire.OK}  # the header of a plain ok entry made here (never changed: read only)
 _KNOWN_MAX = 1024  # FastLane.known entries kept (cleared past it)
+# the longest header a template layout can have: op, obj (ID_MAX chars), m (NAME_MAX), sess (ID_MAX), a
+# fixstr chain and a uint64 id, 4 bytes a UTF-8 char at most
+_RAW_HEAD_MAX = 64 + 4 * (2 * ID_MAX + NAME_MAX)
 _OK_ENTRY = (_OK, b"\xc0", [])  # stands for a plain ok packed by FastLane._run itself (read only)
 _unpackb = msgpack.unpackb
 _OK_RE = _ok_header(0)[:-1]  # an ok reply's header up to its "re" value (transport.ok_header)
@@ -59,11 +62,11 @@ class _Template:
     """A request header layout the raw lane knows: its bytes up to the chain are the ``obj``, ``m``
     and ``sess`` below; the actor, inline history and stats row of the last call, checked per call."""
 
-    __slots__ = ("obj_id", "method", "sess", "actor", "hist", "row")
+    __slots__ = ("obj_id", "method", "sess", "cls", "hist", "row")
 
     def __init__(self, obj_id: str, method: str, sess: str | None) -> None:
         self.obj_id, self.method, self.sess = obj_id, method, sess
-        self.actor: Any = None
+        self.cls: Any = None  # the class of the object served last (not its Actor: kept past a delete)
         self.hist: Any = None
         self.row: Any = None
 
@@ -98,6 +101,8 @@ class FastLane:
         then a short chain and a plain uint id, and nothing after) is served from its bytes, with
         no header map and no per-field check; None for anything else (the header is parsed, then
         :meth:`handle` decides: nothing has changed at that point). Same checks, same run."""
+        if len(head) > _RAW_HEAD_MAX:  # (never a template: the usual path checks its size first)
+            return None
         i = _find(head, _CHAIN_KEY) + 6
         if i < 6:
             return None
@@ -125,10 +130,10 @@ class FastLane:
         except UnicodeDecodeError:
             return None
         actor = self.actors.get(t.obj_id)
-        if actor is not t.actor or t.hist is None:
-            if actor is None:
-                return None
-            t.actor, t.hist = actor, self.calls.inline.history(type(actor.obj), t.method)
+        if actor is None:
+            return None
+        if type(actor.obj) is not t.cls or t.hist is None:
+            t.cls, t.hist = type(actor.obj), self.calls.inline.history(type(actor.obj), t.method)
             t.row = self.calls.stats.row(actor.cls_name, t.method)
             if t.hist is None:
                 return None
@@ -187,10 +192,11 @@ class FastLane:
         except TypeError:  # an unhashable field (a list, a map): the checks below send it to slow
             known = None
         if known is not None:
-            fields, actor, hist = known
+            fields, cls, hist = known
+            actor = self.actors.get(obj_id)
             if (len(header) != fields + (chain is not None) or type(rid) is not int
                     or (chain is not None and (type(chain) is not str or len(chain) > ID_MAX))
-                    or self.actors.get(obj_id) is not actor):
+                    or actor is None or type(actor.obj) is not cls):
                 known = None  # the full checks decide
         if known is None:
             if getattr(router, "raw", 0) is None:  # (the ROUTER's raw hook: known layouts go there first from now on)
@@ -209,7 +215,7 @@ class FastLane:
                 known = self.known
                 if len(known) >= _KNOWN_MAX:
                     known.clear()
-                known[(obj_id, method, sess)] = (4 + (sess is not None), actor, hist)
+                known[(obj_id, method, sess)] = (4 + (sess is not None), cls, hist)
         if (actor.durable is not None or not self.servicer.accepting or calls.node is None
                 or not calls.inline.allows_entry(hist)
                 or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any, Callable
 
@@ -275,15 +276,21 @@ class Objects:
                                       f"{type(exc).__name__}: {exc}") from exc
         return self.checkpoints.reply_fields(actor.durable)
 
-    def _describer(self, actor: Actor) -> Callable[[Any], tuple]:
-        """What the hosted object travels as when pickled for the wire: its proxy's arguments."""
+    def _describer(self, actor: Actor) -> Callable[[Any], tuple | None]:
+        """What the hosted object travels as when pickled for the wire: its proxy's arguments (None:
+        its server is gone, a value). Weak: mesh._core.hosted must not keep this server's objects."""
+        objects, actor_id = weakref.ref(self), actor.id
 
-        def describe(obj: Any) -> tuple:
-            created = self._created()
+        def describe(obj: Any) -> tuple | None:
+            me = objects()
+            a = me.actors.get(actor_id) if me is not None else None
+            if a is None:
+                return None
+            created = me._created()
             durable = None
-            if actor.durable is not None:
-                durable = {**self.checkpoints.reply_fields(actor.durable)["durable"], "sess": actor.session}
-            return (self.checkpoints.address, actor.id, type(obj).__name__, dict(getattr(type(obj), "_mesh_methods", {})),
+            if a.durable is not None:
+                durable = {**me.checkpoints.reply_fields(a.durable)["durable"], "sess": a.session}
+            return (me.checkpoints.address, actor_id, type(obj).__name__, dict(getattr(type(obj), "_mesh_methods", {})),
                     created.get("pool"), created.get("inst"), durable)
 
         return describe
