@@ -243,8 +243,9 @@ def test_a_mailbox_queued_behind_a_worker_goes_back_to_the_io_thread(srv):
     box = Box(to_dist=_where(srv))
     servicer = srv._host.servicer
     servicer.calls.inline._hist[(Box, "add_where")] = [100, 1e-6, False]  # short: may run inline
-    actor = next(a for a in servicer.objects.actors.values() if a.obj is not None and a.obj.items is not None
-                 and a.id == box._mesh_id)
+    actor = wait_until(lambda: next((a for a in list(servicer.objects.actors.values()) if a.id == box._mesh_id
+                                     and a.obj is not None and a.obj.items is not None), None), timeout=10)
+    # (to_dist() returned before the server built it: the creation is pipelined)
     first = box.hold("wait")  # not warmed up: on a worker, waiting for the gate
     wait_until(lambda: actor.running == 1, timeout=5)
     futures = [box.add_where(i) for i in range(300)]  # queued behind it (the actor is busy)
@@ -323,6 +324,9 @@ class _Replies:
         self.ok.append((rid, body))
 
     def reply_packed(self, identity, header, body, buffers=()):  # the sync lane's (a header without keep)
+        self.sync = True
+
+    def reply_now(self, identity, header, body):  # the sync lane's plain ok, sent at once
         self.sync = True
 
     def reply(self, identity, header, body, buffers):  # the lane's own answers are ok by template only

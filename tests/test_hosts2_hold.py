@@ -38,6 +38,15 @@ def on(srv):
     return {"host": srv.host, "port": srv.port}
 
 
+def _prove(*proxies) -> None:
+    """Wait until these first creations are answered (to_dist() returns before: it is pipelined),
+    so that the classes are proven on the server and later creations are batched."""
+    from mesh import _pipeline
+
+    for proxy in proxies:
+        _pipeline.settle(proxy)
+
+
 def _sends(monkeypatch) -> list[list[str]]:
     """The batches sent from now on (their object ids), in order."""
     sent: list[list[str]] = []
@@ -71,8 +80,7 @@ def test_a_batch_is_held_while_the_servers_last_one_is_unanswered(spawn_server, 
     srv = spawn_server(port=0, capacity=4)
     gate = tmp_path / "open"
     gate.touch()
-    Slowly(str(gate), to_dist=on(srv))  # proves the classes there: later ones are batched
-    Tally(0, to_dist=on(srv))
+    _prove(Slowly(str(gate), to_dist=on(srv)), Tally(0, to_dist=on(srv)))  # later ones are batched
     gate.unlink()
     sent = _sends(monkeypatch)
     slow = Slowly(str(gate), 7, to_dist=on(srv))  # nothing in flight: it goes at once, and hangs there
@@ -94,8 +102,7 @@ def test_first_use_sends_a_held_batch_at_once(spawn_server, tmp_path, monkeypatc
     srv = spawn_server(port=0, capacity=4)
     gate = tmp_path / "open"
     gate.touch()
-    Slowly(str(gate), to_dist=on(srv))
-    Tally(0, to_dist=on(srv))
+    _prove(Slowly(str(gate), to_dist=on(srv)), Tally(0, to_dist=on(srv)))
     gate.unlink()
     sent = _sends(monkeypatch)
     slow = Slowly(str(gate), 1, to_dist=on(srv))  # in flight and unanswered until the gate opens
@@ -117,8 +124,7 @@ def test_detached_objects_are_never_held(spawn_server, tmp_path, monkeypatch):
     srv = spawn_server(port=0, capacity=4)
     gate = tmp_path / "open"
     gate.touch()
-    Slowly(str(gate), to_dist=on(srv))
-    Tally(0, to_dist=on(srv))
+    _prove(Slowly(str(gate), to_dist=on(srv)), Tally(0, to_dist=on(srv)))
     gate.unlink()
     sent = _sends(monkeypatch)
     slow = Slowly(str(gate), 1, to_dist=on(srv))
@@ -137,7 +143,7 @@ def test_detached_objects_are_never_held(spawn_server, tmp_path, monkeypatch):
 
 def test_a_lone_creation_and_a_loop_are_not_held(spawn_server, monkeypatch):
     srv = spawn_server(port=0)
-    Tally(0, to_dist=on(srv))
+    _prove(Tally(0, to_dist=on(srv)))
     sent = _sends(monkeypatch)
     one = Tally(5, to_dist=on(srv))
     _io_turn()
@@ -157,8 +163,7 @@ def test_a_held_batch_goes_with_the_next_answer_even_while_the_server_stays_busy
     srv = spawn_server(port=0, capacity=4)
     gate = tmp_path / "open"
     gate.touch()
-    Slowly(str(gate), to_dist=on(srv))
-    Tally(0, to_dist=on(srv))
+    _prove(Slowly(str(gate), to_dist=on(srv)), Tally(0, to_dist=on(srv)))
     gate.unlink()
     sent = _sends(monkeypatch)
     slow = Slowly(str(gate), 1, to_dist=on(srv))  # out, unanswered until the gate opens

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
 import weakref
-from collections import deque
 from typing import Any, Callable
 
 import transport
@@ -15,28 +13,12 @@ from mesh.server._calls import CallRunner, call_error, ok, remote_error
 from mesh.server._checkpoint import Checkpoints, Moved, NotInStore, apply_state
 from mesh.server._classes import ClassResolver
 from mesh.server._create_many import BUILT, Batch, parse_body
+from mesh.server._drains import Drains
 from mesh.server._mailbox import Actor
 
 __all__ = ["Objects"]
 
 Reply = Callable[[Any], None]
-
-# Constructions arriving in a burst are built by one worker task in turn (a "drain"), not by one
-# worker wake-up each: waking a worker per object cost most of the server's time per creation.
-# A constructor that waits on a mesh task hands the rest of the queue to a new drain; a class
-# whose constructor ran longer than SLOW is built one per worker task from then on, as before;
-# a drain whose current constructor has run STALL is joined by another when more arrive.
-SLOW = 0.05  # s
-STALL = 0.05  # s
-BUDGET = 0.05  # s: a drain lets other queued work run after this long (it resubmits itself)
-MAX_DRAINS = 4
-
-
-class _Drain:
-    __slots__ = ("handed",)
-
-    def __init__(self) -> None:
-        self.handed = False  # its queue was handed to another drain (the constructor waits)
 
 
 class Objects:
@@ -59,10 +41,7 @@ class Objects:
         self.names: dict[str, str] = {}  # registered name -> object id (detached objects)
         self.reporting: set[str] = set()  # ids of objects with their own report (``__mesh_status__``)
         self._lock = threading.Lock()
-        self._queue: deque[tuple] = deque()  # constructions waiting for a drain
-        self._drains = 0  # drain tasks submitted or running
-        self._job_started = 0.0  # when the latest construction of a drain started
-        self._slow: set[str] = set()  # classes built one per worker task (see SLOW)
+        self._drains = Drains(runner, lambda job, on_block: self._construct(*job[:6], many=job[6], on_block=on_block))
 
     def get(self, object_id: str) -> Actor | None:
         return self.actors.get(object_id)
@@ -92,10 +71,10 @@ class Objects:
             return
         if header.get("restore") is not None:
             self.runner.workers.submit(lambda: self._restore(actor, header, reply))
-        elif cls_ref in self._slow or actor.durable is not None:
+        elif cls_ref in self._drains.slow or actor.durable is not None:
             self.runner.workers.submit(lambda: self._construct(actor, cls_ref, body, buffers, reply, header))
         else:
-            self._enqueue((actor, cls_ref, body, buffers, reply, header, None))
+            self._drains.add((actor, cls_ref, body, buffers, reply, header, None))
 
     def create_many(self, header: dict, body: Any, buffers: list, reply: Reply) -> None:
         """Op ``create_many`` (header checked; see ``mesh.server._create_many``): register every
@@ -123,69 +102,10 @@ class Objects:
                 batch.done(i, wire.err_entry(wire.K_BADREQUEST, f"object id {ids[i]!r} already exists"))
                 continue
             job = (actor, cls_ref, items[i], [], lambda entry, i=i: batch.done(i, entry), _NO_HEADER, many)
-            if cls_ref in self._slow:
+            if cls_ref in self._drains.slow:
                 self.runner.workers.submit(lambda job=job: self._construct(*job[:6], many=job[6]))
             else:
-                self._enqueue(job)
-
-    def _enqueue(self, job: tuple) -> None:
-        """Queue a construction (I/O thread); start a drain if none runs, or another if it stalls."""
-        with self._lock:
-            self._queue.append(job)
-            start = self._drains == 0 or (
-                self._drains < MAX_DRAINS and time.monotonic() - self._job_started > STALL)
-            if start:
-                self._drains += 1
-        if start:
-            try:
-                self.runner.workers.submit(self._drain)
-            except BaseException:
-                with self._lock:
-                    self._drains -= 1
-                raise
-
-    def _drain(self) -> None:
-        """Build queued objects in turn (a worker task; see SLOW)."""
-        me = _Drain()
-        until = time.monotonic() + BUDGET
-
-        def hand_off() -> None:  # the constructor waits on a mesh task: the queue goes on without it
-            with self._lock:
-                if me.handed:
-                    return
-                me.handed = True
-                more = bool(self._queue)
-                if not more:
-                    self._drains -= 1
-            if more:
-                self._resubmit()
-
-        while True:
-            with self._lock:
-                if me.handed:
-                    return
-                if not self._queue:
-                    self._drains -= 1
-                    return
-                if time.monotonic() > until:  # other queued work (calls) gets its turn
-                    resubmit = True
-                else:
-                    resubmit = False
-                    job = self._queue.popleft()
-                    started = self._job_started = time.monotonic()
-            if resubmit:
-                self._resubmit()
-                return
-            self._construct(*job[:6], many=job[6], on_block=hand_off)
-            if time.monotonic() - started > SLOW:
-                self._slow.add(job[1])
-
-    def _resubmit(self) -> None:
-        try:
-            self.runner.workers.submit(self._drain)
-        except RuntimeError:  # shutting down: the queued creations are never answered (as before)
-            with self._lock:
-                self._drains -= 1
+                self._drains.add(job)
 
     def _restore(self, actor: Actor, header: dict, reply: Reply) -> None:
         """A durable object's restart here (worker): claim it, then build it from its spec and checkpoint."""
@@ -354,7 +274,7 @@ class Objects:
         self.runner.workers.submit(read)
 
     def fail_queued(self, why: str) -> list:
-        self._queue.clear()  # not built: their objects go with the actors below
+        self._drains.queue.clear()  # not built: their objects go with the actors below
         """The server stops: every mailbox's queued calls, taken out (the actors keep a reason they had)."""
         queued = []
         for actor in list(self.actors.values()):
