@@ -240,9 +240,6 @@ def test_a_deadline_cancels_the_nested_call_on_another_server_and_time_left_shri
     assert 0 < inner <= outer <= 20
 
 
-@pytest.mark.xfail(strict=False, reason="bug (a race, seen in ~5-10% of reads on an in-process server): after a "
-                   "`for` loop has read a stream to its end, Stream.done() can still be False until the call's own "
-                   "reply arrives (mesh/client/_stream.py: _items() does not mark the stream ended)")
 def test_a_stream_read_to_its_end_is_done(server):
     src = Src(to_dist=on(server))
     not_done = 0
@@ -254,14 +251,7 @@ def test_a_stream_read_to_its_end_is_done(server):
     assert not_done == 0, f"{not_done} of 150 streams read to the end were not done()"
 
 
-RACE = pytest.mark.xfail(strict=False, reason=(
-    "bug (a race, 1 run in 3-10): cancel() answers False although it stopped the call. The cancel sets the "
-    "scope's `why` (mesh/_core/cancel.py Scope.cancel), then sends the cancels of the children, then calls "
-    "Cancels.stopped(); meanwhile the sync method's mesh.check_cancelled() raises, Cancels.ended() answers it as "
-    "cancelled and sets `answered`, so stopped() says 'it ended first' -> False (mesh/server/_cancel.py)"))
-
-
-@pytest.mark.parametrize("kind", [pytest.param("sync method", marks=RACE), "coroutine", "stream"])
+@pytest.mark.parametrize("kind", ["sync method", "coroutine", "stream"])
 def test_cancel_reaches_calls_that_were_sent_and_not_awaited(server, spawn_server, tmp_path, kind):
     other = spawn_server(port=0)
     top, leaf = Src(to_dist=on(server)), Src(to_dist=on(other))

@@ -102,6 +102,7 @@ def _items(owner: Any, reader: Reader, own: bool = False) -> Any:
             owner._mesh_check_cancelled()
             batch = reader.take()  # the items here now: yielded without going back to the reader each time
             if batch is None:
+                d["_mesh_ended"] = True  # read to its end: done(), before its call's own reply comes
                 return
             for item in batch:
                 if d.get("_mesh_cancelled") or d["_mesh_exc"] is not None:
@@ -139,6 +140,7 @@ async def _aitems(owner: Any, cached: list | None) -> Any:
                 abandon(owner)
                 raise
             if batch is None:
+                d["_mesh_ended"] = True
                 return
             for item in batch:
                 if d.get("_mesh_cancelled") or d["_mesh_exc"] is not None:
@@ -196,11 +198,13 @@ class Stream(_Streaming, _FutureMixin):
 
     def done(self) -> bool:
         """True once the generator ended (all items read here, or its call's reply came) or failed."""
-        return self.__dict__.get("_mesh_items") is not None or super().done()
+        d = self.__dict__
+        return d.get("_mesh_items") is not None or d.get("_mesh_ended", False) or super().done()
 
     def _mesh_state(self) -> str:
         # its items can all be read before its call's own reply arrives: read, it is done
-        return "done" if self.__dict__.get("_mesh_items") is not None else super()._mesh_state()
+        d = self.__dict__
+        return "done" if d.get("_mesh_items") is not None or d.get("_mesh_ended") else super()._mesh_state()
 
     def __await__(self) -> Any:
         return self._mesh_collect().__await__()

@@ -43,7 +43,7 @@ __all__ = ["Cancels", "TaskScope", "stopped_entry"]
 log = logging.getLogger("mesh.server")
 
 _TOMBS_MAX = 10_000  # ids of tasks cancelled before (or without) arriving, remembered
-QUEUED, RUNNING, ENDED = 0, 1, 2
+QUEUED, RUNNING, ENDED, STOPPED = 0, 1, 2, 3  # STOPPED: it ended on seeing its cancel
 
 
 def stopped_entry(task: str | None, why: str) -> Entry:
@@ -130,6 +130,8 @@ class Cancels:
             if scope.task is not None and self._scopes.get(scope.task) is scope:
                 del self._scopes[scope.task]
             answered, scope.answered = scope.answered, True
+            if not answered and scope.why is not None:
+                scope.state = STOPPED  # answered as stopped: the cancel that set ``why`` did stop it
         scope.call = scope.actor = scope.job = None  # a deadline timer may hold the scope a while
         if answered:
             return None
@@ -140,8 +142,8 @@ class Cancels:
     def stopped(self, scope: TaskScope, why: str) -> bool:
         """``scope`` was just cancelled: answer its call, take it out of the mailbox or stop it."""
         with self._lock:
-            if scope.answered:
-                return False  # it ended first
+            if scope.answered:  # it ended first: by itself (False), or on seeing this cancel (its
+                return scope.state == STOPPED  # why is set before stopped() runs: Scope.cancel)
             scope.answered = True
             if scope.task is not None and self._scopes.get(scope.task) is scope:
                 del self._scopes[scope.task]
