@@ -22,6 +22,7 @@ The reliability rules are in the docstrings of ``_dealers`` and ``_routers``.
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 import weakref
@@ -35,7 +36,6 @@ from transport._direct import SLICE, Direct
 from transport._errors import NodeClosed, PeerUnavailable
 from transport._framing import SIGNATURE, pack_header
 from transport._future import PartsFuture, ReplyFuture as Future
-from transport._lane_registry import sweep as sweep_lanes
 from transport._log import Warnings, log
 from transport._loop import Call, Loop
 from transport._routers import Bind, Handler, Router, Routers
@@ -94,11 +94,6 @@ class Node:
         self._loop.start()
 
     # -------------------------------------------------------------- state
-    @property
-    def _ident(self) -> int:
-        """The I/O thread's ident (a handler compares it to know where it runs)."""
-        return self._loop.ident
-
     @property
     def _thread(self) -> threading.Thread:
         return self._loop.thread
@@ -383,7 +378,8 @@ class Node:
                 finally:
                     direct.lock.release()
         self._loop.stop()
-        sweep_lanes()  # the lanes of this node (and of loops that closed) close too
+        if "transport._lane_registry" in sys.modules:  # lanes were made: this node's (and closed loops') close
+            sys.modules["transport._lane_registry"].sweep()
         if not self.on_io_thread():
             self._loop.thread.join(timeout)
 
