@@ -58,8 +58,8 @@ class RpcMeta(type):
 
     def __call__(cls, *args: Any, to_dist: Any = None, **kwargs: Any) -> Any:
         if to_dist is None or to_dist is False:
-            describe = hosted.take_pending(cls)  # None unless a server is building this very class here
-            obj = super().__call__(*args, **kwargs) if describe is None else _build_hosted(cls, args, kwargs, describe)
+            pending = hosted.take_pending(cls)  # None unless a server is building this very class here
+            obj = super().__call__(*args, **kwargs) if pending is None else _build_hosted(cls, args, kwargs, pending)
             try:
                 obj.__dict__["_mesh_init_args"] = (args, kwargs)
             except AttributeError:  # __slots__ without __dict__: to_dist() will say so
@@ -70,17 +70,19 @@ class RpcMeta(type):
         return place(cls, args, kwargs, _conf(to_dist))
 
 
-def _build_hosted(cls: Any, args: tuple, kwargs: dict, describe: Any) -> Any:
+def _build_hosted(cls: Any, args: tuple, kwargs: dict, pending: tuple) -> Any:
     """``type.__call__`` with the object hosted between ``__new__`` and ``__init__``: ``self``
     passed on by the constructor (``hub.register(self)``) already travels as a reference."""
+    registry, record = pending
     new = cls.__new__
     obj = new(cls) if new is object.__new__ else new(cls, *args, **kwargs)
     if isinstance(obj, cls):
-        hosted.host(obj, describe)
+        hosted.host(registry, obj, record)
         try:
-            type(obj).__init__(obj, *args, **kwargs)
+            with hosted.building(obj):
+                type(obj).__init__(obj, *args, **kwargs)
         except BaseException:
-            hosted.unhost(obj)  # never built: the server drops it
+            hosted.unhost(registry, obj)  # never built: the server drops it
             raise
     return obj
 

@@ -108,43 +108,52 @@ class Plain:
     pass
 
 
-def _describe(obj) -> tuple:
+def _describe(record, obj) -> tuple:
     return ("tcp://127.0.0.1:9", "obj-1", type(obj).__name__, {"poke": "sync"}, None, "inst", None)
 
 
+class _Record:  # what a server keeps per object (its Actor): the object, once built
+    def __init__(self, obj=None) -> None:
+        self.obj = obj
+
+
 def test_the_codec_hook_only_touches_hosted_rpc_objects() -> None:
+    registry = hosted.Registry(_describe)
     obj = Member()
-    hosted.host(obj, _describe)
+    hosted.host(registry, obj, _Record(obj))
     try:
         body, bufs = transport.encode([obj, {"k": obj}])
         got = transport.decode(body, bufs)
         assert type(got[0]) is mesh.RpcObject and got[0]._mesh_id == "obj-1" and got[1]["k"] == got[0]
         assert type(pickle.loads(pickle.dumps(obj))) is Member  # only the wire codec sends references
     finally:
-        hosted.unhost(obj)
+        hosted.unhost(registry, obj)
     body, bufs = transport.encode(obj)
     assert type(transport.decode(body, bufs)) is Member  # no longer hosted: a value again
     plain = Plain()
-    hosted.host(plain, _describe)  # not an RpcMeta class: the hook is never asked
+    hosted.host(registry, plain, _Record(plain))  # not an RpcMeta class: the hook is never asked
     try:
         body, bufs = transport.encode(plain)
         assert type(transport.decode(body, bufs)) is Plain
     finally:
-        hosted.unhost(plain)
+        hosted.unhost(registry, plain)
 
 
-def test_a_collected_object_leaves_the_registry() -> None:
+def test_an_entry_names_only_its_own_object_and_goes_with_its_registry() -> None:
+    registry = hosted.Registry(_describe)
     obj = Member()
-    hosted.host(obj, _describe)
-    key = id(obj)
-    assert key in hosted._hosted
-    del obj
+    hosted.host(registry, obj, _Record(Member()))  # a record of another object: the id is stale
+    assert hosted.reference(obj) is None
+    hosted.host(registry, obj, _Record(obj))
+    assert hosted.reference(obj) is not None
+    del registry
     gc.collect()
-    assert key not in hosted._hosted
+    assert hosted.reference(obj) is None  # a server that went takes its entries with it
 
 
 def test_constructing_hosts_only_that_class_before_its_init() -> None:
     seen = []
+    registry = hosted.Registry(_describe)
 
     class Probe(metaclass=RpcMeta):
         def __init__(self, x: int) -> None:
@@ -152,23 +161,27 @@ def test_constructing_hosts_only_that_class_before_its_init() -> None:
             self.inner = Member()  # made by the constructor: not hosted
             self.x = x
 
-    with hosted.constructing(Probe, _describe):
+    record = _Record()
+    with hosted.constructing(Probe, registry, record):
         p = Probe(3)
+    record.obj = p  # (the server sets it once the constructor returned)
     try:
         assert seen[0] is not None and seen[0][2] == "Probe" and p.x == 3
         assert hosted.reference(p.inner) is None
+        assert hosted.reference(p) is not None
         assert p._mesh_init_args == ((3,), {})
     finally:
-        hosted.unhost(p)
+        hosted.unhost(registry, p)
+    assert hosted.reference(p) is None
     with pytest.raises(ZeroDivisionError):
         class Bad(metaclass=RpcMeta):
             def __init__(self) -> None:
                 self.me = self
                 1 / 0
 
-        with hosted.constructing(Bad, _describe):
+        with hosted.constructing(Bad, registry, _Record()):
             Bad()
-    assert not any(type(hosted._target(e[0])).__name__ == "Bad" for e in hosted._hosted.values())
+    assert not registry.by_id  # never built: not hosted
 
 
 def test_a_durable_object_passes_itself_as_a_durable_reference(spawn_server, tmp_path) -> None:

@@ -34,5 +34,5 @@ def test_an_in_process_servers_objects_are_freed_after_its_shutdown() -> None:
     del srv, obj
     for _ in range(3):
         gc.collect()
-    held = len(hosted._hosted)
+    held = sum(len(r.by_id) for r in list(hosted._registries))
     assert _live() == 0, f"{_live()} hosted object(s) still alive; {held} entry(ies) in mesh._core.hosted"

@@ -41,6 +41,7 @@ class Objects:
         self.names: dict[str, str] = {}  # registered name -> object id (detached objects)
         self.reporting: set[str] = set()  # ids of objects with their own report (``__mesh_status__``)
         self._lock = threading.Lock()
+        self._hosted = hosted.Registry(_describer(weakref.ref(self)))  # what `self` passed on travels as
         self._drains = Drains(runner, lambda job, on_block: self._construct(*job[:6], many=job[6], on_block=on_block))
 
     def get(self, object_id: str) -> Actor | None:
@@ -151,13 +152,12 @@ class Objects:
                 reply(wire.err_entry(wire.K_NEEDCLASS, f"class {cls_ref} is not importable here; send it by value"))
                 return
             context.set_context(ids.new_chain(), on_block, _nothing if on_block is not None else None)
-            describe = self._describer(actor)
             try:
-                with hosted.constructing(cls, describe):  # hosted from before its __init__ (mesh._core.hosted)
+                with hosted.constructing(cls, self._hosted, actor):  # hosted from before its __init__ (mesh._core.hosted)
                     actor.obj = cls(*payload.get("args", ()), **payload.get("kwargs", {}))
             finally:
                 context.set_context(None, None, None)
-            hosted.host(actor.obj, describe)
+            hosted.host(self._hosted, actor.obj, actor)
             attrs = payload.get("attrs")
             if isinstance(attrs, dict) and isinstance(attrs.get("agent_id"), str):
                 actor.obj.agent_id = attrs["agent_id"]
@@ -196,28 +196,9 @@ class Objects:
                                       f"{type(exc).__name__}: {exc}") from exc
         return self.checkpoints.reply_fields(actor.durable)
 
-    def _describer(self, actor: Actor) -> Callable[[Any], tuple | None]:
-        """What the hosted object travels as when pickled for the wire: its proxy's arguments (None:
-        its server is gone, a value). Weak: mesh._core.hosted must not keep this server's objects."""
-        objects, actor_id = weakref.ref(self), actor.id
-
-        def describe(obj: Any) -> tuple | None:
-            me = objects()
-            a = me.actors.get(actor_id) if me is not None else None
-            if a is None:
-                return None
-            created = me._created()
-            durable = None
-            if a.durable is not None:
-                durable = {**me.checkpoints.reply_fields(a.durable)["durable"], "sess": a.session}
-            return (me.checkpoints.address, actor_id, type(obj).__name__, dict(getattr(type(obj), "_mesh_methods", {})),
-                    created.get("pool"), created.get("inst"), durable)
-
-        return describe
-
     def drop(self, actor: Actor, why: str) -> None:
         """The object goes: its queued calls are answered ``notfound``."""
-        hosted.unhost(actor.obj)
+        hosted.unhost(self._hosted, actor.obj)
         with self._lock:
             self.actors.pop(actor.id, None)
             self.reporting.discard(actor.id)
@@ -287,6 +268,25 @@ _NO_HEADER: dict = {}  # a create_many item's header fields for _construct (none
 
 def _nothing() -> None:
     pass
+
+
+def _describer(objects: Any) -> Callable[[Actor, Any], tuple | None]:
+    """What a hosted object travels as when pickled for the wire: its proxy's arguments (None: its
+    server is gone, a value). ``objects``: the server's :class:`Objects`, weakly (the registry must
+    not keep them)."""
+
+    def describe(actor: Actor, obj: Any) -> tuple | None:
+        me = objects()
+        if me is None or me.actors.get(actor.id) is not actor:
+            return None
+        created = me._created()
+        durable = None
+        if actor.durable is not None:
+            durable = {**me.checkpoints.reply_fields(actor.durable)["durable"], "sess": actor.session}
+        return (me.checkpoints.address, actor.id, type(obj).__name__, dict(getattr(type(obj), "_mesh_methods", {})),
+                created.get("pool"), created.get("inst"), durable)
+
+    return describe
 
 
 def _check_py(cls_ref: str, payload: dict) -> None:
