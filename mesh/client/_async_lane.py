@@ -96,14 +96,14 @@ class LaneReply(transport.PendingReply):
             if not self.done():
                 self.set_result((header, body, []))
             return
-        # set_result's plain ok and _complete, inlined: _peers is _ENDED once done (or being
-        # completed); this runs on the I/O thread, so the count is taken there (lane_ended's test)
+        # set_result's plain ok and _complete, inlined (done() tested once): _peers is _ENDED once
+        # done or being completed
         peers = self._peers
         if peers is _ENDED:
             return
         self._peers = _ENDED
         if peers is not None:  # (before the waiters wake: a sync call they make next goes direct)
-            peers._lane_ended_io(self._obj)
+            peers.lane_ended(self._obj)
         _future_complete(self, body, None)  # kept alone: result() makes the reply of it
         d, self._owner = self._owner, None
         if d is not None and d.get("_mesh_call") is self:
