@@ -36,6 +36,7 @@ from mesh._core import context, ids, tracing, wire
 from mesh._core.cancel import _user_deadline
 import mesh.client._on_loop as _on_loop
 from mesh.client._client import SLOW, _plain_body, get_client
+from mesh.client._peers import LEASE_INTERVAL
 from mesh.client._lean import NO_CHILDREN, OK_HEADER as _OK_HEADER, SHORT, Replied, pid as _pid
 
 __all__ = ["LaneReply", "issue", "read_plain", "send"]
@@ -50,11 +51,13 @@ _pack_uint = transport.pack_uint
 _unpackb = msgpack.unpackb
 _OK = wire.OK
 _NO_BUFFERS: tuple = ()
+_future_complete = transport.ReplyFuture._complete
 _ENDED: Any = object()  # a LaneReply's _peers once it completed
 _STR_HEADS = [bytes((0xA0 | n,)) for n in range(32)]  # msgpack fixstr headers
 _TASK_KEY = b"\xa4task"
 _ID_KEY = b"\xa2id"
 _TEMPLATES_MAX = 4096
+_LEASE_EVERY = LEASE_INTERVAL  # PeerBook.own's renewal period with no lease_ttl
 _templates: dict[tuple[str, str, str], bytes] = {}  # (session, object, method) -> header prefix
 _PENDING: Any = None  # mesh.client._aio.PENDING, set by install()
 # a call on a running loop, its context checked as above: mesh.client._aio_fast.checked (hook, helper aio3)
@@ -89,12 +92,19 @@ class LaneReply(transport.PendingReply):
     def reply(self, header: dict, body: Any) -> None:
         """:meth:`set_result` of a reply without buffer frames, from a batch (I/O thread):
         ``transport._peer.deliver_batch`` calls it instead of making the ``(header, body, [])``."""
-        if self.done():
-            return
         if type(body) is not bytes or header.get("op") != _OK or header.get("big"):
-            self.set_result((header, body, []))
+            if not self.done():
+                self.set_result((header, body, []))
             return
-        self._complete(body, None)  # (set_result's plain ok, inlined)
+        # set_result's plain ok and _complete, inlined (done() tested once): _peers is _ENDED once
+        # done or being completed
+        peers = self._peers
+        if peers is _ENDED:
+            return
+        self._peers = _ENDED
+        if peers is not None:  # (before the waiters wake: a sync call they make next goes direct)
+            peers.lane_ended(self._obj)
+        _future_complete(self, body, None)  # kept alone: result() makes the reply of it
         d, self._owner = self._owner, None
         if d is not None and d.get("_mesh_call") is self:
             d["_mesh_call"] = Replied(body)
@@ -161,12 +171,14 @@ def send(proxy: Any, name: str, cls: type, body: bytes) -> Any:
     counter, head = ids._counter, ids._prefix
     task = f"{head}.{next(counter)}"
     chain, raw = f"{head}.{next(counter)}".encode(), task.encode()
+    prefix = _templates.get((client.session, object_id, name))  # (_prefix's lookup, inlined)
+    if prefix is None:
+        prefix = _prefix(client.session, object_id, name)
     if len(chain) < 32 and len(raw) < 32:  # (always, but for a counter past 10**18)
-        header = b"".join((_prefix(client.session, object_id, name), _STR_HEADS[len(chain)], chain, _TASK_KEY,
+        header = b"".join((prefix, _STR_HEADS[len(chain)], chain, _TASK_KEY,
                            _STR_HEADS[len(raw)], raw, _ID_KEY, _pack_uint(rid)))
     else:
-        header = (_prefix(client.session, object_id, name) + transport.pack_str(chain.decode()) + _TASK_KEY
-                  + transport.pack_str(task) + _ID_KEY + _pack_uint(rid))
+        header = prefix + transport.pack_str(chain.decode()) + _TASK_KEY + transport.pack_str(task) + _ID_KEY + _pack_uint(rid)
     peers = client.peers
     fut = LaneReply(peers, object_id)
     future = cls.__new__(cls)
@@ -194,7 +206,11 @@ def send(proxy: Any, name: str, cls: type, body: bytes) -> Any:
         d["_mesh_ref"] = None  # never sent: not a holder (its finalizer reports nothing)
         fut.set_exception(transport.TransportError("not sent"))  # (leaves the calls in flight)
         raise
-    client.own(address)  # our lease there keeps the result held until we release it (or exit)
+    # our lease there keeps the result held until we release it (or exit); PeerBook.own's
+    # held-already test, inlined (two calls fewer per call of a burst)
+    lease = peers._leases.get(address)
+    if lease is None or lease[0] > _LEASE_EVERY:
+        client.own(address)
     return future
 
 
