@@ -267,9 +267,10 @@ class Aio:
         # ended call left its task, coroutines and job to the collector (promoted while the call
         # slept, they waited for a generation-1 or 2 pass); now they go when the task does
         job.task = None
-        with self._idle:
-            self._jobs.discard(job)
-            if not self._jobs:
+        with self._lock:  # (the lock of _idle: the C lock's own enter/exit, not the Condition's)
+            jobs = self._jobs
+            jobs.discard(job)
+            if not jobs and self._idle._waiters:  # notified only if a drain waits (_wait_idle)
                 self._idle.notify_all()
 
     def _task_factory(self, loop: Any, coro: Any, **kwargs: Any) -> Any:
