@@ -11,16 +11,18 @@ server on its command line (``secret`` goes in its environment, classes on its c
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import math
+import os
 import re
 import socket
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import transport
 from mesh._core.address import is_loopback
+
+if TYPE_CHECKING:
+    import argparse  # the CLI's parser: this module is also what a process launching a child server loads
 
 __all__ = ["ServerOptions", "check_host", "is_interface", "read_token"]
 
@@ -131,7 +133,12 @@ def _pool_type(value: Any) -> str:
 def _secret(value: Any) -> bytes | None:
     if isinstance(value, str):
         value = value.encode()
-    return value if value else transport.secret_from_env()
+    if value:
+        return value
+    # as transport.secret_from_env(), read here: a process that only launches a child server
+    # (AgentServer(...).launch()) does not load the transport (zmq, the codec) for it
+    env = os.environ.get("MESH_SECRET", "")
+    return env.encode() if env else None
 
 
 def _http_port(value: Any) -> int | None:
