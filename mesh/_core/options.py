@@ -257,7 +257,7 @@ class ServerOptions:
         names = [f.name for f in self._fields]
         if len(args) > len(names):
             raise TypeError(f"ServerOptions takes at most {len(names)} positional arguments ({len(args)} given)")
-        for name, value in zip(names, args):
+        for name, value in zip(names, args, strict=False):  # fewer args than names: the rest by keyword
             if name in kwargs:
                 raise TypeError(f"ServerOptions got multiple values for argument {name!r}")
             kwargs[name] = value
