@@ -39,6 +39,8 @@ MIN_SECRET_BYTES = 16
 """A secret shorter than this gets a warning (``secrets.token_urlsafe(32)`` makes 43 bytes)."""
 
 
+
+
 def _parser() -> argparse.ArgumentParser:
     p = views.Parser(  # subcommands' parsers are of its class too
         prog="zmq-agent-server", description="Agent servers of the ZeroMQ agent mesh.",
@@ -237,6 +239,7 @@ def _start(args: argparse.Namespace) -> int:
             args, custom_agent_classes=classes, secret=secret, local_mode=True if _truthy(args.local_mode) else None,
         ))
         server.launch(in_subprocess=False)
+        tune_gc()  # this process is the server's own: fewer full collections of its many objects
     except (ValueError, AgentDirError, OSError) as exc:
         _refuse(args, str(exc))
         return 2
@@ -279,9 +282,6 @@ def _serve(args: argparse.Namespace, server: Any, siblings: list[Any]) -> int:
     for each in (server, *siblings):
         info = ready_info(each)
         print(json.dumps(info) if args.json else ready_line(info), flush=True)
-    # this process is the server's own: fewer full collections of its many objects. After the ready line:
-    # its full collection (~5 ms, 10 loaded) is no part of start-up, which launch() waits for; start-up is frozen all the same
-    tune_gc()
     while not server._stopped.wait(0.5):  # wake up for signals
         pass
     stop_all()

@@ -1,6 +1,5 @@
-"""A child server starts fast: the launching process loads no serving machinery, the child prints
-its ready line before its garbage-collector tune, and ``ServerOptions`` (no longer a dataclass)
-behaves as one did."""
+"""A child server starts fast: the launching process loads no serving machinery, and
+``ServerOptions`` (no longer a dataclass) behaves as one did."""
 
 from __future__ import annotations
 
@@ -64,16 +63,6 @@ def test_a_server_in_this_process_still_loads_its_machinery_when_it_starts():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True"]
-
-
-def test_the_gc_tune_of_a_server_process_comes_after_its_ready_line():
-    import inspect
-
-    from mesh import _cli
-
-    serve = inspect.getsource(_cli._serve)
-    assert "tune_gc()" not in inspect.getsource(_cli._start)
-    assert serve.index("ready_line(info)") < serve.index("tune_gc()")
 
 
 def test_server_options_behave_as_the_dataclass_did():
