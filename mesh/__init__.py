@@ -75,7 +75,10 @@ def __getattr__(name: str) -> _Any:
             if not _serving:
                 _importlib.import_module("mesh._placement")
             _importlib.import_module("mesh._api")
-        _importlib.import_module("mesh.edge")  # light: registers the HTTP edge's starter with the server host
+            _importlib.import_module("mesh.edge")  # light: registers the HTTP edge's starter with the server host
+        # mesh.AgentServer alone loads no edge: it needs the serving machinery (transport, the dispatch),
+        # which a process launching a child server never loads; a server started here loads the edge
+        # when it serves HTTP (mesh.server._host)
         value = getattr(_importlib.import_module(module), name)
         globals()[name] = value
         return value

@@ -11,16 +11,17 @@ server on its command line (``secret`` goes in its environment, classes on its c
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import math
+import os
 import re
 import socket
-from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import transport
 from mesh._core.address import is_loopback
+
+if TYPE_CHECKING:
+    import argparse  # the CLI's parser: this module is also what a process launching a child server loads
 
 __all__ = ["ServerOptions", "check_host", "is_interface", "read_token"]
 
@@ -131,7 +132,12 @@ def _pool_type(value: Any) -> str:
 def _secret(value: Any) -> bytes | None:
     if isinstance(value, str):
         value = value.encode()
-    return value if value else transport.secret_from_env()
+    if value:
+        return value
+    # as transport.secret_from_env(), read here: a process that only launches a child server
+    # (AgentServer(...).launch()) does not load the transport (zmq, the codec) for it
+    env = os.environ.get("MESH_SECRET", "")
+    return env.encode() if env else None
 
 
 def _http_port(value: Any) -> int | None:
@@ -165,13 +171,43 @@ def read_token(path: str) -> str:
     return token
 
 
+class _Field:
+    """One option: its name, default and metadata (what ``dataclasses.field`` held; the module is not
+    loaded for it: ``dataclasses`` pulls in ``inspect`` and ``ast``, ~5 ms in a process that only
+    launches a child server)."""
+
+    __slots__ = ("name", "default", "metadata")
+
+    def __init__(self, default: Any, metadata: dict[str, Any]) -> None:
+        self.name = ""
+        self.default = default
+        self.metadata = metadata
+
+
 def _opt(default: Any, help: str, *, type: Any = None, check: Any = None, flag: str | None = None, cli: bool = True,
          argv: bool = True, **argparse_extra: Any) -> Any:
     meta = {"help": help, "type": type, "check": check, "flag": flag, "cli": cli, "argv": argv, "extra": argparse_extra}
-    return field(default=default, metadata=meta)
+    return _Field(default, meta)
 
 
-@dataclass
+def _options(cls: type) -> type:
+    """The fields of ``cls`` in order (``cls._fields``), each class attribute set back to its default."""
+    found = []
+    for name, value in list(vars(cls).items()):
+        if isinstance(value, _Field):
+            value.name = name
+            found.append(value)
+            setattr(cls, name, value.default)
+    cls._fields = tuple(found)  # type: ignore[attr-defined]
+    return cls
+
+
+def fields(obj: Any) -> tuple[_Field, ...]:
+    """The options of ``ServerOptions`` (as ``dataclasses.fields``)."""
+    return obj._fields
+
+
+@_options
 class ServerOptions:
     """Every option of an agent server (``AgentServer``'s keywords; see its docstring).
 
@@ -214,6 +250,33 @@ class ServerOptions:
     state_store: str | None = _opt(None, "where durable agents' checkpoints live: a directory, or redis://HOST:PORT/DB "
                                    "(shared by the servers that may restore each other's agents; default: env "
                                    "MESH_STATE_STORE, else ~/.local/state/zmq-agent-mesh/durable)", type=str)
+
+    _fields: tuple[_Field, ...] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        names = [f.name for f in self._fields]
+        if len(args) > len(names):
+            raise TypeError(f"ServerOptions takes at most {len(names)} positional arguments ({len(args)} given)")
+        for name, value in zip(names, args, strict=False):  # fewer args than names: the rest by keyword
+            if name in kwargs:
+                raise TypeError(f"ServerOptions got multiple values for argument {name!r}")
+            kwargs[name] = value
+        unknown = set(kwargs) - set(names)
+        if unknown:
+            raise TypeError(f"ServerOptions got an unexpected keyword argument {sorted(unknown)[0]!r}")
+        for f in self._fields:
+            setattr(self, f.name, kwargs.get(f.name, f.default))
+        self.__post_init__()
+
+    def __repr__(self) -> str:
+        return "ServerOptions(" + ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in self._fields) + ")"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in self._fields)
+
+    __hash__ = None  # type: ignore[assignment]  # as a dataclass with eq: mutable, unhashable
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from mesh._core.address import normalize_address
 from mesh._core.options import ServerOptions
-from mesh.server._dispatch import Servicer
-from mesh.server._host import Host
 from mesh.server._launcher import http_url, ready_info, ready_line, start_process, stop_process
 
 if TYPE_CHECKING:
     import subprocess  # a plain server never starts one: the module (~0.5 MiB) loads when a child is launched
+
+    # The serving machinery (transport, zmq, the dispatch) loads when a server starts in this
+    # process: a process that launches a child server does not load it (launch() < 0.1 s).
+    from mesh.server._dispatch import Servicer
+    from mesh.server._host import Host
 
 __all__ = ["AgentServer", "RpcAgentServerLauncher"]
 
@@ -131,6 +134,8 @@ class AgentServer:
             if in_subprocess:
                 self._proc, self.port, self.name, http_port = start_process(self.options)
             else:
+                from mesh.server._host import Host
+
                 self._host = Host(self.options)
                 self.port, self.name = self._host.start(self.shutdown, lambda port: normalize_address(self.host, port))
                 http_port = self._host.http_port

@@ -18,8 +18,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
 from mesh._core.address import normalize_address
 from mesh._core.options import WILDCARD, ServerOptions, is_interface
 
@@ -56,7 +54,7 @@ def start_process(options: ServerOptions, timeout: float = 60.0) -> tuple[subpro
     proc = subprocess.Popen(
         args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True, start_new_session=True
     )
-    blob = cloudpickle.dumps(options.custom_agent_classes)
+    blob = _dump_classes(options.custom_agent_classes)
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(struct.pack("!Q", len(blob)) + blob)
     proc.stdin.flush()
@@ -71,6 +69,15 @@ def start_process(options: ServerOptions, timeout: float = 60.0) -> tuple[subpro
     http = _HTTP.search(line)
     threading.Thread(target=_forward, args=(proc.stdout,), name="mesh-child-stdout", daemon=True).start()
     return proc, port, name.group(1) if name else options.name, int(http.group(1)) if http else None
+
+
+def _dump_classes(classes: list[type]) -> bytes:
+    """The classes for the child's config pipe: by value (cloudpickle) when there are any."""
+    if not classes:  # the usual case: no cloudpickle to load here (nor in the child to read it)
+        return pickle.dumps([])
+    import cloudpickle
+
+    return cloudpickle.dumps(classes)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float) -> None:
