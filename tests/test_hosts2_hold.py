@@ -181,3 +181,25 @@ def test_a_held_batch_goes_with_the_next_answer_even_while_the_server_stays_busy
     assert slow.get() == 1
     for q in quick:
         mesh.delete(q)
+
+
+def test_a_call_to_the_server_sends_its_held_creations_first(spawn_server, tmp_path, monkeypatch):
+    """Program order: objects created before a call to any object of that server reach the server
+    before the call (a held batch never lets a later call overtake it there)."""
+    srv = spawn_server(port=0, capacity=4)
+    gate = tmp_path / "open"
+    gate.touch()
+    first, known = Slowly(str(gate), to_dist=on(srv)), Tally(0, to_dist=on(srv))
+    _prove(first, known)
+    gate.unlink()
+    sent = _sends(monkeypatch)
+    slow = Slowly(str(gate), 3, to_dist=on(srv))  # out, unanswered until the gate opens
+    _io_turn()
+    made = [Tally(100 + i, to_dist=on(srv)) for i in range(3)]
+    _io_turn()
+    assert len(sent) == 1  # held behind the unanswered one
+    assert known.bump() == 1  # a call to another object there: the held creations went before it
+    assert len(sent) == 2 and len(sent[1]) == 3
+    gate.touch()
+    assert slow.get() == 3
+    assert [m.bump() for m in made] == [101, 102, 103]
