@@ -1,23 +1,21 @@
 """The server side on the I/O thread: bound ROUTERs, burst reads, the reply backlog.
 
-* ROUTERs use ``ROUTER_MANDATORY`` and non-blocking sends: a reply to a
-  vanished client is logged and dropped, never blocks the thread.
-* A reply to a client whose libzmq queue is full waits in that client's
-  backlog, at most ``BACKLOG_MAX`` replies; the retries back off while none go out.
-* A malformed request gets a ``protocol`` error reply (see PROTOCOL.md); it
-  never reaches the handler.
-* Batches (1.4): a ``batch`` message is split here and each of its messages goes
-  to the handler as if it had come alone (a malformed one fails only itself).
-  A client that sent a batch gets its small replies batched too, when several
-  are ready in one turn of the loop; a lone reply goes out at once, alone.
-  The ROUTER announces batches in the ZMTP handshake (metadata ``X-Mesh-Batch``).
+* ROUTERs use ``ROUTER_MANDATORY`` and non-blocking sends: a reply to a vanished client is logged
+  and dropped, never blocks the thread.
+* A reply to a client whose libzmq queue is full waits in that client's backlog, at most
+  ``BACKLOG_MAX`` replies; the retries back off while none go out.
+* A malformed request gets a ``protocol`` error reply (see PROTOCOL.md); it never reaches the handler.
+* Batches (1.4): a ``batch`` message is split here and each of its messages goes to the handler as
+  if it had come alone (a malformed one fails only itself).
+  A client that sent a batch gets its small replies batched too, when several are ready in one
+  turn of the loop; a lone reply goes out at once, alone. The ROUTER announces batches in the
+  ZMTP handshake (metadata ``X-Mesh-Batch``).
 """
 
 from __future__ import annotations
 
 import collections
 import threading
-import time
 from typing import Any, Callable
 
 import zmq
@@ -31,7 +29,7 @@ from transport._loop import Call, Command, Loop
 from transport._security import Keys
 from transport._templates import ok_header as _ok_header
 from transport._sockets import NOBLOCK, NOBLOCK_MORE, POLLIN, ROUTER_LINGER, bind_router, send
-from transport._staging import Staging
+from transport._staging import BACKLOG_POLL_MIN, Staging
 from transport._zap import Zap
 
 __all__ = ["BACKLOG_MAX", "Handler", "Router", "Routers"]
@@ -39,7 +37,6 @@ __all__ = ["BACKLOG_MAX", "Handler", "Router", "Routers"]
 # Replies held (in Python) for one client whose libzmq queue is full; past it the client is not
 # reading and its replies are dropped (it lost them anyway when it went). Bounds a slow reader.
 BACKLOG_MAX = 10000
-BACKLOG_POLL_MIN, BACKLOG_POLL_MAX = 5, 200  # ms: retry held replies soon, backing off to the max while none go out
 _BURST = 1024  # requests (messages, or messages of batches) served from one ROUTER before the loop looks elsewhere
 _BATCHERS_MAX = 65536  # clients remembered as reading batches (past it: forgotten, they get single replies)
 _poll = zmq.zmq_poll
@@ -54,16 +51,15 @@ RawHandler = Callable[["Router", bytes, bytes, bytes], Any]  # (router, identity
 class Router:
     """A bound ROUTER socket and the handler of its requests.
 
-    The handler runs on the I/O thread: it must not block. It answers with
-    :meth:`reply`, from any thread; it returns True when it answered at once (the burst ends:
-    the loop's next poll, which it makes anyway, finds any request that came meanwhile). ``on_burst_end``, if given, runs on the I/O
-    thread after each burst of requests read in one go (for work the handler
-    chose to batch).
+    The handler runs on the I/O thread: it must not block. It answers with :meth:`reply`, from any
+    thread; it returns True when it answered at once (the burst ends: the loop's next poll, which it
+    makes anyway, finds any request that came meanwhile). ``on_burst_end``, if given, runs on the I/O
+    thread after each burst of requests read in one go (for work the handler chose to batch).
 
-    ``raw``, if a handler sets it (a :data:`RawHandler`), sees each plain request first (four frames:
-    identity, signature, header, body), the header still packed: it returns True or False when it
-    served the request as ``handler`` would have (True: answered at once), None to leave it to the
-    usual path (the header parsed, then ``handler``). For a handler that knows its requests' bytes.
+    ``raw``, if a handler sets it (a :data:`RawHandler`), sees each plain request first (four frames: identity,
+    signature, header, body), the header still packed: it returns True or False when it served the request as
+    ``handler`` would have (True: answered at once), None to leave it to the usual path (the header parsed,
+    then ``handler``). For a handler that knows its requests' bytes.
     """
 
     def __init__(
@@ -281,25 +277,36 @@ class Routers(Staging):
                 identity = _recv(sock, NOBLOCK, True)  # (as bytes: a ROUTER's message has a part after it)
             except zmq.Again:
                 return
-            frame = _recv(sock, 0, False)
-            frames = [identity, frame.bytes]
-            while frame.more:
+            frame = _recv(sock, 0, False)  # a plain request's four frames unrolled: no list, no sum
+            sig, head, body = frame.bytes, None, None
+            if frame.more:
                 frame = _recv(sock, 0, False)
-                frames.append(frame.bytes if len(frames) < 4 else frame)
-            router.received += sum(map(len, frames)) - len(identity)
+                head = frame.bytes
+                if frame.more:
+                    frame = _recv(sock, 0, False)
+                    body = frame.bytes
             budget -= 1
-            if raw is not None and len(frames) == 4 and frames[1] == SIGNATURE:
-                try:
-                    answered = raw(router, identity, frames[2], frames[3])
-                except Exception:
-                    log.exception("request handler failed")
-                    answered = False
-                if answered is not None:  # served (as the handler serves, below)
-                    if _get_ident() != loop.ident:
-                        return
-                    if answered is True:
-                        break
-                    continue
+            if body is None or frame.more:  # any other layout: the parts after the fourth as Frames
+                frames = [part for part in (identity, sig, head, body) if part is not None]
+                while frame.more:
+                    frame = _recv(sock, 0, False)
+                    frames.append(frame)
+                router.received += sum(map(len, frames)) - len(identity)
+            else:
+                router.received += len(sig) + len(head) + len(body)
+                if raw is not None and sig == SIGNATURE:
+                    try:
+                        answered = raw(router, identity, head, body)
+                    except Exception:
+                        log.exception("request handler failed")
+                        answered = False
+                    if answered is not None:  # served (as the handler serves, below)
+                        if _get_ident() != loop.ident:
+                            return
+                        if answered is True:
+                            break
+                        continue
+                frames = [identity, sig, head, body]
             try:
                 header, body, buffers = split_frames(frames[1:])
                 if header["op"] == BATCH:
@@ -339,9 +346,8 @@ class Routers(Staging):
         router.sent += sum(map(len, frames)) - len(frames[0])
         backlog = router.backlog.get(frames[0])
         if backlog is not None:  # keep order behind what waits for this client
-            if len(backlog) >= BACKLOG_MAX:
-                # the client does not read: past this bound its replies are dropped (a client
-                # that went lost them anyway; one that reads again gets the newer ones)
+            if len(backlog) >= BACKLOG_MAX:  # the client does not read: past this bound its replies
+                # are dropped (a client that went lost them anyway; one that reads again gets the newer ones)
                 router.dropped += 1
                 if router.dropped == 1 or router.dropped % 10000 == 0:
                     self.warn("backlog", "a client of %s does not read its replies: %d dropped so far "
@@ -370,27 +376,3 @@ class Routers(Staging):
             else:
                 self.warn("reply", "dropping a reply: %s", exc)
         return True
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_at(self._backlog_due, self._flush_backlogs)
-
-    def _flush_backlogs(self, _arg: Any = None) -> None:
-        self._flush_scheduled = False
-        now = time.monotonic()
-        sent = False
-        for router in list(self.backlogged):
-            for identity, frames_list in list(router.backlog.items()):
-                while frames_list and self._try(router, frames_list[0]):
-                    frames_list.popleft()
-                    sent = True
-                if not frames_list:
-                    del router.backlog[identity]
-            if not router.backlog:
-                self.backlogged.discard(router)
-        # back off while nothing goes out (a client that does not read must not cost a core)
-        self.backlog_poll = BACKLOG_POLL_MIN if sent else min(BACKLOG_POLL_MAX, self.backlog_poll * 2)
-        self._backlog_due = now + self.backlog_poll / 1000
-        if self.backlogged:
-            self._schedule_flush()

@@ -4,18 +4,27 @@ loop's turn ends, then go out as one batch per client (a lone reply alone). A mi
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from transport._framing import BATCH_BYTES, BATCH_HEADER, BATCH_MAX, SIGNATURE, pack_batch
 
-__all__ = ["Staging"]
+__all__ = ["BACKLOG_POLL_MAX", "BACKLOG_POLL_MIN", "Staging"]
+
+BACKLOG_POLL_MIN, BACKLOG_POLL_MAX = 5, 200  # ms: retry held replies soon, backing off to the max while none go out
 
 
 class Staging:
-    """The staging half of :class:`transport._routers.Routers` (I/O thread only)."""
+    """The staging half of :class:`transport._routers.Routers` and its retries of held replies (I/O thread only)."""
 
     staging: set
     send: Any
+    _try: Any
+    loop: Any
+    backlogged: set
+    backlog_poll: int
+    _backlog_due: float
+    _flush_scheduled: bool
 
     def stage(self, router: Any, identity: bytes, header: bytes, body: bytes) -> None:
         """Hold a small reply to a client that reads batches until the loop's turn ends (I/O thread)."""
@@ -62,3 +71,27 @@ class Staging:
             router.batches_out += 1
             self.send(router, [identity, SIGNATURE, BATCH_HEADER, pack_batch(parts)])
 
+    # ------------------------------------------ held replies (Routers.send): the retries
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_at(self._backlog_due, self._flush_backlogs)
+
+    def _flush_backlogs(self, _arg: Any = None) -> None:
+        self._flush_scheduled = False
+        now = time.monotonic()
+        sent = False
+        for router in list(self.backlogged):
+            for identity, frames_list in list(router.backlog.items()):
+                while frames_list and self._try(router, frames_list[0]):
+                    frames_list.popleft()
+                    sent = True
+                if not frames_list:
+                    del router.backlog[identity]
+            if not router.backlog:
+                self.backlogged.discard(router)
+        # back off while nothing goes out (a client that does not read must not cost a core)
+        self.backlog_poll = BACKLOG_POLL_MIN if sent else min(BACKLOG_POLL_MAX, self.backlog_poll * 2)
+        self._backlog_due = now + self.backlog_poll / 1000
+        if self.backlogged:
+            self._schedule_flush()
