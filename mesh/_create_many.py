@@ -43,7 +43,7 @@ import transport
 from mesh import _scale_gc
 from mesh._core import wire
 from mesh._errors import ServerUnavailable
-from mesh.client import _held as _held_mod
+from mesh.client._held import held as _held_batches, set_release
 from mesh.client._holders import counted_pickles, take_back
 
 __all__ = ["MAX_INFLIGHT", "MAX_ITEMS", "Waiter", "abandon", "add", "encode_item", "old", "outstanding"]
@@ -103,7 +103,7 @@ _answered = threading.Condition(_lock)
 _open: dict[tuple, _Batch] = {}
 _inflight: dict[str, int] = {}
 _busy: dict[str, int] = {}  # address -> batches sent there and not answered yet
-_held: dict[str, list[_Batch]] = _held_mod.held  # address -> open batches held until its next answer
+_held: dict[str, list[_Batch]] = _held_batches  # address -> open batches held until its next answer
 _made = [0]  # objects batched by this process (at _scale_gc.AT, its collector is tuned)
 old: set[str] = set()  # servers that do not know create_many (1.3 and older)
 
@@ -215,7 +215,7 @@ def release_held(address: str) -> None:
         _send(batch)
 
 
-_held_mod.release = release_held
+set_release(release_held)
 
 
 def _release(batch: _Batch) -> None:

@@ -6,5 +6,18 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+__all__ = ["held", "release", "set_release"]
+
 held: dict[str, list[Any]] = {}  # address -> batches held for it
-release: Callable[[str], None] = lambda address: None  # noqa: E731 - mesh._create_many.release_held
+_release: list[Callable[[str], None] | None] = [None]  # mesh._create_many.release_held
+
+
+def release(address: str) -> None:
+    """Send the creations held for ``address`` now (before a call to it)."""
+    fn = _release[0]
+    if fn is not None:
+        fn(address)
+
+
+def set_release(fn: Callable[[str], None]) -> None:
+    _release[0] = fn

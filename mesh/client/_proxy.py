@@ -13,7 +13,7 @@ from mesh._core.cancel import _user_deadline, outgoing
 from mesh._core.context import current_chain
 from mesh._core.methods import ASYNC, ASYNC_MSG, STREAM, STREAM_MSG, SYNC
 from mesh._errors import DeadlineExceeded, RemoteAttributeError, RemoteError, SerializationError
-from mesh.client import _held as held_creations
+from mesh.client._held import held as _held, release as _release_held
 from mesh.client._cancel import stamp, sync_call, track
 from mesh.client._restart import call as durable_call, failed as durable_failed, prepare as durable_prepare
 from mesh.client._on_loop import busy as loop_busy, call_in_order, issue as loop_issue
@@ -22,8 +22,6 @@ from mesh.client._async_lane import issue as lane_issue
 from mesh.client._client import SLOW, get_client
 from mesh.client._future import AsyncResult, Placeholder
 from mesh.client._stream import Stream, StreamingPlaceholder
-
-_held = held_creations.held
 
 __all__ = ["RpcObject"]
 
@@ -156,7 +154,7 @@ class _Method:
 
 def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -> Any:
     if _held and proxy._mesh_address in _held:  # creations held for that server go first (program order)
-        held_creations.release(proxy._mesh_address)
+        _release_held(proxy._mesh_address)
     if proxy._mesh_durable is None:
         if mode == SYNC:
             value = _sync_fast(proxy, name, args, kwargs)
