@@ -40,18 +40,15 @@ something else (cloudpickle turns an open text file into a ``StringIO``).
 
 from __future__ import annotations
 
-import _thread
 import io
 import pickle
-import socket
 import threading
-import types
-from typing import Any, Callable
+from typing import Any
 
-import cloudpickle
 import msgpack
 
 from transport._errors import CodecError, Untransferable
+from transport._pickler import pickler_class as _pickler, set_reducer_hook
 
 __all__ = ["BUFFER_THRESHOLD", "MAX_DEPTH", "MAX_EXT_DEPTH", "CodecError", "Untransferable", "decode", "encode", "set_reducer_hook"]
 
@@ -302,7 +299,7 @@ def _pickled(obj: Any, bufs: list[Any], threshold: int) -> msgpack.ExtType:
 
     try:
         with io.BytesIO() as file:
-            _Pickler(file, protocol=5, buffer_callback=buffer_callback).dump(obj)
+            _pickler()(file, protocol=5, buffer_callback=buffer_callback).dump(obj)
             payload = file.getvalue()
     except CodecError:
         raise
@@ -313,83 +310,3 @@ def _pickled(obj: Any, bufs: list[Any], threshold: int) -> msgpack.ExtType:
             raise CodecError(f"cannot pickle {type(obj).__name__}: nested too deeply ({exc})") from exc
         raise CodecError(f"cannot pickle {type(obj).__name__}: {exc}") from exc
     return msgpack.ExtType(EXT_PICKLED, msgpack.packb([payload, indices], use_bin_type=True))
-
-
-def _untransferable_kinds() -> tuple[tuple[tuple[type, ...], str], ...]:
-    kinds: list[tuple[tuple[type, ...], str]] = [
-        ((io.IOBase,), "an open file"),  # minus io.StringIO / io.BytesIO, see _Pickler
-        ((socket.socket,), "a socket"),
-        ((threading.Thread,), "a thread"),
-        ((_thread.LockType, type(threading.RLock()), threading.Semaphore, threading.Barrier), "a lock"),
-        ((threading.Condition,), "a condition variable"),
-        ((threading.Event,), "an event"),
-        ((types.GeneratorType, types.AsyncGeneratorType), "a generator"),
-        ((types.CoroutineType,), "a coroutine"),
-    ]
-    try:
-        import zmq
-    except ImportError:  # pragma: no cover - a dependency
-        pass
-    else:
-        kinds.append(((zmq.Socket,), "a ZeroMQ socket"))
-        kinds.append(((zmq.Context,), "a ZeroMQ context"))
-    return tuple(kinds)
-
-
-_UNTRANSFERABLE = _untransferable_kinds()
-_UNTRANSFERABLE_TYPES = tuple(t for types_, _ in _UNTRANSFERABLE for t in types_)
-_IN_MEMORY_IO = (io.StringIO, io.BytesIO)  # copies of their contents travel fine
-
-
-class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, refusing what cannot travel instead of sending something else in its place."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        # called only for objects that are not plain builtin values (the pickler's fast paths)
-        cls = type(obj)
-        what = _verdicts.get(cls, _UNKNOWN)
-        if what is _UNKNOWN:
-            what = _verdict(cls)
-        if what is not None:
-            if type(what) is str:
-                raise Untransferable(what, obj)
-            reduced = what[0](obj)  # a class with a reducer hook (set_reducer_hook)
-            if reduced is not None:
-                return reduced
-            if what[1] is not None:
-                raise Untransferable(what[1], obj)
-        return _cloudpickle_override(self, obj)
-
-
-_UNKNOWN = object()
-# type -> None (pickled as usual), what it is when it cannot travel, or (its hook's reducer, that)
-_verdicts: dict[type, Any] = {}
-_cloudpickle_override = cloudpickle.Pickler.reducer_override
-_reducer_hook: Callable[[type], Callable[[Any], Any] | None] | None = None
-
-
-def set_reducer_hook(hook: Callable[[type], Callable[[Any], Any] | None] | None) -> None:
-    """Install the one hook that may replace how objects of some classes are pickled.
-
-    ``hook(cls)`` is asked once per class pickled (cached): a ``reducer(obj)`` for its objects, or
-    None. The reducer returns a ``__reduce__`` tuple to pickle instead of the object, or None to
-    pickle the object as usual. Only objects that are pickled reach it (plain values never do).
-    The layer above uses it to send an object it hosts as a reference; the codec knows nothing of
-    what the classes are.
-    """
-    global _reducer_hook
-    _reducer_hook = hook
-    _verdicts.clear()
-
-
-def _verdict(cls: type) -> Any:
-    what = None
-    if issubclass(cls, _UNTRANSFERABLE_TYPES) and not issubclass(cls, _IN_MEMORY_IO):
-        what = next(w for kinds, w in _UNTRANSFERABLE if issubclass(cls, kinds))
-    hook = _reducer_hook
-    reducer = hook(cls) if hook is not None else None
-    verdict = what if reducer is None else (reducer, what)
-    if len(_verdicts) > 4096:  # classes made at run time: keep the cache bounded
-        _verdicts.clear()
-    _verdicts[cls] = verdict
-    return verdict

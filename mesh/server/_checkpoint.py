@@ -24,7 +24,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
 import msgpack
 
 import transport
@@ -215,6 +214,8 @@ class Checkpoints:
             return _error(CheckpointError(f"checkpoint of {what} failed: state_dict() raised {type(exc).__name__}: "
                                           f"{exc}; the previous checkpoint (version {d.version}) stays"))
         try:
+            import cloudpickle  # (loaded at the first checkpoint: a server without any never loads it)
+
             data = cloudpickle.dumps(state, protocol=5)
         except BaseException as exc:  # noqa: BLE001
             return _error(CheckpointError(f"checkpoint of {what} failed: its state cannot be pickled "
