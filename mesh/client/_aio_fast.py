@@ -46,7 +46,7 @@ import mesh.client._async_lane as _async_lane
 from mesh.client._async_lane import send as _lane_send
 from mesh.client._cancel import abandon
 from mesh.client._client import SLOW, _plain_body, get_client
-from mesh.client._lean import NO_CHILDREN, SHORT, Replied, pid as _pid
+from mesh.client._lean import SHORT, Replied, owner_future
 from mesh.client._replies import translate
 from transport import _lane_registry as _lanes
 from transport._lane_future import LaneFuture
@@ -134,23 +134,7 @@ def checked(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
     packed = prefix + _pack_str(chain) + b"\xa4task" + _pack_str(task) + b"\xa2id" + _pack_uint(rid)
     fut = LaneFuture(lane, rid, (header, body, ()), _on_loop.refetch_of(client, address, task))
     _on_loop.started(lane, object_id, fut)  # counted among the object's calls in flight on the lane
-    future = cls.__new__(cls)
-    # the fields of _FutureMixin._mesh_init (an owner's), stored in its order: the instance dicts then
-    # share their keys (as mesh.client._async_lane.send makes them)
-    d = future.__dict__
-    d["_mesh_pool"] = proxy._mesh_pool
-    d["_mesh_inst"] = proxy._mesh_inst
-    d["_mesh_address"] = address
-    d["_mesh_task"] = task
-    d["_mesh_call"] = fut
-    d["_mesh_fetch"] = None
-    d["_mesh_value"] = PENDING
-    d["_mesh_exc"] = None
-    d["_mesh_lock"] = SHORT
-    d["_mesh_ref"] = ""  # the owner
-    d["_mesh_children"] = NO_CHILDREN
-    d["_mesh_pinned"] = False
-    d["_mesh_pid"] = _pid[0]  # (a copy inherited by a forked child is not a holder)
+    future, d = owner_future(cls, proxy, address, task, fut)
     try:
         lane.submit(fut, [_SIGNATURE, packed, body])
     except BaseException as exc:

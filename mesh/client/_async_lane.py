@@ -37,7 +37,7 @@ from mesh._core.cancel import _user_deadline
 import mesh.client._on_loop as _on_loop
 from mesh.client._client import SLOW, _plain_body, get_client
 from mesh.client._peers import LEASE_INTERVAL
-from mesh.client._lean import NO_CHILDREN, OK_HEADER as _OK_HEADER, SHORT, Replied, pid as _pid
+from mesh.client._lean import OK_HEADER as _OK_HEADER, Replied, owner_future
 
 __all__ = ["LaneReply", "issue", "read_plain", "send"]
 
@@ -181,23 +181,7 @@ def send(proxy: Any, name: str, cls: type, body: bytes) -> Any:
         header = prefix + transport.pack_str(chain.decode()) + _TASK_KEY + transport.pack_str(task) + _ID_KEY + _pack_uint(rid)
     peers = client.peers
     fut = LaneReply(peers, object_id)
-    future = cls.__new__(cls)
-    # the fields of _FutureMixin._mesh_init (an owner's), stored in its order: the instance dicts then
-    # share their keys (a split table: its values only, a third of a dict made another way)
-    d = future.__dict__
-    d["_mesh_pool"] = proxy._mesh_pool
-    d["_mesh_inst"] = proxy._mesh_inst
-    d["_mesh_address"] = address
-    d["_mesh_task"] = task
-    d["_mesh_call"] = fut
-    d["_mesh_fetch"] = None
-    d["_mesh_value"] = _PENDING
-    d["_mesh_exc"] = None
-    d["_mesh_lock"] = SHORT
-    d["_mesh_ref"] = ""  # the owner
-    d["_mesh_children"] = NO_CHILDREN
-    d["_mesh_pinned"] = False
-    d["_mesh_pid"] = _pid[0]  # (a copy inherited by a forked child is not a holder)
+    future, d = owner_future(cls, proxy, address, task, fut)
     fut._owner = d  # (before the send: the reply may come at once)
     peers.lane_started(object_id)
     try:

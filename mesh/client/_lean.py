@@ -102,3 +102,25 @@ def compact(ref: weakref.ref, fut: Any) -> None:
     d = owner.__dict__
     if d.get("_mesh_call") is fut:  # atomic under the GIL; no lock: the I/O thread never waits here
         d["_mesh_call"] = Replied(body)
+
+
+def owner_future(cls: type, proxy: Any, address: str, task: str, call: Any) -> tuple[Any, dict]:
+    """A future of ``cls`` that owns ``call`` (made by a lane without ``__init__``): the fields of
+    ``_FutureMixin._mesh_init`` for an owner, stored in its order, so that the instance dicts share
+    their keys (a split table: its values only). Returns the future and its ``__dict__``."""
+    future = cls.__new__(cls)
+    d = future.__dict__
+    d["_mesh_pool"] = proxy._mesh_pool
+    d["_mesh_inst"] = proxy._mesh_inst
+    d["_mesh_address"] = address
+    d["_mesh_task"] = task
+    d["_mesh_call"] = call
+    d["_mesh_fetch"] = None
+    d["_mesh_value"] = PENDING
+    d["_mesh_exc"] = None
+    d["_mesh_lock"] = SHORT
+    d["_mesh_ref"] = ""  # the owner
+    d["_mesh_children"] = NO_CHILDREN
+    d["_mesh_pinned"] = False
+    d["_mesh_pid"] = pid[0]  # (a copy inherited by a forked child is not a holder)
+    return future, d
