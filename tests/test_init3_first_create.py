@@ -107,16 +107,21 @@ def test_a_no_code_server_refuses_at_first_use_naming_the_class(spawn_server, tm
     assert f"creating Mine on {strict.address}" in str(info.value)
 
 
-def test_creations_sent_before_the_first_is_answered_carry_the_fallback(spawn_server, tmp_path, monkeypatch):
-    srv = spawn_server(port=0)  # it cannot import the module below
-    name = f"fc_{uuid.uuid4().hex[:8]}"
+def _unimportable(tmp_path, monkeypatch, cls_name: str, first: str) -> type:
+    """A class of a module written to ``tmp_path``, importable here but not by the server;
+    ``get()`` returns ``(<first>, k)``."""
+    name = f"m_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(
-        "import mesh, os\nclass Where(metaclass=mesh.RpcMeta):\n"
+        f"import mesh, os\nclass {cls_name}(metaclass=mesh.RpcMeta):\n"
         "    def __init__(self, k):\n        self.k = k\n"
-        "    def get(self):\n        return os.getpid(), self.k\n")
+        f"    def get(self):\n        return {first}, self.k\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     __import__(name)
-    cls = sys.modules[name].Where
+    return getattr(sys.modules[name], cls_name)
+
+
+def _fallbacks_sent(monkeypatch) -> list[bool]:
+    """For each single ``create`` sent from now on: did it carry the class as a fallback?"""
     sent: list[bool] = []
     real = _create_req._send_create
 
@@ -126,6 +131,13 @@ def test_creations_sent_before_the_first_is_answered_carry_the_fallback(spawn_se
 
     monkeypatch.setattr(_create_req, "_send_create", counting)
     monkeypatch.setattr(_placement, "_send_create", counting)
+    return sent
+
+
+def test_creations_sent_before_the_first_is_answered_carry_the_fallback(spawn_server, tmp_path, monkeypatch):
+    srv = spawn_server(port=0)  # it cannot import the module below
+    cls = _unimportable(tmp_path, monkeypatch, "Where", "os.getpid()")
+    sent = _fallbacks_sent(monkeypatch)
     objs = [cls(k, to_dist=on(srv)) for k in range(5)]
     assert [o.get()[1] for o in objs] == list(range(5))
     assert len(sent) <= 5  # no needclass and resend at first use
@@ -136,23 +148,8 @@ def test_creations_sent_before_the_first_is_answered_carry_the_fallback(spawn_se
 def test_a_burst_before_the_first_answer_sends_a_few_with_the_fallback_then_batches(spawn_server, tmp_path,
                                                                                     monkeypatch):
     srv = spawn_server(port=0)  # it cannot import the module below
-    name = f"fb_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(
-        "import mesh, os\nclass Many(metaclass=mesh.RpcMeta):\n"
-        "    def __init__(self, k):\n        self.k = k\n"
-        "    def get(self):\n        return id(type(self)), self.k\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    __import__(name)
-    cls = sys.modules[name].Many
-    sent: list[bool] = []
-    real = _create_req._send_create
-
-    def counting(*args, **kwargs):
-        sent.append(kwargs.get("fallback") is not None)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(_create_req, "_send_create", counting)
-    monkeypatch.setattr(_placement, "_send_create", counting)
+    cls = _unimportable(tmp_path, monkeypatch, "Many", "id(type(self))")
+    sent = _fallbacks_sent(monkeypatch)
     objs = [cls(k, to_dist=on(srv)) for k in range(60)]
     assert 1 <= len(sent) <= 1 + _create_req._BURST and all(sent)  # the rest went in batches, by value
     got = [o.get() for o in objs]
