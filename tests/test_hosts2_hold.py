@@ -38,6 +38,20 @@ def on(srv):
     return {"host": srv.host, "port": srv.port}
 
 
+def _held_behind(spawn_server, tmp_path, monkeypatch, k: int):
+    """A server whose classes are proven, then one ``Slowly(k)`` out and unanswered until the
+    returned gate is touched: ``(server, gate, batches sent from then on, the slow proxy)``."""
+    srv = spawn_server(port=0, capacity=4)
+    gate = tmp_path / "open"
+    gate.touch()
+    _prove(Slowly(str(gate), to_dist=on(srv)), Tally(0, to_dist=on(srv)))
+    gate.unlink()
+    sent = _sends(monkeypatch)
+    slow = Slowly(str(gate), k, to_dist=on(srv))
+    _io_turn()
+    return srv, gate, sent, slow
+
+
 def _prove(*proxies) -> None:
     """Wait until these first creations are answered (to_dist() returns before: it is pipelined),
     so that the classes are proven on the server and later creations are batched."""
@@ -77,14 +91,7 @@ def _until(cond, timeout: float = 20.0) -> None:
 
 
 def test_a_batch_is_held_while_the_servers_last_one_is_unanswered(spawn_server, tmp_path, monkeypatch):
-    srv = spawn_server(port=0, capacity=4)
-    gate = tmp_path / "open"
-    gate.touch()
-    _prove(Slowly(str(gate), to_dist=on(srv)), Tally(0, to_dist=on(srv)))  # later ones are batched
-    gate.unlink()
-    sent = _sends(monkeypatch)
-    slow = Slowly(str(gate), 7, to_dist=on(srv))  # nothing in flight: it goes at once, and hangs there
-    _io_turn()
+    srv, gate, sent, slow = _held_behind(spawn_server, tmp_path, monkeypatch, 7)
     assert len(sent) == 1
     made = []
     for part in range(3):  # three bursts, each flushed by the I/O thread: one held batch for all
@@ -99,14 +106,7 @@ def test_a_batch_is_held_while_the_servers_last_one_is_unanswered(spawn_server, 
 
 
 def test_first_use_sends_a_held_batch_at_once(spawn_server, tmp_path, monkeypatch):
-    srv = spawn_server(port=0, capacity=4)
-    gate = tmp_path / "open"
-    gate.touch()
-    _prove(Slowly(str(gate), to_dist=on(srv)), Tally(0, to_dist=on(srv)))
-    gate.unlink()
-    sent = _sends(monkeypatch)
-    slow = Slowly(str(gate), 1, to_dist=on(srv))  # in flight and unanswered until the gate opens
-    _io_turn()
+    srv, gate, sent, slow = _held_behind(spawn_server, tmp_path, monkeypatch, 1)
     made = [Tally(i, to_dist=on(srv)) for i in range(4)]
     _io_turn()
     assert len(sent) == 1
@@ -121,14 +121,7 @@ def test_first_use_sends_a_held_batch_at_once(spawn_server, tmp_path, monkeypatc
 
 
 def test_detached_objects_are_never_held(spawn_server, tmp_path, monkeypatch):
-    srv = spawn_server(port=0, capacity=4)
-    gate = tmp_path / "open"
-    gate.touch()
-    _prove(Slowly(str(gate), to_dist=on(srv)), Tally(0, to_dist=on(srv)))
-    gate.unlink()
-    sent = _sends(monkeypatch)
-    slow = Slowly(str(gate), 1, to_dist=on(srv))
-    _io_turn()
+    srv, gate, sent, slow = _held_behind(spawn_server, tmp_path, monkeypatch, 1)
     kept = [Tally(i, to_dist={**on(srv), "detached": True}) for i in range(3)]
     _io_turn()
     # (the I/O thread may have flushed the loop's objects in one request or two: each goes unheld)
@@ -160,14 +153,7 @@ def test_a_held_batch_goes_with_the_next_answer_even_while_the_server_stays_busy
                                                                                 monkeypatch):
     """Two batches out (a hanging one and a quick one): the held batch goes with the quick one's
     answer, not only once nothing is out."""
-    srv = spawn_server(port=0, capacity=4)
-    gate = tmp_path / "open"
-    gate.touch()
-    _prove(Slowly(str(gate), to_dist=on(srv)), Tally(0, to_dist=on(srv)))
-    gate.unlink()
-    sent = _sends(monkeypatch)
-    slow = Slowly(str(gate), 1, to_dist=on(srv))  # out, unanswered until the gate opens
-    _io_turn()
+    srv, gate, sent, slow = _held_behind(spawn_server, tmp_path, monkeypatch, 1)
     quick = [Tally(i, to_dist={**on(srv), "detached": True}) for i in range(2)]  # out too (never held)
     _io_turn()
     made = [Tally(i, to_dist=on(srv)) for i in range(3)]  # held: two batches are out
