@@ -418,7 +418,7 @@ def test_type_checkers_accept_to_dist_and_async_agents(tmp_path):
 
     def mypy(*files):
         return subprocess.run(
-            [sys.executable, "-m", "mypy", "--config-file", str(config), "--no-incremental", *files],
+            [sys.executable, "-m", "mypy", "--config-file", str(config), "--no-incremental", "--cache-dir", str(tmp_path / "mypy-cache"), *files],
             capture_output=True, text=True, timeout=55, cwd=here, env={**os.environ, "MYPYPATH": os.pathsep.join([os.path.dirname(here), here])},
         )
 
