@@ -7,6 +7,7 @@ type registered twice, or ``LookupError`` for an unknown agent, must go on doing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import pytest
@@ -28,6 +29,7 @@ from autogen_core import (  # noqa: E402
 
 from mesh.autogen import MeshWorkerRuntime, MeshWorkerRuntimeHost  # noqa: E402
 from conftest import free_port
+from test_contract_autogen import _wait
 
 SEEN: list = []
 
@@ -54,23 +56,28 @@ def _run(coro, timeout=60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-async def _until(cond, timeout=10.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "condition not met"
-        await asyncio.sleep(0.02)
+@contextlib.asynccontextmanager
+async def _workers(n):
+    """A host and ``n`` started workers joined to it, all stopped at the end."""
+    address = f"127.0.0.1:{free_port()}"
+    host = MeshWorkerRuntimeHost(address=address)
+    host.start()
+    workers = [MeshWorkerRuntime(host_address=address) for _ in range(n)]
+    try:
+        for w in workers:
+            await w.start()
+        yield workers
+    finally:
+        for w in workers:
+            with contextlib.suppress(RuntimeError):  # (one a test stopped already)
+                await w.stop()
+        await host.stop()
 
 
 def test_misuse_raises_what_autogen_core_raises():
     async def main():
-        address = f"127.0.0.1:{free_port()}"
-        host = MeshWorkerRuntimeHost(address=address)
-        host.start()
-        w = MeshWorkerRuntime(host_address=address)
-        assert isinstance(w, AgentRuntime)
-        await w.start()
-        try:
+        async with _workers(1) as (w,):
+            assert isinstance(w, AgentRuntime)
             with pytest.raises((ValueError, RuntimeError)):
                 await w.start()  # already running
             await Relay.register(w, "near", lambda: Relay())
@@ -92,11 +99,9 @@ def test_misuse_raises_what_autogen_core_raises():
                 await w.send_message(Ask("a"), AgentId("near", "k1"), cancellation_token=token)
             await w.publish_message(Ask("nobody listens"), TopicId("no-subscriber", "s"))  # not an error
             assert await w.send_message(Ask("a"), AgentId("near", "k1")) == Ask("re:a")  # it goes on
-        finally:
             await w.stop()
-            await host.stop()
-        with pytest.raises(RuntimeError):
-            await w.stop()  # stopped already
+            with pytest.raises(RuntimeError):
+                await w.stop()  # stopped already
 
     _run(main())
 
@@ -105,23 +110,13 @@ def test_a_handler_sees_its_sender_and_topic_across_workers():
     SEEN.clear()
 
     async def main():
-        address = f"127.0.0.1:{free_port()}"
-        host = MeshWorkerRuntimeHost(address=address)
-        host.start()
-        w1, w2 = MeshWorkerRuntime(host_address=address), MeshWorkerRuntime(host_address=address)
-        await w1.start()
-        await w2.start()
-        try:
+        async with _workers(2) as (w1, w2):
             await Relay.register(w1, "near", lambda: Relay())
             await Relay.register(w2, "far", lambda: Relay())
             got = await w2.send_message(Ask("forward"), AgentId("near", "k1"), sender=AgentId("user", "u1"))
             assert got == Ask("re:inner")
             await w1.publish_message(Ask("all"), DefaultTopicId())
-            await _until(lambda: sum(1 for s in SEEN if s[1] == "all") == 2)
-        finally:
-            await w1.stop()
-            await w2.stop()
-            await host.stop()
+            await _wait(lambda: sum(1 for s in SEEN if s[1] == "all") == 2)
 
     _run(main())
     assert ("near/k1", "forward", "user/u1", "None", True) in SEEN
