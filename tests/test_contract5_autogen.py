@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
 
 import pytest
 
@@ -29,14 +28,9 @@ from autogen_core import (  # noqa: E402
 
 from mesh.autogen import MeshWorkerRuntime, MeshWorkerRuntimeHost  # noqa: E402
 from conftest import free_port
-from test_contract_autogen import _wait
+from test_contract_autogen import Ping as Ask, _wait  # (a dataclass message)
 
 SEEN: list = []
-
-
-@dataclass
-class Ask:
-    text: str
 
 
 @default_subscription
