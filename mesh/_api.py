@@ -150,6 +150,10 @@ def delete(obj: RpcObject) -> None:
         raise AgentNotFound(f"this {obj._mesh_cls} was never created: {exc}") from None
     address = obj._mesh_address
     get_client().call(address, {"op": wire.DELETE, "obj": obj._mesh_id}, None, timeout=10.0)
+    if obj._mesh_durable is not None:  # not restarted elsewhere when its next call finds it gone
+        from mesh.client import _restart
+
+        _restart.deleted(obj._mesh_id)
 
 
 def _exiting() -> None:

@@ -107,16 +107,32 @@ def _port(value: Any) -> int:
     return port
 
 
-def _at_least_1(what: str) -> Any:
+def _whole(what: str) -> Any:
     def check(value: Any) -> int:
-        if int(value) < 1:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what} must be a whole number, got {value!r}") from None
+    return check
+
+
+def _at_least_1(what: str) -> Any:
+    whole = _whole(what)
+
+    def check(value: Any) -> int:
+        number = whole(value)
+        if number < 1:
             raise ValueError(f"{what} must be at least 1, got {value}")
-        return int(value)
+        return number
     return check
 
 
 def _seconds(what: str, zero: bool = False) -> Any:
     def check(value: Any) -> float:
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what} must be a number of seconds, got {value!r}") from None
         if not math.isfinite(float(value)) or float(value) < 0 or (float(value) == 0 and not zero):
             raise ValueError(f"{what} must be {'0 or more' if zero else 'a positive number of'} seconds, got {value}")
         return float(value)
@@ -228,7 +244,7 @@ class ServerOptions:
                                   check=_seconds("max_expire_time"))
     max_len: int = _opt(10000, "most results kept, local pool (default 10000)", type=int, check=_at_least_1("max_len"))
     max_message_size: int = _opt(32 * 2**20, "largest request in bytes (default 32 MiB; 0 or less: no limit)",
-                                 type=int, check=int)
+                                 type=int, check=_whole("max_message_size"))
     advertise: bool = _opt(True, "do not announce the server for discovery", type=bool, check=bool)
     name: str | None = _opt(None, "server name (default: host name, pid and a random suffix)", type=str)
     secret: bytes | None = _opt(None, "", check=_secret, cli=False, argv=False)  # the CLI has --secret-file; env

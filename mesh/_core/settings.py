@@ -81,10 +81,42 @@ def update(**settings: object) -> Settings:
         raise TypeError(f"unknown mesh setting(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
     if isinstance(settings.get("secret"), str):
         settings["secret"] = settings["secret"].encode()  # type: ignore[union-attr]
+    for name, value in settings.items():
+        _check(name, value)
     values = {f.name: getattr(_current, f.name) for f in fields(Settings)}
     values.update(settings)
     _current = Settings(**values)  # type: ignore[arg-type]
     return _current
+
+
+_SECONDS = {"call_timeout": (True, False), "connect_timeout": (False, False), "heartbeat_timeout": (False, False),
+            "discovery_wait": (False, True)}  # name -> (None allowed, 0 allowed)
+_COUNTS = {"child_capacity": 1, "max_inflight": 0, "max_message_size": None}  # name -> the least allowed (None: any)
+
+
+def _check(name: str, value: object) -> None:
+    """A value of the wrong type or range is refused here, naming the setting (not at some later call)."""
+    if name == "secret":
+        if value is not None and not isinstance(value, (bytes, str)):
+            raise TypeError(f"mesh setting secret must be a str or bytes, not {type(value).__name__}")
+    elif name == "discovery":
+        if not isinstance(value, (bool, int)):
+            raise TypeError(f"mesh setting discovery must be True or False, not {value!r}")
+    elif name in _SECONDS:
+        none_ok, zero_ok = _SECONDS[name]
+        if value is None and none_ok:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"mesh setting {name} must be a number of seconds, not {value!r}")
+        if not (value > 0 or (zero_ok and value == 0)) or value != value:
+            raise ValueError(f"mesh setting {name} must be {'0 or more' if zero_ok else 'more than 0'} seconds, "
+                             f"got {value!r}")
+    elif name in _COUNTS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"mesh setting {name} must be a whole number, not {value!r}")
+        least = _COUNTS[name]
+        if least is not None and value < least:
+            raise ValueError(f"mesh setting {name} must be at least {least}, got {value}")
 
 
 def reset() -> None:

@@ -118,7 +118,7 @@ class Client:
         recognised by its packed header, and a plain value is unpacked without the codec.
         """
         body = _plain_body(args, kwargs)
-        if body is None or len(body) > transport.BUFFER_THRESHOLD:  # (a big one: the size check of _prepare)
+        if body is None or len(body) > self.peers.lean_max:  # (a big one: the size check of _prepare)
             return SLOW
         key = (object_id, method)
         prefix = self._templates.get(key)
@@ -159,7 +159,7 @@ class Client:
         except transport.CodecError as exc:
             raise cannot_send(header, value, exc) from exc
         limit = self.peers.limit(address, self.settings.max_message_size)
-        if buffers or len(body) > 65536:
+        if buffers or len(body) > 65536 or 0 < limit < len(body):  # (a server's limit can be under 64 KiB)
             size = len(body) + sum(memoryview(b).nbytes for b in buffers)
             biggest = max([len(body), *(memoryview(b).nbytes for b in buffers)])
             if limit > 0 and biggest > limit:

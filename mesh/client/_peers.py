@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = ["LEASE_INTERVAL", "PeerBook"]
 
+_LEAN_MAX = 64 * 1024  # transport.BUFFER_THRESHOLD: bigger bodies always take the checked path
 LEASE_INTERVAL = 5.0  # seconds between lease renewals; servers expire a lease after lease_ttl (30 s)
 
 
@@ -33,6 +34,9 @@ class PeerBook:
         self._lane_ended: dict[str, int] = {}  # object id -> lane calls ended (the I/O thread alone)
         self._sweep_at = _SWEEP_MIN
         self.node: Any = None  # the Node whose I/O thread counts the lane calls ended (set by the client)
+        # the largest body a fast lane sends without the size check of the general path: 64 KiB, or
+        # less once a server with a smaller limit is known (then bigger bodies take the checked path)
+        self.lean_max = _LEAN_MAX
 
     # -- size limits --------------------------------------------------------
     def limit(self, address: str, default: int) -> int:
@@ -41,6 +45,8 @@ class PeerBook:
     def set_limit(self, address: str, limit: int) -> None:
         with self._lock:
             self._limits[address] = limit
+            if 0 < limit < self.lean_max:
+                self.lean_max = limit
 
     # -- leases -------------------------------------------------------------
     def own(self, address: str, lease_ttl: float | None = None) -> None:

@@ -31,7 +31,7 @@ from mesh._errors import AgentNotFound, OutcomeUnknown, ServerUnavailable, State
 from mesh.client._client import get_client
 from mesh.client._replies import decode_reply, wait
 
-__all__ = ["call", "failed", "placer", "prepare", "watch"]
+__all__ = ["call", "deleted", "failed", "placer", "prepare", "watch"]
 
 log = logging.getLogger("mesh")
 
@@ -41,6 +41,7 @@ placer: Callable[[set[str], str | None], str] | None = None
 _known: dict[str, tuple[int, str, Any]] = {}  # object id -> (gen, address, inst): the newest this process knows
 _suspect: dict[str, str] = {}  # object id -> the address whose server failed it
 _locks: dict[str, threading.Lock] = {}
+_deleted: set[str] = set()  # objects this process deleted (mesh.delete): AgentNotFound, never a restart
 _lock = threading.Lock()
 _ATTEMPTS = 4  # servers tried for one restart
 
@@ -62,8 +63,16 @@ def _adopt(proxy: Any, gen: int, address: str, inst: Any) -> None:
         get_client().own(address)  # the creator: its lease keeps the restored object alive
 
 
+def deleted(object_id: str) -> None:
+    """``mesh.delete`` deleted it: its proxies get ``AgentNotFound`` from now on, as a plain object's do."""
+    _deleted.add(object_id)
+    _suspect.pop(object_id, None)
+
+
 def prepare(proxy: Any) -> None:
     """Before a call: follow what this process knows, or restart the object if its server failed."""
+    if proxy._mesh_id in _deleted:
+        raise AgentNotFound(f"{proxy!r} was deleted (mesh.delete)")
     known = _known.get(proxy._mesh_id)
     if known is not None and known[0] > proxy._mesh_durable["gen"]:
         _adopt(proxy, *known)
@@ -89,7 +98,12 @@ def call(proxy: Any, send: Callable[[], Any]) -> Any:
             failed(proxy, address)
             if isinstance(exc, OutcomeUnknown) or attempt:
                 raise  # it may have run there: this call fails, once; the next one reaches the restored object
-            recover(proxy, address)
+            try:
+                recover(proxy, address)
+            except ServerUnavailable:
+                if isinstance(exc, AgentNotFound):  # its server answered (it lives): the object is what is gone
+                    raise exc from None
+                raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 

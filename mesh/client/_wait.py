@@ -94,6 +94,13 @@ class _Finished:
             return len(self.order)
 
 
+def _listed(futures: Iterable[Any], what: str) -> list[Any]:
+    # one future given alone would be iterated: its value (or a stream's items), waited for without the timeout
+    if callable(getattr(type(futures), "_mesh_on_done", None)):
+        raise TypeError(f"mesh.{what}() takes a list of futures (as ray.wait does), not one {type(futures).__name__}")
+    return list(futures)
+
+
 def wait(futures: Iterable[Any], num_returns: int = 1, timeout: float | None = None) -> tuple[list[Any], list[Any]]:
     """Wait until ``num_returns`` of ``futures`` are done, or ``timeout`` seconds passed.
 
@@ -107,7 +114,7 @@ def wait(futures: Iterable[Any], num_returns: int = 1, timeout: float | None = N
             ``futures`` gives ``([], [])``, as ``ray.wait([])`` does).
         TypeError: something else than a mesh future is given.
     """
-    futures = list(futures)
+    futures = _listed(futures, "wait")
     if not futures:  # as ray.wait([]): nothing to wait for, whatever num_returns says
         return [], []
     if num_returns < 0 or num_returns > len(futures):
@@ -129,7 +136,7 @@ def as_completed(futures: Iterable[Any], timeout: float | None = None) -> Iterat
             as with ``concurrent.futures.as_completed``.
         TypeError: something else than a mesh future is given.
     """
-    futures = list(futures)
+    futures = _listed(futures, "as_completed")
     deadline = None if timeout is None else time.monotonic() + timeout
     finished = _Finished(futures)
     return _yielding(futures, finished, deadline, timeout)
