@@ -27,6 +27,7 @@ import cloudpickle
 from cloudpickle import cloudpickle as _cp
 
 from mesh._errors import SerializationError
+from mesh._globalops import install as _install_global_names
 
 __all__ = ["blob", "class_by_value", "dumps", "fallback"]
 
@@ -51,6 +52,7 @@ class _Pickler(cloudpickle.Pickler):
 
 # a cloudpickle without these internals (another major version): its own dumps, as before
 _USABLE = hasattr(_cp, "_code_reduce") and isinstance(getattr(cloudpickle.Pickler, "dispatch_table", None), ChainMap)
+_install_global_names(_cp)  # a class's first pickle without dis (mesh._globalops): on to_dist()'s first creation
 
 
 def dumps(obj: Any) -> bytes:

@@ -24,6 +24,7 @@ from mesh.client._client import cannot_send, get_client
 from mesh.client._replies import decode_reply, wait
 from mesh.client._selection import choose, mark_dead, settled
 from mesh.server import AgentServer
+from mesh.server._launcher import spawn_process, stop_process
 
 __all__ = ["DistConf", "child", "child_server", "create", "place", "stop_child"]
 
@@ -131,29 +132,44 @@ _restart.placer = _restart_target
 
 
 def _first_discovery() -> bool:
-    if not _settings.current().discovery:
-        return False
-    return not settled()
+    return bool(_settings.current().discovery) and not settled()
 
 
 def _start_spare() -> threading.Thread | None:
-    """Start the child server in the background while the first discovery runs (and the runtime starts).
-
-    Discovery that finds nothing then costs nothing more than the child's start; when it finds
-    a server, the spare child is stopped again (:func:`_drop_spare`).
-    """
-    if _child is not None:
+    """Start the child server while the first discovery runs; when that finds a server, the spare is
+    stopped again (:func:`_drop_spare`). Its process is spawned here, first: its start (~0.1 s) is the
+    longest step. A thread then waits for its ready line holding ``_child_lock`` (taken here), so
+    :func:`child_server` waits for this child instead of starting a second one."""
+    if _child is not None or not _child_lock.acquire(blocking=False):
+        return None  # (held: a child is being started already)
+    try:
+        if _child is not None:
+            raise RuntimeError("a child server runs already")
+        server = _new_child()
+        server._proc = spawn_process(server.options)
+    except Exception as exc:  # (the real fallback tries again and reports it)
+        _child_lock.release()
+        log.debug("no spare child server: %s", exc)
         return None
-    thread = threading.Thread(target=_spare_main, name="mesh-spare-child", daemon=True)
-    thread.start()
+    thread = threading.Thread(target=_spare_main, args=(server,), name="mesh-spare-child", daemon=True)
+    try:
+        thread.start()
+    except BaseException:
+        stop_process(server._proc, 5.0)
+        _child_lock.release()
+        raise
     return thread
 
 
-def _spare_main() -> None:
+def _spare_main(server: Any) -> None:
+    global _child
     try:
-        child_server(spare=True)
-    except Exception as exc:  # the real fallback will try again and report it
+        server.launch(in_subprocess=True)  # (spawned already: it reads the ready line)
+        _child = server
+    except Exception as exc:  # (the real fallback tries again and reports it)
         log.debug("starting the spare child server failed: %s", exc)
+    finally:
+        _child_lock.release()
 
 
 def _drop_spare(thread: threading.Thread) -> None:
@@ -342,25 +358,23 @@ def _durable_info(info: Any, durable: tuple[int, int] | None, address: str, sess
             "max_restarts": int(fields.get("max_restarts", 0)), "ckpt": int(fields.get("ckpt", 0)), "sess": sess}
 
 
-def child_server(*, spare: bool = False, state_store: str | None = None) -> Any:
-    """The child server of this process, started on first use and reused.
-
-    ``spare``: started ahead of need (see :func:`_start_spare`), not used yet. ``state_store``: its
-    store, when it starts now (to restart a durable object from that store).
-    """
+def child_server(*, state_store: str | None = None) -> Any:
+    """The child server of this process, started on first use and reused (``state_store``: its store,
+    when it starts now: to restart a durable object from that store)."""
     global _child, _child_used
-    with _child_lock:
-        if not spare:
-            _child_used = True
+    with _child_lock:  # (held by a spare's thread until its child is ready: see _start_spare)
+        _child_used = True
         if _child is not None and _child._state == "running" and (_child._proc is None or _child._proc.poll() is None):
             return _child
-        settings = _settings.current()
-        server = AgentServer(
-            port=0, capacity=settings.child_capacity, advertise=False, secret=settings.secret, state_store=state_store,
-        )
+        server = _new_child(state_store)
         server.launch(in_subprocess=True)
         _child = server
         return server
+
+
+def _new_child(state_store: str | None = None) -> Any:
+    st = _settings.current()
+    return AgentServer(port=0, capacity=st.child_capacity, advertise=False, secret=st.secret, state_store=state_store)
 
 
 def stop_child() -> None:

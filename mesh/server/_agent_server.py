@@ -132,7 +132,8 @@ class AgentServer:
             self._state = "starting"
         try:
             if in_subprocess:
-                self._proc, self.port, self.name, http_port = start_process(self.options)
+                # (a process already spawned for it, see mesh._placement._start_spare: its ready line only)
+                self._proc, self.port, self.name, http_port = start_process(self.options, proc=self._proc)
             else:
                 from mesh.server._host import Host
 

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     import subprocess
 
 __all__ = [
-    "client_addresses", "http_url", "read_parent_config", "ready_info", "ready_line", "start_process", "stop_process",
-    "watch_parent",
+    "client_addresses", "http_url", "read_parent_config", "ready_info", "ready_line", "spawn_process", "start_process",
+    "stop_process", "watch_parent",
 ]
 
 _ADDRESS = re.compile(r"tcp://\S+:\d+")
@@ -34,11 +34,38 @@ _HTTP = re.compile(r", http=http://\S+:(\d+)[,;)]")
 READY = "zmq-agent-server ready on "
 
 
-def start_process(options: ServerOptions, timeout: float = 60.0) -> tuple[subprocess.Popen, int, str | None, int | None]:
+def start_process(
+    options: ServerOptions, timeout: float = 60.0, proc: subprocess.Popen | None = None,
+) -> tuple[subprocess.Popen, int, str | None, int | None]:
     """Start a server process; returns once it is ready: ``(process, port, name, http port or None)``.
+
+    ``proc``: the process :func:`spawn_process` started already (this waits for its ready line only).
 
     Raises:
         RuntimeError: it exited or gave no ready line within ``timeout``.
+    """
+    if proc is None:
+        proc = spawn_process(options)
+    assert proc.stdout is not None
+    line = _read_ready_line(proc, timeout)
+    match = _ADDRESS.search(line) if line.startswith(READY) else None
+    if match is None:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"agent server subprocess did not start: {line.strip() or 'it exited'}")
+    port = int(match.group(0).rsplit(":", 1)[1])
+    name = re.search(r"\(name=(.*?), capacity=", line)
+    http = _HTTP.search(line)
+    threading.Thread(target=_forward, args=(proc.stdout,), name="mesh-child-stdout", daemon=True).start()
+    return proc, port, name.group(1) if name else options.name, int(http.group(1)) if http else None
+
+
+def spawn_process(options: ServerOptions) -> subprocess.Popen:
+    """Start a server process and send it its config, without waiting for it: the caller then
+    waits for its ready line with :func:`start_process` (``proc=``), possibly on another thread.
+
+    Raises:
+        OSError: the process could not be started.
     """
     import subprocess  # here: a plain server never starts a process, and the module costs ~0.5 MiB
 
@@ -55,20 +82,15 @@ def start_process(options: ServerOptions, timeout: float = 60.0) -> tuple[subpro
         args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True, start_new_session=True
     )
     blob = _dump_classes(options.custom_agent_classes)
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(struct.pack("!Q", len(blob)) + blob)
-    proc.stdin.flush()
-    line = _read_ready_line(proc, timeout)
-    match = _ADDRESS.search(line) if line.startswith(READY) else None
-    if match is None:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(struct.pack("!Q", len(blob)) + blob)
+        proc.stdin.flush()
+    except BaseException:
         proc.kill()
         proc.wait()
-        raise RuntimeError(f"agent server subprocess did not start: {line.strip() or 'it exited'}")
-    port = int(match.group(0).rsplit(":", 1)[1])
-    name = re.search(r"\(name=(.*?), capacity=", line)
-    http = _HTTP.search(line)
-    threading.Thread(target=_forward, args=(proc.stdout,), name="mesh-child-stdout", daemon=True).start()
-    return proc, port, name.group(1) if name else options.name, int(http.group(1)) if http else None
+        raise
+    return proc
 
 
 def _dump_classes(classes: list[type]) -> bytes:
