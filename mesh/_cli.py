@@ -238,10 +238,7 @@ def _start(args: argparse.Namespace) -> int:
             args, custom_agent_classes=classes, secret=secret, local_mode=True if _truthy(args.local_mode) else None,
         ))
         server.launch(in_subprocess=False)
-        # this process is the server's own: large values reuse freed memory (mesh.server._malloc); after
-        # start-up, whose transient blocks (above 128 KiB: tables of sys.modules, interned names, ...) glibc
-        # then still unmapped or trimmed instead of keeping them (~0.1 MiB of an idle server)
-        tune_malloc()
+        tune_malloc()  # the server's own process: large values reuse freed memory; after start-up (mesh.server._malloc)
         tune_gc()  # this process is the server's own: fewer full collections of its many objects
     except (ValueError, AgentDirError, OSError) as exc:
         _refuse(args, str(exc))

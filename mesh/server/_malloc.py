@@ -17,7 +17,9 @@ largest glibc accepts) and trims the free top of a heap back to the system only 
 still mapped and unmapped per value), and each heap keeps at most 32 MiB of free memory at its
 top (glibc's own dynamic threshold, after freeing one 10 MB block, keeps 20 MB).
 
-Only in the server's own process, only with glibc, and not when the environment already tunes
+Set once the server is up (start-up's own short-lived blocks above 128 KiB are then still unmapped
+or trimmed, not kept), through ``_ctypes`` rather than the ``ctypes`` package. Only in the server's
+own process, only with glibc, and not when the environment already tunes
 ``malloc`` (any ``MALLOC_*_`` variable or a ``glibc.malloc`` tunable: the operator's choice
 stands). ``MESH_SERVER_MALLOC=default`` keeps glibc's behaviour.
 """
