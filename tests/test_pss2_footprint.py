@@ -198,7 +198,21 @@ class _Owner(metaclass=_Meta):
         return 1
 
 
+class _Cythonish:  # a function of another kind: inspect's "function-like" duck type, only with all its attributes
+    __name__ = "cy"
+    __code__ = _Owner.coro.__code__
+
+    def __call__(self):
+        return 1
+
+
+class _CythonishFull(_Cythonish):
+    __defaults__ = None
+    __kwdefaults__ = None
+
+
 _CALLABLES = [
+    _Cythonish(), _CythonishFull(),
     _Owner.plain, _Owner.coro, _Owner.gen, _Owner.agen, _Owner().coro, _Owner().agen, _Owner.static, _Owner.klass,
     functools.partial(_Owner.coro, None), functools.partial(functools.partial(_Owner.gen, None)), len, print, _Owner,
     lambda: 1, asyncio.sleep, object(), None, 3, functools.wraps(_Owner.coro)(lambda: 1), _Owner().plain,

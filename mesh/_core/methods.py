@@ -104,8 +104,8 @@ def _functionlike(fn: Any) -> bool:
     if not callable(fn) or isinstance(fn, type):
         return False
     code = getattr(fn, "__code__", None)
-    defaults = getattr(fn, "__defaults__", None)
-    kwdefaults = getattr(fn, "__kwdefaults__", None)
+    defaults = getattr(fn, "__defaults__", _functionlike)  # missing: not function-like (inspect's _void)
+    kwdefaults = getattr(fn, "__kwdefaults__", _functionlike)
     annotations = getattr(fn, "__annotations__", None)
     return (isinstance(code, types.CodeType) and isinstance(getattr(fn, "__name__", None), str)
             and (defaults is None or isinstance(defaults, tuple)) and (kwdefaults is None or isinstance(kwdefaults, dict))
