@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import sys
 from typing import Any, Callable, Self
 
 from mesh._core.ids import uuid4_hex
 from mesh._msg import Msg
-from mesh._core.methods import STREAM
+from mesh._core.methods import STREAM, isasyncgenfunction, iscoroutinefunction, isgeneratorfunction
 from mesh._rpc import RpcMeta, _to_dist, async_func, stream_func
 
 __all__ = ["AgentBase"]
@@ -38,11 +37,11 @@ class AgentBase(metaclass=RpcMeta):
         # `await agent(x)` works on a local agent as on a remote one (unless the class has its own)
         if getattr(cls.__call__, "_mesh_forwarder", False):
             if getattr(cls.reply, "_mesh_mode", None) == STREAM:  # a streaming reply: __call__ streams it too
-                call = _agen_call if inspect.isasyncgenfunction(cls.reply) else _gen_call
+                call = _agen_call if isasyncgenfunction(cls.reply) else _gen_call
                 cls.__call__ = call  # type: ignore[assignment, method-assign]
                 return
-            is_async = inspect.iscoroutinefunction(cls.reply)
-            if is_async != inspect.iscoroutinefunction(cls.__call__):
+            is_async = iscoroutinefunction(cls.reply)
+            if is_async != iscoroutinefunction(cls.__call__):
                 cls.__call__ = _async_call if is_async else AgentBase.__call__  # type: ignore[assignment, method-assign]
 
     def __init__(self, name: str, **kwargs: Any) -> None:
@@ -170,9 +169,9 @@ def _checked_reply(fn: Callable, cls_name: str) -> Callable:
     A remote agent's caller reads the result as a ``Placeholder`` (a ``Msg``): a ``str``
     would otherwise fail there as ``'str' object has no attribute 'content'``.
     """
-    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+    if isgeneratorfunction(fn) or isasyncgenfunction(fn):
         return fn  # a stream of items, not one message
-    if inspect.iscoroutinefunction(fn):
+    if iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def checked_async(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -233,12 +233,12 @@ def _start(args: argparse.Namespace) -> int:
         _check_secret_length(transport.secret_from_env(), "MESH_SECRET")
     if secret:
         init(secret=secret)  # outgoing fetches to other servers use it too
-    tune_malloc()  # this process is the server's own: large values reuse freed memory (mesh.server._malloc)
     try:
         server = AgentServer(**ServerOptions.from_args(
             args, custom_agent_classes=classes, secret=secret, local_mode=True if _truthy(args.local_mode) else None,
         ))
         server.launch(in_subprocess=False)
+        tune_malloc()  # the server's own process: large values reuse freed memory; after start-up (mesh.server._malloc)
         tune_gc()  # this process is the server's own: fewer full collections of its many objects
     except (ValueError, AgentDirError, OSError) as exc:
         _refuse(args, str(exc))

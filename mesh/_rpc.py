@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, TypeVar
 
 from mesh._core import hosted
-from mesh._core.methods import ASYNC, STREAM, SYNC, method_table
+from mesh._core.methods import ASYNC, STREAM, SYNC, isasyncgenfunction, isgeneratorfunction, method_table
 from transport._codec import set_reducer_hook
 
 __all__ = ["RpcMeta", "async_func", "stream_func", "sync_func"]
@@ -28,7 +27,7 @@ def stream_func(fn: F) -> F:
     Raises:
         TypeError: ``fn`` is not a generator or async generator function.
     """
-    if not (inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)):
+    if not (isgeneratorfunction(fn) or isasyncgenfunction(fn)):
         raise TypeError(f"@stream_func needs a generator function (one that yields), not {getattr(fn, '__qualname__', fn)!r}")
     fn._mesh_mode = STREAM  # type: ignore[attr-defined]
     return fn

@@ -58,3 +58,22 @@ def test_the_dedicated_server_process_tunes_and_an_application_is_left_alone():
     source = inspect.getsource(_cli._start)
     assert "tune_malloc()" in source  # `zmq-agent-server start` (and launch(in_subprocess=True), which runs it)
     assert "tune_malloc" not in inspect.getsource(__import__("mesh.server._agent_server", fromlist=["x"]))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_mallopt_through_ctypes_internals_and_through_ctypes_alike(monkeypatch):
+    """The ``_ctypes`` declaration calls libc's mallopt as ``ctypes`` would, and ``ctypes`` stands in."""
+    import _ctypes
+
+    fn = _malloc._mallopt()
+    assert fn is not None and type(fn).__mro__[1] is _ctypes.CFuncPtr
+    assert fn(_malloc._M_TRIM_THRESHOLD, _malloc.TRIM_THRESHOLD) == 1  # glibc: 1 on success
+    import ctypes  # (before the patch: it keeps its own reference to dlopen)
+
+    def other_dlopen(*args):
+        raise TypeError("an _ctypes not as expected")
+
+    monkeypatch.setattr(_ctypes, "dlopen", other_dlopen)
+    fn = _malloc._mallopt()
+    assert isinstance(fn, ctypes._CFuncPtr)
+    assert fn(_malloc._M_TRIM_THRESHOLD, _malloc.TRIM_THRESHOLD) == 1

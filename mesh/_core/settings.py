@@ -7,9 +7,8 @@ are :class:`mesh._core.options.ServerOptions`; ``discovery`` reads its own).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
 
-__all__ = ["DISCOVERY_MAX_PINGS", "DISCOVERY_MAX_SERVERS", "Settings", "current", "reset", "update"]
+__all__ = ["DISCOVERY_MAX_PINGS", "DISCOVERY_MAX_SERVERS", "FIELDS", "Settings", "current", "reset", "update"]
 
 
 def _env_float(name: str, default: float) -> float:
@@ -27,12 +26,21 @@ def _env_count(name: str, default: int) -> int:
         return default
 
 
+class _Default:
+    """The default of a setting read from the environment when a ``Settings`` is made."""
+
+    def __repr__(self) -> str:
+        return "<from the environment>"
+
+
+_DEFAULT = _Default()
+
+
 def _env_secret() -> bytes | None:
     value = os.environ.get("MESH_SECRET", "")
     return value.encode() if value else None
 
 
-@dataclass
 class Settings:
     """Client settings. Each has an environment variable default.
 
@@ -50,15 +58,51 @@ class Settings:
             back-pressure: an issuing thread slows down, no call fails for it; 0 turns it off).
     """
 
-    secret: bytes | None = field(default_factory=_env_secret)
-    call_timeout: float | None = None
-    connect_timeout: float = field(default_factory=lambda: _env_float("MESH_CONNECT_TIMEOUT", 5.0))
-    heartbeat_timeout: float = field(default_factory=lambda: _env_float("MESH_HEARTBEAT_TIMEOUT", 3.0))
-    discovery: bool = field(default_factory=lambda: os.environ.get("MESH_DISCOVERY", "1") not in ("0", "false", "no", "off"))
-    discovery_wait: float = field(default_factory=lambda: _env_float("MESH_DISCOVERY_WAIT", 0.5))
-    child_capacity: int = 32
-    max_message_size: int = 32 * 2**20
-    max_inflight: int = field(default_factory=lambda: int(_env_float("MESH_MAX_INFLIGHT", 10000)))
+    secret: bytes | None
+    call_timeout: float | None
+    connect_timeout: float
+    heartbeat_timeout: float
+    discovery: bool
+    discovery_wait: float
+    child_capacity: int
+    max_message_size: int
+    max_inflight: int
+
+    # A dataclass's behaviour written out (``__init__`` with these defaults, ``__repr__``, ``__eq__``):
+    # ``dataclasses`` imports ``inspect`` (with ``ast`` and ``dis``), ~0.7 MiB of every server's memory.
+    def __init__(
+        self, secret: bytes | None | _Default = _DEFAULT, call_timeout: float | None = None,
+        connect_timeout: float | _Default = _DEFAULT, heartbeat_timeout: float | _Default = _DEFAULT,
+        discovery: bool | _Default = _DEFAULT, discovery_wait: float | _Default = _DEFAULT, child_capacity: int = 32,
+        max_message_size: int = 32 * 2**20, max_inflight: int | _Default = _DEFAULT,
+    ) -> None:
+        self.secret = _env_secret() if secret is _DEFAULT else secret
+        self.call_timeout = call_timeout
+        self.connect_timeout = _env_float("MESH_CONNECT_TIMEOUT", 5.0) if connect_timeout is _DEFAULT else connect_timeout
+        self.heartbeat_timeout = (_env_float("MESH_HEARTBEAT_TIMEOUT", 3.0) if heartbeat_timeout is _DEFAULT
+                                  else heartbeat_timeout)
+        self.discovery = (os.environ.get("MESH_DISCOVERY", "1") not in ("0", "false", "no", "off")
+                          if discovery is _DEFAULT else discovery)
+        self.discovery_wait = _env_float("MESH_DISCOVERY_WAIT", 0.5) if discovery_wait is _DEFAULT else discovery_wait
+        self.child_capacity = child_capacity
+        self.max_message_size = max_message_size
+        self.max_inflight = int(_env_float("MESH_MAX_INFLIGHT", 10000)) if max_inflight is _DEFAULT else max_inflight
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return self._values() == other._values() if type(other) is type(self) else NotImplemented  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass
+
+    def __repr__(self) -> str:
+        return f"Settings({', '.join(f'{name}={getattr(self, name)!r}' for name in FIELDS)})"
+
+
+FIELDS = ("secret", "call_timeout", "connect_timeout", "heartbeat_timeout", "discovery", "discovery_wait",
+          "child_capacity", "max_message_size", "max_inflight")
+"""The settings' names, in order."""
 
 
 # Discovery's bounds (a host may advertise any number of fake servers), read once at import.
@@ -75,7 +119,7 @@ def current() -> Settings:
 def update(**settings: object) -> Settings:
     """Replace some settings; unknown names raise ``TypeError``."""
     global _current
-    known = {f.name for f in fields(Settings)}
+    known = set(FIELDS)
     unknown = set(settings) - known
     if unknown:
         raise TypeError(f"unknown mesh setting(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
@@ -83,7 +127,7 @@ def update(**settings: object) -> Settings:
         settings["secret"] = settings["secret"].encode()  # type: ignore[union-attr]
     for name, value in settings.items():
         _check(name, value)
-    values = {f.name: getattr(_current, f.name) for f in fields(Settings)}
+    values = {name: getattr(_current, name) for name in FIELDS}
     values.update(settings)
     _current = Settings(**values)  # type: ignore[arg-type]
     return _current

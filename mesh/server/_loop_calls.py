@@ -8,7 +8,7 @@ it starts an actor's next call) hands it to the loop at once, and its task decod
 arguments there, in the call's context. Large arguments still go through a worker: unpickling
 them may take long and must not hold the loop.
 
-Whether a method runs on the loop is read from the object's class (``inspect.getattr_static``:
+Whether a method runs on the loop is read from the object's class (``mesh._core.methods.getattr_static``, as ``inspect``'s:
 no user code runs on the I/O thread), once per class and name; an instance attribute of that
 name, or anything unusual, takes the worker path, which decides with the real ``getattr``.
 Actor semantics are unchanged: the call was admitted by the mailbox as before, and its task
@@ -17,13 +17,12 @@ starts the actor's next call when it ends (:meth:`CallRunner.next`).
 
 from __future__ import annotations
 
-import inspect
 import weakref
 from typing import Any
 
 import transport
 from mesh._core import tracing
-from mesh._core.methods import runs_on_loop
+from mesh._core.methods import getattr_static, runs_on_loop
 from mesh.server._aio import Job
 from mesh.server._hosting import before_blocking
 from mesh.server._mailbox import Actor, Call
@@ -49,7 +48,7 @@ def _on_loop(obj: Any, name: str) -> bool:
     kind = table.get(name)
     if kind is None:
         try:
-            raw = inspect.getattr_static(cls, name)
+            raw = getattr_static(cls, name)
         except AttributeError:
             raw = None
         fn = raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else raw

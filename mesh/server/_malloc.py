@@ -17,7 +17,9 @@ largest glibc accepts) and trims the free top of a heap back to the system only 
 still mapped and unmapped per value), and each heap keeps at most 32 MiB of free memory at its
 top (glibc's own dynamic threshold, after freeing one 10 MB block, keeps 20 MB).
 
-Only in the server's own process, only with glibc, and not when the environment already tunes
+Set once the server is up (start-up's own short-lived blocks above 128 KiB are then still unmapped
+or trimmed, not kept), through ``_ctypes`` rather than the ``ctypes`` package. Only in the server's
+own process, only with glibc, and not when the environment already tunes
 ``malloc`` (any ``MALLOC_*_`` variable or a ``glibc.malloc`` tunable: the operator's choice
 stands). ``MESH_SERVER_MALLOC=default`` keeps glibc's behaviour.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 __all__ = ["ENV", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "tune"]
 
@@ -44,14 +47,46 @@ def tune() -> bool:
         "GLIBC_TUNABLES", ""
     ):
         return False
-    import ctypes  # ~0.2 MiB: only a process that tunes its allocator loads it
-
-    try:
-        libc = ctypes.CDLL(None)  # the process's own symbols: libc's mallopt (find_library would run ldconfig)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others: no mallopt, nothing to tune
+    mallopt = _mallopt()
+    if mallopt is None:  # musl and others: no mallopt, nothing to tune
         return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
     # the trim threshold first: setting either one turns glibc's dynamic adjustment off
     return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+def _mallopt() -> Callable[[int, int], int] | None:
+    """libc's ``int mallopt(int, int)`` from the process's own symbols; None if there is none.
+
+    Through ``_ctypes`` (the C half of ``ctypes``) and two classes declared as ``ctypes`` declares
+    ``c_int`` and a ``CDLL``'s functions: the ``ctypes`` package itself (its ~40 types, ``CDLL``,
+    ``LibraryLoader``, ``ctypes._endian``) costs a server ~0.15 MiB more for one call at start.
+    ``ctypes`` if that fails (another interpreter's ``_ctypes``).
+    """
+    try:
+        import _ctypes
+
+        class _Int(_ctypes._SimpleCData):
+            _type_ = "i"
+
+        class _Fn(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL
+            _restype_ = _Int
+            _argtypes_ = (_Int, _Int)
+
+        class _Self:  # what CFuncPtr((name, library)) reads: the handle of dlopen(NULL)
+            _handle = _ctypes.dlopen(None, os.RTLD_LOCAL)
+
+        return _Fn(("mallopt", _Self()))
+    except AttributeError:  # no such symbol (musl and others)
+        return None
+    except Exception:  # noqa: BLE001  # not CPython's _ctypes as we know it: the public way
+        pass
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None).mallopt  # find_library would run ldconfig
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int)
+    fn.restype = ctypes.c_int
+    return fn
