@@ -68,6 +68,9 @@ class RpcObject:
                 if exc.remote_type != "AttributeError":
                     raise
                 raise RemoteAttributeError(exc.remote_type, exc.remote_message, exc.remote_traceback) from None
+        if name not in _named and len(_named) < _NAMED_MAX and not hasattr(RpcObject, name):
+            _named.add(name)  # the next look-up of this name finds it on the class (see _Named)
+            setattr(RpcObject, name, _Named(name))
         return _Method(self, name, mode)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -150,6 +153,33 @@ class _Method:
 
     def __repr__(self) -> str:
         return f"<remote {self._mode} method {self._name} of {self._proxy!r}>"
+
+
+class _Named:
+    """A method name already looked up on some proxy, found on the class next time: on CPython
+    3.11 a name that the instance and its class lack costs an ``AttributeError`` made and
+    cleared before ``__getattr__`` runs (1–1.5 µs of a ~10 µs async call, measured). A proxy whose
+    methods lack the name (a remote attribute of another class), or a ``CreatingObject``, goes on
+    to ``__getattr__`` as before (the ``AttributeError`` raised here is what the look-up raised)."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __get__(self, proxy: Any, owner: Any = None) -> Any:
+        if proxy is None:
+            return self
+        name = self._name
+        if type(proxy) is RpcObject:
+            mode = proxy._mesh_methods.get(name)
+            if mode is not None:
+                return _Method(proxy, name, mode)
+        raise AttributeError(name)  # (then RpcObject.__getattr__, or the subclass's, decides)
+
+
+_NAMED_MAX = 4096  # method names put on the class (past it: __getattr__ alone, as before)
+_named: set[str] = set()
 
 
 def _invoke(proxy: RpcObject, name: str, mode: str, args: tuple, kwargs: dict) -> Any:

@@ -51,6 +51,7 @@ _monotonic = time.monotonic
 _local = context._local
 _OK = {"op": wire.OK}  # read only
 _OUTLIER_RUNS = 8  # a run over the inline threshold counts if another one was within this many runs
+_ROWS_MAX = 4096  # stats rows kept by KeptLane (past it: looked up again)
 _KEYS = frozenset(("op", "obj", "m", "id", "task", "keep", "chain", "sess"))
 
 
@@ -92,7 +93,8 @@ class _KeptHooks(_Hooks):
 class KeptLane:
     """Serves plain kept calls for :class:`~mesh.server._inline_fast.FastLane` (I/O thread)."""
 
-    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks", "running", "outlier", "outlier_at", "coro")
+    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks", "running", "outlier", "outlier_at", "coro",
+                 "rows")
 
     def __init__(self, servicer: Any) -> None:
         self.servicer = servicer
@@ -106,6 +108,7 @@ class KeptLane:
         self.outlier_at = 0  # its run count then
         self.calls.on_hand_off = self._on_hand_off
         self.coro = CoroLane(servicer)  # plain kept calls of async def methods (mesh.server._coro_fast)
+        self.rows: dict[tuple[str, str], Any] = {}  # (class, method) -> its CallStats row (a row is never dropped)
 
     def _on_hand_off(self, ident: int) -> None:
         """The watchdog hands the I/O loop of thread ``ident`` off (under its lock)."""
@@ -142,6 +145,13 @@ class KeptLane:
             self.seen[sess] = t0
         self._run(actor, method, chain, task, sess, body, router, identity, rid, t0, hist)
         return None  # (not True: the burst goes on, the next call of a batch is read at once)
+
+    def _row(self, cls_name: str, method: str) -> Any:
+        rows = self.rows
+        if len(rows) >= _ROWS_MAX:
+            rows.clear()
+        row = rows[(cls_name, method)] = self.calls.stats.row(cls_name, method)
+        return row
 
     def _timed(self, hist: list, elapsed: float) -> None:
         """Record a run in the inline history, except a lone run over the threshold: it counts only
@@ -213,7 +223,7 @@ class KeptLane:
                     entry = ok(result_of(cls, method, value))
                 if hooks.waited:
                     calls.inline.waited(cls, method)
-                elif hooks.call is not None:  # it stalled: the watchdog handed the loop off (believed)
+                elif hooks.call is not None or elapsed <= calls.inline.threshold:  # (stalled: believed)
                     calls.inline.add(hist, elapsed)
                 else:
                     self._timed(hist, elapsed)
@@ -232,7 +242,10 @@ class KeptLane:
         if call is None and packed is not None:  # the lane's own ending: nobody else saw this call
             calls.results.store_now(task, sess, (_OK, packed, []))
             router.reply_ok(identity, rid, packed)
-            calls.stats.record(actor.cls_name, method, t0, _OK)
+            row = self.rows.get((actor.cls_name, method))  # (CallStats.record of an ok, its row kept)
+            if row is None:
+                row = self._row(actor.cls_name, method)
+            row.ok(t0)
             if not actor.leave_idle():  # (else the actor is idle again: no take_next)
                 calls.next(actor)
             return
