@@ -18,7 +18,9 @@ makes the same checks and hands a call on a running loop to it (``_async_lane.on
 :func:`awaited` is ``__await__`` of every future. For a call on the running loop's lane, not
 done yet, it yields a ``transport._lane_waiter.Waiter`` (an asyncio-compatible future of that
 loop) which the lane's reader wakes itself (``LaneFuture.wait_on_loop``), resuming the awaiting
-Task in the loop turn that read the reply: no done-callback, waker or coroutine in between. An ``ok`` reply
+Task in the loop turn that read the reply: no done-callback, waker or coroutine in between. Before
+that, while the loop has nothing else to do, it waits for the reply in place
+(``transport._lane_drive.wait_here``: no Task sleep, no loop turn; ``MESH_AWAIT_HERE=0``: never). An ``ok`` reply
 of a plain value (no buffers, not ``big``) is unpacked without the codec and kept as the
 future's value (the reply itself is kept as a ``Replied``, as for a call through the I/O
 thread). Everything else (an error, a pickled or big value, a deadline, a fall-back, a server
@@ -49,6 +51,7 @@ from mesh.client._client import SLOW, _plain_body, get_client
 from mesh.client._lean import SHORT, Replied, owner_future
 from mesh.client._replies import translate
 from transport import _lane_registry as _lanes
+from transport._lane_drive import wait_here as _wait_here
 from transport._lane_future import LaneFuture
 from transport._lane_waiter import _DONE
 
@@ -190,7 +193,8 @@ def awaited(fut: Any) -> Any:
             lane = call.lane
             loop = lane.loop_ref()
             aio = _modules["asyncio"]
-            if loop is not None and loop is aio._get_running_loop() and lane.ident == _get_ident() and not lane.closed:
+            if (loop is not None and loop is aio._get_running_loop() and lane.ident == _get_ident() and not lane.closed
+                    and not (call.sent and _wait_here(lane, call, loop))):
                 waiter = call.wait_on_loop(loop)
                 if waiter is not None:
                     waiter._asyncio_future_blocking = True  # (Waiter.__await__, without a generator of its own)
