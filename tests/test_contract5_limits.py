@@ -63,11 +63,6 @@ def test_a_stream_call_and_a_creation_over_a_small_limit_are_message_too_large(s
     assert s.sizes("abc").result(timeout=10) == [3]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the async fast lanes (mesh/client/_async_lane.py issue(), mesh/client/_aio_fast.py issue()) send "
-    "bodies up to transport.BUFFER_THRESHOLD (64 KiB) unchecked; the server's socket drops a frame over "
-    "its max_message_size, so the future gets no reply and times out: compare len(body) with "
-    "client.peers.lean_max (PeerBook, set from the server's limit) instead of _THRESHOLD"))
 @pytest.mark.parametrize("how", ["remote", "coroutine", "await"])
 def test_an_async_call_over_a_small_limit_is_message_too_large_at_once(small, how):
     _, s = small

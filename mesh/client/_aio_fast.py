@@ -64,7 +64,6 @@ _pack_str, _pack_uint = transport.pack_str, transport.pack_uint
 _reading = context.reading_chain
 _busy = _on_loop.busy
 lean = True  # False: a call behind a burst goes by _via_io as before (A/B measurements)
-_THRESHOLD = transport.BUFFER_THRESHOLD
 _SIGNATURE = transport.SIGNATURE
 _TEMPLATES_MAX = 4096
 _templates: dict[tuple[str, str, str], bytes] = {}  # (session, object, method) -> header prefix
@@ -112,7 +111,7 @@ def checked(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
                 return SLOW  # (the lane queues it behind what it still has: the general path)
             via_io = True
     body = _plain_body(args, kwargs)
-    if body is None or len(body) > _THRESHOLD:
+    if body is None or len(body) > client.peers.lean_max:  # (64 KiB, or a smaller server limit known)
         return SLOW
     if via_io and lean:  # the threaded async lane's send: the same connection, no done-callback per call
         return _lane_send(proxy, name, cls, body)

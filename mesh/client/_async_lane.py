@@ -164,6 +164,8 @@ def send(proxy: Any, name: str, cls: type, body: bytes) -> Any:
     ``mesh.client._aio_fast``, helper aiolane: a loop's plain call behind a burst)."""
     object_id = proxy._mesh_id
     client = get_client()
+    if len(body) > client.peers.lean_max:  # a server with a limit under 64 KiB: the checked path says
+        return SLOW  # MessageTooLarge (unchecked, its socket would drop the frame: no reply ever)
     node = client.node
     address = proxy._mesh_address
     rid = node.next_id()
