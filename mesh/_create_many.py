@@ -103,7 +103,9 @@ _answered = threading.Condition(_lock)
 _open: dict[tuple, _Batch] = {}
 _inflight: dict[str, int] = {}
 _busy: dict[str, int] = {}  # address -> batches sent there and not answered yet
-_held: dict[str, list[_Batch]] = _held_batches  # address -> open batches held until its next answer
+_held: dict[str, list[_Batch]] = {}  # address -> open batches held until its next answer
+_unsent: dict[str, list[_Batch]] = _held_batches  # address -> its batches not sent yet (open or held):
+# a call to that server sends them first (``mesh.client._proxy._invoke``, :func:`release_held`)
 _made = [0]  # objects batched by this process (at _scale_gc.AT, its collector is tuned)
 old: set[str] = set()  # servers that do not know create_many (1.3 and older)
 
@@ -146,6 +148,7 @@ def add(client: Any, address: str, cls_ref: str, object_id: str, item: bytes, de
         if first:
             batch = _open[key] = _Batch(client, address, cls_ref, detached, blob, finish, retrack)
             batch.key = key
+            _unsent.setdefault(address, []).append(batch)
         object.__setattr__(proxy, "_mesh_inst", batch.waiter)  # before the batch can be answered
         batch.ids.append(object_id)
         batch.items.append(item)
@@ -186,6 +189,12 @@ def _take(batch: _Batch) -> None:
     batch.sent = True
     if _open.get(batch.key) is batch:
         del _open[batch.key]
+    unsent = _unsent.get(batch.address)
+    if unsent is not None:
+        if batch in unsent:
+            unsent.remove(batch)
+        if not unsent:
+            del _unsent[batch.address]
     batch.waiter.batch = None
     _busy[batch.address] = _busy.get(batch.address, 0) + 1
 
@@ -205,10 +214,13 @@ def _flush(key: tuple, batch: _Batch) -> None:
 
 
 def release_held(address: str) -> None:
-    """A call to ``address`` is about to go: the creations held for that server go first, so that
-    the server sees them in program order (a call made after them never overtakes them there)."""
+    """A call to ``address`` is about to go: the creations not sent yet for that server (held, or
+    still open for the I/O thread's next turn) go first, so that the server sees them in program
+    order (a call made after them never overtakes them there: on a busy server a creation queued
+    behind a long call would wait for it)."""
     with _lock:
-        due = [batch for batch in _held.pop(address, ()) if not batch.sent]
+        due = [batch for batch in _unsent.get(address, ()) if not batch.sent]
+        _held.pop(address, None)
         for batch in due:
             _take(batch)
     for batch in due:
@@ -347,9 +359,11 @@ def _done(batch: _Batch) -> None:
                 due.append(held)
         _answered.notify_all()
     batch.extras = []  # the arguments, kept for a retry, go
-    batch.waiter.set_result(None)
-    for held in due:
-        _send(held)
+    try:  # the held ones first: a call that the waiter's result lets go must not overtake them
+        for held in due:
+            _send(held)
+    finally:
+        batch.waiter.set_result(None)
 
 
 def abandon() -> None:
@@ -358,6 +372,7 @@ def abandon() -> None:
         batches = list(_open.values())
         _open.clear()
         _held.clear()
+        _unsent.clear()
         for batch in batches:
             batch.sent = True
             batch.waiter.batch = None

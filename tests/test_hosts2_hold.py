@@ -189,3 +189,48 @@ def test_a_call_to_the_server_sends_its_held_creations_first(spawn_server, tmp_p
     gate.touch()
     assert slow.get() == 3
     assert [m.bump() for m in made] == [101, 102, 103]
+
+
+def test_a_held_batch_is_sent_before_the_answer_it_waited_for_lets_anyone_go(spawn_server, tmp_path, monkeypatch):
+    """The answer that ends a hold sends the held batch *before* it completes the answered batch's
+    waiter: a caller woken by that waiter (a first use) cannot send a call that overtakes the held
+    creations (at load, a call on a capacity=1 server then ran before them and held them up)."""
+    srv, gate, sent, slow = _held_behind(spawn_server, tmp_path, monkeypatch, 2)
+    made = [Tally(i, to_dist=on(srv)) for i in range(3)]
+    _io_turn()
+    assert len(sent) == 1  # held behind the slow one
+    seen: list[int] = []
+    slow._mesh_inst.add_done_callback(lambda _f: seen.append(len(sent)))  # the slow batch's waiter
+    gate.touch()
+    assert slow.get() == 2
+    _until(lambda: seen)
+    assert seen == [2], "the held batch went before the waiter let its caller go"
+    assert [m.bump() for m in made] == [1, 2, 3]
+
+
+def test_a_call_sends_the_servers_open_batch_first(spawn_server, monkeypatch):
+    """A batch still open (the I/O thread has not flushed it yet) goes before a later call to that
+    server, from the calling thread: the server sees the creations first (program order)."""
+    from mesh.client._client import get_client
+
+    srv = spawn_server(port=0, capacity=1)
+    known = Tally(0, to_dist=on(srv))
+    _prove(known)
+    sent = _sends(monkeypatch)
+    hold, held = threading.Event(), threading.Event()
+
+    def block() -> None:  # the I/O thread waits here: nothing queued behind it runs
+        held.set()
+        hold.wait(10)
+
+    get_client().node.call_soon(block)
+    assert held.wait(10)
+    try:
+        made = [Tally(10 + i, to_dist=on(srv)) for i in range(3)]  # one open batch, its flush queued
+        assert sent == []
+        fut = known.bump.remote()
+        assert len(sent) == 1 and len(sent[0]) == 3, "the open batch was sent before the call"
+    finally:
+        hold.set()
+    assert fut.result(timeout=20) == 1
+    assert [m.bump() for m in made] == [11, 12, 13]

@@ -1,6 +1,6 @@
-"""Creations held back for a server (``mesh._create_many`` keeps them: a batch waits while an earlier
-one to that server is not answered). A call to that server sends them first (``_proxy._invoke``),
-so the server sees creations and calls in program order."""
+"""Creations not sent yet to a server (``mesh._create_many`` keeps them: a batch open for the I/O
+thread's next turn, or held while an earlier one to that server is not answered). A call to that
+server sends them first (``_proxy._invoke``), so the server sees creations and calls in program order."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 __all__ = ["held", "release", "set_release"]
 
-held: dict[str, list[Any]] = {}  # address -> batches held for it
+held: dict[str, list[Any]] = {}  # address -> its batches not sent yet (open or held)
 _release: list[Callable[[str], None] | None] = [None]  # mesh._create_many.release_held
 
 
