@@ -34,7 +34,6 @@ from mesh.server._lane_parts import _INT_MAX, _INT_MIN, _Hooks, _not_plain
 from mesh.server._calls import call_error, ok, result_of
 from mesh.server._checks import ID_MAX, NAME_MAX
 from mesh.server._inline import _ALPHA, _SLOW_RUN, WARMUP
-from mesh.server._stats import BUCKETS
 from mesh.server._mailbox import Call
 from mesh.server._results import shut_down
 
@@ -310,13 +309,8 @@ class FastLane:
             else:
                 hist[1] += _ALPHA * (elapsed - hist[1])
             actor.served += 1
-            if row is not None:  # _Row.ok(t0), inlined
-                took = _monotonic() - t0
-                i = int(took * 1e6).bit_length()
-                with row.lock:
-                    row.calls += 1
-                    row.seconds += took
-                    row.hist[i if i < BUCKETS else BUCKETS - 1] += 1
+            if row is not None:
+                row.ok(t0)
             else:
                 calls.stats.record(actor.cls_name, method, t0, _OK)
             if not actor.leave_idle():
