@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 from typing import Any, Callable
 
@@ -209,7 +210,7 @@ class Routers(Staging):
         sock, router.port, router.endpoint = bind_router(self.ctx, host, port, router.max_message_size, router.keys, metadata)
         router.sock = sock
         self.routers.append(router)
-        self.loop.add(sock, lambda _mask: self._on_request(router))
+        self.loop.add(sock, functools.partial(self._on_request, router))  # (called with the poll's mask)
 
     def close(self, router: Router) -> None:
         sock = router.sock
@@ -228,7 +229,7 @@ class Routers(Staging):
             self.close(router)
 
     # ------------------------------------------------------------ requests
-    def _on_request(self, router: Router) -> None:
+    def _on_request(self, router: Router, _mask: int = 0) -> None:
         sock = router.sock
         if sock is None:
             return

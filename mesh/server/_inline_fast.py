@@ -29,11 +29,11 @@ import msgpack
 
 import transport
 from mesh._core import context, tracing, wire
-from mesh._core.methods import runs_on_loop
-from mesh.server._lane_parts import _Hooks, call_args, packed_plain
+from mesh._core.methods import _ON_LOOP, runs_on_loop
+from mesh.server._lane_parts import _INT_MAX, _INT_MIN, _Hooks, _not_plain
 from mesh.server._calls import call_error, ok, result_of
 from mesh.server._checks import ID_MAX, NAME_MAX
-from mesh.server._inline import WARMUP
+from mesh.server._inline import _ALPHA, _SLOW_RUN, WARMUP
 from mesh.server._mailbox import Call
 from mesh.server._results import shut_down
 
@@ -52,6 +52,7 @@ _KNOWN_MAX = 1024  # FastLane.known entries kept (cleared past it)
 _RAW_HEAD_MAX = 64 + 4 * (2 * ID_MAX + NAME_MAX)
 _OK_ENTRY = (_OK, b"\xc0", [])  # stands for a plain ok packed by FastLane._run itself (read only)
 _unpackb = msgpack.unpackb
+_decode = transport.decode
 _OK_RE = _ok_header(0)[:-1]  # an ok reply's header up to its "re" value (transport.ok_header)
 _CHAIN_KEY = b"\xa5chain"
 _UINT = {0xCC: (2, 128), 0xCD: (3, 256), 0xCE: (5, 65536), 0xCF: (9, 2**32)}  # head -> (length, least value)
@@ -244,11 +245,19 @@ class FastLane:
         local["chain"], local["on_block"], local["on_unblock"] = chain, hooks.on_block, hooks.on_unblock
         packed = None  # the body of a plain ok reply (a str, number, bool or None: packed here)
         try:
-            args, kwargs = call_args(body)
+            try:  # (call_args, inlined)
+                args = _unpackb(body, raw=False, strict_map_key=False, ext_hook=_not_plain)
+            except Exception:
+                args = _decode(body)
+            args, kwargs = args
             if head is None and method.startswith("_") and method != "__call__":  # (a template's is not: _learn)
                 raise AttributeError(f"{method!r} is private: private methods are never called remotely")
             fn = getattr(obj, method)
-            if runs_on_loop(cls, method, fn):  # shadowed by a coroutine function: the event loop runs it
+            try:  # (runs_on_loop's own cache first: the function's entry, made at its first call)
+                on_loop = _ON_LOOP[getattr(fn, "__func__", fn)]
+            except (KeyError, TypeError):
+                on_loop = runs_on_loop(cls, method, fn)
+            if on_loop:  # shadowed by a coroutine function: the event loop runs it
                 call = Call(lambda e: _answer(router, identity, rid, e), method, body, [], chain, None, False)
                 call.t0 = t0
                 if calls._to_loop(actor, call, fn, args, kwargs):
@@ -268,7 +277,13 @@ class FastLane:
                     with watchdog.lock:  # Watchdog.end(ident), inlined: never handed off once it ended
                         if watchdog.current is mine:
                             watchdog.current = None
-                packed = packed_plain(value, hooks.pack)
+                kind = type(value)  # (packed_plain, inlined, with the hooks' own packer)
+                if kind is str or kind is float or kind is bool or value is None or (
+                        kind is int and _INT_MIN <= value <= _INT_MAX):
+                    try:
+                        packed = hooks.pack(value)
+                    except Exception:  # noqa: BLE001 - a str that does not encode: the codec's error entry
+                        packed = None
                 entry = _OK_ENTRY if packed is not None else ok(result_of(cls, method, value))
                 if hooks.waited:
                     calls.inline.waited(cls, method)
@@ -288,7 +303,11 @@ class FastLane:
             # handed a long run off). A call that waited keeps the order below: a successor
             # thread serves requests meanwhile, and a status read must find it counted.
             router.reply_now(identity, head or _ok_header(rid), packed)
-            calls.inline.add(hist, elapsed)
+            hist[0] += 1  # InlinePolicy.add, inlined
+            if elapsed > _SLOW_RUN * calls.inline.threshold:
+                hist[1] = elapsed
+            else:
+                hist[1] += _ALPHA * (elapsed - hist[1])
             actor.served += 1
             if row is not None:
                 row.ok(t0)
