@@ -26,9 +26,16 @@ THRESHOLDS = (50_000, 20, 100)  # young allocations, then young and middle colle
 
 def tune() -> bool:
     """Set the collector of a dedicated server process (after start-up); False if ``MESH_SERVER_GC=default``."""
-    if os.environ.get(ENV, "").strip().lower() == "default":
+    raw = os.environ.get(ENV, "").strip().lower()
+    if raw == "default":
         return False
+    thresholds = THRESHOLDS
+    if raw:  # "a,b,c": thresholds of one's own (measurements)
+        try:
+            thresholds = tuple(int(x) for x in raw.split(","))  # type: ignore[assignment]
+        except ValueError:
+            thresholds = THRESHOLDS
     gc.collect()
     gc.freeze()  # start-up's objects (modules, classes, the server itself) are never garbage
-    gc.set_threshold(*THRESHOLDS)
+    gc.set_threshold(*thresholds)
     return True
