@@ -10,7 +10,7 @@ is frozen out of the collections (``gc.freeze()``). Cyclic garbage is still coll
 
 Only in the server's own process: a server launched inside an application
 (``launch(in_subprocess=False)``) leaves the application's collector alone. ``MESH_SERVER_GC=default``
-keeps CPython's defaults.
+keeps CPython's defaults; ``MESH_SERVER_GC=a,b,c`` sets those three thresholds instead (measurements).
 """
 
 from __future__ import annotations
