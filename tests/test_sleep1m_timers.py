@@ -6,6 +6,7 @@ The loop here runs on a plain selector (no I/O loop): what is tested is the sche
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import selectors
 
 import pytest
@@ -110,3 +111,84 @@ def test_debug_mode_uses_asyncios_own_scheduling(loop: HostedLoop) -> None:
 
     loop.run_until_complete(main())
     assert sorted(ran) == ["s", "t"]
+
+
+# asyncio.sleep's timer (NOTES-sleep2.md): made with no context copy, run inline by its bucket
+_wake = asyncio.futures._set_result_unless_cancelled
+var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+
+def test_sleeps_wake_in_time_order_keep_their_context_and_cancel(loop: HostedLoop) -> None:
+    woke: list = []
+
+    async def nap(i: int, d: float) -> None:
+        var.set(f"task {i}")
+        t0 = loop.time()
+        assert await asyncio.sleep(d, result=i) == i
+        assert loop.time() - t0 >= d  # never early
+        assert var.get() == f"task {i}"  # the task's context, not the timer's (it has none)
+        woke.append(i)
+
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(nap(i, (i % 7) / 1000)) for i in range(50)]
+        gone = asyncio.ensure_future(asyncio.sleep(0.005))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.gather(*tasks)
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+
+    loop.run_until_complete(main())
+    assert sorted(woke) == list(range(50))
+    assert not loop._buckets and not loop._scheduled
+
+
+def test_a_sleep_timer_has_no_context_and_the_others_keep_asyncio_s(loop: HostedLoop) -> None:
+    fut = loop.create_future()
+    fast = loop.call_later(1, _wake, fut, 3)
+    assert fast._context is None
+    ctx = contextvars.copy_context()
+    for other in (loop.call_later(1, _wake, fut, 3, context=ctx), loop.call_later(1, _wake, fut),
+                  loop.call_later(1, print, fut, 3)):
+        assert other._context is not None
+        other.cancel()
+    fast.cancel()
+    assert not loop._buckets
+
+
+def test_an_error_in_an_inline_timer_reaches_the_handler_and_the_bucket_goes_on(loop: HostedLoop) -> None:
+    seen: list = []
+    loop.set_exception_handler(lambda _loop, ctx: seen.append(ctx["exception"]))
+    done = loop.create_future()
+    done.set_result(0)  # set_result again: InvalidStateError, in the timer
+    later = loop.create_future()
+
+    async def main() -> None:
+        when = loop.time() + 0.002
+        loop.call_at(when, _wake, done, 1)
+        loop.call_at(when, _wake, later, 2)  # the same millisecond, after the failing one
+        assert await later == 2
+
+    loop.run_until_complete(main())
+    assert len(seen) == 1 and isinstance(seen[0], asyncio.InvalidStateError)
+
+
+def test_a_stop_in_a_bucket_leaves_the_rest_runnable_with_a_context(loop: HostedLoop) -> None:
+    futs = [loop.create_future() for _ in range(3)]
+
+    def stop() -> None:
+        raise KeyboardInterrupt
+
+    async def main() -> None:
+        when = loop.time() + 0.002
+        loop.call_at(when, stop)
+        for f in futs:
+            loop.call_at(when, _wake, f, 1)  # (the same time: after the stop, in the order made)
+        await asyncio.sleep(0.01)
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_until_complete(main())
+    rest = list(loop._ready)
+    assert rest and all(h._context is not None for h in rest)
+    loop.run_until_complete(asyncio.gather(*futs))
+    assert [f.result() for f in futs] == [1, 1, 1]

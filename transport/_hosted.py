@@ -244,6 +244,7 @@ class _Bucket(dict):
 
 
 _new_handle, _new_timer = _Handle.__new__, _Timer.__new__
+_wake_sleeper = asyncio.futures._set_result_unless_cancelled  # asyncio.sleep's timer callback
 _when_of = operator.attrgetter("_when")
 
 
@@ -311,7 +312,10 @@ class HostedLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
 
     def _timer(self, when: float, callback: Any, args: tuple, context: Any) -> _Timer:
         t = _new_timer(_Timer)
-        t._context = _copy_context() if context is None else context
+        if context is None and callback is _wake_sleeper and len(args) == 2:
+            t._context = None  # asyncio.sleep's: reads no context variable, run with none (_fire), no copy made
+        else:
+            t._context = _copy_context() if context is None else context
         t._loop = self
         t._callback = callback
         t._args = args
@@ -336,10 +340,20 @@ class HostedLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
             if t._cancelled:  # by a timer that ran before it
                 continue
             try:
-                t._run()  # (asyncio's Handle._run: an exception goes to the loop's handler)
-            except BaseException:  # SystemExit, KeyboardInterrupt: the rest still run, later
+                if t._context is None:  # an asyncio.sleep's: _set_result_unless_cancelled, inline
+                    fut, result = t._args
+                    if not fut.cancelled():
+                        fut.set_result(result)
+                else:
+                    t._run()  # (asyncio's Handle._run: an exception goes to the loop's handler)
+            except (SystemExit, KeyboardInterrupt):  # the rest still run, later
                 rest = timers[i + 1:]
                 for r in rest:
                     r._bucket = None
+                    if r._context is None:
+                        r._context = _copy_context()
                 self._ready.extend(rest)
                 raise
+            except BaseException as exc:  # noqa: BLE001 - (only the inline case: _run catches its own)
+                self.call_exception_handler({"message": f"Exception in callback {t._callback!r}",
+                                             "exception": exc, "handle": t})

@@ -10,7 +10,7 @@ is frozen out of the collections (``gc.freeze()``). Cyclic garbage is still coll
 
 Only in the server's own process: a server launched inside an application
 (``launch(in_subprocess=False)``) leaves the application's collector alone. ``MESH_SERVER_GC=default``
-keeps CPython's defaults.
+keeps CPython's defaults; ``MESH_SERVER_GC=a,b,c`` sets those three thresholds instead (measurements).
 """
 
 from __future__ import annotations
@@ -26,9 +26,16 @@ THRESHOLDS = (50_000, 20, 100)  # young allocations, then young and middle colle
 
 def tune() -> bool:
     """Set the collector of a dedicated server process (after start-up); False if ``MESH_SERVER_GC=default``."""
-    if os.environ.get(ENV, "").strip().lower() == "default":
+    raw = os.environ.get(ENV, "").strip().lower()
+    if raw == "default":
         return False
+    thresholds = THRESHOLDS
+    if raw:  # "a,b,c": thresholds of one's own (measurements)
+        try:
+            thresholds = tuple(int(x) for x in raw.split(","))  # type: ignore[assignment]
+        except ValueError:
+            thresholds = THRESHOLDS
     gc.collect()
     gc.freeze()  # start-up's objects (modules, classes, the server itself) are never garbage
-    gc.set_threshold(*THRESHOLDS)
+    gc.set_threshold(*thresholds)
     return True

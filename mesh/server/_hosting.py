@@ -22,11 +22,19 @@ from typing import Any
 
 from mesh._core import context
 
+_get_ident = threading.get_ident
+
 __all__ = ["StepGuard", "before_blocking"]
 
 
 class StepGuard:
-    """``begin()`` / ``end()`` around each step of a hosted loop (see the module's docstring)."""
+    """``begin()`` / ``end()`` around each step of a hosted loop (see the module's docstring).
+
+    Twice per suspending coroutine call, so both are written out: the I/O loop's owner read from
+    the transport loop itself (``Node.io_ident``), its ``stepping`` flag set directly
+    (``Node.stepping``), and the watchdog's ``begin`` / ``end`` done here, as
+    :class:`~mesh.server._inline.Watchdog` does them (the end under its lock: it never hands off a
+    step that has just ended)."""
 
     __slots__ = ("_runner", "active")
 
@@ -38,11 +46,18 @@ class StepGuard:
         """Cover the step now starting on this thread; False if this thread does not own the I/O loop."""
         runner = self._runner
         node = runner.node
-        me = threading.get_ident()
-        if node is None or node.io_ident != me:
+        if node is None:
             return False
-        node.stepping(True)
-        runner.watchdog.begin(me)
+        io = node._loop
+        me = _get_ident()
+        if io.ident != me:
+            return False
+        io.stepping = True  # (Node.stepping(True))
+        watchdog = runner.watchdog  # (Watchdog.begin(me))
+        watchdog.seq = seq = watchdog.seq + 1
+        watchdog.current = (seq, me)
+        if watchdog._thread is None:
+            watchdog.start()
         self.active = True
         return True
 
@@ -51,8 +66,10 @@ class StepGuard:
             return
         self.active = False
         runner = self._runner
-        runner.watchdog.end()  # no hand-off after this
-        runner.node.stepping(False)
+        watchdog = runner.watchdog
+        with watchdog.lock:  # (Watchdog.end()) no hand-off after this
+            watchdog.current = None
+        runner.node._loop.stepping = False  # (Node.stepping(False))
 
 
 def before_blocking(runner: Any) -> None:
