@@ -65,6 +65,7 @@ def test_a_crafted_200_deep_tuple_does_not_kill_the_server(spawn_server):
     """The issue's 937 bytes, sent raw: before the fix the server died of SIGSEGV with every agent on it."""
     srv = spawn_server(port=0)
     d = Deep(to_dist={"host": srv.host, "port": srv.port})
+    assert d.depth(deep(1)) == 1  # created (to_dist() pipelines it) before raw frames name it
     body = msgpack.packb([])
     for _ in range(200):
         body = msgpack.packb(msgpack.ExtType(3, body))
