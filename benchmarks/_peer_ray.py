@@ -78,6 +78,9 @@ def child(args) -> dict:  # noqa: ANN001
 
 
 def client(args) -> dict:  # noqa: ANN001
+    # a local cluster made by ray.init has token auth on (the token in ~/.ray/auth_token); a driver joining it
+    # by address must be told so, or the GCS refuses it ("InvalidAuthToken", then "Failed to connect")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
     address, n = args.rest[1], int(args.rest[2])
 
