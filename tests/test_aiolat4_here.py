@@ -141,7 +141,10 @@ def test_a_cancel_requested_before_the_await_is_not_waited_past(server, long_wai
         return time.monotonic() - t
 
     assert asyncio.run(asyncio.wait_for(main(), 30)) < 10
-    wait_until(lambda: "cancelled" in obj.log(), 10)
+    # the remote call was cancelled: still queued when the cancel came, it never ran (at load, the
+    # common case); running, it saw mesh.cancelled(). Either way the object is free long before 20 s
+    t = time.monotonic()
+    assert obj.echo(1) == 1 and time.monotonic() - t < 10
     wait_until(lambda: not _on_loop.busy, 5)
 
 
