@@ -1,8 +1,8 @@
 """The peers' table of issue 16 (target 0): raw pyzmq, the mesh, Pyro5, AgentScope 0.1.6 and Ray, side by side.
 
     bin/isolated .venv/bin/python benchmarks/peers.py [--runs 2] [--quick] [--json benchmarks/out/peers.json]
-        [--pyro-python /work/bench-venvs/pyro/bin/python] [--agentscope-python /work/bench-venvs/agentscope/bin/python]
-        [--ray-python /work/bench-venvs/ray/bin/python] [--only mesh,pyro] [--rows sync,bulk]
+        [--pyro-python .bench-venvs/pyro/bin/python] [--agentscope-python .bench-venvs/agentscope/bin/python]
+        [--ray-python .bench-venvs/ray/bin/python] [--only mesh,pyro] [--rows sync,bulk]
 
 (``benchmarks/peers_setup.sh`` makes those venvs.) A peer whose Python is not given is shown as "–".
 

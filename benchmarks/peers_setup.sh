@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Make the peers' venvs for benchmarks/peers.py: one venv per peer, outside the repo.
-#   usage: benchmarks/peers_setup.sh [DIR [PEER...]]   (default /work/bench-venvs; PEER: pyro agentscope ray)
+# Make the peers' venvs for benchmarks/peers.py: one venv per peer (git ignores .bench-venvs/).
+#   usage: benchmarks/peers_setup.sh [DIR [PEER...]]   (default .bench-venvs in the repository; PEER: pyro agentscope ray)
 # Run it OUTSIDE bin/isolated (pip needs the registry). The peers' modules (benchmarks/_peer_*.py)
 # import nothing of the mesh, only the standard library and their peer. A peer whose install fails is reported and skipped, the others go on.
 #   DIR/pyro/bin/python        Pyro5==5.17
 #   DIR/agentscope/bin/python  agentscope==0.1.6 (with its distributed extra: grpcio, protobuf...)
 #   DIR/ray/bin/python         ray (the newest release; RAY_VERSION=X.Y.Z pins one)
 set -uo pipefail
-dir=${1:-/work/bench-venvs}
+dir=${1:-"$(cd "$(dirname "$0")/.." && pwd)/.bench-venvs"}
 shift || true
 peers=${*:-pyro agentscope ray}
 py=${PYTHON:-python3}
