@@ -226,3 +226,25 @@ def test_server_options_refuse_bad_values(bad, match, monkeypatch):
     monkeypatch.delenv("MESH_SECRET", raising=False)
     with pytest.raises(ValueError, match=match):
         ServerOptions(**bad)
+
+
+# -- sessions -------------------------------------------------------------------------------------
+def test_sessions_expire_in_silence_but_not_right_after_the_server_itself_stalled(monkeypatch):
+    from mesh.server._sessions import Sessions
+
+    clock = [100.0]
+    monkeypatch.setattr("mesh.server._sessions.time.monotonic", lambda: clock[0])
+    sessions = Sessions(lease_ttl=1.0)
+    sessions.touch("a")
+    clock[0] += 0.3
+    assert sessions.expired() == []  # heard from 0.3 s ago
+    clock[0] += 0.3
+    sessions.touch("b")
+    clock[0] += 0.3
+    assert sessions.expired() == []  # a: 0.9 s
+    clock[0] += 0.3
+    assert sessions.expired() == ["a"]  # a: 1.2 s of silence, checked every 0.3 s: gone
+    clock[0] += 5.0  # the server did not run for 5 s: b's renewals may be unread in its socket
+    assert sessions.expired() == [] and list(sessions) == ["b"]
+    clock[0] += 0.3
+    assert sessions.expired() == ["b"]  # checked again on time, still silent: gone

@@ -14,6 +14,7 @@ class Sessions:
     def __init__(self, lease_ttl: float = 30.0) -> None:
         self.lease_ttl = lease_ttl
         self.seen: dict[str, float] = {}
+        self._checked = time.monotonic()  # the last call of expired()
 
     def touch(self, sess: str) -> None:
         self.seen[sess] = time.monotonic()
@@ -22,8 +23,15 @@ class Sessions:
         self.seen.pop(sess, None)
 
     def expired(self) -> list[str]:
-        """The sessions not heard from for ``lease_ttl`` seconds, now forgotten."""
-        cutoff = time.monotonic() - self.lease_ttl
+        """The sessions not heard from for ``lease_ttl`` seconds, now forgotten; none when this server
+        itself was not running for half a lease or more since the last check (stopped, swapped out,
+        starved on a loaded machine, its I/O thread held up): the renewals its clients sent meanwhile
+        may still be unread in its sockets, and they are read before the next check."""
+        now = time.monotonic()
+        last, self._checked = self._checked, now
+        if now - last >= self.lease_ttl / 2:
+            return []
+        cutoff = now - self.lease_ttl
         gone = [sess for sess, seen in self.seen.items() if seen < cutoff]
         for sess in gone:
             del self.seen[sess]
