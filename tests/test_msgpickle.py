@@ -164,9 +164,11 @@ def test_a_class_that_needed_cloudpickle_tries_the_c_pickler_again_after_a_span(
     monkeypatch.setattr(_pickler, "_cloudpickled", {})
     payload(Msg("a", lambda: 1))
     assert _pickler._cloudpickled == {Msg: _pickler._CLOUDPICKLE_SPAN}
-    for _ in range(_pickler._CLOUDPICKLE_SPAN):
-        assert payload(Msg("a", "b")) == payload(Msg("a", "b")) or True
-    assert Msg not in _pickler._cloudpickled
+    for left in range(_pickler._CLOUDPICKLE_SPAN, 1, -1):
+        assert _pickler._cloudpickled[Msg] == left
+        payload(Msg("a", "b"))  # straight to cloudpickle
+    payload(Msg("a", "b"))
+    assert Msg not in _pickler._cloudpickled  # the next one tries the C pickler again
     payload(Point(1))
     assert _pickler._cloudpickled == {}
 
@@ -202,14 +204,15 @@ def closure(k):
 
 importable = [Msg("a", {{"b": 1}}), Point(2, 3), Color.RED, double]
 by_value = [Main(), main_function, closure(3), lambda x: x * 2, Msg("a", Main()), [Main(), Main()]]
-sys.stdout.buffer.write(pickle.dumps([[encode(v) for v in importable], [encode(v) for v in by_value]]))
+far = Msg("a", ["x" * 20000, lambda x: x + 1])  # cloudpickle named past the 16 KiB the receiver scans
+sys.stdout.buffer.write(pickle.dumps([[encode(v) for v in importable], [encode(v) for v in by_value], encode(far)]))
 """
 
 _RECEIVE = r"""
 import json, pickle, sys
 sys.path[:0] = [{root!r}, {tests!r}]
 from transport._codec import decode
-importable, by_value = pickle.loads(sys.stdin.buffer.read())
+importable, by_value, far = pickle.loads(sys.stdin.buffer.read())
 a = [decode(b, bufs) for b, bufs in importable]
 after_importable = "cloudpickle" in sys.modules
 v = [decode(b, bufs) for b, bufs in by_value]
@@ -217,6 +220,7 @@ out = {{"importable": [repr(a[0]), a[1].x + a[1].y, a[2].name, a[3](4)], "after_
        "by_value": [type(v[0]).__name__, v[0].get(), v[1](5), v[2](1), v[3](4), v[4].content.get(),
                     [m.get() for m in v[5]], type(v[5][0]) is type(v[0]) is type(v[4].content)],
        "after_by_value": "cloudpickle" in sys.modules}}
+out["far"] = decode(*far).content[1](1)  # loaded by cloudpickle itself
 print(json.dumps(out))
 """
 
@@ -240,6 +244,7 @@ def test_main_values_travel_by_value_and_load_without_cloudpickle():
     assert out["importable"] == ["Msg(name='a', content={'b': 1}, role='assistant')", 5, "RED", 8]
     assert out["by_value"] == ["Main", 5, 4, 4, 8, 5, [5, 5], True]
     assert out["after_importable"] is False and out["after_by_value"] is False
+    assert out["far"] == 2
 
 
 # -- a server replying with a Msg ---------------------------------------------------------------------
