@@ -311,10 +311,7 @@ def _verdict(cls: type) -> Any:
     hook = _reducer_hook
     reducer = hook(cls) if hook is not None else None
     kind = _kind(cls)
-    if reducer is not None:
-        verdict = (reducer, what, kind)
-    else:
-        verdict = what if what is not None else kind
+    verdict: Any = (reducer, what, kind) if reducer is not None else what if what is not None else kind
     if len(_verdicts) > _CACHE_MAX:
         _verdicts.clear()
     _verdicts[cls] = verdict
