@@ -52,7 +52,6 @@ from typing import Any
 
 import msgpack
 
-from transport._byvalue_load import load_value
 from transport._errors import CodecError, Untransferable
 from transport._pickler import dumps as _dumps, set_reducer_hook
 
@@ -226,6 +225,8 @@ def decode(body: Any, buffers: list[Any] = (), *, allow_pickle: bool = True) -> 
             try:
                 if _CP in sys.modules or type(payload) is not bytes or payload.find(_CP_MARK, 0, _CP_SCAN) < 0:
                     return pickle.loads(payload, buffers=oob)
+                from transport._byvalue_load import load_value  # (a server has it already: its class loads)
+
                 return load_value(payload, oob)  # made by cloudpickle: loaded without it if it can be
             except CodecError:
                 raise
