@@ -15,6 +15,10 @@ server takes to start; and ``init`` of 5 agents against a running server in a fr
 3. Init against a running server: a fresh process imports mesh (timed apart), then creates 5
    agents with ``to_dist={"host":..., "port":...}`` (timed: the "init" figure) and calls each once.
    Discovery on (``MESH_DISCOVERY=1``), as users run it. Target: init <= 3 ms.
+4. A server after ``Msg`` replies: a fresh plain server, a fresh process creates 5 ``Replier``
+   agents (``reply`` returns a ``Msg``) and calls each once with a ``Msg``; the first reply is timed
+   apart from the next four (a server that had to import cloudpickle for its first ``Msg`` paid it
+   there), then the server's memory as in 1.
 
 Bytecode as in ``child_start.py``: a primed cache under benchmarks/out/pycache (an installed package).
 """
@@ -48,6 +52,24 @@ t2 = time.perf_counter()
 assert [o.echo(i) for i, o in enumerate(objs)] == list(range(5))
 t3 = time.perf_counter()
 print(json.dumps({{"import_s": t1 - t0, "init_s": t2 - t1, "first_calls_s": t3 - t2}}))
+"""
+
+MSG_REPLY = r"""
+import json, sys, time
+sys.path[:0] = [{root!r}, {bench!r}]
+import mesh
+from mesh import Msg
+from _objects import Replier
+objs = [Replier(f"r{{i}}", to_dist={{"host": "127.0.0.1", "port": {port}}}) for i in range(5)]
+t0 = time.perf_counter()
+assert objs[0](Msg("user", "hi")).content == "ok"
+t1 = time.perf_counter()
+later = []
+for o in objs[1:]:
+    t = time.perf_counter()
+    assert o(Msg("user", "hi")).content == "ok"
+    later.append(time.perf_counter() - t)
+print(json.dumps({{"first_msg_reply_s": t1 - t0, "next_msg_reply_s": sorted(later)[len(later) // 2]}}))
 """
 
 CHILD = r"""
@@ -118,6 +140,7 @@ def main() -> int:
     args = ap.parse_args()
     fresh(CHILD.format(root=ROOT))  # prime the bytecode cache
     mem_mesh, mem_adv, mem_raw, start_s, adv_start_s, child_s, init = [], [], [], [], [], [], []
+    mem_msg, msg_reply = [], []
     for _ in range(args.runs):
         proc, port, seconds = start_server()
         try:
@@ -131,6 +154,12 @@ def main() -> int:
             adv_start_s.append(seconds)
             fresh(INIT.format(root=ROOT, bench=HERE, port=port))
             mem_adv.append(smaps(proc.pid))
+        finally:
+            stop(proc)
+        proc, port, _ = start_server()
+        try:
+            msg_reply.append(fresh(MSG_REPLY.format(root=ROOT, bench=HERE, port=port)))
+            mem_msg.append(smaps(proc.pid))
         finally:
             stop(proc)
         with RawServer() as raw:
@@ -147,18 +176,26 @@ def main() -> int:
         "server_mib": {k: med(mem_mesh, k) for k in ("rss", "pss", "uss")},
         "raw_server_mib": {k: med(mem_raw, k) for k in ("rss", "pss", "uss")},
         "advertising_server_mib": {k: med(mem_adv, k) for k in ("rss", "pss", "uss")},
+        "msg_server_mib": {k: med(mem_msg, k) for k in ("rss", "pss", "uss")},
+        "first_msg_reply_s": med(msg_reply, "first_msg_reply_s"), "next_msg_reply_s": med(msg_reply, "next_msg_reply_s"),
         "server_start_s": median(start_s), "advertising_server_start_s": median(adv_start_s),
         "child_start_s": median(child_s),
         "init_s": med(init, "init_s"), "init_first_calls_s": med(init, "first_calls_s"), "import_s": med(init, "import_s"),
-        "runs": {"server": mem_mesh, "advertising": mem_adv, "raw": mem_raw, "start_s": start_s, "advertising_start_s": adv_start_s, "child_start_s": child_s, "init": init},
+        "runs": {"server": mem_mesh, "advertising": mem_adv, "raw": mem_raw, "start_s": start_s, "advertising_start_s": adv_start_s, "child_start_s": child_s, "init": init, "msg_server": mem_msg, "msg_reply": msg_reply},
     }
-    m, r, a = res["server_mib"], res["raw_server_mib"], res["advertising_server_mib"]
+    m, r, a, g = res["server_mib"], res["raw_server_mib"], res["advertising_server_mib"], res["msg_server_mib"]
     rows = [
         {"figure": "server PSS MiB (RSS / USS)", "mesh": f"{m['pss']:.1f} ({m['rss']:.1f} / {m['uss']:.1f})",
          "raw pyzmq": f"{r['pss']:.1f} ({r['rss']:.1f} / {r['uss']:.1f})", "target": "PSS <= 17",
          "ok": m["pss"] <= TARGETS["pss_mib"]},
         {"figure": "  advertising (discovery on, the default)", "mesh": f"{a['pss']:.1f} ({a['rss']:.1f} / {a['uss']:.1f})",
          "raw pyzmq": "", "target": "PSS <= 17", "ok": a["pss"] <= TARGETS["pss_mib"]},
+        {"figure": "  after 5 Msg replies", "mesh": f"{g['pss']:.1f} ({g['rss']:.1f} / {g['uss']:.1f})",
+         "raw pyzmq": "", "target": "PSS <= 17", "ok": g["pss"] <= TARGETS["pss_mib"]},
+        {"figure": "  first Msg reply (fresh server) ms", "mesh": f"{res['first_msg_reply_s'] * 1e3:.1f}",
+         "raw pyzmq": "", "target": "", "ok": ""},
+        {"figure": "  next Msg replies (median) ms", "mesh": f"{res['next_msg_reply_s'] * 1e3:.1f}",
+         "raw pyzmq": "", "target": "", "ok": ""},
         {"figure": "zmq-agent-server start -> ready s", "mesh": f"{res['server_start_s']:.3f}", "raw pyzmq": "",
          "target": "", "ok": ""},
         {"figure": "  advertising (discovery on) start -> ready s", "mesh": f"{res['advertising_server_start_s']:.3f}",

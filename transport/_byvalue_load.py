@@ -30,7 +30,7 @@ import types
 import weakref
 from typing import Any
 
-__all__ = ["loads"]
+__all__ = ["load_value", "loads"]
 
 _CP = "cloudpickle.cloudpickle"
 _BY_CLASS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # cloudpickle's _DYNAMIC_CLASS_TRACKER_*
@@ -63,6 +63,24 @@ def loads(blob: bytes) -> Any:
         _attempt.tracked = None
 
 
+def load_value(payload: bytes, buffers: Any = ()) -> Any:
+    """``pickle.loads(payload, buffers=buffers)`` for a value (the codec's, made by cloudpickle): the
+    load-side functions here serve it while cloudpickle is not loaded, and a name of cloudpickle's not
+    here imports cloudpickle (sharing this module's class trackers) and is its own. Loaded once
+    (no second attempt: the objects it makes on the way, proxies included, are made once)."""
+    if _CP in sys.modules:
+        return pickle.loads(payload, buffers=buffers)
+    _share_on_import()
+    return _ValueUnpickler(io.BytesIO(payload), buffers=buffers).load()
+
+
+class _ValueUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module == _CP and name in _LOAD_SIDE:  # ours for the whole payload (one _empty_cell_value)
+            return _LOAD_SIDE[name]
+        return super().find_class(module, name)
+
+
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module == _CP and name in _LOAD_SIDE:
@@ -90,8 +108,9 @@ def _lookup_class_or_track(class_tracker_id: str | None, class_def: type) -> typ
     return class_def
 
 
-def _make_skeleton_class(type_constructor: type, name: str, bases: tuple, type_kwargs: dict,
-                         class_tracker_id: str | None, extra: Any) -> type:
+def _make_skeleton_class(
+    type_constructor: type, name: str, bases: tuple, type_kwargs: dict, class_tracker_id: str | None, extra: Any
+) -> type:
     type_kwargs = {sys.intern(k): v for k, v in type_kwargs.items()}
     skeleton_class = types.new_class(name, bases, {"metaclass": type_constructor}, lambda ns: ns.update(type_kwargs))
     return _lookup_class_or_track(class_tracker_id, skeleton_class)
@@ -174,10 +193,16 @@ def _make_cell(value: Any = _EMPTY) -> types.CellType:
 
 
 _LOAD_SIDE = {
-    "_make_skeleton_class": _make_skeleton_class, "_class_setstate": _class_setstate,
-    "_make_function": _make_function, "_function_setstate": _function_setstate, "_builtin_type": _builtin_type,
-    "subimport": _subimport, "dynamic_subimport": _dynamic_subimport,
-    "_make_empty_cell": _make_empty_cell, "_make_cell": _make_cell, "_empty_cell_value": _EMPTY,
+    "_make_skeleton_class": _make_skeleton_class,
+    "_class_setstate": _class_setstate,
+    "_make_function": _make_function,
+    "_function_setstate": _function_setstate,
+    "_builtin_type": _builtin_type,
+    "subimport": _subimport,
+    "dynamic_subimport": _dynamic_subimport,
+    "_make_empty_cell": _make_empty_cell,
+    "_make_cell": _make_cell,
+    "_empty_cell_value": _EMPTY,
 }
 
 
@@ -218,8 +243,11 @@ class _SharingLoader:
     def exec_module(self, module: types.ModuleType) -> None:
         self._loader.exec_module(module)
         with _LOCK:
-            module.__dict__.update(_DYNAMIC_CLASS_TRACKER_BY_CLASS=_BY_CLASS, _DYNAMIC_CLASS_TRACKER_BY_ID=_BY_ID,
-                                   _DYNAMIC_CLASS_TRACKER_LOCK=_LOCK)
+            module.__dict__.update(
+                _DYNAMIC_CLASS_TRACKER_BY_CLASS=_BY_CLASS,
+                _DYNAMIC_CLASS_TRACKER_BY_ID=_BY_ID,
+                _DYNAMIC_CLASS_TRACKER_LOCK=_LOCK,
+            )
 
 
 def _share_on_import() -> None:

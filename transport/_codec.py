@@ -1,4 +1,9 @@
-"""Value codec: msgpack where it can, cloudpickle where it must, raw frames for bulk bytes.
+"""Value codec: msgpack where it can, pickle where it must, raw frames for bulk bytes.
+
+Pickling is :mod:`transport._pickler`'s: the C pickler for objects of classes imported by name (a
+``Msg``), cloudpickle only for a value with a part that must go by value (a lambda, a ``__main__``
+class). A payload made by cloudpickle is loaded by ``transport._byvalue_load`` while cloudpickle is
+not loaded in this process (a server), so that most never need it.
 
 A value becomes one msgpack *body* plus a list of *buffers* that travel as
 their own ZeroMQ frames (never copied through msgpack). msgpack ext types:
@@ -40,17 +45,26 @@ something else (cloudpickle turns an open text file into a ``StringIO``).
 
 from __future__ import annotations
 
-import io
 import pickle
+import sys
 import threading
 from typing import Any
 
 import msgpack
 
 from transport._errors import CodecError, Untransferable
-from transport._pickler import pickler_class as _pickler, set_reducer_hook
+from transport._pickler import dumps as _dumps, set_reducer_hook
 
-__all__ = ["BUFFER_THRESHOLD", "MAX_DEPTH", "MAX_EXT_DEPTH", "CodecError", "Untransferable", "decode", "encode", "set_reducer_hook"]
+__all__ = [
+    "BUFFER_THRESHOLD",
+    "MAX_DEPTH",
+    "MAX_EXT_DEPTH",
+    "CodecError",
+    "Untransferable",
+    "decode",
+    "encode",
+    "set_reducer_hook",
+]
 
 EXT_PICKLED = 1  # wire value, never renumber
 EXT_BUFREF = 2  # wire value, never renumber
@@ -66,6 +80,11 @@ MAX_DEPTH = 31
 # MAX_DEPTH + 1: the tuples above the limit, then the pickle). ~40 KiB of C stack each.
 MAX_EXT_DEPTH = 32
 
+_CP = "cloudpickle.cloudpickle"  # the module a payload by value names (its load-side functions)
+_CP_MARK = b"cloudpickle"
+# looked for in the first 16 KiB of a payload only (~4 us at most: a 10 MB one takes ~2.6 ms to scan,
+# more than to load); one that names cloudpickle further on loads with cloudpickle, correctly
+_CP_SCAN = 16 * 1024
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _KEY_TYPES = (str, int, bytes, float, bool, type(None))
@@ -204,7 +223,11 @@ def decode(body: Any, buffers: list[Any] = (), *, allow_pickle: bool = True) -> 
             payload, indices = ref
             oob = [_take(bufs, used, i) for i in indices]
             try:
-                return pickle.loads(payload, buffers=oob)
+                if _CP in sys.modules or type(payload) is not bytes or payload.find(_CP_MARK, 0, _CP_SCAN) < 0:
+                    return pickle.loads(payload, buffers=oob)
+                from transport._byvalue_load import load_value  # (a server has it already: its class loads)
+
+                return load_value(payload, oob)  # made by cloudpickle: loaded without it if it can be
             except CodecError:
                 raise
             except Exception as exc:
@@ -287,26 +310,16 @@ def _plain_key(key: Any) -> bool:
 
 
 def _pickled(obj: Any, bufs: list[Any], threshold: int) -> msgpack.ExtType:
-    indices: list[int] = []
-
-    def buffer_callback(pb: pickle.PickleBuffer) -> bool:
-        raw = pb.raw()
-        if raw.nbytes < threshold:
-            return True  # keep small buffers in band
-        bufs.append(raw)
-        indices.append(len(bufs) - 1)
-        return False
-
     try:
-        with io.BytesIO() as file:
-            _pickler()(file, protocol=5, buffer_callback=buffer_callback).dump(obj)
-            payload = file.getvalue()
+        payload, oob = _dumps(obj, threshold)
     except CodecError:
         raise
-    except RecursionError as exc:  # cloudpickle raises PicklingError for most of them
+    except RecursionError as exc:  # the C pickler's; cloudpickle raises PicklingError for most of them
         raise CodecError(f"cannot pickle {type(obj).__name__}: nested too deeply") from exc
     except Exception as exc:
         if "recursion" in str(exc):
             raise CodecError(f"cannot pickle {type(obj).__name__}: nested too deeply ({exc})") from exc
         raise CodecError(f"cannot pickle {type(obj).__name__}: {exc}") from exc
+    indices = list(range(len(bufs), len(bufs) + len(oob)))
+    bufs.extend(oob)
     return msgpack.ExtType(EXT_PICKLED, msgpack.packb([payload, indices], use_bin_type=True))
