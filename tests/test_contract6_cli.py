@@ -177,3 +177,31 @@ def test_state_store_flag_is_where_checkpoints_are_written(started, tmp_path):
     assert jobs.bump() == 1  # API.md: saved after every call that completes, before its reply
     written = [p for p in store.rglob("*") if p.is_file()]
     assert written, f"nothing in {store}"
+
+
+def test_status_shows_each_agents_queue_depth(started, tmp_path):
+    # API.md: "status ADDRESS — that server's agents (class, name, id, queue depth)"
+    s = started("--no-advertise")
+    gate = str(tmp_path / "open")
+    busy = Jobs(to_dist=s.on)
+    idle = Jobs(to_dist=s.on)
+    assert idle.bump() == 1
+    futs = [busy.until.remote(gate)] + [busy.until.remote(gate) for _ in range(3)]  # one runs, three wait
+
+    def rows():
+        out = run_cli("status", s.address, "--json")
+        assert out.returncode == 0, out.stderr
+        return {a["id"]: a for a in json.loads(out.stdout)["agents"]}
+
+    def three_waiting():
+        r = rows()
+        return max(a["queue"] for a in r.values()) == 3 and r
+
+    assert {row["queue"] for row in wait_until(three_waiting, timeout=20).values()} == {0, 3}
+    lines = run_cli("status", s.address).stdout.splitlines()
+    head = next(line.split() for line in lines if line.startswith("CLASS"))
+    column = head.index("QUEUE")
+    depths = sorted(int(line.split()[column]) for line in lines if line.startswith("Jobs"))
+    assert depths == [0, 3], lines
+    open(gate, "w").close()
+    assert all(f.result(timeout=30) for f in futs)
