@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 import mesh
 from conftest import ROOT, freeze, read_line
 
@@ -167,3 +169,46 @@ def test_mesh_peers_lists_a_server_that_is_not_advertised_and_places_objects_the
     # discovery off: to_dist() with no host looks for no server and uses this process's child server
     off = _app("peers", srv.address, MESH_DISCOVERY="0", MESH_PEERS=f"{srv.host}:{srv.port}")
     assert off.get("ok") and off["placed_on"] not in (server_pid, off["pid"]), off
+
+
+BAD_ENV = r"""
+import mesh
+class Probe(metaclass=mesh.RpcMeta):
+    def get(self):
+        return 1
+srv = mesh.AgentServer(port=0, advertise=False).launch(in_subprocess=False)
+try:
+    print("value", Probe(to_dist={"host": srv.host, "port": srv.port}).get())
+except (TypeError, ValueError) as exc:
+    print("refused", type(exc).__name__, exc)
+finally:
+    mesh.shutdown()
+    srv.shutdown()
+"""
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("MESH_CONNECT_TIMEOUT", "0"), ("MESH_CONNECT_TIMEOUT", "-1"), ("MESH_HEARTBEAT_TIMEOUT", "-2"),
+     ("MESH_HEARTBEAT_TIMEOUT", "0"), ("MESH_DISCOVERY_WAIT", "-1"), ("MESH_MAX_INFLIGHT", "-5")],
+)  # fmt: skip
+def test_an_environment_value_out_of_range_is_refused_naming_the_variable(name, value):
+    # guide.md, "Settings": the environment gives the defaults of the settings that mesh.init refuses
+    # out of range (connect_timeout=0, heartbeat_timeout=0, ...): the same values from the environment
+    # are refused the same way, naming the variable, not a raw ZMQError at a later call
+    out = subprocess.run([sys.executable, "-c", BAD_ENV], capture_output=True, text=True, timeout=60,
+                         env=_env(**{name: value}))  # fmt: skip
+    text = out.stdout + out.stderr
+    assert "ZMQError" not in text, text[-2000:]
+    lines = [line for line in text.splitlines() if name in line and ("refused" in line or "Error" in line)]
+    assert lines and f"{name}={value!r}" in lines[-1], text[-2000:]
+
+
+@pytest.mark.parametrize("value", ["False", "OFF", " no "])
+def test_mesh_discovery_off_is_understood_in_any_case(spawn_server, value):
+    # guide.md: MESH_DISCOVERY ("0 turns it off"); README: on a network you do not trust, turn discovery
+    # off. A user who writes False or OFF means off too: to_dist() with no host uses the child server
+    srv = spawn_server(port=0)
+    server_pid = Where(to_dist={"host": srv.host, "port": srv.port}).pid()
+    got = _app("peers", srv.address, MESH_DISCOVERY=value, MESH_PEERS=f"{srv.host}:{srv.port}")
+    assert got.get("ok") and got["placed_on"] not in (server_pid, got["pid"]), got
