@@ -190,7 +190,9 @@ finally:
 @pytest.mark.parametrize(
     "name, value",
     [("MESH_CONNECT_TIMEOUT", "0"), ("MESH_CONNECT_TIMEOUT", "-1"), ("MESH_HEARTBEAT_TIMEOUT", "-2"),
-     ("MESH_HEARTBEAT_TIMEOUT", "0"), ("MESH_DISCOVERY_WAIT", "-1"), ("MESH_MAX_INFLIGHT", "-5")],
+     ("MESH_HEARTBEAT_TIMEOUT", "0"), ("MESH_DISCOVERY_WAIT", "-1"), ("MESH_MAX_INFLIGHT", "-5"),
+     # the server's own (guide.md, "Streams" and "Lifetime of objects and results")
+     ("MESH_STREAM_WINDOW", "abc"), ("MESH_STREAM_WINDOW_BYTES", "-1"), ("MESH_POOL_MAX_BYTES", "lots")],
 )  # fmt: skip
 def test_an_environment_value_out_of_range_is_refused_naming_the_variable(name, value):
     # guide.md, "Settings": the environment gives the defaults of the settings that mesh.init refuses
