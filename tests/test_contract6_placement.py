@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
 import pytest
 
 import mesh
+from conftest import wait_until
 
 
 class Here(metaclass=mesh.RpcMeta):
@@ -102,3 +104,32 @@ def test_a_deadline_that_is_not_a_number_of_seconds_is_refused(bad):
         with mesh.deadline(bad):
             pass
     assert "deadline" in str(info.value)
+
+
+GATE = threading.Event()
+
+
+class Held(metaclass=mesh.RpcMeta):
+    def hold(self):
+        return GATE.wait(30)
+
+
+def test_servers_report_the_load_of_calls_running_now(monkeypatch):
+    # API.md: mesh.servers() gives each server's .name, .address, .capacity, .load
+    monkeypatch.setenv("MESH_DISCOVERY", "1")
+    srv = mesh.AgentServer(port=0, capacity=4, name="c6-load").launch(in_subprocess=False)
+    GATE.clear()
+    try:
+        futs = [Held(to_dist={"host": srv.host, "port": srv.port}).hold.remote() for _ in range(3)]
+
+        def mine(load):
+            return [s for s in mesh.servers(timeout=1.0) if s.address == srv.address and s.load == load]
+
+        info = wait_until(lambda: mine(3), timeout=20)[0]
+        assert (info.name, info.capacity) == ("c6-load", 4)
+        GATE.set()
+        assert all(f.result(timeout=20) for f in futs)
+        wait_until(lambda: mine(0), timeout=20)
+    finally:
+        GATE.set()
+        srv.shutdown()
