@@ -21,11 +21,16 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any
 
-import httpx
-from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
-from a2a.types import Message, Part, Role, SendMessageRequest
-from google.protobuf import struct_pb2
-from google.protobuf.json_format import MessageToDict, ParseDict
+try:
+    import httpx
+    from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
+    from a2a.types import Message, Part, Role, SendMessageRequest
+    from google.protobuf import struct_pb2
+    from google.protobuf.json_format import MessageToDict, ParseDict
+except ImportError as _exc:  # the extra is not installed: say which one to install
+    raise ImportError(
+        f"mesh.a2a needs the [http] extra ({_exc.name or _exc} is missing): pip install 'zmq-agent-mesh[http]'"
+    ) from _exc
 
 from mesh._errors import AuthenticationError, CallTimeout, MeshError, RemoteError, ServerUnavailable
 from mesh._msg import Msg

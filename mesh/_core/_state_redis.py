@@ -58,7 +58,7 @@ class RedisStore(StateStore):
         self.url = url
         self.where = safe_url(url)
         self.key = key
-        self._redis = redis_module()
+        self._redis = redis_module(f"the state store {self.where}")
         self._client = make_client(url)
         self._claim_script = self._client.register_script(_CLAIM)
         self._fenced_script = self._client.register_script(_FENCED)

@@ -23,7 +23,7 @@ from mesh._core.address import is_loopback
 if TYPE_CHECKING:
     import argparse  # the CLI's parser: this module is also what a process launching a child server loads
 
-__all__ = ["ServerOptions", "check_host", "is_interface", "read_token"]
+__all__ = ["ServerOptions", "check_host", "env_count", "is_interface", "read_token"]
 
 WILDCARD = ("0.0.0.0", "::", "*")
 _HOST_PORT = re.compile(r"^(?P<host>\[[^\]]*\]|[^:\[\]]+):(?P<port>\d*)$")
@@ -125,6 +125,15 @@ def _at_least_1(what: str) -> Any:
             raise ValueError(f"{what} must be at least 1, got {value}")
         return number
     return check
+
+
+def env_count(name: str, default: int) -> int:
+    """The whole number of at least 1 in environment variable ``name`` (else ``default``); anything
+    else is a ``ValueError`` naming the variable (a server's ``MESH_STREAM_WINDOW``, ``MESH_POOL_MAX_BYTES``)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    return _at_least_1(f"environment variable {name}={value!r}: it")(value)
 
 
 def _seconds(what: str, zero: bool = False) -> Any:

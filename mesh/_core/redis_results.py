@@ -34,7 +34,7 @@ __all__ = ["RedisPoolError", "close_fetch_clients", "fetch", "mac_key", "make_cl
 TIMEOUT = 2.0  # seconds: connecting to Redis and waiting for a reply
 _SIGNED = b"MSH1"  # signed blob: _SIGNED + 32-byte HMAC + msgpack (a msgpack array never starts with "M")
 _MAC_LEN = 32
-_MISSING = "pool_type='redis' needs the redis package: pip install 'zmq-agent-mesh[redis]'"
+_MISSING = "{} needs the redis package: pip install 'zmq-agent-mesh[redis]'"
 
 
 def result_key(task: str) -> str:
@@ -46,11 +46,12 @@ class RedisPoolError(RuntimeError):
     """The Redis server of a result pool cannot be used (down, hung, refusing) or gave a forged result."""
 
 
-def redis_module() -> Any:
+def redis_module(user: str = "pool_type='redis'") -> Any:
+    """The ``redis`` package, or an ``ImportError`` that names the extra (and ``user``, what needs it)."""
     try:
         import redis
     except ImportError as exc:
-        raise ImportError(_MISSING) from exc
+        raise ImportError(_MISSING.format(user)) from exc
     return redis
 
 

@@ -11,12 +11,21 @@ import os
 __all__ = ["DISCOVERY_MAX_PINGS", "DISCOVERY_MAX_SERVERS", "FIELDS", "Settings", "current", "reset", "update"]
 
 
-def _env_float(name: str, default: float) -> float:
+def _env_float(name: str, default: float, zero_ok: bool = False) -> float:
+    """``name``'s number, or ``default``; out of range (what ``mesh.init`` refuses too) is a ``ValueError``."""
     value = os.environ.get(name, "")
     try:
-        return float(value) if value else default
+        number = float(value) if value else default
     except ValueError:
         raise ValueError(f"environment variable {name}={value!r} is not a number") from None
+    if not (number > 0 or (zero_ok and number == 0)):  # NaN too
+        raise ValueError(f"environment variable {name}={value!r} must be {'0 or more' if zero_ok else 'more than 0'}")
+    return number
+
+
+def _env_off(name: str) -> bool:
+    """``name`` says off: 0, false, no or off, in any case."""
+    return os.environ.get(name, "").strip().lower() in ("0", "false", "no", "off")
 
 
 def _env_count(name: str, default: int) -> int:
@@ -81,12 +90,13 @@ class Settings:
         self.connect_timeout = _env_float("MESH_CONNECT_TIMEOUT", 5.0) if connect_timeout is _DEFAULT else connect_timeout
         self.heartbeat_timeout = (_env_float("MESH_HEARTBEAT_TIMEOUT", 3.0) if heartbeat_timeout is _DEFAULT
                                   else heartbeat_timeout)
-        self.discovery = (os.environ.get("MESH_DISCOVERY", "1") not in ("0", "false", "no", "off")
-                          if discovery is _DEFAULT else discovery)
-        self.discovery_wait = _env_float("MESH_DISCOVERY_WAIT", 0.5) if discovery_wait is _DEFAULT else discovery_wait
+        self.discovery = not _env_off("MESH_DISCOVERY") if discovery is _DEFAULT else discovery
+        self.discovery_wait = (_env_float("MESH_DISCOVERY_WAIT", 0.5, zero_ok=True) if discovery_wait is _DEFAULT
+                               else discovery_wait)
         self.child_capacity = child_capacity
         self.max_message_size = max_message_size
-        self.max_inflight = int(_env_float("MESH_MAX_INFLIGHT", 10000)) if max_inflight is _DEFAULT else max_inflight
+        self.max_inflight = (int(_env_float("MESH_MAX_INFLIGHT", 10000, zero_ok=True)) if max_inflight is _DEFAULT
+                             else max_inflight)
 
     def _values(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in FIELDS)

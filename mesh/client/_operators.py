@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -16,15 +17,19 @@ def _resolving(base: type, op: Any, swap: bool = False) -> Any:
     return method
 
 
+_COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
+_BINARY = ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and_", "or_", "xor", "lshift", "rshift")
+# one operand: ``operator``'s, and the builtins and ``math`` functions a number's dunders serve
+_UNARY = {"int": int, "float": float, "round": round, "trunc": math.trunc, "floor": math.floor, "ceil": math.ceil}
+_UNARY.update((name, getattr(operator, name)) for name in ("neg", "pos", "abs", "invert", "index"))
+
+
 def install(cls: type, base: type) -> None:
     """Give ``cls`` the operators (``base``: the futures an operand resolves, the mixin)."""
-    for name, op in {
-        "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le, "gt": operator.gt,
-        "ge": operator.ge, "add": operator.add, "sub": operator.sub, "mul": operator.mul,
-        "truediv": operator.truediv, "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow,
-    }.items():
-        setattr(cls, f"__{name}__", _resolving(base, op))
-        if name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow"):
-            setattr(cls, f"__r{name}__", _resolving(base, op, swap=True))
-    for name, fn in {"neg": operator.neg, "abs": abs, "int": int, "float": float, "index": operator.index}.items():
+    for name in _COMPARE:
+        setattr(cls, f"__{name}__", _resolving(base, getattr(operator, name)))
+    for name, op in [(name.rstrip("_"), getattr(operator, name)) for name in _BINARY] + [("divmod", divmod)]:
+        setattr(cls, f"__{name}__", _resolving(base, op))  # both ways: ``fut + 1`` and ``1 + fut``
+        setattr(cls, f"__r{name}__", _resolving(base, op, swap=True))
+    for name, fn in _UNARY.items():  # ``round(fut, 2)`` passes its ndigits on
         setattr(cls, f"__{name}__", _resolving(base, fn))

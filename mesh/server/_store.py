@@ -23,12 +23,12 @@ consumers can read them while this server is down (see :mod:`mesh.server._store_
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
 from typing import Protocol
 
+from mesh._core.options import env_count
 from mesh._core.wire import Entry
 
 __all__ = ["Entry", "LocalPool", "ResultPool", "make_pool"]
@@ -194,7 +194,7 @@ def make_pool(
     Raises:
         ValueError: unknown ``pool_type`` or a ``redis`` pool without ``redis_url``.
     """
-    max_bytes = int(os.environ.get("MESH_POOL_MAX_BYTES", DEFAULT_MAX_BYTES))
+    max_bytes = env_count("MESH_POOL_MAX_BYTES", DEFAULT_MAX_BYTES)
     if pool_type == "local":
         return LocalPool(max_len=max_len, max_expire_time=max_expire_time, max_bytes=max_bytes)
     if pool_type == "redis":

@@ -27,7 +27,6 @@ generator is stopped, for the generic cancel operation too.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from bisect import bisect_right
@@ -37,6 +36,7 @@ from typing import Any, Callable
 
 import transport
 from mesh._core import stream_items, wire
+from mesh._core.options import env_count
 from mesh._core.stream_items import MAX_ITEMS
 from mesh._core.wire import Entry
 from mesh._errors import Cancelled
@@ -46,8 +46,8 @@ __all__ = ["WINDOW", "WINDOW_BYTES", "StreamState", "Streams"]  # StreamState: f
 
 # items a generator may be ahead of its slowest reader (small items: fewer pauses for acks; the
 # bytes bound below is what bounds memory)
-WINDOW = int(os.environ.get("MESH_STREAM_WINDOW", 16384))
-WINDOW_BYTES = int(os.environ.get("MESH_STREAM_WINDOW_BYTES", 8 << 20))  # and bytes
+WINDOW = env_count("MESH_STREAM_WINDOW", 16384)
+WINDOW_BYTES = env_count("MESH_STREAM_WINDOW_BYTES", 8 << 20)  # and bytes
 BATCH_BYTES = 1 << 20  # bytes of items in one push (a larger item goes alone)
 SUBS_MAX = 1024  # readers subscribed to one stream at once
 _EARLY_GRACE = 5.0  # s a subscription waits for a call this server has not seen yet
