@@ -7,6 +7,7 @@ import sys
 from typing import Any, Callable, Self
 
 from mesh._core.ids import uuid4_hex
+import mesh.client._hubs as _hubs
 from mesh._msg import Msg
 from mesh._core.methods import STREAM, isasyncgenfunction, iscoroutinefunction, isgeneratorfunction
 from mesh._rpc import RpcMeta, _to_dist, async_func, stream_func
@@ -64,6 +65,10 @@ class AgentBase(metaclass=RpcMeta):
 
     @async_func
     def __call__(self, x: Msg | None = None, *args: Any, **kwargs: Any) -> Any:
+        if _hubs.speakers:  # a participant in a msghub's with: its reply is shown to the others
+            hubs = _hubs.speakers.get(("local", id(self)))
+            if hubs is not None and ("local", id(self)) not in _hubs.speaking():
+                return _hubs.speak(self, self.reply, (x, *args), kwargs, hubs)
         return self.reply(x, *args, **kwargs)
 
     __call__._mesh_forwarder = True  # type: ignore[attr-defined]

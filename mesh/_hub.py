@@ -9,6 +9,11 @@ each observer, which fetches the message from the producer itself (as any future
 Each participant observes in the order of the broadcasts, and has observed everything shown to
 it before ``hub(agent, x)`` calls it (as in AgentScope, a speaker has heard the others); ``flush()`` (called on leaving the ``with``)
 waits until every participant has observed everything and raises the first error.
+
+Inside the ``with``, calling a participant directly, ``agent(x)``, is the same as ``hub(agent, x)``
+(AgentScope's participants broadcast their replies to their audience): code written for
+AgentScope's msghub (``with msghub([a, b]): x = a(x); x = b(x)``) runs unchanged. A participant of
+several hubs at once speaks in all of them. Registered in :mod:`mesh.client._hubs`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import concurrent.futures
 from collections.abc import Iterable
 from typing import Any
+
+import mesh.client._hubs as _hubs
 
 __all__ = ["MsgHub", "msghub"]
 
@@ -45,6 +52,7 @@ class MsgHub:
         self._lanes: list[tuple[Any, concurrent.futures.ThreadPoolExecutor]] = []
         self._pending: list[concurrent.futures.Future] = []
         self._announcement = announcement
+        self._entered = False
         self.add(list(participants))
 
     # ------------------------------------------------------------------ membership
@@ -57,6 +65,8 @@ class MsgHub:
                 raise TypeError(f"a msghub participant needs an observe() method, not {type(agent).__name__}")
             self.participants.append(agent)
             self._lanes.append((agent, concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="msghub")))
+            if self._entered:
+                _join(agent, self)
 
     def delete(self, participant: Any) -> None:
         """Remove an agent (or a list of them)."""
@@ -66,6 +76,8 @@ class MsgHub:
                     del self._lanes[i]
                     del self.participants[i]
                     lane.shutdown(wait=False)
+                    if self._entered:
+                        _leave(p, self)
                     break
 
     # ------------------------------------------------------------------ talking
@@ -85,10 +97,8 @@ class MsgHub:
 
     def __call__(self, agent: Any, x: Any = None) -> Any:
         """``agent(x)``, whose reply every other participant then observes; returns the reply."""
-        self._drain(agent)  # what was shown to it so far is in its memory before it speaks
-        reply = agent(x)
-        self.broadcast(reply, exclude=[agent])
-        return reply
+        hubs = _hubs.speakers.get(_hubs.key(agent)) or []
+        return _speak(agent, agent, (x,), {}, hubs if self in hubs else [self, *hubs])
 
     speak = __call__
 
@@ -107,15 +117,57 @@ class MsgHub:
     def __enter__(self) -> MsgHub:
         if self._announcement is not None:
             self.broadcast(self._announcement)
+        self._entered = True
+        for agent in self.participants:
+            _join(agent, self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._entered = False
+        for agent in self.participants:
+            _leave(agent, self)
         try:
             if exc[0] is None:
                 self.flush()
         finally:
             for _, lane in self._lanes:
                 lane.shutdown(wait=exc[0] is None)
+
+
+def _speak(agent: Any, call: Any, args: tuple, kwargs: dict, hubs: list[MsgHub]) -> Any:
+    """``call(*args, **kwargs)`` as ``agent`` speaking in ``hubs``: it has heard what each hub showed
+    it, then its reply is shown to the others of each."""
+    for hub in hubs:
+        hub._drain(agent)  # what was shown to it so far is in its memory before it speaks
+    speaking, k = _hubs.speaking(), _hubs.key(agent)
+    nested = k in speaking
+    speaking.add(k)  # its own __call__ does not speak a second time
+    try:
+        reply = call(*args, **kwargs)
+    finally:
+        if not nested:
+            speaking.discard(k)
+    for hub in hubs:
+        hub.broadcast(reply, exclude=[agent])
+    return reply
+
+
+_hubs.speak = _speak
+
+
+def _join(agent: Any, hub: MsgHub) -> None:
+    hubs = _hubs.speakers.setdefault(_hubs.key(agent), [])
+    if hub not in hubs:
+        hubs.append(hub)
+
+
+def _leave(agent: Any, hub: MsgHub) -> None:
+    k = _hubs.key(agent)
+    hubs = _hubs.speakers.get(k)
+    if hubs is not None and hub in hubs:
+        hubs.remove(hub)
+        if not hubs:
+            del _hubs.speakers[k]
 
 
 def msghub(participants: Iterable[Any], announcement: Any = None) -> MsgHub:

@@ -13,6 +13,7 @@ from mesh._core.cancel import _user_deadline, outgoing
 from mesh._core.context import current_chain
 from mesh._core.methods import ASYNC, ASYNC_MSG, STREAM, STREAM_MSG, SYNC
 from mesh._errors import DeadlineExceeded, RemoteAttributeError, RemoteError, SerializationError
+import mesh.client._hubs as _hubs
 from mesh.client._held import held as _held, release as _release_held
 from mesh.client._cancel import stamp, sync_call, track
 from mesh.client._restart import call as durable_call, failed as durable_failed, prepare as durable_prepare
@@ -84,6 +85,10 @@ class RpcObject:
         mode = self._mesh_methods.get("__call__")
         if mode is None:
             raise TypeError(f"remote {self._mesh_cls} object is not callable")
+        if _hubs.speakers:  # inside a msghub's with: its reply is shown to the others
+            hubs = _hubs.speakers.get(("remote", self._mesh_id))
+            if hubs is not None and ("remote", self._mesh_id) not in _hubs.speaking():
+                return _hubs.HubCall(self, _Method(self, "__call__", mode), hubs)
         return _Method(self, "__call__", mode)
 
     def to_dist(self, host: str | None = None, port: int | str | None = None, **options: Any) -> RpcObject:
