@@ -4,6 +4,10 @@ Each run is a fresh Python process (nothing warm): it imports mesh, then times
 ``[Echo().to_dist() for _ in range(5)]`` (the first one starts the child server)
 plus one ``echo`` call on each, and prints the figures as JSON. Reported: the
 median over runs. The import of mesh is timed separately (not in the target).
+Phases (not judged; where the time goes): ``ready_s``, when the child server's
+ready line was read; ``after_ready_s``, the rest (connection, creations, calls);
+the CPU time of the parent (all its threads, over the timed part) and of the
+child server (from its start), from /proc (Linux).
 
 Bytecode: this environment sets PYTHONDONTWRITEBYTECODE=1 and the source tree has
 no __pycache__, so every process (the child server too) compiles mesh and
@@ -33,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import median, table, write_json  # noqa: E402
@@ -45,6 +50,21 @@ t0 = time.perf_counter()
 sys.path[:0] = [{root!r}, {bench!r}]  # the project first: benchmarks/discovery.py must not shadow the package
 import mesh
 from _objects import Echo
+from mesh.server import _launcher
+ready = []
+_read = _launcher._read_ready_line
+def _timed(*a, **k):  # when the child's ready line was read (the phases, below)
+    line = _read(*a, **k)
+    ready.append(time.perf_counter())
+    return line
+_launcher._read_ready_line = _timed
+def cpu(pid):  # CPU time of every thread of a process, s (Linux schedstat; None elsewhere)
+    try:
+        tasks = os.listdir(f"/proc/{{pid}}/task")
+        return sum(int(open(f"/proc/{{pid}}/task/{{t}}/schedstat").read().split()[0]) for t in tasks) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+c1 = cpu(os.getpid())
 t1 = time.perf_counter()
 objs = [Echo().to_dist() for _ in range({n})]
 t2 = time.perf_counter()
@@ -53,10 +73,13 @@ t3 = time.perf_counter()
 assert answers == list(range({n})), answers
 from mesh import _placement
 child_pid = _placement._child.pid
+c3, child_cpu = cpu(os.getpid()), cpu(child_pid)
 mesh.shutdown()
 t4 = time.perf_counter()
 print(json.dumps({{"import_s": t1 - t0, "to_dist_s": t2 - t1, "first_calls_s": t3 - t2,
-                  "total_s": t3 - t1, "shutdown_s": t4 - t3, "child_pid": child_pid}}), flush=True)
+                  "total_s": t3 - t1, "shutdown_s": t4 - t3, "child_pid": child_pid,
+                  "ready_s": ready[0] - t1 if ready else None, "after_ready_s": t3 - ready[0] if ready else None,
+                  "parent_cpu_s": None if c1 is None else c3 - c1, "child_cpu_s": child_cpu}}), flush=True)
 """
 
 
@@ -87,6 +110,21 @@ def one_run(n: int, pyc: bool, discovery: bool = True) -> dict:
     return json.loads(line)
 
 
+# where the time goes: the child's ready line read (from the first to_dist), the rest after it, and the CPU
+# of the parent (all its threads, over the creations and calls) and of the child (its whole life until then)
+PHASES = ["ready_s", "after_ready_s", "parent_cpu_s", "child_cpu_s"]
+
+
+def _median(rs: list[dict], k: str) -> float | None:
+    xs = [r[k] for r in rs if r.get(k) is not None]
+    return median(xs) if xs else None
+
+
+def _pick(fn: Any, rs: list[dict], k: str) -> float | None:
+    xs = [r[k] for r in rs if r.get(k) is not None]
+    return fn(xs) if xs else None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--objects", type=int, default=5, help="objects created (default 5)")
@@ -110,10 +148,10 @@ def main() -> int:
             r = runs[mode][-1]
             print(f"run {i + 1} [{mode}]: total {r['total_s']:.3f} s (to_dist {r['to_dist_s']:.3f} s, "
                   f"first calls {r['first_calls_s']:.3f} s; import mesh {r['import_s']:.3f} s)", flush=True)
-    keys = ["total_s", "to_dist_s", "first_calls_s", "import_s", "shutdown_s"]
-    med = {mode: {k: median([r[k] for r in rs]) for k in keys} for mode, rs in runs.items()}
-    rows = [{"mode": mode, "figure": k, "median (s)": med[mode][k], "min (s)": min(r[k] for r in rs),
-             "max (s)": max(r[k] for r in rs)} for mode, rs in runs.items() for k in keys]
+    keys = ["total_s", "to_dist_s", "first_calls_s", "import_s", "shutdown_s", *PHASES]
+    med = {mode: {k: _median(rs, k) for k in keys} for mode, rs in runs.items()}
+    rows = [{"mode": mode, "figure": k, "median (s)": med[mode][k], "min (s)": _pick(min, rs, k),
+             "max (s)": _pick(max, rs, k)} for mode, rs in runs.items() for k in keys if med[mode][k] is not None]
     print()
     print(table(rows, ["mode", "figure", "median (s)", "min (s)", "max (s)"]))
     judged = f"{'pyc' if 'pyc' in byte_modes else byte_modes[0]}/discovery-{disc_modes[0]}"

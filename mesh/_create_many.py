@@ -103,8 +103,8 @@ _answered = threading.Condition(_lock)
 _open: dict[tuple, _Batch] = {}
 _inflight: dict[str, int] = {}
 _busy: dict[str, int] = {}  # address -> batches sent there and not answered yet
-_held: dict[str, list[_Batch]] = {}  # address -> open batches held until its next answer
-_unsent: dict[str, list[_Batch]] = _held_batches  # address -> its batches not sent yet (open or held):
+_unsent: dict[str, list[_Batch]] = _held_batches  # address -> its batches not sent yet, in creation order: open
+# (the I/O thread's next turn sends them) or held (``batch.held``: until the server's next answer, see _flush);
 # a call to that server sends them first (``mesh.client._proxy._invoke``, :func:`release_held`)
 _made = [0]  # objects batched by this process (at _scale_gc.AT, its collector is tuned)
 old: set[str] = set()  # servers that do not know create_many (1.3 and older)
@@ -206,8 +206,7 @@ def _flush(key: tuple, batch: _Batch) -> None:
         if batch.sent or batch.held:
             return
         if _busy.get(batch.address) and not batch.detached and not batch.client.node.closed:
-            batch.held = True
-            _held.setdefault(batch.address, []).append(batch)
+            batch.held = True  # (it stays in _unsent: _done sends it with the server's next answer)
             return
         _take(batch)
     _send(batch)
@@ -220,7 +219,6 @@ def release_held(address: str) -> None:
     behind a long call would wait for it)."""
     with _lock:
         due = [batch for batch in _unsent.get(address, ()) if not batch.sent]
-        _held.pop(address, None)
         for batch in due:
             _take(batch)
     for batch in due:
@@ -341,7 +339,6 @@ def _fail(batch: _Batch, exc: BaseException) -> None:
 def _done(batch: _Batch) -> None:
     """The batch is answered: its room is free, and its proxies' waiter done (every proxy settled)."""
     address = batch.address
-    due: list[_Batch] = []
     with _lock:
         n = _inflight.get(address, 0) - len(batch.proxies)
         if n > 0:
@@ -353,10 +350,11 @@ def _done(batch: _Batch) -> None:
             _busy[address] = busy
         else:
             _busy.pop(address, None)
-        for held in _held.pop(address, ()):  # an answer came: what waited for one goes now (at most
-            if not held.sent:                # a round trip, even while full batches keep the server busy)
-                _take(held)
-                due.append(held)
+        # an answer came: what waited for one goes now (at most a round trip, even while full batches
+        # keep the server busy), in creation order; the open ones wait for the I/O thread's turn as before
+        due = [held for held in _unsent.get(address, ()) if held.held and not held.sent]
+        for held in due:
+            _take(held)  # (removes it from _unsent: hence the list first)
         _answered.notify_all()
     batch.extras = []  # the arguments, kept for a retry, go
     try:  # the held ones first: a call that the waiter's result lets go must not overtake them
@@ -371,7 +369,6 @@ def abandon() -> None:
     with _lock:
         batches = list(_open.values())
         _open.clear()
-        _held.clear()
         _unsent.clear()
         for batch in batches:
             batch.sent = True

@@ -146,7 +146,7 @@ def test_a_lone_creation_and_a_loop_are_not_held(spawn_server, monkeypatch):
     assert [m.bump() for m in many[::97]] == [i + 1 for i in range(0, 2000, 97)]
     _until(lambda: _create_many.outstanding() == 0)
     assert sum(len(s) for s in sent) == 2001  # every object sent once
-    assert not _create_many._held and not _create_many._busy
+    assert not _create_many._unsent and not _create_many._busy
 
 
 def test_a_held_batch_goes_with_the_next_answer_even_while_the_server_stays_busy(spawn_server, tmp_path,
@@ -234,3 +234,36 @@ def test_a_call_sends_the_servers_open_batch_first(spawn_server, monkeypatch):
         hold.set()
     assert fut.result(timeout=20) == 1
     assert [m.bump() for m in made] == [11, 12, 13]
+
+
+class Other(metaclass=mesh.RpcMeta):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def get(self) -> int:
+        return self.n
+
+
+def test_held_batches_of_two_classes_go_with_the_answer_in_creation_order(spawn_server, tmp_path, monkeypatch):
+    """What is held is read from the batches not sent yet (``_unsent``, ``batch.held``): with the
+    server's next answer every held batch goes, in the order the objects were created."""
+    srv = spawn_server(port=0, capacity=4)
+    gate = tmp_path / "open"
+    gate.touch()
+    _prove(Slowly(str(gate), to_dist=on(srv)), Tally(0, to_dist=on(srv)), Other(0, to_dist=on(srv)))
+    gate.unlink()
+    sent = _sends(monkeypatch)
+    slow = Slowly(str(gate), 4, to_dist=on(srv))
+    _io_turn()
+    tallies = [Tally(i, to_dist=on(srv)) for i in range(2)]
+    others = [Other(10 + i, to_dist=on(srv)) for i in range(3)]
+    _io_turn()
+    assert len(sent) == 1  # both held behind the slow one
+    unsent = _create_many._unsent[srv.address]
+    assert [len(b.ids) for b in unsent] == [2, 3] and all(b.held and not b.sent for b in unsent)
+    gate.touch()
+    _until(lambda: len(sent) == 3)
+    assert [len(ids) for ids in sent[1:]] == [2, 3]  # Tally's batch first: created first
+    assert srv.address not in _create_many._unsent
+    assert slow.get() == 4
+    assert [t.bump() for t in tallies] == [1, 2] and [o.get() for o in others] == [10, 11, 12]
