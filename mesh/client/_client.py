@@ -139,7 +139,7 @@ class Client:
         frames = [_SIGNATURE, prefix + (_STR_HEADS[len(raw)] + raw if len(raw) < 32 else _pack_str(chain))
                   + b"\xa2id" + packed, body]
         try:
-            reply = node.call_fast(address, rid, frames, _OK_RE + packed, self.settings.call_timeout)
+            reply = node.call_fast(address, rid, frames, _OK_RE + packed, self.runtime.settings.call_timeout)
         except BaseException as exc:
             raise translate(exc) from None
         if reply is None:  # on the I/O thread, or closed: the general path says what to do
