@@ -1,7 +1,9 @@
-"""``Direct.call_fast``'s read of a reply (synclat6): the signature and the header as bytes, the body
-as a Frame. Every other layout still reaches the matching by id: replies of another major version
-(with parts after the first), a lone garbage frame, replies with buffers, late replies to other ids,
-an error reply; ``received`` counts every byte read.
+"""``Direct.call_fast`` (synclat6): a one-frame request (PROTOCOL.md), its reply read in one frame or
+in three (the signature and the header as bytes, the body as a Frame). Every other layout still
+reaches the matching by id: replies of another major version (with parts after the first), a lone
+garbage frame, replies with buffers, late replies to other ids, an error reply; ``received`` counts
+every byte read. A server without one-frame messages refuses the first one: it is sent again in three
+frames (it never ran), and so are the next ones. The server's side: tests/test_synclat6_oneframe.py.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ import pytest
 import zmq
 
 import transport
-from transport._framing import SIGNATURE, pack_header
+from transport._framing import SIGNATURE, pack_header, pack_one, split_one
 from transport._templates import ok_header
 
 
 class _Scripted:
-    """A bare ROUTER answering each request with the messages ``script(rid)`` gives."""
+    """A bare ROUTER answering each request with the messages ``script(rid)`` gives; ``old``: it
+    answers a one-frame request as a server that predates them does (``protocol`` error, ``re: nil``)."""
 
-    def __init__(self, script) -> None:
+    def __init__(self, script, old: bool = False) -> None:
         self.script = script
+        self.old = old
+        self.requests: list = []  # (one frame?, header) of each request read
         self.sock = zmq.Context.instance().socket(zmq.ROUTER)
         self.sock.linger = 0
         self.port = self.sock.bind_to_random_port("tcp://127.0.0.1")
@@ -33,7 +38,19 @@ class _Scripted:
         while not self.stop.is_set():
             if not self.sock.poll(50):
                 continue
-            identity, _sig, head, _body = self.sock.recv_multipart()
+            identity, *parts = self.sock.recv_multipart()
+            if len(parts) == 1:
+                split = split_one(parts[0])
+                assert split is not None, parts
+                head = split[0]
+                if self.old:
+                    self.requests.append((True, None))
+                    error = {"op": "err", "re": None, "kind": "protocol", "msg": "expected at least 3 frames, got 1"}
+                    self.sock.send_multipart([identity, SIGNATURE, pack_header(error), b"\xc0"])
+                    continue
+            else:
+                head = parts[1]
+            self.requests.append((len(parts) == 1, msgpack.unpackb(head)))
             for message in self.script(msgpack.unpackb(head)["id"]):
                 self.sock.send_multipart([identity, *message])
 
@@ -90,3 +107,46 @@ def test_a_plain_ok_is_its_body_and_other_layouts_are_matched_by_id(node) -> Non
                     assert header == {"op": "ok", "re": rid, "v": 1} and bytes(body) == b"\x01"
         finally:
             server.close()
+
+
+def test_one_frame_replies_of_every_kind_are_read(node) -> None:
+    def script(rid):
+        return [
+            [pack_one(ok_header(rid - 1), b"\xa3old")],  # a late reply to another call: dropped
+            [pack_one(pack_header({"op": "err", "re": rid, "kind": "x", "msg": "m"}), b"\xc0")],
+        ]
+
+    server = _Scripted(script)
+    try:
+        rid, got, received = _call(node, server)
+        assert received == sum(len(m[0]) for m in script(rid))
+        header, body, buffers = got
+        assert header == {"op": "err", "re": rid, "kind": "x", "msg": "m"} and bytes(body) == b"\xc0" and buffers == []
+        server.script = lambda rid: [[pack_one(ok_header(rid), b"\xa5hello")]]
+        assert _call(node, server)[1] == b"\xa5hello"
+        assert [one for one, _ in server.requests] == [True, True]
+    finally:
+        server.close()
+
+
+def test_a_server_without_one_frame_messages_gets_three_frames_and_runs_each_call_once(node) -> None:
+    server = _Scripted(lambda rid: [_ok(rid)], old=True)
+    try:
+        for _ in range(3):
+            rid, got, _received = _call(node, server)
+            assert got == b"\xa5hello"
+        # the first call: refused in one frame (it never ran), then sent again in three; the next ones in three
+        assert [one for one, _ in server.requests] == [True, False, False, False]
+        assert [h["id"] for _, h in server.requests[1:]] == [rid - 2, rid - 1, rid]
+    finally:
+        server.close()
+
+
+def test_a_large_request_goes_in_three_frames(node) -> None:
+    server = _Scripted(lambda rid: [_ok(rid)])
+    try:
+        assert _call(node, server, body=msgpack.packb([["x" * 2000], {}]))[1] == b"\xa5hello"
+        assert _call(node, server)[1] == b"\xa5hello"
+        assert [one for one, _ in server.requests] == [False, True]
+    finally:
+        server.close()
