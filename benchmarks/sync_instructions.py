@@ -99,8 +99,13 @@ def _run(side: str, mode: str, n: int, out: str) -> dict[str, int]:
         try:
             obj = Echo(to_dist={"host": server.host, "port": server.port})
             address = raw.address if raw else server.address
-            p = subprocess.Popen([*args, "_client", mode, address, obj._mesh_id, str(n)],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            p = subprocess.Popen(
+                [*args, "_client", mode, address, obj._mesh_id, str(n)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
             assert p.stdout.readline().strip() == "ready"
             p.stdin.write("\n")
             p.stdin.flush()
@@ -113,8 +118,14 @@ def _run(side: str, mode: str, n: int, out: str) -> dict[str, int]:
                 raw.stop()
             server.shutdown()
     else:
-        p = subprocess.Popen([*args, "_serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+        p = subprocess.Popen(
+            [*args, "_serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+        )
         port = int(p.stdout.readline().split()[1])
         obj = Echo(to_dist={"host": "127.0.0.1", "port": port})
         fn = obj.echo if mode == "mesh" else MeshWireClient(f"tcp://127.0.0.1:{port}", obj._mesh_id).echo
