@@ -15,7 +15,7 @@ share (mesh minus raw->mesh server).
 subprocess on 127.0.0.1, the client in a subprocess per repetition, after the others.
 
     bin/isolated .venv/bin/python benchmarks/latency.py [--calls 5000] [--reps 3] [--json PATH]
-        [--pyro-python /work/bench-venv-pyro/bin/python]
+        [--wire-frames 1|3] [--pyro-python /work/bench-venv-pyro/bin/python]
 
 Target: mesh median <= 1.2x raw median, and below Pyro5's (when measured).
 """
@@ -40,6 +40,7 @@ import zmq  # noqa: E402
 
 import mesh  # noqa: E402
 from transport import SIGNATURE  # noqa: E402
+from transport._framing import pack_one, split_one  # noqa: E402
 
 TARGET = 1.2
 PYRO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_pyro.py")
@@ -77,11 +78,13 @@ class MeshWireClient:
 
     As lean as a client of this protocol gets in Python (pyzmq's backend calls, as the mesh's
     transport makes them; msgpack per call; no mesh code): raw->mesh server minus raw is the
-    server's share plus what the mesh's three frames and header map cost any client, and mesh
-    minus raw->mesh server is what the mesh client's own code costs.
+    server's share plus what the mesh's framing and header map cost any client, and mesh minus
+    raw->mesh server is what the mesh client's own code costs. It sends one-frame requests, as the
+    mesh client sends a plain sync call (``frames=3``: the three-frame layout).
     """
 
-    def __init__(self, address: str, object_id: str) -> None:
+    def __init__(self, address: str, object_id: str, frames: int = 1) -> None:
+        self.frames = frames  # requests in 1 frame (as the mesh client sends a plain sync call) or 3
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.linger = 0
         self.sock.connect(address)
@@ -92,18 +95,21 @@ class MeshWireClient:
         self.rid += 1
         sock = self.sock
         header = {"op": "call", "obj": self.object_id, "m": "echo", "chain": "bench", "id": self.rid}
-        _send(sock, SIGNATURE, _SNDMORE)
-        _send(sock, msgpack.packb(header), _SNDMORE)
-        _send(sock, msgpack.packb([[s], {}]))
-        frames = []
-        while True:  # Frame.more, not RCVMORE (pyzmq makes an enum of the option per call)
-            frame = _recv(sock, 0, False)
-            frames.append(frame.bytes)
-            if not frame.more:
-                break
-        reply = msgpack.unpackb(frames[1])
+        body = msgpack.packb([[s], {}])
+        if self.frames == 1:  # a one-frame request (PROTOCOL.md 1.5), as the mesh client sends it
+            _send(sock, pack_one(msgpack.packb(header), body))
+        else:
+            _send(sock, SIGNATURE, _SNDMORE)
+            _send(sock, msgpack.packb(header), _SNDMORE)
+            _send(sock, body)
+        first = _recv(sock, 0, True)  # the reply: one frame, or three (no buffers: an echo of a str)
+        if first == SIGNATURE:
+            head, value = _recv(sock, 0, True), _recv(sock, 0, True)
+        else:
+            head, value = split_one(first)
+        reply = msgpack.unpackb(head)
         assert reply["re"] == self.rid and reply["op"] == "ok", reply
-        return msgpack.unpackb(frames[2])
+        return msgpack.unpackb(value)
 
     def close(self) -> None:
         self.sock.close(0)
@@ -136,6 +142,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=500, help="untimed calls before each repetition (default 500)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
     ap.add_argument("--json", help="write results here")
+    ap.add_argument("--wire-frames", type=int, choices=(1, 3), default=1,
+                    help="the raw->mesh server client's requests: one frame, as the mesh client's (default), or three")
     ap.add_argument("--pyro-python", help="a Python with Pyro5 installed: measure a Pyro5 echo in the same run")
     args = ap.parse_args()
     mesh.init(discovery=False)
@@ -148,7 +156,7 @@ def main() -> int:
         obj = Echo(to_dist={"host": server.host, "port": server.port})
         assert obj.echo("hello") == "hello"
         assert raw.echo("hello") == "hello"
-        wire = MeshWireClient(server.address, obj._mesh_id)
+        wire = MeshWireClient(server.address, obj._mesh_id, args.wire_frames)
         assert wire.echo("hello") == "hello"
         results: dict[str, list[dict]] = {"mesh": [], "raw": [], "raw->mesh server": []}
         if pyro is not None:
@@ -203,7 +211,7 @@ def main() -> int:
               f"mesh {'below' if below_pyro else 'NOT below'} Pyro5")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     write_json(args.json, {
-        "benchmark": "latency", "calls": args.calls, "warmup": args.warmup, "reps": args.reps,
+        "benchmark": "latency", "calls": args.calls, "wire_frames": args.wire_frames, "warmup": args.warmup, "reps": args.reps,
         "per_rep": results, "summary": summary, "ratio_median": ratio, "ratio_p99": ratio_p99,
         "server_overhead_us": server_share, "client_overhead_us": client_share,
         "target": f"median ratio <= {TARGET}", "pass": ok, "below_pyro5": below_pyro,

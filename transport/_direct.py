@@ -14,7 +14,7 @@ from typing import Any, Callable
 import zmq
 
 from transport._errors import FrameError, NodeClosed, PeerLost, PeerUnavailable, RequestTimeout
-from transport._framing import SIGNATURE, split_frames
+from transport._framing import ONE_MAX, SIGNATURE, split_frames, split_one
 from transport._sockets import (
     EVENTS,
     POLLIN,
@@ -34,6 +34,8 @@ _poll = zmq.zmq_poll
 _monotonic = time.monotonic
 _send = zmq.backend.Socket.send
 _recv = zmq.backend.Socket.recv
+_get = zmq.backend.Socket.get
+RCVMORE = int(zmq.RCVMORE)
 SNDMORE = int(zmq.SNDMORE)
 
 SLICE = 100  # ms: how often a waiting call checks that the node is still open
@@ -44,7 +46,7 @@ class Direct(Link):
     """One thread's connection to one peer; ``lock`` is held around :meth:`call`."""
 
     __slots__ = ("recipe", "counters", "is_closed", "lock", "closed", "sock", "mon", "poller", "_items", "_mon_items",
-                 "_fresh", "__weakref__")
+                 "_fresh", "one", "__weakref__")
 
     def __init__(self, recipe: DealerRecipe, counters: Counters, endpoint: str, is_closed: Callable[[], bool]) -> None:
         super().__init__(endpoint)
@@ -62,6 +64,7 @@ class Direct(Link):
         self._items = [(self.sock, POLLIN), (self.mon, POLLIN)]  # for zmq_poll itself (no Poller per call)
         self._mon_items = [(self.mon, POLLIN)]
         self._fresh = -FRESH  # monotonic time of the last reply read by call_fast
+        self.one = True  # call_fast sends one-frame requests (PROTOCOL.md) until the peer refuses one
 
     def call(self, header: dict, frames: list, timeout: float | None) -> tuple:
         """Send ``frames`` and wait for the reply to ``header["id"]``: ``(header, body, buffers)``."""
@@ -115,7 +118,17 @@ class Direct(Link):
             self._wait_up(now + self.recipe.connect_timeout)
         sock = self.sock
         counters = self.counters
-        if len(frames) == 3:
+        one = len(frames) == 3 and timeout is None and self.one
+        if one:  # [signature, header, body] as one frame (pack_one, inlined); its reply may come so too
+            first, second, third = frames
+            first = SIGNATURE + len(second).to_bytes(2, "big") + second + third
+            one = len(first) <= ONE_MAX
+        if one:
+            _send(sock, first, 0, True)
+            counters.sent += len(first)
+            expect_one = SIGNATURE + len(expect).to_bytes(2, "big") + expect  # its plain ok reply in one frame
+            n = len(expect_one)
+        elif len(frames) == 3:
             first, second, third = frames
             _send(sock, first, SNDMORE, True)
             _send(sock, second, SNDMORE, True)
@@ -133,38 +146,53 @@ class Direct(Link):
         # is out fails the call within a slice (PeerLost), as a closed node does.
         while True:
             try:
-                frame = _recv(sock, 0, False)
+                first = _recv(sock, 0, True)  # (as bytes: a Frame costs 3x; see below for what follows)
             except zmq.Again:  # a slice without a reply
-                frame = None
-            if frame is None:
+                first = None
+            if first is None:
                 if _poll(self._mon_items, 0):
                     self._on_monitor(sent=True)
                 if self.is_closed():
                     self.close()
                     raise NodeClosed("the mesh node was closed")
                 continue
-            reply = [frame.bytes]
-            if frame.more:  # the expected reply, [signature, ok header, body], read without a loop
+            if one and len(first) > n and first[:n] == expect_one:  # the expected reply, in one frame
+                counters.received += len(first)
+                self._fresh = _monotonic()
+                return first[n:]  # (a one-frame message is all there is of it: nothing to read after it)
+            if first == SIGNATURE:  # this protocol's message: a header and a body follow it (PROTOCOL.md:
+                # fewer than 3 frames is malformed), so the header is read as bytes too (a server that
+                # breaks this only garbles its own replies: they are matched by id, and dropped)
+                second = _recv(sock, 0, True)
+                frame = _recv(sock, 0, False)  # the body as a Frame: whether buffers follow
+                third = frame.bytes
+                if not frame.more and second == expect:  # the expected reply, a plain ok
+                    counters.received += len(first) + len(second) + len(third)
+                    self._fresh = _monotonic()
+                    return third
+                reply = [first, second, third]
+                more = frame.more
+            else:  # one frame, another major version, or garbage: the socket says whether parts follow
+                reply = [first]
+                more = _get(sock, RCVMORE)
+            while more:
                 frame = _recv(sock, 0, False)
-                second = frame.bytes
-                if frame.more:
-                    frame = _recv(sock, 0, False)
-                    third = frame.bytes
-                    if not frame.more and second == expect and reply[0] == SIGNATURE:
-                        counters.received += len(reply[0]) + len(second) + len(third)
-                        self._fresh = _monotonic()
-                        return third
-                    reply += (second, third)
-                    while frame.more:
-                        frame = _recv(sock, 0, False)
-                        reply.append(frame)
-                else:
-                    reply.append(second)
+                reply.append(frame)
+                more = frame.more
             counters.received += sum(map(len, reply))
+            if len(reply) == 1 and (parts := split_one(first)) is not None:
+                reply = [SIGNATURE, *parts]
             found = self._match(reply, rid)
             if found is not None:
                 self._fresh = _monotonic()
                 return found
+            if one and _refused(reply):  # a server without one-frame messages: the request never ran
+                self.one = one = False  # (it answered "malformed"): three frames on this socket from now on
+                first, second, third = frames
+                _send(sock, first, SNDMORE, True)
+                _send(sock, second, SNDMORE, True)
+                _send(sock, third, 0, True)
+                counters.sent += len(first) + len(second) + len(third)
 
     def _wait_polling(self, rid: int, expect: bytes, deadline: float) -> Any:
         """:meth:`call_fast`'s wait for a call with a deadline: the socket and its monitor in one poll."""
@@ -266,3 +294,13 @@ class Direct(Link):
             return
         self.closed = True
         close_monitored(self.sock, self.mon)
+
+
+def _refused(reply: list) -> bool:
+    """Whether ``reply`` is the ``protocol`` error of a request that could not be read (``re: nil``):
+    what a server that predates one-frame messages answers one with."""
+    try:
+        header = split_frames(reply)[0]
+    except FrameError:
+        return False
+    return header.get("op") == "err" and header.get("kind") == "protocol" and header.get("re") is None

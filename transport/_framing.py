@@ -39,9 +39,13 @@ __all__ = [
     "FrameError",
     "VersionMismatch",
     "pack_batch",
+    "ONE_HEAD",
+    "ONE_MAX",
     "pack_header",
+    "pack_one",
     "split_batch",
     "split_frames",
+    "split_one",
 ]
 
 PROTOCOL_MAJOR = 1  # wire value, bump only for incompatible changes
@@ -62,6 +66,28 @@ BATCH_HEADER = msgpack.packb({"op": BATCH}, use_bin_type=True)
 # A server that reads batches says so in the ZMTP handshake: this metadata property, the most bytes
 # of a batch body it reads (so no message of the protocol changes for a peer that does not look)
 BATCH_PROPERTY = "X-Mesh-Batch"
+
+# A one-frame message (1.5): the signature, the header's length (2 bytes, big-endian), the header,
+# then the body, all in one ZeroMQ frame and nothing after it (no buffers). Three frames in one for
+# the small calls that are most of the traffic: each frame costs a send and a receive at both ends.
+# A server answers a one-frame request in one frame or in three; a client sends one only where a
+# reply in one frame may come back (see PROTOCOL.md, "One-frame messages").
+ONE_HEAD = len(SIGNATURE) + 2  # the bytes before the header
+ONE_MAX = 1024  # a sender's bound on a one-frame message (libzmq applies a server's limit per frame)
+
+
+def pack_one(header: bytes, body: bytes) -> bytes:
+    """A one-frame message of a packed ``header`` and ``body`` (header under 64 KiB)."""
+    return SIGNATURE + len(header).to_bytes(2, "big") + header + body
+
+
+def split_one(frame: bytes) -> tuple[bytes, bytes] | None:
+    """The packed header and the body of a one-frame message; None if ``frame`` is not one (another
+    signature, a length past its end, or no body)."""
+    end = ONE_HEAD + int.from_bytes(frame[len(SIGNATURE):ONE_HEAD], "big")
+    if len(frame) <= end or frame[:len(SIGNATURE)] != SIGNATURE:
+        return None
+    return frame[ONE_HEAD:end], frame[end:]
 
 
 def pack_header(header: dict[str, Any]) -> bytes:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import zmq
 
 from transport._errors import FrameError, VersionMismatch
-from transport._framing import BATCH, BATCH_BYTES, BATCH_ITEM_MAX, BATCH_MAX, BATCH_PROPERTY, SIGNATURE
+from transport._framing import BATCH, BATCH_BYTES, BATCH_ITEM_MAX, BATCH_MAX, BATCH_PROPERTY, ONE_HEAD as _ONE_HEAD, SIGNATURE
 from transport._framing import pack_header, split_batch, split_frames
 from transport._future import ReplyFuture
 from transport._log import log
@@ -81,6 +81,7 @@ class Router:
         self.dropped = 0  # replies dropped for clients past BACKLOG_MAX
         self.received = 0  # bytes of the requests read (frames after the identity)
         self.sent = 0  # bytes of the replies handed to the socket or its backlog
+        self.one = False  # the request being served came in one frame (PROTOCOL.md): reply_now answers so
         # batches: clients that sent one (they read batched replies), messages of batches not served
         # yet (FIFO, before the socket's next message), replies staged per client until the turn ends
         self.batchers: set[bytes] = set()
@@ -134,7 +135,12 @@ class Router:
         except zmq.ZMQError:  # the queue is full (held in the backlog) or the client went: as send says
             servers.send(self, [identity, SIGNATURE, header, body])
             return
-        _send(sock, SIGNATURE, NOBLOCK_MORE, True)  # (the rest of a message whose first frame went cannot fail)
+        if self.one:  # the request came in one frame: so does its reply (pack_one, inlined)
+            frame = SIGNATURE + len(header).to_bytes(2, "big") + header + body
+            _send(sock, frame, NOBLOCK, True)  # (the rest of a message whose first frame went cannot fail)
+            self.sent += len(frame)
+            return
+        _send(sock, SIGNATURE, NOBLOCK_MORE, True)
         _send(sock, header, NOBLOCK_MORE, True)
         _send(sock, body, NOBLOCK, True)
         self.sent += 5 + len(header) + len(body)
@@ -255,6 +261,7 @@ class Routers(Staging):
             if pending:  # the rest of a batch comes before the socket's next message
                 identity, item = pending.popleft()
                 budget -= 1
+                router.one = False
                 if type(item) is not tuple:
                     self._malformed(router, identity, item)
                     continue
@@ -280,12 +287,19 @@ class Routers(Staging):
                 return
             frame = _recv(sock, 0, False)  # a plain request's four frames unrolled: no list, no sum
             sig, head, body = frame.bytes, None, None
+            router.one = False
             if frame.more:
                 frame = _recv(sock, 0, False)
                 head = frame.bytes
                 if frame.more:
                     frame = _recv(sock, 0, False)
                     body = frame.bytes
+            elif len(sig) > _ONE_HEAD and sig[:5] == SIGNATURE:  # a one-frame request (split_one, inlined)
+                end = _ONE_HEAD + (sig[5] << 8 | sig[6])
+                if end < len(sig):
+                    router.received += len(sig)
+                    head, body, sig = sig[_ONE_HEAD:end], sig[end:], SIGNATURE
+                    router.one = True  # (reply_now answers it in one frame too)
             budget -= 1
             if body is None or frame.more:  # any other layout: the parts after the fourth as Frames
                 frames = [part for part in (identity, sig, head, body) if part is not None]
@@ -294,7 +308,8 @@ class Routers(Staging):
                     frames.append(frame)
                 router.received += sum(map(len, frames)) - len(identity)
             else:
-                router.received += len(sig) + len(head) + len(body)
+                if not router.one:
+                    router.received += len(sig) + len(head) + len(body)
                 if raw is not None and sig == SIGNATURE:
                     try:
                         answered = raw(router, identity, head, body)

@@ -129,12 +129,17 @@ class Client:
                 6, [("op", wire.CALL), ("obj", object_id), ("m", method), ("sess", self.session)]) + b"\xa5chain"
         node = self.node
         rid = node.next_id()
-        packed = _pack_uint(rid)
+        if 256 <= rid < 65536:  # (pack_uint, inlined for ids 256 .. 2**32 - 1)
+            packed = (0xCD0000 | rid).to_bytes(3, "big")
+        elif 65536 <= rid < 4294967296:
+            packed = (0xCE00000000 | rid).to_bytes(5, "big")
+        else:
+            packed = _pack_uint(rid)
         raw = chain.encode()  # (pack_str, inlined for the short ids chains are)
         frames = [_SIGNATURE, prefix + (_STR_HEADS[len(raw)] + raw if len(raw) < 32 else _pack_str(chain))
                   + b"\xa2id" + packed, body]
         try:
-            reply = node.call_fast(address, rid, frames, _OK_RE + packed, self.settings.call_timeout)
+            reply = node.call_fast(address, rid, frames, _OK_RE + packed, self.runtime.settings.call_timeout)
         except BaseException as exc:
             raise translate(exc) from None
         if reply is None:  # on the I/O thread, or closed: the general path says what to do

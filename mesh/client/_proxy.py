@@ -20,6 +20,7 @@ from mesh.client._restart import call as durable_call, failed as durable_failed,
 from mesh.client._on_loop import busy as loop_busy, call_in_order, issue as loop_issue
 from mesh.client._aio_fast import issue as aio_issue
 from mesh.client._async_lane import issue as lane_issue
+import mesh.client._client as _clients
 from mesh.client._client import SLOW, get_client
 from mesh.client._future import AsyncResult, Placeholder
 from mesh.client._stream import Stream, StreamingPlaceholder
@@ -275,7 +276,9 @@ def _sync_fast(proxy: RpcObject, name: str, args: tuple, kwargs: dict) -> Any:
             or _user_deadline.get() is not None  # outgoing()'s deadline, with no scope
             or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
         return SLOW
-    client = get_client()
+    client = _clients._client  # (get_client, inlined for a live client)
+    if client is None or not client.live():
+        client = get_client()
     object_id = proxy._mesh_id
     if (loop_busy and object_id in loop_busy) or client.peers.busy(object_id):  # in flight to it (on a loop's lane: _on_loop)
         return SLOW
