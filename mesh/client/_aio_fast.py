@@ -47,7 +47,7 @@ from mesh.client._aio import PENDING, value_of
 import mesh.client._async_lane as _async_lane
 from mesh.client._async_lane import send as _lane_send
 from mesh.client._cancel import abandon
-from mesh.client._client import SLOW, _plain_body, get_client
+from mesh.client._client import _STR_HEADS, SLOW, _plain_body, get_client
 from mesh.client._lean import SHORT, Replied, owner_future
 from mesh.client._replies import translate
 from transport import _lane_registry as _lanes
@@ -63,6 +63,7 @@ _unpackb = msgpack.unpackb
 _pack_str, _pack_uint = transport.pack_str, transport.pack_uint
 _reading = context.reading_chain
 _busy = _on_loop.busy
+_refetch = _on_loop._refetch  # (how the lane asks again once its loop stopped: refetch_of's partial)
 lean = True  # False: a call behind a burst goes by _via_io as before (A/B measurements)
 _SIGNATURE = transport.SIGNATURE
 _TEMPLATES_MAX = 4096
@@ -133,8 +134,13 @@ def checked(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
             _templates.clear()
         prefix = _templates[key] = transport.map_prefix(8, [
             ("op", wire.CALL), ("obj", object_id), ("m", name), ("sess", session), ("keep", 1)]) + b"\xa5chain"
-    packed = prefix + _pack_str(chain) + b"\xa4task" + _pack_str(task) + b"\xa2id" + _pack_uint(rid)
-    fut = LaneFuture(lane, rid, (header, body, ()), _on_loop.refetch_of(client, address, task))
+    raw_chain, raw_task = chain.encode(), task.encode()  # (pack_str inlined for the short ids these are)
+    if len(raw_task) < 32:  # (the longer of the two)
+        packed = b"".join((prefix, _STR_HEADS[len(raw_chain)], raw_chain, b"\xa4task", _STR_HEADS[len(raw_task)],
+                           raw_task, b"\xa2id", _pack_uint(rid)))
+    else:
+        packed = prefix + _pack_str(chain) + b"\xa4task" + _pack_str(task) + b"\xa2id" + _pack_uint(rid)
+    fut = LaneFuture(lane, rid, (header, body, ()), partial(_refetch, client, address, task))  # (refetch_of)
     _on_loop.started(lane, object_id, fut)  # counted among the object's calls in flight on the lane
     future, d = owner_future(cls, proxy, address, task, fut)
     try:
