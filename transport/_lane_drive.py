@@ -20,24 +20,15 @@ from transport._errors import FutureTimeout, NodeClosed
 import transport._lane_waiter as _waiter
 from transport._lane_future import SLICE
 
-__all__ = ["EVENTS", "armed", "drive", "wait_here"]
+__all__ = ["drive", "wait_here"]
 
 HERE_MAX = 0.005  # s: the longest an await waits in place (then the loop's selector waits)
 # MESH_AWAIT_HERE=0: an await always sleeps on its waiter, the loop's selector waits (as before; A/B)
 here = os.environ.get("MESH_AWAIT_HERE", "1") != "0"
+_poll = zmq.zmq_poll
 _Poll = select.poll
 _POLLIN = zmq.POLLIN
 _Epoll = getattr(selectors, "EpollSelector", None)
-EVENTS = int(zmq.EVENTS)
-
-
-def armed(sock: Any) -> int:
-    """``POLLIN`` if ``sock`` has a message to read, else 0: reads ``EVENTS`` (``sock.get`` with the
-    option's int: no enum made), which processes the socket's commands and so re-arms its FD's edge,
-    as ``EAGAIN`` would. One system call (the mailbox's ``poll``), ~1.7 µs; a ``zmq_poll`` of timeout
-    0 makes a ``poll`` of the FD first and builds its items (two system calls, ~3.3 µs), a failed
-    ``recv`` raises ``zmq.Again`` (~4 µs). NOTES-aiolat5.md."""
-    return sock.get(EVENTS) & _POLLIN
 
 
 def drive(lane: Any, done: Callable[[], bool], end: float | None) -> None:
@@ -103,7 +94,7 @@ def wait_here(lane: Any, fut: Any, loop: Any) -> bool:
     if ms <= 0:
         return False
     if not lane.polled:  # EVENTS not read since the last recv: the FD's edge may be taken already
-        if armed(lane.sock):
+        if _poll(lane.poll_in, 0):
             lane.readable()
             if fut.done():
                 return True

@@ -3,8 +3,8 @@
 The I/O thread's peers cost an awaited call two thread crossings (a command and a pipe wake to
 send, ``call_soon_threadsafe`` to wake the loop). A *lane* is a DEALER per (event loop, peer): the
 loop's thread sends on it and reads replies with ``loop.add_reader(sock.FD)``. ZeroMQ's FD is
-edge-triggered: the reader reads until ``EVENTS`` shows nothing left (``transport._lane_drive.armed``,
-which re-arms the FD as ``EAGAIN`` would, for less), and ``EVENTS`` is checked after
+edge-triggered: the reader reads until ``EVENTS`` shows nothing left (asked with a ``zmq_poll`` of
+timeout 0, which re-arms the FD as ``EAGAIN`` would, for less), and ``EVENTS`` is checked after
 every send (a send may consume the edge of a reply that came meanwhile). Who drives the socket:
 
 * the loop, while it runs (its reader callbacks);
@@ -34,7 +34,7 @@ import zmq
 
 from transport._errors import FrameError, PeerLost, PeerUnavailable, RequestTimeout
 from transport._framing import SIGNATURE, pack_header, split_frames
-from transport._lane_drive import EVENTS as _EVENTS, armed, drive
+from transport._lane_drive import drive
 from transport._lane_future import SLICE, LaneFuture, Refetch
 from transport._templates import ok_rid
 from transport._sockets import (NOBLOCK as _NOBLOCK, NOBLOCK_MORE as _NOBLOCK_MORE, POLLIN, Link, _recv as _recv_part,
@@ -44,6 +44,9 @@ __all__ = ["BURST", "LANE_WINDOW", "SLICE", "Lane", "LaneFuture"]
 
 LANE_WINDOW = 1000  # requests out on one lane (its socket has heartbeats: never let it back up)
 BURST = 16  # requests issued in one loop turn from which the I/O thread sends them (it works in parallel)
+_poll = zmq.zmq_poll  # ([(sock, POLLIN)], 0): readable? (reads EVENTS, so it re-arms the FD: ~1.3 µs of CPU; the
+# getsockopt makes an enum of EVENTS first, ~1.5 µs with one system call fewer; a failed recv raises zmq.Again:
+# both cost more, NOTES-aiolat5.md)
 
 class Lane(Link):
     """One event loop's connection to one peer. Its socket is used only by the loop's thread."""
@@ -110,7 +113,7 @@ class Lane(Link):
             self.pending[fut.rid] = fut
             if not self.out and self.up and not self.outbox and not self.delegated:  # idle: at once (a round trip)
                 if self._send(fut, frames) and loop is not None:
-                    if self.sock.get(_EVENTS) & POLLIN:  # (armed(), inline)
+                    if _poll(self.poll_in, 0):
                         loop.call_soon(self.readable)  # the send may have taken a reply's edge
                     self.polled = True
                 frames = None
@@ -242,7 +245,7 @@ class Lane(Link):
         if sent:  # the sends may have taken a reply's edge: read it soon
             loop = self.loop_ref()
             if loop is not None and not loop.is_closed():
-                if armed(self.sock):
+                if _poll(self.poll_in, 0):
                     loop.call_soon(self.readable)
                 self.polled = True
 
@@ -292,7 +295,7 @@ class Lane(Link):
                     self.out -= 1
             if fut is not None:
                 fut._complete(value, None)  # (set_result, one call fewer)
-            if self.closed or self.polled or not sock.get(_EVENTS) & POLLIN:  # (armed(), inline)
+            if self.closed or self.polled or not _poll(self.poll_in, 0):
                 break
         self.inline = False
         if self.outbox and not self.closed:  # the window let more go
@@ -322,7 +325,7 @@ class Lane(Link):
                     self.fail(exc)
                     return
         finally:
-            if not self.closed and armed(self.sock):
+            if not self.closed and _poll(self.poll_in, 0):
                 self.readable()
 
     def drive(self, done: Callable[[], bool], end: float | None) -> None:
