@@ -18,6 +18,7 @@ import zmq
 
 from transport._errors import FutureTimeout, NodeClosed
 import transport._lane_waiter as _waiter
+from transport._future import _PENDING
 from transport._lane_future import SLICE
 
 __all__ = ["drive", "wait_here"]
@@ -106,4 +107,4 @@ def wait_here(lane: Any, fut: Any, loop: Any) -> bool:
         waits.register(selector.fileno(), _POLLIN)  # anything else the loop waits for
     waits.poll(ms)
     lane.readable()  # (reads until EVENTS says nothing is left: a wake-up with nothing is fine)
-    return fut.done()
+    return fut._value is not _PENDING or fut._exc is not None  # (fut.done(), inline)

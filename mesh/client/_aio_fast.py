@@ -52,6 +52,7 @@ from mesh.client._lean import SHORT, Replied, owner_future
 from mesh.client._replies import translate
 from transport import _lane_registry as _lanes
 from transport._lane_drive import wait_here as _wait_here
+from transport._future import _PENDING as _NO_REPLY
 from transport._lane_future import LaneFuture
 from transport._lane_waiter import _DONE
 
@@ -194,7 +195,7 @@ def awaited(fut: Any) -> Any:
     if (type(call) is LaneFuture and d["_mesh_exc"] is None
             and d["_mesh_fetch"] is None and d.get("_mesh_deadline") is None and d.get("_mesh_pooled") is None
             and "_mesh_forward" not in d and context._local.on_block is None):
-        if not call.done() and not call.fell_back:
+        if call._value is _NO_REPLY and call._exc is None and not call.fell_back:  # (not call.done(), inline)
             lane = call.lane
             loop = lane.loop_ref()
             aio = _modules["asyncio"]
