@@ -12,13 +12,13 @@ import os
 import select
 import selectors
 import time
-import weakref
 from typing import Any, Callable
 
 import zmq
 
 from transport._errors import FutureTimeout, NodeClosed
 import transport._lane_waiter as _waiter
+from transport._future import _PENDING
 from transport._lane_future import SLICE
 
 __all__ = ["drive", "wait_here"]
@@ -28,7 +28,6 @@ HERE_MAX = 0.005  # s: the longest an await waits in place (then the loop's sele
 here = os.environ.get("MESH_AWAIT_HERE", "1") != "0"
 _poll = zmq.zmq_poll
 _Poll = select.poll
-_polls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # lane -> its poll object (socket FD, loop's epoll)
 _POLLIN = zmq.POLLIN
 _Epoll = getattr(selectors, "EpollSelector", None)
 
@@ -101,11 +100,11 @@ def wait_here(lane: Any, fut: Any, loop: Any) -> bool:
             if fut.done():
                 return True
         lane.polled = True
-    waits = _polls.get(lane)
+    waits = lane.waits
     if waits is None:
-        waits = _polls[lane] = _Poll()
+        waits = lane.waits = _Poll()
         waits.register(lane.sock.FD, _POLLIN)
         waits.register(selector.fileno(), _POLLIN)  # anything else the loop waits for
     waits.poll(ms)
     lane.readable()  # (reads until EVENTS says nothing is left: a wake-up with nothing is fine)
-    return fut.done()
+    return fut._value is not _PENDING or fut._exc is not None  # (fut.done(), inline)

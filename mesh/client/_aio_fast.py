@@ -47,11 +47,12 @@ from mesh.client._aio import PENDING, value_of
 import mesh.client._async_lane as _async_lane
 from mesh.client._async_lane import send as _lane_send
 from mesh.client._cancel import abandon
-from mesh.client._client import SLOW, _plain_body, get_client
+from mesh.client._client import _STR_HEADS, SLOW, _plain_body, get_client
 from mesh.client._lean import SHORT, Replied, owner_future
 from mesh.client._replies import translate
 from transport import _lane_registry as _lanes
 from transport._lane_drive import wait_here as _wait_here
+from transport._future import _PENDING as _NO_REPLY
 from transport._lane_future import LaneFuture
 from transport._lane_waiter import _DONE
 
@@ -63,6 +64,7 @@ _unpackb = msgpack.unpackb
 _pack_str, _pack_uint = transport.pack_str, transport.pack_uint
 _reading = context.reading_chain
 _busy = _on_loop.busy
+_refetch = _on_loop._refetch  # (how the lane asks again once its loop stopped: refetch_of's partial)
 lean = True  # False: a call behind a burst goes by _via_io as before (A/B measurements)
 _SIGNATURE = transport.SIGNATURE
 _TEMPLATES_MAX = 4096
@@ -133,8 +135,13 @@ def checked(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
             _templates.clear()
         prefix = _templates[key] = transport.map_prefix(8, [
             ("op", wire.CALL), ("obj", object_id), ("m", name), ("sess", session), ("keep", 1)]) + b"\xa5chain"
-    packed = prefix + _pack_str(chain) + b"\xa4task" + _pack_str(task) + b"\xa2id" + _pack_uint(rid)
-    fut = LaneFuture(lane, rid, (header, body, ()), _on_loop.refetch_of(client, address, task))
+    raw_chain, raw_task = chain.encode(), task.encode()  # (pack_str inlined for the short ids these are)
+    if len(raw_task) < 32:  # (the longer of the two)
+        packed = b"".join((prefix, _STR_HEADS[len(raw_chain)], raw_chain, b"\xa4task", _STR_HEADS[len(raw_task)],
+                           raw_task, b"\xa2id", _pack_uint(rid)))
+    else:
+        packed = prefix + _pack_str(chain) + b"\xa4task" + _pack_str(task) + b"\xa2id" + _pack_uint(rid)
+    fut = LaneFuture(lane, rid, (header, body, ()), partial(_refetch, client, address, task))  # (refetch_of)
     _on_loop.started(lane, object_id, fut)  # counted among the object's calls in flight on the lane
     future, d = owner_future(cls, proxy, address, task, fut)
     try:
@@ -188,7 +195,7 @@ def awaited(fut: Any) -> Any:
     if (type(call) is LaneFuture and d["_mesh_exc"] is None
             and d["_mesh_fetch"] is None and d.get("_mesh_deadline") is None and d.get("_mesh_pooled") is None
             and "_mesh_forward" not in d and context._local.on_block is None):
-        if not call.done() and not call.fell_back:
+        if call._value is _NO_REPLY and call._exc is None and not call.fell_back:  # (not call.done(), inline)
             lane = call.lane
             loop = lane.loop_ref()
             aio = _modules["asyncio"]

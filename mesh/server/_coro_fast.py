@@ -34,6 +34,7 @@ is never run with no task at all: in Python 3.11 the step would see no current t
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import types
@@ -54,6 +55,8 @@ from mesh.server._results import shut_down
 __all__ = ["CoroLane"]
 
 _get_ident = threading.get_ident
+_modules = sys.modules
+_tasks: list = [False]  # asyncio's table of current tasks (False: not looked up yet; None: none)
 _monotonic = time.monotonic
 _Coroutine = types.CoroutineType
 _OK = wire.OK
@@ -87,7 +90,7 @@ class CoroLane:
             return False
         if (len(body) if type(body) is bytes else memoryview(body).nbytes) > SMALL:
             return False
-        return _on_loop(obj, method) and not tracing.enabled()
+        return _on_loop(obj, method) and not ("opentelemetry.trace" in _modules and tracing.enabled())
 
     def handle(self, router: Any, identity: bytes, actor: Any, method: str, chain: Any, task: str, sess: Any,
                body: Any, rid: int, slow: Any, header: dict) -> bool | None:
@@ -135,7 +138,11 @@ class CoroLane:
         loop = host.loop
         coro = _Stepped(aio, job, _run(calls, actor, call, job, router, identity, rid))
         asyncio = _aio.asyncio
-        if not EAGER or asyncio.current_task(loop) is not None:
+        table = _tasks[0]
+        if table is False:
+            table = _tasks[0] = _current_of(asyncio)
+        current = table.get(loop) if table is not None else asyncio.current_task(loop)  # (no Python call)
+        if not EAGER or current is not None:
             job.task = asyncio.Task(coro, loop=loop)
             return None
         # the task's first step right here, by the task itself (current_task() is it, asyncio.timeout
@@ -155,6 +162,12 @@ class CoroLane:
         finally:
             events._set_running_loop(before)
         return None
+
+
+def _current_of(asyncio: Any) -> Any:
+    """``asyncio.current_task``'s table (loop -> task) where the C module keeps one (3.8-3.13), else None."""
+    table = getattr(asyncio.tasks, "_current_tasks", None)
+    return table if isinstance(table, dict) else None
 
 
 class _Reply:

@@ -34,17 +34,23 @@ SMALL = 4096  # bytes: arguments up to this size are decoded on the loop
 
 # class -> {method name: runs on the loop}; weak: classes sent by value may come and go
 _kinds: weakref.WeakKeyDictionary[type, dict[str, bool]] = weakref.WeakKeyDictionary()
+_last: list = [(weakref.ref(set()), {})]  # (the last class asked about, held weakly: a dead reference first; its table)
 
 
 def _on_loop(obj: Any, name: str) -> bool:
     """True if method ``name`` of ``obj`` is a coroutine (or async generator) function of its class."""
     cls = type(obj)
-    try:
-        table = _kinds.get(cls)
-        if table is None:
-            table = _kinds[cls] = {}
-    except TypeError:  # not weak-referenceable: no cache
-        table = {}
+    last = _last[0]
+    if last[0]() is cls:  # the class asked about last (one tuple: threads replace it whole)
+        table = last[1]
+    else:
+        try:
+            table = _kinds.get(cls)
+            if table is None:
+                table = _kinds[cls] = {}
+            _last[0] = (weakref.ref(cls), table)
+        except TypeError:  # not weak-referenceable: no cache
+            table = {}
     kind = table.get(name)
     if kind is None:
         try:
