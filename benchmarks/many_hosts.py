@@ -13,8 +13,16 @@ on host H + 1 a fresh client process measures
   the first H of them took (the first object of a class on a server waits for its reply);
 - placement: the agents per server, the largest deviation from even (goal: within +-10%);
 - one call per agent, every reply read (calls/s);
-- CPU: the client's per creation, the servers' (all H together) per creation, and the servers'
-  while idle (before the client starts), as a share of one core: where the time of many hosts goes.
+- CPU: the client's per creation (and per thread: the creating thread, the I/O thread, libzmq's,
+  discovery's), the servers' (all H together) per creation, and the servers' while idle (before the
+  client starts), as a share of one core: where the time of many hosts goes;
+- objects per ``create_many`` (quartiles, the lowest and highest host's mean) and requests per creation.
+
+Creation is timed until every creation was answered (a pipelined ``to_dist()`` returns before).
+Diagnostics (environment): ``MANY_HOSTS_COUNT_TURNS=1`` counts the client's I/O turns and the
+sockets each polls; ``MANY_HOSTS_PROFILE=1`` counts Python calls per creation on the creating and
+I/O threads (cProfile: slower, deterministic counts); ``MANY_HOSTS_SHARE=0.2`` (an experiment)
+makes the placement runs that part of the average fill instead of 0.05.
 
 Servers are separate processes on the 2 shared cores: with 50 hosts they compete with the client,
 so the figures are the machine's, not the network's.
