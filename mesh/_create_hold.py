@@ -57,9 +57,10 @@ class LoopHold:
         self.quiet = 0  # sweeps in a row that saw nothing batched
         self.tick = self.sweep  # (one bound method: remove_timer compares by identity)
 
-    def hold(self, batch: Any, held: dict[str, list]) -> bool:
+    def hold(self, batch: Any) -> bool:
         """Caller (the I/O thread about to send ``batch``) holds ``lock``: hold it while its creator's
-        loop goes on; True if held (then it is also listed in ``held``, address -> held batches)."""
+        loop goes on; True if held (``batch.held`` set; it stays in ``unsent``, where :meth:`sweep`,
+        a use or a call to its server find it)."""
         if batch.detached:
             return False
         node = batch.client.node
@@ -68,7 +69,6 @@ class LoopHold:
             # now (no object but its own was batched since it opened: a lone or paced creation)
         batch.held = True
         batch.since = time.monotonic()
-        held.setdefault(batch.address, []).append(batch)
         if self.node is not node:
             self.node, self.last, self.quiet = node, self.made[0], 0
             node.add_timer(TICK, self.tick)

@@ -207,7 +207,7 @@ def _flush(key: tuple, batch: _Batch) -> None:
     with _lock:
         if batch.sent or batch.held:
             return
-        if _hold.hold(batch, _held):  # its creator's loop goes on: it waits for the server's next runs
+        if _hold.hold(batch):  # its creator's loop goes on: it waits for the server's next runs
             return  # (mesh._create_hold; not sent with the server's next answer: see _done)
         if _busy.get(batch.address) and not batch.detached and not batch.client.node.closed:
             batch.held = True
@@ -362,7 +362,7 @@ def _done(batch: _Batch) -> None:
             _busy.pop(address, None)
         for held in _held.pop(address, ()):  # an answer came: what waited for one goes now (at most
             if not held.sent and not held.since:  # a round trip, even while full batches keep the server
-                # busy; one held for its creator's loop waits on: a call to the server sends it first)
+                # busy; one held for its creator's loop is not listed here and must not go: _create_hold)
                 _take(held)
                 due.append(held)
         _answered.notify_all()
