@@ -336,7 +336,7 @@ def _refresh(browser: Any, st: _State) -> None:
     """Background: keep pinging the servers (and new candidates) while this process places objects.
 
     The browser's records are read again when it tells of a change (mDNS) or once per ``_REFRESH``
-    (the sources it does not hear from: the local registry, Redis), not on every wake-up: reading
+    (for sources that may not notify: the local registry, Redis), not on every wake-up: reading
     them builds and merges every server's record (~0.7 ms at 20 servers), four times a second."""
     records: list[Any] = []
     read_at = -1e18
