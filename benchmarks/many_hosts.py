@@ -13,8 +13,16 @@ on host H + 1 a fresh client process measures
   the first H of them took (the first object of a class on a server waits for its reply);
 - placement: the agents per server, the largest deviation from even (goal: within +-10%);
 - one call per agent, every reply read (calls/s);
-- CPU: the client's per creation, the servers' (all H together) per creation, and the servers'
-  while idle (before the client starts), as a share of one core: where the time of many hosts goes.
+- CPU: the client's per creation (and per thread: the creating thread, the I/O thread, libzmq's,
+  discovery's), the servers' (all H together) per creation, and the servers' while idle (before the
+  client starts), as a share of one core: where the time of many hosts goes;
+- objects per ``create_many`` (quartiles, the lowest and highest host's mean) and requests per creation.
+
+Creation is timed until every creation was answered (a pipelined ``to_dist()`` returns before).
+Diagnostics (environment): ``MANY_HOSTS_COUNT_TURNS=1`` counts the client's I/O turns and the
+sockets each polls; ``MANY_HOSTS_PROFILE=1`` counts Python calls per creation on the creating and
+I/O threads (cProfile: slower, deterministic counts); ``MANY_HOSTS_SHARE=0.2`` (an experiment)
+makes the placement runs that part of the average fill instead of 0.05.
 
 Servers are separate processes on the 2 shared cores: with 50 hosts they compete with the client,
 so the figures are the machine's, not the network's.
@@ -43,16 +51,51 @@ from vlan import LineReader, VirtualLan, in_isolated_netns  # noqa: E402
 PORT = 7200
 
 CLIENT = textwrap.dedent('''
-    import json, sys, time
+    import json, os, sys, threading, time
     import mesh
     from _million_agents import Small
     import mesh._create_many as batches
+    from mesh._pipeline import pending
     sent = [0]
-    def counted(batch, send=batches._send):  # how many objects a create_many carried, on average
+    sizes = {}  # address -> objects per create_many sent there
+    def counted(batch, send=batches._send):  # how many objects a create_many carried, per host
         sent[0] += 1
+        sizes.setdefault(batch.address, []).append(len(batch.ids))
         send(batch)
     batches._send = counted
+    from transport._loop import Loop
+    turns = [0, 0]  # I/O turns, poll items over them
+    def counted_turn(self, me, extra=None, timeout=None, turn=Loop.turn):
+        turns[0] += 1
+        turns[1] += len(self._poller.sockets)
+        return turn(self, me, extra, timeout)
+    if os.environ.get("MANY_HOSTS_COUNT_TURNS"):
+        Loop.turn = counted_turn
+    def sizes_summary(sizes):  # objects per create_many: quartiles over all, and the hosts' means (lowest, highest)
+        every = sorted(n for v in sizes.values() for n in v)
+        means = sorted(sum(v) / len(v) for v in sizes.values())
+        if not every:
+            return {}
+        return {"p25": every[len(every) // 4], "p50": every[len(every) // 2], "p75": every[3 * len(every) // 4],
+                "max": every[-1], "host_mean_min": means[0], "host_mean_max": means[-1], "hosts": len(means)}
+    def threads_cpu():  # {thread name: CPU s} of this process, from schedstat (ns)
+        out = {}
+        names = {t.native_id: t.name.split("-")[0] if t.name.startswith("Thread") else t.name for t in threading.enumerate()}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                name = names.get(int(tid))
+                if name is None:
+                    with open(f"/proc/self/task/{tid}/comm") as f:
+                        name = f.read().strip()
+                with open(f"/proc/self/task/{tid}/schedstat") as f:
+                    out[name] = out.get(name, 0) + int(f.read().split()[0]) / 1e9
+            except (OSError, ValueError):
+                pass
+        return out
     hosts, n = int(sys.argv[1]), int(sys.argv[2])
+    if os.environ.get("MANY_HOSTS_SHARE"):  # an experiment: runs of this part of the average fill (longer runs, bigger batches)
+        import mesh.client._spread as spread
+        spread.SHARE = float(os.environ["MANY_HOSTS_SHARE"])
     t = time.perf_counter()
     found = mesh.servers()
     first = time.perf_counter() - t
@@ -64,11 +107,38 @@ CLIENT = textwrap.dedent('''
     listed = time.perf_counter() - t
     print("CREATING", flush=True)
     sys.stdin.readline()  # the parent has read the servers' CPU
+    profiles = None
+    if os.environ.get("MANY_HOSTS_PROFILE"):  # deterministic counts: Python calls on the creating and I/O threads
+        import cProfile, pstats
+        from mesh.client._client import get_client
+        profiles = [cProfile.Profile(), cProfile.Profile()]
+        on_io = threading.Event()
+        get_client().node.call_soon(lambda: (profiles[1].enable(), on_io.set()))
+        on_io.wait(5)
+        profiles[0].enable()
     t, c = time.perf_counter(), time.process_time()
+    th0, turns0 = threads_cpu(), list(turns)
     agents = [Small(i).to_dist() for i in range(min(hosts, n))]  # the first on each server: a first contact each
     first_s = time.perf_counter() - t
     agents += [Small(i).to_dist() for i in range(len(agents), n)]
-    issued, client_cpu = time.perf_counter() - t, time.process_time() - c
+    issued = time.perf_counter() - t
+    while pending():  # until every creation was answered (a pipelined to_dist() returns before)
+        time.sleep(0.001)
+    answered, client_cpu = time.perf_counter() - t, time.process_time() - c
+    calls = {}
+    if profiles:
+        profiles[0].disable()
+        off = threading.Event()
+        get_client().node.call_soon(lambda: (profiles[1].disable(), off.set()))
+        off.wait(5)
+        for name, prof in zip(("creating", "io"), profiles):
+            st = pstats.Stats(prof).stats
+            total = sum(v[1] for v in st.values())
+            top = sorted(((v[1], f"{k[0].rsplit('/', 1)[-1]}:{k[2]}") for k, v in st.items()), reverse=True)[:12]
+            calls[name] = {"total": total, "top": top}
+    th1 = threads_cpu()
+    threads = {k: v - th0.get(k, 0) for k, v in th1.items() if v - th0.get(k, 0) > 1e-4}
+    turns_n, polled = turns[0] - turns0[0], turns[1] - turns0[1]
     print("CREATED", flush=True)
     sys.stdin.readline()
     t = time.perf_counter()
@@ -80,7 +150,7 @@ CLIENT = textwrap.dedent('''
     for a in agents:
         placed[a._mesh_address] = placed.get(a._mesh_address, 0) + 1
     print(json.dumps({"servers_s": first, "servers_listed": first_count, "all_listed_s": listed, "polls": polls,
-                      "listed": len(found), "create_s": issued, "first_contacts_s": first_s, "batches": sent[0], "client_cpu_s": client_cpu, "round_s": round_s, "wrong": wrong,
+                      "listed": len(found), "create_s": answered, "issued_s": issued, "first_contacts_s": first_s, "batches": sent[0], "batch_sizes": sizes_summary(sizes), "client_cpu_s": client_cpu, "threads_cpu_s": threads, "calls": calls, "turns": turns_n, "polled": polled, "round_s": round_s, "wrong": wrong,
                       "placed": sorted(placed.values())}), flush=True)
     mesh.shutdown()
 ''')
@@ -192,6 +262,18 @@ def main() -> int:
               f"CPU per creation client {r['client_us_per_create']:.0f} us, servers {r['servers_us_per_create']:.0f} us "
               f"({1e3 * r['servers_cpu_s'] / h:.1f} ms each); objects per create_many {r['agents'] / max(r['batches'], 1):.0f}; "
               f"idle servers {100 * r['servers_idle_cpu']:.0f}% of a core; load {os.getloadavg()[0]:.1f}", flush=True)
+        threads = ", ".join(f"{k} {1e6 * v / r['agents']:.1f}" for k, v in sorted(r["threads_cpu_s"].items()))
+        print(f"    client threads us/creation: {threads}; I/O turns {r['turns']} "
+              f"({r['turns'] / r['agents']:.3f} per creation, {r['polled'] / max(r['turns'], 1):.0f} poll items each); "
+              f"issued {r['issued_s']:.2f} s, answered {r['create_s']:.2f} s", flush=True)
+        b = r["batch_sizes"]
+        if b:
+            print(f"    objects per create_many: quartiles {b['p25']} / {b['p50']} / {b['p75']}, max {b['max']}; "
+                  f"per host mean {b['host_mean_min']:.0f}-{b['host_mean_max']:.0f} over {b['hosts']} hosts; "
+                  f"requests per creation {r['batches'] / r['agents']:.4f}", flush=True)
+        for name, c in r["calls"].items():
+            top = "; ".join(f"{fn} {n / r['agents']:.2f}" for n, fn in c["top"])
+            print(f"    Python calls per creation, {name} thread: {c['total'] / r['agents']:.1f} ({top})", flush=True)
     rows = [{"hosts": r["hosts"], "servers() s": r["servers_s"], "listed": f"{r['servers_listed']}/{r['hosts']}",
              "all listed s": r["all_listed_s"], "agents": r["agents"], "create/s": round(r["create_per_s"]),
              "max dev from even %": round(100 * r["max_deviation"], 2), "calls/s": round(r["calls_per_s"]),

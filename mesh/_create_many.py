@@ -40,7 +40,7 @@ from typing import Any
 import msgpack
 
 import transport
-from mesh import _scale_gc
+from mesh import _create_hold, _scale_gc
 from mesh._core import wire
 from mesh._errors import ServerUnavailable
 from mesh.client._held import held as _held_batches, set_release
@@ -77,7 +77,7 @@ class Waiter(transport.ReplyFuture):
 
 class _Batch:
     __slots__ = ("client", "address", "cls_ref", "detached", "blob", "ids", "items", "proxies", "extras", "sent",
-                 "held", "key", "waiter", "finish", "retrack")
+                 "held", "key", "waiter", "finish", "retrack", "made", "since")
 
     def __init__(self, client: Any, address: str, cls_ref: str, detached: bool, blob: bytes | None,
                  finish: Callable, retrack: Callable) -> None:
@@ -96,6 +96,8 @@ class _Batch:
         self.waiter = Waiter(self)
         self.finish = finish  # finish(client, address, detached, proxies, info): the built ones (I/O thread)
         self.retrack = retrack  # retrack(proxy, extra, fut): one not built, ``fut`` its own create's reply
+        self.made = _made[0]  # objects batched by this process before its first (mesh._create_hold)
+        self.since = 0.0  # when it was held for its creator's loop (0: not held for that)
 
 
 _lock = threading.Lock()
@@ -205,6 +207,8 @@ def _flush(key: tuple, batch: _Batch) -> None:
     with _lock:
         if batch.sent or batch.held:
             return
+        if _hold.hold(batch):  # its creator's loop goes on: it waits for the server's next runs
+            return  # (mesh._create_hold; not sent with the server's next answer: see _done)
         if _busy.get(batch.address) and not batch.detached and not batch.client.node.closed:
             batch.held = True  # (it stays in _unsent: _done sends it with the server's next answer)
             return
@@ -252,6 +256,9 @@ def _send(batch: _Batch) -> None:
         _fail(batch, exc)
         return
     fut.add_done_callback(lambda f: _answer(batch, f))
+
+
+_hold = _create_hold.LoopHold(_lock, _unsent, _made, lambda batch: _take(batch), lambda batch: _send(batch))
 
 
 def _answer(batch: _Batch, fut: Any) -> None:
@@ -351,8 +358,9 @@ def _done(batch: _Batch) -> None:
         else:
             _busy.pop(address, None)
         # an answer came: what waited for one goes now (at most a round trip, even while full batches
-        # keep the server busy), in creation order; the open ones wait for the I/O thread's turn as before
-        due = [held for held in _unsent.get(address, ()) if held.held and not held.sent]
+        # keep the server busy), in creation order; the open ones wait for the I/O thread's turn as before;
+        # one held for its creator's loop (``since`` set) is not due here: mesh._create_hold sends it
+        due = [held for held in _unsent.get(address, ()) if held.held and not held.sent and not held.since]
         for held in due:
             _take(held)  # (removes it from _unsent: hence the list first)
         _answered.notify_all()
@@ -374,6 +382,7 @@ def abandon() -> None:
             batch.sent = True
             batch.waiter.batch = None
         old.clear()
+        _hold.reset()
     for batch in batches:
         _fail(batch, ServerUnavailable("the mesh client was shut down (mesh.shutdown())"))
 

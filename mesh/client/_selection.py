@@ -70,6 +70,7 @@ class _State:
         self.fails: dict[str, int] = {}
         self.last_event = 0.0
         self.news = False  # the browser told of a change since _settle last read its records
+        self.changed = False  # the browser told of a change since the refresher last read its records
         self.settled = False
         self.used = 0.0
         self.refresher: threading.Thread | None = None
@@ -87,7 +88,7 @@ _state = _State()
 
 def _notify() -> None:  # the browser's records changed
     with _cond:
-        _state.news = True
+        _state.news = _state.changed = True
         _cond.notify_all()
 
 
@@ -332,16 +333,26 @@ def _settle(browser: Any, st: _State, window: float, *, quiet: float = _QUIET, s
 
 
 def _refresh(browser: Any, st: _State) -> None:
-    """Background: keep pinging the servers (and new candidates) while this process places objects."""
+    """Background: keep pinging the servers (and new candidates) while this process places objects.
+
+    The browser's records are read again when it tells of a change (mDNS) or once per ``_REFRESH``
+    (for sources that may not notify: the local registry, Redis), not on every wake-up: reading
+    them builds and merges every server's record (~0.7 ms at 20 servers), four times a second."""
+    records: list[Any] = []
+    read_at = -1e18
     while True:
         with _cond:
             if st.closed or time.monotonic() - st.used > _IDLE:
                 st.refresher = None
                 return
-        try:
-            records = browser.servers()
-        except Exception:  # the browser was closed under us
-            records = []
+            reread = st.changed or time.monotonic() - read_at >= _REFRESH
+            st.changed = False
+        if reread:
+            read_at = time.monotonic()
+            try:
+                records = browser.servers()
+            except Exception:  # the browser was closed under us
+                records = []
         with _cond:
             if st.closed:
                 st.refresher = None
