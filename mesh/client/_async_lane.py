@@ -110,7 +110,9 @@ class LaneReply(transport.PendingReply):
         _future_complete(self, body, None)  # kept alone: result() makes the reply of it
         d, self._owner = self._owner, None
         if d is not None and d.get("_mesh_call") is self:
-            d["_mesh_call"] = Replied(body)
+            replied = _new(Replied)  # (Replied(body), without its __init__'s call)
+            replied.body = body
+            d["_mesh_call"] = replied
 
     def set_exception(self, exc: BaseException) -> None:
         self._owner = None
