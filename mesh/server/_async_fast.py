@@ -216,7 +216,7 @@ class KeptLane:
                     watchdog.end(hooks.ident)
                     if self.running is hooks:
                         self.running = None
-                packed = packed_plain(value)
+                packed = packed_plain(value, hooks.pack)  # (the hooks' packer: no thread-local look-up)
                 if packed is not None and len(packed) > PUSH_LIMIT:
                     packed = None
                 if packed is None:
