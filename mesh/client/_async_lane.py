@@ -35,6 +35,7 @@ import transport
 from mesh._core import context, ids, tracing, wire
 from mesh._core.cancel import _user_deadline
 import mesh.client._on_loop as _on_loop
+import mesh.client._client as _clients
 from mesh.client._client import SLOW, _plain_body, get_client
 from mesh.client._peers import LEASE_INTERVAL
 from mesh.client._lean import OK_HEADER as _OK_HEADER, Replied, owner_future
@@ -45,7 +46,6 @@ _modules = sys.modules
 _local = context._local
 _reading = context.reading_chain
 _busy = _on_loop.busy
-_THRESHOLD = transport.BUFFER_THRESHOLD
 _SIGNATURE = transport.SIGNATURE
 _pack_uint = transport.pack_uint
 _unpackb = msgpack.unpackb
@@ -56,6 +56,9 @@ _ENDED: Any = object()  # a LaneReply's _peers once it completed
 _STR_HEADS = [bytes((0xA0 | n,)) for n in range(32)]  # msgpack fixstr headers
 _TASK_KEY = b"\xa4task"
 _ID_KEY = b"\xa2id"
+_ID_UINT32 = b"\xa2id\xce"
+_new = object.__new__
+_REPLY_PENDING = transport.ReplyFuture()._value  # a ReplyFuture's "no value yet"
 _TEMPLATES_MAX = 4096
 _LEASE_EVERY = LEASE_INTERVAL  # PeerBook.own's renewal period with no lease_ttl
 _templates: dict[tuple[str, str, str], bytes] = {}  # (session, object, method) -> header prefix
@@ -107,7 +110,9 @@ class LaneReply(transport.PendingReply):
         _future_complete(self, body, None)  # kept alone: result() makes the reply of it
         d, self._owner = self._owner, None
         if d is not None and d.get("_mesh_call") is self:
-            d["_mesh_call"] = Replied(body)
+            replied = _new(Replied)  # (Replied(body), without its __init__'s call)
+            replied.body = body
+            d["_mesh_call"] = replied
 
     def set_exception(self, exc: BaseException) -> None:
         self._owner = None
@@ -134,8 +139,12 @@ def _prefix(session: str, object_id: str, method: str) -> bytes:
         if len(_templates) >= _TEMPLATES_MAX:
             _templates.clear()
         # {"op", "obj", "m", "sess", "keep", "chain", "task", "id"}: what the general path sends
-        prefix = _templates[key] = transport.map_prefix(
-            8, [("op", wire.CALL), ("obj", object_id), ("m", method), ("sess", session), ("keep", 1)]) + b"\xa5chain"
+        prefix = _templates[key] = (
+            transport.map_prefix(
+                8, [("op", wire.CALL), ("obj", object_id), ("m", method), ("sess", session), ("keep", 1)]
+            )
+            + b"\xa5chain"
+        )
     return prefix
 
 
@@ -143,9 +152,14 @@ def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
     """An async call's future (a ``cls``), sent through the I/O thread; :data:`SLOW` when the call
     needs the general path (see the module's docstring). The proxy is not durable (the caller checked)."""
     local = _local
-    if (local.chain is not None or local.scope is not None or local.on_block is not None
-            or _reading.get() is not None or _user_deadline.get() is not None
-            or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
+    if (
+        local.chain is not None
+        or local.scope is not None
+        or local.on_block is not None
+        or _reading.get() is not None
+        or _user_deadline.get() is not None
+        or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())
+    ):
         return SLOW
     aio = _modules.get("asyncio")
     if aio is not None and aio._get_running_loop() is not None:  # on a loop: its own lanes
@@ -154,21 +168,30 @@ def issue(proxy: Any, name: str, cls: type, args: tuple, kwargs: dict) -> Any:
     if _busy and object_id in _busy:  # calls in flight on a loop's lane: behind them (the general path)
         return SLOW
     body = _plain_body(args, kwargs)
-    if body is None or len(body) > _THRESHOLD:
+    if body is None:
         return SLOW
-    return send(proxy, name, cls, body)
+    client = _clients._client  # (get_client, inlined: one call fewer per call)
+    if client is None or not client.live():
+        client = get_client()
+    # 64 KiB (transport.BUFFER_THRESHOLD), or less once a server with a smaller limit is known: the
+    # checked path says MessageTooLarge (unchecked, its socket would drop the frame: no reply ever)
+    if len(body) > client.peers.lean_max:
+        return SLOW
+    return _send(client, proxy, name, cls, body)
 
 
 def send(proxy: Any, name: str, cls: type, body: bytes) -> Any:
-    """The lane's send of a call already checked (``issue``'s tests; hook for
-    ``mesh.client._aio_fast``, helper aiolane: a loop's plain call behind a burst)."""
+    """The lane's send of a call already checked (``issue``'s tests, the body's size against
+    ``PeerBook.lean_max`` included; hook for ``mesh.client._aio_fast``, helper aiolane: a loop's
+    plain call behind a burst, whose size it checked)."""
+    return _send(get_client(), proxy, name, cls, body)
+
+
+def _send(client: Any, proxy: Any, name: str, cls: type, body: bytes) -> Any:
     object_id = proxy._mesh_id
-    client = get_client()
-    if len(body) > client.peers.lean_max:  # a server with a limit under 64 KiB: the checked path says
-        return SLOW  # MessageTooLarge (unchecked, its socket would drop the frame: no reply ever)
     node = client.node
     address = proxy._mesh_address
-    rid = node.next_id()
+    rid = next(node._ids)  # (Node.next_id, inlined)
     # two fresh ids as ids.new_chain makes them (the module's prefix and counter: both renewed at a fork)
     counter, head = ids._counter, ids._prefix
     task = f"{head}.{next(counter)}"
@@ -176,16 +199,33 @@ def send(proxy: Any, name: str, cls: type, body: bytes) -> Any:
     prefix = _templates.get((client.session, object_id, name))  # (_prefix's lookup, inlined)
     if prefix is None:
         prefix = _prefix(client.session, object_id, name)
-    if len(chain) < 32 and len(raw) < 32:  # (always, but for a counter past 10**18)
-        header = b"".join((prefix, _STR_HEADS[len(chain)], chain, _TASK_KEY,
-                           _STR_HEADS[len(raw)], raw, _ID_KEY, _pack_uint(rid)))
+    if 65535 < rid < 4294967296:  # (pack_uint's uint 32, inlined: every id but the first 65,535)
+        id_key, id_value = _ID_UINT32, rid.to_bytes(4, "big")
     else:
-        header = prefix + transport.pack_str(chain.decode()) + _TASK_KEY + transport.pack_str(task) + _ID_KEY + _pack_uint(rid)
+        id_key, id_value = _ID_KEY, _pack_uint(rid)
+    if len(chain) < 32 and len(raw) < 32:  # (always, but for a counter past 10**18)
+        header = b"".join(
+            (prefix, _STR_HEADS[len(chain)], chain, _TASK_KEY, _STR_HEADS[len(raw)], raw, id_key, id_value)
+        )
+    else:
+        header = (
+            prefix
+            + transport.pack_str(chain.decode())
+            + _TASK_KEY
+            + transport.pack_str(task)
+            + _ID_KEY
+            + _pack_uint(rid)
+        )
     peers = client.peers
-    fut = LaneReply(peers, object_id)
+    # LaneReply(peers, object_id), inlined (two calls fewer per call)
+    fut = _new(LaneReply)
+    fut._value, fut._exc, fut._event, fut._callbacks = _REPLY_PENDING, None, None, None
+    fut._peers, fut._obj = peers, object_id
     future, d = owner_future(cls, proxy, address, task, fut)
     fut._owner = d  # (before the send: the reply may come at once)
-    peers.lane_started(object_id)
+    with peers._lock:  # (PeerBook.lane_started, inlined)
+        started = peers._lane_started
+        started[object_id] = started.get(object_id, 0) + 1
     try:
         node.request_frames(address, rid, [_SIGNATURE, header, body], fut)
     except BaseException:

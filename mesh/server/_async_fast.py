@@ -52,7 +52,6 @@ _local = context._local
 _OK = {"op": wire.OK}  # read only
 _OUTLIER_RUNS = 8  # a run over the inline threshold counts if another one was within this many runs
 _ROWS_MAX = 4096  # stats rows kept by KeptLane (past it: looked up again)
-_KEYS = frozenset(("op", "obj", "m", "id", "task", "keep", "chain", "sess"))
 
 
 class _KeptHooks(_Hooks):
@@ -77,8 +76,9 @@ class _KeptHooks(_Hooks):
         if self.call is not None:
             return
         calls = self.calls
-        call = Call(replier(self.router, self.identity, self.rid), self.method, b"", [], self.chain, self.task,
-                    True, self.sess)
+        call = Call(
+            replier(self.router, self.identity, self.rid), self.method, b"", [], self.chain, self.task, True, self.sess
+        )
         call.t0 = self.t0
         scope = self.scope
         call.scope = scope
@@ -93,8 +93,19 @@ class _KeptHooks(_Hooks):
 class KeptLane:
     """Serves plain kept calls for :class:`~mesh.server._inline_fast.FastLane` (I/O thread)."""
 
-    __slots__ = ("servicer", "slow", "calls", "actors", "seen", "hooks", "running", "outlier", "outlier_at", "coro",
-                 "rows")
+    __slots__ = (
+        "servicer",
+        "slow",
+        "calls",
+        "actors",
+        "seen",
+        "hooks",
+        "running",
+        "outlier",
+        "outlier_at",
+        "coro",
+        "rows",
+    )
 
     def __init__(self, servicer: Any) -> None:
         self.servicer = servicer
@@ -121,22 +132,36 @@ class KeptLane:
         get = header.get
         obj_id, method, rid, chain, sess, task = get("obj"), get("m"), get("id"), get("chain"), get("sess"), get("task")
         keep = get("keep")
-        if ((keep is not True and (type(keep) is not int or keep != 1)) or type(rid) is not int or type(task) is not str or len(task) > ID_MAX
-                or len(header) != 6 + (chain is not None) + (sess is not None)
-                or type(obj_id) is not str or len(obj_id) > ID_MAX or type(method) is not str or len(method) > NAME_MAX
-                or (chain is not None and (type(chain) is not str or len(chain) > ID_MAX))
-                or (sess is not None and (type(sess) is not str or len(sess) > ID_MAX))
-                or not _KEYS.issuperset(header)):
+        if (
+            (keep is not True and (type(keep) is not int or keep != 1))
+            or type(rid) is not int
+            or type(task) is not str
+            or len(task) > ID_MAX
+            or len(header) != 6 + (chain is not None) + (sess is not None)
+            or type(obj_id) is not str
+            or len(obj_id) > ID_MAX
+            or type(method) is not str
+            or len(method) > NAME_MAX
+            or (chain is not None and (type(chain) is not str or len(chain) > ID_MAX))
+            or (sess is not None and (type(sess) is not str or len(sess) > ID_MAX))
+            or "op" not in header
+        ):  # (with obj, m, id, task, keep and the count: no other key)
             return self.slow(router, identity, header, body, [])
         actor = self.actors.get(obj_id)
         if actor is not None and self.coro.takes(actor, method, body):
             return self.coro.handle(router, identity, actor, method, chain, task, sess, body, rid, self.slow, header)
         calls = self.calls
         streams = calls.streams.states
-        if (actor is None or actor.durable is not None or not self.servicer.accepting or calls.node is None
-                or calls.cancels._tombs or (streams and task in streams)
-                or not calls.inline.allows_entry(hist := calls.inline.history(type(actor.obj), method))
-                or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())):
+        if (
+            actor is None
+            or actor.durable is not None
+            or not self.servicer.accepting
+            or calls.node is None
+            or calls.cancels._tombs
+            or (streams and task in streams)
+            or not calls.inline.allows_entry(hist := calls.inline.history(type(actor.obj), method))
+            or (_modules.get("opentelemetry.trace") is not None and tracing.enabled())
+        ):
             return self.slow(router, identity, header, body, [])
         if not actor.enter_idle():  # admission as Actor.admit, for an idle actor only (nothing queued before it)
             return self.slow(router, identity, header, body, [])
@@ -172,8 +197,20 @@ class KeptLane:
                 return
         inline.add(hist, elapsed)
 
-    def _run(self, actor: Any, method: str, chain: Any, task: str, sess: Any, body: Any, router: Any,
-             identity: bytes, rid: int, t0: float, hist: list) -> None:
+    def _run(
+        self,
+        actor: Any,
+        method: str,
+        chain: Any,
+        task: str,
+        sess: Any,
+        body: Any,
+        router: Any,
+        identity: bytes,
+        rid: int,
+        t0: float,
+        hist: list,
+    ) -> None:
         calls = self.calls
         hooks = self.hooks
         if hooks.busy:  # the previous kept call still runs on a thread that handed the loop off
@@ -181,7 +218,14 @@ class KeptLane:
         hooks.busy = True
         hooks.actor, hooks.chain, hooks.ident, hooks.waited = actor, chain, _get_ident(), False
         hooks.task, hooks.sess, hooks.method, hooks.router, hooks.identity, hooks.rid, hooks.t0 = (
-            task, sess, method, router, identity, rid, t0)
+            task,
+            sess,
+            method,
+            router,
+            identity,
+            rid,
+            t0,
+        )
         hooks.call = None
         # its own scope, running: mesh.cancelled() and the calls it makes (its children) see it
         scope = hooks.scope = TaskScope(calls.cancels, task, None, None, actor, sess)
@@ -216,7 +260,7 @@ class KeptLane:
                     watchdog.end(hooks.ident)
                     if self.running is hooks:
                         self.running = None
-                packed = packed_plain(value)
+                packed = packed_plain(value, hooks.pack)  # (the hooks' packer: no thread-local look-up)
                 if packed is not None and len(packed) > PUSH_LIMIT:
                     packed = None
                 if packed is None:

@@ -71,7 +71,10 @@ class LocalPool:
     """
 
     def __init__(
-        self, max_len: int = 10000, max_expire_time: float = 7200, max_bytes: int = DEFAULT_MAX_BYTES,
+        self,
+        max_len: int = 10000,
+        max_expire_time: float = 7200,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         entry_overhead: int = ENTRY_OVERHEAD,
     ) -> None:
         if max_len < 1:
@@ -94,14 +97,20 @@ class LocalPool:
     def put(self, task: str, entry: Entry, *, held: bool = False) -> None:
         """Store a result (replacing any of the same task); ``held``: see the module's docstring."""
         now = time.monotonic()
-        size = _size(entry) + self.entry_overhead
+        buffers = entry[2]  # (_size, inlined: the common entry has none)
+        size = (len(entry[1]) if not buffers else _size(entry)) + self.entry_overhead
         with self._lock:
-            self._drop(task)
-            self._items[task] = (entry, size)
+            items, loose = self._items, self._loose
+            old = items.pop(task, None)  # (_drop, inlined: a new task has none)
+            if old is not None:
+                self._bytes -= old[1]
+                loose.pop(task, None)
+            items[task] = (entry, size)
             self._bytes += size
             if not held:
-                self._loose[task] = now + self.max_expire_time
-            self._evict(now)
+                loose[task] = now + self.max_expire_time
+            if loose or self._bytes > self.max_bytes:  # (else _evict has nothing to do)
+                self._evict(now)
 
     def get(self, task: str) -> Entry | None:
         with self._lock:
@@ -187,7 +196,13 @@ class LocalPool:
 
 
 def make_pool(
-    pool_type: str, *, redis_url: str | None, max_len: int, max_expire_time: float, name: str, secret: bytes | None = None
+    pool_type: str,
+    *,
+    redis_url: str | None,
+    max_len: int,
+    max_expire_time: float,
+    name: str,
+    secret: bytes | None = None,
 ) -> ResultPool:
     """Build the pool a server was asked for.
 
