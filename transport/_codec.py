@@ -53,7 +53,7 @@ from typing import Any
 import msgpack
 
 from transport._errors import CodecError, Untransferable
-from transport._pickler import dumps as _dumps, set_reducer_hook
+from transport._pickler import dumps as _dumps, set_attempt_hooks, set_reducer_hook
 
 __all__ = [
     "BUFFER_THRESHOLD",
@@ -63,6 +63,7 @@ __all__ = [
     "Untransferable",
     "decode",
     "encode",
+    "set_attempt_hooks",
     "set_reducer_hook",
 ]
 

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from transport._errors import Untransferable
 
-__all__ = ["dumps", "pickler_class", "set_reducer_hook"]
+__all__ = ["dumps", "pickler_class", "set_attempt_hooks", "set_reducer_hook"]
 
 
 def _untransferable_kinds() -> tuple[tuple[tuple[type, ...], str], ...]:
@@ -140,6 +140,8 @@ def dumps(obj: Any, threshold: int) -> tuple[bytes, list[memoryview]]:
     cls = type(obj)
     left = _cloudpickled.get(cls)
     if left is None:
+        hooks = _attempt_hooks[0]
+        mark = hooks[0]() if hooks is not None else None
         with io.BytesIO() as file:
             try:
                 _CPickler(file, protocol=5, buffer_callback=buffer_callback).dump(obj)
@@ -150,6 +152,8 @@ def dumps(obj: Any, threshold: int) -> tuple[bytes, list[memoryview]]:
                 if len(_cloudpickled) > _CACHE_MAX:
                     _cloudpickled.clear()
                 _cloudpickled[cls] = _CLOUDPICKLE_SPAN
+        if hooks is not None:  # what the parts reduced so far did is undone: cloudpickle reduces them again
+            hooks[1](mark)
         oob.clear()
     elif left > 1:
         _cloudpickled[cls] = left - 1  # (threads may race here: it only decides when to try again)
@@ -288,6 +292,17 @@ def _make_pickler() -> type:
 
 
 _pickler_cls: list[Any] = [None]
+
+
+def set_attempt_hooks(hooks: tuple[Callable[[], Any], Callable[[Any], None]] | None) -> None:
+    """Install ``(mark, undo)``: ``mark()`` is called before the C pickler tries a value, and
+    ``undo(mark())``'s result when that try is abandoned for cloudpickle, which then reduces every
+    part again. The layer above uses it to take back what a ``__reduce__`` with side effects did in
+    the abandoned try (a future pickled into call arguments records a new borrower each time)."""
+    _attempt_hooks[0] = hooks
+
+
+_attempt_hooks: list[Any] = [None]
 
 
 def set_reducer_hook(hook: Callable[[type], Callable[[Any], Any] | None] | None) -> None:

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mesh._core import ids, wire
+from transport._codec import set_attempt_hooks
 from mesh.client._lean import pid as _pid
 
 __all__ = [
@@ -99,6 +100,23 @@ def take_back(made: list) -> None:
         children = holder.__dict__.get("_mesh_children")
         if type(children) is list and ref in children:
             children.remove(ref)
+
+
+def _attempt_mark() -> int | None:
+    made = getattr(_local, "counting", None)
+    return None if made is None else len(made)
+
+
+def _attempt_undo(mark: int | None) -> None:
+    """The codec abandoned a try of the C pickler (a part must go by value): the borrowers its
+    ``__reduce__`` calls recorded will not be sent (cloudpickle records them again)."""
+    made = getattr(_local, "counting", None)
+    if made is not None and mark is not None and len(made) > mark:
+        take_back(made[mark:])
+        del made[mark:]
+
+
+set_attempt_hooks((_attempt_mark, _attempt_undo))
 
 
 # -- reports ------------------------------------------------------------------------------------
