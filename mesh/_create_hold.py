@@ -6,7 +6,8 @@ they came, a batch at 50 servers held a few dozen objects, and a request's fixed
 I/O threads, the server's worker wake-up, libzmq's threads) was paid per few dozen objects: more
 per creation the more servers. So while the loop goes on, a batch waits for its server's next runs:
 when the I/O thread comes to send it and a loop is under way (other objects were batched since
-its first: a loop over servers or classes; from then on until the loop ends), it is held open,
+its first, and another server has objects not sent yet: a loop over servers; from then on until the
+loop ends), it is held open,
 and it goes
 
 - once it is full (``MAX_ITEMS``, from the creating thread, as any batch),
@@ -17,8 +18,8 @@ and it goes
 not with its server's next answer (the rule of a batch held while the server's previous one is out):
 a server that answers fast would otherwise get each run as a request of its own again.
 
-A lone creation, creations paced slower than the I/O thread's turns, a loop to one server (one
-batch: it fills to ``MAX_ITEMS`` by itself), and detached objects go as before.
+A lone creation, creations paced slower than the I/O thread's turns, a loop to one server (of one
+class or several: its batch fills to ``MAX_ITEMS`` by itself), and detached objects go as before.
 """
 
 from __future__ import annotations
@@ -64,9 +65,14 @@ class LoopHold:
         if batch.detached:
             return False
         node = batch.client.node
-        if node.closed or (self.node is not node and self.made[0] - batch.made <= len(batch.ids)):
-            return False  # no loop under way: none was seen (the sweep runs while one is) and none shows
-            # now (no object but its own was batched since it opened: a lone or paced creation)
+        if node.closed:
+            return False
+        if self.node is not node:  # no loop seen under way (the sweep runs while one is)
+            if self.made[0] - batch.made <= len(batch.ids):
+                return False  # and none shows now: no object but its own was batched since it opened
+            if not any(address != batch.address and batches for address, batches in self.unsent.items()):
+                return False  # a loop to this server alone (of one class or several): its batch fills
+                # by itself, and its objects reach it as soon as before (reached by name, over HTTP...)
         batch.held = True
         batch.since = time.monotonic()
         if self.node is not node:

@@ -75,6 +75,13 @@ def _children() -> set[int]:
     return out
 
 
+def created(agent: Any) -> Any:
+    """``agent`` once its pipelined creation has reached its server (``to_dist()`` returns before):
+    what reaches it by name, over HTTP or from another process, finds it. Its first use waits for it."""
+    assert agent.name is not None
+    return agent
+
+
 def wait_until(cond: Callable[[], object], timeout: float = 5.0, interval: float = 0.01, raise_: bool = True) -> object:
     """Poll ``cond`` until it is truthy or ``timeout`` passes (then fail, or return False)."""
     deadline = time.monotonic() + timeout

@@ -42,9 +42,8 @@ def edge():
     srv = mesh.AgentServer(port=0, advertise=False, http_port=0).launch(in_subprocess=False)
     try:
         where = {"host": srv.host, "port": srv.port}
-        Asyncy("asyncy", to_dist=where)
-        Failing("failing", to_dist=where)
-        Plain("plain", to_dist=where)
+        agents = [Asyncy("asyncy", to_dist=where), Failing("failing", to_dist=where), Plain("plain", to_dist=where)]
+        assert [a.name for a in agents] == ["asyncy", "failing", "plain"]  # created (to_dist() returns before)
         yield srv
     finally:
         srv.shutdown()

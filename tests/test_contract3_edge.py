@@ -9,7 +9,7 @@ import json
 import pytest
 
 import mesh
-from conftest import wait_until
+from conftest import created, wait_until
 from test_contract_cli import Start
 
 httpx = pytest.importorskip("httpx")
@@ -92,7 +92,7 @@ def test_token_protects_every_request_and_a_refused_one_runs_nothing(tmp_path):
 
 
 def test_only_agentbase_objects_are_a2a_agents(edge):
-    Plain("plainobj", to_dist={"host": edge.host, "port": edge.port})
+    created(Plain("plainobj", to_dist={"host": edge.host, "port": edge.port}))
     r = httpx.get(_url(edge) + "/a2a/plainobj/.well-known/agent-card.json", timeout=20)
     assert r.status_code == 404
 
@@ -108,7 +108,7 @@ def test_an_agent_created_after_start_is_served_and_keeps_its_state(edge):
 
 
 def test_message_stream_of_an_async_generator_reply(edge):
-    AsyncTeller("ateller", to_dist={"host": edge.host, "port": edge.port})
+    created(AsyncTeller("ateller", to_dist={"host": edge.host, "port": edge.port}))
     data = []
     with httpx.stream("POST", _url(edge) + "/a2a/ateller/", json=_rpc("message/stream", "go"), timeout=20) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
@@ -122,7 +122,7 @@ def test_message_stream_of_an_async_generator_reply(edge):
 
 
 def test_healthz_lists_the_named_agents(edge):
-    Counting("h1", to_dist={"host": edge.host, "port": edge.port})
+    created(Counting("h1", to_dist={"host": edge.host, "port": edge.port}))
     h = httpx.get(_url(edge) + "/healthz", timeout=20)
     assert h.status_code == 200 and h.headers["content-type"].startswith("application/json")
     assert "h1" in h.text

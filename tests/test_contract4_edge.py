@@ -11,7 +11,7 @@ import time
 import pytest
 
 import mesh
-from conftest import wait_until
+from conftest import created, wait_until
 
 httpx = pytest.importorskip("httpx")
 
@@ -69,7 +69,7 @@ def test_agent_names_that_need_encoding_are_served(edge, name, path):
 
 
 def test_the_card_has_what_an_a2a_client_needs(edge):
-    Teller("carded", to_dist=_where(edge))
+    created(Teller("carded", to_dist=_where(edge)))
     r = httpx.get(_url(edge) + "/a2a/carded/.well-known/agent-card.json", timeout=20)
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
     card = r.json()
@@ -144,7 +144,7 @@ def test_the_a2a_sdk_client_works_with_the_bearer_token_and_nothing_works_withou
     tok.write_text(TOKEN + "\n")
     srv = mesh.AgentServer(port=0, advertise=False, http_port=0, http_token_file=str(tok)).launch(in_subprocess=False)
     try:
-        Teller("guarded", to_dist=_where(srv))
+        created(Teller("guarded", to_dist=_where(srv)))
         base = _url(srv)
         for path in ("/healthz", "/a2a/guarded/.well-known/agent-card.json"):
             assert httpx.get(base + path, timeout=20).status_code == 401, path
@@ -180,7 +180,7 @@ def test_bad_json_rpc_input_is_an_error_answer_and_the_agent_serves_on(edge):
 
 
 def test_the_later_protocol_version_the_card_names_is_served_too(edge):
-    Teller("both", to_dist=_where(edge))
+    created(Teller("both", to_dist=_where(edge)))
     base = _url(edge) + "/a2a/both/"
     card = httpx.get(base + ".well-known/agent-card.json", timeout=20).json()
     versions = {str(i.get("protocolVersion")) for i in card.get("supportedInterfaces", [])}

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 import mesh
+from conftest import created
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("a2a")
@@ -40,8 +41,8 @@ def _rpc(method, text, **params):
 def edge():
     srv = mesh.AgentServer(port=0, advertise=False, http_port=0).launch(in_subprocess=False)
     try:
-        Parrot("polly", to_dist={"host": srv.host, "port": srv.port})
-        Teller("teller", to_dist={"host": srv.host, "port": srv.port})
+        created(Parrot("polly", to_dist={"host": srv.host, "port": srv.port}))
+        created(Teller("teller", to_dist={"host": srv.host, "port": srv.port}))
         yield srv
     finally:
         srv.shutdown()
@@ -146,7 +147,7 @@ def test_http_token_gives_401_and_runs_nothing(tmp_path):
         url = s.line[s.line.index("http://"):].split()[0].rstrip(",)")
         port = url.rsplit(":", 1)[1]
         base = f"http://127.0.0.1:{port}"
-        Parrot("locked", to_dist={"host": s.host, "port": s.port})
+        created(Parrot("locked", to_dist={"host": s.host, "port": s.port}))
         r = httpx.post(base + "/a2a/locked/", json=_rpc("message/send", "x"), timeout=20)
         assert r.status_code == 401
         assert httpx.get(base + "/a2a/locked/.well-known/agent-card.json", timeout=20).status_code in (200, 401)

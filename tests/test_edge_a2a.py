@@ -12,6 +12,7 @@ import sys
 import pytest
 
 import mesh
+from conftest import created
 from tests.agents_lib import Echo
 
 pytest.importorskip("a2a")
@@ -39,7 +40,7 @@ class Conversation(mesh.AgentBase):
 def test_remote_agent_against_a_second_servers_edge(spawn_server):
     other = spawn_server(http_port=0, custom_agent_classes=[Echo])
     assert other.http_port  # reported by the subprocess's ready line
-    Echo(name="echo", to_dist={"host": other.host, "port": other.port})
+    created(Echo(name="echo", to_dist={"host": other.host, "port": other.port}))
     remote = mesh.a2a.remote_agent(other.http_url + "/a2a/echo/")
     answer = remote(mesh.Msg("me", "hello"))
     assert isinstance(answer, mesh.Msg)
@@ -54,7 +55,7 @@ def test_remote_agent_against_a_second_servers_edge(spawn_server):
 
 def test_a_mesh_agent_calls_an_a2a_agent(spawn_server, server):
     other = spawn_server(http_port=0, custom_agent_classes=[Echo])
-    Echo(name="echo", to_dist={"host": other.host, "port": other.port})
+    created(Echo(name="echo", to_dist={"host": other.host, "port": other.port}))
     target = mesh.a2a.remote_agent(other.http_url + "/a2a/echo/")
     relay = Relay(name="relay", target=target, to_dist={"host": server.host, "port": server.port})
     answer = relay(mesh.Msg("me", "ping"))
@@ -65,7 +66,7 @@ def test_a_mesh_agent_calls_an_a2a_agent(spawn_server, server):
 def test_one_proxy_is_one_conversation(server):
     srv = mesh.AgentServer(http_port=0, advertise=False).launch(in_subprocess=False)
     try:
-        Conversation(name="conv", to_dist={"host": srv.host, "port": srv.port})
+        created(Conversation(name="conv", to_dist={"host": srv.host, "port": srv.port}))
         remote = mesh.a2a.remote_agent(srv.http_url + "/a2a/conv/")
         first = remote("a").content
         assert first and remote("b").content == first

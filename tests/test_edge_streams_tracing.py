@@ -9,6 +9,7 @@ import threading
 import pytest
 
 import mesh
+from conftest import created
 from tests.conftest import wait_until
 
 httpx = pytest.importorskip("httpx")
@@ -49,7 +50,7 @@ def _body(text, method):
 
 
 def test_a_stream_func_reply_streams_its_chunks_as_they_are_made(edge):
-    Teller(name="teller", to_dist={"host": edge.host, "port": edge.port})
+    created(Teller(name="teller", to_dist={"host": edge.host, "port": edge.port}))
     gate = _GATES["go"] = threading.Event()
     texts = []
     with httpx.stream("POST", edge.http_url + "/a2a/teller/", json=_body("go", "message/stream"), timeout=30) as r:
@@ -67,7 +68,7 @@ def test_a_stream_func_reply_streams_its_chunks_as_they_are_made(edge):
 
 
 def test_message_send_of_a_stream_func_reply_is_the_whole_reply(edge):
-    Teller(name="teller", to_dist={"host": edge.host, "port": edge.port})
+    created(Teller(name="teller", to_dist={"host": edge.host, "port": edge.port}))
     _GATES["whole"] = threading.Event()
     _GATES["whole"].set()
     r = httpx.post(edge.http_url + "/a2a/teller/", json=_body("whole", "message/send"), timeout=30).json()
@@ -88,7 +89,7 @@ def test_an_http_requests_traceparent_is_the_parent_of_the_mesh_call(edge):
     old = trace._TRACER_PROVIDER
     trace._TRACER_PROVIDER = provider  # set_tracer_provider refuses a second set in one process
     try:
-        Echo(name="echo", to_dist={"host": edge.host, "port": edge.port})
+        created(Echo(name="echo", to_dist={"host": edge.host, "port": edge.port}))
         trace_id = "0af7651916cd43dd8448eb211c80319c"
         tp = f"00-{trace_id}-b7ad6b7169203331-01"
         r = httpx.post(edge.http_url + "/a2a/echo/", json=_body("t", "message/send"), headers={"traceparent": tp}, timeout=30)
