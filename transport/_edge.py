@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import select
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import zmq
 
@@ -101,12 +101,12 @@ class Edge:
             if handler is None:
                 continue
             try:
-                if sock.getsockopt(_EVENTS) & _POLLIN:
+                if cast(int, sock.getsockopt(_EVENTS)) & _POLLIN:
                     handler(_POLLIN)
                     if ident() != me:  # handed off: the successor looks at this one and the rest
                         resubmit(todo[i:])
                         return
-                    if handlers.get(sock) is handler and sock.getsockopt(_EVENTS) & _POLLIN:
+                    if handlers.get(sock) is handler and cast(int, sock.getsockopt(_EVENTS)) & _POLLIN:
                         ready.append(sock)  # (the read re-armed the FD either way)
             except zmq.ZMQError:  # closed meanwhile without remove: forget it
                 self.remove(sock)

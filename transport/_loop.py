@@ -257,7 +257,7 @@ class Loop:
             raise
         handlers, wake_r = self._handlers, self._wake_r
         out: list = []
-        run_edge = edge is not None and edge.ready
+        run_edge = edge is not None and bool(edge.ready)
         for target, mask in events:
             if target == wake_r:
                 try:
