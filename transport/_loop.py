@@ -7,7 +7,8 @@ loop: poll, run the handler of every ready socket, run the queued commands,
 run what is due (one-shot :meth:`Loop.call_at` entries, then periodic timers).
 
 The loop knows nothing of peers or routers: :mod:`transport._dealers` and
-:mod:`transport._routers` register their sockets and commands with it.
+:mod:`transport._routers` register their sockets and commands with it. A monitor socket is polled through an epoll set
+(:mod:`transport._edge`), itself one item of the poll.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Callable
 
 import zmq
 
+from transport._edge import Edge, edge_on
 from transport._log import log
 
 __all__ = ["Call", "Command", "Loop"]
@@ -83,6 +85,11 @@ class Loop:
         self._poller = zmq.Poller()
         self._poller.register(self._wake_r, zmq.POLLIN)
         self._handlers: dict[Any, Handler] = {}
+        self._edge = Edge() if edge_on() else None  # the edge-triggered sockets (transport._edge)
+        self._edge_fd = -1
+        if self._edge is not None:
+            self._edge_fd = self._edge.fd
+            self._poller.register(self._edge_fd, zmq.POLLIN)
         self._due: list[tuple[float, int, Callable[[Any], None], Any]] = []  # heap of call_at entries
         self._seq = itertools.count()
         self.timers: list[list] = []  # [next_due, interval, fn]: added by add_timer
@@ -147,14 +154,19 @@ class Loop:
     def add(self, sock: zmq.Socket, handler: Handler, flags: int = zmq.POLLIN) -> None:
         """Poll ``sock``; ``handler(mask)`` runs when it is ready."""
         self._handlers[sock] = handler
-        self._poller.register(sock, flags)
+        if self._edge is None or not self._edge.add(sock, flags):
+            self._poller.register(sock, flags)
 
     def modify(self, sock: zmq.Socket, flags: int) -> None:
         """Change what ``sock`` is polled for (e.g. POLLOUT while an outbox waits)."""
+        if self._edge is not None and self._edge.socks:
+            self._edge.remove(sock)  # (not for a monitor: if it is, it is polled as any other from now)
         self._poller.register(sock, flags)
 
     def remove(self, sock: zmq.Socket) -> None:
         if self._handlers.pop(sock, None) is not None:
+            if self._edge is not None and self._edge.socks and self._edge.remove(sock):
+                return
             try:
                 self._poller.unregister(sock)
             except KeyError:
@@ -194,6 +206,8 @@ class Loop:
                         self._dead = True
                         os.close(self._wake_r)
                         os.close(self._wake_w)
+                        if self._edge is not None:
+                            self._edge.close()
 
     def _loop(self) -> None:
         me = self.ident
@@ -231,6 +245,9 @@ class Loop:
                 wait = 1000
         if timeout is not None and timeout < wait:
             wait = timeout
+        edge = self._edge
+        if edge is not None and edge.ready:  # an edge-triggered socket still readable: no wait
+            wait = 0
         try:
             # Poller.poll, without its wrapper
             events = _poll(self._poller.sockets + extra if extra else self._poller.sockets, wait)
@@ -240,12 +257,16 @@ class Loop:
             raise
         handlers, wake_r = self._handlers, self._wake_r
         out: list = []
+        run_edge = edge is not None and bool(edge.ready)
         for target, mask in events:
             if target == wake_r:
                 try:
                     os.read(wake_r, 4096)
                 except BlockingIOError:
                     pass
+                continue
+            if target == self._edge_fd:
+                run_edge = True
                 continue
             handler = handlers.get(target)
             if handler is None:
@@ -258,6 +279,8 @@ class Loop:
                 handler(mask)
             except Exception:
                 log.exception("error handling socket event")
+        if run_edge and self.ident == me:
+            edge.run(handlers, lambda: self.ident, me, lambda socks: self.submit(Call(edge.ready.extend, socks)))  # type: ignore[union-attr]
         if self.ident != me:
             return out
         self._woken = False

@@ -16,6 +16,7 @@ import zmq
 
 from transport._errors import PeerAuthFailed, PeerUnavailable
 from transport._log import log
+from transport._edge import edge_triggered
 from transport._security import Keys
 
 __all__ = [
@@ -131,7 +132,7 @@ class DealerRecipe:
             sock.curve_serverkey = self.keys.server_public
             sock.curve_publickey = self.keys.client_public
             sock.curve_secretkey = self.keys.client_secret
-        mon = sock.get_monitor_socket(MONITOR_EVENTS)
+        mon = edge_triggered(sock.get_monitor_socket(MONITOR_EVENTS))  # (read only by its handler)
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
