@@ -5,6 +5,7 @@ Decode entry points covered (issue 10, point 1):
 - ``transport.decode`` (value bodies and buffer frames; ``allow_pickle`` both ways)
 - ``transport._framing.split_frames`` (signature + header)
 - ``transport._framing.split_batch`` (the body of a ``batch`` message, protocol 1.4)
+- ``transport._framing.split_one`` (a one-frame message, protocol 1.5), then ``split_frames`` on its parts
 - ``transport._zap.Zap.on_readable`` (ZAP requests), ``transport._sockets.parse_monitor_message``
 - ``discovery._record.record_from_dict`` / ``parse_address`` (registry JSON, Redis values),
   ``LocalRegistry.records`` (registry files), ``discovery._mdns_browser.record_from_info`` (mDNS TXT),
@@ -31,7 +32,7 @@ import transport
 from mesh import Msg
 from transport import _codec
 from transport._codec import EXT_BUFREF, EXT_PICKLED, EXT_TUPLE, MAX_EXT_DEPTH, CodecError, decode, encode
-from transport._framing import FrameError, pack_batch, pack_header, split_batch, split_frames
+from transport._framing import FrameError, pack_batch, pack_header, pack_one, split_batch, split_frames, split_one
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -305,6 +306,26 @@ def test_split_frames(frames, signed):
         return
     assert isinstance(header, dict) and isinstance(header["op"], str)
     decodes_cleanly(body, buffers)
+
+
+@FAST
+@given(st.binary(max_size=300), st.booleans(), st.binary(max_size=40))
+def test_split_one(tail, signed, body):
+    # any frame: None or (header, body) parts, which split_frames then checks as the server does
+    frame = (SIG + tail) if signed else tail
+    parts = split_one(frame)
+    if parts is not None:
+        header, rest = parts
+        assert type(header) is bytes and type(rest) is bytes and rest
+        try:
+            head, value, _ = split_frames([SIG, header, rest])
+        except FrameError:
+            pass
+        else:
+            assert isinstance(head, dict) and isinstance(head["op"], str)
+            decodes_cleanly(value)
+    packed = pack_header({"op": "call", "id": 1})
+    assert split_one(pack_one(packed, body)) == ((packed, body) if body else None)  # no body: not one
 
 
 def _split_batch_cleanly(body) -> None:
