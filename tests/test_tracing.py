@@ -66,6 +66,8 @@ def exporter():
     try:
         yield memory
     finally:
+        while _started:  # in-process servers keep the process's runtime (and its settings) alive
+            _started.pop().shutdown()
         mesh.shutdown()  # the servers' last spans end before the provider goes
         trace._TRACER_PROVIDER = None
         trace._TRACER_PROVIDER_SET_ONCE._done = False
@@ -73,8 +75,13 @@ def exporter():
         assert not tracing.enabled()
 
 
+_started: list[mesh.AgentServer] = []  # stopped by the exporter fixture: none outlives its test
+
+
 def _servers(n: int) -> list[mesh.AgentServer]:
-    return [mesh.AgentServer(port=0, capacity=4, advertise=False).launch(in_subprocess=False) for _ in range(n)]
+    servers = [mesh.AgentServer(port=0, capacity=4, advertise=False).launch(in_subprocess=False) for _ in range(n)]
+    _started.extend(servers)
+    return servers
 
 
 def _chain(servers) -> Hop:
