@@ -66,8 +66,9 @@ class AgentBase(metaclass=RpcMeta):
     @async_func
     def __call__(self, x: Msg | None = None, *args: Any, **kwargs: Any) -> Any:
         if _hubs.speakers:  # a participant in a msghub's with: its reply is shown to the others
-            hubs = _hubs.speakers.get(("local", id(self)))
-            if hubs is not None and ("local", id(self)) not in _hubs.speaking():
+            k = ("local", id(self))  # (mesh.client._hubs.key of a local agent)
+            hubs = _hubs.speakers.get(k)
+            if hubs is not None and k not in _hubs.speaking():
                 return _hubs.speak(self, self.reply, (x, *args), kwargs, hubs)
         return self.reply(x, *args, **kwargs)
 

@@ -87,8 +87,9 @@ class RpcObject:
         if mode is None:
             raise TypeError(f"remote {self._mesh_cls} object is not callable")
         if _hubs.speakers:  # inside a msghub's with: its reply is shown to the others
-            hubs = _hubs.speakers.get(("remote", self._mesh_id))
-            if hubs is not None and ("remote", self._mesh_id) not in _hubs.speaking():
+            k = ("remote", self._mesh_id)  # (mesh.client._hubs.key of a proxy)
+            hubs = _hubs.speakers.get(k)
+            if hubs is not None and k not in _hubs.speaking():
                 return _hubs.HubCall(self, _Method(self, "__call__", mode), hubs)
         return _Method(self, "__call__", mode)
 
